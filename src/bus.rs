@@ -1,0 +1,40 @@
+//! The CPU's view of everything that is not RAM: I/O ports, memory-mapped devices, the interrupt
+//! line. The machine (or a test) implements [`Bus`]; the CPU never knows which devices exist.
+
+/// Port I/O, MMIO and the INTR line as seen from the CPU.
+pub trait Bus {
+    /// IN from `port`; `size` is 1, 2 or 4 bytes.
+    fn io_read(&mut self, port: u16, size: u8) -> u32;
+    /// OUT to `port`.
+    fn io_write(&mut self, port: u16, size: u8, value: u32);
+    /// Read from a physical address the memory map marks as MMIO.
+    fn mmio_read(&mut self, addr: u32, size: u8) -> u32;
+    /// Write to a physical address the memory map marks as MMIO.
+    fn mmio_write(&mut self, addr: u32, size: u8, value: u32);
+    /// Level of the INTR line (a maskable interrupt is waiting at the interrupt controller).
+    fn interrupt_pending(&self) -> bool {
+        false
+    }
+    /// INTA cycle: the interrupt controller hands over the vector.
+    fn acknowledge_interrupt(&mut self) -> u8 {
+        0
+    }
+    /// The legacy FERR#/IRQ13 output of the x87 changed (used when CR0.NE is clear).
+    fn fpu_error(&mut self, _asserted: bool) {}
+}
+
+/// A bus with nothing on it: ports read as all ones (an undriven ISA bus), writes are ignored,
+/// no interrupts. Used by tests that run bare CPU + RAM.
+#[derive(Default, Debug, Clone)]
+pub struct EmptyBus;
+
+impl Bus for EmptyBus {
+    fn io_read(&mut self, _port: u16, size: u8) -> u32 {
+        u32::MAX >> (32 - 8 * size as u32)
+    }
+    fn io_write(&mut self, _port: u16, _size: u8, _value: u32) {}
+    fn mmio_read(&mut self, _addr: u32, size: u8) -> u32 {
+        u32::MAX >> (32 - 8 * size as u32)
+    }
+    fn mmio_write(&mut self, _addr: u32, _size: u8, _value: u32) {}
+}

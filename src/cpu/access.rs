@@ -1,0 +1,289 @@
+//! Guest memory access through segmentation and paging.
+//!
+//! Fast path: one range check against the segment cache, one TLB probe, a RAM read. Everything
+//! else (TLB misses, page-crossing accesses, MMIO, ROM, writes to pages holding decoded code,
+//! faults) goes to the `_slow` functions.
+
+use super::exception::{self, Exception, Fault};
+use super::seg::Segment;
+use super::{Cpu, ESP};
+use crate::mem::tlb::{TLB_READ_SUPER, TLB_WRITE_SUPER};
+use crate::mem::{Access, PageKind};
+
+/// Read `N` little-endian bytes from `ram[p..]` into a u32.
+#[inline(always)]
+fn ram_read<const N: usize>(ram: &[u8], p: usize) -> u32 {
+    let b = &ram[p..p + N];
+    let mut v = 0u32;
+    for (i, byte) in b.iter().enumerate() {
+        v |= (*byte as u32) << (8 * i);
+    }
+    v
+}
+
+#[inline(always)]
+fn ram_write<const N: usize>(ram: &mut [u8], p: usize, v: u32) {
+    let b = &mut ram[p..p + N];
+    for (i, byte) in b.iter_mut().enumerate() {
+        *byte = (v >> (8 * i)) as u8;
+    }
+}
+
+impl Cpu {
+    /// The fault a segment-limit or access-rights violation raises for `seg`.
+    #[inline]
+    pub fn seg_fault(seg: usize) -> Exception {
+        if seg == Segment::SS as usize {
+            Exception::ss(0)
+        } else {
+            Exception::gp(0)
+        }
+    }
+
+    /// Linear address of a read of `size` bytes at `seg:off`, after the limit and rights check.
+    #[inline(always)]
+    pub fn lin_for_read(&self, seg: usize, off: u32, size: u32) -> Fault<u32> {
+        let s = &self.segs[seg];
+        if s.can_read(off, size) {
+            Ok(s.base.wrapping_add(off))
+        } else {
+            Err(Cpu::seg_fault(seg))
+        }
+    }
+
+    /// Linear address of a write of `size` bytes at `seg:off`, after the limit and rights check.
+    #[inline(always)]
+    pub fn lin_for_write(&self, seg: usize, off: u32, size: u32) -> Fault<u32> {
+        let s = &self.segs[seg];
+        if s.can_write(off, size) {
+            Ok(s.base.wrapping_add(off))
+        } else {
+            Err(Cpu::seg_fault(seg))
+        }
+    }
+
+    /// Read `N` (1, 2, 4) bytes at `seg:off`.
+    #[inline(always)]
+    pub fn read<const N: usize>(&mut self, seg: usize, off: u32) -> Fault<u32> {
+        let lin = self.lin_for_read(seg, off, N as u32)?;
+        self.read_lin::<N>(lin)
+    }
+
+    /// Write `N` (1, 2, 4) bytes at `seg:off`.
+    #[inline(always)]
+    pub fn write<const N: usize>(&mut self, seg: usize, off: u32, v: u32) -> Fault {
+        let lin = self.lin_for_write(seg, off, N as u32)?;
+        self.write_lin::<N>(lin, v)
+    }
+
+    /// Read at a linear address with the current privilege.
+    #[inline(always)]
+    pub fn read_lin<const N: usize>(&mut self, lin: u32) -> Fault<u32> {
+        if (lin & 0xFFF) as usize <= 0x1000 - N {
+            if let Some(p) = self.mem.tlb.lookup(lin, self.tlb_read_perm) {
+                return Ok(ram_read::<N>(&self.mem.ram, p as usize));
+            }
+        }
+        self.read_lin_slow(lin, N as u32, self.cpl == 3)
+    }
+
+    /// Write at a linear address with the current privilege.
+    #[inline(always)]
+    pub fn write_lin<const N: usize>(&mut self, lin: u32, v: u32) -> Fault {
+        if (lin & 0xFFF) as usize <= 0x1000 - N {
+            if let Some(p) = self.mem.tlb.lookup(lin, self.tlb_write_perm) {
+                ram_write::<N>(&mut self.mem.ram, p as usize, v);
+                return Ok(());
+            }
+        }
+        self.write_lin_slow(lin, N as u32, v, self.cpl == 3)
+    }
+
+    /// Read a system structure (descriptor tables, TSS, IDT): a supervisor access at any CPL.
+    pub fn read_lin_system<const N: usize>(&mut self, lin: u32) -> Fault<u32> {
+        if (lin & 0xFFF) as usize <= 0x1000 - N {
+            if let Some(p) = self.mem.tlb.lookup(lin, TLB_READ_SUPER) {
+                return Ok(ram_read::<N>(&self.mem.ram, p as usize));
+            }
+        }
+        self.read_lin_slow(lin, N as u32, false)
+    }
+
+    /// Write a system structure (accessed bits, busy bits, TSS fields): a supervisor access.
+    pub fn write_lin_system<const N: usize>(&mut self, lin: u32, v: u32) -> Fault {
+        if (lin & 0xFFF) as usize <= 0x1000 - N {
+            if let Some(p) = self.mem.tlb.lookup(lin, TLB_WRITE_SUPER) {
+                ram_write::<N>(&mut self.mem.ram, p as usize, v);
+                return Ok(());
+            }
+        }
+        self.write_lin_slow(lin, N as u32, v, false)
+    }
+
+    /// Translate a linear address, raising #PF (and setting CR2) on failure.
+    pub fn translate(&mut self, lin: u32, write: bool, user: bool) -> Fault<u32> {
+        match self.mem.translate(lin, Access { write, user }) {
+            Ok(p) => Ok(p),
+            Err(pf) => {
+                self.cr2 = pf.address;
+                Err(Exception::with_code(exception::PF, pf.error_code))
+            }
+        }
+    }
+
+    /// Check alignment for #AC: CR0.AM, EFLAGS.AC and CPL 3 all set.
+    #[inline]
+    fn check_alignment(&self, lin: u32, size: u32, user: bool) -> Fault {
+        if user
+            && size > 1
+            && lin & (size - 1) != 0
+            && self.cr0 & super::CR0_AM != 0
+            && self.flags.sys(super::flags::AC)
+        {
+            return Err(Exception::with_code(exception::AC, 0));
+        }
+        Ok(())
+    }
+
+    /// Read that missed the fast path: translate each page touched, then read byte by byte if
+    /// the access straddles a page boundary.
+    pub fn read_lin_slow(&mut self, lin: u32, size: u32, user: bool) -> Fault<u32> {
+        self.check_alignment(lin, size, user)?;
+        let first = self.translate(lin, false, user)?;
+        if (lin & 0xFFF) + size <= 0x1000 {
+            self.check_data_breakpoint(lin, size, false);
+            return Ok(self.mem.read_phys(&mut *self.bus, first, size as u8));
+        }
+        let second_lin = (lin | 0xFFF).wrapping_add(1);
+        let second = self.translate(second_lin, false, user)?;
+        self.check_data_breakpoint(lin, size, false);
+        let mut v = 0u32;
+        for i in 0..size {
+            let l = lin.wrapping_add(i);
+            let p = if l & 0xFFFF_F000 == lin & 0xFFFF_F000 {
+                first + i
+            } else {
+                second + (l & 0xFFF)
+            };
+            v |= self.mem.read_phys(&mut *self.bus, p, 1) << (8 * i);
+        }
+        Ok(v)
+    }
+
+    /// Write that missed the fast path. Both pages of a straddling write are translated (and may
+    /// fault) before any byte is written.
+    pub fn write_lin_slow(&mut self, lin: u32, size: u32, v: u32, user: bool) -> Fault {
+        self.check_alignment(lin, size, user)?;
+        let first = self.translate(lin, true, user)?;
+        let hit_code = if (lin & 0xFFF) + size <= 0x1000 {
+            self.mem.write_phys(&mut *self.bus, first, size as u8, v)
+        } else {
+            let second_lin = (lin | 0xFFF).wrapping_add(1);
+            let second = self.translate(second_lin, true, user)?;
+            let mut hit = false;
+            for i in 0..size {
+                let l = lin.wrapping_add(i);
+                let p = if l & 0xFFFF_F000 == lin & 0xFFFF_F000 {
+                    first + i
+                } else {
+                    second + (l & 0xFFF)
+                };
+                hit |= self.mem.write_phys(&mut *self.bus, p, 1, v >> (8 * i));
+            }
+            hit
+        };
+        if hit_code {
+            // The write changed code we decoded: the running block may now be stale.
+            self.stop_block = true;
+        }
+        if self.mem.kind(first) == PageKind::Mmio {
+            self.stop_block = true;
+        }
+        self.check_data_breakpoint(lin, size, true);
+        Ok(())
+    }
+
+    /// Probe that a write of `size` bytes at `seg:off` would succeed (rights, limit, paging)
+    /// without writing; returns the linear address. Used by read-modify-write instructions and
+    /// by instructions that must not leave partial state behind.
+    pub fn probe_write(&mut self, seg: usize, off: u32, size: u32) -> Fault<u32> {
+        let lin = self.lin_for_write(seg, off, size)?;
+        if (lin & 0xFFF) + size <= 0x1000 && self.mem.tlb.lookup(lin, self.tlb_write_perm).is_some()
+        {
+            return Ok(lin);
+        }
+        let user = self.cpl == 3;
+        self.check_alignment(lin, size, user)?;
+        self.translate(lin, true, user)?;
+        if (lin & 0xFFF) + size > 0x1000 {
+            self.translate((lin | 0xFFF).wrapping_add(1), true, user)?;
+        }
+        Ok(lin)
+    }
+
+    // ---- Stack ----
+
+    /// Push `N` bytes (2 or 4) on SS:(E)SP.
+    #[inline(always)]
+    pub fn push<const N: usize>(&mut self, v: u32) -> Fault {
+        let mask = self.stack_mask();
+        let sp = self.regs[ESP].wrapping_sub(N as u32) & mask;
+        self.write::<N>(Segment::SS as usize, sp, v)?;
+        self.regs[ESP] = (self.regs[ESP] & !mask) | sp;
+        Ok(())
+    }
+
+    /// Pop `N` bytes (2 or 4) from SS:(E)SP.
+    #[inline(always)]
+    pub fn pop<const N: usize>(&mut self) -> Fault<u32> {
+        let mask = self.stack_mask();
+        let sp = self.regs[ESP] & mask;
+        let v = self.read::<N>(Segment::SS as usize, sp)?;
+        self.regs[ESP] = (self.regs[ESP] & !mask) | (sp.wrapping_add(N as u32) & mask);
+        Ok(v)
+    }
+
+    /// Read `N` bytes at stack offset `(E)SP + delta` without popping.
+    #[inline]
+    pub fn stack_peek<const N: usize>(&mut self, delta: u32) -> Fault<u32> {
+        let mask = self.stack_mask();
+        let sp = self.regs[ESP].wrapping_add(delta) & mask;
+        self.read::<N>(Segment::SS as usize, sp)
+    }
+
+    /// Push a word or dword chosen by the operand size.
+    #[inline(always)]
+    pub fn push_v(&mut self, op32: bool, v: u32) -> Fault {
+        if op32 {
+            self.push::<4>(v)
+        } else {
+            self.push::<2>(v)
+        }
+    }
+
+    /// Pop a word or dword chosen by the operand size.
+    #[inline(always)]
+    pub fn pop_v(&mut self, op32: bool) -> Fault<u32> {
+        if op32 {
+            self.pop::<4>()
+        } else {
+            self.pop::<2>()
+        }
+    }
+
+    // ---- Port I/O ----
+
+    /// IN, after the caller's privilege check.
+    pub fn port_in(&mut self, port: u16, size: u8) -> u32 {
+        let v = self.bus.io_read(port, size);
+        // A device access may raise or drop the interrupt line: look again at the next block.
+        self.stop_block = true;
+        v
+    }
+
+    /// OUT, after the caller's privilege check.
+    pub fn port_out(&mut self, port: u16, size: u8, v: u32) {
+        self.bus.io_write(port, size, v);
+        self.stop_block = true;
+    }
+}

@@ -1,0 +1,548 @@
+//! The decoder: prefixes, ModR/M and SIB, immediates, and the opcode map.
+//!
+//! Decoding produces an [`Instr`] whose `exec` handler is already specialised for its operand
+//! size and for register or memory operands, and whose effective address is one of a few
+//! precomputed forms (`ea`). Each instruction group (arith.rs, data.rs, ...) owns the decoding of
+//! its opcodes: this file only routes an opcode to its group.
+
+use super::exception::{Exception, Fault};
+use super::seg::Segment;
+use super::{arith, bits, control, data, string, system};
+use super::{Cpu, EBP, ESP, ZERO_REG};
+
+/// An instruction handler: executes one decoded instruction. EIP already points past it.
+pub type Handler = fn(&mut Cpu, &Instr) -> Fault;
+/// An effective-address form: computes the offset of the memory operand.
+pub type EaFn = fn(&Cpu, &Instr) -> u32;
+
+/// No REP prefix.
+pub const REP_NONE: u8 = 0;
+/// F3: REP / REPE / REPZ.
+pub const REP_Z: u8 = 1;
+/// F2: REPNE / REPNZ.
+pub const REP_NZ: u8 = 2;
+
+/// One decoded instruction.
+#[derive(Clone, Copy)]
+pub struct Instr {
+    /// The handler chosen at decode time.
+    pub exec: Handler,
+    /// Effective-address form of the memory operand (unused for register forms).
+    pub ea: EaFn,
+    /// Displacement of the memory operand.
+    pub disp: u32,
+    /// First immediate (sign- or zero-extended as the instruction requires).
+    pub imm: u32,
+    /// Second immediate (far pointer selector, ENTER nesting level).
+    pub imm2: u32,
+    /// Length in bytes, prefixes included.
+    pub len: u8,
+    /// ModR/M reg field, or the register encoded in the opcode.
+    pub reg: u8,
+    /// ModR/M rm field (the register of register forms).
+    pub rm: u8,
+    /// Base and index registers of the address ([`ZERO_REG`] when absent) and the SIB scale.
+    pub base: u8,
+    pub index: u8,
+    pub scale: u8,
+    /// Segment of the memory operand (default or override).
+    pub seg: u8,
+    /// Operand size is 32 bits.
+    pub op32: bool,
+    /// Address size is 32 bits.
+    pub addr32: bool,
+    /// REP prefix kind (REP_NONE, REP_Z, REP_NZ).
+    pub rep: u8,
+    /// A segment-override prefix was present.
+    pub seg_override: bool,
+    /// The opcode (0x0F-prefixed opcodes are 0x0Fxx).
+    pub opcode: u16,
+}
+
+fn ea_none(_: &Cpu, _: &Instr) -> u32 {
+    0
+}
+
+fn exec_ud(_: &mut Cpu, _: &Instr) -> Fault {
+    Err(Exception::ud())
+}
+
+impl Default for Instr {
+    fn default() -> Self {
+        Instr {
+            exec: exec_ud,
+            ea: ea_none,
+            disp: 0,
+            imm: 0,
+            imm2: 0,
+            len: 0,
+            reg: 0,
+            rm: 0,
+            base: ZERO_REG as u8,
+            index: ZERO_REG as u8,
+            scale: 0,
+            seg: Segment::DS as u8,
+            op32: false,
+            addr32: false,
+            rep: REP_NONE,
+            seg_override: false,
+            opcode: 0,
+        }
+    }
+}
+
+impl Instr {
+    /// Offset of the memory operand.
+    #[inline(always)]
+    pub fn ea(&self, cpu: &Cpu) -> u32 {
+        (self.ea)(cpu, self)
+    }
+}
+
+// ---- Effective-address forms ----
+
+/// 16-bit addressing: (base + index + disp) mod 64 KiB.
+fn ea16(cpu: &Cpu, i: &Instr) -> u32 {
+    cpu.regs[i.base as usize]
+        .wrapping_add(cpu.regs[i.index as usize])
+        .wrapping_add(i.disp)
+        & 0xFFFF
+}
+
+/// 32-bit displacement only.
+fn ea32_disp(_: &Cpu, i: &Instr) -> u32 {
+    i.disp
+}
+
+/// 32-bit base + displacement.
+fn ea32_base(cpu: &Cpu, i: &Instr) -> u32 {
+    cpu.regs[i.base as usize].wrapping_add(i.disp)
+}
+
+/// 32-bit base + index * scale + displacement.
+fn ea32_sib(cpu: &Cpu, i: &Instr) -> u32 {
+    cpu.regs[i.base as usize]
+        .wrapping_add(cpu.regs[i.index as usize] << i.scale)
+        .wrapping_add(i.disp)
+}
+
+/// The longest legal instruction.
+const MAX_LEN: u32 = 15;
+
+/// Decoding state for one instruction.
+pub struct Decoder<'a> {
+    cpu: &'a mut Cpu,
+    /// Offset (in CS) of the instruction's first byte.
+    start: u32,
+    /// Bytes consumed so far.
+    pos: u32,
+    /// The instruction being built.
+    pub i: Instr,
+    /// A LOCK prefix was present.
+    pub lock: bool,
+    lock_ok: bool,
+    /// ModR/M has been read and selects a register operand.
+    is_reg: bool,
+    /// Mod field of the ModR/M byte.
+    pub mode: u8,
+    /// Decoding must stop after this instruction (control transfer, mode change).
+    pub ends_block: bool,
+}
+
+impl<'a> Decoder<'a> {
+    /// Fetch the next instruction byte, checking the CS limit and paging.
+    pub fn byte(&mut self) -> Fault<u8> {
+        if self.pos >= MAX_LEN {
+            return Err(Exception::gp(0));
+        }
+        let off = self.start.wrapping_add(self.pos);
+        let cs = &self.cpu.segs[Segment::CS as usize];
+        if off > cs.limit || (!cs.big && off > 0xFFFF) {
+            return Err(Exception::gp(0));
+        }
+        let lin = cs.base.wrapping_add(off);
+        let user = self.cpu.cpl == 3;
+        let phys = match self.cpu.mem.tlb.lookup(lin, self.cpu.tlb_read_perm) {
+            Some(p) => p,
+            None => self.cpu.translate(lin, false, user)?,
+        };
+        self.pos += 1;
+        Ok(self.cpu.mem.read_phys(&mut *self.cpu.bus, phys, 1) as u8)
+    }
+
+    pub fn u16(&mut self) -> Fault<u16> {
+        let lo = self.byte()? as u16;
+        Ok(lo | (self.byte()? as u16) << 8)
+    }
+
+    pub fn u32(&mut self) -> Fault<u32> {
+        let lo = self.u16()? as u32;
+        Ok(lo | (self.u16()? as u32) << 16)
+    }
+
+    /// imm8, zero-extended, into `i.imm`.
+    pub fn imm8(&mut self) -> Fault {
+        self.i.imm = self.byte()? as u32;
+        Ok(())
+    }
+
+    /// imm8, sign-extended to 32 bits, into `i.imm`.
+    pub fn imm8s(&mut self) -> Fault {
+        self.i.imm = self.byte()? as i8 as i32 as u32;
+        Ok(())
+    }
+
+    /// imm16 into `i.imm`.
+    pub fn imm16(&mut self) -> Fault {
+        self.i.imm = self.u16()? as u32;
+        Ok(())
+    }
+
+    /// imm16 or imm32 by operand size into `i.imm`.
+    pub fn imm_v(&mut self) -> Fault {
+        self.i.imm = if self.i.op32 {
+            self.u32()?
+        } else {
+            self.u16()? as u32
+        };
+        Ok(())
+    }
+
+    /// A relative displacement of operand size (rel16/rel32), sign-extended, into `i.imm`.
+    pub fn rel_v(&mut self) -> Fault {
+        self.i.imm = if self.i.op32 {
+            self.u32()?
+        } else {
+            self.u16()? as i16 as i32 as u32
+        };
+        Ok(())
+    }
+
+    /// A moffs address (address size) into `i.disp`, with `ea` set to the displacement form.
+    pub fn moffs(&mut self) -> Fault {
+        self.i.disp = if self.i.addr32 {
+            self.u32()?
+        } else {
+            self.u16()? as u32
+        };
+        self.i.ea = ea32_disp;
+        Ok(())
+    }
+
+    /// The register form was selected by the ModR/M byte.
+    #[inline]
+    pub fn is_reg(&self) -> bool {
+        self.is_reg
+    }
+
+    /// This instruction accepts LOCK (when its destination is memory).
+    pub fn allow_lock(&mut self) {
+        self.lock_ok = !self.is_reg;
+    }
+
+    /// Stop decoding the block after this instruction.
+    pub fn end_block(&mut self) {
+        self.ends_block = true;
+    }
+
+    /// Read ModR/M (and SIB and displacement); fills reg, rm and the address form.
+    pub fn modrm(&mut self) -> Fault {
+        let m = self.byte()?;
+        self.mode = m >> 6;
+        self.i.reg = (m >> 3) & 7;
+        self.i.rm = m & 7;
+        if self.mode == 3 {
+            self.is_reg = true;
+            return Ok(());
+        }
+        self.is_reg = false;
+        if self.i.addr32 {
+            self.modrm32(m & 7)
+        } else {
+            self.modrm16(m & 7)
+        }
+    }
+
+    fn modrm16(&mut self, rm: u8) -> Fault {
+        const BX: u8 = 3;
+        const BP: u8 = 5;
+        const SI: u8 = 6;
+        const DI: u8 = 7;
+        const Z: u8 = ZERO_REG as u8;
+        let (base, index) = match rm {
+            0 => (BX, SI),
+            1 => (BX, DI),
+            2 => (BP, SI),
+            3 => (BP, DI),
+            4 => (SI, Z),
+            5 => (DI, Z),
+            6 => (BP, Z),
+            _ => (BX, Z),
+        };
+        let (base, disp) = match self.mode {
+            0 if rm == 6 => (Z, self.u16()? as u32),
+            0 => (base, 0),
+            1 => (base, self.byte()? as i8 as i32 as u32),
+            _ => (base, self.u16()? as u32),
+        };
+        self.i.base = base;
+        self.i.index = index;
+        self.i.disp = disp;
+        self.i.ea = ea16;
+        if base == BP && !self.i.seg_override {
+            self.i.seg = Segment::SS as u8;
+        }
+        Ok(())
+    }
+
+    fn modrm32(&mut self, rm: u8) -> Fault {
+        let mut base = rm;
+        let mut index = ZERO_REG as u8;
+        let mut scale = 0;
+        let mut no_base = false;
+        if rm == 4 {
+            let sib = self.byte()?;
+            scale = sib >> 6;
+            index = (sib >> 3) & 7;
+            if index == 4 {
+                index = ZERO_REG as u8;
+            }
+            base = sib & 7;
+            if base == 5 && self.mode == 0 {
+                no_base = true;
+            }
+        } else if rm == 5 && self.mode == 0 {
+            no_base = true;
+        }
+        let disp = match self.mode {
+            0 if no_base => self.u32()?,
+            0 => 0,
+            1 => self.byte()? as i8 as i32 as u32,
+            _ => self.u32()?,
+        };
+        if no_base {
+            base = ZERO_REG as u8;
+        }
+        self.i.base = base;
+        self.i.index = index;
+        self.i.scale = scale;
+        self.i.disp = disp;
+        self.i.ea = if index != ZERO_REG as u8 {
+            ea32_sib
+        } else if base != ZERO_REG as u8 {
+            ea32_base
+        } else {
+            ea32_disp
+        };
+        if (base as usize == ESP || base as usize == EBP) && !self.i.seg_override {
+            self.i.seg = Segment::SS as u8;
+        }
+        Ok(())
+    }
+}
+
+/// Select a handler by register/memory form and operand size (16/32) for a generic handler
+/// `f::<R, W>` where R is [`RegRm`](super::operand::RegRm)/[`MemRm`](super::operand::MemRm)
+/// and W is [`W16`](super::operand::W16)/[`W32`](super::operand::W32).
+#[macro_export]
+macro_rules! rm_v {
+    ($d:expr, $f:ident) => {{
+        use $crate::cpu::operand::{MemRm, RegRm, W16, W32};
+        match ($d.is_reg(), $d.i.op32) {
+            (true, false) => $f::<RegRm, W16> as $crate::cpu::decode::Handler,
+            (true, true) => $f::<RegRm, W32>,
+            (false, false) => $f::<MemRm, W16>,
+            (false, true) => $f::<MemRm, W32>,
+        }
+    }};
+}
+
+/// Like [`rm_v!`] for byte operands: `f::<R, W8>`.
+#[macro_export]
+macro_rules! rm_b {
+    ($d:expr, $f:ident) => {{
+        use $crate::cpu::operand::{MemRm, RegRm, W8};
+        if $d.is_reg() {
+            $f::<RegRm, W8> as $crate::cpu::decode::Handler
+        } else {
+            $f::<MemRm, W8>
+        }
+    }};
+}
+
+/// Select `f::<W16>` or `f::<W32>` by operand size.
+#[macro_export]
+macro_rules! by_v {
+    ($d:expr, $f:ident) => {{
+        use $crate::cpu::operand::{W16, W32};
+        if $d.i.op32 {
+            $f::<W32> as $crate::cpu::decode::Handler
+        } else {
+            $f::<W16>
+        }
+    }};
+}
+
+impl Cpu {
+    /// Decode one instruction at CS:`eip`. Returns it and whether the block must end after it.
+    pub fn decode_one(&mut self, eip: u32) -> Fault<(Instr, bool)> {
+        let big = self.segs[Segment::CS as usize].big;
+        let mut d = Decoder {
+            cpu: self,
+            start: eip,
+            pos: 0,
+            i: Instr {
+                op32: big,
+                addr32: big,
+                ..Instr::default()
+            },
+            lock: false,
+            lock_ok: false,
+            is_reg: false,
+            mode: 0,
+            ends_block: false,
+        };
+        let mut op = loop {
+            let b = d.byte()?;
+            match b {
+                0x26 | 0x2E | 0x36 | 0x3E => {
+                    d.i.seg = (b >> 3) & 3;
+                    d.i.seg_override = true;
+                }
+                0x64 | 0x65 => {
+                    d.i.seg = b - 0x60;
+                    d.i.seg_override = true;
+                }
+                0x66 => d.i.op32 = !big,
+                0x67 => d.i.addr32 = !big,
+                0xF0 => d.lock = true,
+                0xF2 => d.i.rep = REP_NZ,
+                0xF3 => d.i.rep = REP_Z,
+                _ => break b as u16,
+            }
+        };
+        if op == 0x0F {
+            op = 0x0F00 | d.byte()? as u16;
+        }
+        d.i.opcode = op;
+        let exec = dispatch(&mut d, op)?;
+        if d.lock && !d.lock_ok {
+            return Err(Exception::ud());
+        }
+        d.i.exec = exec;
+        d.i.len = d.pos as u8;
+        let ends = d.ends_block;
+        Ok((d.i, ends))
+    }
+}
+
+/// Route an opcode to the group that decodes it.
+fn dispatch(d: &mut Decoder, op: u16) -> Fault<Handler> {
+    match op {
+        // ALU ops, INC/DEC, TEST, NOT/NEG/MUL/DIV, shifts, BCD, flag ops, CBW/CWD, SETcc, CMOVcc
+        0x00..=0x05
+        | 0x08..=0x0D
+        | 0x10..=0x15
+        | 0x18..=0x1D
+        | 0x20..=0x25
+        | 0x27
+        | 0x28..=0x2D
+        | 0x2F
+        | 0x30..=0x35
+        | 0x37
+        | 0x38..=0x3D
+        | 0x3F
+        | 0x40..=0x4F
+        | 0x69
+        | 0x6B
+        | 0x80..=0x85
+        | 0x98
+        | 0x99
+        | 0x9E
+        | 0x9F
+        | 0xA8
+        | 0xA9
+        | 0xC0
+        | 0xC1
+        | 0xD0..=0xD6
+        | 0xF5
+        | 0xF6
+        | 0xF7
+        | 0xF8
+        | 0xF9
+        | 0xFE
+        | 0x0F40..=0x0F4F
+        | 0x0F90..=0x0F9F
+        | 0x0FA4
+        | 0x0FA5
+        | 0x0FAC
+        | 0x0FAD
+        | 0x0FAF => arith::decode(d, op),
+        // Bit tests and scans, CMPXCHG, XADD, BSWAP
+        0x0FA3
+        | 0x0FAB
+        | 0x0FB3
+        | 0x0FBB
+        | 0x0FBA
+        | 0x0FBC
+        | 0x0FBD
+        | 0x0FB0
+        | 0x0FB1
+        | 0x0FC0
+        | 0x0FC1
+        | 0x0FC7
+        | 0x0FC8..=0x0FCF => bits::decode(d, op),
+        // Moves, exchanges, stack, segment loads, LEA, XLAT, ENTER/LEAVE, BOUND
+        0x06
+        | 0x07
+        | 0x0E
+        | 0x16
+        | 0x17
+        | 0x1E
+        | 0x1F
+        | 0x50..=0x62
+        | 0x68
+        | 0x6A
+        | 0x86..=0x8F
+        | 0x90..=0x97
+        | 0x9C
+        | 0x9D
+        | 0xA0..=0xA3
+        | 0xB0..=0xBF
+        | 0xC4..=0xC9
+        | 0xD7
+        | 0x0FA0
+        | 0x0FA1
+        | 0x0FA8
+        | 0x0FA9
+        | 0x0FB2
+        | 0x0FB4..=0x0FB7
+        | 0x0FBE
+        | 0x0FBF => data::decode(d, op),
+        // String instructions (with REP)
+        0x6C..=0x6F | 0xA4..=0xA7 | 0xAA..=0xAF => string::decode(d, op),
+        // Jumps, calls, returns, loops, INT/IRET, HLT, flag control, port I/O, FF group
+        0x70..=0x7F
+        | 0x0F80..=0x0F8F
+        | 0x9A
+        | 0xC2
+        | 0xC3
+        | 0xCA..=0xCF
+        | 0xE0..=0xEF
+        | 0xF4
+        | 0xFA..=0xFD
+        | 0xFF => control::decode(d, op),
+        // System: descriptor tables, control/debug registers, MSRs, CPUID, SYSENTER, ARPL...
+        0x63 | 0x0F00..=0x0F0B | 0x0F20..=0x0F23 | 0x0F30..=0x0F35 | 0x0FA2 | 0x0F1F => {
+            system::decode(d, op)
+        }
+        // x87 escapes, WAIT and FXSAVE/FXRSTOR
+        0x9B | 0xD8..=0xDF | 0x0FAE => super::x87::decode(d, op),
+        _ => Ok(exec_ud),
+    }
+}
+
+/// The #UD handler, for groups to return for undefined encodings.
+pub fn undefined() -> Handler {
+    exec_ud
+}

@@ -1,0 +1,389 @@
+//! The x86 CPU: registers and modes, the decoded-block cache and the run loop.
+//!
+//! Instructions are decoded once into [`Instr`] records whose handler was chosen at decode time
+//! (operand size, register or memory form, address form), grouped into blocks keyed by the
+//! physical address of their first byte. The run loop looks a block up, checks that the page it
+//! came from was not written since, and calls the handlers one after another. Flags are lazy
+//! ([`flags`]), memory goes through a software TLB ([`crate::mem::tlb`]).
+
+pub mod access;
+pub mod debug;
+pub mod decode;
+pub mod exception;
+pub mod flags;
+pub mod icache;
+pub mod interrupt;
+pub mod operand;
+pub mod protected;
+pub mod seg;
+
+// Instruction groups: each file decodes and executes its own opcodes.
+pub mod arith;
+pub mod bits;
+pub mod control;
+pub mod data;
+pub mod string;
+pub mod system;
+pub mod x87;
+
+use crate::bus::{Bus, EmptyBus};
+use crate::mem::Memory;
+pub use decode::Instr;
+pub use exception::{Exception, Fault};
+use flags::Flags;
+use icache::ICache;
+pub use seg::{SegCache, Segment};
+
+/// General register numbers, as encoded in instructions.
+pub const EAX: usize = 0;
+pub const ECX: usize = 1;
+pub const EDX: usize = 2;
+pub const EBX: usize = 3;
+pub const ESP: usize = 4;
+pub const EBP: usize = 5;
+pub const ESI: usize = 6;
+pub const EDI: usize = 7;
+/// A register slot that always reads 0: effective-address forms without a base or index use it.
+pub const ZERO_REG: usize = 8;
+
+/// CR0 bits.
+pub const CR0_PE: u32 = 1 << 0;
+pub const CR0_MP: u32 = 1 << 1;
+pub const CR0_EM: u32 = 1 << 2;
+pub const CR0_TS: u32 = 1 << 3;
+pub const CR0_ET: u32 = 1 << 4;
+pub const CR0_NE: u32 = 1 << 5;
+pub const CR0_WP: u32 = 1 << 16;
+pub const CR0_AM: u32 = 1 << 18;
+pub const CR0_NW: u32 = 1 << 29;
+pub const CR0_CD: u32 = 1 << 30;
+pub const CR0_PG: u32 = 1 << 31;
+
+/// CR4 bits.
+pub const CR4_VME: u32 = 1 << 0;
+pub const CR4_PVI: u32 = 1 << 1;
+pub const CR4_TSD: u32 = 1 << 2;
+pub const CR4_DE: u32 = 1 << 3;
+pub const CR4_PSE: u32 = 1 << 4;
+pub const CR4_PGE: u32 = 1 << 7;
+pub const CR4_OSFXSR: u32 = 1 << 9;
+
+/// Why [`Cpu::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunExit {
+    /// The instruction budget was used up.
+    Budget,
+    /// The CPU executed HLT and waits for an interrupt.
+    Halted,
+    /// A triple fault (or a fault the CPU cannot deliver): the machine must reset.
+    Shutdown,
+}
+
+/// A descriptor-table register (GDTR, IDTR).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableReg {
+    pub base: u32,
+    pub limit: u32,
+}
+
+/// Model-specific registers the CPU implements.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Msrs {
+    pub sysenter_cs: u32,
+    pub sysenter_esp: u32,
+    pub sysenter_eip: u32,
+    pub apic_base: u64,
+    /// Added to the retired-instruction count to form the TSC (WRMSR to the TSC sets it).
+    pub tsc_offset: u64,
+}
+
+/// The processor.
+pub struct Cpu {
+    /// EAX..EDI, plus a slot that stays 0 (see [`ZERO_REG`]).
+    pub regs: [u32; 9],
+    pub eip: u32,
+    pub flags: Flags,
+    /// ES, CS, SS, DS, FS, GS (see [`Segment`]).
+    pub segs: [SegCache; 6],
+    pub gdtr: TableReg,
+    pub idtr: TableReg,
+    pub ldtr: SegCache,
+    pub tr: SegCache,
+    pub cr0: u32,
+    pub cr2: u32,
+    pub cr3: u32,
+    pub cr4: u32,
+    /// DR0..DR7 (DR4/DR5 alias DR6/DR7).
+    pub dr: [u32; 8],
+    pub msr: Msrs,
+    /// Current privilege level.
+    pub cpl: u8,
+    /// Physical memory, paging and the TLB.
+    pub mem: Memory,
+    /// Everything that is not RAM.
+    pub bus: Box<dyn Bus>,
+    /// Retired instructions since reset: the unit of virtual time.
+    pub instructions: u64,
+    /// HLT executed; waiting for an interrupt.
+    pub halted: bool,
+    /// Triple fault: the machine must reset.
+    pub shutdown: bool,
+    /// The TLB permission bit that reads at the current CPL need.
+    pub(crate) tlb_read_perm: u32,
+    /// The TLB permission bit that writes at the current CPL need.
+    pub(crate) tlb_write_perm: u32,
+    /// Interrupts are inhibited for one instruction (after MOV SS, POP SS, STI).
+    pub(crate) irq_shadow: bool,
+    /// Set by anything that invalidates assumptions of the running block (mode or CS changes,
+    /// self-modifying code, HLT); the block ends after the current instruction.
+    pub(crate) stop_block: bool,
+    /// EIP and ESP at the start of the current instruction, restored when it faults.
+    pub(crate) prev_eip: u32,
+    pub(crate) prev_esp: u32,
+    /// Interrupt delivery in progress (for double-fault detection).
+    pub(crate) delivering: Option<u8>,
+    pub(crate) icache: ICache,
+}
+
+impl Cpu {
+    /// A CPU in its power-on state with `ram_bytes` of RAM and the given bus.
+    pub fn new(ram_bytes: usize, bus: Box<dyn Bus>) -> Cpu {
+        let mut cpu = Cpu {
+            regs: [0; 9],
+            eip: 0,
+            flags: Flags::default(),
+            segs: Default::default(),
+            gdtr: TableReg {
+                base: 0,
+                limit: 0xFFFF,
+            },
+            idtr: TableReg {
+                base: 0,
+                limit: 0x3FF,
+            },
+            ldtr: SegCache::default(),
+            tr: SegCache::default(),
+            cr0: 0,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            dr: [0; 8],
+            msr: Msrs::default(),
+            cpl: 0,
+            mem: Memory::new(ram_bytes),
+            bus,
+            instructions: 0,
+            halted: false,
+            shutdown: false,
+            tlb_read_perm: 0,
+            tlb_write_perm: 0,
+            irq_shadow: false,
+            stop_block: false,
+            prev_eip: 0,
+            prev_esp: 0,
+            delivering: None,
+            icache: ICache::new(),
+        };
+        cpu.reset();
+        cpu
+    }
+
+    /// A CPU with RAM and nothing else on its bus (for tests and benchmarks).
+    pub fn with_ram(ram_bytes: usize) -> Cpu {
+        Cpu::new(ram_bytes, Box::new(EmptyBus))
+    }
+
+    /// The RESET state: real mode, CS:IP = F000:FFF0 with CS base FFFF0000.
+    pub fn reset(&mut self) {
+        self.regs = [0; 9];
+        // EDX holds the processor signature after reset (family 6, model 1: Pentium Pro).
+        self.regs[EDX] = 0x0000_0611;
+        self.eip = 0xFFF0;
+        self.flags = Flags::default();
+        for (i, s) in self.segs.iter_mut().enumerate() {
+            *s = SegCache::real(0);
+            if i == Segment::CS as usize {
+                s.selector = 0xF000;
+                s.base = 0xFFFF_0000;
+            }
+        }
+        self.gdtr = TableReg {
+            base: 0,
+            limit: 0xFFFF,
+        };
+        self.idtr = TableReg {
+            base: 0,
+            limit: 0x3FF,
+        };
+        self.ldtr = SegCache::default();
+        self.tr = SegCache::default();
+        self.cr0 = CR0_ET | CR0_CD | CR0_NW;
+        self.cr2 = 0;
+        self.cr3 = 0;
+        self.cr4 = 0;
+        self.dr = [0; 8];
+        self.dr[6] = 0xFFFF_0FF0;
+        self.dr[7] = 0x0000_0400;
+        self.msr = Msrs {
+            apic_base: 0xFEE0_0900,
+            ..Msrs::default()
+        };
+        self.halted = false;
+        self.shutdown = false;
+        self.irq_shadow = false;
+        self.delivering = None;
+        self.set_cpl(0);
+        self.sync_paging();
+        self.mem.tlb.flush_all();
+        self.icache.flush();
+    }
+
+    /// Protected mode enabled (CR0.PE).
+    #[inline(always)]
+    pub fn protected_mode(&self) -> bool {
+        self.cr0 & CR0_PE != 0
+    }
+
+    /// Virtual-8086 mode (EFLAGS.VM in protected mode).
+    #[inline(always)]
+    pub fn v86_mode(&self) -> bool {
+        self.flags.sys(flags::VM)
+    }
+
+    /// Real mode (not protected).
+    #[inline(always)]
+    pub fn real_mode(&self) -> bool {
+        self.cr0 & CR0_PE == 0
+    }
+
+    /// Set the current privilege level and the TLB permissions that go with it.
+    pub fn set_cpl(&mut self, cpl: u8) {
+        self.cpl = cpl;
+        if cpl == 3 {
+            self.tlb_read_perm = crate::mem::tlb::TLB_READ_USER;
+            self.tlb_write_perm = crate::mem::tlb::TLB_WRITE_USER;
+        } else {
+            self.tlb_read_perm = crate::mem::tlb::TLB_READ_SUPER;
+            self.tlb_write_perm = crate::mem::tlb::TLB_WRITE_SUPER;
+        }
+    }
+
+    /// Copy the paging controls from CR0/CR3/CR4 into the MMU.
+    pub fn sync_paging(&mut self) {
+        let t = &mut self.mem.tlb;
+        t.paging = self.cr0 & CR0_PG != 0 && self.cr0 & CR0_PE != 0;
+        t.write_protect = self.cr0 & CR0_WP != 0;
+        t.cr3 = self.cr3;
+        t.pse = self.cr4 & CR4_PSE != 0;
+        t.pge = self.cr4 & CR4_PGE != 0;
+    }
+
+    /// Open or close the A20 gate (an input from the machine).
+    pub fn set_a20(&mut self, enabled: bool) {
+        self.mem.set_a20(enabled);
+        self.icache.flush();
+    }
+
+    /// The stack pointer width of the current stack segment: 0xFFFF or 0xFFFFFFFF.
+    #[inline(always)]
+    pub fn stack_mask(&self) -> u32 {
+        if self.segs[Segment::SS as usize].big {
+            u32::MAX
+        } else {
+            0xFFFF
+        }
+    }
+
+    /// Run until `budget` more instructions have retired, the CPU halts, or it shuts down.
+    /// The count may overshoot by less than one block.
+    pub fn run(&mut self, budget: u64) -> RunExit {
+        let end = self.instructions.saturating_add(budget);
+        while self.instructions < end {
+            if self.shutdown {
+                return RunExit::Shutdown;
+            }
+            if self.flags.sys(flags::IF) && !self.irq_shadow && self.bus.interrupt_pending() {
+                self.halted = false;
+                let vector = self.bus.acknowledge_interrupt();
+                self.external_interrupt(vector);
+                continue;
+            }
+            if self.halted {
+                return RunExit::Halted;
+            }
+            self.run_block(end);
+        }
+        if self.shutdown {
+            RunExit::Shutdown
+        } else {
+            RunExit::Budget
+        }
+    }
+
+    /// Look up (or decode) the block at CS:EIP and run it.
+    fn run_block(&mut self, end: u64) {
+        let single_step = self.irq_shadow || self.flags.sys(flags::TF) || self.dr[7] & 0xFF != 0;
+        self.irq_shadow = false;
+        let cs = self.segs[Segment::CS as usize];
+        let lin = cs.base.wrapping_add(self.eip);
+        let phys = match self.mem.tlb.lookup(lin, self.tlb_read_perm) {
+            Some(p) => p,
+            None => match self.translate(lin, false, self.cpl == 3) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.deliver_exception(e);
+                    return;
+                }
+            },
+        };
+        let key = cs.big as u32;
+        let idx = self.icache.index(phys);
+        let mut block = std::mem::take(&mut self.icache.blocks[idx]);
+        let limit_ok = self.eip.wrapping_add(block.byte_len).wrapping_sub(1) <= cs.limit
+            || block.byte_len == 0;
+        if !(block.phys == phys && block.key == key && limit_ok)
+            || block.gen != self.mem.page_generation((phys >> 12) as usize)
+        {
+            if let Err(e) = self.decode_block(&mut block, phys, key) {
+                self.icache.blocks[idx] = block;
+                self.deliver_exception(e);
+                return;
+            }
+        }
+        let max = if single_step { 1 } else { block.instrs.len() };
+        let tf = self.flags.sys(flags::TF);
+        let mut done = 0u64;
+        for instr in &block.instrs[..max] {
+            self.prev_eip = self.eip;
+            self.prev_esp = self.regs[ESP];
+            let next = self.eip.wrapping_add(instr.len as u32);
+            self.eip = next;
+            if let Err(e) = (instr.exec)(self, instr) {
+                self.eip = self.prev_eip;
+                self.regs[ESP] = self.prev_esp;
+                self.instructions += done;
+                self.icache.blocks[idx] = block;
+                self.deliver_exception(e);
+                return;
+            }
+            done += 1;
+            if self.eip != next || self.stop_block || self.instructions + done >= end {
+                break;
+            }
+        }
+        self.stop_block = false;
+        self.instructions += done;
+        if block.uncacheable {
+            block.phys = icache::NO_BLOCK;
+        }
+        self.icache.blocks[idx] = block;
+        if single_step && tf && done == 1 {
+            self.single_step_trap();
+        }
+    }
+
+    /// Read the time-stamp counter (derived from retired instructions: deterministic).
+    pub fn tsc(&self) -> u64 {
+        self.instructions.wrapping_add(self.msr.tsc_offset)
+    }
+}

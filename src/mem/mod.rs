@@ -1,0 +1,234 @@
+//! Guest physical memory: RAM, ROM and MMIO pages, the A20 gate, and the bookkeeping that lets
+//! the CPU cache decoded code (which pages hold code, and a generation counter per page that
+//! moves when such a page is written).
+
+pub mod tlb;
+
+use crate::bus::Bus;
+use serde::{Deserialize, Serialize};
+pub use tlb::{Access, PageFault, Tlb};
+
+/// Page size of the MMU and of the physical memory map.
+pub const PAGE_SIZE: u32 = 4096;
+/// Number of 4 KiB pages in the 4 GiB physical address space.
+const PHYS_PAGES: usize = 1 << 20;
+
+/// What backs one physical page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum PageKind {
+    /// Ordinary RAM.
+    Ram = 0,
+    /// Read-only memory stored in the RAM array; guest writes are ignored.
+    Rom = 1,
+    /// Memory-mapped device registers, served by the bus.
+    Mmio = 2,
+    /// Nothing decodes this address: reads float high, writes vanish.
+    Unmapped = 3,
+}
+
+/// Physical memory and the MMU state that depends only on memory (paging control bits, TLB).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Memory {
+    /// Guest RAM (also backs ROM pages).
+    pub ram: Vec<u8>,
+    /// What backs each 4 KiB physical page.
+    kinds: Vec<PageKind>,
+    /// Pages from which code has been decoded since they were last written.
+    code_page: Vec<bool>,
+    /// Bumped whenever a code page is written; decoded blocks remember the value they saw.
+    page_gen: Vec<u32>,
+    /// AND-mask applied to every physical address: bit 20 clear while the A20 gate is closed.
+    pub a20_mask: u32,
+    /// The software TLB and the paging controls it depends on.
+    pub tlb: Tlb,
+}
+
+impl Memory {
+    /// `ram_bytes` of RAM at physical address 0 (rounded up to a page); everything above is
+    /// unmapped until the machine maps ROM or MMIO there.
+    pub fn new(ram_bytes: usize) -> Memory {
+        let ram_bytes = ram_bytes.div_ceil(PAGE_SIZE as usize) * PAGE_SIZE as usize;
+        let ram_pages = ram_bytes / PAGE_SIZE as usize;
+        let mut kinds = vec![PageKind::Unmapped; PHYS_PAGES];
+        kinds[..ram_pages.min(PHYS_PAGES)].fill(PageKind::Ram);
+        Memory {
+            ram: vec![0; ram_bytes],
+            kinds,
+            code_page: vec![false; ram_pages],
+            page_gen: vec![0; ram_pages],
+            a20_mask: u32::MAX,
+            tlb: Tlb::new(),
+        }
+    }
+
+    /// Mark `[start, start+len)` (page aligned) as backed by `kind`. ROM and RAM must lie in RAM.
+    pub fn map(&mut self, start: u32, len: u32, kind: PageKind) {
+        let first = (start / PAGE_SIZE) as usize;
+        let last =
+            ((start as u64 + len as u64).div_ceil(PAGE_SIZE as u64) as usize).min(PHYS_PAGES);
+        for page in first..last {
+            let in_ram = page < self.code_page.len();
+            self.kinds[page] = match kind {
+                PageKind::Ram | PageKind::Rom if !in_ram => PageKind::Unmapped,
+                k => k,
+            };
+        }
+        self.tlb.flush_all();
+    }
+
+    /// What backs physical address `addr`.
+    #[inline]
+    pub fn kind(&self, addr: u32) -> PageKind {
+        self.kinds[(addr >> 12) as usize]
+    }
+
+    /// Open or close the A20 gate (an input from the keyboard controller or port 0x92).
+    pub fn set_a20(&mut self, enabled: bool) {
+        let mask = if enabled { u32::MAX } else { !(1 << 20) };
+        if mask != self.a20_mask {
+            self.a20_mask = mask;
+            self.tlb.flush_all();
+        }
+    }
+
+    /// Copy bytes into RAM or ROM (for loaders and tests); bytes past the end of RAM are dropped.
+    pub fn load(&mut self, addr: u32, bytes: &[u8]) {
+        let start = addr as usize;
+        if start >= self.ram.len() {
+            return;
+        }
+        let end = (start + bytes.len()).min(self.ram.len());
+        self.ram[start..end].copy_from_slice(&bytes[..end - start]);
+        for page in start / 4096..=(end.max(start + 1) - 1) / 4096 {
+            self.invalidate_code_page(page);
+        }
+    }
+
+    /// Whether page `page` holds decoded code.
+    #[inline]
+    pub fn is_code_page(&self, page: usize) -> bool {
+        self.code_page.get(page).copied().unwrap_or(false)
+    }
+
+    /// Note that code is being decoded from physical page `page`: writes to it must now take the
+    /// slow path so that the decoded copy can be dropped.
+    pub fn mark_code_page(&mut self, page: usize) {
+        if let Some(c) = self.code_page.get_mut(page) {
+            if !*c {
+                *c = true;
+                self.tlb.revoke_writes_to(page as u32);
+            }
+        }
+    }
+
+    /// The generation counter of RAM page `page` (0 for pages outside RAM).
+    #[inline]
+    pub fn page_generation(&self, page: usize) -> u32 {
+        self.page_gen.get(page).copied().unwrap_or(0)
+    }
+
+    /// A write hit a code page: every block decoded from it becomes stale.
+    fn invalidate_code_page(&mut self, page: usize) -> bool {
+        match self.code_page.get_mut(page) {
+            Some(c) if *c => {
+                *c = false;
+                self.page_gen[page] = self.page_gen[page].wrapping_add(1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Read `size` bytes (1, 2 or 4, not crossing a page) at physical `addr` through the memory map.
+    pub fn read_phys(&mut self, bus: &mut dyn Bus, addr: u32, size: u8) -> u32 {
+        let addr = addr & self.a20_mask;
+        match self.kind(addr) {
+            PageKind::Ram | PageKind::Rom => {
+                let a = addr as usize;
+                let mut v = 0u32;
+                for i in 0..size as usize {
+                    v |= (self.ram[a + i] as u32) << (8 * i);
+                }
+                v
+            }
+            PageKind::Mmio => bus.mmio_read(addr, size),
+            PageKind::Unmapped => u32::MAX >> (32 - 8 * size as u32),
+        }
+    }
+
+    /// Write through the memory map. Returns true if the write hit a page holding decoded code.
+    pub fn write_phys(&mut self, bus: &mut dyn Bus, addr: u32, size: u8, value: u32) -> bool {
+        let addr = addr & self.a20_mask;
+        match self.kind(addr) {
+            PageKind::Ram => {
+                let a = addr as usize;
+                for i in 0..size as usize {
+                    self.ram[a + i] = (value >> (8 * i)) as u8;
+                }
+                self.invalidate_code_page(a >> 12)
+            }
+            PageKind::Mmio => {
+                bus.mmio_write(addr, size, value);
+                false
+            }
+            PageKind::Rom | PageKind::Unmapped => false,
+        }
+    }
+
+    /// Read a 32-bit value from physical memory for the MMU (page tables live in RAM).
+    pub(crate) fn read_phys_u32_ram(&self, addr: u32) -> u32 {
+        let a = (addr & self.a20_mask) as usize;
+        match self.ram.get(a..a + 4) {
+            Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            None => u32::MAX,
+        }
+    }
+
+    /// Write a 32-bit value for the MMU (accessed and dirty bits).
+    pub(crate) fn write_phys_u32_ram(&mut self, addr: u32, value: u32) {
+        let a = (addr & self.a20_mask) as usize;
+        if let Some(b) = self.ram.get_mut(a..a + 4) {
+            b.copy_from_slice(&value.to_le_bytes());
+            self.invalidate_code_page(a >> 12);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::EmptyBus;
+
+    #[test]
+    fn a20_gate_wraps_at_one_megabyte() {
+        let mut m = Memory::new(2 << 20);
+        let mut bus = EmptyBus;
+        m.write_phys(&mut bus, 0x100000, 1, 0xAB);
+        assert_eq!(m.read_phys(&mut bus, 0x100000, 1), 0xAB);
+        m.set_a20(false);
+        assert_eq!(m.read_phys(&mut bus, 0x100000, 1), m.ram[0] as u32);
+    }
+
+    #[test]
+    fn rom_ignores_writes_and_unmapped_floats_high() {
+        let mut m = Memory::new(1 << 20);
+        let mut bus = EmptyBus;
+        m.load(0xF0000, &[1, 2, 3, 4]);
+        m.map(0xF0000, 0x10000, PageKind::Rom);
+        m.write_phys(&mut bus, 0xF0000, 4, 0);
+        assert_eq!(m.read_phys(&mut bus, 0xF0000, 4), 0x04030201);
+        assert_eq!(m.read_phys(&mut bus, 0x200000, 2), 0xFFFF);
+    }
+
+    #[test]
+    fn writing_a_code_page_bumps_its_generation() {
+        let mut m = Memory::new(1 << 20);
+        let mut bus = EmptyBus;
+        m.mark_code_page(3);
+        let g = m.page_generation(3);
+        assert!(m.write_phys(&mut bus, 0x3004, 1, 0x90));
+        assert_ne!(m.page_generation(3), g);
+        assert!(!m.write_phys(&mut bus, 0x3004, 1, 0x90));
+    }
+}
