@@ -1,1 +1,49 @@
-fn main() {}
+//! The native command-line host of wasm86.
+
+mod sst;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "wasm86", version, about = "An x86 PC emulator (native host)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run hardware-recorded single-step CPU tests (*.json.gz) from DIR.
+    Sst {
+        /// Directory holding the *.json.gz test files.
+        dir: PathBuf,
+        /// Only run files whose name starts with this (e.g. "F7" or "80.4").
+        #[arg(long)]
+        only: Option<String>,
+        /// Print every failing test, not just the first of each file.
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Sst { dir, only, verbose }) => {
+            match sst::run(&sst::SstOptions { dir, filter: only, verbose }) {
+                Ok((_, 0)) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("wasm86 sst: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            eprintln!("wasm86: nothing to run yet; try `wasm86 sst DIR` or `wasm86 --help`");
+            ExitCode::FAILURE
+        }
+    }
+}
