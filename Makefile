@@ -28,7 +28,7 @@ RUN_DEPS ?= setup
 RUN_CMD ?= $(CARGO) run --release -- bench
 BENCH_ARGS ?=
 
-.PHONY: all setup test lint fmt-check clippy unit sst test-web test-webdriver run wasm bench \
+.PHONY: all setup test lint fmt-check clippy clippy-wasm unit sst test-web test-webdriver run wasm bench \
 	build build-wasm32 clean
 
 all: build
@@ -39,7 +39,7 @@ setup:
 test: setup lint unit sst test-web test-webdriver
 	@echo "make test: all steps passed"
 
-lint: fmt-check clippy
+lint: fmt-check clippy clippy-wasm
 
 fmt-check:
 	$(CARGO) fmt --check
@@ -47,12 +47,17 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# The wasm32-only code (src/web, tests/web.rs) is invisible to a native clippy.
+clippy-wasm:
+	$(CARGO) clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
+
 # Native unit and integration tests.
 unit:
 	$(CARGO) test --release
 
 # Hardware-captured single-step CPU tests.
 sst:
+	@test -d "$(CPU_TESTS)" || { echo "sst: CPU test directory '$(CPU_TESTS)' not found (set CPU_TESTS=dir)" >&2; exit 1; }
 	$(CARGO) run --release -- sst $(CPU_TESTS)
 
 # wasm-bindgen tests (tests/web*.rs) in headless Chromium; args from webdriver.json.
