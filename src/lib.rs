@@ -7,3 +7,5 @@
 pub mod bus;
 pub mod cpu;
 pub mod mem;
+#[cfg(target_arch = "wasm32")]
+pub mod web;

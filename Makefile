@@ -1,0 +1,94 @@
+# wasm86 build and test entry points. `make test` and `make run` install what they need first
+# (scripts/setup.sh skips tools already present at the right version).
+#
+#   make setup           install toolchain pieces (wasm32 target, wasm-pack, wasm-bindgen, chromium)
+#   make test            setup, lint, native tests, hardware CPU tests, browser tests, webdriver tests
+#   make run             what a newcomer wants to see (for now: the CPU benchmark; later: the page)
+#   make wasm            build the browser package into pkg/ (wasm-pack --target web)
+#   make bench           the native CPU benchmark
+#   make sst             only the hardware-captured single-step CPU tests (CPU_TESTS=dir)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+# Steps run one after another, in the order listed, even under `make -j`.
+.NOTPARALLEL:
+
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+CARGO ?= cargo
+WASM_PACK ?= wasm-pack
+# Hardware-captured CPU tests (see ../shared/cpu-tests/README).
+CPU_TESTS ?= ../shared/cpu-tests/80286-real
+# The browser-test timeout covers a whole test binary (default 20 s): raise it.
+WASM_BINDGEN_TEST_TIMEOUT ?= 300
+export WASM_BINDGEN_TEST_TIMEOUT
+# What `make run` does. It runs the native benchmark until the page exists; then change RUN_DEPS
+# to `wasm` and RUN_CMD to the command that serves www/ (one place to edit).
+RUN_DEPS ?= setup
+RUN_CMD ?= $(CARGO) run --release -- bench
+BENCH_ARGS ?=
+
+.PHONY: all setup test lint fmt-check clippy clippy-wasm unit sst test-web test-webdriver run wasm bench \
+	build build-wasm32 clean
+
+all: build
+
+setup:
+	scripts/setup.sh
+
+test: setup lint unit sst test-web test-webdriver
+	@echo "make test: all steps passed"
+
+lint: fmt-check clippy clippy-wasm
+
+fmt-check:
+	$(CARGO) fmt --check
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# The wasm32-only code (src/web, tests/web.rs) is invisible to a native clippy.
+clippy-wasm:
+	$(CARGO) clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
+
+# Native unit and integration tests.
+unit:
+	$(CARGO) test --release
+
+# Hardware-captured single-step CPU tests.
+sst:
+	@test -d "$(CPU_TESTS)" || { echo "sst: CPU test directory '$(CPU_TESTS)' not found (set CPU_TESTS=dir)" >&2; exit 1; }
+	$(CARGO) run --release -- sst $(CPU_TESTS)
+
+# wasm-bindgen tests (tests/web*.rs) in headless Chromium; args from webdriver.json.
+test-web:
+	$(WASM_PACK) test --headless --chrome
+
+# End-to-end tests that drive the real page (webdriver/ crate), once they exist.
+test-webdriver:
+	@if [ -f webdriver/Cargo.toml ]; then \
+		$(MAKE) --no-print-directory wasm && \
+		$(CARGO) test --release --manifest-path webdriver/Cargo.toml; \
+	else \
+		echo "test-webdriver: no webdriver/Cargo.toml yet, skipped"; \
+	fi
+
+build:
+	$(CARGO) build --release
+
+build-wasm32:
+	$(CARGO) build --release --target wasm32-unknown-unknown --lib
+
+wasm:
+	$(WASM_PACK) build --release --target web --out-dir pkg
+
+run: $(RUN_DEPS)
+	$(CARGO) build --release
+	$(RUN_CMD)
+
+bench:
+	$(CARGO) run --release -- bench $(BENCH_ARGS)
+
+clean:
+	$(CARGO) clean
+	rm -rf pkg

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Install everything `make test`, `make run` and `make wasm` need, skipping what is already
+# present at the right version. Safe to run again and again; prints how long each install took.
+#
+# What is installed (see TOOLING.md for why each version):
+#   rustup target wasm32-unknown-unknown, rustfmt, clippy
+#   wasm-pack 0.15.1            (cargo install --locked)
+#   wasm-bindgen-cli 0.2.130    (cargo install, NOT --locked: the registry lacks one locked dep;
+#                                must equal the wasm-bindgen pinned in Cargo.toml)
+#   chromium + chromium-driver  (apt, only if /usr/bin/chromium or /usr/bin/chromedriver is missing)
+set -euo pipefail
+
+WASM_PACK_VERSION=0.15.1
+WASM_BINDGEN_VERSION=0.2.130
+
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# Run a named install step and report its duration.
+step() {
+    local name=$1
+    shift
+    say "installing $name ..."
+    local t0=$SECONDS
+    "$@"
+    say "installed $name in $((SECONDS - t0)) s"
+}
+
+command -v cargo >/dev/null || die "cargo not found: install Rust with rustup first (https://rustup.rs)"
+command -v rustup >/dev/null || die "rustup not found: the wasm32 target is installed with rustup"
+
+# Rust target and components.
+if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    say "wasm32-unknown-unknown target: present"
+else
+    step "wasm32-unknown-unknown target" rustup target add wasm32-unknown-unknown
+fi
+for comp in rustfmt clippy; do
+    sub=$([ "$comp" = rustfmt ] && echo fmt || echo clippy)
+    if cargo "$sub" --version >/dev/null 2>&1; then
+        say "$comp: present"
+    else
+        step "$comp" rustup component add "$comp"
+    fi
+done
+
+# wasm-pack.
+have_wasm_pack=$(wasm-pack --version 2>/dev/null || true)
+if [ "$have_wasm_pack" = "wasm-pack $WASM_PACK_VERSION" ]; then
+    say "wasm-pack $WASM_PACK_VERSION: present"
+else
+    say "wasm-pack: have '${have_wasm_pack:-none}', want $WASM_PACK_VERSION"
+    step "wasm-pack $WASM_PACK_VERSION" cargo install --locked "wasm-pack@$WASM_PACK_VERSION"
+fi
+
+# wasm-bindgen CLI (wasm-bindgen and wasm-bindgen-test-runner come from the same crate).
+have_bindgen=$(wasm-bindgen --version 2>/dev/null || true)
+have_runner=$(wasm-bindgen-test-runner --version 2>/dev/null || true)
+if [ "${have_bindgen%% (*}" = "wasm-bindgen $WASM_BINDGEN_VERSION" ] \
+    && [ "${have_runner%% (*}" = "wasm-bindgen-test-runner $WASM_BINDGEN_VERSION" ]; then
+    say "wasm-bindgen-cli $WASM_BINDGEN_VERSION: present"
+else
+    say "wasm-bindgen: have '${have_bindgen:-none}', want $WASM_BINDGEN_VERSION"
+    step "wasm-bindgen-cli $WASM_BINDGEN_VERSION" \
+        cargo install --force "wasm-bindgen-cli@$WASM_BINDGEN_VERSION"
+fi
+
+# Chromium and its WebDriver, for the browser tests.
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    say "chromium and chromedriver: present"
+else
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=()
+    else
+        command -v sudo >/dev/null || die "need root or sudo to apt-get install chromium"
+        SUDO=(sudo)
+    fi
+    apt_install() {
+        "${SUDO[@]}" apt-get update
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+    }
+    step "chromium chromium-driver" apt_install
+fi
+
+say "all tools present"
