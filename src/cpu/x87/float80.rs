@@ -801,7 +801,7 @@ impl Ctx {
 
     /// An IEEE single or double (bit pattern) to F80: exact; SNaN quieted with IE, DE for
     /// denormals.
-    fn from_ieee(&mut self, v: u64, exp_bits: u32, frac_bits: u32) -> F80 {
+    fn from_ieee(&mut self, v: u64, exp_bits: u32, frac_bits: u32, quiet: bool) -> F80 {
         let sign = v >> (exp_bits + frac_bits) & 1 != 0;
         let exp = (v >> frac_bits) & ((1 << exp_bits) - 1);
         let frac = v & ((1u64 << frac_bits) - 1);
@@ -811,7 +811,8 @@ impl Ctx {
             if frac == 0 {
                 return F80::inf(sign);
             }
-            return self.nan1(F80::new(sign, EXP_MAX, INT_BIT | m));
+            let nan = F80::new(sign, EXP_MAX, INT_BIT | m);
+            return if quiet { self.nan1(nan) } else { nan };
         }
         if exp == 0 {
             if frac == 0 {
@@ -824,12 +825,25 @@ impl Ctx {
         F80::new(sign, (exp as i32 - bias + BIAS) as u16, INT_BIT | m)
     }
 
+    /// FLD m32fp.
     pub fn from_f32(&mut self, v: u32) -> F80 {
-        self.from_ieee(v as u64, 8, 23)
+        self.from_ieee(v as u64, 8, 23, true)
     }
 
+    /// FLD m64fp.
     pub fn from_f64(&mut self, v: u64) -> F80 {
-        self.from_ieee(v, 11, 52)
+        self.from_ieee(v, 11, 52, true)
+    }
+
+    /// An m32fp arithmetic operand: like [`Ctx::from_f32`] but an SNaN stays signalling so
+    /// the operation applies the NaN rules to it.
+    pub fn f32_operand(&mut self, v: u32) -> F80 {
+        self.from_ieee(v as u64, 8, 23, false)
+    }
+
+    /// An m64fp arithmetic operand.
+    pub fn f64_operand(&mut self, v: u64) -> F80 {
+        self.from_ieee(v, 11, 52, false)
     }
 
     // ---- Packed BCD ----

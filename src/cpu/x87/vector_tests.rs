@@ -176,3 +176,87 @@ fn exact_ops_match_hardware() {
     eprintln!("exact ops: {} passed, {} failed", total.0, total.1);
     assert_eq!(total.1, 0);
 }
+
+/// ULP distance between two finite F80 values of the same sign (u64::MAX otherwise).
+fn ulps(a: F80, b: F80) -> u64 {
+    if a == b {
+        return 0;
+    }
+    if a.is_nan() && b.is_nan() {
+        return if a.mant == b.mant && a.sign == b.sign { 0 } else { u64::MAX };
+    }
+    if a.sign != b.sign || a.is_nan() || b.is_nan() {
+        return u64::MAX;
+    }
+    let key = |x: F80| ((x.exp as u128) << 64 | x.mant as u128) as i128;
+    (key(a) - key(b)).unsigned_abs().min(u64::MAX as u128) as u64
+}
+
+#[test]
+fn transcendentals_within_one_ulp() {
+    use super::trans;
+    let text = vectors();
+    let mut stats: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    let mut shown = BTreeMap::<String, u32>::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (op, cw, a, b, r1, r2, sw) = (f[0], f[1], f[2], f[3], f[4], f[5], f[6]);
+        let cw = u16::from_str_radix(cw, 16).unwrap();
+        let sw = u16::from_str_radix(sw, 16).unwrap();
+        if !matches!(
+            op,
+            "sin" | "cos" | "tan" | "sincos" | "f2xm1" | "atan" | "yl2x" | "yl2xp1"
+        ) {
+            continue;
+        }
+        let mut c = Ctx::new(cw);
+        let x = f80(a);
+        // (results, C2 set for out-of-range arguments)
+        let (g1, g2, c2): (F80, Option<F80>, bool) = match op {
+            "sin" => trans::sin(&mut c, x).map_or((x, None, true), |r| (r, None, false)),
+            "cos" => trans::cos(&mut c, x).map_or((x, None, true), |r| (r, None, false)),
+            "tan" => trans::tan(&mut c, x).map_or((x, Some(F80::ZERO), true), |r| {
+                (if r.is_nan() { r } else { F80::ONE }, Some(r), false)
+            }),
+            "sincos" => trans::sincos(&mut c, x)
+                .map_or((x, Some(F80::ZERO), true), |(s, co)| (co, Some(s), false)),
+            "f2xm1" => (trans::f2xm1(&mut c, x), None, false),
+            "atan" => (trans::atan(&mut c, f80(b), x), None, false),
+            "yl2x" => (trans::yl2x(&mut c, x, f80(b)), None, false),
+            "yl2xp1" => (trans::yl2xp1(&mut c, x, f80(b)), None, false),
+            _ => continue,
+        };
+        let h1 = f80(r1);
+        let h2 = (r2 != "-").then(|| f80(r2));
+        let mut ok = ulps(g1, h1) <= 1 && (c.flags & IE) == (sw & IE) && (sw & C2 != 0) == c2;
+        if !c2 {
+            if let (Some(g), Some(h)) = (g2, h2) {
+                ok &= ulps(g, h) <= 1;
+            }
+        }
+        let e = stats.entry(op.to_string()).or_default();
+        if ok {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+            let n = shown.entry(op.to_string()).or_default();
+            if *n < 8 {
+                *n += 1;
+                eprintln!(
+                    "MISMATCH {op} a={a} b={b}: hw {r1} {r2} {sw:04x}, ours {} {} {:04x}",
+                    hex80(g1),
+                    g2.map_or("-".into(), hex80),
+                    c.flags | if c2 { C2 } else { 0 }
+                );
+            }
+        }
+    }
+    let mut total = (0, 0);
+    for (op, (p, f)) in &stats {
+        eprintln!("{op:8} {p:6} passed {f:6} failed");
+        total.0 += p;
+        total.1 += f;
+    }
+    eprintln!("transcendentals: {} passed, {} failed", total.0, total.1);
+    assert_eq!(total.1, 0);
+}
