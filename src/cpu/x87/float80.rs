@@ -128,7 +128,7 @@ impl F80 {
         F80::new(sign, EXP_MAX, INT_BIT)
     }
 
-    pub fn neg(self) -> F80 {
+    pub fn chs(self) -> F80 {
         F80 {
             sign: !self.sign,
             ..self
@@ -303,7 +303,11 @@ impl Ctx {
     /// Round `sig * 2^(e - BIAS - 127)` (any `sig`, sticky in bit 0) to `f`.
     fn round_fmt(&mut self, sign: bool, mut e: i32, mut sig: u128, f: Format) -> Rounded {
         if sig == 0 {
-            return Rounded { sign, e: 0, mant: 0 };
+            return Rounded {
+                sign,
+                e: 0,
+                mant: 0,
+            };
         }
         let lz = sig.leading_zeros();
         sig <<= lz;
@@ -758,7 +762,7 @@ impl Ctx {
     // ---- Format conversions ----
 
     /// F80 to an IEEE single or double (bit pattern), rounded under RC.
-    fn to_ieee(&mut self, a: F80, f: Format, exp_bits: u32) -> u64 {
+    fn store_ieee(&mut self, a: F80, f: Format, exp_bits: u32) -> u64 {
         let frac_bits = f.prec - 1;
         let sign = (a.sign as u64) << (exp_bits + frac_bits);
         let exp_all = ((1u64 << exp_bits) - 1) << frac_bits;
@@ -792,16 +796,16 @@ impl Ctx {
     }
 
     pub fn to_f32(&mut self, a: F80) -> u32 {
-        self.to_ieee(a, SINGLE, 8) as u32
+        self.store_ieee(a, SINGLE, 8) as u32
     }
 
     pub fn to_f64(&mut self, a: F80) -> u64 {
-        self.to_ieee(a, DOUBLE, 11)
+        self.store_ieee(a, DOUBLE, 11)
     }
 
     /// An IEEE single or double (bit pattern) to F80: exact; SNaN quieted with IE, DE for
     /// denormals.
-    fn from_ieee(&mut self, v: u64, exp_bits: u32, frac_bits: u32, quiet: bool) -> F80 {
+    fn load_ieee(&mut self, v: u64, exp_bits: u32, frac_bits: u32, quiet: bool) -> F80 {
         let sign = v >> (exp_bits + frac_bits) & 1 != 0;
         let exp = (v >> frac_bits) & ((1 << exp_bits) - 1);
         let frac = v & ((1u64 << frac_bits) - 1);
@@ -827,23 +831,23 @@ impl Ctx {
 
     /// FLD m32fp.
     pub fn from_f32(&mut self, v: u32) -> F80 {
-        self.from_ieee(v as u64, 8, 23, true)
+        self.load_ieee(v as u64, 8, 23, true)
     }
 
     /// FLD m64fp.
     pub fn from_f64(&mut self, v: u64) -> F80 {
-        self.from_ieee(v, 11, 52, true)
+        self.load_ieee(v, 11, 52, true)
     }
 
     /// An m32fp arithmetic operand: like [`Ctx::from_f32`] but an SNaN stays signalling so
     /// the operation applies the NaN rules to it.
     pub fn f32_operand(&mut self, v: u32) -> F80 {
-        self.from_ieee(v as u64, 8, 23, false)
+        self.load_ieee(v as u64, 8, 23, false)
     }
 
     /// An m64fp arithmetic operand.
     pub fn f64_operand(&mut self, v: u64) -> F80 {
-        self.from_ieee(v, 11, 52, false)
+        self.load_ieee(v, 11, 52, false)
     }
 
     // ---- Packed BCD ----

@@ -19,7 +19,7 @@ use super::exception::{self, Exception, Fault};
 use super::flags;
 use super::seg::Segment;
 use super::{Cpu, CR0_EM, CR0_MP, CR0_NE, CR0_TS, EAX};
-use float80::{Class, Cmp, Ctx, F80, C0, C1, C2, C3, DE, EXC_MASK, IE, OE, UE, ZE};
+use float80::{Class, Cmp, Ctx, C0, C1, C2, C3, DE, EXC_MASK, F80, IE, OE, UE, ZE};
 use serde::{Deserialize, Serialize};
 
 /// Status word: stack fault (with IE; C1 tells overflow from underflow).
@@ -405,10 +405,7 @@ fn arith_mem<const K: u8, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 /// Register forms: ST(dst) = ST(dst) op ST(src), with `dst`/`src` being 0/i (D8) or i/0
 /// (DC, DE); POP for the DE forms.
-fn arith_reg<const OP: u8, const TO_STI: bool, const POP: bool>(
-    cpu: &mut Cpu,
-    i: &Instr,
-) -> Fault {
+fn arith_reg<const OP: u8, const TO_STI: bool, const POP: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
     begin(cpu, i)?;
     let fpu = &mut cpu.fpu;
     let (d, s) = if TO_STI { (i.rm, 0) } else { (0, i.rm) };
@@ -732,7 +729,7 @@ fn unary<const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let x = fpu.st(0);
     let mut c = fpu.ctx();
     let r = match OP {
-        U_CHS => Some(x.neg()),
+        U_CHS => Some(x.chs()),
         U_ABS => Some(x.abs()),
         U_SQRT => Some(c.sqrt(x)),
         U_RNDINT => Some(c.round_int(x)),
@@ -874,7 +871,7 @@ fn unary_push<const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
             let one = if t.is_nan() { t } else { F80::ONE };
             (t, one)
         }),
-        _ => trans::sincos(&mut c, x).map(|(s, co)| (s, co)),
+        _ => trans::sincos(&mut c, x),
     };
     fpu.sw &= !C2;
     match r {
@@ -1122,11 +1119,17 @@ fn frstor(cpu: &mut Cpu, i: &Instr) -> Fault {
     let base = off.wrapping_add(env_len(i.op32));
     let mut regs = [F80::ZERO; 8];
     for (k, r) in regs.iter_mut().enumerate() {
-        *r = F80::from_bytes(read_bytes::<10>(cpu, seg, base.wrapping_add(10 * k as u32))?);
+        *r = F80::from_bytes(read_bytes::<10>(
+            cpu,
+            seg,
+            base.wrapping_add(10 * k as u32),
+        )?);
     }
     // Registers first (stack order needs TOP from the environment), then tags from contents.
-    let top = ((u16::from_le_bytes([env[if i.op32 { 4 } else { 2 }], env[if i.op32 { 5 } else { 3 }]])
-        >> SW_TOP_SHIFT)
+    let top = ((u16::from_le_bytes([
+        env[if i.op32 { 4 } else { 2 }],
+        env[if i.op32 { 5 } else { 3 }],
+    ]) >> SW_TOP_SHIFT)
         & 7) as u8;
     for (k, r) in regs.iter().enumerate() {
         cpu.fpu.regs[((top as usize) + k) & 7] = *r;

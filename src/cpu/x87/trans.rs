@@ -6,7 +6,7 @@
 //! exactly modulo the 66-bit pi the x87 uses internally, so large arguments give the
 //! hardware's (not the mathematically exact) results.
 
-use super::float80::{Ctx, F80, BIAS, PE, ZE};
+use super::float80::{Ctx, BIAS, F80, PE, ZE};
 
 /// A value `m / 2^127 * 2^e` with `m` normalised (bit 127 set) or zero.
 #[derive(Clone, Copy, Debug)]
@@ -207,7 +207,11 @@ impl Bf {
             (self.e - 1, (self.m >> 75) as f64 / (1u64 << 51) as f64)
         };
         let seed = top.sqrt();
-        let mut s = Bf::new(false, e2 / 2 + 127 - 52, (seed * (1u64 << 52) as f64) as u128);
+        let mut s = Bf::new(
+            false,
+            e2 / 2 + 127 - 52,
+            (seed * (1u64 << 52) as f64) as u128,
+        );
         for _ in 0..3 {
             s = s.add(self.div(s)).scale(-1);
         }
@@ -568,7 +572,7 @@ pub fn f2xm1(c: &mut Ctx, x: F80) -> F80 {
         return x;
     }
     if x.is_inf() {
-        return if x.sign { F80::ONE.neg() } else { x };
+        return if x.sign { F80::ONE.chs() } else { x };
     }
     if c.check_denormal(&[x]) {
         return x;
@@ -609,7 +613,11 @@ mod tests {
     fn constants_agree_with_series() {
         // ln 2 = 2 atanh(1/3).
         let ln2 = atanh2(Bf::one().div(Bf::int(3)));
-        assert!((ln2.m as i128 - LN2_M as i128).abs() < 1 << 12, "{:x}", ln2.m);
+        assert!(
+            (ln2.m as i128 - LN2_M as i128).abs() < 1 << 12,
+            "{:x}",
+            ln2.m
+        );
         // pi = 16 atan(1/5) - 4 atan(1/239) (Machin).
         let a = atan_pos(Bf::one().div(Bf::int(5))).scale(4);
         let b = atan_pos(Bf::one().div(Bf::int(239))).scale(2);

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 fn vectors() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cpu/x87/testgen/vectors.txt.gz");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/cpu/x87/testgen/vectors.txt.gz"
+    );
     let gz = std::fs::read(path).expect("test vectors");
     let mut s = String::new();
     flate2::read::GzDecoder::new(&gz[..])
@@ -77,7 +80,7 @@ fn run_exact(op: &str, cw: u16, a: &str, b: &str) -> Option<(String, String, u16
             (a.to_string(), dash(), cmp_bits(r))
         }
         "xam" => (a.to_string(), dash(), xam_bits(f80(a))),
-        "chs" => (hex80(f80(a).neg()), dash(), 0),
+        "chs" => (hex80(f80(a).chs()), dash(), 0),
         "abs" => (hex80(f80(a).abs()), dash(), 0),
         "rndint" => (hex80(c.round_int(f80(a))), dash(), 0),
         "xtract" => {
@@ -183,7 +186,11 @@ fn ulps(a: F80, b: F80) -> u64 {
         return 0;
     }
     if a.is_nan() && b.is_nan() {
-        return if a.mant == b.mant && a.sign == b.sign { 0 } else { u64::MAX };
+        return if a.mant == b.mant && a.sign == b.sign {
+            0
+        } else {
+            u64::MAX
+        };
     }
     if a.sign != b.sign || a.is_nan() || b.is_nan() {
         return u64::MAX;
