@@ -316,6 +316,15 @@ impl Ctx {
         let half = 1u128 << (drop - 1);
         let rmask = (1u128 << drop) - 1;
         if e < f.emin {
+            if f.wrap && !self.masked(UE) && e + WRAP_BIAS < f.emin {
+                // Unmasked underflow beyond what wrapping can hold (FSCALE): a zero.
+                self.raise(UE | PE);
+                return Rounded {
+                    sign,
+                    e: 0,
+                    mant: 0,
+                };
+            }
             if f.wrap && !self.masked(UE) {
                 // Unmasked underflow: deliver the result with its exponent wrapped into range.
                 self.raise(UE);
@@ -363,6 +372,15 @@ impl Ctx {
             }
         }
         if e > f.emax {
+            if f.wrap && !self.masked(OE) && e - WRAP_BIAS > f.emax {
+                // Unmasked overflow beyond what wrapping can hold (FSCALE): an infinity.
+                self.raise(OE | PE | C1);
+                return Rounded {
+                    sign,
+                    e: f.emax + 1,
+                    mant: INT_BIT,
+                };
+            }
             if f.wrap && !self.masked(OE) {
                 self.raise(OE);
                 e -= WRAP_BIAS;

@@ -66,6 +66,21 @@ fn run_exact(op: &str, cw: u16, a: &str, b: &str) -> Option<(String, String, u16
             (hex80(r), dash(), 0)
         }
         "sqrt" => (hex80(c.sqrt(f80(a))), dash(), 0),
+        "uadd" | "usub" | "umul" | "udiv" | "usqrt" | "uscale" => {
+            // Unmasked exceptions: an unmasked IE, DE or ZE leaves the destination alone;
+            // unmasked OE/UE deliver the exponent-wrapped result.
+            let x = f80(a);
+            let r = match op {
+                "uadd" => c.add(x, f80(b)),
+                "usub" => c.sub(x, f80(b)),
+                "umul" => c.mul(x, f80(b)),
+                "udiv" => c.div(x, f80(b)),
+                "uscale" => c.scale(x, f80(b)),
+                _ => c.sqrt(x),
+            };
+            let blocked = c.flags & !cw & (IE | DE | ZE) != 0;
+            (hex80(if blocked { x } else { r }), dash(), 0)
+        }
         "prem" | "prem1" => {
             let (r, cc) = c.prem(f80(a), f80(b), op == "prem1");
             (hex80(r), b.to_string(), cc)

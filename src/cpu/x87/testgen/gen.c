@@ -133,6 +133,15 @@ static void pdash(void) { printf(" -"); }
                      : [cw] "m"(cw), [s] "m"(SRC)                                           \
                      : CLOB)
 
+/* Unmasked exceptions: FNSAVE (non-waiting) captures the registers and status word without
+ * triggering the pending exception; FNINIT then discards it. */
+#define OPU(INSN)                                                                         \
+    __asm__ volatile("fninit\n\tfldcw %[cw]\n\tfldt %[b]\n\tfldt %[a]\n\tfnclex\n\t" INSN \
+                     "\n\tfnsave %[env]\n\tfninit"                                        \
+                     : [env] "=m"(env)                                                    \
+                     : [cw] "m"(cw), [a] "m"(a), [b] "m"(b)                               \
+                     : CLOB)
+
 static const uint16_t SWMASK = 0x477F; /* C3 C2 C1 C0, SF and the exception flags */
 
 static void two(const char *name, int n, const uint16_t *cws, int ncw, int which) {
@@ -340,6 +349,36 @@ static void trans2(const char *name, int n, int which) {
     }
 }
 
+static void unmasked(const char *name, int n, int which) {
+    static const uint16_t cws[4] = {0x0340, 0x0B40, 0x0040, 0x0240};
+    for (int i = 0; i < n; i++) {
+        f80 a = gen80(), b = gen_pair(a);
+        if (rnd() & 1) { f80 t = a; a = b; b = t; }
+        for (int c = 0; c < 4; c++) {
+            uint16_t cw = cws[c];
+            uint8_t env[108];
+            switch (which) {
+            case 0: OPU("fadd %%st(1), %%st"); break;
+            case 1: OPU("fsub %%st(1), %%st"); break;
+            case 2: OPU("fmul %%st(1), %%st"); break;
+            case 3: OPU("fdiv %%st(1), %%st"); break;
+            case 4: OPU("fsqrt"); break;
+            case 5: OPU("fscale"); break;
+            }
+            f80 r1;
+            uint16_t sw;
+            memcpy(&r1, env + 28, 10);
+            memcpy(&sw, env + 4, 2);
+            printf("%s %04x", name, cw);
+            p80(a);
+            if (which == 4) pdash(); else p80(b);
+            p80(r1);
+            pdash();
+            printf(" %04x\n", sw & SWMASK);
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     int scale = argc > 1 ? atoi(argv[1]) : 1;
     uint16_t all[12], rcs[4], one_cw[1] = {0x037F};
@@ -355,6 +394,12 @@ int main(int argc, char **argv) {
     two("mul", 500 * scale, all, 12, 2);
     two("div", 500 * scale, all, 12, 3);
     one("sqrt", 400 * scale, all, 12, 0, gen_any);
+    unmasked("uadd", 300 * scale, 0);
+    unmasked("usub", 300 * scale, 1);
+    unmasked("umul", 300 * scale, 2);
+    unmasked("udiv", 300 * scale, 3);
+    unmasked("usqrt", 300 * scale, 4);
+    unmasked("uscale", 300 * scale, 5);
     two("prem", 1500 * scale, one_cw, 1, 4);
     two("prem1", 1500 * scale, one_cw, 1, 5);
     two("scale", 500 * scale, rcs, 4, 6);
