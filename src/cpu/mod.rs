@@ -116,6 +116,8 @@ pub struct Cpu {
     /// DR0..DR7 (DR4/DR5 alias DR6/DR7).
     pub dr: [u32; 8],
     pub msr: Msrs,
+    /// The x87 FPU.
+    pub fpu: x87::Fpu,
     /// Current privilege level.
     pub cpl: u8,
     /// Physical memory, paging and the TLB.
@@ -169,6 +171,7 @@ impl Cpu {
             cr4: 0,
             dr: [0; 8],
             msr: Msrs::default(),
+            fpu: x87::Fpu::new(),
             cpl: 0,
             mem: Memory::new(ram_bytes),
             bus,
@@ -228,6 +231,7 @@ impl Cpu {
             apic_base: 0xFEE0_0900,
             ..Msrs::default()
         };
+        self.fpu = x87::Fpu::new();
         self.halted = false;
         self.shutdown = false;
         self.irq_shadow = false;
