@@ -302,7 +302,10 @@ impl Cpu {
     /// The count may overshoot by less than one block.
     pub fn run(&mut self, budget: u64) -> RunExit {
         let end = self.instructions.saturating_add(budget);
-        while self.instructions < end {
+        // Delivered exceptions count against the budget too, so a guest stuck in a fault loop
+        // still returns control to the host.
+        let mut faults = 0u64;
+        while self.instructions + faults < end {
             if self.shutdown {
                 return RunExit::Shutdown;
             }
@@ -315,7 +318,9 @@ impl Cpu {
             if self.halted {
                 return RunExit::Halted;
             }
-            self.run_block(end);
+            if !self.run_block(end) {
+                faults += 1;
+            }
         }
         if self.shutdown {
             RunExit::Shutdown
@@ -324,8 +329,9 @@ impl Cpu {
         }
     }
 
-    /// Look up (or decode) the block at CS:EIP and run it.
-    fn run_block(&mut self, end: u64) {
+    /// Look up (or decode) the block at CS:EIP and run it. Returns false if it ended in an
+    /// exception.
+    fn run_block(&mut self, end: u64) -> bool {
         let single_step = self.irq_shadow || self.flags.sys(flags::TF) || self.dr[7] & 0xFF != 0;
         self.irq_shadow = false;
         let cs = self.segs[Segment::CS as usize];
@@ -336,7 +342,7 @@ impl Cpu {
                 Ok(p) => p,
                 Err(e) => {
                     self.deliver_exception(e);
-                    return;
+                    return false;
                 }
             },
         };
@@ -351,7 +357,7 @@ impl Cpu {
             if let Err(e) = self.decode_block(&mut block, phys, key) {
                 self.icache.blocks[idx] = block;
                 self.deliver_exception(e);
-                return;
+                return false;
             }
         }
         let max = if single_step { 1 } else { block.instrs.len() };
@@ -368,7 +374,7 @@ impl Cpu {
                 self.instructions += done;
                 self.icache.blocks[idx] = block;
                 self.deliver_exception(e);
-                return;
+                return false;
             }
             done += 1;
             if self.eip != next || self.stop_block || self.instructions + done >= end {
@@ -384,6 +390,7 @@ impl Cpu {
         if single_step && tf && done == 1 {
             self.single_step_trap();
         }
+        true
     }
 
     /// Read the time-stamp counter (derived from retired instructions: deterministic).

@@ -182,9 +182,9 @@ impl Memory {
     fn walk(&mut self, lin: u32, access: Access) -> Result<(u32, u32, bool), PageFault> {
         let fault = |present: bool| PageFault {
             address: lin,
-            error_code: (present as u32) * PF_PRESENT
-                | (access.write as u32) * PF_WRITE
-                | (access.user as u32) * PF_USER,
+            error_code: ((present as u32) * PF_PRESENT)
+                | ((access.write as u32) * PF_WRITE)
+                | ((access.user as u32) * PF_USER),
         };
         let pde_addr = (self.tlb.cr3 & 0xFFFF_F000) | ((lin >> 20) & 0xFFC);
         let pde = self.read_phys_u32_ram(pde_addr);

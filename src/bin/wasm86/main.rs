@@ -32,7 +32,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Sst { dir, only, verbose }) => {
-            match sst::run(&sst::SstOptions { dir, filter: only, verbose }) {
+            match sst::run(&sst::SstOptions {
+                dir,
+                filter: only,
+                verbose,
+            }) {
                 Ok((_, 0)) => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::FAILURE,
                 Err(e) => {

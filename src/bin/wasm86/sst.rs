@@ -50,8 +50,9 @@ struct ExceptionInfo {
 }
 
 /// The register file in the order the tests name it.
-const REG_NAMES: [&str; 14] =
-    ["ax", "bx", "cx", "dx", "cs", "ss", "ds", "es", "sp", "bp", "si", "di", "ip", "flags"];
+const REG_NAMES: [&str; 14] = [
+    "ax", "bx", "cx", "dx", "cs", "ss", "ds", "es", "sp", "bp", "si", "di", "ip", "flags",
+];
 
 /// A 286 in real mode keeps FLAGS bits 12-15 clear; a 386 lets POPF/IRET set IOPL and NT.
 const RULE_FLAGS_HIGH: &str = "flags-bits-12-15";
@@ -84,7 +85,11 @@ fn undefined_flags(form: &str, t: &TestCase) -> u32 {
         // Shifts and rotates: AF undefined for nonzero counts; OF undefined unless the count
         // is 1; shifts by at least the operand width leave CF undefined.
         ("C0" | "C1" | "D0" | "D1" | "D2" | "D3", Some(r)) => {
-            let width = if matches!(base, "C0" | "D0" | "D2") { 8 } else { 16 };
+            let width = if matches!(base, "C0" | "D0" | "D2") {
+                8
+            } else {
+                16
+            };
             let count = shift_count(base, t) & 31;
             if count == 0 {
                 0
@@ -128,7 +133,12 @@ fn shift_count(base: &str, t: &TestCase) -> u32 {
 fn prefix_count(bytes: &[u8]) -> usize {
     bytes
         .iter()
-        .take_while(|b| matches!(b, 0x26 | 0x2E | 0x36 | 0x3E | 0xF0 | 0xF2 | 0xF3 | 0x64 | 0x65 | 0x66 | 0x67))
+        .take_while(|b| {
+            matches!(
+                b,
+                0x26 | 0x2E | 0x36 | 0x3E | 0xF0 | 0xF2 | 0xF3 | 0x64 | 0x65 | 0x66 | 0x67
+            )
+        })
         .count()
 }
 
@@ -144,7 +154,12 @@ fn load(cpu: &mut Cpu, t: &TestCase) {
     cpu.regs[5] = r("bp");
     cpu.regs[6] = r("si");
     cpu.regs[7] = r("di");
-    for (seg, name) in [(Segment::ES, "es"), (Segment::CS, "cs"), (Segment::SS, "ss"), (Segment::DS, "ds")] {
+    for (seg, name) in [
+        (Segment::ES, "es"),
+        (Segment::CS, "cs"),
+        (Segment::SS, "ss"),
+        (Segment::DS, "ds"),
+    ] {
         cpu.segs[seg as usize] = SegCache::real(r(name) as u16);
     }
     cpu.eip = r("ip");
@@ -187,7 +202,11 @@ fn compare(cpu: &mut Cpu, t: &TestCase, flag_mask: u32) -> Option<String> {
             .or_else(|| t.initial.regs.get(*name))
             .copied()
             .unwrap_or(0);
-        let (e, g) = if *name == "flags" { (expected & flag_mask, got[k] & flag_mask) } else { (expected, got[k]) };
+        let (e, g) = if *name == "flags" {
+            (expected & flag_mask, got[k] & flag_mask)
+        } else {
+            (expected, got[k])
+        };
         if e != g {
             let _ = write!(diff, "{name}: expected {e:#06x} got {g:#06x}; ");
         }
@@ -212,7 +231,10 @@ fn compare(cpu: &mut Cpu, t: &TestCase, flag_mask: u32) -> Option<String> {
             }
         }
         if got != want {
-            let _ = write!(diff, "ram[{addr:#x}]: expected {want:#04x} got {got:#04x}; ");
+            let _ = write!(
+                diff,
+                "ram[{addr:#x}]: expected {want:#04x} got {got:#04x}; "
+            );
         }
     }
     if cpu.shutdown {
@@ -237,7 +259,8 @@ fn read_tests(path: &Path) -> Result<Vec<TestCase>> {
     flate2::read::GzDecoder::new(file)
         .read_to_string(&mut json)
         .context(|| format!("{} is not a gzip'd text file", path.display()))?;
-    serde_json::from_str(&json).context(|| format!("{} is not in the single-step test format", path.display()))
+    serde_json::from_str(&json)
+        .context(|| format!("{} is not in the single-step test format", path.display()))
 }
 
 /// Run every `*.json.gz` in the directory; returns (passed, failed).
@@ -247,8 +270,13 @@ pub fn run(opts: &SstOptions) -> Result<(u64, u64)> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().ends_with(".json.gz"))
         .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            opts.filter.as_ref().is_none_or(|f| name.starts_with(f.as_str()))
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            opts.filter
+                .as_ref()
+                .is_none_or(|f| name.starts_with(f.as_str()))
         })
         .collect();
     files.sort();
@@ -259,7 +287,11 @@ pub fn run(opts: &SstOptions) -> Result<(u64, u64)> {
     let (mut passed, mut failed) = (0u64, 0u64);
     let mut excluded: BTreeMap<&str, u64> = RULES.iter().map(|r| (*r, 0)).collect();
     for path in &files {
-        let fname = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let fname = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let form = fname.trim_end_matches(".json.gz").to_string();
         let tests = read_tests(path)?;
         let mut file_failed = 0u64;
@@ -267,7 +299,10 @@ pub fn run(opts: &SstOptions) -> Result<(u64, u64)> {
         for t in &tests {
             // Over-long instructions: the 286 raises #UD past 10 bytes, a 386 executes them.
             let len_without_hlt = t.bytes.len().saturating_sub(1);
-            if t.exception.as_ref().is_some_and(|x| x.number == 6) && len_without_hlt > 10 && prefix_count(&t.bytes) > 0 {
+            if t.exception.as_ref().is_some_and(|x| x.number == 6)
+                && len_without_hlt > 10
+                && prefix_count(&t.bytes) > 0
+            {
                 *excluded.get_mut(RULE_LENGTH_LIMIT).unwrap() += 1;
                 continue;
             }
@@ -302,7 +337,10 @@ pub fn run(opts: &SstOptions) -> Result<(u64, u64)> {
             }
         }
         if let Some(first) = first_failure {
-            println!("{form}: {file_failed} of {} failed; first: {first}", tests.len());
+            println!(
+                "{form}: {file_failed} of {} failed; first: {first}",
+                tests.len()
+            );
         }
     }
     for (rule, n) in &excluded {
