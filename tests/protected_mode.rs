@@ -851,3 +851,81 @@ fn io_bitmap() {
     cpu.flags.set_word(flags::IOPL | flags::FIXED1);
     cpu.check_io_permission(0x60, 1).unwrap();
 }
+
+#[test]
+fn inner_stack_overflow_is_ss_fault_with_no_state_change() {
+    let mut cpu = machine();
+    set_idt(&mut cpu, 0x20, gate(CODE0, 0x6000, 0x8E, 0));
+    // Ring-0 stack segment with limit 0x0F: a 20-byte frame does not fit under ESP 0x10.
+    put64(&mut cpu, GDT + 0x48, seg(0, 0xF, 0x92, 0x4));
+    put16(&mut cpu, TSS_A + 8, DATA_ABSENT);
+    put32(&mut cpu, TSS_A + 4, 0x10);
+    to_ring3(&mut cpu);
+    cpu.eip = 0x1000;
+    assert_eq!(
+        cpu.interrupt(0x20, IntKind::External, None),
+        Err(Exception::ss(0x48 | 1))
+    );
+    assert_eq!((cpu.cpl, cpu.eip, cpu.regs[ESP]), (3, 0x1000, STACK3_TOP));
+    assert_eq!(sel(&cpu, Segment::SS), DATA3);
+    // Not present: #SS too; a null SS0: #TS(EXT).
+    put64(&mut cpu, GDT + 0x48, seg(0, 0xFFFF, 0x12, 0x4));
+    assert_eq!(
+        cpu.interrupt(0x20, IntKind::External, None),
+        Err(Exception::ss(0x48 | 1))
+    );
+    put16(&mut cpu, TSS_A + 8, 0);
+    assert_eq!(
+        cpu.interrupt(0x20, IntKind::External, None),
+        Err(Exception::ts(1))
+    );
+}
+
+#[test]
+fn software_interrupt_through_task_gate_and_tss_debug_trap() {
+    let mut cpu = machine();
+    set_idt(&mut cpu, 0x50, gate(TSS_B_SEL, 0, 0xE5, 0));
+    set_idt(&mut cpu, exception::DB, gate(CODE0, 0x6600, 0x8E, 0));
+    put16(&mut cpu, TSS_B + 0x64, 1);
+    cpu.eip = 0x4100;
+    cpu.interrupt(0x50, IntKind::Software, None).unwrap();
+    assert_eq!(cpu.tr.selector, TSS_B_SEL);
+    // The T bit raised #DB in the new task before its first instruction.
+    assert_eq!(cpu.eip, 0x6600);
+    assert_eq!(get32(&cpu, cpu.regs[ESP]), 0x6000);
+    // The new task is nested (NT in the EFLAGS image the #DB handler got).
+    assert_ne!(get32(&cpu, cpu.regs[ESP] + 8) & flags::NT, 0);
+    assert_ne!(cpu.dr[6] & (1 << 15), 0);
+}
+
+#[test]
+fn io_permission_with_16bit_tss_is_denied() {
+    let mut cpu = machine();
+    cpu.load_task_register(TSS_16_SEL).unwrap();
+    to_ring3(&mut cpu);
+    assert_eq!(cpu.check_io_permission(0x70, 1), Err(Exception::gp(0)));
+}
+
+#[test]
+fn iret16_to_outer_level() {
+    let mut cpu = machine();
+    let sp = STACK0_TOP - 10;
+    let frame: [u16; 5] = [0x0123, CODE3, 0x0202, 0x7000, DATA3];
+    for (i, v) in frame.iter().enumerate() {
+        put16(&mut cpu, sp + 2 * i as u32, *v);
+    }
+    cpu.regs[ESP] = sp;
+    cpu.iret_protected(false).unwrap();
+    assert_eq!(cpu.cpl, 3);
+    assert_eq!((cpu.eip, cpu.regs[ESP]), (0x123, 0x7000));
+    assert!(cpu.flags.sys(flags::IF));
+    // DS held ring-0 data: nulled.
+    assert_eq!(sel(&cpu, Segment::DS), 0);
+}
+
+#[test]
+fn ltr_on_absent_tss_is_np() {
+    let mut cpu = machine();
+    put64(&mut cpu, GDT + 0x30, seg(TSS_B, 0x67, 0x09, 0));
+    assert_eq!(cpu.load_task_register(TSS_B_SEL), Err(Exception::np(0x30)));
+}

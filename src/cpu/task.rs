@@ -7,7 +7,7 @@
 //! registers, EFLAGS, EIP and CR3 are loaded, the segment registers and LDTR are checked; those
 //! faults belong to the new task, so they are delivered here and the switch itself succeeds.
 
-use super::exception::{Exception, Fault};
+use super::exception::{self, Exception, Fault};
 use super::flags;
 use super::protected::{
     null_cache, sel_err, v86_cache, Descriptor, DESC_BUSY, SYS_LDT, SYS_TSS16_AVAIL,
@@ -29,6 +29,9 @@ pub enum TaskSource {
     Iret,
 }
 
+/// DR6 bit reported for the TSS debug trap.
+const DR6_BT: u32 = 1 << 15;
+
 /// Minimum TSS limits: a 32-bit TSS holds 0x68 bytes, a 16-bit one 0x2C.
 const TSS32_MIN_LIMIT: u32 = 0x67;
 const TSS16_MIN_LIMIT: u32 = 0x2B;
@@ -40,6 +43,7 @@ const TSS32_EFLAGS: u32 = 0x24;
 const TSS32_EAX: u32 = 0x28;
 const TSS32_ES: u32 = 0x48;
 const TSS32_LDT: u32 = 0x60;
+const TSS32_TRAP: u32 = 0x64;
 
 /// 16-bit TSS field offsets.
 const TSS16_IP: u32 = 0x0E;
@@ -60,6 +64,8 @@ struct TaskState {
     segs: [u16; 6],
     ldt: u16,
     cr3: u32,
+    /// The debug trap bit (32-bit TSS offset 0x64): #DB once the new task is loaded.
+    trap: bool,
 }
 
 impl Cpu {
@@ -185,9 +191,14 @@ impl Cpu {
             Some(c) => self.push_v(new32, c),
             None => Ok(()),
         });
-        if let Err(e) = result {
+        match result {
             // A fault of the new task: delivered with the new task's state.
-            self.deliver_exception(e);
+            Err(e) => self.deliver_exception(e),
+            Ok(()) if st.trap => {
+                self.dr[6] |= DR6_BT;
+                self.deliver_exception(Exception::new(exception::DB));
+            }
+            Ok(()) => {}
         }
         Ok(())
     }
@@ -201,6 +212,7 @@ impl Cpu {
             segs: [0; 6],
             ldt: 0,
             cr3: 0,
+            trap: false,
         };
         if wide {
             st.cr3 = self.read_lin_system::<4>(base.wrapping_add(TSS32_CR3))?;
@@ -215,6 +227,7 @@ impl Cpu {
                     self.read_lin_system::<2>(base.wrapping_add(TSS32_ES + 4 * i))? as u16;
             }
             st.ldt = self.read_lin_system::<2>(base.wrapping_add(TSS32_LDT))? as u16;
+            st.trap = self.read_lin_system::<2>(base.wrapping_add(TSS32_TRAP))? & 1 != 0;
         } else {
             st.eip = self.read_lin_system::<2>(base.wrapping_add(TSS16_IP))?;
             st.eflags = self.read_lin_system::<2>(base.wrapping_add(TSS16_FLAGS))?;
