@@ -16,6 +16,7 @@ pub mod interrupt;
 pub mod operand;
 pub mod protected;
 pub mod seg;
+pub mod task;
 
 // Instruction groups: each file decodes and executes its own opcodes.
 pub mod arith;
