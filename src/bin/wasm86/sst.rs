@@ -60,7 +60,38 @@ const RULE_FLAGS_HIGH: &str = "flags-bits-12-15";
 const RULE_UNDEFINED_FLAGS: &str = "undefined-flags";
 /// A 286 faults (#UD) past 10 bytes of prefixes and opcode; a 386 allows 15.
 const RULE_LENGTH_LIMIT: &str = "instruction-length-limit";
-const RULES: [&str; 3] = [RULE_FLAGS_HIGH, RULE_UNDEFINED_FLAGS, RULE_LENGTH_LIMIT];
+/// A 286 accepts LOCK on any instruction; a 386 and later raise #UD when LOCK precedes an
+/// instruction that is not a read-modify-write of memory (Intel SDM Vol. 2, LOCK).
+const RULE_LOCK_UD: &str = "lock-prefix-undefined-opcode";
+const RULES: [&str; 4] = [
+    RULE_FLAGS_HIGH,
+    RULE_UNDEFINED_FLAGS,
+    RULE_LENGTH_LIMIT,
+    RULE_LOCK_UD,
+];
+
+/// Whether the SDM allows LOCK on this instruction (one-byte opcodes of the 286 suite): a
+/// read-modify-write with a memory destination.
+fn lock_is_legal(bytes: &[u8]) -> bool {
+    let p = prefix_count(bytes);
+    let (Some(&op), Some(&modrm)) = (bytes.get(p), bytes.get(p + 1)) else {
+        return false;
+    };
+    let memory = modrm >> 6 != 3;
+    let reg = (modrm >> 3) & 7;
+    memory
+        && match op {
+            // ADD, OR, ADC, SBB, AND, SUB, XOR with a memory destination (not CMP).
+            0x00 | 0x01 | 0x08 | 0x09 | 0x10 | 0x11 | 0x18 | 0x19 | 0x20 | 0x21 | 0x28 | 0x29
+            | 0x30 | 0x31 => true,
+            0x80..=0x83 => reg != 7,
+            0x86 | 0x87 => true,
+            0xF6 | 0xF7 => reg == 2 || reg == 3,
+            0xFE => reg <= 1,
+            0xFF => reg <= 1,
+            _ => false,
+        }
+}
 
 /// Options of the `sst` subcommand.
 pub struct SstOptions {
@@ -140,6 +171,11 @@ fn prefix_count(bytes: &[u8]) -> usize {
             )
         })
         .count()
+}
+
+/// Whether a LOCK prefix precedes the opcode.
+fn bytes_have_lock(bytes: &[u8]) -> bool {
+    bytes[..prefix_count(bytes)].contains(&0xF0)
 }
 
 /// Set up the CPU for one test.
@@ -306,6 +342,7 @@ pub fn run(opts: &SstOptions) -> Result<(u64, u64)> {
                 *excluded.get_mut(RULE_LENGTH_LIMIT).unwrap() += 1;
                 continue;
             }
+            let illegal_lock = bytes_have_lock(&t.bytes) && !lock_is_legal(&t.bytes);
             load(&mut cpu, t);
             execute(&mut cpu);
             let undefined = undefined_flags(&form, t);
@@ -325,6 +362,9 @@ pub fn run(opts: &SstOptions) -> Result<(u64, u64)> {
             };
             match verdict {
                 None => passed += 1,
+                Some(_) if illegal_lock => {
+                    *excluded.get_mut(RULE_LOCK_UD).unwrap() += 1;
+                }
                 Some(d) => {
                     failed += 1;
                     file_failed += 1;
