@@ -510,8 +510,8 @@ fn bcd_flags(cpu: &mut Cpu, al: u32, cf: bool, af: bool) {
     cpu.flags.set_explicit(8, al, cf, false, af);
 }
 
-/// AAA: ASCII adjust after addition. Like the 286 (and unlike AX += 0x106 on later CPUs?) the
-/// adjustment of AL does not carry into AH; see the report for the hardware comparison.
+/// AAA: ASCII adjust after addition: AX += 0x106 when the low digit overflowed (the +6 carries
+/// into AH, as the SDM says and the 286 recordings confirm), then AL keeps its low digit.
 fn aaa(cpu: &mut Cpu, _: &Instr) -> Fault {
     let ax = cpu.regs[EAX] & 0xFFFF;
     let (ax, adj) = if (ax & 0xF) > 9 || cpu.flags.af() {
@@ -625,4 +625,187 @@ fn cmov<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
         W::set_reg(cpu, i.reg, v);
     }
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::cpu::flags::{ARITH, OF};
+    use crate::cpu::{SegCache, Segment, EBX, ECX};
+
+    /// Where test code is loaded (CS = 0, IP = CODE); data segments are 0 as well.
+    pub(crate) const CODE: u32 = 0x1000;
+
+    /// Run `code` (followed by HLT) in real mode after `setup`; returns the CPU.
+    pub(crate) fn exec(code: &[u8], setup: impl FnOnce(&mut Cpu)) -> Cpu {
+        let mut cpu = Cpu::with_ram(1 << 20);
+        for s in [Segment::ES, Segment::CS, Segment::SS, Segment::DS] {
+            cpu.segs[s as usize] = SegCache::real(0);
+        }
+        cpu.eip = CODE;
+        cpu.regs[crate::cpu::ESP] = 0x8000;
+        let mut bytes = code.to_vec();
+        bytes.push(0xF4);
+        cpu.mem.load(CODE, &bytes);
+        setup(&mut cpu);
+        cpu.run(100);
+        cpu
+    }
+
+    /// Read physical memory.
+    pub(crate) fn peek(cpu: &mut Cpu, addr: u32, size: u8) -> u32 {
+        let mut bus = crate::bus::EmptyBus;
+        cpu.mem.read_phys(&mut bus, addr, size)
+    }
+
+    /// The arithmetic flags after running `code`.
+    pub(crate) fn arith_flags(cpu: &Cpu) -> u32 {
+        cpu.flags.word() & ARITH
+    }
+
+    #[test]
+    fn add_32bit_sets_carry_and_zero() {
+        // add eax, ebx (66 01 D8)
+        let cpu = exec(&[0x66, 0x01, 0xD8], |c| {
+            c.regs[EAX] = 0xFFFF_FFFF;
+            c.regs[EBX] = 1;
+        });
+        assert_eq!(cpu.regs[EAX], 0);
+        assert_eq!(arith_flags(&cpu), CF | ZF | PF | AF);
+    }
+
+    #[test]
+    fn sub_imm8_sign_extended_32bit() {
+        // sub ecx, -1 (66 83 E9 FF): ecx + 1 with a borrow
+        let cpu = exec(&[0x66, 0x83, 0xE9, 0xFF], |c| c.regs[ECX] = 0x7FFF_FFFF);
+        assert_eq!(cpu.regs[ECX], 0x8000_0000);
+        assert_eq!(arith_flags(&cpu) & (CF | OF | SF), CF | OF | SF);
+    }
+
+    #[test]
+    fn adc_sbb_use_carry_in() {
+        // stc; adc eax, 0 (66 83 D0 00); stc; sbb ebx, 0 (66 83 DB 00)
+        let cpu = exec(
+            &[0xF9, 0x66, 0x83, 0xD0, 0x00, 0xF9, 0x66, 0x83, 0xDB, 0x00],
+            |c| {
+                c.regs[EAX] = 0xFFFF_FFFF;
+                c.regs[EBX] = 0;
+            },
+        );
+        assert_eq!(cpu.regs[EAX], 0);
+        assert_eq!(cpu.regs[EBX], 0xFFFF_FFFF);
+        assert!(cpu.flags.cf());
+    }
+
+    #[test]
+    fn lock_on_register_destination_is_ud() {
+        // lock add eax, ebx: #UD vectors through IVT entry 6 (0:0 here), so EIP leaves the code.
+        let cpu = exec(&[0xF0, 0x66, 0x01, 0xD8], |c| {
+            c.mem.load(6 * 4, &[0x00, 0x20, 0x00, 0x00]);
+            c.mem.load(0x2000, &[0xF4]);
+        });
+        assert_eq!(cpu.eip, 0x2001);
+    }
+
+    #[test]
+    fn lock_on_memory_destination_is_allowed() {
+        // lock add [0x100], eax (F0 66 01 06 00 01)
+        let mut cpu = exec(&[0xF0, 0x66, 0x01, 0x06, 0x00, 0x01], |c| {
+            c.regs[EAX] = 0x1234_5678;
+            c.mem.load(0x100, &[1, 0, 0, 0]);
+        });
+        assert_eq!(cpu.eip, CODE + 7);
+        assert_eq!(peek(&mut cpu, 0x100, 4), 0x1234_5679);
+    }
+
+    #[test]
+    fn inc_dec_32bit_preserve_carry() {
+        // stc; inc eax (66 40); dec ebx (66 4B)
+        let cpu = exec(&[0xF9, 0x66, 0x40, 0x66, 0x4B], |c| {
+            c.regs[EAX] = 0x7FFF_FFFF;
+            c.regs[EBX] = 0;
+        });
+        assert_eq!(cpu.regs[EAX], 0x8000_0000);
+        assert_eq!(cpu.regs[EBX], 0xFFFF_FFFF);
+        assert!(cpu.flags.cf() && cpu.flags.sf() && !cpu.flags.of());
+    }
+
+    #[test]
+    fn cwde_cdq() {
+        // cwde (66 98); cdq (66 99)
+        let cpu = exec(&[0x66, 0x98, 0x66, 0x99], |c| c.regs[EAX] = 0x1234_8000);
+        assert_eq!(cpu.regs[EAX], 0xFFFF_8000);
+        assert_eq!(cpu.regs[EDX], 0xFFFF_FFFF);
+    }
+
+    #[test]
+    fn setcc_and_cmovcc() {
+        // cmp eax, ebx (66 39 D8); setb cl (0F 92 C1); cmovb edx, ebx (66 0F 42 D3);
+        // cmova esi, ebx (66 0F 47 F3)
+        let cpu = exec(
+            &[
+                0x66, 0x39, 0xD8, 0x0F, 0x92, 0xC1, 0x66, 0x0F, 0x42, 0xD3, 0x66, 0x0F, 0x47, 0xF3,
+            ],
+            |c| {
+                c.regs[EAX] = 1;
+                c.regs[EBX] = 0x8000_0000;
+                c.regs[ECX] = 0xFFFF_FFFF;
+                c.regs[6] = 0x5555_5555;
+            },
+        );
+        assert_eq!(cpu.regs[ECX], 0xFFFF_FF01);
+        assert_eq!(cpu.regs[EDX], 0x8000_0000);
+        assert_eq!(cpu.regs[6], 0x5555_5555);
+    }
+
+    #[test]
+    fn cmov_false_still_reads_memory() {
+        // clc; cmovb eax, [0xFFFF] (66 0F 42 06 FF FF): the dword crosses the segment limit,
+        // so #GP even though the condition is false.
+        let cpu = exec(&[0xF8, 0x66, 0x0F, 0x42, 0x06, 0xFF, 0xFF], |c| {
+            c.mem.load(13 * 4, &[0x00, 0x20, 0x00, 0x00]);
+            c.mem.load(0x2000, &[0xF4]);
+        });
+        assert_eq!(cpu.eip, 0x2001);
+    }
+
+    #[test]
+    fn mul_div_32bit() {
+        // mul ebx (66 F7 E3); div ecx (66 F7 F1)
+        let cpu = exec(&[0x66, 0xF7, 0xE3, 0x66, 0xF7, 0xF1], |c| {
+            c.regs[EAX] = 0x8000_0001;
+            c.regs[EBX] = 0x10;
+            c.regs[ECX] = 0x11;
+        });
+        assert_eq!(cpu.regs[EAX], (0x8_0000_0010u64 / 0x11) as u32);
+        assert_eq!(cpu.regs[EDX], (0x8_0000_0010u64 % 0x11) as u32);
+    }
+
+    #[test]
+    fn idiv_32bit_overflow_faults_at_the_instruction() {
+        // idiv ebx (66 F7 FB) with EDX:EAX = -2^63 / -1: #DE; the pushed IP is the IDIV's.
+        let mut cpu = exec(&[0x66, 0xF7, 0xFB], |c| {
+            c.regs[EAX] = 0;
+            c.regs[EDX] = 0x8000_0000;
+            c.regs[EBX] = 0xFFFF_FFFF;
+            c.mem.load(0, &[0x00, 0x20, 0x00, 0x00]);
+            c.mem.load(0x2000, &[0xF4]);
+        });
+        assert_eq!(cpu.eip, 0x2001);
+        // IP, CS, FLAGS were pushed below SP 0x8000.
+        assert_eq!(peek(&mut cpu, 0x7FFA, 2), CODE);
+        assert_eq!(cpu.regs[EAX], 0);
+    }
+
+    #[test]
+    fn imul_three_operand_32bit() {
+        // imul eax, ebx, -3 (66 6B C3 FD); imul ecx, ebx (66 0F AF CB)
+        let cpu = exec(&[0x66, 0x6B, 0xC3, 0xFD, 0x66, 0x0F, 0xAF, 0xCB], |c| {
+            c.regs[EBX] = 0x4000_0000;
+            c.regs[ECX] = 4;
+        });
+        assert_eq!(cpu.regs[EAX], 0x4000_0000);
+        assert_eq!(cpu.regs[ECX], 0);
+        assert!(cpu.flags.cf() && cpu.flags.of());
+    }
 }

@@ -275,3 +275,129 @@ fn bswap16(cpu: &mut Cpu, i: &Instr) -> Fault {
     W16::set_reg(cpu, i.reg, 0);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::arith::tests::{exec, peek};
+    use crate::cpu::flags::{CF, ZF};
+    use crate::cpu::{EAX, EBX, ECX, EDX, ESI};
+
+    #[test]
+    fn bt_register_offset_is_taken_mod_width() {
+        // bt ebx, eax (66 0F A3 C3) with EAX = 35: tests bit 3. bts bx, ax (0F AB C3): bit 3.
+        let cpu = exec(&[0x66, 0x0F, 0xA3, 0xC3], |c| {
+            c.regs[EBX] = 0x8;
+            c.regs[EAX] = 35;
+        });
+        assert!(cpu.flags.cf());
+        let cpu = exec(&[0x0F, 0xAB, 0xC3], |c| c.regs[EAX] = 0x13);
+        assert_eq!(cpu.regs[EBX], 0x8);
+        assert!(!cpu.flags.cf());
+    }
+
+    #[test]
+    fn bt_memory_bit_string_is_signed() {
+        // btc dword [0x200], eax (66 0F BB 06 00 02) with EAX = -1: bit 31 of the dword at 0x1FC.
+        // bts word [0x200], ax (0F AB 06 00 02) with AX = 17: bit 1 of the word at 0x202.
+        let mut cpu = exec(&[0x66, 0x0F, 0xBB, 0x06, 0x00, 0x02], |c| {
+            c.regs[EAX] = 0xFFFF_FFFF;
+            c.mem.load(0x1FC, &[0, 0, 0, 0x80]);
+        });
+        assert_eq!(peek(&mut cpu, 0x1FC, 4), 0);
+        assert!(cpu.flags.cf());
+        let mut cpu = exec(&[0x0F, 0xAB, 0x06, 0x00, 0x02], |c| c.regs[EAX] = 17);
+        assert_eq!(peek(&mut cpu, 0x202, 2), 2);
+        assert!(!cpu.flags.cf());
+    }
+
+    #[test]
+    fn bt_immediate_masks_offset_and_keeps_zf() {
+        // cmp eax, eax (66 39 C0) sets ZF; btr ebx, 33 (66 0F BA F3 21): bit 1.
+        let cpu = exec(&[0x66, 0x39, 0xC0, 0x66, 0x0F, 0xBA, 0xF3, 0x21], |c| {
+            c.regs[EBX] = 0xFF
+        });
+        assert_eq!(cpu.regs[EBX], 0xFD);
+        assert_eq!(cpu.flags.word() & (CF | ZF), CF | ZF);
+    }
+
+    #[test]
+    fn bsf_bsr() {
+        // bsf eax, ebx (66 0F BC C3); bsr edx, ebx (66 0F BD D3)
+        let cpu = exec(&[0x66, 0x0F, 0xBC, 0xC3, 0x66, 0x0F, 0xBD, 0xD3], |c| {
+            c.regs[EBX] = 0x0010_0100
+        });
+        assert_eq!((cpu.regs[EAX], cpu.regs[EDX]), (8, 20));
+        assert!(!cpu.flags.zf());
+        // A zero source sets ZF and leaves the destination alone.
+        let cpu = exec(&[0x66, 0x0F, 0xBC, 0xC3], |c| c.regs[EAX] = 0x1234_5678);
+        assert_eq!(cpu.regs[EAX], 0x1234_5678);
+        assert!(cpu.flags.zf());
+    }
+
+    #[test]
+    fn cmpxchg_equal_and_not_equal() {
+        // cmpxchg ebx, ecx (66 0F B1 CB)
+        let cpu = exec(&[0x66, 0x0F, 0xB1, 0xCB], |c| {
+            c.regs[EAX] = 5;
+            c.regs[EBX] = 5;
+            c.regs[ECX] = 9;
+        });
+        assert_eq!((cpu.regs[EAX], cpu.regs[EBX]), (5, 9));
+        assert!(cpu.flags.zf());
+        let cpu = exec(&[0x66, 0x0F, 0xB1, 0xCB], |c| {
+            c.regs[EAX] = 4;
+            c.regs[EBX] = 5;
+            c.regs[ECX] = 9;
+        });
+        assert_eq!((cpu.regs[EAX], cpu.regs[EBX]), (5, 5));
+        assert!(!cpu.flags.zf() && cpu.flags.cf());
+    }
+
+    #[test]
+    fn xadd_exchanges_and_adds() {
+        // lock xadd [0x300], cl (F0 0F C0 0E 00 03)
+        let mut cpu = exec(&[0xF0, 0x0F, 0xC0, 0x0E, 0x00, 0x03], |c| {
+            c.regs[ECX] = 0x01;
+            c.mem.load(0x300, &[0xFF]);
+        });
+        assert_eq!(peek(&mut cpu, 0x300, 1), 0);
+        assert_eq!(cpu.regs[ECX], 0xFF);
+        assert!(cpu.flags.cf() && cpu.flags.zf());
+    }
+
+    #[test]
+    fn cmpxchg8b() {
+        // cmpxchg8b [si] (0F C7 0C), equal then not equal.
+        let code = [0x0F, 0xC7, 0x0C, 0x0F, 0xC7, 0x0C];
+        let mut cpu = exec(&code, |c| {
+            c.regs[ESI] = 0x400;
+            c.mem.load(0x400, &[1, 0, 0, 0, 2, 0, 0, 0]);
+            c.regs[EAX] = 1;
+            c.regs[EDX] = 2;
+            c.regs[EBX] = 0xAAAA;
+            c.regs[ECX] = 0xBBBB;
+        });
+        assert_eq!(peek(&mut cpu, 0x400, 4), 0xAAAA);
+        assert_eq!(peek(&mut cpu, 0x404, 4), 0xBBBB);
+        // The second one saw 0xBBBB:0xAAAA != 2:1, loaded it and cleared ZF.
+        assert_eq!((cpu.regs[EDX], cpu.regs[EAX]), (0xBBBB, 0xAAAA));
+        assert!(!cpu.flags.zf());
+    }
+
+    #[test]
+    fn cmpxchg8b_register_form_is_ud() {
+        // cmpxchg8b with mod = 3 (0F C7 C8): #UD through IVT entry 6.
+        let cpu = exec(&[0x0F, 0xC7, 0xC8], |c| {
+            c.mem.load(6 * 4, &[0x00, 0x20, 0x00, 0x00]);
+            c.mem.load(0x2000, &[0xF4]);
+        });
+        assert_eq!(cpu.eip, 0x2001);
+    }
+
+    #[test]
+    fn bswap() {
+        // bswap ecx (66 0F C9)
+        let cpu = exec(&[0x66, 0x0F, 0xC9], |c| c.regs[ECX] = 0x1122_3344);
+        assert_eq!(cpu.regs[ECX], 0x4433_2211);
+    }
+}
