@@ -270,7 +270,7 @@ fn bswap(cpu: &mut Cpu, i: &Instr) -> Fault {
     Ok(())
 }
 
-/// BSWAP r16 (undefined): P6-family CPUs clear the low word.
+/// BSWAP r16 (undefined): hardware clears the low word (checked on an x86-64 host).
 fn bswap16(cpu: &mut Cpu, i: &Instr) -> Fault {
     W16::set_reg(cpu, i.reg, 0);
     Ok(())
