@@ -23,6 +23,8 @@ pub mod arith;
 pub mod bits;
 pub mod control;
 pub mod data;
+pub mod muldiv;
+pub mod shift;
 pub mod string;
 pub mod system;
 pub mod x87;
