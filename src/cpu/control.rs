@@ -508,3 +508,168 @@ fn set_df(cpu: &mut Cpu, _: &Instr) -> Fault {
     cpu.flags.set(flags::DF, true);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::{RunExit, SegCache};
+
+    const CODE: u32 = 0x1000;
+    const SS: usize = Segment::SS as usize;
+    const STACK: u32 = 0x8_0000;
+
+    fn cpu_with(code: &[u8]) -> Cpu {
+        let mut cpu = Cpu::with_ram(1 << 21);
+        cpu.mem.load(CODE, code);
+        cpu.segs[CS] = SegCache::real((CODE >> 4) as u16);
+        cpu.segs[SS] = SegCache::real((STACK >> 4) as u16);
+        cpu.regs[ESP] = 0x1000;
+        cpu.eip = 0;
+        cpu
+    }
+
+    fn run(cpu: &mut Cpu) {
+        assert_eq!(cpu.run(10_000), RunExit::Halted);
+    }
+
+    fn stack_u32(cpu: &Cpu, off: u32) -> u32 {
+        let a = (STACK + off) as usize;
+        u32::from_le_bytes(cpu.mem.ram[a..a + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn call_ret_32bit_operand() {
+        // call rel32 (o32) to 0x20 ; hlt ; ... 0x20: ret (o32)
+        let mut cpu = cpu_with(&[0x66, 0xE8, 0x19, 0, 0, 0, 0xF4]);
+        cpu.mem.load(CODE + 0x20, &[0x66, 0xC3]);
+        cpu.mem.load(CODE + 0x20 - 1, &[0x90]);
+        cpu.regs[ESP] = 0x1000;
+        // Stop at the callee to look at the pushed dword.
+        cpu.mem.load(CODE + 0x1F, &[0x90]);
+        run(&mut cpu);
+        assert_eq!(cpu.eip, 7);
+        assert_eq!(stack_u32(&cpu, 0x1000 - 4), 6);
+        assert_eq!(cpu.regs[ESP], 0x1000);
+    }
+
+    #[test]
+    fn near_jump_past_cs_limit_faults_before_pushing() {
+        // call 0x9000 with CS limit 0x1FFF: #GP, handled by a HLT at 0000:0500.
+        let mut cpu = cpu_with(&[0xE8, 0xFD, 0x8F, 0xF4]);
+        cpu.mem.load(13 * 4, &[0x00, 0x05, 0x00, 0x00]);
+        cpu.mem.load(0x500, &[0xF4]);
+        cpu.segs[CS].limit = 0x1FFF;
+        cpu.segs[CS].compute_ranges();
+        run(&mut cpu);
+        assert_eq!(cpu.segs[CS].selector, 0);
+        // Only the exception frame (6 bytes) was pushed; its IP is the CALL.
+        assert_eq!(cpu.regs[ESP], 0x1000 - 6);
+        assert_eq!(stack_u32(&cpu, 0x1000 - 6) & 0xFFFF, 0);
+    }
+
+    #[test]
+    fn loop_with_32bit_address_size_uses_ecx() {
+        // l: inc-free loop: loop l (a32) ; hlt
+        let mut cpu = cpu_with(&[0x67, 0xE2, 0xFD, 0xF4]);
+        cpu.regs[ECX] = 0x1_0003;
+        assert_eq!(cpu.run(1_000_000), RunExit::Halted);
+        assert_eq!(cpu.regs[ECX], 0);
+        assert_eq!(cpu.instructions, 0x1_0003 + 1);
+    }
+
+    #[test]
+    fn loop_with_16bit_address_size_uses_cx_only() {
+        let mut cpu = cpu_with(&[0xE2, 0xFE, 0xF4]);
+        cpu.regs[ECX] = 0x5_0003;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[ECX], 0x5_0000);
+    }
+
+    #[test]
+    fn jecxz_tests_the_whole_register() {
+        // jecxz +1 (a32) ; hlt ; hlt
+        let mut cpu = cpu_with(&[0x67, 0xE3, 0x01, 0xF4, 0xF4]);
+        cpu.regs[ECX] = 0x1_0000;
+        run(&mut cpu);
+        assert_eq!(cpu.eip, 4);
+        let mut cpu = cpu_with(&[0xE3, 0x01, 0xF4, 0xF4]);
+        cpu.regs[ECX] = 0x1_0000;
+        run(&mut cpu);
+        assert_eq!(cpu.eip, 4);
+    }
+
+    #[test]
+    fn int_and_iretd_round_trip_in_real_mode() {
+        // int 0x21 ; hlt   with the handler: iretd frame built by hand is not needed: the
+        // handler does a 16-bit IRET.
+        let mut cpu = cpu_with(&[0xCD, 0x21, 0xF4]);
+        cpu.mem.load(0x21 * 4, &[0x00, 0x06, 0x00, 0x00]);
+        cpu.mem.load(0x600, &[0xCF]);
+        cpu.flags.set(flags::IF, true);
+        cpu.flags.set(flags::CF, true);
+        run(&mut cpu);
+        assert_eq!(cpu.eip, 3);
+        assert_eq!(cpu.segs[CS].selector, 0x100);
+        assert!(cpu.flags.sys(flags::IF) && cpu.flags.cf());
+        assert_eq!(cpu.regs[ESP], 0x1000);
+    }
+
+    #[test]
+    fn iretd_in_real_mode_pops_32bit_frame_and_sets_iopl() {
+        let mut cpu = cpu_with(&[0x66, 0xCF]);
+        cpu.mem.load(0x2000, &[0xF4]);
+        let frame: [u32; 3] = [0x10, 0x100, flags::IOPL | flags::NT | flags::VM | 0x2];
+        for (k, v) in frame.iter().enumerate() {
+            cpu.mem
+                .load(STACK + 0x1000 + 4 * k as u32, &v.to_le_bytes());
+        }
+        // CS 0x100 : 0x10 is linear 0x1010; put a HLT there.
+        cpu.mem.load(0x1010, &[0xF4]);
+        run(&mut cpu);
+        assert_eq!(cpu.eip, 0x11);
+        assert_eq!(cpu.flags.iopl(), 3);
+        assert!(cpu.flags.sys(flags::NT) && !cpu.v86_mode());
+        assert_eq!(cpu.regs[ESP], 0x100C);
+    }
+
+    #[test]
+    fn far_call_and_retf_32bit_real_mode() {
+        // call far 0x0200:0x0004 (o32) ; hlt ; at 0x2004: retf (o32)
+        let mut cpu = cpu_with(&[0x66, 0x9A, 0x04, 0, 0, 0, 0x00, 0x02, 0xF4]);
+        cpu.mem.load(0x2004, &[0x66, 0xCB]);
+        run(&mut cpu);
+        assert_eq!(cpu.eip, 9);
+        assert_eq!(cpu.segs[CS].selector, 0x100);
+        assert_eq!(stack_u32(&cpu, 0x1000 - 4), 0x100);
+        assert_eq!(stack_u32(&cpu, 0x1000 - 8), 8);
+        assert_eq!(cpu.regs[ESP], 0x1000);
+    }
+
+    #[test]
+    fn ret_imm_releases_parameters() {
+        let mut cpu = cpu_with(&[0xC2, 0x06, 0x00]);
+        cpu.mem.load(STACK + 0x1000, &[0x10, 0x00]);
+        cpu.mem.load(CODE + 0x10, &[0xF4]);
+        run(&mut cpu);
+        assert_eq!(cpu.regs[ESP], 0x1008);
+        assert_eq!(cpu.eip, 0x11);
+    }
+
+    #[test]
+    fn sti_sets_if() {
+        let mut cpu = cpu_with(&[0xFB, 0xFA, 0xFB, 0xF4]);
+        run(&mut cpu);
+        assert!(cpu.flags.sys(flags::IF));
+    }
+
+    #[test]
+    fn jmp_far_indirect_m16_32() {
+        // jmp far [0x40] (o32: FF 2E 40 00)
+        let mut cpu = cpu_with(&[0x66, 0xFF, 0x2E, 0x40, 0x00]);
+        cpu.mem.load(0x40, &[0x08, 0, 0, 0, 0x00, 0x03]);
+        cpu.mem.load(0x3008, &[0xF4]);
+        run(&mut cpu);
+        assert_eq!(cpu.segs[CS].selector, 0x300);
+        assert_eq!(cpu.eip, 9);
+    }
+}

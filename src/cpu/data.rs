@@ -583,3 +583,225 @@ fn bound<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::{RunExit, SegCache, ECX, EDI, EDX, ESI};
+
+    const CODE: u32 = 0x1000;
+    const SS: usize = Segment::SS as usize;
+    /// Physical base of the stack segment in these tests.
+    const STACK: u32 = 0x8_0000;
+
+    /// A real-mode CPU running `code` at 0100:0000 with SS at 8000:0000; `big_stack` gives SS a
+    /// 32-bit stack pointer and a 4 GiB limit.
+    fn cpu_with(code: &[u8], big_stack: bool) -> Cpu {
+        let mut cpu = Cpu::with_ram(1 << 21);
+        cpu.mem.load(CODE, code);
+        cpu.segs[Segment::CS as usize] = SegCache::real((CODE >> 4) as u16);
+        cpu.segs[SS] = SegCache::real((STACK >> 4) as u16);
+        if big_stack {
+            cpu.segs[SS].big = true;
+            cpu.segs[SS].limit = u32::MAX;
+            cpu.segs[SS].compute_ranges();
+        }
+        cpu.regs[ESP] = 0x1000;
+        cpu.eip = 0;
+        cpu
+    }
+
+    fn run(cpu: &mut Cpu) {
+        assert_eq!(cpu.run(1000), RunExit::Halted);
+    }
+
+    fn stack_u32(cpu: &Cpu, off: u32) -> u32 {
+        let a = (STACK + off) as usize;
+        u32::from_le_bytes(cpu.mem.ram[a..a + 4].try_into().unwrap())
+    }
+
+    fn stack_u16(cpu: &Cpu, off: u32) -> u16 {
+        let a = (STACK + off) as usize;
+        u16::from_le_bytes(cpu.mem.ram[a..a + 2].try_into().unwrap())
+    }
+
+    #[test]
+    fn pushad_popad_round_trip() {
+        // pushad; (clobber) xor-free: mov eax,0 ; popad ; hlt
+        let mut cpu = cpu_with(
+            &[0x66, 0x60, 0x66, 0xB8, 0, 0, 0, 0, 0x66, 0x61, 0xF4],
+            false,
+        );
+        let vals = [0x1111_1111, 0x2222_2222, 0x3333_3333, 0x4444_4444];
+        cpu.regs[..4].copy_from_slice(&vals);
+        cpu.regs[EBP] = 0x5555_5555;
+        cpu.regs[ESI] = 0x6666_6666;
+        cpu.regs[EDI] = 0x7777_7777;
+        run(&mut cpu);
+        // Saved order: EAX at the top of the frame, EDI at the bottom; ESP as before PUSHAD.
+        assert_eq!(stack_u32(&cpu, 0x1000 - 4), 0x1111_1111);
+        assert_eq!(stack_u32(&cpu, 0x1000 - 20), 0x1000);
+        assert_eq!(stack_u32(&cpu, 0x1000 - 32), 0x7777_7777);
+        assert_eq!(&cpu.regs[..4], &vals);
+        assert_eq!(cpu.regs[ESP], 0x1000);
+        assert_eq!(cpu.regs[EDI], 0x7777_7777);
+    }
+
+    #[test]
+    fn popa_skips_saved_sp() {
+        let mut cpu = cpu_with(&[0x61, 0xF4], false);
+        for k in 0..8u32 {
+            let a = (STACK + 0x1000 + 2 * k) as usize;
+            cpu.mem.ram[a..a + 2].copy_from_slice(&(0x100 + k as u16).to_le_bytes());
+        }
+        run(&mut cpu);
+        // DI SI BP (SP) BX DX CX AX from low to high addresses.
+        assert_eq!(cpu.regs[EDI], 0x100);
+        assert_eq!(cpu.regs[ESI], 0x101);
+        assert_eq!(cpu.regs[EBP], 0x102);
+        assert_eq!(cpu.regs[EBX], 0x104);
+        assert_eq!(cpu.regs[EDX], 0x105);
+        assert_eq!(cpu.regs[ECX], 0x106);
+        assert_eq!(cpu.regs[EAX], 0x107);
+        assert_eq!(cpu.regs[ESP], 0x1010);
+    }
+
+    #[test]
+    fn enter_leave_32bit_nested() {
+        // enter 0x10, 3 (o32) ; leave (o32) ; hlt, on a 32-bit stack
+        let mut cpu = cpu_with(&[0x66, 0xC8, 0x10, 0x00, 0x03, 0x66, 0xC9, 0xF4], true);
+        cpu.regs[ESP] = 0x2000;
+        cpu.regs[EBP] = 0x3000;
+        // The enclosing frames' pointers the CPU copies: [EBP-4], [EBP-8].
+        let a = (STACK + 0x3000 - 8) as usize;
+        cpu.mem.ram[a..a + 8].copy_from_slice(&[0xB2, 0, 0, 0, 0xA1, 0, 0, 0]);
+        // Stop after ENTER to look at the frame.
+        cpu.mem.load(CODE + 5, &[0xF4]);
+        run(&mut cpu);
+        let frame = 0x2000 - 4;
+        assert_eq!(cpu.regs[EBP], frame);
+        assert_eq!(stack_u32(&cpu, 0x2000 - 4), 0x3000);
+        assert_eq!(stack_u32(&cpu, 0x2000 - 8), 0xA1);
+        assert_eq!(stack_u32(&cpu, 0x2000 - 12), 0xB2);
+        assert_eq!(stack_u32(&cpu, 0x2000 - 16), frame);
+        assert_eq!(cpu.regs[ESP], 0x2000 - 16 - 0x10);
+        // Now LEAVE.
+        cpu.mem.load(CODE + 5, &[0x66]);
+        cpu.eip = 5;
+        cpu.halted = false;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[EBP], 0x3000);
+        assert_eq!(cpu.regs[ESP], 0x2000);
+    }
+
+    #[test]
+    fn enter_16bit_level0_and_leave() {
+        let mut cpu = cpu_with(&[0xC8, 0x08, 0x00, 0x00, 0xC9, 0xF4], false);
+        cpu.regs[EBP] = 0xABCD_1234;
+        cpu.mem.load(CODE + 4, &[0xF4]);
+        run(&mut cpu);
+        assert_eq!(stack_u16(&cpu, 0xFFE), 0x1234);
+        assert_eq!(cpu.regs[EBP], 0xABCD_0FFE);
+        assert_eq!(cpu.regs[ESP], 0xFFE - 8);
+        cpu.mem.load(CODE + 4, &[0xC9]);
+        cpu.eip = 4;
+        cpu.halted = false;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[EBP], 0xABCD_1234);
+        assert_eq!(cpu.regs[ESP], 0x1000);
+    }
+
+    #[test]
+    fn push_esp_pushes_old_value_and_pop_esp_based_memory_uses_new_esp() {
+        // push esp (o32) ; pop dword [esp] (o32, a32: 8F 04 24) ; hlt
+        let mut cpu = cpu_with(&[0x66, 0x54, 0x66, 0x67, 0x8F, 0x04, 0x24, 0xF4], true);
+        run(&mut cpu);
+        assert_eq!(stack_u32(&cpu, 0x1000 - 4), 0x1000);
+        // The popped value lands at the post-pop ESP (0x1000).
+        assert_eq!(stack_u32(&cpu, 0x1000), 0x1000);
+        assert_eq!(cpu.regs[ESP], 0x1000);
+    }
+
+    #[test]
+    fn push_sreg_32bit_writes_zero_extended_dword() {
+        let mut cpu = cpu_with(&[0x66, 0x0E, 0xF4], false);
+        cpu.mem.load(STACK + 0x1000 - 4, &[0xFF; 4]);
+        run(&mut cpu);
+        assert_eq!(stack_u32(&cpu, 0x1000 - 4), 0x100);
+        assert_eq!(cpu.regs[ESP], 0x1000 - 4);
+    }
+
+    #[test]
+    fn popf_in_real_mode_sets_iopl_but_not_vm() {
+        // popfd ; hlt
+        let mut cpu = cpu_with(&[0x66, 0x9D, 0xF4], false);
+        let img = flags::VM | flags::IOPL | flags::DF | flags::CF | flags::RF;
+        cpu.mem.load(STACK + 0x1000, &img.to_le_bytes());
+        run(&mut cpu);
+        let w = cpu.flags.word();
+        assert_eq!(w & flags::IOPL, flags::IOPL);
+        assert!(w & flags::VM == 0 && w & flags::RF == 0);
+        assert!(cpu.flags.cf() && cpu.flags.sys(flags::DF));
+    }
+
+    #[test]
+    fn mov_sreg_to_r32_zero_extends_and_to_memory_writes_a_word() {
+        // mov eax, ds (o32 8C D8) ; mov [0x10], ds (o32 8C 1E 10 00) ; hlt
+        let mut cpu = cpu_with(
+            &[0x66, 0x8C, 0xD8, 0x66, 0x8C, 0x1E, 0x10, 0x00, 0xF4],
+            false,
+        );
+        cpu.segs[Segment::DS as usize] = SegCache::real(0x2345);
+        cpu.regs[EAX] = 0xFFFF_FFFF;
+        cpu.mem.load(0x23450 + 0x10, &[0xAA; 4]);
+        run(&mut cpu);
+        assert_eq!(cpu.regs[EAX], 0x2345);
+        assert_eq!(&cpu.mem.ram[0x23460..0x23464], &[0x45, 0x23, 0xAA, 0xAA]);
+    }
+
+    #[test]
+    fn lea_truncates_to_operand_size() {
+        // lea ax, [ebx+ecx*4+0x10] (a32) ; lea eax16: lea edx, [bx+si] (o32) ; hlt
+        let mut cpu = cpu_with(
+            &[0x67, 0x8D, 0x44, 0x8B, 0x10, 0x66, 0x8D, 0x10, 0xF4],
+            false,
+        );
+        cpu.regs[EAX] = 0xDEAD_0000;
+        cpu.regs[EBX] = 0x0001_FFF0;
+        cpu.regs[ECX] = 1;
+        cpu.regs[ESI] = 0x20;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[EAX], 0xDEAD_0004);
+        // 16-bit address 0xFFF0 + 0x20 wraps to 0x10, zero-extended into EDX.
+        assert_eq!(cpu.regs[EDX], 0x10);
+    }
+
+    #[test]
+    fn movsx_movzx_and_xchg() {
+        // movsx eax, bl ; movzx ecx, bx ; xchg dx, si ; hlt
+        let mut cpu = cpu_with(
+            &[
+                0x66, 0x0F, 0xBE, 0xC3, 0x66, 0x0F, 0xB7, 0xCB, 0x87, 0xD6, 0xF4,
+            ],
+            false,
+        );
+        cpu.regs[EBX] = 0x1234_8081;
+        cpu.regs[EDX] = 0xAAAA_0001;
+        cpu.regs[ESI] = 0xBBBB_0002;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[EAX], 0xFFFF_FF81);
+        assert_eq!(cpu.regs[ECX], 0x8081);
+        assert_eq!(cpu.regs[EDX], 0xAAAA_0002);
+        assert_eq!(cpu.regs[ESI], 0xBBBB_0001);
+    }
+
+    #[test]
+    fn lss_32bit_loads_offset_and_selector() {
+        // lss esp, [0x20] (o32 0F B2 26 20 00) ; hlt
+        let mut cpu = cpu_with(&[0x66, 0x0F, 0xB2, 0x26, 0x20, 0x00, 0xF4], false);
+        cpu.mem.load(0x20, &[0x78, 0x56, 0x34, 0x12, 0x00, 0x30]);
+        run(&mut cpu);
+        assert_eq!(cpu.regs[ESP], 0x1234_5678);
+        assert_eq!(cpu.segs[SS].selector, 0x3000);
+    }
+}

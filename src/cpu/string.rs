@@ -424,3 +424,222 @@ fn rep_stos<W: Width, A: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::{RunExit, SegCache, ESP};
+
+    const CODE: u32 = 0x1000;
+    const CS: usize = Segment::CS as usize;
+    const DS: usize = Segment::DS as usize;
+
+    /// A real-mode CPU running `code` at 0100:0000, with DS and ES flat 4 GiB ("unreal mode")
+    /// so that 32-bit addresses reach past 64 KiB.
+    fn cpu_with(code: &[u8]) -> Cpu {
+        let mut cpu = Cpu::with_ram(1 << 21);
+        cpu.mem.load(CODE, code);
+        cpu.segs[CS] = SegCache::real((CODE >> 4) as u16);
+        cpu.segs[Segment::SS as usize] = SegCache::real(0x8000);
+        cpu.regs[ESP] = 0xFFF0;
+        for s in [DS, ES] {
+            cpu.segs[s] = SegCache::real(0);
+            cpu.segs[s].limit = u32::MAX;
+            cpu.segs[s].compute_ranges();
+        }
+        cpu.eip = 0;
+        cpu
+    }
+
+    fn run(cpu: &mut Cpu) {
+        assert_eq!(cpu.run(1_000_000), RunExit::Halted);
+    }
+
+    fn fill_pattern(cpu: &mut Cpu, at: u32, len: usize) {
+        let bytes: Vec<u8> = (0..len).map(|k| (k * 7 + 3) as u8).collect();
+        cpu.mem.load(at, &bytes);
+    }
+
+    #[test]
+    fn rep_movsd_32bit_addressing_crosses_pages_and_64k() {
+        // rep movsd (a32, o32); hlt
+        let mut cpu = cpu_with(&[0x66, 0x67, 0xF3, 0xA5, 0xF4]);
+        fill_pattern(&mut cpu, 0x10_0FF0, 12_000);
+        cpu.regs[ESI] = 0x10_0FF0;
+        cpu.regs[EDI] = 0x18_0001;
+        cpu.regs[ECX] = 3000;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[ECX], 0);
+        assert_eq!(cpu.regs[ESI], 0x10_0FF0 + 12_000);
+        assert_eq!(cpu.regs[EDI], 0x18_0001 + 12_000);
+        assert_eq!(
+            &cpu.mem.ram[0x18_0001..0x18_0001 + 12_000],
+            &cpu.mem.ram[0x10_0FF0..0x10_0FF0 + 12_000].to_vec()[..]
+        );
+    }
+
+    #[test]
+    fn rep_movsb_longer_than_a_batch_restarts_and_finishes() {
+        let mut cpu = cpu_with(&[0x67, 0xF3, 0xA4, 0xF4]);
+        let n = (REP_BATCH * 3 + 5) as usize;
+        fill_pattern(&mut cpu, 0x2_0000, n);
+        cpu.regs[ESI] = 0x2_0000;
+        cpu.regs[EDI] = 0x10_0000;
+        cpu.regs[ECX] = n as u32;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[ECX], 0);
+        assert_eq!(cpu.eip, 4);
+        assert_eq!(
+            &cpu.mem.ram[0x10_0000..0x10_0000 + n],
+            &cpu.mem.ram[0x2_0000..0x2_0000 + n].to_vec()[..]
+        );
+        // Each batch counts as one retired instruction: three restarts, the last batch, HLT.
+        assert_eq!(cpu.instructions, 5);
+    }
+
+    #[test]
+    fn rep_movsb_overlapping_forward_replicates_like_hardware() {
+        // The classic fill idiom: dst = src + 1 copies the first byte forward.
+        let mut cpu = cpu_with(&[0x67, 0xF3, 0xA4, 0xF4]);
+        cpu.mem.load(0x3_0000, &[0xAB, 1, 2, 3, 4, 5, 6, 7, 8]);
+        cpu.regs[ESI] = 0x3_0000;
+        cpu.regs[EDI] = 0x3_0001;
+        cpu.regs[ECX] = 8;
+        run(&mut cpu);
+        assert_eq!(&cpu.mem.ram[0x3_0000..0x3_0009], &[0xAB; 9]);
+    }
+
+    #[test]
+    fn rep_movsd_overlap_closer_than_an_element_copies_element_by_element() {
+        let mut cpu = cpu_with(&[0x66, 0x67, 0xF3, 0xA5, 0xF4]);
+        let init: Vec<u8> = (0..20).collect();
+        cpu.mem.load(0x3_0000, &init);
+        cpu.regs[ESI] = 0x3_0000;
+        cpu.regs[EDI] = 0x3_0002;
+        cpu.regs[ECX] = 4;
+        run(&mut cpu);
+        let mut want = init.clone();
+        for k in 0..4 {
+            let e: Vec<u8> = want[k * 4..k * 4 + 4].to_vec();
+            want[k * 4 + 2..k * 4 + 6].copy_from_slice(&e);
+        }
+        assert_eq!(&cpu.mem.ram[0x3_0000..0x3_0014], &want[..]);
+    }
+
+    #[test]
+    fn rep_stosd_32bit_backwards() {
+        // std; rep stosd (a32, o32); hlt
+        let mut cpu = cpu_with(&[0xFD, 0x66, 0x67, 0xF3, 0xAB, 0xF4]);
+        cpu.regs[EAX] = 0x1122_3344;
+        cpu.regs[EDI] = 0x12_0008;
+        cpu.regs[ECX] = 3;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[EDI], 0x12_0008 - 12);
+        assert_eq!(cpu.regs[ECX], 0);
+        for k in 0..3 {
+            let a = 0x12_0000 + 8 - 4 * k;
+            assert_eq!(&cpu.mem.ram[a..a + 4], &[0x44, 0x33, 0x22, 0x11]);
+        }
+    }
+
+    #[test]
+    fn rep_stosw_16bit_addressing_wraps_di() {
+        let mut cpu = cpu_with(&[0xF3, 0xAB, 0xF4]);
+        cpu.regs[EAX] = 0xBEEF;
+        cpu.regs[EDI] = 0x1234_FFFC;
+        cpu.regs[ECX] = 0xABCD_0004;
+        run(&mut cpu);
+        // DI wraps within 64 KiB, the upper halves of EDI and ECX stay.
+        assert_eq!(cpu.regs[EDI], 0x1234_0004);
+        assert_eq!(cpu.regs[ECX], 0xABCD_0000);
+        assert_eq!(&cpu.mem.ram[0xFFFC..0x10000], &[0xEF, 0xBE, 0xEF, 0xBE]);
+        assert_eq!(&cpu.mem.ram[0..4], &[0xEF, 0xBE, 0xEF, 0xBE]);
+    }
+
+    #[test]
+    fn repne_scasb_32bit_finds_byte() {
+        let mut cpu = cpu_with(&[0x67, 0xF2, 0xAE, 0xF4]);
+        cpu.mem.load(0x15_0000, b"hello, world\0");
+        cpu.regs[EAX] = 0;
+        cpu.regs[EDI] = 0x15_0000;
+        cpu.regs[ECX] = u32::MAX;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[EDI], 0x15_0000 + 13);
+        assert_eq!(cpu.regs[ECX], u32::MAX - 13);
+        assert!(cpu.flags.zf());
+    }
+
+    #[test]
+    fn repe_cmpsd_stops_at_first_difference() {
+        let mut cpu = cpu_with(&[0x66, 0x67, 0xF3, 0xA7, 0xF4]);
+        cpu.mem
+            .load(0x4_0000, &[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0]);
+        cpu.mem
+            .load(0x5_0000, &[1, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0]);
+        cpu.regs[ESI] = 0x4_0000;
+        cpu.regs[EDI] = 0x5_0000;
+        cpu.regs[ECX] = 10;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[ECX], 7);
+        assert_eq!(cpu.regs[ESI], 0x4_000C);
+        assert!(!cpu.flags.zf());
+        assert!(cpu.flags.cf()); // 3 < 4
+    }
+
+    #[test]
+    fn lodsd_with_segment_override_and_32bit_address() {
+        // fs lodsd (o32, a32); hlt
+        let mut cpu = cpu_with(&[0x66, 0x67, 0x64, 0xAD, 0xF4]);
+        cpu.segs[Segment::FS as usize] = SegCache::real(0x1000);
+        cpu.mem.load(0x1_0010, &[0x78, 0x56, 0x34, 0x12]);
+        cpu.regs[ESI] = 0x10;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[EAX], 0x1234_5678);
+        assert_eq!(cpu.regs[ESI], 0x14);
+    }
+
+    #[test]
+    fn fault_midway_keeps_completed_iterations_and_restarts() {
+        // rep movsb whose destination runs past the ES limit: #GP after 4 bytes.
+        let mut cpu = cpu_with(&[0xF3, 0xA4, 0xF4]);
+        // #GP handler at 0000:0500 is a HLT.
+        cpu.mem.load(13 * 4, &[0x00, 0x05, 0x00, 0x00]);
+        cpu.mem.load(0x500, &[0xF4]);
+        cpu.segs[ES] = SegCache::real(0x6000);
+        cpu.segs[ES].limit = 0x103;
+        cpu.segs[ES].compute_ranges();
+        cpu.regs[ESI] = 0x200;
+        cpu.regs[EDI] = 0x100;
+        cpu.regs[ECX] = 10;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[ECX], 6);
+        assert_eq!(cpu.regs[ESI], 0x204);
+        assert_eq!(cpu.regs[EDI], 0x104);
+        // The pushed return address is the REP instruction itself.
+        let sp = (cpu.regs[ESP] & 0xFFFF) as usize;
+        assert_eq!(cpu.mem.ram[0x8_0000 + sp], 0);
+        assert_eq!(cpu.segs[CS].selector, 0);
+        assert_eq!(cpu.eip, 0x501);
+    }
+
+    #[test]
+    fn rep_with_zero_count_does_nothing() {
+        let mut cpu = cpu_with(&[0xF3, 0xA4, 0xF4]);
+        cpu.regs[ESI] = 5;
+        cpu.regs[EDI] = 6;
+        run(&mut cpu);
+        assert_eq!((cpu.regs[ESI], cpu.regs[EDI], cpu.regs[ECX]), (5, 6, 0));
+    }
+
+    #[test]
+    fn rep_insb_reads_ports() {
+        let mut cpu = cpu_with(&[0x67, 0xF3, 0x6C, 0xF4]);
+        cpu.regs[EDX] = 0x60;
+        cpu.regs[EDI] = 0x7_0000;
+        cpu.regs[ECX] = 3;
+        run(&mut cpu);
+        // The empty bus floats high.
+        assert_eq!(&cpu.mem.ram[0x7_0000..0x7_0004], &[0xFF, 0xFF, 0xFF, 0]);
+        assert_eq!(cpu.regs[EDI], 0x7_0003);
+    }
+}
