@@ -150,8 +150,8 @@ pub fn decode(d: &mut Decoder, op: u16) -> Fault<Handler> {
         0xFF => {
             d.modrm()?;
             match d.i.reg {
-                // INC/DEC Ev: arith::decode_ff_incdec (wired by the lead at merge time).
-                0 | 1 => undefined(),
+                // INC/DEC Ev belong with the ALU.
+                0 | 1 => super::arith::decode_ff_incdec(d, d.i.reg),
                 2 => {
                     d.end_block();
                     rm_v!(d, call_ind)
