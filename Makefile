@@ -47,9 +47,10 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# The wasm32-only code (src/web, tests/web.rs) is invisible to a native clippy.
+# The wasm32-only code (src/web, tests/web.rs) is invisible to a native clippy. The CLI is
+# native-only.
 clippy-wasm:
-	$(CARGO) clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
+	$(CARGO) clippy --target wasm32-unknown-unknown --lib --test web -- -D warnings
 
 # Native unit and integration tests.
 unit:
