@@ -587,10 +587,9 @@ impl Mouse {
     /// In stream mode with reporting on, turn accumulated motion into a packet once the
     /// previous one has gone (motion coalesces while the guest is slow).
     fn refill(&mut self) {
-        if self.reporting && !self.remote && !self.wrap && self.packets.is_empty() {
-            if self.has_motion() {
-                self.emit_packet(true);
-            }
+        let streaming = self.reporting && !self.remote && !self.wrap;
+        if streaming && self.packets.is_empty() && self.has_motion() {
+            self.emit_packet(true);
         }
     }
 
@@ -1021,11 +1020,7 @@ impl I8042 {
             CMD_READ_TEST => self.reply(0x00),
             // Guest pulses output port bits 0-3 low where the command's bits are 0; bit 0 is
             // the reset line (0xFE resets the CPU).
-            0xF0..=0xFF => {
-                if cmd & 1 == 0 {
-                    ctx.board.reset = true;
-                }
-            }
+            0xF0..=0xFF if cmd & 1 == 0 => ctx.board.reset = true,
             // Unknown commands are ignored.
             _ => {}
         }
