@@ -1,7 +1,13 @@
 //! The i8042 keyboard controller with a PS/2 keyboard (MF2) and a PS/2 mouse (IntelliMouse /
 //! IntelliMouse Explorer), at ports 0x60 (data, offset 0) and 0x64 (status/command, offset 4).
-//! The board maps one [`I8042`] at 0x60..0x65 (offsets 1-3 read 0xFF; the board may map port
-//! 0x61 elsewhere first, in which case it simply doesn't route those offsets here).
+//! # Wiring for the board
+//!
+//! Port 0x61 between the two belongs to the PIT (system control port B), so map 0x60
+//! (`bus.map(0x60, 1, KBD)`) to the [`I8042`] itself (offset 0 is the data port) and 0x64
+//! (`bus.map(0x64, 1, KBD_CMD)`) to the view `Port64(&mut i8042)`. (Mapped as one range
+//! 0x60..0x65 the controller also works: offset 4 is the command port.) After each access or
+//! advance, hand `irq.levels()` to the PIC and re-read `next_deadline()`; apply
+//! `BoardSignals::a20` and `reset`.
 //!
 //! The keyboard speaks scan code set 2 internally; the controller translates to set 1 when the
 //! command byte's XLAT bit is set, with the standard 8042 translation table.
@@ -114,8 +120,10 @@ pub const BAT_OK: u8 = 0xAA;
 
 /// Delay between the guest reading the output buffer and the next byte appearing.
 pub const REFILL_DELAY: Nanos = 100_000;
-/// How many bytes a device buffers before it reports an overrun (keyboard) or drops motion.
+/// How many scan code bytes the keyboard buffers before it reports an overrun.
 const DEVICE_QUEUE: usize = 16;
+/// How many command replies a device or the controller holds for a guest that doesn't read.
+const REPLY_QUEUE: usize = 32;
 
 /// The standard 8042 translation from scan code set 2 to set 1 (bytes 0x80 and above pass
 /// through, except 0x83 (F7) and 0x84 (Alt+SysRq)).
@@ -245,7 +253,9 @@ impl Keyboard {
     }
 
     fn reply(&mut self, b: u8) {
-        self.replies.push_back(b);
+        if self.replies.len() < REPLY_QUEUE {
+            self.replies.push_back(b);
+        }
     }
 
     /// Queue a set-2 sequence as scan codes in the current set.
@@ -258,10 +268,10 @@ impl Keyboard {
             bytes.extend_from_slice(set2);
         }
         if self.codes.len() + bytes.len() > DEVICE_QUEUE {
-            // Buffer overrun: the keyboard sends its overrun code instead.
-            if self.codes.back() != Some(&0x00) && self.codes.len() < DEVICE_QUEUE + 1 {
-                self.codes
-                    .push_back(if self.set == 1 { 0xFF } else { 0x00 });
+            // Buffer overrun: the keyboard sends its overrun code (once) instead.
+            let overrun = if self.set == 1 { 0xFF } else { 0x00 };
+            if self.codes.back() != Some(&overrun) && self.codes.len() <= DEVICE_QUEUE {
+                self.codes.push_back(overrun);
             }
             return;
         }
@@ -295,15 +305,23 @@ impl Keyboard {
     }
 
     fn run_until(&mut self, now: Nanos) {
-        while let (Some(t), Some(key)) = (self.repeat_at, self.repeat_key.clone()) {
-            if t > now {
+        let (Some(t), Some(key)) = (self.repeat_at, self.repeat_key.clone()) else {
+            return;
+        };
+        if t > now {
+            return;
+        }
+        // Every repeat due by `now`; those that don't fit in the buffer are lost (a real
+        // keyboard doesn't queue repeats behind a host that doesn't read).
+        let period = self.period();
+        let due = (now - t) / period + 1;
+        for _ in 0..due.min(DEVICE_QUEUE as u64) {
+            if !self.scanning || self.codes.len() + key.len() > DEVICE_QUEUE {
                 break;
             }
-            if self.scanning && self.codes.len() + key.len() <= DEVICE_QUEUE {
-                self.queue_codes(&key);
-            }
-            self.repeat_at = Some(t.saturating_add(self.period()));
+            self.queue_codes(&key);
         }
+        self.repeat_at = Some(t.saturating_add(due.saturating_mul(period)));
     }
 
     /// Whether `b` begins a command the keyboard knows.
@@ -518,7 +536,9 @@ impl Mouse {
     }
 
     fn reply(&mut self, b: u8) {
-        self.replies.push_back(b);
+        if self.replies.len() < REPLY_QUEUE {
+            self.replies.push_back(b);
+        }
     }
 
     /// 2:1 scaling (stream mode only).
@@ -693,7 +713,9 @@ impl Mouse {
                 self.reply(ACK);
                 self.emit_packet(false);
                 let p: Vec<u8> = self.packets.drain(..).collect();
-                self.replies.extend(p);
+                for b in p {
+                    self.reply(b);
+                }
             }
             // Guest leaves wrap mode.
             0xEC => {
@@ -807,6 +829,8 @@ pub struct I8042 {
     xlat_f0: bool,
     /// No byte is loaded into the output buffer before this time (after a guest read).
     refill_at: Option<Nanos>,
+    /// The last byte read from the output buffer (read again if the guest reads it empty).
+    last_data: u8,
     /// The keyboard.
     pub kbd: Keyboard,
     /// The mouse.
@@ -835,6 +859,7 @@ impl I8042 {
             output_port: 0xCF,
             xlat_f0: false,
             refill_at: None,
+            last_data: 0,
             kbd: Keyboard::default(),
             mouse: Mouse::default(),
         }
@@ -946,7 +971,13 @@ impl I8042 {
     }
 
     fn reply(&mut self, b: u8) {
-        self.ctrl_queue.push_back((b, Source::Kbd));
+        self.queue_ctrl(b, Source::Kbd);
+    }
+
+    fn queue_ctrl(&mut self, b: u8, src: Source) {
+        if self.ctrl_queue.len() < REPLY_QUEUE {
+            self.ctrl_queue.push_back((b, src));
+        }
     }
 
     fn write_output_port(&mut self, v: u8, ctx: &mut DevCtx) {
@@ -1039,9 +1070,9 @@ impl I8042 {
             // Guest writes the output port (A20, reset).
             Some(CMD_WRITE_OUTPUT) => self.write_output_port(v, ctx),
             // Guest places a byte in the output buffer as if from the keyboard.
-            Some(CMD_WRITE_KBD_OBUF) => self.ctrl_queue.push_back((v, Source::Kbd)),
+            Some(CMD_WRITE_KBD_OBUF) => self.queue_ctrl(v, Source::Kbd),
             // Guest places a byte in the output buffer as if from the mouse.
-            Some(CMD_WRITE_AUX_OBUF) => self.ctrl_queue.push_back((v, Source::Aux)),
+            Some(CMD_WRITE_AUX_OBUF) => self.queue_ctrl(v, Source::Aux),
             // Guest sends a byte to the mouse.
             Some(CMD_WRITE_AUX) => self.mouse.write(v),
             // Guest sends a byte to the keyboard; this re-enables the keyboard interface.
@@ -1061,11 +1092,11 @@ impl Device for I8042 {
             PORT_DATA => match self.obuf.take() {
                 Some((b, _)) => {
                     self.refill_at = Some(ctx.now.saturating_add(REFILL_DELAY));
+                    self.last_data = b;
                     b as u32
                 }
-                // Reading an empty buffer returns the last byte on real hardware; 0 here is
-                // what the guest sees when nothing was ever sent.
-                None => 0,
+                // Reading an empty buffer returns the last byte again.
+                None => self.last_data as u32,
             },
             // Guest polls the status register.
             PORT_CMD => self.status() as u32,
@@ -1127,6 +1158,25 @@ impl Device for I8042 {
 impl I8042 {
     fn has_waiting(&self) -> bool {
         !self.ctrl_queue.is_empty() || self.kbd.has_data() || self.mouse.has_data()
+    }
+}
+
+/// Port 0x64 on its own: the board maps it as a separate one-port range (0x61 sits between
+/// the data and command ports), so this view turns offset 0 into the controller's command port.
+pub struct Port64<'a>(pub &'a mut I8042);
+
+impl Device for Port64<'_> {
+    fn port_read(&mut self, _offset: u16, size: u8, ctx: &mut DevCtx) -> u32 {
+        self.0.port_read(PORT_CMD, size, ctx)
+    }
+    fn port_write(&mut self, _offset: u16, size: u8, value: u32, ctx: &mut DevCtx) {
+        self.0.port_write(PORT_CMD, size, value, ctx)
+    }
+    fn next_deadline(&self) -> Option<Nanos> {
+        self.0.next_deadline()
+    }
+    fn advance(&mut self, ctx: &mut DevCtx) {
+        self.0.advance(ctx)
     }
 }
 
@@ -1456,6 +1506,34 @@ mod tests {
         assert_eq!(r.inb(PORT_CMD) & STS_OBF, 0);
         r.outb(PORT_CMD, CMD_KBD_ENABLE);
         assert_eq!(r.read_all(), [0x1E]);
+    }
+
+    #[test]
+    fn port64_view_and_a_held_key_over_a_long_idle() {
+        let mut r = Rig::new();
+        {
+            let mut ctx = DevCtx {
+                now: 0,
+                irq: &mut r.irq,
+                board: &mut r.board,
+            };
+            Port64(&mut r.kc).port_write(0, 1, CMD_SELF_TEST as u32, &mut ctx);
+            assert_eq!(
+                Port64(&mut r.kc).port_read(0, 1, &mut ctx) as u8 & STS_OBF,
+                STS_OBF
+            );
+        }
+        assert_eq!(r.read_all(), [0x55]);
+        // A key held for an hour of virtual time: the buffer holds what fits (5 repeats of
+        // E0 75 plus the first), never more, and the next repeat is still on the period grid.
+        r.key(&[0xE0, 0x75], true);
+        let t0 = r.now;
+        r.advance_to(t0 + 3_600_000_000_000);
+        let bytes = r.read_all();
+        assert_eq!(bytes.len(), 16);
+        assert!(bytes.chunks(2).all(|c| c == [0xE0, 0x48]));
+        let next = r.kc.next_deadline().unwrap();
+        assert!(next > r.now && next <= r.now + 91_666_667);
     }
 
     #[test]
