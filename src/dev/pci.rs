@@ -135,17 +135,29 @@ pub fn devfn(device: u8, function: u8) -> u8 {
     (device & 0x1F) << 3 | (function & 7)
 }
 
+/// 256 bytes of configuration space, as 8 rows of 32 (serde handles arrays up to 32), indexed
+/// by a `u8` register number so no index can fall outside, whatever a state file holds.
+type Space = [[u8; 32]; 8];
+
+fn at(s: &Space, reg: u8) -> u8 {
+    s[(reg >> 5) as usize][(reg & 31) as usize]
+}
+
+fn at_mut(s: &mut Space, reg: u8) -> &mut u8 {
+    &mut s[(reg >> 5) as usize][(reg & 31) as usize]
+}
+
 /// One function's configuration space.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PciConfig {
     /// Device and function number on bus 0 (device << 3 | function).
     pub devfn: u8,
     /// The 256 register bytes.
-    regs: Vec<u8>,
+    regs: Space,
     /// Bits the guest may write.
-    wmask: Vec<u8>,
+    wmask: Space,
     /// Bits the guest clears by writing 1.
-    w1cmask: Vec<u8>,
+    w1cmask: Space,
 }
 
 impl PciConfig {
@@ -155,9 +167,9 @@ impl PciConfig {
     pub fn new(devfn: u8, vendor: u16, device: u16, class: u16, prog_if: u8, revision: u8) -> Self {
         let mut c = PciConfig {
             devfn,
-            regs: vec![0; 256],
-            wmask: vec![0; 256],
-            w1cmask: vec![0; 256],
+            regs: [[0; 32]; 8],
+            wmask: [[0; 32]; 8],
+            w1cmask: [[0; 32]; 8],
         };
         c.set16(CFG_VENDOR, vendor);
         c.set16(CFG_DEVICE, device);
@@ -168,49 +180,49 @@ impl PciConfig {
             CFG_COMMAND,
             CMD_IO | CMD_MEMORY | CMD_MASTER | CMD_PARITY | CMD_SERR | CMD_INTX_DISABLE,
         );
-        c.w1cmask[CFG_STATUS as usize] = STS_RW1C as u8;
-        c.w1cmask[CFG_STATUS as usize + 1] = (STS_RW1C >> 8) as u8;
-        c.wmask[CFG_CACHE_LINE as usize] = 0xFF;
-        c.wmask[CFG_LATENCY as usize] = 0xFF;
-        c.wmask[CFG_INT_LINE as usize] = 0xFF;
+        *at_mut(&mut c.w1cmask, CFG_STATUS) = STS_RW1C as u8;
+        *at_mut(&mut c.w1cmask, CFG_STATUS + 1) = (STS_RW1C >> 8) as u8;
+        c.set_wmask8(CFG_CACHE_LINE, 0xFF);
+        c.set_wmask8(CFG_LATENCY, 0xFF);
+        c.set_wmask8(CFG_INT_LINE, 0xFF);
         c
     }
 
     /// Set a register byte (device side; ignores the write mask).
     pub fn set8(&mut self, reg: u8, v: u8) {
-        self.regs[reg as usize] = v;
+        *at_mut(&mut self.regs, reg) = v;
     }
     /// Set a 16-bit register (device side).
     pub fn set16(&mut self, reg: u8, v: u16) {
         for (i, b) in v.to_le_bytes().into_iter().enumerate() {
-            self.regs[(reg as usize + i) & 0xFF] = b;
+            *at_mut(&mut self.regs, reg.wrapping_add(i as u8)) = b;
         }
     }
     /// Set a 32-bit register (device side).
     pub fn set32(&mut self, reg: u8, v: u32) {
         for (i, b) in v.to_le_bytes().into_iter().enumerate() {
-            self.regs[(reg as usize + i) & 0xFF] = b;
+            *at_mut(&mut self.regs, reg.wrapping_add(i as u8)) = b;
         }
     }
     /// Make `mask` bits of a byte register guest-writable.
     pub fn set_wmask8(&mut self, reg: u8, mask: u8) {
-        self.wmask[reg as usize] = mask;
+        *at_mut(&mut self.wmask, reg) = mask;
     }
     /// Make `mask` bits of a 16-bit register guest-writable.
     pub fn set_wmask16(&mut self, reg: u8, mask: u16) {
         for (i, b) in mask.to_le_bytes().into_iter().enumerate() {
-            self.wmask[(reg as usize + i) & 0xFF] = b;
+            *at_mut(&mut self.wmask, reg.wrapping_add(i as u8)) = b;
         }
     }
     /// Make `mask` bits of a 32-bit register guest-writable.
     pub fn set_wmask32(&mut self, reg: u8, mask: u32) {
         for (i, b) in mask.to_le_bytes().into_iter().enumerate() {
-            self.wmask[(reg as usize + i) & 0xFF] = b;
+            *at_mut(&mut self.wmask, reg.wrapping_add(i as u8)) = b;
         }
     }
     /// Read a byte.
     pub fn get8(&self, reg: u8) -> u8 {
-        self.regs[reg as usize]
+        at(&self.regs, reg)
     }
     /// Read a 16-bit register.
     pub fn get16(&self, reg: u8) -> u16 {
@@ -228,7 +240,7 @@ impl PciConfig {
 
     /// Mark the header as multi-function (bit 7 of the header type).
     pub fn set_multifunction(&mut self) {
-        self.regs[CFG_HEADER_TYPE as usize] |= 0x80;
+        *at_mut(&mut self.regs, CFG_HEADER_TYPE) |= 0x80;
     }
 
     /// Declare BAR `n` (0-5). Its size bits read back as zero after a sizing write.
@@ -265,17 +277,17 @@ impl PciConfig {
         }
         let reg = CFG_BAR0 + 4 * n;
         let mask = u32::from_le_bytes([
-            self.wmask[reg as usize],
-            self.wmask[reg as usize + 1],
-            self.wmask[reg as usize + 2],
-            self.wmask[reg as usize + 3],
+            at(&self.wmask, reg),
+            at(&self.wmask, reg + 1),
+            at(&self.wmask, reg + 2),
+            at(&self.wmask, reg + 3),
         ]);
         (mask != 0).then(|| self.get32(reg) & mask)
     }
 
     /// Set the interrupt pin (1 = INTA# ... 4 = INTD#).
     pub fn set_interrupt_pin(&mut self, pin: u8) {
-        self.regs[CFG_INT_PIN as usize] = pin;
+        *at_mut(&mut self.regs, CFG_INT_PIN) = pin;
     }
     /// The interrupt pin.
     pub fn interrupt_pin(&self) -> u8 {
@@ -313,16 +325,17 @@ pub trait PciFunction {
     /// `reg` (4-byte aligned), honouring the write and write-one-to-clear masks.
     fn config_write(&mut self, reg: u8, value: u32, byte_enable: u8) {
         let c = self.config_mut();
-        let base = (reg & 0xFC) as usize;
-        for i in 0..4 {
+        let base = reg & 0xFC;
+        for i in 0..4u8 {
             if byte_enable & (1 << i) == 0 {
                 continue;
             }
             let r = base + i;
             let v = (value >> (8 * i)) as u8;
-            let w = c.wmask[r];
-            let w1c = c.w1cmask[r];
-            c.regs[r] = ((c.regs[r] & !w) | (v & w)) & !(v & w1c);
+            let w = at(&c.wmask, r);
+            let w1c = at(&c.w1cmask, r);
+            let old = at(&c.regs, r);
+            *at_mut(&mut c.regs, r) = ((old & !w) | (v & w)) & !(v & w1c);
         }
     }
 }

@@ -1,5 +1,13 @@
 //! 16550A UART (National Semiconductor PC16550D data sheet), as on COM1 (0x3F8, IRQ 4) and
-//! COM2 (0x2F8, IRQ 3). The board maps one [`Uart`] per port at an 8-port range.
+//! COM2 (0x2F8, IRQ 3).
+//!
+//! # Wiring for the board
+//!
+//! `bus.map(0x3F8, 8, COM1)` to `Uart::new(4)` and `bus.map(0x2F8, 8, COM2)` to `Uart::new(3)`.
+//! After each access or advance, hand `irq.levels()` to the PIC and re-read `next_deadline()`.
+//! The host drains [`Uart::take_output`] (or [`Uart::drain_output`]) and feeds input with
+//! [`Uart::receive_byte`] while [`Uart::can_receive`] is true; [`Uart::set_fast`] skips the
+//! baud-rate delay on transmit.
 //!
 //! Timing is virtual: a character spends one character time (start + data + parity + stop
 //! bits at the programmed baud rate) in the transmitter shift register before the host sees it,
