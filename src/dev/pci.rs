@@ -792,6 +792,9 @@ mod tests {
         }
         // IDs survived.
         assert_eq!(r.read(1, 0, 0, 4), 0x7000_8086);
-        let _ = serde_json::to_string(&r.pci).unwrap();
+        // The state round-trips through serde.
+        let json = serde_json::to_string(&r.pci).unwrap();
+        let back: PciBus = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
     }
 }

@@ -1563,6 +1563,9 @@ mod tests {
             r.now += 1000;
             r.board.reset = false;
         }
-        let _ = serde_json::to_string(&r.kc).unwrap();
+        // The state round-trips through serde.
+        let json = serde_json::to_string(&r.kc).unwrap();
+        let back: I8042 = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
     }
 }
