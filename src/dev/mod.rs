@@ -8,6 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod pci;
+pub mod ps2;
+pub mod uart;
+
 /// Virtual time in nanoseconds since machine reset.
 pub type Nanos = u64;
 
