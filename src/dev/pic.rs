@@ -484,7 +484,12 @@ impl Device for PicPorts<'_> {
     fn port_write(&mut self, offset: u16, size: u8, value: u32, ctx: &mut DevCtx) {
         self.pic.set_irq_levels(ctx.irq.levels());
         let port = self.base.wrapping_add(offset);
-        for (i, byte) in value.to_le_bytes().into_iter().take(size.into()).enumerate() {
+        for (i, byte) in value
+            .to_le_bytes()
+            .into_iter()
+            .take(size.into())
+            .enumerate()
+        {
             self.pic.write(port.wrapping_add(i as u16), byte);
         }
     }
@@ -693,7 +698,10 @@ mod tests {
         let mut pic = PicPair::new();
         pic.set_irq_levels(1);
         linux_init(&mut pic, false);
-        assert!(!pic.interrupt_pending(), "line high through init is not an edge");
+        assert!(
+            !pic.interrupt_pending(),
+            "line high through init is not an edge"
+        );
         pic.write(0x21, 0x5A);
         pic.write(0x20, 0x11);
         assert_eq!(pic.read(0x21), 0x00);

@@ -85,7 +85,7 @@ pub fn ticks_to_ns(tick: u64) -> Nanos {
 /// Binary value to packed BCD (four decades).
 fn to_bcd(v: u32) -> u16 {
     let v = v % 10_000;
-    ((v / 1000) << 12 | (v / 100 % 10) << 8 | (v / 10 % 10) << 4 | v % 10) as u16
+    (((v / 1000) << 12) | ((v / 100 % 10) << 8) | ((v / 10 % 10) << 4) | (v % 10)) as u16
 }
 
 /// Packed BCD to binary (nibbles above 9 are taken at face value, as the counter would).
@@ -663,7 +663,12 @@ impl Device for Pit {
     fn port_write(&mut self, offset: u16, size: u8, value: u32, ctx: &mut DevCtx) {
         self.sync(ctx);
         let t = self.synced_tick;
-        for (i, byte) in value.to_le_bytes().into_iter().take(size.into()).enumerate() {
+        for (i, byte) in value
+            .to_le_bytes()
+            .into_iter()
+            .take(size.into())
+            .enumerate()
+        {
             self.write_reg(offset.wrapping_add(i as u16), byte, t);
         }
         self.sync(ctx);
@@ -739,7 +744,10 @@ mod tests {
         assert_eq!(ns_to_ticks(1_000_000_000), PIT_HZ);
         for tick in [0, 1, 2, 1193, 1_193_182, 123_456_789] {
             assert_eq!(ns_to_ticks(ticks_to_ns(tick)), tick);
-            assert_eq!(ns_to_ticks(ticks_to_ns(tick) - u64::from(tick > 0)), tick.saturating_sub(1));
+            assert_eq!(
+                ns_to_ticks(ticks_to_ns(tick) - u64::from(tick > 0)),
+                tick.saturating_sub(1)
+            );
         }
     }
 
@@ -747,7 +755,7 @@ mod tests {
     fn mode2_periodic_irq0_edges_at_the_right_times() {
         let mut r = Rig::new();
         r.now = 1000; // tick 1
-        // Linux setup_pit_timer: mode 2, LSB/MSB, LATCH = 1193 (HZ=1000).
+                      // Linux setup_pit_timer: mode 2, LSB/MSB, LATCH = 1193 (HZ=1000).
         r.out(0x43, 0x34);
         r.out(0x40, (1193 & 0xFF) as u8);
         r.out(0x40, (1193 >> 8) as u8);
@@ -774,7 +782,7 @@ mod tests {
         r.out(0x43, 0x34);
         r.out(0x40, 0xA9);
         r.out(0x40, 0x04); // 1193
-        // Same tick as the write: the count is not loaded yet (null count set).
+                           // Same tick as the write: the count is not loaded yet (null count set).
         r.out(0x43, 0xC2); // read back count and status of channel 0
         assert_eq!(r.inb(0x40), 0x80 | 0x40 | 0x34);
         assert_eq!(r.inb(0x40), 0xA9);
