@@ -988,6 +988,80 @@ mod tests {
         assert_eq!(r.step(), (ticks_to_ns(150), false));
     }
 
+    /// The board's loop as the module docs describe it: advance at each deadline (or every
+    /// `late_ns` if the board is late), hand the lines to the PIC, take and EOI interrupts.
+    fn run_with_pic(r: &mut Rig, until: Nanos, late_ns: Option<Nanos>) -> Vec<Nanos> {
+        use super::super::pic::PicPair;
+        let mut pic = PicPair::new();
+        for (port, v) in [
+            (0x20, 0x11),
+            (0x21, 0x30),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0),
+        ] {
+            pic.write(port, v);
+        }
+        pic.set_irq_levels(r.irq.levels());
+        let mut taken = Vec::new();
+        while let Some(d) = r.pit.next_deadline() {
+            let at = match late_ns {
+                Some(step) if d > r.now => (d.div_ceil(step) * step).max(d),
+                _ => d,
+            };
+            if at > until {
+                break;
+            }
+            r.advance_to(at);
+            pic.set_irq_levels(r.irq.levels());
+            if pic.interrupt_pending() {
+                assert_eq!(pic.acknowledge(), 0x30);
+                pic.write(0x20, 0x20);
+                taken.push(r.now);
+            }
+        }
+        taken
+    }
+
+    #[test]
+    fn periodic_irq0_through_the_pic() {
+        let mut r = Rig::new();
+        r.out(0x43, 0x34);
+        r.out(0x40, (1193 & 0xFF) as u8);
+        r.out(0x40, (1193 >> 8) as u8);
+        let taken = run_with_pic(&mut r, 10_000_000, None);
+        assert_eq!(taken.len(), 10);
+        assert_eq!(taken[0], ticks_to_ns(1 + 1193));
+        assert_eq!(taken[9], ticks_to_ns(1 + 10 * 1193));
+    }
+
+    #[test]
+    fn late_board_still_gets_one_edge_per_catch_up() {
+        let mut r = Rig::new();
+        r.out(0x43, 0x34);
+        r.out(0x40, (1193 & 0xFF) as u8);
+        r.out(0x40, (1193 >> 8) as u8);
+        // The board only looks every 2.7 ms: each look after missed pulses yields one edge.
+        let taken = run_with_pic(&mut r, 10_000_000, Some(2_700_000));
+        assert_eq!(taken, [2_700_000, 5_400_000, 8_100_000]);
+    }
+
+    #[test]
+    fn linux_oneshot_mode4_interrupts_once_per_programmed_delta() {
+        let mut r = Rig::new();
+        // pit_set_oneshot, then pit_next_event(500) twice.
+        r.out(0x43, 0x38);
+        r.out(0x40, 0xF4);
+        r.out(0x40, 0x01);
+        let taken = run_with_pic(&mut r, 5_000_000, None);
+        assert_eq!(taken, [ticks_to_ns(1 + 500 + 1)]);
+        let t = ns_to_ticks(r.now);
+        r.out(0x40, 0xF4);
+        r.out(0x40, 0x01);
+        let taken = run_with_pic(&mut r, 10_000_000, None);
+        assert_eq!(taken, [ticks_to_ns(t + 1 + 500 + 1)]);
+    }
+
     #[test]
     fn any_guest_input_is_harmless() {
         let mut r = Rig::new();
