@@ -6,6 +6,11 @@
 //! Interrupt requests are explicit lines: a device raises or lowers an ISA IRQ line in
 //! [`IrqLines`], and the board feeds those levels into the 8259 PIC pair.
 
+pub mod pic;
+pub mod pit;
+pub mod rtc;
+pub mod sysctl;
+
 use serde::{Deserialize, Serialize};
 
 pub mod pci;

@@ -1,0 +1,325 @@
+//! System control ports: port B (0x61), port A (0x92) and the POST code port (0x80).
+//!
+//! # Port B lives with the PIT
+//!
+//! Port 0x61 gates PIT channel 2 (bit 0) and reads its output (bit 5), so its state is part of
+//! the [`Pit`]: channel 2's gate is the PIT's, and the other latched bits are the [`PortB`]
+//! stored in [`Pit::port_b`]. One snapshot of the PIT holds the whole timer/speaker path and no
+//! device reaches into another. The board maps 0x61 (`bus.map(0x61, 1, PORT_B)`) and dispatches
+//! through the view `Port61(&mut pit)`, which implements [`Device`].
+//!
+//! # Port A and the POST port
+//!
+//! [`PortA`] (0x92, `bus.map(0x92, 1, ..)`) and [`PostCode`] (0x80, `bus.map(0x80, 1, ..)`) are
+//! ordinary single-port devices. Port A reports A20 through [`BoardSignals::a20`] on every write
+//! (so it can re-enable A20 after the i8042 turned it off) and pulses [`BoardSignals::reset`] when
+//! bit 0 goes from 0 to 1.
+//!
+//! [`BoardSignals::a20`]: super::BoardSignals::a20
+//! [`BoardSignals::reset`]: super::BoardSignals::reset
+
+use serde::{Deserialize, Serialize};
+
+use super::pit::Pit;
+use super::{DevCtx, Device, Nanos};
+
+/// Port B bit 0: PIT channel 2 gate.
+pub const PORTB_TIMER2_GATE: u8 = 0x01;
+/// Port B bit 1: speaker data enable (speaker sounds channel 2's output when set).
+pub const PORTB_SPEAKER_DATA: u8 = 0x02;
+/// Port B bit 2: parity (SERR#) check disable.
+pub const PORTB_PARITY_CHECK_DISABLE: u8 = 0x04;
+/// Port B bit 3: I/O channel check (IOCHK#) disable.
+pub const PORTB_IOCHK_DISABLE: u8 = 0x08;
+/// Port B bit 4 (read-only): refresh request toggle.
+pub const PORTB_REFRESH_TOGGLE: u8 = 0x10;
+/// Port B bit 5 (read-only): PIT channel 2 output.
+pub const PORTB_TIMER2_OUT: u8 = 0x20;
+/// Port B bit 6 (read-only): I/O channel check occurred (never, here).
+pub const PORTB_IOCHK: u8 = 0x40;
+/// Port B bit 7 (read-only): parity error occurred (never, here).
+pub const PORTB_PARITY_ERROR: u8 = 0x80;
+/// Port B bits kept by [`PortB`] (bit 0 is the PIT's channel 2 gate).
+const PORTB_LATCHED: u8 = PORTB_SPEAKER_DATA | PORTB_PARITY_CHECK_DISABLE | PORTB_IOCHK_DISABLE;
+/// The refresh toggle flips once per DRAM refresh request, every 15.085 µs (18 PIT clocks).
+pub const REFRESH_TOGGLE_NS: Nanos = 15_085;
+
+/// Port A bit 0: fast reset (a 0 to 1 transition resets the CPU).
+pub const PORTA_FAST_RESET: u8 = 0x01;
+/// Port A bit 1: fast A20 gate.
+pub const PORTA_A20: u8 = 0x02;
+
+/// Port B's latched bits other than the channel 2 gate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortB {
+    /// Bits 1-3 as last written.
+    pub latched: u8,
+}
+
+impl PortB {
+    /// Whether the guest has enabled the speaker data path (bit 1).
+    pub fn speaker_data(&self) -> bool {
+        self.latched & PORTB_SPEAKER_DATA != 0
+    }
+}
+
+/// The level of the refresh toggle (port B bit 4) at virtual time `now`.
+pub fn refresh_toggle(now: Nanos) -> bool {
+    (now / REFRESH_TOGGLE_NS) & 1 != 0
+}
+
+/// Port 0x61 as a [`Device`], a view of the [`Pit`] that owns its state.
+pub struct Port61<'a>(pub &'a mut Pit);
+
+impl Port61<'_> {
+    /// The port's value at virtual time `now`.
+    pub fn value(&self, now: Nanos) -> u8 {
+        let mut v = self.0.port_b.latched & PORTB_LATCHED;
+        if self.0.gate2() {
+            v |= PORTB_TIMER2_GATE;
+        }
+        if refresh_toggle(now) {
+            v |= PORTB_REFRESH_TOGGLE;
+        }
+        if self.0.out2(now) {
+            v |= PORTB_TIMER2_OUT;
+        }
+        v
+    }
+}
+
+impl Device for Port61<'_> {
+    fn port_read(&mut self, offset: u16, _size: u8, ctx: &mut DevCtx) -> u32 {
+        match offset {
+            // Guest polls the channel 2 output or the refresh toggle (delay loops, calibration).
+            0 => self.value(ctx.now).into(),
+            _ => 0xFF,
+        }
+    }
+
+    fn port_write(&mut self, offset: u16, _size: u8, value: u32, ctx: &mut DevCtx) {
+        if offset != 0 {
+            return;
+        }
+        // Guest sets the channel 2 gate, the speaker enable and the check disables.
+        let v = value as u8;
+        self.0.port_b.latched = v & PORTB_LATCHED;
+        self.0.set_gate2(v & PORTB_TIMER2_GATE != 0, ctx.now);
+    }
+}
+
+/// PS/2 system control port A (0x92).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortA {
+    /// The value last written.
+    pub value: u8,
+}
+
+impl Device for PortA {
+    fn port_read(&mut self, offset: u16, _size: u8, _ctx: &mut DevCtx) -> u32 {
+        match offset {
+            // Guest reads the A20/reset bits back (before a read-modify-write).
+            0 => self.value.into(),
+            _ => 0xFF,
+        }
+    }
+
+    fn port_write(&mut self, offset: u16, _size: u8, value: u32, ctx: &mut DevCtx) {
+        if offset != 0 {
+            return;
+        }
+        // Guest switches A20 and/or requests a fast reset.
+        let v = value as u8;
+        let old = self.value;
+        self.value = v;
+        ctx.board.a20 = Some(v & PORTA_A20 != 0);
+        if v & PORTA_FAST_RESET != 0 && old & PORTA_FAST_RESET == 0 {
+            ctx.board.reset = true;
+        }
+    }
+}
+
+/// The POST diagnostic port (0x80): keeps the last code written, which reads back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostCode {
+    /// The last code written.
+    pub last: u8,
+}
+
+impl Device for PostCode {
+    fn port_read(&mut self, offset: u16, _size: u8, _ctx: &mut DevCtx) -> u32 {
+        match offset {
+            // Guest reads the last POST code back.
+            0 => self.last.into(),
+            _ => 0xFF,
+        }
+    }
+
+    fn port_write(&mut self, offset: u16, _size: u8, value: u32, _ctx: &mut DevCtx) {
+        // Firmware reports progress (or Linux's outb_p delays).
+        if offset == 0 {
+            self.last = value as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::pit::ticks_to_ns;
+    use super::super::{BoardSignals, IrqLines};
+    use super::*;
+
+    struct Rig {
+        pit: Pit,
+        irq: IrqLines,
+        board: BoardSignals,
+        now: Nanos,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            Rig {
+                pit: Pit::new(),
+                irq: IrqLines::default(),
+                board: BoardSignals::default(),
+                now: 0,
+            }
+        }
+        fn outb(&mut self, port: u16, v: u8) {
+            let mut ctx = DevCtx {
+                now: self.now,
+                irq: &mut self.irq,
+                board: &mut self.board,
+            };
+            match port {
+                0x61 => Port61(&mut self.pit).port_write(0, 1, v.into(), &mut ctx),
+                _ => self.pit.port_write(port - 0x40, 1, v.into(), &mut ctx),
+            }
+        }
+        fn inb(&mut self, port: u16) -> u8 {
+            let mut ctx = DevCtx {
+                now: self.now,
+                irq: &mut self.irq,
+                board: &mut self.board,
+            };
+            (match port {
+                0x61 => Port61(&mut self.pit).port_read(0, 1, &mut ctx),
+                _ => self.pit.port_read(port - 0x40, 1, &mut ctx),
+            }) as u8
+        }
+    }
+
+    #[test]
+    fn linux_pit_calibration_polls_channel2_output() {
+        let mut r = Rig::new();
+        r.now = 5_000;
+        // pit_calibrate_tsc(): gate high, speaker off, mode 0, 50 ms.
+        let v = (r.inb(0x61) & !PORTB_SPEAKER_DATA) | PORTB_TIMER2_GATE;
+        r.outb(0x61, v);
+        r.outb(0x43, 0xB0);
+        let latch: u16 = 59659;
+        r.outb(0x42, latch as u8);
+        r.outb(0x42, (latch >> 8) as u8);
+        let t0 = 5; // tick of the write; loaded at t0 + 1
+        r.now = ticks_to_ns(t0 + latch as u64);
+        assert_eq!(r.inb(0x61) & PORTB_TIMER2_OUT, 0);
+        assert_eq!(r.inb(0x61) & PORTB_TIMER2_GATE, PORTB_TIMER2_GATE);
+        r.now = ticks_to_ns(t0 + 1 + latch as u64);
+        assert_eq!(r.inb(0x61) & PORTB_TIMER2_OUT, PORTB_TIMER2_OUT);
+        // About 50 ms of virtual time.
+        assert_eq!(r.now / 1_000_000, 50);
+        // Channel 2 never touches IRQ0.
+        assert!(!r.irq.get(0));
+    }
+
+    #[test]
+    fn quick_pit_calibrate_reads_the_msb_going_down() {
+        let mut r = Rig::new();
+        r.outb(0x61, PORTB_TIMER2_GATE);
+        r.outb(0x43, 0xB0);
+        r.outb(0x42, 0xFF);
+        r.outb(0x42, 0xFF);
+        for k in [1u64, 256, 512, 10_000] {
+            r.now = ticks_to_ns(k + 1);
+            r.inb(0x42); // LSB
+            let msb = r.inb(0x42);
+            assert_eq!(u64::from(msb), (0xFFFF - k) >> 8);
+        }
+    }
+
+    #[test]
+    fn gate_low_holds_channel2() {
+        let mut r = Rig::new();
+        r.outb(0x43, 0xB0);
+        r.outb(0x42, 100);
+        r.outb(0x42, 0);
+        r.now = ticks_to_ns(500);
+        assert_eq!(r.inb(0x61) & PORTB_TIMER2_OUT, 0, "gate low: no counting");
+        r.outb(0x61, PORTB_TIMER2_GATE); // counting resumes at tick 501
+        r.now = ticks_to_ns(600);
+        assert_eq!(r.inb(0x61) & PORTB_TIMER2_OUT, 0);
+        r.now = ticks_to_ns(601);
+        assert_eq!(r.inb(0x61) & PORTB_TIMER2_OUT, PORTB_TIMER2_OUT);
+    }
+
+    #[test]
+    fn port_b_bits_and_refresh_toggle() {
+        let mut r = Rig::new();
+        r.outb(0x61, 0xFF);
+        assert_eq!(r.inb(0x61) & 0xCF, 0x0F);
+        assert!(r.pit.port_b.speaker_data());
+        let a = r.inb(0x61) & PORTB_REFRESH_TOGGLE;
+        r.now += REFRESH_TOGGLE_NS;
+        let b = r.inb(0x61) & PORTB_REFRESH_TOGGLE;
+        r.now += REFRESH_TOGGLE_NS;
+        let c = r.inb(0x61) & PORTB_REFRESH_TOGGLE;
+        assert_ne!(a, b);
+        assert_eq!(a, c);
+        r.outb(0x61, 0x00);
+        assert_eq!(r.inb(0x61) & 0x0F, 0);
+    }
+
+    #[test]
+    fn port_a_drives_a20_and_reset() {
+        let mut pa = PortA::default();
+        let mut irq = IrqLines::default();
+        let mut board = BoardSignals::default();
+        let mut ctx = DevCtx {
+            now: 0,
+            irq: &mut irq,
+            board: &mut board,
+        };
+        let v = pa.port_read(0, 1, &mut ctx);
+        pa.port_write(0, 1, v | 0x02, &mut ctx);
+        assert_eq!(ctx.board.a20, Some(true));
+        assert!(!ctx.board.reset);
+        assert_eq!(pa.port_read(0, 1, &mut ctx), 0x02);
+        pa.port_write(0, 1, 0x03, &mut ctx);
+        assert!(ctx.board.reset);
+        *ctx.board = BoardSignals::default();
+        pa.port_write(0, 1, 0x01, &mut ctx); // bit 0 already set: no new reset
+        assert!(!ctx.board.reset);
+        assert_eq!(ctx.board.a20, Some(false));
+        pa.port_write(0, 1, 0x00, &mut ctx);
+        pa.port_write(0, 1, 0x01, &mut ctx);
+        assert!(ctx.board.reset);
+    }
+
+    #[test]
+    fn post_code_reads_back() {
+        let mut p = PostCode::default();
+        let mut irq = IrqLines::default();
+        let mut board = BoardSignals::default();
+        let mut ctx = DevCtx {
+            now: 0,
+            irq: &mut irq,
+            board: &mut board,
+        };
+        p.port_write(0, 1, 0x55, &mut ctx);
+        assert_eq!(p.port_read(0, 1, &mut ctx), 0x55);
+        p.port_write(0, 2, 0x1234, &mut ctx);
+        assert_eq!(p.port_read(0, 1, &mut ctx), 0x34);
+        assert_eq!(p.last, 0x34);
+        assert_eq!(p.port_read(3, 1, &mut ctx), 0xFF);
+    }
+}
