@@ -6,16 +6,15 @@
 //! Interrupt requests are explicit lines: a device raises or lowers an ISA IRQ line in
 //! [`IrqLines`], and the board feeds those levels into the 8259 PIC pair.
 
+pub mod pci;
 pub mod pic;
 pub mod pit;
+pub mod ps2;
 pub mod rtc;
 pub mod sysctl;
+pub mod uart;
 
 use serde::{Deserialize, Serialize};
-
-pub mod pci;
-pub mod ps2;
-pub mod uart;
 
 /// Virtual time in nanoseconds since machine reset.
 pub type Nanos = u64;
