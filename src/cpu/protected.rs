@@ -214,3 +214,57 @@ impl Cpu {
 fn todo_protected() -> Fault {
     Err(Exception::gp(0))
 }
+
+// LLDT/LTR (system branch)
+impl Cpu {
+    /// LLDT: load the LDT register from a GDT descriptor. A null selector leaves LDTR unusable
+    /// (later LDT references fault). #GP(selector) for a selector in the LDT or outside the GDT,
+    /// or a descriptor that is not an LDT; #NP(selector) if it is not present.
+    pub fn load_ldt(&mut self, selector: u16) -> Fault {
+        if selector & 0xFFFC == 0 {
+            self.ldtr = null_cache(selector);
+            return Ok(());
+        }
+        let code = (selector & 0xFFFC) as u32;
+        if selector & 4 != 0 {
+            return Err(Exception::gp(code));
+        }
+        let d = self.read_descriptor(selector, Exception::gp)?;
+        if d.is_segment() || d.kind() != SYS_LDT {
+            return Err(Exception::gp(code));
+        }
+        if !d.present() {
+            return Err(Exception::np(code));
+        }
+        self.ldtr = d.to_cache(selector);
+        Ok(())
+    }
+
+    /// LTR: load the task register from an available TSS descriptor in the GDT and mark that
+    /// descriptor busy. #GP(0) for a null selector, #GP(selector) for an LDT selector, a
+    /// selector outside the GDT or a descriptor that is not an available TSS; #NP(selector) if
+    /// it is not present.
+    pub fn load_task_register(&mut self, selector: u16) -> Fault {
+        if selector & 0xFFFC == 0 {
+            return Err(Exception::gp(0));
+        }
+        let code = (selector & 0xFFFC) as u32;
+        if selector & 4 != 0 {
+            return Err(Exception::gp(code));
+        }
+        let mut d = self.read_descriptor(selector, Exception::gp)?;
+        if d.is_segment() || !matches!(d.kind(), SYS_TSS16_AVAIL | SYS_TSS32_AVAIL) {
+            return Err(Exception::gp(code));
+        }
+        if !d.present() {
+            return Err(Exception::np(code));
+        }
+        // Available (type 1/9) to busy (3/B): set bit 1 of the type.
+        d.hi |= 2 << 8;
+        if let Some(addr) = self.descriptor_address(selector) {
+            self.write_lin_system::<4>(addr.wrapping_add(4), d.hi)?;
+        }
+        self.tr = d.to_cache(selector);
+        Ok(())
+    }
+}
