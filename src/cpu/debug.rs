@@ -164,3 +164,94 @@ impl Cpu {
         self.deliver_exception(Exception::new(exception::DB));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::seg::SegCache;
+    use crate::cpu::ESP;
+
+    /// Real-mode CPU: `code` at 0:1000, a HLT at 0:2000 that IVT[1] (#DB) points to.
+    fn cpu_with(code: &[u8]) -> Cpu {
+        let mut cpu = Cpu::with_ram(1 << 20);
+        cpu.mem.load(0x1000, code);
+        cpu.mem.load(4, &[0x00, 0x20, 0x00, 0x00]);
+        cpu.mem.load(0x2000, &[0xF4]);
+        cpu.segs[Segment::CS as usize] = SegCache::real(0);
+        cpu.eip = 0x1000;
+        cpu.regs[ESP] = 0x8000;
+        cpu
+    }
+
+    /// The IP pushed by the last real-mode interrupt.
+    fn pushed_ip(cpu: &mut Cpu) -> u32 {
+        cpu.read::<2>(Segment::SS as usize, cpu.regs[ESP]).unwrap()
+    }
+
+    const CPUID: [u8; 2] = [0x0F, 0xA2];
+
+    #[test]
+    fn instruction_breakpoint_faults_before_the_instruction() {
+        let mut cpu = cpu_with(&[0x0F, 0xA2, 0x0F, 0xA2, 0xF4]);
+        cpu.dr[0] = 0x1002;
+        cpu.dr[7] = 0x401; // L0, execute, length 1
+        cpu.run(10);
+        assert_eq!(cpu.eip, 0x2001, "the #DB handler ran");
+        assert_eq!(
+            pushed_ip(&mut cpu),
+            0x1002,
+            "fault: IP of the breakpoint instruction"
+        );
+        assert_eq!(cpu.dr[6] & DR6_BREAKPOINTS, 1);
+        assert_eq!(
+            cpu.instructions, 2,
+            "first CPUID and the handler's HLT retired"
+        );
+    }
+
+    #[test]
+    fn resume_flag_suppresses_one_breakpoint_and_clears() {
+        let mut cpu = cpu_with(&[0x0F, 0xA2, 0xF4]);
+        cpu.dr[0] = 0x1000;
+        cpu.dr[7] = 0x401;
+        cpu.flags.set(flags::RF, true);
+        cpu.run(10);
+        assert_eq!(cpu.eip, 0x1003, "CPUID and HLT ran without #DB");
+        assert!(!cpu.flags.sys(flags::RF));
+        assert_eq!(cpu.dr[6] & DR6_BREAKPOINTS, 0);
+    }
+
+    #[test]
+    fn data_write_breakpoint_traps_after_the_instruction() {
+        // sgdt [0x500] ; cpuid ; hlt
+        let mut code = vec![0x0F, 0x01, 0x06, 0x00, 0x05];
+        code.extend_from_slice(&CPUID);
+        code.push(0xF4);
+        let mut cpu = cpu_with(&code);
+        cpu.dr[1] = 0x504;
+        // L1 (bit 2), R/W1 = 01 (write), LEN1 = 11 (4 bytes).
+        cpu.dr[7] = 0x400 | (1 << 2) | (0b01 << 20) | (0b11 << 22);
+        cpu.update_fast_path_perms();
+        cpu.run(10);
+        assert_eq!(cpu.eip, 0x2001);
+        assert_eq!(
+            pushed_ip(&mut cpu),
+            0x1005,
+            "trap: IP of the next instruction"
+        );
+        assert_eq!(cpu.dr[6] & DR6_BREAKPOINTS, 0b10);
+    }
+
+    #[test]
+    fn read_breakpoints_ignore_writes_of_write_only_breakpoints() {
+        let mut cpu = cpu_with(&[0xF4]);
+        cpu.dr[2] = 0x600;
+        cpu.dr[7] = 0x400 | (1 << 4) | (0b01 << 24); // write-only, 1 byte
+        cpu.update_fast_path_perms();
+        assert_eq!(cpu.tlb_read_perm, 0, "data breakpoints force the slow path");
+        cpu.read::<4>(Segment::DS as usize, 0x600).unwrap();
+        assert_eq!(cpu.pending_db, 0);
+        cpu.write::<2>(Segment::DS as usize, 0x5FF, 0).unwrap();
+        assert_eq!(cpu.pending_db, 0b100);
+    }
+}

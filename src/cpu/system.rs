@@ -26,8 +26,17 @@ pub const CPU_SIGNATURE: u32 = 0x0000_0633;
 
 /// The CR0 bits a P6 implements; MOV to CR0 ignores the others (32-bit mode does not fault on
 /// them). ET is hardwired to 1.
-const CR0_VALID: u32 =
-    CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_NW | CR0_CD | CR0_PG;
+const CR0_VALID: u32 = CR0_PE
+    | CR0_MP
+    | CR0_EM
+    | CR0_TS
+    | CR0_ET
+    | CR0_NE
+    | CR0_WP
+    | CR0_AM
+    | CR0_NW
+    | CR0_CD
+    | CR0_PG;
 /// CR4 bits of the features CPUID reports; setting any other bit raises #GP(0).
 /// (VME/PVI, PAE, MCE, PCE and OSXMMEXCPT are not implemented.)
 const CR4_VALID: u32 = CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_OSFXSR;
@@ -109,11 +118,23 @@ pub fn decode(d: &mut Decoder, op: u16) -> Fault<Handler> {
         }
         0x0F02 => {
             d.modrm()?;
-            rm_v_sel(d, lar::<RegRm, W16>, lar::<RegRm, W32>, lar::<MemRm, W16>, lar::<MemRm, W32>)
+            rm_v_sel(
+                d,
+                lar::<RegRm, W16>,
+                lar::<RegRm, W32>,
+                lar::<MemRm, W16>,
+                lar::<MemRm, W32>,
+            )
         }
         0x0F03 => {
             d.modrm()?;
-            rm_v_sel(d, lsl::<RegRm, W16>, lsl::<RegRm, W32>, lsl::<MemRm, W16>, lsl::<MemRm, W32>)
+            rm_v_sel(
+                d,
+                lsl::<RegRm, W16>,
+                lsl::<RegRm, W32>,
+                lsl::<MemRm, W16>,
+                lsl::<MemRm, W32>,
+            )
         }
         0x0F06 => clts,
         0x0F08 | 0x0F09 => invd,
@@ -934,7 +955,10 @@ mod tests {
             limit: 0x1F,
         };
         run(&mut cpu);
-        assert_eq!(&cpu.mem.ram[0x500..0x506], &[0x1F, 0, 0x78, 0x56, 0x34, 0x12]);
+        assert_eq!(
+            &cpu.mem.ram[0x500..0x506],
+            &[0x1F, 0, 0x78, 0x56, 0x34, 0x12]
+        );
         // lgdt [0x500] with a 16-bit operand keeps 24 bits of the base.
         cpu.eip = 0x1000;
         cpu.mem.load(0x1000, &[0x0F, 0x01, 0x16, 0x00, 0x05, 0xF4]);
@@ -942,7 +966,8 @@ mod tests {
         assert_eq!(cpu.gdtr.base, 0x0034_5678);
         // 66 prefix: all 32 bits.
         cpu.eip = 0x1000;
-        cpu.mem.load(0x1000, &[0x66, 0x0F, 0x01, 0x16, 0x00, 0x05, 0xF4]);
+        cpu.mem
+            .load(0x1000, &[0x66, 0x0F, 0x01, 0x16, 0x00, 0x05, 0xF4]);
         run(&mut cpu);
         assert_eq!(cpu.gdtr.base, 0x1234_5678);
     }
