@@ -66,7 +66,7 @@ impl Cpu {
     pub fn update_fast_path_perms(&mut self) {
         let user = self.cpl == 3;
         let align_check = user && self.cr0 & CR0_AM != 0 && self.flags.sys(flags::AC);
-        if align_check || self.data_breakpoints_enabled() {
+        if align_check || (self.dr[7] & 0xFF != 0 && self.data_breakpoints_enabled()) {
             self.tlb_read_perm = 0;
             self.tlb_write_perm = 0;
         } else if user {

@@ -101,7 +101,6 @@ pub fn decode(d: &mut Decoder, op: u16) -> Fault<Handler> {
     Ok(match op {
         0x63 => {
             d.modrm()?;
-            d.allow_lock();
             if d.is_reg() {
                 arpl::<RegRm>
             } else {
