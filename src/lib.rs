@@ -6,6 +6,7 @@
 
 pub mod bus;
 pub mod cpu;
+pub mod dev;
 pub mod mem;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

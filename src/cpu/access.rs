@@ -197,6 +197,7 @@ impl Cpu {
             self.stop_block = true;
         }
         if self.mem.kind(first) == PageKind::Mmio {
+            self.refresh_intr();
             self.stop_block = true;
         }
         self.check_data_breakpoint(lin, size, true);
@@ -277,6 +278,7 @@ impl Cpu {
     pub fn port_in(&mut self, port: u16, size: u8) -> u32 {
         let v = self.bus.io_read(port, size);
         // A device access may raise or drop the interrupt line: look again at the next block.
+        self.refresh_intr();
         self.stop_block = true;
         v
     }
@@ -284,6 +286,7 @@ impl Cpu {
     /// OUT, after the caller's privilege check.
     pub fn port_out(&mut self, port: u16, size: u8, v: u32) {
         self.bus.io_write(port, size, v);
+        self.refresh_intr();
         self.stop_block = true;
     }
 }

@@ -16,12 +16,15 @@ pub mod interrupt;
 pub mod operand;
 pub mod protected;
 pub mod seg;
+pub mod task;
 
 // Instruction groups: each file decodes and executes its own opcodes.
 pub mod arith;
 pub mod bits;
 pub mod control;
 pub mod data;
+pub mod muldiv;
+pub mod shift;
 pub mod string;
 pub mod system;
 pub mod x87;
@@ -134,6 +137,10 @@ pub struct Cpu {
     pub(crate) tlb_read_perm: u32,
     /// The TLB permission bit that writes at the current CPL need.
     pub(crate) tlb_write_perm: u32,
+    /// The INTR line as last sampled from the bus. It can only change when the guest touches a
+    /// device or when the host advances devices between `run` calls, so it is re-read then
+    /// instead of asking the bus on every block.
+    pub(crate) intr: bool,
     /// Interrupts are inhibited for one instruction (after MOV SS, POP SS, STI).
     pub(crate) irq_shadow: bool,
     /// Set by anything that invalidates assumptions of the running block (mode or CS changes,
@@ -183,6 +190,7 @@ impl Cpu {
             shutdown: false,
             tlb_read_perm: 0,
             tlb_write_perm: 0,
+            intr: false,
             irq_shadow: false,
             stop_block: false,
             prev_eip: 0,
@@ -304,13 +312,15 @@ impl Cpu {
         // Delivered exceptions count against the budget too, so a guest stuck in a fault loop
         // still returns control to the host.
         let mut faults = 0u64;
+        self.refresh_intr();
         while self.instructions + faults < end {
             if self.shutdown {
                 return RunExit::Shutdown;
             }
-            if self.flags.sys(flags::IF) && !self.irq_shadow && self.bus.interrupt_pending() {
+            if self.intr && self.flags.sys(flags::IF) && !self.irq_shadow {
                 self.halted = false;
                 let vector = self.bus.acknowledge_interrupt();
+                self.refresh_intr();
                 self.external_interrupt(vector);
                 continue;
             }
@@ -410,6 +420,12 @@ impl Cpu {
             self.debug_trap(step);
         }
         true
+    }
+
+    /// Sample the INTR line from the bus.
+    #[inline]
+    pub(crate) fn refresh_intr(&mut self) {
+        self.intr = self.bus.interrupt_pending();
     }
 
     /// Read the time-stamp counter (derived from retired instructions: deterministic).
