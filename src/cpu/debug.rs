@@ -254,4 +254,15 @@ mod tests {
         cpu.write::<2>(Segment::DS as usize, 0x5FF, 0).unwrap();
         assert_eq!(cpu.pending_db, 0b100);
     }
+
+    #[test]
+    fn alignment_checking_at_cpl3_forces_the_slow_path() {
+        let mut cpu = cpu_with(&[0xF4]);
+        cpu.cr0 |= CR0_AM;
+        cpu.flags.set(flags::AC, true);
+        cpu.set_cpl(3);
+        assert_eq!(cpu.tlb_read_perm, 0);
+        cpu.set_cpl(0);
+        assert_eq!(cpu.tlb_read_perm, TLB_READ_SUPER);
+    }
 }

@@ -991,4 +991,114 @@ mod tests {
         assert_eq!(cpu.regs[EAX], cpu.cr0);
         assert_eq!(cpu.eip, 0x1004);
     }
+
+    /// Protected mode at CPL 0 (with the real-mode CS cache, which is enough to run code) and
+    /// a GDT at 0x800: 08 = data DPL 3 (G, limit 0xFFFFF), 10 = code execute-only DPL 0,
+    /// 18 = LDT, 20 = 32-bit TSS (available), 28 = 32-bit interrupt gate.
+    fn protected_cpu(code: &[u8]) -> Cpu {
+        let mut cpu = real_cpu(code);
+        let gdt: [u64; 6] = [
+            0,
+            0x008F_F200_0000_FFFF,
+            0x0000_9800_0000_1234,
+            0x0000_8200_0000_0FFF,
+            0x0000_8900_0000_0067,
+            0x0000_8E00_0008_0000,
+        ];
+        for (n, d) in gdt.iter().enumerate() {
+            cpu.mem.load(0x800 + 8 * n as u32, &d.to_le_bytes());
+        }
+        cpu.gdtr = super::super::TableReg {
+            base: 0x800,
+            limit: 6 * 8 - 1,
+        };
+        cpu.write_cr0(CR0_PE).unwrap();
+        cpu
+    }
+
+    /// Run `lar eax, ebx ; lsl ecx, ebx ; verr bx ; (ZF of VERR into the result)` for one
+    /// selector and return (ZF after LAR, EAX, ZF after LSL, ECX, VERR ZF, VERW ZF).
+    fn check_selector(sel: u16) -> (bool, u32, bool, u32, bool, bool) {
+        let run_one = |code: &[u8]| {
+            let mut cpu = protected_cpu(code);
+            cpu.regs[EBX] = sel as u32;
+            cpu.regs[EAX] = 0xAAAA_AAAA;
+            cpu.regs[ECX] = 0xCCCC_CCCC;
+            run(&mut cpu);
+            (cpu.flags.zf(), cpu.regs[EAX], cpu.regs[ECX])
+        };
+        let (lar_zf, eax, _) = run_one(&[0x66, 0x0F, 0x02, 0xC3]);
+        let (lsl_zf, _, ecx) = run_one(&[0x66, 0x0F, 0x03, 0xCB]);
+        let (verr, _, _) = run_one(&[0x0F, 0x00, 0xE3]);
+        let (verw, _, _) = run_one(&[0x0F, 0x00, 0xEB]);
+        (lar_zf, eax, lsl_zf, ecx, verr, verw)
+    }
+
+    #[test]
+    fn lar_lsl_verr_verw_by_descriptor_type() {
+        // Data segment, DPL 3, page-granular limit.
+        assert_eq!(
+            check_selector(0x0B),
+            (true, 0x0080_F200, true, 0xFFFF_FFFF, true, true)
+        );
+        // Execute-only code: neither readable nor writable.
+        assert_eq!(
+            check_selector(0x10),
+            (true, 0x0000_9800, true, 0x1234, false, false)
+        );
+        // RPL 3 > DPL 0: invisible.
+        assert_eq!(
+            check_selector(0x13),
+            (false, 0xAAAA_AAAA, false, 0xCCCC_CCCC, false, false)
+        );
+        // LDT and TSS: LAR and LSL accept them, VERR/VERW do not.
+        assert_eq!(
+            check_selector(0x18),
+            (true, 0x0000_8200, true, 0xFFF, false, false)
+        );
+        assert_eq!(
+            check_selector(0x20),
+            (true, 0x0000_8900, true, 0x67, false, false)
+        );
+        // Interrupt gate: refused by all; null and out-of-table selectors too.
+        for sel in [0x28, 0x00, 0x30, 0x04] {
+            assert_eq!(
+                check_selector(sel),
+                (false, 0xAAAA_AAAA, false, 0xCCCC_CCCC, false, false),
+                "selector {sel:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn lldt_ltr_and_the_stores() {
+        // lldt bx ; ltr cx ; sldt dx ; str si ; hlt   (0F 00 /2, /3, /0, /1)
+        let mut cpu = protected_cpu(&[
+            0x0F, 0x00, 0xD3, 0x0F, 0x00, 0xD9, 0x0F, 0x00, 0xC2, 0x0F, 0x00, 0xCE,
+        ]);
+        cpu.regs[EBX] = 0x18;
+        cpu.regs[ECX] = 0x20;
+        cpu.regs[EDX] = 0xFFFF_FFFF;
+        run(&mut cpu);
+        assert_eq!(cpu.ldtr.limit, 0xFFF);
+        assert_eq!(cpu.tr.limit, 0x67);
+        assert_eq!(
+            cpu.regs[EDX], 0xFFFF_0018,
+            "16-bit SLDT keeps the upper half"
+        );
+        assert_eq!(cpu.regs[super::super::ESI] & 0xFFFF, 0x20);
+        // The TSS descriptor is now busy (type 0xB).
+        assert_eq!(cpu.mem.ram[0x800 + 0x20 + 5] & 0xF, 0xB);
+    }
+
+    #[test]
+    fn arpl_raises_rpl() {
+        // arpl bx, cx
+        let mut cpu = protected_cpu(&[0x63, 0xCB]);
+        cpu.regs[EBX] = 0x0010;
+        cpu.regs[ECX] = 0x0003;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[EBX], 0x0013);
+        assert!(cpu.flags.zf());
+    }
 }
