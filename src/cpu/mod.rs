@@ -152,6 +152,9 @@ pub struct Cpu {
     /// Interrupt delivery in progress (for double-fault detection).
     pub(crate) delivering: Option<u8>,
     pub(crate) icache: ICache,
+    /// Data breakpoints (DR6 B0-B3 bits) hit by the current instruction, delivered as a #DB
+    /// trap when it completes (see debug.rs).
+    pub(crate) pending_db: u32,
 }
 
 impl Cpu {
@@ -194,6 +197,7 @@ impl Cpu {
             prev_esp: 0,
             delivering: None,
             icache: ICache::new(),
+            pending_db: 0,
         };
         cpu.reset();
         cpu
@@ -207,8 +211,8 @@ impl Cpu {
     /// The RESET state: real mode, CS:IP = F000:FFF0 with CS base FFFF0000.
     pub fn reset(&mut self) {
         self.regs = [0; 9];
-        // EDX holds the processor signature after reset (family 6, model 1: Pentium Pro).
-        self.regs[EDX] = 0x0000_0611;
+        // EDX holds the processor signature after reset (the one CPUID reports).
+        self.regs[EDX] = system::CPU_SIGNATURE;
         self.eip = 0xFFF0;
         self.flags = Flags::default();
         for (i, s) in self.segs.iter_mut().enumerate() {
@@ -244,6 +248,7 @@ impl Cpu {
         self.shutdown = false;
         self.irq_shadow = false;
         self.delivering = None;
+        self.pending_db = 0;
         self.set_cpl(0);
         self.sync_paging();
         self.mem.tlb.flush_all();
@@ -271,13 +276,7 @@ impl Cpu {
     /// Set the current privilege level and the TLB permissions that go with it.
     pub fn set_cpl(&mut self, cpl: u8) {
         self.cpl = cpl;
-        if cpl == 3 {
-            self.tlb_read_perm = crate::mem::tlb::TLB_READ_USER;
-            self.tlb_write_perm = crate::mem::tlb::TLB_WRITE_USER;
-        } else {
-            self.tlb_read_perm = crate::mem::tlb::TLB_READ_SUPER;
-            self.tlb_write_perm = crate::mem::tlb::TLB_WRITE_SUPER;
-        }
+        self.update_fast_path_perms();
     }
 
     /// Copy the paging controls from CR0/CR3/CR4 into the MMU.
@@ -342,8 +341,22 @@ impl Cpu {
     /// Look up (or decode) the block at CS:EIP and run it. Returns false if it ended in an
     /// exception.
     fn run_block(&mut self, end: u64) -> bool {
-        let single_step = self.irq_shadow || self.flags.sys(flags::TF) || self.dr[7] & 0xFF != 0;
+        // One instruction per block while an interrupt shadow, TF, RF or a breakpoint is active.
+        let single_step =
+            self.irq_shadow || self.flags.sys(flags::TF | flags::RF) || self.dr[7] & 0xFF != 0;
         self.irq_shadow = false;
+        // Instruction breakpoints and RF (debug.rs): checked before the fetch, which they
+        // take priority over. `rf` remembers RF so a faulting instruction can restore it.
+        let mut rf = false;
+        if single_step {
+            match self.debug_before_instruction() {
+                Ok(r) => rf = r,
+                Err(e) => {
+                    self.deliver_exception(e);
+                    return false;
+                }
+            }
+        }
         let cs = self.segs[Segment::CS as usize];
         let lin = cs.base.wrapping_add(self.eip);
         let phys = match self.mem.tlb.lookup(lin, self.tlb_read_perm) {
@@ -351,6 +364,7 @@ impl Cpu {
             None => match self.translate(lin, false, self.cpl == 3) {
                 Ok(p) => p,
                 Err(e) => {
+                    self.debug_instruction_faulted(rf);
                     self.deliver_exception(e);
                     return false;
                 }
@@ -366,6 +380,7 @@ impl Cpu {
         {
             if let Err(e) = self.decode_block(&mut block, phys, key) {
                 self.icache.blocks[idx] = block;
+                self.debug_instruction_faulted(rf);
                 self.deliver_exception(e);
                 return false;
             }
@@ -383,6 +398,7 @@ impl Cpu {
                 self.regs[ESP] = self.prev_esp;
                 self.instructions += done;
                 self.icache.blocks[idx] = block;
+                self.debug_instruction_faulted(rf);
                 self.deliver_exception(e);
                 return false;
             }
@@ -397,8 +413,11 @@ impl Cpu {
             block.phys = icache::NO_BLOCK;
         }
         self.icache.blocks[idx] = block;
-        if single_step && tf && done == 1 {
-            self.single_step_trap();
+        // Debug traps after the instruction: TF single step and data breakpoints (a data
+        // breakpoint hit sets stop_block, so its instruction is the last one run).
+        let step = single_step && tf && done == 1;
+        if step || self.pending_db != 0 {
+            self.debug_trap(step);
         }
         true
     }

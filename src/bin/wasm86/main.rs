@@ -1,5 +1,6 @@
 //! The native command-line host of wasm86.
 
+mod bench;
 mod sst;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,16 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
+    /// CPU benchmark: a paged protected-mode guest counts primes by trial division; prints
+    /// `instructions=N wall_ms=N mips=X primes=N` and fails if the guest's result is wrong.
+    Bench {
+        /// Count the primes below this number.
+        #[arg(long, default_value_t = bench::DEFAULT_LIMIT)]
+        limit: u32,
+        /// Repeat the count this many times.
+        #[arg(long, default_value_t = bench::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +52,15 @@ fn main() -> ExitCode {
                 Ok(_) => ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("wasm86 sst: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Bench { limit, iterations }) => {
+            match bench::run(&bench::BenchOptions { limit, iterations }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wasm86 bench: {e}");
                     ExitCode::FAILURE
                 }
             }
