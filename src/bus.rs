@@ -19,6 +19,9 @@ pub trait Bus {
     fn acknowledge_interrupt(&mut self) -> u8 {
         0
     }
+    /// The CPU's retired-instruction count (its virtual clock), reported just before each port
+    /// access so that the machine can give devices the virtual time of the access.
+    fn set_instructions(&mut self, _instructions: u64) {}
     /// The legacy FERR#/IRQ13 output of the x87 changed (used when CR0.NE is clear).
     fn fpu_error(&mut self, _asserted: bool) {}
 }

@@ -4,9 +4,11 @@
 //! screen come in and go out through plain method calls and small traits that each host
 //! (the browser glue, the native CLI, the tests) implements.
 
+pub mod boot;
 pub mod bus;
 pub mod cpu;
 pub mod dev;
+pub mod machine;
 pub mod mem;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

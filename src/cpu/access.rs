@@ -276,6 +276,7 @@ impl Cpu {
 
     /// IN, after the caller's privilege check.
     pub fn port_in(&mut self, port: u16, size: u8) -> u32 {
+        self.bus.set_instructions(self.instructions);
         let v = self.bus.io_read(port, size);
         // A device access may raise or drop the interrupt line: look again at the next block.
         self.refresh_intr();
@@ -285,6 +286,7 @@ impl Cpu {
 
     /// OUT, after the caller's privilege check.
     pub fn port_out(&mut self, port: u16, size: u8, v: u32) {
+        self.bus.set_instructions(self.instructions);
         self.bus.io_write(port, size, v);
         self.refresh_intr();
         self.stop_block = true;

@@ -1,0 +1,674 @@
+//! The board: the CPU with its RAM, the PC devices on the port bus, virtual time and the run loop.
+//!
+//! # Ownership
+//!
+//! The CPU owns its bus as a `Box<dyn Bus>` (so the core never knows which devices exist), yet
+//! the machine must reach the same devices between instruction slices: to advance timers, feed
+//! serial input and collect output. The devices therefore live in one [`Board`] shared as
+//! `Rc<RefCell<Board>>`: the CPU holds a thin [`BoardBus`] wrapper, the machine holds the other
+//! handle. Both run on one thread and never overlap (the CPU touches the board only inside
+//! `Cpu::run`, the machine only between runs), so a `RefCell` borrow never fails; its cost is
+//! one flag check per port access, which is negligible next to a device access. A downcast
+//! through `Any` would also work but needs a core trait change and gives nothing more.
+//!
+//! # Memory map
+//!
+//! All of guest RAM is plain RAM, including the legacy windows: there is no VGA device yet (a
+//! later issue), so 0xA0000-0xBFFFF is RAM the guest may write text into, and there is no BIOS
+//! (Linux is booted directly, see [`crate::boot`]), so 0xC0000-0xFFFFF is RAM too. The e820 map
+//! the loader hands Linux marks 0x9FC00-0xFFFFF reserved, so the kernel leaves it alone.
+//!
+//! # Time
+//!
+//! Virtual time is in nanoseconds. It is derived from the CPU's retired-instruction count: a
+//! fixed number of nanoseconds per instruction ([`MachineConfig::ns_per_instruction`]). The run
+//! loop executes the CPU until the nearest device deadline, advances the devices whose deadline
+//! passed, feeds the IRQ lines to the PIC and loops. When the CPU halts with interrupts enabled,
+//! deterministic mode skips virtual time forward to the next deadline; real-time mode returns
+//! to the host so it can sleep, and the host's clock pulls virtual time forward at the next call
+//! ([`Machine::run_realtime`]). Nothing here reads a clock: the host passes time in.
+
+use crate::bus::Bus;
+use crate::cpu::{flags, Cpu, RunExit};
+use crate::dev::pci::PciBus;
+use crate::dev::pic::PicPair;
+use crate::dev::pit::Pit;
+use crate::dev::ps2::{self, I8042};
+use crate::dev::rtc::Rtc;
+use crate::dev::sysctl::{Port61, PortA, PostCode};
+use crate::dev::uart::Uart;
+use crate::dev::{BoardSignals, DevCtx, Device, IrqLines, MapError, Nanos, PortBus};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// COM1: base port and ISA IRQ.
+pub const COM1_BASE: u16 = 0x3F8;
+pub const COM1_IRQ: u8 = 4;
+/// COM2: base port and ISA IRQ.
+pub const COM2_BASE: u16 = 0x2F8;
+pub const COM2_IRQ: u8 = 3;
+/// Ports of the devices that are not self-describing.
+const PIT_BASE: u16 = 0x40;
+const PORT_B: u16 = 0x61;
+const I8042_DATA: u16 = 0x60;
+const I8042_CMD: u16 = 0x64;
+const RTC_BASE: u16 = 0x70;
+const POST_PORT: u16 = 0x80;
+const PORT_A: u16 = 0x92;
+const PCI_BASE: u16 = 0xCF8;
+
+/// The fixed wall-clock time the RTC shows in deterministic mode: 2024-01-01 00:00:00 UTC.
+pub const DETERMINISTIC_EPOCH: i64 = 1_704_067_200;
+
+/// The most instructions one CPU slice runs when no device deadline is nearer, so the host
+/// regains control regularly.
+const MAX_SLICE: u64 = 1_000_000;
+/// In real-time mode, how far virtual time may run ahead of the host clock before the machine
+/// returns so the host can wait.
+const REALTIME_LEAD_NS: Nanos = 10_000_000;
+/// Bound on the device service passes at one instant (the PIT asks for a second pass to make a
+/// missed IRQ0 edge; nothing needs more than a few).
+const MAX_SERVICE_PASSES: usize = 8;
+
+/// Who answers a port range (the id [`PortBus`] routes to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+enum Dev {
+    PicMaster,
+    PicSlave,
+    Elcr,
+    Pit,
+    PortB,
+    I8042Data,
+    I8042Cmd,
+    Rtc,
+    PostCode,
+    PortA,
+    Com1,
+    Com2,
+    Pci,
+}
+
+impl Dev {
+    const ALL: [Dev; 13] = [
+        Dev::PicMaster,
+        Dev::PicSlave,
+        Dev::Elcr,
+        Dev::Pit,
+        Dev::PortB,
+        Dev::I8042Data,
+        Dev::I8042Cmd,
+        Dev::Rtc,
+        Dev::PostCode,
+        Dev::PortA,
+        Dev::Com1,
+        Dev::Com2,
+        Dev::Pci,
+    ];
+
+    /// The port window the device answers at: (first port, length).
+    fn range(self) -> (u16, u32) {
+        match self {
+            Dev::PicMaster => PicPair::RANGES[0],
+            Dev::PicSlave => PicPair::RANGES[1],
+            Dev::Elcr => PicPair::RANGES[2],
+            Dev::Pit => (PIT_BASE, 4),
+            Dev::PortB => (PORT_B, 1),
+            Dev::I8042Data => (I8042_DATA, 1),
+            Dev::I8042Cmd => (I8042_CMD, 1),
+            Dev::Rtc => (RTC_BASE, 2),
+            Dev::PostCode => (POST_PORT, 1),
+            Dev::PortA => (PORT_A, 1),
+            Dev::Com1 => (COM1_BASE, 8),
+            Dev::Com2 => (COM2_BASE, 8),
+            Dev::Pci => (PCI_BASE, 8),
+        }
+    }
+}
+
+/// How virtual time relates to the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeMode {
+    /// Virtual time advances only with retired instructions (and skips over idle time):
+    /// the same inputs give the same run.
+    Deterministic,
+    /// Virtual time follows the host clock passed to [`Machine::run_realtime`].
+    Realtime,
+}
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct MachineConfig {
+    /// Guest RAM in bytes.
+    pub ram_bytes: usize,
+    /// Virtual nanoseconds per retired instruction (10 = a 100 MIPS virtual CPU).
+    pub ns_per_instruction: u64,
+    /// Deterministic or real time.
+    pub time_mode: TimeMode,
+    /// The time the RTC shows at reset, in seconds since 1970 (UTC). Deterministic runs use
+    /// [`DETERMINISTIC_EPOCH`]; a real-time host passes its own clock.
+    pub rtc_unix_seconds: i64,
+    /// UART transmissions reach the host at once instead of at the programmed baud rate.
+    pub fast_serial: bool,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            ram_bytes: 128 << 20,
+            ns_per_instruction: 10,
+            time_mode: TimeMode::Deterministic,
+            rtc_unix_seconds: DETERMINISTIC_EPOCH,
+            fast_serial: true,
+        }
+    }
+}
+
+/// Converts the CPU's retired-instruction count into virtual nanoseconds:
+/// `base_ns + (instructions - base_instructions) * ns_per_instruction`. Skipping idle time moves
+/// the base forward.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    base_ns: Nanos,
+    base_instructions: u64,
+    ns_per_instruction: u64,
+}
+
+impl Clock {
+    fn at(&self, instructions: u64) -> Nanos {
+        self.base_ns.saturating_add(
+            instructions
+                .saturating_sub(self.base_instructions)
+                .saturating_mul(self.ns_per_instruction),
+        )
+    }
+
+    /// Make `instructions` correspond to `ns` from now on.
+    fn rebase(&mut self, ns: Nanos, instructions: u64) {
+        self.base_ns = ns;
+        self.base_instructions = instructions;
+    }
+}
+
+/// The devices of the PC and the wiring between them: the port bus, the IRQ lines, the board
+/// signals and the virtual time of the access in progress.
+pub struct Board {
+    /// Virtual time of the current access or service pass.
+    pub now: Nanos,
+    clock: Clock,
+    /// The ISA IRQ lines as the devices drive them.
+    pub irq: IrqLines,
+    /// Reset and A20 requests, collected until the machine acts on them.
+    pub signals: BoardSignals,
+    ports: PortBus,
+    pub pic: PicPair,
+    pub pit: Pit,
+    pub rtc: Rtc,
+    pub com1: Uart,
+    pub com2: Uart,
+    pub i8042: I8042,
+    pub pci: PciBus,
+    pub port_a: PortA,
+    pub post: PostCode,
+}
+
+impl Board {
+    fn new(config: &MachineConfig) -> Result<Board, MapError> {
+        let mut ports = PortBus::default();
+        for d in Dev::ALL {
+            let (start, len) = d.range();
+            ports.map(start, len, d as usize)?;
+        }
+        let mut rtc = Rtc::new(config.rtc_unix_seconds);
+        rtc.set_memory_size(config.ram_bytes as u64);
+        let mut com1 = Uart::new(COM1_IRQ);
+        let mut com2 = Uart::new(COM2_IRQ);
+        com1.set_fast(config.fast_serial);
+        com2.set_fast(config.fast_serial);
+        Ok(Board {
+            now: 0,
+            clock: Clock {
+                base_ns: 0,
+                base_instructions: 0,
+                ns_per_instruction: config.ns_per_instruction.max(1),
+            },
+            irq: IrqLines::default(),
+            signals: BoardSignals::default(),
+            ports,
+            pic: PicPair::new(),
+            pit: Pit::new(),
+            rtc,
+            com1,
+            com2,
+            i8042: I8042::new(),
+            pci: PciBus::new(),
+            port_a: PortA::default(),
+            post: PostCode::default(),
+        })
+    }
+
+    fn dev_from_id(id: usize) -> Option<Dev> {
+        Dev::ALL.get(id).copied()
+    }
+
+    /// Run `f` on device `d` with a context at the current virtual time.
+    fn with_device<R>(&mut self, d: Dev, f: impl FnOnce(&mut dyn Device, &mut DevCtx) -> R) -> R {
+        let mut ctx = DevCtx {
+            now: self.now,
+            irq: &mut self.irq,
+            board: &mut self.signals,
+        };
+        let r = match d {
+            Dev::PicMaster => f(&mut self.pic.at(PicPair::RANGES[0].0), &mut ctx),
+            Dev::PicSlave => f(&mut self.pic.at(PicPair::RANGES[1].0), &mut ctx),
+            Dev::Elcr => f(&mut self.pic.at(PicPair::RANGES[2].0), &mut ctx),
+            Dev::Pit => f(&mut self.pit, &mut ctx),
+            Dev::PortB => f(&mut Port61(&mut self.pit), &mut ctx),
+            Dev::I8042Data => f(&mut self.i8042, &mut ctx),
+            Dev::I8042Cmd => f(&mut ps2::Port64(&mut self.i8042), &mut ctx),
+            Dev::Rtc => f(&mut self.rtc, &mut ctx),
+            Dev::PostCode => f(&mut self.post, &mut ctx),
+            Dev::PortA => f(&mut self.port_a, &mut ctx),
+            Dev::Com1 => f(&mut self.com1, &mut ctx),
+            Dev::Com2 => f(&mut self.com2, &mut ctx),
+            Dev::Pci => f(&mut self.pci, &mut ctx),
+        };
+        // A device access or time step may have moved an IRQ line.
+        self.pic.set_irq_levels(self.irq.levels());
+        r
+    }
+
+    /// The devices that are driven by time.
+    const TIMED: [Dev; 5] = [Dev::Pit, Dev::Rtc, Dev::Com1, Dev::Com2, Dev::I8042Data];
+
+    fn deadline_of(&self, d: Dev) -> Option<Nanos> {
+        match d {
+            Dev::Pit => self.pit.next_deadline(),
+            Dev::Rtc => self.rtc.next_deadline(),
+            Dev::Com1 => self.com1.next_deadline(),
+            Dev::Com2 => self.com2.next_deadline(),
+            Dev::I8042Data => self.i8042.next_deadline(),
+            _ => None,
+        }
+    }
+
+    /// The nearest time at which a device must be advanced.
+    pub fn next_deadline(&self) -> Option<Nanos> {
+        Self::TIMED
+            .iter()
+            .filter_map(|&d| self.deadline_of(d))
+            .min()
+    }
+
+    /// Advance every device whose deadline is at or before `now`, feeding the PIC after each
+    /// step. A device may ask to be advanced again at the same instant (the PIT does, to turn a
+    /// missed IRQ0 pulse into an edge the PIC sees), so passes repeat, a bounded number of times.
+    fn service(&mut self, now: Nanos) {
+        self.now = self.now.max(now);
+        for _ in 0..MAX_SERVICE_PASSES {
+            let mut any = false;
+            for d in Self::TIMED {
+                if self.deadline_of(d).is_some_and(|t| t <= self.now) {
+                    self.with_device(d, |dev, ctx| dev.advance(ctx));
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+}
+
+/// The CPU's view of the board: a shared handle (see the module comment for why).
+pub struct BoardBus(Rc<RefCell<Board>>);
+
+/// All ones of an access of `size` bytes: what an undriven ISA bus reads.
+fn all_ones(size: u8) -> u32 {
+    u32::MAX >> (32 - 8 * u32::from(size.clamp(1, 4)))
+}
+
+impl Bus for BoardBus {
+    fn set_instructions(&mut self, instructions: u64) {
+        let mut b = self.0.borrow_mut();
+        b.now = b.now.max(b.clock.at(instructions));
+    }
+
+    fn io_read(&mut self, port: u16, size: u8) -> u32 {
+        let mut b = self.0.borrow_mut();
+        match b
+            .ports
+            .route(port)
+            .and_then(|(id, off)| Some((Board::dev_from_id(id)?, off)))
+        {
+            Some((d, off)) => b.with_device(d, |dev, ctx| dev.port_read(off, size, ctx)),
+            None => all_ones(size),
+        }
+    }
+
+    fn io_write(&mut self, port: u16, size: u8, value: u32) {
+        let mut b = self.0.borrow_mut();
+        if let Some((d, off)) = b
+            .ports
+            .route(port)
+            .and_then(|(id, off)| Some((Board::dev_from_id(id)?, off)))
+        {
+            b.with_device(d, |dev, ctx| dev.port_write(off, size, value, ctx));
+        }
+    }
+
+    fn mmio_read(&mut self, _addr: u32, size: u8) -> u32 {
+        // No memory-mapped devices yet.
+        all_ones(size)
+    }
+
+    fn mmio_write(&mut self, _addr: u32, _size: u8, _value: u32) {}
+
+    fn interrupt_pending(&self) -> bool {
+        self.0.borrow().pic.interrupt_pending()
+    }
+
+    fn acknowledge_interrupt(&mut self) -> u8 {
+        self.0.borrow_mut().pic.acknowledge()
+    }
+}
+
+/// Why the machine reset itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetCause {
+    /// A triple fault (or an exception the CPU could not deliver).
+    TripleFault,
+    /// The guest pulsed the reset line (i8042 command 0xFE, port 0x92, port 0xCF9).
+    Guest,
+}
+
+/// Why [`Machine::run`] or [`Machine::run_realtime`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The instruction budget was used up (or, in real time, virtual time reached the host's).
+    Budget,
+    /// The CPU halted and nothing will wake it without input from the host (interrupts off, or
+    /// no device has a deadline); in real-time mode, it halted until `next_deadline`.
+    Idle { next_deadline: Option<Nanos> },
+    /// The machine was reset (its devices and CPU are in their power-on state; RAM is kept).
+    Reset(ResetCause),
+}
+
+/// The PC: CPU, RAM and the board's devices.
+pub struct Machine {
+    /// The processor with guest RAM.
+    pub cpu: Cpu,
+    board: Rc<RefCell<Board>>,
+    config: MachineConfig,
+}
+
+impl Machine {
+    /// A machine in its power-on state.
+    pub fn new(config: MachineConfig) -> Machine {
+        // The port map is fixed and overlap-free; a failure here is a bug in this file.
+        let board = Rc::new(RefCell::new(
+            Board::new(&config).expect("the board's port ranges do not overlap"),
+        ));
+        let cpu = Cpu::new(config.ram_bytes, Box::new(BoardBus(Rc::clone(&board))));
+        Machine { cpu, board, config }
+    }
+
+    /// The configuration the machine was built with.
+    pub fn config(&self) -> &MachineConfig {
+        &self.config
+    }
+
+    /// The devices (for hosts and tests that inspect or feed them).
+    pub fn board(&self) -> std::cell::RefMut<'_, Board> {
+        self.board.borrow_mut()
+    }
+
+    /// Current virtual time.
+    pub fn now(&self) -> Nanos {
+        let b = self.board.borrow();
+        b.now.max(b.clock.at(self.cpu.instructions))
+    }
+
+    /// Power-cycle the CPU and devices. RAM keeps its contents (a warm reset); virtual time
+    /// continues.
+    pub fn reset(&mut self) {
+        let now = self.now();
+        let mut fresh = Board::new(&self.config).expect("the board's port ranges do not overlap");
+        fresh.now = now;
+        fresh.clock.rebase(now, self.cpu.instructions);
+        // Devices count time from their own reset only where they say so; give them the clock.
+        *self.board.borrow_mut() = fresh;
+        self.cpu.reset();
+        self.cpu.set_a20(true);
+    }
+
+    /// Deterministic run: execute up to about `max_instructions` instructions (a slice may end a
+    /// block later), servicing devices at their deadlines and skipping idle time.
+    pub fn run(&mut self, max_instructions: u64) -> Stop {
+        self.run_inner(max_instructions, None)
+    }
+
+    /// Real-time run: virtual time is first pulled forward to `host_now` (the host's clock, in
+    /// nanoseconds since the machine started) if it lags, then the CPU runs until it is
+    /// [`REALTIME_LEAD_NS`] ahead of the host, halts, or used `max_instructions`.
+    pub fn run_realtime(&mut self, host_now: Nanos, max_instructions: u64) -> Stop {
+        if self.now() < host_now {
+            let instr = self.cpu.instructions;
+            let mut b = self.board.borrow_mut();
+            b.clock.rebase(host_now, instr);
+        }
+        self.run_inner(
+            max_instructions,
+            Some(host_now.saturating_add(REALTIME_LEAD_NS)),
+        )
+    }
+
+    fn run_inner(&mut self, max_instructions: u64, limit_ns: Option<Nanos>) -> Stop {
+        let end = self.cpu.instructions.saturating_add(max_instructions);
+        loop {
+            let now = self.now();
+            let (next, ns_per) = {
+                let mut b = self.board.borrow_mut();
+                b.service(now);
+                (b.next_deadline(), b.clock.ns_per_instruction)
+            };
+            if let Some(stop) = self.handle_signals() {
+                return stop;
+            }
+            if self.cpu.instructions >= end || limit_ns.is_some_and(|l| now >= l) {
+                return Stop::Budget;
+            }
+            let mut budget = (end - self.cpu.instructions).min(MAX_SLICE);
+            if let Some(d) = next {
+                budget = budget.min(d.saturating_sub(now).div_ceil(ns_per).max(1));
+            }
+            if let Some(l) = limit_ns {
+                budget = budget.min(l.saturating_sub(now).div_ceil(ns_per).max(1));
+            }
+            match self.cpu.run(budget) {
+                RunExit::Budget => {}
+                RunExit::Shutdown => {
+                    self.reset();
+                    return Stop::Reset(ResetCause::TripleFault);
+                }
+                RunExit::Halted => {
+                    let now = self.now();
+                    // A pending signal (e.g. a reset written just before HLT) comes first.
+                    self.board.borrow_mut().service(now);
+                    if let Some(stop) = self.handle_signals() {
+                        return stop;
+                    }
+                    let next = self.board.borrow().next_deadline();
+                    let can_wake = self.cpu.flags.sys(flags::IF);
+                    match next {
+                        Some(d) if can_wake && limit_ns.is_none() => {
+                            // Deterministic mode: nothing happens until the next deadline.
+                            let instr = self.cpu.instructions;
+                            let mut b = self.board.borrow_mut();
+                            // Always move forward, so a device that keeps asking for a past
+                            // deadline cannot stall the loop.
+                            b.clock.rebase(d.max(now.saturating_add(1)), instr);
+                        }
+                        _ if self.cpu.bus.interrupt_pending() && can_wake => {}
+                        _ => {
+                            return Stop::Idle {
+                                next_deadline: if can_wake { next } else { None },
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Act on the board signals the devices raised: A20 changes and reset requests.
+    fn handle_signals(&mut self) -> Option<Stop> {
+        let signals = std::mem::take(&mut self.board.borrow_mut().signals);
+        if let Some(a20) = signals.a20 {
+            self.cpu.set_a20(a20);
+        }
+        if signals.reset {
+            self.reset();
+            return Some(Stop::Reset(ResetCause::Guest));
+        }
+        None
+    }
+
+    /// The UART at index `n` (0 = COM1, 1 = COM2).
+    fn with_uart<R>(&mut self, n: usize, f: impl FnOnce(&mut Uart, &mut DevCtx) -> R) -> R {
+        let now = self.now();
+        let mut b = self.board.borrow_mut();
+        b.now = b.now.max(now);
+        let b = &mut *b;
+        let mut ctx = DevCtx {
+            now: b.now,
+            irq: &mut b.irq,
+            board: &mut b.signals,
+        };
+        let uart = if n == 0 { &mut b.com1 } else { &mut b.com2 };
+        let r = f(uart, &mut ctx);
+        b.pic.set_irq_levels(b.irq.levels());
+        r
+    }
+
+    /// Characters the guest sent on serial port `n` (0 = COM1, 1 = COM2) since the last call.
+    pub fn serial_output(&mut self, n: usize) -> Vec<u8> {
+        self.with_uart(n, |u, _| u.take_output())
+    }
+
+    /// Whether serial port `n` can take another character from the host now.
+    pub fn serial_can_receive(&mut self, n: usize) -> bool {
+        self.with_uart(n, |u, _| u.can_receive())
+    }
+
+    /// A character arrives on serial port `n`. Returns false (and drops it) if the receiver is
+    /// full: callers that must not lose input check [`Machine::serial_can_receive`] first.
+    pub fn serial_input(&mut self, n: usize, byte: u8) -> bool {
+        self.with_uart(n, |u, ctx| {
+            let ok = u.can_receive();
+            if ok {
+                u.receive_byte(byte, ctx);
+            }
+            ok
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> Machine {
+        Machine::new(MachineConfig {
+            ram_bytes: 1 << 20,
+            ..MachineConfig::default()
+        })
+    }
+
+    /// Start the CPU in real mode at 0000:1000 with `code` there.
+    fn with_code(code: &[u8]) -> Machine {
+        let mut m = machine();
+        m.cpu.mem.load(0x1000, code);
+        m.cpu.segs[crate::cpu::Segment::CS as usize] = crate::cpu::SegCache::real(0);
+        m.cpu.eip = 0x1000;
+        m
+    }
+
+    #[test]
+    fn unmapped_ports_read_all_ones_and_devices_answer() {
+        // in al,0x10 ; mov dx,0x3FD ; in al,dx (LSR: THR empty) ; mov bl,al ; in al,0x10 ; hlt
+        let mut m = with_code(&[
+            0xE4, 0x10, 0x88, 0xC1, 0xBA, 0xFD, 0x03, 0xEC, 0x88, 0xC3, 0xF4,
+        ]);
+        assert!(matches!(m.run(100), Stop::Idle { .. }));
+        assert_eq!(m.cpu.regs[crate::cpu::ECX] & 0xFF, 0xFF);
+        assert_eq!(m.cpu.regs[crate::cpu::EBX] & 0x60, 0x60);
+    }
+
+    #[test]
+    fn serial_output_reaches_the_host() {
+        // mov dx,0x3FB ; mov al,3 ; out dx,al (8N1) ; mov dx,0x3F8 ; mov al,'A' ; out dx,al ;
+        // mov al,'B' ; out dx,al ; cli ; hlt
+        let mut m = with_code(&[
+            0xBA, 0xFB, 0x03, 0xB0, 0x03, 0xEE, 0xBA, 0xF8, 0x03, 0xB0, b'A', 0xEE, 0xB0, b'B',
+            0xEE, 0xFA, 0xF4,
+        ]);
+        assert_eq!(
+            m.run(100),
+            Stop::Idle {
+                next_deadline: None
+            }
+        );
+        assert_eq!(m.serial_output(0), b"AB");
+    }
+
+    #[test]
+    fn port_92_reset_resets_the_machine() {
+        // mov al,1 ; out 0x92,al ; jmp $
+        let mut m = with_code(&[0xB0, 0x01, 0xE6, 0x92, 0xEB, 0xFE]);
+        assert_eq!(m.run(1000), Stop::Reset(ResetCause::Guest));
+        assert_eq!(m.cpu.eip, 0xFFF0);
+    }
+
+    #[test]
+    fn triple_fault_resets_the_machine() {
+        // lidt [0x2000] (limit 0) ; int3  → #GP → #DF → shutdown
+        let mut m = with_code(&[0x0F, 0x01, 0x1E, 0x00, 0x20, 0xCC]);
+        m.cpu.mem.load(0x2000, &[0, 0, 0, 0, 0, 0]);
+        assert_eq!(m.run(1000), Stop::Reset(ResetCause::TripleFault));
+    }
+
+    #[test]
+    fn pit_interrupt_wakes_hlt_and_time_skips() {
+        // Program the PIC (vector base 0x08), the PIT (mode 2, 10 ms), point IVT 0x08 at a
+        // handler that counts in BX and sends EOI, then loop on sti; hlt.
+        #[rustfmt::skip]
+        let code = [
+            0xB0, 0x11, 0xE6, 0x20,       // ICW1
+            0xB0, 0x08, 0xE6, 0x21,       // ICW2: vectors 0x08..
+            0xB0, 0x04, 0xE6, 0x21,       // ICW3
+            0xB0, 0x01, 0xE6, 0x21,       // ICW4
+            0xB0, 0xFE, 0xE6, 0x21,       // mask all but IRQ0
+            0xB0, 0x34, 0xE6, 0x43,       // PIT ch0 mode 2
+            0xB0, 0x9C, 0xE6, 0x40,       // count 11932 (10 ms) low
+            0xB0, 0x2E, 0xE6, 0x40,       // high
+            0xFB, 0xF4, 0xEB, 0xFC,       // sti ; hlt ; jmp back to sti... (jmp -4 → sti)
+        ];
+        let mut m = with_code(&code);
+        // IVT entry 8 → 0000:0x1100: inc bx ; mov al,0x20 ; out 0x20,al ; iret
+        m.cpu
+            .mem
+            .load(0x1100, &[0x43, 0xB0, 0x20, 0xE6, 0x20, 0xCF]);
+        m.cpu.mem.load(8 * 4, &[0x00, 0x11, 0x00, 0x00]);
+        m.cpu.regs[crate::cpu::ESP] = 0x8000;
+        m.run(2000);
+        let ticks = m.cpu.regs[crate::cpu::EBX];
+        // Each tick costs a handful of instructions; time is skipped while halted.
+        assert!(ticks >= 50, "ticks = {ticks}");
+        let now = m.now();
+        assert!(
+            now >= u64::from(ticks - 1) * 10_000_000,
+            "now = {now} ticks = {ticks}"
+        );
+    }
+}
