@@ -453,14 +453,26 @@ impl Machine {
     /// [`REALTIME_LEAD_NS`] ahead of the host, halts, or used `max_instructions`.
     pub fn run_realtime(&mut self, host_now: Nanos, max_instructions: u64) -> Stop {
         if self.now() < host_now {
-            let instr = self.cpu.instructions;
-            let mut b = self.board.borrow_mut();
-            b.clock.rebase(host_now, instr);
+            self.skip_to(host_now);
         }
         self.run_inner(
             max_instructions,
             Some(host_now.saturating_add(REALTIME_LEAD_NS)),
         )
+    }
+
+    /// Move virtual time forward to `t` without executing instructions (idle time). The TSC
+    /// moves with it, at one tick per instruction-time, so it stays in step with the timers
+    /// (Linux checks the TSC against the PIT and distrusts a TSC that stops in HLT).
+    fn skip_to(&mut self, t: Nanos) {
+        let now = self.now();
+        let instr = self.cpu.instructions;
+        let mut b = self.board.borrow_mut();
+        let per = b.clock.ns_per_instruction;
+        let ticks = t.saturating_sub(now).div_ceil(per);
+        self.cpu.msr.tsc_offset = self.cpu.msr.tsc_offset.wrapping_add(ticks);
+        b.clock
+            .rebase(now.saturating_add(ticks.saturating_mul(per)), instr);
     }
 
     fn run_inner(&mut self, max_instructions: u64, limit_ns: Option<Nanos>) -> Stop {
@@ -503,11 +515,9 @@ impl Machine {
                     match next {
                         Some(d) if can_wake && limit_ns.is_none() => {
                             // Deterministic mode: nothing happens until the next deadline.
-                            let instr = self.cpu.instructions;
-                            let mut b = self.board.borrow_mut();
                             // Always move forward, so a device that keeps asking for a past
                             // deadline cannot stall the loop.
-                            b.clock.rebase(d.max(now.saturating_add(1)), instr);
+                            self.skip_to(d.max(now.saturating_add(1)));
                         }
                         _ if self.cpu.bus.interrupt_pending() && can_wake => {}
                         _ => {

@@ -1,6 +1,7 @@
 //! The native command-line host of wasm86.
 
 mod bench;
+mod console;
 mod sst;
 
 use clap::{Parser, Subcommand};
@@ -8,10 +9,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "wasm86", version, about = "An x86 PC emulator (native host)")]
+#[command(
+    name = "wasm86",
+    version,
+    about = "An x86 PC emulator (native host). Without a subcommand: boot Linux with the serial \
+             console on this terminal (Ctrl-A X quits).",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    boot: console::BootArgs,
 }
 
 #[derive(Subcommand)]
@@ -65,9 +74,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-        None => {
-            eprintln!("wasm86: nothing to run yet; try `wasm86 sst DIR` or `wasm86 --help`");
-            ExitCode::FAILURE
-        }
+        None => console::run(&cli.boot),
     }
 }

@@ -1,0 +1,374 @@
+//! `wasm86` without a subcommand: boot Linux directly with the serial console (COM1) on the
+//! terminal. Output of COM1 goes to stdout; stdin goes to COM1 (the terminal in raw mode when
+//! stdin is a terminal: Ctrl-A then X quits, Ctrl-A Ctrl-A sends a Ctrl-A).
+//!
+//! Exit codes: 0 when `--until` text appeared or the guest reset (unless `--keep-running`),
+//! 1 on errors (a missing or bad kernel/initrd, bad options), 2 when `--timeout` ran out.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wasm86::boot::linux;
+use wasm86::machine::{Machine, MachineConfig, ResetCause, Stop, TimeMode, DETERMINISTIC_EPOCH};
+
+/// Options of the default command (boot Linux on the serial console).
+#[derive(clap::Args, Debug, Clone)]
+pub struct BootArgs {
+    /// The bzImage to boot [default: the bundled images/bzImage].
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// The initrd (initramfs) to hand the kernel [default: the bundled images/initramfs.cpio.gz
+    /// when booting the bundled kernel, none otherwise].
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line.
+    #[arg(long, value_name = "TEXT", default_value = DEFAULT_APPEND)]
+    pub append: String,
+    /// Guest RAM in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(2..=3072))]
+    pub memory: u32,
+    /// Exit 0 as soon as the serial output contains TEXT.
+    #[arg(long, value_name = "TEXT")]
+    pub until: Option<String>,
+    /// Exit 2 when this much wall time has passed.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+    /// Print `instructions=N virtual_ms=N wall_ms=N mips=X` on stderr at exit.
+    #[arg(long)]
+    pub stats: bool,
+    /// Let virtual time follow the host clock (default: deterministic, a fixed time per
+    /// instruction and idle time skipped).
+    #[arg(long)]
+    pub realtime: bool,
+    /// On a guest reboot or triple fault, reboot the kernel instead of exiting.
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+/// The default kernel command line.
+pub const DEFAULT_APPEND: &str = "console=ttyS0 earlyprintk=serial";
+
+/// Where the bundled guest lives (the crate's images/ directory, fixed at build time).
+fn bundled(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("images")
+        .join(name)
+}
+
+/// Instructions per run slice: small enough to keep the console responsive.
+const SLICE: u64 = 2_000_000;
+
+fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+/// The terminal in raw mode (through `stty`, so no unsafe code); restored on drop.
+struct RawTerminal {
+    saved: String,
+}
+
+impl RawTerminal {
+    fn enable() -> Option<RawTerminal> {
+        let out = Command::new("stty")
+            .arg("-g")
+            .stdin(Stdio::inherit())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let saved = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let ok = Command::new("stty")
+            .args(["raw", "-echo"])
+            .stdin(Stdio::inherit())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = Command::new("stty")
+            .arg(&self.saved)
+            .stdin(Stdio::inherit())
+            .status();
+    }
+}
+
+/// Read stdin on a thread, byte chunks into a channel (closed at end of input).
+fn spawn_stdin() -> Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 256];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Finds `needle` in a stream that arrives in pieces.
+struct Watch {
+    needle: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl Watch {
+    fn push(&mut self, bytes: &[u8]) -> bool {
+        if self.needle.is_empty() {
+            return true;
+        }
+        self.tail.extend_from_slice(bytes);
+        let found = self
+            .tail
+            .windows(self.needle.len())
+            .any(|w| w == self.needle);
+        let keep = self.needle.len() - 1;
+        if self.tail.len() > keep {
+            self.tail.drain(..self.tail.len() - keep);
+        }
+        found
+    }
+}
+
+/// Load the kernel (and initrd) into a (re)started machine.
+fn boot(
+    machine: &mut Machine,
+    kernel: &(PathBuf, Vec<u8>),
+    initrd: &Option<(PathBuf, Vec<u8>)>,
+    append: &str,
+) -> Result<(), String> {
+    linux::load(
+        &mut machine.cpu,
+        &kernel.1,
+        initrd.as_ref().map(|(_, d)| d.as_slice()),
+        append,
+    )
+    .map_err(|e| match e {
+        linux::LoadError::InitrdTooLarge { .. } => match initrd {
+            Some((p, _)) => format!("initrd {}: {e}", p.display()),
+            None => e.to_string(),
+        },
+        _ => format!("kernel {}: {e}", kernel.0.display()),
+    })?;
+    Ok(())
+}
+
+enum Outcome {
+    Until,
+    Timeout,
+    Reset(ResetCause),
+    Quit,
+}
+
+/// Run the default command.
+pub fn run(args: &BootArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("wasm86: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
+    let wall_start = Instant::now();
+    let kernel_path = args.kernel.clone().unwrap_or_else(|| bundled("bzImage"));
+    let initrd_path = match (&args.initrd, &args.kernel) {
+        (Some(p), _) => Some(p.clone()),
+        (None, None) => Some(bundled("initramfs.cpio.gz")),
+        (None, Some(_)) => None,
+    };
+    let hint = if args.kernel.is_none() {
+        " (the bundled guest is built by images/build.sh)"
+    } else {
+        ""
+    };
+    let kernel = (
+        kernel_path.clone(),
+        read_file("kernel", &kernel_path).map_err(|e| format!("{e}{hint}"))?,
+    );
+    let initrd = match initrd_path {
+        Some(p) => Some((
+            p.clone(),
+            read_file("initrd", &p).map_err(|e| format!("{e}{hint}"))?,
+        )),
+        None => None,
+    };
+    if let Some(t) = args.timeout {
+        if !(t.is_finite() && t >= 0.0) {
+            return Err(format!("--timeout {t}: not a number of seconds"));
+        }
+    }
+
+    let rtc = if args.realtime {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(DETERMINISTIC_EPOCH)
+    } else {
+        DETERMINISTIC_EPOCH
+    };
+    let mut machine = Machine::new(MachineConfig {
+        ram_bytes: args.memory as usize * 1024 * 1024,
+        time_mode: if args.realtime {
+            TimeMode::Realtime
+        } else {
+            TimeMode::Deterministic
+        },
+        rtc_unix_seconds: rtc,
+        fast_serial: true,
+        ..MachineConfig::default()
+    });
+    boot(&mut machine, &kernel, &initrd, &args.append)?;
+
+    let interactive = std::io::stdin().is_terminal();
+    let _raw = if interactive {
+        RawTerminal::enable()
+    } else {
+        None
+    };
+    let input = spawn_stdin();
+    let mut input_open = true;
+    let mut pending: std::collections::VecDeque<u8> = Default::default();
+    let mut ctrl_a = false;
+    let mut watch = args.until.as_ref().map(|u| Watch {
+        needle: u.as_bytes().to_vec(),
+        tail: Vec::new(),
+    });
+    let deadline = args
+        .timeout
+        .map(|t| wall_start + Duration::from_secs_f64(t.min(1e9)));
+    let run_start = Instant::now();
+    let mut stdout = std::io::stdout().lock();
+
+    let outcome = 'run: loop {
+        let stop = if args.realtime {
+            let host = run_start.elapsed().as_nanos() as u64;
+            machine.run_realtime(host, SLICE)
+        } else {
+            machine.run(SLICE)
+        };
+        let out = machine.serial_output(0);
+        if !out.is_empty() {
+            // Raw mode turns off the terminal's LF → CRLF; the guest's tty already sends CRLF.
+            let _ = stdout.write_all(&out);
+            let _ = stdout.flush();
+            if watch.as_mut().is_some_and(|w| w.push(&out)) {
+                break 'run Outcome::Until;
+            }
+        }
+        if let Stop::Reset(cause) = stop {
+            if !args.keep_running {
+                break 'run Outcome::Reset(cause);
+            }
+            eprintln!("\r\nwasm86: guest reset ({cause:?}); booting again\r");
+            boot(&mut machine, &kernel, &initrd, &args.append)?;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break 'run Outcome::Timeout;
+        }
+
+        // Input: take what stdin has (waiting briefly when the guest is idle).
+        let idle_wait = match stop {
+            Stop::Idle { next_deadline } if args.realtime => {
+                let host = run_start.elapsed().as_nanos() as u64;
+                let until = next_deadline.unwrap_or(host + 10_000_000);
+                Some(Duration::from_nanos(
+                    until.saturating_sub(host).min(10_000_000),
+                ))
+            }
+            Stop::Idle { .. } => Some(Duration::from_millis(2)),
+            Stop::Budget if args.realtime => {
+                let host = run_start.elapsed().as_nanos() as u64;
+                let ahead = machine.now().saturating_sub(host);
+                (ahead > 1_000_000).then(|| Duration::from_nanos(ahead.min(10_000_000)))
+            }
+            _ => None,
+        };
+        if input_open {
+            let got = match idle_wait {
+                Some(d) if pending.is_empty() => input.recv_timeout(d),
+                _ => input.try_recv().map_err(|e| match e {
+                    mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                }),
+            };
+            match got {
+                Ok(bytes) => {
+                    for b in bytes {
+                        if interactive && ctrl_a {
+                            ctrl_a = false;
+                            match b {
+                                b'x' | b'X' => break 'run Outcome::Quit,
+                                0x01 => pending.push_back(b),
+                                _ => {}
+                            }
+                        } else if interactive && b == 0x01 {
+                            ctrl_a = true;
+                        } else {
+                            pending.push_back(b);
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => input_open = false,
+            }
+        } else if let Some(d) = idle_wait {
+            std::thread::sleep(d);
+        }
+        while let Some(&b) = pending.front() {
+            if !machine.serial_input(0, b) {
+                break;
+            }
+            pending.pop_front();
+        }
+    };
+    drop(stdout);
+    drop(_raw);
+
+    if args.stats {
+        let wall = wall_start.elapsed();
+        let instr = machine.cpu.instructions;
+        let secs = run_start.elapsed().as_secs_f64().max(1e-9);
+        eprintln!(
+            "instructions={instr} virtual_ms={} wall_ms={} mips={:.1}",
+            machine.now() / 1_000_000,
+            wall.as_millis(),
+            instr as f64 / secs / 1e6
+        );
+    }
+    Ok(match outcome {
+        Outcome::Until | Outcome::Quit => ExitCode::SUCCESS,
+        Outcome::Timeout => {
+            eprintln!(
+                "\r\nwasm86: timeout after {:.1} s\r",
+                args.timeout.unwrap_or(0.0)
+            );
+            ExitCode::from(2)
+        }
+        Outcome::Reset(cause) => {
+            let what = match cause {
+                ResetCause::TripleFault => "triple fault",
+                ResetCause::Guest => "reboot",
+            };
+            eprintln!(
+                "\r\nwasm86: the guest asked for a {what}; exiting (--keep-running reboots)\r"
+            );
+            ExitCode::SUCCESS
+        }
+    })
+}
