@@ -1,0 +1,163 @@
+//! Boot tests: the bundled Linux (images/bzImage + images/initramfs.cpio.gz) boots natively to a
+//! shell on the serial console, which computes `echo $((6*7))`; and the loader's clear errors on
+//! the real image. Skipped (with the reason printed) only when the images are absent.
+//!
+//! Run with `cargo test --release --test boot` (the guest executes about a billion
+//! instructions). The guard against a hang is an instruction budget, not a wall-clock limit.
+
+use std::path::{Path, PathBuf};
+use wasm86::boot::linux::{self, LoadError};
+use wasm86::machine::{Machine, MachineConfig, Stop};
+
+fn image(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("images")
+        .join(name)
+}
+
+/// The bundled kernel and initramfs, or None (with the reason printed) if they are absent.
+fn bundled() -> Option<(Vec<u8>, Vec<u8>)> {
+    let (k, i) = (image("bzImage"), image("initramfs.cpio.gz"));
+    match (std::fs::read(&k), std::fs::read(&i)) {
+        (Ok(k), Ok(i)) => Some((k, i)),
+        (k_res, i_res) => {
+            let missing: Vec<String> = [(&k, k_res.is_err()), (&i, i_res.is_err())]
+                .iter()
+                .filter(|(_, e)| *e)
+                .map(|(p, _)| p.display().to_string())
+                .collect();
+            eprintln!(
+                "SKIPPED: bundled guest image missing: {} (built by images/build.sh)",
+                missing.join(", ")
+            );
+            None
+        }
+    }
+}
+
+/// Collects COM1 output and answers the terminal queries busybox's line editor sends.
+struct Console {
+    machine: Machine,
+    out: Vec<u8>,
+    /// How far `out` was scanned for cursor-position queries.
+    scanned: usize,
+}
+
+impl Console {
+    /// Run until `text` appears in the output after `from`, within `budget` instructions.
+    fn wait_for(&mut self, text: &str, from: usize, budget: u64) -> Result<usize, String> {
+        let start = self.machine.cpu.instructions;
+        loop {
+            let stop = self.machine.run(5_000_000);
+            self.out.extend(self.machine.serial_output(0));
+            // "Where is the cursor?" (ESC [ 6 n): answer "row 1, column 1" as a terminal would.
+            while let Some(pos) = find(&self.out[self.scanned..], b"\x1b[6n") {
+                self.scanned += pos + 4;
+                for &b in b"\x1b[1;1R" {
+                    self.send(b);
+                }
+            }
+            if let Some(pos) = find(&self.out[from..], text.as_bytes()) {
+                return Ok(from + pos + text.len());
+            }
+            if let Stop::Reset(cause) = stop {
+                return Err(format!("guest reset ({cause:?}) waiting for {text:?}"));
+            }
+            if self.machine.cpu.instructions - start > budget {
+                return Err(format!(
+                    "{text:?} did not appear within {budget} instructions; output:\n{}",
+                    String::from_utf8_lossy(&self.out)
+                ));
+            }
+        }
+    }
+
+    fn send(&mut self, b: u8) {
+        // Feed only as fast as the UART takes characters.
+        for _ in 0..1000 {
+            if self.machine.serial_input(0, b) {
+                return;
+            }
+            self.machine.run(10_000);
+            self.out.extend(self.machine.serial_output(0));
+        }
+        panic!("the guest stopped reading COM1");
+    }
+
+    fn type_line(&mut self, line: &str) {
+        for b in line.bytes() {
+            self.send(b);
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn bundled_linux_boots_to_a_shell_that_computes() {
+    let Some((kernel, initrd)) = bundled() else {
+        return;
+    };
+    let mut machine = Machine::new(MachineConfig::default());
+    linux::load(
+        &mut machine.cpu,
+        &kernel,
+        Some(&initrd),
+        "console=ttyS0 earlyprintk=serial",
+    )
+    .expect("the bundled kernel loads");
+    let mut con = Console {
+        machine,
+        out: Vec::new(),
+        scanned: 0,
+    };
+    let at = con
+        .wait_for("Linux version", 0, 2_000_000_000)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let at = con
+        .wait_for("/ # ", at, 3_000_000_000)
+        .unwrap_or_else(|e| panic!("{e}"));
+    con.type_line("echo $((6*7))\n");
+    con.wait_for("\n42", at, 500_000_000)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn loader_rejects_a_file_that_is_not_a_bzimage() {
+    let Some((_, initrd)) = bundled() else {
+        return;
+    };
+    let mut m = Machine::new(MachineConfig::default());
+    assert!(matches!(
+        linux::load(&mut m.cpu, &initrd, None, ""),
+        Err(LoadError::NotBzImage(_))
+    ));
+}
+
+#[test]
+fn loader_rejects_a_truncated_kernel() {
+    let Some((kernel, _)) = bundled() else {
+        return;
+    };
+    let mut m = Machine::new(MachineConfig::default());
+    let cut = &kernel[..kernel.len() / 2];
+    let err = linux::load(&mut m.cpu, cut, None, "").unwrap_err();
+    assert!(matches!(err, LoadError::Truncated { .. }), "{err}");
+    assert!(err.to_string().contains("truncated"));
+}
+
+#[test]
+fn loader_rejects_an_initrd_too_large_for_memory() {
+    let Some((kernel, _)) = bundled() else {
+        return;
+    };
+    let mut m = Machine::new(MachineConfig {
+        ram_bytes: 32 << 20,
+        ..MachineConfig::default()
+    });
+    let huge = vec![0u8; 31 << 20];
+    let err = linux::load(&mut m.cpu, &kernel, Some(&huge), "").unwrap_err();
+    assert!(matches!(err, LoadError::InitrdTooLarge { .. }), "{err}");
+}
