@@ -66,6 +66,8 @@ const MAX_SLICE: u64 = 1_000_000;
 /// In real-time mode, how far virtual time may run ahead of the host clock before the machine
 /// returns so the host can wait.
 const REALTIME_LEAD_NS: Nanos = 10_000_000;
+/// In real-time mode, the most lag that is caught up deadline by deadline; more is dropped.
+pub const MAX_CATCH_UP_NS: Nanos = 250_000_000;
 /// Bound on the device service passes at one instant (the PIT asks for a second pass to make a
 /// missed IRQ0 edge; nothing needs more than a few).
 const MAX_SERVICE_PASSES: usize = 8;
@@ -448,17 +450,21 @@ impl Machine {
         self.run_inner(max_instructions, None)
     }
 
-    /// Real-time run: virtual time is first pulled forward to `host_now` (the host's clock, in
-    /// nanoseconds since the machine started) if it lags, then the CPU runs until it is
-    /// [`REALTIME_LEAD_NS`] ahead of the host, halts, or used `max_instructions`.
+    /// Real-time run: virtual time is pulled forward towards `host_now` (the host's clock, in
+    /// nanoseconds since the machine started) while it lags, then the CPU runs until it is
+    /// [`REALTIME_LEAD_NS`] ahead of the host, halts with nothing due before `host_now`, or used
+    /// `max_instructions`.
+    ///
+    /// Catching up never jumps over a device deadline: virtual time moves to the deadline, the
+    /// device fires and the guest runs (its interrupt handler gets to see every timer tick), and
+    /// only then does time move on. A lag beyond [`MAX_CATCH_UP_NS`] (the host was suspended, a
+    /// browser tab was in the background) is dropped instead of replayed tick by tick.
     pub fn run_realtime(&mut self, host_now: Nanos, max_instructions: u64) -> Stop {
-        if self.now() < host_now {
-            self.skip_to(host_now);
+        let now = self.now();
+        if host_now.saturating_sub(now) > MAX_CATCH_UP_NS {
+            self.skip_to(host_now - MAX_CATCH_UP_NS);
         }
-        self.run_inner(
-            max_instructions,
-            Some(host_now.saturating_add(REALTIME_LEAD_NS)),
-        )
+        self.run_inner(max_instructions, Some(host_now))
     }
 
     /// Move virtual time forward to `t` without executing instructions (idle time). The TSC
@@ -475,9 +481,14 @@ impl Machine {
             .rebase(now.saturating_add(ticks.saturating_mul(per)), instr);
     }
 
-    fn run_inner(&mut self, max_instructions: u64, limit_ns: Option<Nanos>) -> Stop {
+    /// The run loop. `host_now` is the host's clock in real-time mode, None in deterministic mode.
+    fn run_inner(&mut self, max_instructions: u64, host_now: Option<Nanos>) -> Stop {
         let end = self.cpu.instructions.saturating_add(max_instructions);
+        let limit_ns = host_now.map(|h| h.saturating_add(REALTIME_LEAD_NS));
         loop {
+            if let Some(h) = host_now {
+                self.catch_up(h);
+            }
             let now = self.now();
             let (next, ns_per) = {
                 let mut b = self.board.borrow_mut();
@@ -512,14 +523,17 @@ impl Machine {
                     }
                     let next = self.board.borrow().next_deadline();
                     let can_wake = self.cpu.flags.sys(flags::IF);
-                    match next {
-                        Some(d) if can_wake && limit_ns.is_none() => {
-                            // Deterministic mode: nothing happens until the next deadline.
-                            // Always move forward, so a device that keeps asking for a past
-                            // deadline cannot stall the loop.
-                            self.skip_to(d.max(now.saturating_add(1)));
-                        }
-                        _ if self.cpu.bus.interrupt_pending() && can_wake => {}
+                    if can_wake && self.cpu.bus.interrupt_pending() {
+                        continue;
+                    }
+                    match (next, host_now) {
+                        // Deterministic mode: nothing happens until the next deadline. Always
+                        // move forward, so a device that keeps asking for a past deadline
+                        // cannot stall the loop.
+                        (Some(d), None) if can_wake => self.skip_to(d.max(now.saturating_add(1))),
+                        // Real time: idle time passes as the host clock says (the loop top
+                        // catches up deadline by deadline); beyond it, the host waits.
+                        (_, Some(h)) if can_wake && now < h => {}
                         _ => {
                             return Stop::Idle {
                                 next_deadline: if can_wake { next } else { None },
@@ -529,6 +543,21 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// Real time: move virtual time towards the host clock `host_now`, but not past the next
+    /// device deadline (see [`Machine::run_realtime`]).
+    fn catch_up(&mut self, host_now: Nanos) {
+        let now = self.now();
+        if now >= host_now {
+            return;
+        }
+        let target = match self.board.borrow().next_deadline() {
+            Some(d) if d <= now => return,
+            Some(d) => d.min(host_now),
+            None => host_now,
+        };
+        self.skip_to(target);
     }
 
     /// Act on the board signals the devices raised: A20 changes and reset requests.
@@ -648,10 +677,9 @@ mod tests {
         assert_eq!(m.run(1000), Stop::Reset(ResetCause::TripleFault));
     }
 
-    #[test]
-    fn pit_interrupt_wakes_hlt_and_time_skips() {
-        // Program the PIC (vector base 0x08), the PIT (mode 2, 10 ms), point IVT 0x08 at a
-        // handler that counts in BX and sends EOI, then loop on sti; hlt.
+    /// Program the PIC (vector base 0x08), the PIT (mode 2, 10 ms), point IVT 0x08 at a handler
+    /// that counts in BX and sends EOI, then loop on sti; hlt.
+    fn ticking_machine() -> Machine {
         #[rustfmt::skip]
         let code = [
             0xB0, 0x11, 0xE6, 0x20,       // ICW1
@@ -662,7 +690,7 @@ mod tests {
             0xB0, 0x34, 0xE6, 0x43,       // PIT ch0 mode 2
             0xB0, 0x9C, 0xE6, 0x40,       // count 11932 (10 ms) low
             0xB0, 0x2E, 0xE6, 0x40,       // high
-            0xFB, 0xF4, 0xEB, 0xFC,       // sti ; hlt ; jmp back to sti... (jmp -4 → sti)
+            0xFB, 0xF4, 0xEB, 0xFC,       // sti ; hlt ; jmp back to sti
         ];
         let mut m = with_code(&code);
         // IVT entry 8 → 0000:0x1100: inc bx ; mov al,0x20 ; out 0x20,al ; iret
@@ -671,6 +699,12 @@ mod tests {
             .load(0x1100, &[0x43, 0xB0, 0x20, 0xE6, 0x20, 0xCF]);
         m.cpu.mem.load(8 * 4, &[0x00, 0x11, 0x00, 0x00]);
         m.cpu.regs[crate::cpu::ESP] = 0x8000;
+        m
+    }
+
+    #[test]
+    fn pit_interrupt_wakes_hlt_and_time_skips() {
+        let mut m = ticking_machine();
         m.run(2000);
         let ticks = m.cpu.regs[crate::cpu::EBX];
         // Each tick costs a handful of instructions; time is skipped while halted.
@@ -680,5 +714,28 @@ mod tests {
             now >= u64::from(ticks - 1) * 10_000_000,
             "now = {now} ticks = {ticks}"
         );
+    }
+
+    #[test]
+    fn realtime_follows_the_host_clock_without_losing_ticks() {
+        let mut m = ticking_machine();
+        // The guest programs the PIT at once; then the host looks in rarely: at 35 ms, 135 ms.
+        // Virtual time may run up to REALTIME_LEAD_NS ahead of the host, not more.
+        m.run_realtime(0, 1_000_000);
+        for (host, ticks) in [(35_000_000, 3..=4), (135_000_000, 13..=14)] {
+            m.run_realtime(host, 1_000_000);
+            let now = m.now();
+            assert!(
+                (host..=host + REALTIME_LEAD_NS).contains(&now),
+                "now = {now}"
+            );
+            let got = m.cpu.regs[crate::cpu::EBX];
+            assert!(ticks.contains(&got), "{got} ticks at {now} ns");
+        }
+        // A long suspension is not replayed tick by tick.
+        m.run_realtime(100_000_000_000, 1_000_000);
+        let ticks = m.cpu.regs[crate::cpu::EBX];
+        assert!((13..=13 + 27).contains(&ticks), "ticks = {ticks}");
+        assert!(m.now() >= 100_000_000_000 - 10_000_000);
     }
 }
