@@ -235,7 +235,6 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         // slice time advances at a nominal 500 MIPS, faster than the interpreter runs, so the
         // guest is never throttled below the host's speed (at 10 ns it would be held to 100).
         ns_per_instruction: if args.realtime { 2 } else { 10 },
-        ..MachineConfig::default()
     });
     boot(&mut machine, &kernel, &initrd, &args.append)?;
 
