@@ -341,6 +341,12 @@ impl Cpu {
     /// Look up (or decode) the block at CS:EIP and run it. Returns false if it ended in an
     /// exception.
     fn run_block(&mut self, end: u64) -> bool {
+        if self.stop_block {
+            // Something changed EFLAGS.AC, CPL or the debug registers (POPF, IRET, interrupt
+            // delivery, task switch): the fast-path permissions may have to change with it.
+            self.stop_block = false;
+            self.update_fast_path_perms();
+        }
         // One instruction per block while an interrupt shadow, TF, RF or a breakpoint is active.
         let single_step =
             self.irq_shadow || self.flags.sys(flags::TF | flags::RF) || self.dr[7] & 0xFF != 0;
@@ -407,7 +413,10 @@ impl Cpu {
                 break;
             }
         }
-        self.stop_block = false;
+        if self.stop_block {
+            self.stop_block = false;
+            self.update_fast_path_perms();
+        }
         self.instructions += done;
         if block.uncacheable {
             block.phys = icache::NO_BLOCK;
