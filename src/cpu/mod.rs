@@ -327,7 +327,7 @@ impl Cpu {
             if self.halted {
                 return RunExit::Halted;
             }
-            if !self.run_block(end) {
+            if !self.run_block(end - faults) {
                 faults += 1;
             }
         }
