@@ -378,23 +378,33 @@ impl Cpu {
         };
         let key = cs.big as u32;
         let idx = self.icache.index(phys);
-        let mut block = std::mem::take(&mut self.icache.blocks[idx]);
-        let limit_ok = self.eip.wrapping_add(block.byte_len).wrapping_sub(1) <= cs.limit
-            || block.byte_len == 0;
-        if !(block.phys == phys && block.key == key && limit_ok)
-            || block.gen != self.mem.page_generation((phys >> 12) as usize)
+        let cached = &self.icache.blocks[idx];
+        let limit_ok = self.eip.wrapping_add(cached.byte_len).wrapping_sub(1) <= cs.limit
+            || cached.byte_len == 0;
+        if !(cached.phys == phys && cached.key == key && limit_ok)
+            || cached.gen != self.mem.page_generation((phys >> 12) as usize)
         {
-            if let Err(e) = self.decode_block(&mut block, phys, key) {
-                self.icache.blocks[idx] = block;
+            let mut block = std::mem::take(&mut self.icache.blocks[idx]);
+            let decoded = self.decode_block(&mut block, phys, key);
+            self.icache.blocks[idx] = block;
+            if let Err(e) = decoded {
                 self.debug_instruction_faulted(rf);
                 self.deliver_exception(e);
                 return false;
             }
         }
-        let max = if single_step { 1 } else { block.instrs.len() };
+        // Handlers get `&mut self`, so the instructions are moved out of the cache while they
+        // run (a Vec move, no copy of the instructions) and put back afterwards.
+        let instrs = std::mem::take(&mut self.icache.blocks[idx].instrs);
+        let budget = end.saturating_sub(self.instructions).max(1);
+        let max = if single_step {
+            1
+        } else {
+            instrs.len().min(budget as usize)
+        };
         let tf = self.flags.sys(flags::TF);
         let mut done = 0u64;
-        for instr in &block.instrs[..max] {
+        for instr in &instrs[..max] {
             self.prev_eip = self.eip;
             self.prev_esp = self.regs[ESP];
             let next = self.eip.wrapping_add(instr.len as u32);
@@ -403,13 +413,13 @@ impl Cpu {
                 self.eip = self.prev_eip;
                 self.regs[ESP] = self.prev_esp;
                 self.instructions += done;
-                self.icache.blocks[idx] = block;
+                self.icache.blocks[idx].instrs = instrs;
                 self.debug_instruction_faulted(rf);
                 self.deliver_exception(e);
                 return false;
             }
             done += 1;
-            if self.eip != next || self.stop_block || self.instructions + done >= end {
+            if self.eip != next || self.stop_block {
                 break;
             }
         }
@@ -418,10 +428,11 @@ impl Cpu {
             self.update_fast_path_perms();
         }
         self.instructions += done;
+        let block = &mut self.icache.blocks[idx];
+        block.instrs = instrs;
         if block.uncacheable {
             block.phys = icache::NO_BLOCK;
         }
-        self.icache.blocks[idx] = block;
         // Debug traps after the instruction: TF single step and data breakpoints (a data
         // breakpoint hit sets stop_block, so its instruction is the last one run).
         let step = single_step && tf && done == 1;
