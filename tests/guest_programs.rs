@@ -1,0 +1,258 @@
+//! End-to-end guest programs: each tests/guest/<name>.asm is assembled with `nasm -f bin` at test
+//! time, loaded at 0000:7C00 into a CPU fresh from RESET and run in real mode until it halts.
+//! Programs do what an OS or a monitor does (enter protected mode, build IDT/GDT/TSS, drop to
+//! ring 3, page, switch tasks, run V86 code, use the debug registers and the FPU), record what
+//! their handlers see (frames, error codes, CR2, DR6, ...) in a results table at 0x500, store the
+//! "DONE" marker and HLT. The test checks the table by the symbol names of its slots, which it
+//! reads from nasm's map file, so the .asm file is the one place a slot is defined.
+//!
+//! nasm is required (`make test` installs it through scripts/setup.sh): without it the tests fail.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use wasm86::cpu::{Cpu, RunExit, SegCache, Segment, ESP};
+
+/// Where programs are loaded and start (real mode, CS = 0).
+const LOAD_ADDR: u32 = 0x7C00;
+/// Results table; its first dword holds DONE_MAGIC when the program finished.
+const RESULTS: u32 = 0x500;
+const DONE_MAGIC: u32 = 0x454E_4F44;
+/// Instructions a program may run before the test gives up.
+const BUDGET: u64 = 5_000_000;
+
+/// An assembled guest program with its symbols, running on its own CPU.
+struct Guest {
+    name: &'static str,
+    cpu: Cpu,
+    syms: HashMap<String, u32>,
+}
+
+fn source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest")
+}
+
+/// Assemble tests/guest/<name>.asm; returns the flat binary and the symbol table from the map.
+fn assemble(name: &str) -> (Vec<u8>, HashMap<String, u32>) {
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest");
+    std::fs::create_dir_all(&out_dir).expect("create the guest output directory");
+    let src = source_dir().join(format!("{name}.asm"));
+    let bin = out_dir.join(format!("{name}.bin"));
+    let map = out_dir.join(format!("{name}.map"));
+    // The map directive goes into a pre-included file so the sources need not name a path.
+    let pre = out_dir.join(format!("{name}.pre.inc"));
+    std::fs::write(&pre, format!("[map symbols {}]\n", map.display())).expect("write pre-include");
+    let mut include = source_dir().into_os_string();
+    include.push("/");
+    let output = match Command::new("nasm")
+        .arg("-f")
+        .arg("bin")
+        .arg("-Werror")
+        .arg("-i")
+        .arg(&include)
+        .arg("-P")
+        .arg(&pre)
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!(
+            "cannot run nasm ({e}): the guest-program tests need it; install it with \
+             scripts/setup.sh (`make test` does) or `apt-get install -y nasm`"
+        ),
+    };
+    assert!(
+        output.status.success(),
+        "nasm failed on {}:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bytes = std::fs::read(&bin).expect("read the assembled binary");
+    let text = std::fs::read_to_string(&map).expect("read the nasm map file");
+    (bytes, parse_map(&text))
+}
+
+/// Symbols from a nasm map file: lines "VALUE NAME" (no section) and "REAL VIRTUAL NAME".
+fn parse_map(text: &str) -> HashMap<String, u32> {
+    let mut syms = HashMap::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if !(2..=3).contains(&words.len()) {
+            continue;
+        }
+        let (name, values) = words.split_last().expect("two or three words");
+        let parsed: Option<Vec<u32>> = values
+            .iter()
+            .map(|v| u32::from_str_radix(v, 16).ok())
+            .collect();
+        if let Some(v) = parsed {
+            syms.insert((*name).to_string(), *v.last().expect("one value at least"));
+        }
+    }
+    syms
+}
+
+impl Guest {
+    /// Assemble and load `name`; the CPU starts in real mode at 0000:7C00.
+    fn boot(name: &'static str) -> Guest {
+        let (bytes, syms) = assemble(name);
+        let mut cpu = Cpu::with_ram(16 << 20);
+        cpu.reset();
+        cpu.mem.load(LOAD_ADDR, &bytes);
+        cpu.segs[Segment::CS as usize] = SegCache::real(0);
+        cpu.eip = LOAD_ADDR;
+        cpu.regs[ESP] = 0x7000;
+        Guest { name, cpu, syms }
+    }
+
+    /// Run until the program halts; panics on shutdown or when the budget runs out.
+    fn run(&mut self) {
+        let exit = self.cpu.run(BUDGET);
+        assert_eq!(
+            exit,
+            RunExit::Halted,
+            "{}: did not halt ({exit:?}) at {:04x}:{:08x}\n{}",
+            self.name,
+            self.cpu.segs[Segment::CS as usize].selector,
+            self.cpu.eip,
+            self.dump()
+        );
+    }
+
+    /// Run to the final HLT and check the DONE marker.
+    fn run_to_done(&mut self) {
+        self.run();
+        assert_eq!(
+            self.mem32(RESULTS),
+            DONE_MAGIC,
+            "{}: halted without the DONE marker at {:04x}:{:08x}\n{}",
+            self.name,
+            self.cpu.segs[Segment::CS as usize].selector,
+            self.cpu.eip,
+            self.dump()
+        );
+    }
+
+    fn sym(&self, name: &str) -> u32 {
+        match self.syms.get(name) {
+            Some(v) => *v,
+            None => panic!("{}: no symbol {name} in the map file", self.name),
+        }
+    }
+
+    fn mem(&self, addr: u32, len: usize) -> &[u8] {
+        &self.cpu.mem.ram[addr as usize..addr as usize + len]
+    }
+
+    fn mem32(&self, addr: u32) -> u32 {
+        u32::from_le_bytes(self.mem(addr, 4).try_into().expect("4 bytes"))
+    }
+
+    /// The dword at symbol `name`.
+    fn slot(&self, name: &str) -> u32 {
+        self.mem32(self.sym(name))
+    }
+
+    /// Check dword slots by name; reports every mismatch at once.
+    fn expect(&self, want: &[(&str, u32)]) {
+        let bad: Vec<String> = want
+            .iter()
+            .filter_map(|&(name, v)| {
+                let got = self.slot(name);
+                (got != v).then(|| format!("  {name}: got {got:#010x}, want {v:#010x}"))
+            })
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{}: {} wrong result(s):\n{}\n{}",
+            self.name,
+            bad.len(),
+            bad.join("\n"),
+            self.dump()
+        );
+    }
+
+    /// Check `want.len()` bytes at symbol `name`.
+    fn expect_bytes(&self, name: &str, want: &[u8]) {
+        let got = self.mem(self.sym(name), want.len());
+        assert_eq!(got, want, "{}: bytes at {name}", self.name);
+    }
+
+    /// The results table and the registers, for failure messages.
+    fn dump(&self) -> String {
+        let mut slots: Vec<(&String, &u32)> = self
+            .syms
+            .iter()
+            .filter(|(n, a)| n.starts_with("r_") && (RESULTS..RESULTS + 0x400).contains(*a))
+            .collect();
+        slots.sort_by_key(|(n, a)| (**a, (*n).clone()));
+        let mut s = String::from("results:\n");
+        for (n, a) in slots {
+            s += &format!("  {n} @{a:#x} = {:#010x}\n", self.mem32(*a));
+        }
+        s += &format!(
+            "regs {:08x?} eflags {:08x} cr0 {:08x} cr2 {:08x} cpl {}",
+            &self.cpu.regs[..8],
+            self.cpu.flags.word(),
+            self.cpu.cr0,
+            self.cpu.cr2,
+            self.cpu.cpl
+        );
+        s
+    }
+}
+
+/// Real mode → protected mode → ring 3 through IRET; INT 0x80 system calls through a DPL-3 trap
+/// gate; privileged and IOPL-sensitive instructions at ring 3 raise #GP(0).
+#[test]
+fn pm_entry_and_rings() {
+    let mut g = Guest::boot("pm_entry_and_rings");
+    g.run_to_done();
+    let s = |n: &str| g.sym(n);
+    g.expect(&[
+        // INT 0x80 from ring 3: a privilege change, the frame holds the user CS/SS:ESP.
+        ("r_sys_count", 1),
+        ("r_sys_cs", 0x1B),
+        ("r_sys_cpl", 3),
+        ("r_sys_eip", s("u_after_int")),
+        ("r_sys_ss", 0x23),
+        ("r_sys_esp", 0x80000 - 4),
+        ("r_sys_eflags", 0x0000_0202),
+        ("r_sys_handler_ss", 0x10),
+        ("r_sys_handler_esp", 0x9E000 - 20),
+        ("r_sys_ret", 0x1234_5678),
+        // Each ring-3 #GP: error code 0 and the faulting EIP.
+        ("r_gp_count", 6),
+        ("r_gp0_err", 0),
+        ("r_gp0_eip", s("u_cli")),
+        ("r_gp0_op", 0xFA),
+        ("r_gp1_err", 0),
+        ("r_gp1_eip", s("u_hlt")),
+        ("r_gp1_op", 0xF4),
+        ("r_gp2_err", 0),
+        ("r_gp2_eip", s("u_movcr")),
+        ("r_gp2_op", 0x0F),
+        ("r_gp3_err", 0),
+        ("r_gp3_eip", s("u_in")),
+        ("r_gp3_op", 0xE4),
+        ("r_gp4_err", 0),
+        ("r_gp4_eip", s("u_sti")),
+        ("r_gp4_op", 0xFB),
+        // Loading a ring-0 data selector into DS at ring 3: #GP(selector).
+        ("r_gp5_err", 0x10),
+        ("r_gp5_eip", s("u_movds")),
+        ("r_gp5_op", 0x8E),
+        // #UD from UD2 at ring 3.
+        ("r_ud_eip", s("u_ud2")),
+        ("r_ud_cs", 0x1B),
+        // The user registers survived the faults.
+        ("r_user_ebx", 0xCAFE_F00D),
+        ("r_exit_cpl", 3),
+    ]);
+    assert_eq!(g.cpu.cpl, 0);
+}
