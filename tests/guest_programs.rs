@@ -256,3 +256,65 @@ fn pm_entry_and_rings() {
     ]);
     assert_eq!(g.cpu.cpl, 0);
 }
+
+/// Page faults from ring 3 and ring 0 (not present, read-only, supervisor, CR0.WP), demand
+/// paging and fix-ups in the handler, accessed/dirty bits, INVLPG, global pages across a CR3
+/// reload.
+#[test]
+fn paging_faults() {
+    const P: u32 = 1;
+    const W: u32 = 2;
+    const U: u32 = 4;
+    const A: u32 = 0x20;
+    const D: u32 = 0x40;
+    let mut g = Guest::boot("paging_faults");
+    g.run_to_done();
+    let s = |n: &str| g.sym(n);
+    g.expect(&[
+        ("r_unexpected", 0),
+        ("r_pf_count", 5),
+        // Ring-3 read of a not-present page; the handler mapped it and the read restarted.
+        ("r_pf0_cr2", 0x30_0010),
+        ("r_pf0_err", U),
+        ("r_pf0_eip", s("u_np")),
+        ("r_np_val", 0x5EED_0001),
+        // Ring-3 write to a read-only user page.
+        ("r_pf1_cr2", 0x30_1020),
+        ("r_pf1_err", P | W | U),
+        ("r_pf1_eip", s("u_ro_w") + 10),
+        ("r_ro_val", 0xAAAA),
+        // Ring-3 read and write of a supervisor page.
+        ("r_pf2_cr2", 0x30_2000),
+        ("r_pf2_err", P | U),
+        ("r_pf2_eip", s("u_sup_r") + 10),
+        ("r_sup_val", 0xFFFF_FFFF),
+        ("r_pf3_cr2", 0x30_2004),
+        ("r_pf3_err", P | W | U),
+        ("r_pf3_eip", s("u_sup_w") + 10),
+        // Ring-0 write to the read-only page: allowed with WP = 0, #PF(P|W) with WP = 1.
+        ("r_wp0_val", 0xBEEF),
+        ("r_pf4_cr2", 0x30_1024),
+        ("r_pf4_err", P | W),
+        ("r_pf4_eip", s("k_wp1") + 10),
+        ("r_cr2_final", 0x30_1024),
+        // Accessed and dirty bits.
+        ("r_pte_np", 0x30_0000 | P | W | U | A),
+        ("r_pte_ro", 0x30_1000 | P | U | A | D),
+        ("r_pte_sup", 0x30_2000 | P | W | A | D),
+        ("r_pte_idle", 0x30_3000 | P | W | U),
+        ("r_pte_wr", 0x30_4000 | P | W | U | A | D),
+        ("r_pte_rd", 0x30_5000 | P | W | U | A),
+        ("r_pde0", 0x2_1000 | P | W | U | A),
+        ("r_pde1", 0x40_0000 | P | W | A | 0x80 | 0x100),
+        // INVLPG picks up a changed PTE.
+        ("r_inv_before", 0x1111),
+        ("r_inv_after", 0x2222),
+        // CR3 reload: the non-global page is re-walked, the global 4 MiB page is not, until
+        // INVLPG.
+        ("r_ng_before", 0x3333),
+        ("r_ng_after_cr3", 0x9999),
+        ("r_big_before", 0x4444_0000),
+        ("r_big_after_cr3", 0x4444_0000),
+        ("r_big_after_inv", 0x8888_0000),
+    ]);
+}
