@@ -318,3 +318,70 @@ fn paging_faults() {
         ("r_big_after_inv", 0x8888_0000),
     ]);
 }
+
+/// JMP to a TSS and back, CALL through a task gate and IRET back (busy bits, NT, back link),
+/// and a double fault (#PF while pushing the #PF frame) handled by a task through a task gate.
+#[test]
+fn task_switch_double_fault() {
+    const BUSY_TSS32: u32 = 0x8B;
+    const AVAIL_TSS32: u32 = 0x89;
+    const NT: u32 = 0x4000;
+    let mut g = Guest::boot("task_switch_double_fault");
+    g.run_to_done();
+    let s = |n: &str| g.sym(n);
+    g.expect(&[
+        ("r_unexpected", 0),
+        ("r_main_acc0", BUSY_TSS32),
+        // In task B after JMP: main is no longer busy, B is, no nesting.
+        ("r_b_tr", 0x30),
+        ("r_b_nt", 0),
+        ("r_b_link", 0),
+        ("r_b_main_acc", AVAIL_TSS32),
+        ("r_b_own_acc", BUSY_TSS32),
+        ("r_b_main_eip", s("main_after_jmp")),
+        ("r_b_main_eax", 0x1111_0000),
+        // Back in main after B's JMP.
+        ("r_a_eax", 0x1111_0000),
+        ("r_a_tr", 0x28),
+        ("r_a_b_acc", AVAIL_TSS32),
+        ("r_a_main_acc", BUSY_TSS32),
+        ("r_b_saved_eip", s("b_after_jmp")),
+        // In task C after CALL through the task gate: nested.
+        ("r_c_tr", 0x38),
+        ("r_c_nt", NT),
+        ("r_c_link", 0x28),
+        ("r_c_main_acc", BUSY_TSS32),
+        ("r_c_own_acc", BUSY_TSS32),
+        // Back in main after C's IRET.
+        ("r_r_eax", 0x2222_0000),
+        ("r_r_nt", 0),
+        ("r_r_tr", 0x28),
+        ("r_r_c_acc", AVAIL_TSS32),
+        ("r_r_main_acc", BUSY_TSS32),
+        // C's saved EFLAGS: NT cleared by the IRET; PF from its last AND (result 0x4000).
+        ("r_r_c_eflags", 0x2 | 0x4),
+        ("r_r_c_eip", s("c_after_iret")),
+        ("r_r_c_link", 0x28),
+        // The #DF task: nested under main, error code 0 on its stack.
+        ("r_df_tr", 0x40),
+        ("r_df_link", 0x28),
+        ("r_df_nt", NT),
+        ("r_df_err", 0),
+        ("r_df_esp", 0x72000 - 4),
+        ("r_df_cs", 0x08),
+        ("r_df_main_acc", BUSY_TSS32),
+        ("r_df_own_acc", BUSY_TSS32),
+        // The interrupted ring-3 state, saved in main's TSS, is the faulting instruction.
+        ("r_df_old_eip", s("u_fault")),
+        ("r_df_old_cs", 0x1B),
+        ("r_df_old_esp", 0x80000),
+        ("r_df_old_ss", 0x23),
+        ("r_df_old_eax", 0x3333_0000),
+    ]);
+    // CR2 holds the second fault's address: the kernel stack page below ESP0.
+    let cr2 = g.slot("r_df_cr2");
+    assert!(
+        (0x4F_FFE8..=0x4F_FFFC).contains(&cr2),
+        "CR2 in the #DF task: {cr2:#x}"
+    );
+}
