@@ -385,3 +385,67 @@ fn task_switch_double_fault() {
         "CR2 in the #DF task: {cr2:#x}"
     );
 }
+
+/// A V86 monitor: IOPL-sensitive instructions trap to #GP at IOPL 0 and are emulated; at IOPL 3
+/// they run directly and INT n reaches ring 0 through the IDT with a V86 frame.
+#[test]
+fn v86_monitor() {
+    let mut g = Guest::boot("v86_monitor");
+    g.run_to_done();
+    let s = |n: &str| g.sym(n);
+    g.expect(&[
+        ("r_unexpected", 0),
+        ("r_gp_count", 10),
+        ("r_gp_err_or", 0),
+        ("r_gp0_lin", s("v_cli")),
+        ("r_gp0_op", 0xFA),
+        ("r_gp1_lin", s("v_pushf")),
+        ("r_gp1_op", 0x9C),
+        ("r_gp2_lin", s("v_sti")),
+        ("r_gp2_op", 0xFB),
+        ("r_gp3_lin", s("v_popf")),
+        ("r_gp3_op", 0x9D),
+        ("r_gp4_lin", s("v_int")),
+        ("r_gp4_op", 0xCD),
+        ("r_gp5_lin", s("v_in")),
+        ("r_gp5_op", 0xE4),
+        ("r_gp6_lin", s("v_out")),
+        ("r_gp6_op", 0xE6),
+        ("r_gp7_lin", s("v_hlt1")),
+        ("r_gp7_op", 0xF4),
+        ("r_gp8_lin", s("v_in2")),
+        ("r_gp8_op", 0xE4),
+        ("r_gp9_lin", s("v_hlt2")),
+        ("r_gp9_op", 0xF4),
+        // What the emulation produced.
+        ("r_v_pushf", 0x0002),
+        ("r_m_popf", 0x0201),
+        ("r_m_vif", 1),
+        ("r_m_int_vec", 0x21),
+        ("r_v_int_ax", 0x4321),
+        ("r_v_in_al", 0x5A),
+        ("r_m_out_al", 0x77),
+        // IOPL 3: direct CLI/STI/POPF (POPF cannot change IOPL in V86 mode). ZF and PF come
+        // from the V86 code's XOR AX, AX.
+        ("r_p2_cli", 0x3046),
+        ("r_p2_sti", 0x3246),
+        ("r_p2_popf", 0x3AD7),
+        // INT 30h from V86: ring 0, the full V86 frame, null data segments.
+        ("r_i_cpl", 0),
+        ("r_i_handler_esp", 0x9E000 - 36),
+        ("r_i_eip", s("v_after_int")),
+        ("r_i_cs", 0),
+        ("r_i_eflags", 0x2_0000 | 0x3AD7),
+        ("r_i_esp", 0x1000),
+        ("r_i_ss", 0x6000),
+        ("r_i_es", 0x1000),
+        ("r_i_ds", 0x0050),
+        ("r_i_fs", 0x2000),
+        ("r_i_gs", 0x3000),
+        ("r_i_sregs", 0),
+        // Back in V86 mode after the IRET.
+        ("r_v_ret_ax", 0x7777),
+        ("r_v_ret_es", 0x1000),
+        ("r_v_ret_sp", 0x1000),
+    ]);
+}
