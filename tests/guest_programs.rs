@@ -449,3 +449,47 @@ fn v86_monitor() {
         ("r_v_ret_sp", 0x1000),
     ]);
 }
+
+/// Debug registers and traps: execute and data breakpoints, TF single-step, INT3, DR7.GD.
+#[test]
+fn debug_registers() {
+    const DR6_ONES: u32 = 0xFFFF_0FF0;
+    const B0: u32 = 1;
+    const B1: u32 = 2;
+    const BD: u32 = 1 << 13;
+    const BS: u32 = 1 << 14;
+    let mut g = Guest::boot("debug_registers");
+    g.run_to_done();
+    let s = |n: &str| g.sym(n);
+    g.expect(&[
+        ("r_db_count", 6),
+        // DR0 execute breakpoint: a fault before the instruction, which then runs once.
+        ("r_db0_eip", s("bp_exec")),
+        ("r_db0_dr6", DR6_ONES | B0),
+        ("r_db0_dr7", 0x401),
+        ("r_exec_ran", 1),
+        // DR1 write breakpoint: no hit on a read; a trap after the write, which happened.
+        ("r_read_hits", 1),
+        ("r_db1_eip", s("w_after")),
+        ("r_db1_dr6", DR6_ONES | B1),
+        // TF: three traps after s1, s2, s3; s4 runs untraced.
+        ("r_db2_eip", s("s2")),
+        ("r_db2_dr6", DR6_ONES | BS),
+        ("r_db3_eip", s("s3")),
+        ("r_db3_dr6", DR6_ONES | BS),
+        ("r_db4_eip", s("s4")),
+        ("r_db4_dr6", DR6_ONES | BS),
+        ("r_steps_done", 4),
+        // INT3: a trap, EIP after the instruction.
+        ("r_bp_eip", s("bp_after")),
+        ("r_bp_count", 1),
+        // DR7.GD: a fault on MOV from DR0, BD set, GD cleared on delivery.
+        ("r_db5_eip", s("gd_instr")),
+        ("r_db5_dr6", DR6_ONES | BD),
+        ("r_db5_dr7", 0x400),
+        ("r_gd_eax", s("bp_exec")),
+        ("r_dr7_final", 0x400),
+        ("r_dr6_clean", DR6_ONES),
+    ]);
+    assert_eq!(g.slot("r_watch_in_db"), 0x1234);
+}
