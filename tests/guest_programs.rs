@@ -615,3 +615,55 @@ fn x87_math() {
     // FXRSTOR then FXSAVE reproduces the saved image (control/status, tags, registers).
     assert_eq!(g.mem(0x1000, 160), g.mem(0x1200, 160), "FXSAVE round trip");
 }
+
+/// Real mode: #DE/#BR/INTO/#GP through the IVT, unreal mode, and the A20 gate flipped by the
+/// driver between phases.
+#[test]
+fn real_mode_unreal() {
+    let mut g = Guest::boot("real_mode_unreal");
+    g.cpu.set_a20(true);
+    g.run();
+    assert_eq!(g.slot("r_phase"), 1, "phase 1\n{}", g.dump());
+    g.cpu.set_a20(false);
+    g.cpu.halted = false;
+    g.run();
+    assert_eq!(g.slot("r_phase"), 2, "phase 2\n{}", g.dump());
+    g.cpu.set_a20(true);
+    g.cpu.halted = false;
+    g.run_to_done();
+    let s = |n: &str| g.sym(n);
+    g.expect(&[
+        ("r_ex_count", 5),
+        // #DE (faults: the IP of the DIV, CS 0).
+        ("r_ex0_vec", 0),
+        ("r_ex0_ip", s("rm_div") + 6),
+        ("r_ex0_cs", 0),
+        ("r_ex1_vec", 0),
+        ("r_ex1_ip", s("rm_div2") + 6),
+        ("r_div_ok", 0x0180),
+        // #BR: a fault.
+        ("r_ex2_vec", 5),
+        ("r_ex2_ip", s("rm_bound") + 6),
+        ("r_bound_ok", 1),
+        // INTO: only with OF set, a trap.
+        ("r_into_noof", 1),
+        ("r_ex3_vec", 4),
+        ("r_ex3_ip", s("rm_into_after")),
+        // Past the 64 KiB limit in real mode.
+        ("r_ex4_vec", 13),
+        ("r_ex4_ip", s("rm_gp") + 6),
+        // Unreal mode.
+        ("r_unreal_2m", 0xA0A0_A0A0),
+        ("r_unreal_es_lim", 1),
+        // A20 on: FFFF:0600 is 0x1005F0.
+        ("r_p1_high", 0x5555_AAAA),
+        ("r_p1_low", 0x0BAD_C0DE),
+        // A20 off: it wraps to 0x5F0, and so does every address with bit 20 set.
+        ("r_p2_low", 0x1234_5678),
+        ("r_p2_unreal_hi", 0x1234_5678),
+        ("r_p2_3m", 0xA0A0_A0A0),
+        // A20 on again: the high memory was untouched.
+        ("r_p3_high", 0x5555_AAAA),
+        ("r_p3_3m", 0),
+    ]);
+}
