@@ -667,3 +667,36 @@ fn real_mode_unreal() {
         ("r_p3_3m", 0),
     ]);
 }
+
+/// Self-modifying code in real mode and in paged protected mode.
+#[test]
+fn smc() {
+    let mut g = Guest::boot("smc");
+    g.run_to_done();
+    assert_eq!(g.sym("cross16_bl"), 0x9003);
+    assert_eq!(g.sym("cross32_bl"), 0xA002);
+    g.expect(&[
+        ("r_rm_same", 0x42),
+        ("r_rm_next", 0x43),
+        ("r_rm_call1", 0x11),
+        ("r_rm_call2", 0x22),
+        ("r_rm_x1_eax", 0x1111_1111),
+        ("r_rm_x1_bl", 0x22),
+        ("r_rm_x2_eax", 0x1133_1111),
+        ("r_rm_x2_bl", 0x44),
+        ("r_rm_x3_eax", 0x1133_1155),
+        ("r_pm_same", 0x52),
+        ("r_pm_next", 0x53),
+        ("r_pm_call1", 0x22),
+        ("r_pm_call2", 0x33),
+        ("r_pm_x1_eax", 0x1111_1111),
+        ("r_pm_x1_bl", 0x22),
+        ("r_pm_x2_eax", 0x1133_1111),
+        ("r_pm_x2_bl", 0x44),
+        ("r_pm_x3_eax", 0x1133_1155),
+        ("r_pm_loop", 15),
+        ("r_pm_alias", 0x66),
+        ("r_pm_remap1", 0xAAAA),
+        ("r_pm_remap2", 0xBBBB),
+    ]);
+}
