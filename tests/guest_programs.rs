@@ -227,7 +227,7 @@ fn pm_entry_and_rings() {
         ("r_sys_handler_esp", 0x9E000 - 20),
         ("r_sys_ret", 0x1234_5678),
         // Each ring-3 #GP: error code 0 and the faulting EIP.
-        ("r_gp_count", 6),
+        ("r_gp_count", 7),
         ("r_gp0_err", 0),
         ("r_gp0_eip", s("u_cli")),
         ("r_gp0_op", 0xFA),
@@ -247,6 +247,13 @@ fn pm_entry_and_rings() {
         ("r_gp5_err", 0x10),
         ("r_gp5_eip", s("u_movds")),
         ("r_gp5_op", 0x8E),
+        // INT 13 at ring 3 through a DPL-0 gate: #GP(IDT selector: 13 * 8 + 2).
+        ("r_gp6_err", 13 * 8 + 2),
+        ("r_gp6_eip", s("u_int13")),
+        ("r_gp6_op", 0xCD),
+        // IRET to ring 3 nulls a data segment register holding a ring-0 selector.
+        ("r_user_fs", 0),
+        ("r_user_ds", 0x23),
         // #UD from UD2 at ring 3.
         ("r_ud_eip", s("u_ud2")),
         ("r_ud_cs", 0x1B),
@@ -272,7 +279,7 @@ fn paging_faults() {
     let s = |n: &str| g.sym(n);
     g.expect(&[
         ("r_unexpected", 0),
-        ("r_pf_count", 5),
+        ("r_pf_count", 7),
         // Ring-3 read of a not-present page; the handler mapped it and the read restarted.
         ("r_pf0_cr2", 0x30_0010),
         ("r_pf0_err", U),
@@ -291,11 +298,22 @@ fn paging_faults() {
         ("r_pf3_cr2", 0x30_2004),
         ("r_pf3_err", P | W | U),
         ("r_pf3_eip", s("u_sup_w") + 10),
+        // Instruction fetch crossing into a not-present page: EIP is the instruction, CR2 the
+        // second page; after the handler maps it the instruction runs.
+        ("r_pf4_cr2", 0x30_C000),
+        ("r_pf4_err", U),
+        ("r_pf4_eip", 0x30_BFFD),
+        ("r_x_eax", 0x1234_5678),
+        ("r_pte_x2", 0x30_C000 | P | W | U | A),
+        // Ring 3 jumping into a supervisor page: the fault is on the target's fetch.
+        ("r_pf5_cr2", 0x30_2100),
+        ("r_pf5_err", P | U),
+        ("r_pf5_eip", 0x30_2100),
         // Ring-0 write to the read-only page: allowed with WP = 0, #PF(P|W) with WP = 1.
         ("r_wp0_val", 0xBEEF),
-        ("r_pf4_cr2", 0x30_1024),
-        ("r_pf4_err", P | W),
-        ("r_pf4_eip", s("k_wp1") + 10),
+        ("r_pf6_cr2", 0x30_1024),
+        ("r_pf6_err", P | W),
+        ("r_pf6_eip", s("k_wp1") + 10),
         ("r_cr2_final", 0x30_1024),
         // Accessed and dirty bits.
         ("r_pte_np", 0x30_0000 | P | W | U | A),

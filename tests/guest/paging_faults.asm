@@ -27,6 +27,8 @@ WR_PAGE     equ 0x304000            ; written by ring 3
 RD_PAGE     equ 0x305000            ; read by ring 3
 INV_PAGE    equ 0x306000            ; remapped to 0x307000, then INVLPG
 NG_PAGE     equ 0x308000            ; remapped to 0x309000, then CR3 reload
+XCODE       equ 0x30BFFD            ; MOV EAX, imm32 crossing into the not-present 0x30C000
+XPAGE2      equ 0x30C000
 BIG_PAGE    equ 0x400000            ; 4 MiB global page, remapped to 0x800000
 
 %define PTE(lin) (PT0 + ((lin) >> 12) * 4)
@@ -72,6 +74,11 @@ r_pf4_eip       equ RESULTS + 0xB8
 r_pf5_cr2       equ RESULTS + 0xBC
 r_pf5_err       equ RESULTS + 0xC0
 r_pf5_eip       equ RESULTS + 0xC4
+r_pf6_cr2       equ RESULTS + 0xC8
+r_pf6_err       equ RESULTS + 0xCC
+r_pf6_eip       equ RESULTS + 0xD0
+r_x_eax         equ RESULTS + 0xD4
+r_pte_x2        equ RESULTS + 0xD8
 PF_ENTRY        equ 12
 
 ; Run one instruction that must fault; the #PF handler resumes after it.
@@ -105,6 +112,11 @@ pm_main:
     mov dword [0x309000], 0x9999
     mov dword [BIG_PAGE], 0x44440000
     mov dword [0x800000], 0x88880000
+    ; Code for an instruction fetch that crosses into a not-present page:
+    ; B8 78 56 34 12 (MOV EAX, 0x12345678), FF E3 (JMP EBX).
+    mov byte [XCODE], 0xB8
+    mov dword [XCODE + 1], 0x12345678
+    mov word [XCODE + 5], 0xE3FF
 
     ; Page tables: PT0 identity-maps 0..4 MiB as user/writable, with the exceptions above.
     mov edi, PT0
@@ -117,6 +129,7 @@ pm_main:
     mov dword [PTE(NP_PAGE)], 0
     mov dword [PTE(RO_PAGE)], RO_PAGE | PTE_P | PTE_US
     mov dword [PTE(SUP_PAGE)], SUP_PAGE | PTE_P | PTE_RW
+    mov dword [PTE(XPAGE2)], 0
     mov edi, PAGE_DIR
     xor eax, eax
     mov ecx, 1024
@@ -159,6 +172,13 @@ u_sup_w:
     EXPECT_PF mov dword [SUP_PAGE + 4], 2       ; #PF(P|W|U)
     mov dword [WR_PAGE], 3
     mov eax, [RD_PAGE]
+    ; Instruction fetches: an instruction straddling into a not-present page (demand-mapped,
+    ; then it runs), and a jump into a supervisor page.
+    mov ebx, u_xret
+    jmp XCODE
+u_xret:
+    mov [r_x_eax], eax
+    EXPECT_PF jmp SUP_PAGE + 0x100
     int 0x80
 
 ; ---- ring 0 again ----
@@ -193,6 +213,8 @@ k_wp1:
     mov [r_pte_rd], eax
     mov eax, [PAGE_DIR]
     mov [r_pde0], eax
+    mov eax, [PTE(XPAGE2)]
+    mov [r_pte_x2], eax
 
     ; INVLPG after changing a PTE.
     mov eax, [INV_PAGE]

@@ -27,6 +27,8 @@ r_user_ebx          equ RESULTS + 0x34
 r_exit_cpl          equ RESULTS + 0x38
 r_unexpected        equ RESULTS + 0x3C
 r_gp_count          equ RESULTS + 0x40
+r_user_fs           equ RESULTS + 0x44  ; FS after the IRET from a handler that loaded a ring-0 FS
+r_user_ds           equ RESULTS + 0x48
 ; #GP log: 6 entries of (error code, EIP, first opcode byte).
 r_gp0_err           equ RESULTS + 0x50
 r_gp0_eip           equ RESULTS + 0x54
@@ -46,6 +48,9 @@ r_gp4_op            equ RESULTS + 0x88
 r_gp5_err           equ RESULTS + 0x8C
 r_gp5_eip           equ RESULTS + 0x90
 r_gp5_op            equ RESULTS + 0x94
+r_gp6_err           equ RESULTS + 0x98
+r_gp6_eip           equ RESULTS + 0x9C
+r_gp6_op            equ RESULTS + 0xA0
 GP_ENTRY            equ 12
 
 start:
@@ -75,11 +80,18 @@ user:
     mov ax, SEL_DATA3                   ; IRET to ring 3 nulled the ring-0 data segments
     mov ds, ax
     mov es, ax
+    mov fs, ax
     push dword 0xCAFEF00D
     mov eax, 1
     int 0x80
 u_after_int:
     mov [r_sys_ret], eax
+    mov dx, fs                          ; nulled by the IRET to ring 3 (DPL 0 < CPL 3)
+    movzx edx, dx
+    mov [r_user_fs], edx
+    mov dx, ds                          ; DPL 3: kept
+    movzx edx, dx
+    mov [r_user_ds], edx
     mov cx, SEL_DATA0
 u_cli:
     cli                                 ; IOPL 0 < CPL 3: #GP(0)
@@ -95,6 +107,8 @@ u_movds:
     mov ds, cx                          ; DPL 0 data segment at CPL 3: #GP(0x10)
 u_ud2:
     ud2
+u_int13:
+    int 13                              ; gate DPL 0 < CPL 3: #GP(13 * 8 + 2)
     pop ebx
     mov [r_user_ebx], ebx
     xor eax, eax                        ; exit
@@ -120,6 +134,8 @@ sys_handler:
     mov [r_sys_esp], ecx
     movzx ecx, word [esp + 16]
     mov [r_sys_ss], ecx
+    mov cx, SEL_DATA0                   ; a kernel loads its own data segment ...
+    mov fs, cx                          ; ... which IRET to ring 3 must not leave in FS
     mov eax, 0x12345678
     iretd
 .exit:
@@ -148,6 +164,8 @@ gp_handler:
     cmp al, 0xE4                        ; IN AL, imm8
     je .two
     cmp al, 0x8E                        ; MOV Sreg, r16
+    je .two
+    cmp al, 0xCD                        ; INT imm8
     jne .skip
 .two:
     mov ecx, 2
