@@ -8,6 +8,7 @@
 #   wasm-bindgen-cli 0.2.130    (cargo install, NOT --locked: the registry lacks one locked dep;
 #                                must equal the wasm-bindgen pinned in Cargo.toml)
 #   chromium + chromium-driver  (apt, only if /usr/bin/chromium or /usr/bin/chromedriver is missing)
+#   nasm                        (apt, only if missing: tests/guest_programs.rs assembles guest code)
 set -euo pipefail
 
 WASM_PACK_VERSION=0.15.1
@@ -82,6 +83,23 @@ else
         "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
     }
     step "chromium chromium-driver" apt_install
+fi
+
+# nasm, for the guest-program tests (tests/guest/*.asm).
+if command -v nasm >/dev/null; then
+    say "nasm: present"
+else
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=()
+    else
+        command -v sudo >/dev/null || die "need root or sudo to apt-get install nasm"
+        SUDO=(sudo)
+    fi
+    apt_install_nasm() {
+        "${SUDO[@]}" apt-get update
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y nasm
+    }
+    step "nasm" apt_install_nasm
 fi
 
 say "all tools present"

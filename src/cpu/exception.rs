@@ -35,11 +35,15 @@ pub const MF: u8 = 16;
 pub const AC: u8 = 17;
 
 /// An exception raised by an instruction (or by interrupt delivery).
+///
+/// Kept to 8 bytes so that `Result<(), Exception>`, which every handler returns, travels in a
+/// register instead of through memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Exception {
     pub vector: u8,
-    /// Error code pushed with the exception, for vectors that have one.
-    pub error_code: Option<u32>,
+    /// Whether the exception pushes `code`.
+    has_code: bool,
+    code: u32,
 }
 
 /// The result type of everything that can fault.
@@ -51,7 +55,8 @@ impl Exception {
     pub const fn new(vector: u8) -> Exception {
         Exception {
             vector,
-            error_code: None,
+            has_code: false,
+            code: 0,
         }
     }
 
@@ -60,7 +65,18 @@ impl Exception {
     pub const fn with_code(vector: u8, code: u32) -> Exception {
         Exception {
             vector,
-            error_code: Some(code),
+            has_code: true,
+            code,
+        }
+    }
+
+    /// The error code pushed with the exception, for vectors that have one.
+    #[inline]
+    pub const fn error_code(&self) -> Option<u32> {
+        if self.has_code {
+            Some(self.code)
+        } else {
+            None
         }
     }
 

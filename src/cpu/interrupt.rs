@@ -43,7 +43,7 @@ impl Cpu {
             }
             self.delivering = Some(e.vector);
             let code = if self.protected_mode() {
-                e.error_code
+                e.error_code()
             } else {
                 None
             };

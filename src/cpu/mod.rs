@@ -327,7 +327,7 @@ impl Cpu {
             if self.halted {
                 return RunExit::Halted;
             }
-            if !self.run_block(end) {
+            if !self.run_block(end - faults) {
                 faults += 1;
             }
         }
@@ -341,6 +341,12 @@ impl Cpu {
     /// Look up (or decode) the block at CS:EIP and run it. Returns false if it ended in an
     /// exception.
     fn run_block(&mut self, end: u64) -> bool {
+        if self.stop_block {
+            // Something changed EFLAGS.AC, CPL or the debug registers (POPF, IRET, interrupt
+            // delivery, task switch): the fast-path permissions may have to change with it.
+            self.stop_block = false;
+            self.update_fast_path_perms();
+        }
         // One instruction per block while an interrupt shadow, TF, RF or a breakpoint is active.
         let single_step =
             self.irq_shadow || self.flags.sys(flags::TF | flags::RF) || self.dr[7] & 0xFF != 0;
@@ -372,23 +378,33 @@ impl Cpu {
         };
         let key = cs.big as u32;
         let idx = self.icache.index(phys);
-        let mut block = std::mem::take(&mut self.icache.blocks[idx]);
-        let limit_ok = self.eip.wrapping_add(block.byte_len).wrapping_sub(1) <= cs.limit
-            || block.byte_len == 0;
-        if !(block.phys == phys && block.key == key && limit_ok)
-            || block.gen != self.mem.page_generation((phys >> 12) as usize)
+        let cached = &self.icache.blocks[idx];
+        let limit_ok = self.eip.wrapping_add(cached.byte_len).wrapping_sub(1) <= cs.limit
+            || cached.byte_len == 0;
+        if !(cached.phys == phys && cached.key == key && limit_ok)
+            || cached.gen != self.mem.page_generation((phys >> 12) as usize)
         {
-            if let Err(e) = self.decode_block(&mut block, phys, key) {
-                self.icache.blocks[idx] = block;
+            let mut block = std::mem::take(&mut self.icache.blocks[idx]);
+            let decoded = self.decode_block(&mut block, phys, key);
+            self.icache.blocks[idx] = block;
+            if let Err(e) = decoded {
                 self.debug_instruction_faulted(rf);
                 self.deliver_exception(e);
                 return false;
             }
         }
-        let max = if single_step { 1 } else { block.instrs.len() };
+        // Handlers get `&mut self`, so the instructions are moved out of the cache while they
+        // run (a Vec move, no copy of the instructions) and put back afterwards.
+        let instrs = std::mem::take(&mut self.icache.blocks[idx].instrs);
+        let budget = end.saturating_sub(self.instructions).max(1);
+        let max = if single_step {
+            1
+        } else {
+            instrs.len().min(budget as usize)
+        };
         let tf = self.flags.sys(flags::TF);
         let mut done = 0u64;
-        for instr in &block.instrs[..max] {
+        for instr in &instrs[..max] {
             self.prev_eip = self.eip;
             self.prev_esp = self.regs[ESP];
             let next = self.eip.wrapping_add(instr.len as u32);
@@ -397,22 +413,26 @@ impl Cpu {
                 self.eip = self.prev_eip;
                 self.regs[ESP] = self.prev_esp;
                 self.instructions += done;
-                self.icache.blocks[idx] = block;
+                self.icache.blocks[idx].instrs = instrs;
                 self.debug_instruction_faulted(rf);
                 self.deliver_exception(e);
                 return false;
             }
             done += 1;
-            if self.eip != next || self.stop_block || self.instructions + done >= end {
+            if self.eip != next || self.stop_block {
                 break;
             }
         }
-        self.stop_block = false;
+        if self.stop_block {
+            self.stop_block = false;
+            self.update_fast_path_perms();
+        }
         self.instructions += done;
+        let block = &mut self.icache.blocks[idx];
+        block.instrs = instrs;
         if block.uncacheable {
             block.phys = icache::NO_BLOCK;
         }
-        self.icache.blocks[idx] = block;
         // Debug traps after the instruction: TF single step and data breakpoints (a data
         // breakpoint hit sets stop_block, so its instruction is the last one run).
         let step = single_step && tf && done == 1;
