@@ -1,0 +1,182 @@
+#!/bin/sh
+# Rebuilds the bundled Linux guest of wasm86 from Debian 12 packages:
+#   images/bzImage            i386 kernel from linux-source-6.1 (config: images/linux.config)
+#   images/initramfs.cpio.gz  busybox-static:i386 + images/initramfs/ (gzip'd newc cpio)
+#   images/linux.config.full  the complete kernel .config that was built
+#   images/SHA256SUMS, images/SOURCES.md
+#
+# Usage: images/build.sh [kernel|initramfs|all]     (default: all)
+# Environment:
+#   WASM86_BUILD_DIR  build trees (default /work/build-images; never inside the repository)
+#   JOBS              make -j (default 2)
+#   SOURCE_DATE_EPOCH timestamps in the kernel and the cpio (default: date of the
+#                     linux-source-6.1 Debian changelog entry, so a rebuild is reproducible)
+# Idempotent: run it again and it rebuilds incrementally into the same outputs.
+set -eu
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+W=${WASM86_BUILD_DIR:-/work/build-images}
+JOBS=${JOBS:-2}
+WHAT=${1:-all}
+case "$WHAT" in kernel|initramfs|all) ;; *) echo "usage: $0 [kernel|initramfs|all]" >&2; exit 2;; esac
+mkdir -p "$W"
+W=$(cd "$W" && pwd)
+case "$W/" in "$HERE"/*|"$(dirname "$HERE")"/*) echo "build dir must be outside the repository" >&2; exit 2;; esac
+
+log() { printf '\n=== %s\n' "$*"; }
+
+# ---- host packages ----------------------------------------------------------------------
+PKGS="build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils gzip kmod dpkg-dev linux-source-6.1"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	log "installing host packages:$missing"
+	SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+	$SUDO apt-get update
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y $missing
+fi
+
+KPKG_VER=$(dpkg-query -W -f='${Version}' linux-source-6.1)
+KTAR=/usr/src/linux-source-6.1.tar.xz
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+	d=$(zcat /usr/share/doc/linux-source-6.1/changelog.Debian.gz | sed -n 's/^ -- .*>  //p' | head -n 1)
+	SOURCE_DATE_EPOCH=$(date -d "$d" +%s)
+fi
+export SOURCE_DATE_EPOCH
+export LC_ALL=C
+
+# ---- kernel -----------------------------------------------------------------------------
+KSRC=$W/linux-source-6.1
+build_kernel() {
+	if [ "$(cat "$KSRC/.wasm86-source-version" 2>/dev/null)" != "$KPKG_VER" ]; then
+		log "unpacking linux-source-6.1 $KPKG_VER into $KSRC"
+		rm -rf "$KSRC"
+		tar -C "$W" -xf "$KTAR"
+		echo "$KPKG_VER" >"$KSRC/.wasm86-source-version"
+	fi
+	cd "$KSRC"
+	log "configuring: tinyconfig + images/linux.config"
+	make ARCH=i386 tinyconfig >/dev/null
+	# Apply the fragment with scripts/config, one command per line (echoed to the log).
+	grep -E '^(CONFIG_|# CONFIG_.* is not set)' "$HERE/linux.config" | while IFS= read -r line; do
+		case "$line" in
+		"# CONFIG_"*) sym=${line#\# CONFIG_}; sym=${sym% is not set}; set -- --disable "$sym";;
+		*=y) sym=${line%%=*}; sym=${sym#CONFIG_}; set -- --enable "$sym";;
+		*=\"*) sym=${line%%=*}; sym=${sym#CONFIG_}; val=${line#*=\"}; val=${val%\"}; set -- --set-str "$sym" "$val";;
+		*) sym=${line%%=*}; sym=${sym#CONFIG_}; set -- --set-val "$sym" "${line#*=}";;
+		esac
+		echo "scripts/config $*"
+		scripts/config --file .config "$@"
+	done
+	make ARCH=i386 olddefconfig >/dev/null
+	# Every line of the fragment must have survived olddefconfig.
+	bad=0
+	grep -E '^(CONFIG_|# CONFIG_.* is not set)' "$HERE/linux.config" | while IFS= read -r line; do
+		case "$line" in
+		"# CONFIG_"*) sym=${line#\# }; sym=${sym% is not set}
+			if grep -q "^$sym=" .config; then echo "config: wanted '$line', got: $(grep "^$sym=" .config)"; exit 1; fi;;
+		*) grep -qxF "$line" .config || { echo "config: wanted '$line', got: $(grep -E "^(# )?${line%%=*}[= ]" .config || echo absent)"; exit 1; };;
+		esac
+	done || bad=1
+	[ "$bad" = 0 ] || { echo "kernel config fragment not honoured (see above)" >&2; exit 1; }
+
+	log "building bzImage (make -j$JOBS, nice 10)"
+	KBUILD_BUILD_TIMESTAMP=$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S UTC')
+	export KBUILD_BUILD_TIMESTAMP KBUILD_BUILD_USER=wasm86 KBUILD_BUILD_HOST=debian KBUILD_BUILD_VERSION=1
+	nice -n 10 make ARCH=i386 -j"$JOBS" bzImage
+	cp arch/x86/boot/bzImage "$HERE/bzImage"
+	cp .config "$HERE/linux.config.full"
+	cd "$HERE"
+}
+
+# ---- busybox-static:i386 from Debian, with a private apt state ----------------------------
+APT=$W/apt-i386
+fetch_busybox() {
+	o="-oAPT::Architecture=i386 -oAPT::Architectures=i386 -oDir::State::Lists=$APT/lists -oDir::Cache=$APT/cache"
+	mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial" "$APT/debs"
+	log "fetching busybox-static:i386"
+	# shellcheck disable=SC2086
+	apt-get $o update || true   # a failing secondary index is harmless
+	rm -f "$APT/debs"/busybox-static_*.deb
+	# shellcheck disable=SC2086
+	(cd "$APT/debs" && apt-get $o download busybox-static)
+	BB_DEB=$(ls "$APT/debs"/busybox-static_*_i386.deb)
+	BB_VER=$(dpkg-deb -f "$BB_DEB" Version)
+	# binNMUs (+bN) have no source of their own: the Source field names the source version
+	BB_SRC_VER=$(dpkg-deb -f "$BB_DEB" Source | sed -n 's/^busybox (\(.*\))$/\1/p')
+	[ -n "$BB_SRC_VER" ] || BB_SRC_VER=$BB_VER
+	rm -rf "$W/busybox-static"
+	dpkg -x "$BB_DEB" "$W/busybox-static"
+}
+
+# ---- initramfs ----------------------------------------------------------------------------
+build_initramfs() {
+	fetch_busybox
+	log "building initramfs.cpio.gz (busybox-static $BB_VER)"
+	cc -O2 -o "$W/gen_init_cpio" "$KSRC/usr/gen_init_cpio.c" 2>/dev/null || {
+		# the kernel tree may not be unpacked when only the initramfs is built
+		mkdir -p "$W/gic" && tar -C "$W/gic" -xf "$KTAR" linux-source-6.1/usr/gen_init_cpio.c
+		cc -O2 -o "$W/gen_init_cpio" "$W/gic/linux-source-6.1/usr/gen_init_cpio.c"
+	}
+	S=$W/initramfs-staging
+	rm -rf "$S"; mkdir -p "$S"
+	cp "$W/busybox-static/bin/busybox" "$S/busybox"
+	cp -r "$HERE/initramfs/." "$S/"
+	find "$S" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+	L=$W/initramfs.list
+	{
+		for d in bin dev etc mnt proc root run sbin sys tmp usr usr/bin usr/sbin var; do
+			echo "dir /$d 0755 0 0"
+		done
+		echo "nod /dev/console 0600 0 0 c 5 1"
+		echo "nod /dev/null 0666 0 0 c 1 3"
+		echo "file /bin/busybox $S/busybox 0755 0 0"
+		echo "slink /bin/sh busybox 0777 0 0"
+		echo "slink /sbin/init ../bin/busybox 0777 0 0"
+		echo "file /init $S/init 0755 0 0"
+		(cd "$S/etc" && find . -type f | sort) | while read -r f; do
+			f=${f#./}; echo "file /etc/$f $S/etc/$f 0644 0 0"
+		done
+	} >"$L"
+	"$W/gen_init_cpio" -t "$SOURCE_DATE_EPOCH" "$L" | gzip -9 -n >"$HERE/initramfs.cpio.gz"
+}
+
+case "$WHAT" in
+kernel) build_kernel ;;
+initramfs) build_initramfs ;;
+all) build_kernel; build_initramfs ;;
+esac
+
+# ---- checksums and source record -------------------------------------------------------------
+if [ -z "${BB_VER:-}" ] && [ -f "$HERE/SOURCES.md" ]; then
+	BB_VER=$(sed -n 's/^- busybox-static:i386 \([^ ]*\), from source package busybox \(.*\)$/\1/p' "$HERE/SOURCES.md")
+	BB_SRC_VER=$(sed -n 's/^- busybox-static:i386 \([^ ]*\), from source package busybox \(.*\)$/\2/p' "$HERE/SOURCES.md")
+fi
+cd "$HERE"
+sums=""
+for f in bzImage initramfs.cpio.gz; do if [ -f "$f" ]; then sums="$sums $f"; fi; done
+# shellcheck disable=SC2086
+sha256sum $sums >SHA256SUMS
+KSRC_VER=$(dpkg-query -W -f='${source:Version}' linux-source-6.1)
+GCC_VER=$(gcc -dumpfullversion 2>/dev/null || gcc -dumpversion)
+cat >SOURCES.md <<EOF
+# Sources of the bundled Linux
+
+Both binaries are built by \`images/build.sh\` from Debian 12 (bookworm) packages, unmodified.
+Their complete corresponding source code (GPL-2.0) is the Debian source package of the same
+version, e.g. \`apt-get source linux=$KSRC_VER\` and \`apt-get source busybox=${BB_SRC_VER:-?}\`,
+or from https://snapshot.debian.org/ and https://sources.debian.org/.
+
+- linux-source-6.1 $KPKG_VER, from source package linux $KSRC_VER
+- busybox-static:i386 ${BB_VER:-?}, from source package busybox ${BB_SRC_VER:-?}
+
+Kernel: \`make ARCH=i386 tinyconfig\`, then \`images/linux.config\` applied with
+\`scripts/config\` (full result: \`images/linux.config.full\`), built with Debian's gcc $GCC_VER.
+The initramfs adds only the files under \`images/initramfs/\` (this repository) to busybox.
+SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH
+EOF
+log "done"
+ls -l bzImage initramfs.cpio.gz
+cat SHA256SUMS
