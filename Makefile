@@ -3,7 +3,8 @@
 #
 #   make setup           install toolchain pieces (wasm32 target, wasm-pack, wasm-bindgen, chromium)
 #   make test            setup, lint, native tests, hardware CPU tests, browser tests, webdriver tests
-#   make run             what a newcomer wants to see (for now: the CPU benchmark; later: the page)
+#   make run             what a newcomer wants to see (for now: Linux booting on the serial
+#                        console in this terminal; later: the page)
 #   make wasm            build the browser package into pkg/ (wasm-pack --target web)
 #   make bench           the native CPU benchmark
 #   make sst             only the hardware-captured single-step CPU tests (CPU_TESTS=dir)
@@ -22,10 +23,10 @@ CPU_TESTS ?= ../shared/cpu-tests/80286-real
 # The browser-test timeout covers a whole test binary (default 20 s): raise it.
 WASM_BINDGEN_TEST_TIMEOUT ?= 300
 export WASM_BINDGEN_TEST_TIMEOUT
-# What `make run` does. It runs the native benchmark until the page exists; then change RUN_DEPS
-# to `wasm` and RUN_CMD to the command that serves www/ (one place to edit).
+# What `make run` does. Until the page exists it boots the bundled Linux in the terminal (Ctrl-A X
+# quits); then change RUN_DEPS to `wasm` and RUN_CMD to the command that serves www/.
 RUN_DEPS ?= setup
-RUN_CMD ?= $(CARGO) run --release -- bench
+RUN_CMD ?= $(CARGO) run --release --
 BENCH_ARGS ?=
 
 .PHONY: all setup test lint fmt-check clippy clippy-wasm unit sst test-web test-webdriver run wasm bench \
