@@ -35,7 +35,7 @@ use crate::dev::pic::PicPair;
 use crate::dev::pit::Pit;
 use crate::dev::ps2::{self, I8042};
 use crate::dev::rtc::Rtc;
-use crate::dev::sysctl::{Port61, PortA, PostCode};
+use crate::dev::sysctl::{CoprocessorLatch, Port61, PortA, PostCode};
 use crate::dev::uart::Uart;
 use crate::dev::{BoardSignals, DevCtx, Device, IrqLines, MapError, Nanos, PortBus};
 use std::cell::RefCell;
@@ -55,6 +55,7 @@ const I8042_CMD: u16 = 0x64;
 const RTC_BASE: u16 = 0x70;
 const POST_PORT: u16 = 0x80;
 const PORT_A: u16 = 0x92;
+const COPROCESSOR_PORT: u16 = 0xF0;
 const PCI_BASE: u16 = 0xCF8;
 
 /// The fixed wall-clock time the RTC shows in deterministic mode: 2024-01-01 00:00:00 UTC.
@@ -89,10 +90,11 @@ enum Dev {
     Com1,
     Com2,
     Pci,
+    Coprocessor,
 }
 
 impl Dev {
-    const ALL: [Dev; 13] = [
+    const ALL: [Dev; 14] = [
         Dev::PicMaster,
         Dev::PicSlave,
         Dev::Elcr,
@@ -106,6 +108,7 @@ impl Dev {
         Dev::Com1,
         Dev::Com2,
         Dev::Pci,
+        Dev::Coprocessor,
     ];
 
     /// The port window the device answers at: (first port, length).
@@ -124,6 +127,7 @@ impl Dev {
             Dev::Com1 => (COM1_BASE, 8),
             Dev::Com2 => (COM2_BASE, 8),
             Dev::Pci => (PCI_BASE, 8),
+            Dev::Coprocessor => (COPROCESSOR_PORT, 1),
         }
     }
 }
@@ -212,6 +216,8 @@ pub struct Board {
     pub pci: PciBus,
     pub port_a: PortA,
     pub post: PostCode,
+    /// FERR# → IRQ13 latch, cleared through port 0xF0.
+    pub coprocessor: CoprocessorLatch,
 }
 
 impl Board {
@@ -246,6 +252,7 @@ impl Board {
             pci: PciBus::new(),
             port_a: PortA::default(),
             post: PostCode::default(),
+            coprocessor: CoprocessorLatch::default(),
         })
     }
 
@@ -274,6 +281,7 @@ impl Board {
             Dev::Com1 => f(&mut self.com1, &mut ctx),
             Dev::Com2 => f(&mut self.com2, &mut ctx),
             Dev::Pci => f(&mut self.pci, &mut ctx),
+            Dev::Coprocessor => f(&mut self.coprocessor, &mut ctx),
         };
         // A device access or time step may have moved an IRQ line.
         self.pic.set_irq_levels(self.irq.levels());
@@ -372,6 +380,18 @@ impl Bus for BoardBus {
 
     fn acknowledge_interrupt(&mut self) -> u8 {
         self.0.borrow_mut().pic.acknowledge()
+    }
+
+    fn fpu_error(&mut self, asserted: bool) {
+        let mut board = self.0.borrow_mut();
+        let b = &mut *board;
+        let mut ctx = DevCtx {
+            now: b.now,
+            irq: &mut b.irq,
+            board: &mut b.signals,
+        };
+        b.coprocessor.ferr(asserted, &mut ctx);
+        b.pic.set_irq_levels(b.irq.levels());
     }
 }
 
@@ -659,6 +679,25 @@ mod tests {
             }
         );
         assert_eq!(m.serial_output(0), b"AB");
+    }
+
+    #[test]
+    fn x87_error_without_cr0_ne_raises_irq13_until_port_f0() {
+        // fninit ; fldcw [0x2000] (zero-divide unmasked) ; fld1 ; fldz ; fdivp ; fld1 ; hlt
+        let mut m = with_code(&[
+            0xDB, 0xE3, 0xD9, 0x2E, 0x00, 0x20, 0xD9, 0xE8, 0xD9, 0xEE, 0xDE, 0xF9, 0xD9, 0xE8,
+            0xF4,
+        ]);
+        m.cpu.mem.load(0x2000, &0x037Bu16.to_le_bytes());
+        assert!(matches!(m.run(100), Stop::Idle { .. }));
+        assert!(m.board.borrow().irq.get(13), "FERR# reached IRQ13");
+        assert_eq!(m.cpu.eip, 0x100F, "no #MF with CR0.NE clear");
+        // out 0xF0,al ; hlt: the handler's acknowledgement clears the latch.
+        m.cpu.mem.load(0x1100, &[0xE6, 0xF0, 0xF4]);
+        m.cpu.eip = 0x1100;
+        m.cpu.halted = false;
+        assert!(matches!(m.run(100), Stop::Idle { .. }));
+        assert!(!m.board.borrow().irq.get(13));
     }
 
     #[test]

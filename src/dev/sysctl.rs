@@ -323,3 +323,65 @@ mod tests {
         assert_eq!(p.port_read(3, 1, &mut ctx), 0xFF);
     }
 }
+
+/// The ISA line the AT wires the x87's FERR# output to.
+pub const FERR_IRQ: u8 = 13;
+
+/// Port 0xF0 and the AT's coprocessor error latch. With CR0.NE clear the x87 reports an unmasked
+/// exception on FERR#, which the latch turns into IRQ13; the handler's write to port 0xF0 clears
+/// the latch (and, on real boards, asserts IGNNE#) so the request goes away until the next error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoprocessorLatch {
+    /// The latch is set: IRQ13 is asserted.
+    pub latched: bool,
+}
+
+impl CoprocessorLatch {
+    /// FERR# from the CPU. Asserting it sets the latch; deasserting it (FNINIT, FNCLEX) leaves
+    /// the latch to the port write, as on the AT.
+    pub fn ferr(&mut self, asserted: bool, ctx: &mut DevCtx) {
+        if asserted {
+            self.latched = true;
+            ctx.irq.set(FERR_IRQ, true);
+        }
+    }
+}
+
+impl Device for CoprocessorLatch {
+    fn port_read(&mut self, _offset: u16, size: u8, _ctx: &mut DevCtx) -> u32 {
+        // Write-only: nothing drives the bus on a read.
+        u32::MAX >> (32 - 8 * size.clamp(1, 4) as u32)
+    }
+
+    fn port_write(&mut self, _offset: u16, _size: u8, _value: u32, ctx: &mut DevCtx) {
+        // The IRQ13 handler acknowledges the coprocessor error: clear the latch.
+        self.latched = false;
+        ctx.irq.set(FERR_IRQ, false);
+    }
+}
+
+#[cfg(test)]
+mod coprocessor_latch_tests {
+    use super::*;
+    use crate::dev::{BoardSignals, IrqLines};
+
+    #[test]
+    fn ferr_raises_irq13_until_port_f0_is_written() {
+        let mut irq = IrqLines::default();
+        let mut board = BoardSignals::default();
+        let mut ctx = DevCtx {
+            now: 0,
+            irq: &mut irq,
+            board: &mut board,
+        };
+        let mut latch = CoprocessorLatch::default();
+        latch.ferr(true, &mut ctx);
+        assert!(ctx.irq.get(FERR_IRQ));
+        // FNCLEX drops FERR#, but the latch holds the request.
+        latch.ferr(false, &mut ctx);
+        assert!(ctx.irq.get(FERR_IRQ));
+        latch.port_write(0, 1, 0, &mut ctx);
+        assert!(!ctx.irq.get(FERR_IRQ) && !latch.latched);
+        assert_eq!(latch.port_read(0, 1, &mut ctx), 0xFF);
+    }
+}

@@ -274,6 +274,8 @@ fn signal_error(cpu: &mut Cpu) -> Fault {
         return Err(Exception::new(exception::MF));
     }
     cpu.bus.fpu_error(true);
+    // FERR# may have raised IRQ13 at the interrupt controller.
+    cpu.refresh_intr();
     Ok(())
 }
 
