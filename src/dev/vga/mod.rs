@@ -720,6 +720,8 @@ impl Vga {
                         self.vram.fill(0);
                     }
                     self.dirty.fill(u64::MAX);
+                    // The bank window at 0xA0000 (64 KiB, graphics), as the VBE BIOS sets it.
+                    self.gc[GR_MISC] = (self.gc[GR_MISC] & !0x0C) | 0x05;
                 }
                 self.palette_dirty = true;
             }
