@@ -351,8 +351,12 @@ dispi:
     assert_eq!(pixel(&m, 0, 52), GREEN);
     assert_eq!(pixel(&m, 2, 0), BLACK);
     // Only the touched line is redrawn: a write elsewhere leaves the frame correct.
-    m.cpu.bus.mmio_write(0xE000_0000 + 100 * 1280 + 8, 2, 0xFFFF);
-    m.cpu.bus.mmio_write(0xE000_0000 + 100 * 1280 + 10, 2, 0x00FF);
+    m.cpu
+        .bus
+        .mmio_write(0xE000_0000 + 100 * 1280 + 8, 2, 0xFFFF);
+    m.cpu
+        .bus
+        .mmio_write(0xE000_0000 + 100 * 1280 + 10, 2, 0x00FF);
     assert!(m.board().vga.render());
     assert_eq!(pixel(&m, 2, 100), WHITE);
     assert_eq!(pixel(&m, 0, 0), RED);

@@ -688,11 +688,7 @@ impl Vga {
         let i = usize::from(self.dispi_index);
         match i {
             // Guest negotiates the interface version.
-            DISPI_ID => {
-                if (0xB0C0..=DISPI_ID5).contains(&v) {
-                    self.dispi[DISPI_ID] = v;
-                }
-            }
+            DISPI_ID if (0xB0C0..=DISPI_ID5).contains(&v) => self.dispi[DISPI_ID] = v,
             DISPI_XRES | DISPI_YRES => {
                 self.dispi[i] = v.min(if i == DISPI_XRES {
                     DISPI_MAX_XRES
@@ -802,5 +798,146 @@ impl Device for Dispi<'_> {
             0 => self.0.dispi_index = value as u16,
             _ => self.0.dispi_write(value as u16),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::{BoardSignals, IrqLines};
+
+    fn out(v: &mut Vga, port: u16, size: u8, value: u32) {
+        let (mut irq, mut board) = (IrqLines::default(), BoardSignals::default());
+        let mut ctx = DevCtx {
+            now: 0,
+            irq: &mut irq,
+            board: &mut board,
+        };
+        if port >= PORT_BASE {
+            v.port_write(port - PORT_BASE, size, value, &mut ctx);
+        } else {
+            Dispi(v).port_write(port - DISPI_BASE, size, value, &mut ctx);
+        }
+    }
+
+    fn inp(v: &mut Vga, port: u16) -> u32 {
+        let (mut irq, mut board) = (IrqLines::default(), BoardSignals::default());
+        let mut ctx = DevCtx {
+            now: 0,
+            irq: &mut irq,
+            board: &mut board,
+        };
+        v.port_read(port - PORT_BASE, 1, &mut ctx)
+    }
+
+    #[test]
+    fn power_on_is_80x25_colour_text_with_a_font() {
+        let mut v = Vga::new();
+        v.mem_write(0xB8000, 2, 0x1F00 | u32::from(b'A'));
+        v.mem_write(0xB8002, 1, 0xC9);
+        let text = v.screen_text();
+        assert_eq!(text.len(), 25);
+        assert_eq!(text[0], "A╔");
+        assert!(v.render());
+        assert_eq!((v.width(), v.height()), (720, 400));
+        // Row 4 of the glyph 'A' (0x6C: .XX.XX..), in white on blue.
+        let px = |v: &Vga, x: usize, y: usize| {
+            let i = (y * 720 + x) * 4;
+            <[u8; 4]>::try_from(&v.framebuffer()[i..i + 4]).unwrap()
+        };
+        assert_eq!(px(&v, 0, 4), [0, 0, 170, 255]);
+        assert_eq!(px(&v, 1, 4), [255, 255, 255, 255]);
+        // 0xC9 is a line-graphics character: its 9th column repeats the 8th.
+        let g = FONT_ROW_C9_8;
+        assert_eq!(px(&v, 9 + 7, 8) == px(&v, 9 + 8, 8), g & 1 == 1);
+        assert!(!v.render(), "nothing changed");
+        v.mem_write(0xB8000 + 160 * 3, 1, u32::from(b'x'));
+        assert!(v.render(), "a written row is redrawn");
+    }
+
+    /// Row 8 of glyph 0xC9 ('╔').
+    const FONT_ROW_C9_8: u8 = font::FONT_8X16[0xC9 * 16 + 8];
+
+    #[test]
+    fn attribute_flip_flop_resets_on_status_read() {
+        let mut v = Vga::new();
+        out(&mut v, 0x3C0, 1, 0x01); // index 1
+        inp(&mut v, 0x3DA); // reset: next write is an index again
+        out(&mut v, 0x3C0, 1, 0x32); // index 0x12 with PAS
+        out(&mut v, 0x3C0, 1, 0x05); // data
+        assert_eq!(v.ac[0x12], 0x05);
+        assert_eq!(v.ac[1], 0x01);
+        assert_eq!(inp(&mut v, 0x3C0), 0x32);
+    }
+
+    #[test]
+    fn dac_reads_and_writes_through_separate_indices() {
+        let mut v = Vga::new();
+        out(&mut v, 0x3C8, 1, 0x40);
+        for c in [1, 2, 3, 4, 5, 0xFF] {
+            out(&mut v, 0x3C9, 1, c);
+        }
+        out(&mut v, 0x3C7, 1, 0x40);
+        assert_eq!(inp(&mut v, 0x3C7), 3);
+        let got: Vec<u32> = (0..6).map(|_| inp(&mut v, 0x3C9)).collect();
+        assert_eq!(got, [1, 2, 3, 4, 5, 0x3F]);
+        assert_eq!(inp(&mut v, 0x3C8), 0x42);
+    }
+
+    #[test]
+    fn crtc_follows_misc_output_addressing() {
+        let mut v = Vga::new();
+        out(&mut v, 0x3D4, 2, 0x120E); // cursor high = 0x12 (colour addressing)
+        assert_eq!(v.crtc[0x0E], 0x12);
+        out(&mut v, 0x3B4, 2, 0x340E); // mono port: ignored
+        assert_eq!(v.crtc[0x0E], 0x12);
+        out(&mut v, 0x3C2, 1, 0x66); // mono addressing
+        out(&mut v, 0x3B4, 2, 0x340E);
+        assert_eq!(v.crtc[0x0E], 0x34);
+    }
+
+    #[test]
+    fn any_guest_input_is_harmless() {
+        let mut v = Vga::new();
+        let mut x: u32 = 0x1234_5678;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for i in 0..200_000u32 {
+            let r = next();
+            let size = [1, 2, 4][(r % 3) as usize];
+            match r >> 28 {
+                0..=7 => {
+                    let port = if r & 0x100 != 0 {
+                        DISPI_BASE + (r as u16 & 1)
+                    } else {
+                        PORT_BASE + (next() % PORT_LEN) as u16
+                    };
+                    out(&mut v, port, size, next());
+                    if port >= PORT_BASE {
+                        inp(&mut v, port);
+                    }
+                }
+                8..=11 => {
+                    let a = LEGACY_BASE.wrapping_add(next() % 0x2_0010).wrapping_sub(8);
+                    v.mem_write(a, size, next());
+                    v.mem_read(a, size);
+                }
+                _ => {
+                    let o = next();
+                    v.lfb_write(o, size, next());
+                    v.lfb_read(o, size);
+                }
+            }
+            if i % 5000 == 0 {
+                v.render();
+                v.screen_text();
+                v.tick_frame();
+            }
+        }
+        v.render();
     }
 }

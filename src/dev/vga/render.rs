@@ -114,8 +114,8 @@ fn layout(v: &Vga) -> Layout {
         l.rows = t.rows;
         l.width = l.cols * l.char_w;
         l.height = l.rows * l.char_h;
-        l.blink_on = v.frame / 16 % 2 == 0;
-        let cursor_on = v.frame / 8 % 2 == 0;
+        l.blink_on = (v.frame / 16).is_multiple_of(2);
+        let cursor_on = (v.frame / 8).is_multiple_of(2);
         let loc = usize::from(v.crtc[0x0E]) << 8 | usize::from(v.crtc[0x0F]);
         let (first, last) = (
             usize::from(v.crtc[0x0A] & 0x1F),
