@@ -13,10 +13,12 @@
 //!
 //! # Memory map
 //!
-//! All of guest RAM is plain RAM, including the legacy windows: there is no VGA device yet (a
-//! later issue), so 0xA0000-0xBFFFF is RAM the guest may write text into, and there is no BIOS
-//! (Linux is booted directly, see [`crate::boot`]), so 0xC0000-0xFFFFF is RAM too. The e820 map
-//! the loader hands Linux marks 0x9FC00-0xFFFFF reserved, so the kernel leaves it alone.
+//! Guest RAM is plain RAM except the VGA's legacy window 0xA0000-0xBFFFF and its linear
+//! framebuffer (PCI BAR0 of the display function, [`vga::LFB_DEFAULT`] at reset), which are MMIO
+//! pages served by [`Vga`]; when the guest moves BAR0, the pages follow after the CPU slice that
+//! moved it. There is no BIOS (Linux is booted directly, see [`crate::boot`]), so 0xC0000-0xFFFFF
+//! is RAM. The e820 map the loader hands Linux marks 0x9FC00-0xFFFFF reserved, so the kernel
+//! leaves it alone.
 //!
 //! # Time
 //!
@@ -37,7 +39,9 @@ use crate::dev::ps2::{self, I8042};
 use crate::dev::rtc::Rtc;
 use crate::dev::sysctl::{CoprocessorLatch, Port61, PortA, PostCode};
 use crate::dev::uart::Uart;
+use crate::dev::vga::{self, Dispi, Vga};
 use crate::dev::{BoardSignals, DevCtx, Device, IrqLines, MapError, Nanos, PortBus};
+use crate::mem::PageKind;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -91,10 +95,12 @@ enum Dev {
     Com2,
     Pci,
     Coprocessor,
+    Vga,
+    VgaDispi,
 }
 
 impl Dev {
-    const ALL: [Dev; 14] = [
+    const ALL: [Dev; 16] = [
         Dev::PicMaster,
         Dev::PicSlave,
         Dev::Elcr,
@@ -109,6 +115,8 @@ impl Dev {
         Dev::Com2,
         Dev::Pci,
         Dev::Coprocessor,
+        Dev::Vga,
+        Dev::VgaDispi,
     ];
 
     /// The port window the device answers at: (first port, length).
@@ -128,6 +136,8 @@ impl Dev {
             Dev::Com2 => (COM2_BASE, 8),
             Dev::Pci => (PCI_BASE, 8),
             Dev::Coprocessor => (COPROCESSOR_PORT, 1),
+            Dev::Vga => (vga::PORT_BASE, vga::PORT_LEN),
+            Dev::VgaDispi => (vga::DISPI_BASE, vga::DISPI_LEN),
         }
     }
 }
@@ -218,6 +228,10 @@ pub struct Board {
     pub post: PostCode,
     /// FERR# → IRQ13 latch, cleared through port 0xF0.
     pub coprocessor: CoprocessorLatch,
+    /// The display adapter.
+    pub vga: Vga,
+    /// Where the linear framebuffer's MMIO pages are mapped (follows PCI BAR0).
+    lfb_base: u32,
 }
 
 impl Board {
@@ -233,6 +247,9 @@ impl Board {
         let mut com2 = Uart::new(COM2_IRQ);
         com1.set_fast(config.fast_serial);
         com2.set_fast(config.fast_serial);
+        let mut pci = PciBus::new();
+        pci.add(Vga::pci_config())
+            .expect("slot 2 is free on a fresh bus");
         Ok(Board {
             now: 0,
             clock: Clock {
@@ -249,10 +266,12 @@ impl Board {
             com1,
             com2,
             i8042: I8042::new(),
-            pci: PciBus::new(),
+            pci,
             port_a: PortA::default(),
             post: PostCode::default(),
             coprocessor: CoprocessorLatch::default(),
+            vga: Vga::new(),
+            lfb_base: vga::LFB_DEFAULT,
         })
     }
 
@@ -282,6 +301,8 @@ impl Board {
             Dev::Com2 => f(&mut self.com2, &mut ctx),
             Dev::Pci => f(&mut self.pci, &mut ctx),
             Dev::Coprocessor => f(&mut self.coprocessor, &mut ctx),
+            Dev::Vga => f(&mut self.vga, &mut ctx),
+            Dev::VgaDispi => f(&mut Dispi(&mut self.vga), &mut ctx),
         };
         // A device access or time step may have moved an IRQ line.
         self.pic.set_irq_levels(self.irq.levels());
@@ -367,12 +388,29 @@ impl Bus for BoardBus {
         }
     }
 
-    fn mmio_read(&mut self, _addr: u32, size: u8) -> u32 {
-        // No memory-mapped devices yet.
+    fn mmio_read(&mut self, addr: u32, size: u8) -> u32 {
+        let mut b = self.0.borrow_mut();
+        if addr.wrapping_sub(vga::LEGACY_BASE) < vga::LEGACY_LEN {
+            return b.vga.mem_read(addr, size);
+        }
+        let lfb = addr.wrapping_sub(b.lfb_base);
+        if lfb < vga::VRAM_SIZE as u32 {
+            return b.vga.lfb_read(lfb, size);
+        }
         all_ones(size)
     }
 
-    fn mmio_write(&mut self, _addr: u32, _size: u8, _value: u32) {}
+    fn mmio_write(&mut self, addr: u32, size: u8, value: u32) {
+        let mut b = self.0.borrow_mut();
+        if addr.wrapping_sub(vga::LEGACY_BASE) < vga::LEGACY_LEN {
+            b.vga.mem_write(addr, size, value);
+            return;
+        }
+        let lfb = addr.wrapping_sub(b.lfb_base);
+        if lfb < vga::VRAM_SIZE as u32 {
+            b.vga.lfb_write(lfb, size, value);
+        }
+    }
 
     fn interrupt_pending(&self) -> bool {
         self.0.borrow().pic.interrupt_pending()
@@ -431,8 +469,36 @@ impl Machine {
         let board = Rc::new(RefCell::new(
             Board::new(&config).expect("the board's port ranges do not overlap"),
         ));
-        let cpu = Cpu::new(config.ram_bytes, Box::new(BoardBus(Rc::clone(&board))));
+        let mut cpu = Cpu::new(config.ram_bytes, Box::new(BoardBus(Rc::clone(&board))));
+        cpu.mem
+            .map(vga::LEGACY_BASE, vga::LEGACY_LEN, PageKind::Mmio);
+        cpu.mem
+            .map(vga::LFB_DEFAULT, vga::VRAM_SIZE as u32, PageKind::Mmio);
         Machine { cpu, board, config }
+    }
+
+    /// Keep the linear framebuffer's MMIO pages where the guest put PCI BAR0 (pages it leaves
+    /// go back to RAM where RAM is, unmapped elsewhere).
+    fn sync_lfb(&mut self) {
+        let mut b = self.board.borrow_mut();
+        let bar = b
+            .pci
+            .function(vga::PCI_DEVFN)
+            .and_then(|f| f.bar_address(0))
+            .unwrap_or(0);
+        if bar != b.lfb_base {
+            let len = vga::VRAM_SIZE as u32;
+            self.cpu.mem.map(b.lfb_base, len, PageKind::Ram);
+            // A BAR at 0 is being sized or disabled: decode nothing.
+            if bar != 0 {
+                self.cpu.mem.map(bar, len, PageKind::Mmio);
+            }
+            // The legacy window stays MMIO whatever the BAR covered.
+            self.cpu
+                .mem
+                .map(vga::LEGACY_BASE, vga::LEGACY_LEN, PageKind::Mmio);
+            b.lfb_base = bar;
+        }
     }
 
     /// The configuration the machine was built with.
@@ -528,7 +594,9 @@ impl Machine {
             if let Some(l) = limit_ns {
                 budget = budget.min(l.saturating_sub(now).div_ceil(ns_per).max(1));
             }
-            match self.cpu.run(budget) {
+            let exit = self.cpu.run(budget);
+            self.sync_lfb();
+            match exit {
                 RunExit::Budget => {}
                 RunExit::Shutdown => {
                     self.reset();

@@ -13,6 +13,7 @@ pub mod ps2;
 pub mod rtc;
 pub mod sysctl;
 pub mod uart;
+pub mod vga;
 
 use serde::{Deserialize, Serialize};
 

@@ -46,6 +46,12 @@ pub struct BootArgs {
     /// On a guest reboot or triple fault, reboot the kernel instead of exiting.
     #[arg(long)]
     pub keep_running: bool,
+    /// At exit, write the display (VGA text or graphics) as a PNG image to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub screenshot: Option<PathBuf>,
+    /// At exit, print the VGA text-mode screen on stdout.
+    #[arg(long)]
+    pub screen_text: bool,
 }
 
 /// The default kernel command line.
@@ -342,6 +348,13 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
     };
     drop(stdout);
     drop(_raw);
+
+    if args.screen_text {
+        crate::screen::print_text(&machine);
+    }
+    if let Some(path) = &args.screenshot {
+        crate::screen::write_png(&machine, path)?;
+    }
 
     if args.stats {
         let wall = wall_start.elapsed();

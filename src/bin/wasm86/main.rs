@@ -2,6 +2,7 @@
 
 mod bench;
 mod console;
+mod screen;
 mod sst;
 
 use clap::{Parser, Subcommand};
