@@ -2,6 +2,7 @@
 
 mod bench;
 mod console;
+mod disk;
 mod sst;
 
 use clap::{Parser, Subcommand};
