@@ -28,9 +28,9 @@
 //! to the host so it can sleep, and the host's clock pulls virtual time forward at the next call
 //! ([`Machine::run_realtime`]). Nothing here reads a clock: the host passes time in.
 
+use crate::block::BlockBackend;
 use crate::bus::Bus;
 use crate::cpu::{flags, Cpu, RunExit};
-use crate::block::BlockBackend;
 use crate::dev::ide::{self, Drive, Ide, IdeAt, IdeWindow};
 use crate::dev::pci::PciBus;
 use crate::dev::pic::PicPair;
@@ -326,11 +326,8 @@ impl Board {
         }
         self.ports.unmap(Dev::IdeBm as usize);
         // A BAR placed over another device's ports is not decoded.
-        self.ide_bm_at = want.filter(|&a| {
-            self.ports
-                .map(a, ide::BM_SIZE, Dev::IdeBm as usize)
-                .is_ok()
-        });
+        self.ide_bm_at =
+            want.filter(|&a| self.ports.map(a, ide::BM_SIZE, Dev::IdeBm as usize).is_ok());
     }
 
     /// Run armed IDE DMA transfers against guest RAM (between CPU slices: the CPU owns RAM

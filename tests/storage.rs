@@ -110,7 +110,10 @@ fn machine_with(disk: Option<Vec<u8>>, cd: Option<Vec<u8>>) -> Machine {
         m.attach_drive(0, Drive::Ata(d));
     }
     if let Some(c) = cd {
-        m.attach_drive(2, Drive::Atapi(Cdrom::with_disc(Box::new(MemBackend::new(c)))));
+        m.attach_drive(
+            2,
+            Drive::Atapi(Cdrom::with_disc(Box::new(MemBackend::new(c)))),
+        );
     }
     m
 }
@@ -141,7 +144,10 @@ fn linux_reads_and_writes_the_disk_with_dma_and_mounts_the_cdrom() {
     // Checksums through the block device, before anything writes to the disk.
     let out = con.run("dd if=/dev/sda bs=4k count=256 2>/dev/null | md5sum", 1);
     let host = md5_hex(&disk[..1 << 20]);
-    assert!(out.contains(&host), "guest md5 of /dev/sda differs from {host}:\n{out}");
+    assert!(
+        out.contains(&host),
+        "guest md5 of /dev/sda differs from {host}:\n{out}"
+    );
     let out = con.run("dd if=/dev/sda bs=4k 2>/dev/null | md5sum", 2);
     assert!(out.contains(&md5_hex(&disk)), "{out}");
 
@@ -151,7 +157,10 @@ fn linux_reads_and_writes_the_disk_with_dma_and_mounts_the_cdrom() {
          && head -c 262144 /mnt/data/pattern.bin > /mnt/copy.bin && df /mnt && sync && umount /mnt && echo UNMOUNTED",
         3,
     );
-    assert!(out.contains("hello from the wasm86 disk") && out.contains("UNMOUNTED"), "{out}");
+    assert!(
+        out.contains("hello from the wasm86 disk") && out.contains("UNMOUNTED"),
+        "{out}"
+    );
     let out = con.run(
         "mount /dev/sda /mnt && cat /mnt/new.txt && head -c 262144 /mnt/data/pattern.bin | cmp - /mnt/copy.bin \
          && echo SAME; umount /mnt",
@@ -194,7 +203,10 @@ fn linux_boots_with_the_disk_as_root() {
     con.wait_for("/ # ", at, 2_000_000_000);
     let out = con.run("cat /hello.txt; grep ' / ' /proc/mounts", 1);
     assert!(out.contains("hello from the wasm86 disk"), "{out}");
-    assert!(out.contains("/dev/root / ext2 rw") || out.contains("/dev/sda / ext"), "{out}");
+    assert!(
+        out.contains("/dev/root / ext2 rw") || out.contains("/dev/sda / ext"),
+        "{out}"
+    );
 }
 
 fn cli() -> Command {
@@ -256,16 +268,33 @@ fn cli_keeps_the_image_unchanged_unless_write_back_is_asked() {
     let ps = p.to_str().unwrap();
     let original = std::fs::read(&p).unwrap();
     let script = "mount /dev/sda /mnt && echo cli-$((3*5)) > /mnt/cli.txt && umount /mnt && echo DONE$((40+2))\n";
-    let (ok, out, err) = run_cli(&["--hda", ps, "--until", "DONE42", "--timeout", "600"], script);
+    let (ok, out, err) = run_cli(
+        &["--hda", ps, "--until", "DONE42", "--timeout", "600"],
+        script,
+    );
     assert!(ok, "{out}\n{err}");
-    assert!(std::fs::read(&p).unwrap() == original, "image changed without --write-back");
+    assert!(
+        std::fs::read(&p).unwrap() == original,
+        "image changed without --write-back"
+    );
 
     let (ok, out, err) = run_cli(
-        &["--hda", ps, "--write-back", "--until", "DONE42", "--timeout", "600"],
+        &[
+            "--hda",
+            ps,
+            "--write-back",
+            "--until",
+            "DONE42",
+            "--timeout",
+            "600",
+        ],
         script,
     );
     assert!(ok && err.contains("changed sectors back"), "{out}\n{err}");
-    assert!(std::fs::read(&p).unwrap() != original, "--write-back wrote nothing");
+    assert!(
+        std::fs::read(&p).unwrap() != original,
+        "--write-back wrote nothing"
+    );
     // The written file is there at the next boot.
     let (ok, out, err) = run_cli(
         &["--hda", ps, "--until", "cli-15", "--timeout", "600"],
@@ -284,9 +313,15 @@ fn cli_rejects_missing_empty_and_odd_sized_images() {
     let odd = dir.join("odd.img");
     std::fs::write(&odd, vec![0u8; 1000]).unwrap();
     for (args, needle) in [
-        (vec!["--hda", "/nonexistent/disk.img"], "--hda /nonexistent/disk.img"),
+        (
+            vec!["--hda", "/nonexistent/disk.img"],
+            "--hda /nonexistent/disk.img",
+        ),
         (vec!["--hda", empty.to_str().unwrap()], "empty"),
-        (vec!["--hda", odd.to_str().unwrap()], "not a multiple of 512"),
+        (
+            vec!["--hda", odd.to_str().unwrap()],
+            "not a multiple of 512",
+        ),
         (vec!["--cdrom", empty.to_str().unwrap()], "--cdrom"),
     ] {
         let (ok, _, err) = run_cli(&args, "");

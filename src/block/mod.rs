@@ -131,8 +131,8 @@ impl Overlay {
         let end = offset.saturating_add(buf.len() as u64);
         let first = offset / SECTOR as u64;
         let last = end.div_ceil(SECTOR as u64);
-        let all_dirty = offset % SECTOR as u64 == 0
-            && buf.len() % SECTOR == 0
+        let all_dirty = offset.is_multiple_of(SECTOR as u64)
+            && buf.len().is_multiple_of(SECTOR)
             && (first..last).all(|s| self.sectors.contains_key(&s));
         if !all_dirty {
             let avail = self.len.saturating_sub(offset).min(buf.len() as u64) as usize;

@@ -133,9 +133,10 @@ impl Cdrom {
 
     /// A drive with `disc` inserted.
     pub fn with_disc(disc: Box<dyn BlockBackend>) -> Cdrom {
-        let mut c = Cdrom::default();
-        c.media = Some(Overlay::new(disc));
-        c
+        Cdrom {
+            media: Some(Overlay::new(disc)),
+            ..Cdrom::default()
+        }
     }
 
     /// Insert a disc (replacing any): the host sees UNIT ATTENTION and a new-media event.
@@ -432,7 +433,10 @@ mod tests {
     #[test]
     fn empty_drive_is_not_ready() {
         let mut c = Cdrom::empty();
-        assert_eq!(c.command(&cdb(&[TEST_UNIT_READY])), Reply::Check(NOT_PRESENT));
+        assert_eq!(
+            c.command(&cdb(&[TEST_UNIT_READY])),
+            Reply::Check(NOT_PRESENT)
+        );
         let Reply::Data(s) = c.command(&cdb(&[REQUEST_SENSE, 0, 0, 0, 18])) else {
             panic!()
         };

@@ -181,7 +181,10 @@ const MAX_MULTIPLE: u8 = 16;
 pub fn pci_config() -> PciConfig {
     let mut c = PciConfig::new(IDE_DEVFN, 0x8086, 0x7010, 0x0101, 0x80, 0x00);
     c.set_bar(BM_BAR, PciBar::Io { size: BM_SIZE });
-    c.set32(pci::CFG_BAR0 + 4 * BM_BAR, u32::from(BM_DEFAULT_BASE) | pci::BAR_IO);
+    c.set32(
+        pci::CFG_BAR0 + 4 * BM_BAR,
+        u32::from(BM_DEFAULT_BASE) | pci::BAR_IO,
+    );
     c.set16(pci::CFG_COMMAND, pci::CMD_IO | pci::CMD_MASTER);
     c.set16(pci::CFG_STATUS, pci::STS_DEVSEL_MEDIUM | pci::STS_FAST_B2B);
     // IDETIM (0x40 primary, 0x42 secondary): bit 15 enables the channel's decode; SIDETIM
@@ -218,7 +221,9 @@ impl DmaMemory for crate::mem::Memory {
     }
     fn dma_write(&mut self, addr: u32, data: &[u8]) -> bool {
         let a = addr as usize;
-        if a.checked_add(data.len()).is_none_or(|end| end > self.ram.len()) {
+        if a.checked_add(data.len())
+            .is_none_or(|end| end > self.ram.len())
+        {
             return false;
         }
         // `load` also drops decoded code from the pages written.
@@ -293,7 +298,7 @@ impl AtaDisk {
         if len == 0 {
             return Err(ImageError::Empty);
         }
-        if len % SECTOR as u64 != 0 {
+        if !len.is_multiple_of(SECTOR as u64) {
             return Err(ImageError::NotSectorMultiple(len));
         }
         let sectors = len / SECTOR as u64;
@@ -333,8 +338,9 @@ impl AtaDisk {
         let cur_cyls = if self.cur_heads == 0 || self.cur_spt == 0 {
             0
         } else {
-            (self.sectors.min(chs_cap as u64) / (u64::from(self.cur_heads) * u64::from(self.cur_spt)))
-                .min(65535) as u16
+            (self.sectors.min(chs_cap as u64)
+                / (u64::from(self.cur_heads) * u64::from(self.cur_spt)))
+            .min(65535) as u16
         };
         w[0] = 0x0040; // fixed disk
         w[1] = self.cyls;
@@ -485,10 +491,15 @@ struct Slot {
 }
 
 /// What happens when data has been loaded into the buffer.
+#[allow(clippy::enum_variant_names)] // all three are data-in phases
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Then {
     /// ATA PIO in: `left` sectors follow this block, `per_block` at a time, from `next`.
-    PioIn { next: u64, left: u64, per_block: u64 },
+    PioIn {
+        next: u64,
+        left: u64,
+        per_block: u64,
+    },
     /// DMA to memory (ATA or ATAPI).
     DmaIn { atapi: bool },
     /// ATAPI PIO in, in chunks of at most `limit` bytes.
@@ -513,7 +524,11 @@ enum Xfer {
     #[default]
     Idle,
     /// The buffer holds a block for the host; see [`Then::PioIn`].
-    PioIn { next: u64, left: u64, per_block: u64 },
+    PioIn {
+        next: u64,
+        left: u64,
+        per_block: u64,
+    },
     /// The host fills the buffer, to be written at `lba`; `left` sectors follow.
     PioOut { lba: u64, left: u64, per_block: u64 },
     /// The host writes a 12-byte ATAPI packet.
@@ -521,7 +536,11 @@ enum Xfer {
     /// ATAPI data to the host, in chunks of `limit`.
     PacketIn { limit: u16 },
     /// DMA armed: to memory (buffer full) or from memory (to be written at `lba`).
-    Dma { to_memory: bool, atapi: bool, lba: u64 },
+    Dma {
+        to_memory: bool,
+        atapi: bool,
+        lba: u64,
+    },
 }
 
 /// Bus-master registers of one channel.
@@ -1014,7 +1033,8 @@ impl Channel {
                 let ok = match tf.feature {
                     SF_XFER_MODE => {
                         let mode = tf.nsect;
-                        let valid = matches!(mode, 0x00 | 0x01 | 0x08..=0x0C | 0x20..=0x22 | 0x40..=0x45);
+                        let valid =
+                            matches!(mode, 0x00 | 0x01 | 0x08..=0x0C | 0x20..=0x22 | 0x40..=0x45);
                         if valid {
                             if let Some(Drive::Ata(disk)) = &mut self.slots[d].drive {
                                 disk.xfer_mode = mode;
@@ -1037,8 +1057,13 @@ impl Channel {
                     self.fail(d, ER_ABRT, ctx);
                 }
             }
-            CMD_STANDBY_IMMEDIATE | CMD_IDLE_IMMEDIATE | CMD_STANDBY | CMD_IDLE | CMD_SLEEP
-            | CMD_FLUSH_CACHE | CMD_FLUSH_CACHE_EXT => self.done(d, ctx),
+            CMD_STANDBY_IMMEDIATE
+            | CMD_IDLE_IMMEDIATE
+            | CMD_STANDBY
+            | CMD_IDLE
+            | CMD_SLEEP
+            | CMD_FLUSH_CACHE
+            | CMD_FLUSH_CACHE_EXT => self.done(d, ctx),
             CMD_CHECK_POWER => {
                 self.slots[d].tf.nsect = 0xFF; // active or idle
                 self.done(d, ctx);
@@ -1144,7 +1169,8 @@ impl Channel {
             let head = u64::from(self.device & 0x0F);
             let sect = u64::from(tf.lbal);
             let (heads, spt) = (u64::from(disk.cur_heads), u64::from(disk.cur_spt));
-            (sect != 0 && sect <= spt && head < heads).then(|| (cyl * heads + head) * spt + sect - 1)
+            (sect != 0 && sect <= spt && head < heads)
+                .then(|| (cyl * heads + head) * spt + sect - 1)
         };
         let per_block = if multiple {
             u64::from(disk.multiple)
@@ -1303,8 +1329,9 @@ impl Channel {
             // Guest clears error/interrupt (write one) and sets the DMA-capable bits.
             BM_STATUS => {
                 let s = self.bm.status;
-                self.bm.status =
-                    (s & BM_ST_ACTIVE) | (v & BM_ST_CAPABLE) | (s & !v & (BM_ST_ERROR | BM_ST_INTR));
+                self.bm.status = (s & BM_ST_ACTIVE)
+                    | (v & BM_ST_CAPABLE)
+                    | (s & !v & (BM_ST_ERROR | BM_ST_INTR));
             }
             // Guest points at its PRD table.
             4..=7 => {
@@ -1369,11 +1396,7 @@ impl Channel {
             // and the drive aborts the command (rather than hanging the guest).
             self.bm.status = (self.bm.status & !BM_ST_ACTIVE) | BM_ST_ERROR;
             if atapi {
-                self.packet_done(
-                    d,
-                    Some(Sense::new(atapi::SK_ILLEGAL_REQUEST, 0x00, 0)),
-                    ctx,
-                );
+                self.packet_done(d, Some(Sense::new(atapi::SK_ILLEGAL_REQUEST, 0x00, 0)), ctx);
             } else {
                 self.fail(d, ER_ABRT, ctx);
             }
@@ -1507,7 +1530,12 @@ impl Device for IdeAt<'_> {
                 _ => 0xFFFF_FFFF,
             },
             // Guest reads the alternate status (no interrupt acknowledge).
-            IdeWindow::Control(n) => self.0.channels.get(n).map_or(0xFF, |c| c.alt_status()).into(),
+            IdeWindow::Control(n) => self
+                .0
+                .channels
+                .get(n)
+                .map_or(0xFF, |c| c.alt_status())
+                .into(),
             IdeWindow::BusMaster => {
                 let mut v = 0u32;
                 for i in 0..u16::from(size.clamp(1, 4)) {
@@ -1676,7 +1704,14 @@ mod tests {
         assert_eq!(h.inb(0x1F7) & (ST_DRQ | ST_ERR | ST_BSY), 0);
         // READ SECTORS EXT: previous bytes first.
         h.outb(0x1F6, 0x40);
-        for (port, v) in [(0x1F2, 0), (0x1F2, 3), (0x1F3, 0), (0x1F3, 4), (0x1F4, 0), (0x1F4, 0)] {
+        for (port, v) in [
+            (0x1F2, 0),
+            (0x1F2, 3),
+            (0x1F3, 0),
+            (0x1F3, 4),
+            (0x1F4, 0),
+            (0x1F4, 0),
+        ] {
             h.outb(port, v);
         }
         h.outb(0x1F5, 0);
@@ -1864,8 +1899,10 @@ mod tests {
     fn atapi_inquiry_and_read10_by_pio_and_dma() {
         let mut h = H::new();
         let disc = pattern(10 * 2048);
-        h.ide
-            .attach(2, Drive::Atapi(Cdrom::with_disc(Box::new(MemBackend::new(disc.clone())))));
+        h.ide.attach(
+            2,
+            Drive::Atapi(Cdrom::with_disc(Box::new(MemBackend::new(disc.clone())))),
+        );
         packet(&mut h, &[0x12, 0, 0, 0, 36], 0x1000, false);
         assert!(h.irq.get(15));
         assert_eq!(h.inb(0x177) & ST_DRQ, ST_DRQ);
@@ -1939,7 +1976,10 @@ mod tests {
         h.ide.wake(&mut ctx);
         assert!(h.irq.get(14));
         assert_eq!(h.inb(0x1F7) & (ST_BSY | ST_DRQ), ST_DRQ);
-        assert_eq!(h.read_words(0x1F0, 256), pattern(8 * 512)[512..1024].to_vec());
+        assert_eq!(
+            h.read_words(0x1F0, 256),
+            pattern(8 * 512)[512..1024].to_vec()
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub fn attach(
     for (slot, what, path) in [(0, "--hda", hda), (1, "--hdb", hdb)] {
         if let Some(p) = path {
             let f = FileBackend::open(what, p)?;
-            let disk = AtaDisk::new(Box::new(f)).map_err(|e| format!("{what} {}: {e}", p.display()))?;
+            let disk =
+                AtaDisk::new(Box::new(f)).map_err(|e| format!("{what} {}: {e}", p.display()))?;
             machine.attach_drive(slot, Drive::Ata(disk));
         }
     }
@@ -91,7 +92,10 @@ pub fn write_back(machine: &Machine, slot: usize, path: &Path) -> Result<usize, 
         return Ok(0);
     }
     let err = |e: std::io::Error| format!("--write-back {}: {e}", path.display());
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).map_err(err)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(err)?;
     for (sector, data) in overlay.dirty() {
         f.seek(SeekFrom::Start(sector * 512)).map_err(err)?;
         f.write_all(data).map_err(err)?;
