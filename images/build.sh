@@ -157,8 +157,12 @@ fi
 cd "$HERE"
 sums=""
 for f in bzImage initramfs.cpio.gz; do if [ -f "$f" ]; then sums="$sums $f"; fi; done
+# Keep the lines of other images (disk.img, cdrom.iso: images/build-disk.sh).
+grep -v -E '  (bzImage|initramfs\.cpio\.gz)$' SHA256SUMS >SHA256SUMS.other 2>/dev/null || true
 # shellcheck disable=SC2086
 sha256sum $sums >SHA256SUMS
+cat SHA256SUMS.other >>SHA256SUMS
+rm -f SHA256SUMS.other
 KSRC_VER=$(dpkg-query -W -f='${source:Version}' linux-source-6.1)
 GCC_VER=$(gcc -dumpfullversion 2>/dev/null || gcc -dumpversion)
 cat >SOURCES.md <<EOF

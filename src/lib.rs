@@ -4,6 +4,7 @@
 //! screen come in and go out through plain method calls and small traits that each host
 //! (the browser glue, the native CLI, the tests) implements.
 
+pub mod block;
 pub mod boot;
 pub mod bus;
 pub mod cpu;

@@ -30,8 +30,10 @@
 //! to the host so it can sleep, and the host's clock pulls virtual time forward at the next call
 //! ([`Machine::run_realtime`]). Nothing here reads a clock: the host passes time in.
 
+use crate::block::BlockBackend;
 use crate::bus::Bus;
 use crate::cpu::{flags, Cpu, RunExit};
+use crate::dev::ide::{self, Drive, Ide, IdeAt, IdeWindow};
 use crate::dev::pci::PciBus;
 use crate::dev::pic::PicPair;
 use crate::dev::pit::Pit;
@@ -97,10 +99,16 @@ enum Dev {
     Coprocessor,
     Vga,
     VgaDispi,
+    IdeCmd0,
+    IdeCtl0,
+    IdeCmd1,
+    IdeCtl1,
+    /// The IDE bus-master window: mapped where the guest puts BAR4 (see `Board::remap_ide`).
+    IdeBm,
 }
 
 impl Dev {
-    const ALL: [Dev; 16] = [
+    const ALL: [Dev; 21] = [
         Dev::PicMaster,
         Dev::PicSlave,
         Dev::Elcr,
@@ -117,6 +125,11 @@ impl Dev {
         Dev::Coprocessor,
         Dev::Vga,
         Dev::VgaDispi,
+        Dev::IdeCmd0,
+        Dev::IdeCtl0,
+        Dev::IdeCmd1,
+        Dev::IdeCtl1,
+        Dev::IdeBm,
     ];
 
     /// The port window the device answers at: (first port, length).
@@ -138,6 +151,11 @@ impl Dev {
             Dev::Coprocessor => (COPROCESSOR_PORT, 1),
             Dev::Vga => (vga::PORT_BASE, vga::PORT_LEN),
             Dev::VgaDispi => (vga::DISPI_BASE, vga::DISPI_LEN),
+            Dev::IdeCmd0 => (ide::PRIMARY_BASE, 8),
+            Dev::IdeCtl0 => (ide::PRIMARY_CTL, 1),
+            Dev::IdeCmd1 => (ide::SECONDARY_BASE, 8),
+            Dev::IdeCtl1 => (ide::SECONDARY_CTL, 1),
+            Dev::IdeBm => (ide::BM_DEFAULT_BASE, ide::BM_SIZE),
         }
     }
 }
@@ -232,6 +250,10 @@ pub struct Board {
     pub vga: Vga,
     /// Where the linear framebuffer's MMIO pages are mapped (follows PCI BAR0).
     lfb_base: u32,
+    /// The PIIX3 IDE controller (PCI 00:01.1) and its drives.
+    pub ide: Ide,
+    /// Where the IDE bus-master window is mapped (None while BAR4 or I/O decode is off).
+    ide_bm_at: Option<u16>,
 }
 
 impl Board {
@@ -250,6 +272,8 @@ impl Board {
         let mut pci = PciBus::new();
         pci.add(Vga::pci_config())
             .expect("slot 2 is free on a fresh bus");
+        // The slot is free on a fresh bus.
+        let _ = pci.add(ide::pci_config());
         Ok(Board {
             now: 0,
             clock: Clock {
@@ -272,6 +296,8 @@ impl Board {
             coprocessor: CoprocessorLatch::default(),
             vga: Vga::new(),
             lfb_base: vga::LFB_DEFAULT,
+            ide: Ide::new(),
+            ide_bm_at: Some(ide::BM_DEFAULT_BASE),
         })
     }
 
@@ -303,10 +329,48 @@ impl Board {
             Dev::Coprocessor => f(&mut self.coprocessor, &mut ctx),
             Dev::Vga => f(&mut self.vga, &mut ctx),
             Dev::VgaDispi => f(&mut Dispi(&mut self.vga), &mut ctx),
+            Dev::IdeCmd0 => f(&mut IdeAt(&mut self.ide, IdeWindow::Command(0)), &mut ctx),
+            Dev::IdeCtl0 => f(&mut IdeAt(&mut self.ide, IdeWindow::Control(0)), &mut ctx),
+            Dev::IdeCmd1 => f(&mut IdeAt(&mut self.ide, IdeWindow::Command(1)), &mut ctx),
+            Dev::IdeCtl1 => f(&mut IdeAt(&mut self.ide, IdeWindow::Control(1)), &mut ctx),
+            Dev::IdeBm => f(&mut IdeAt(&mut self.ide, IdeWindow::BusMaster), &mut ctx),
         };
         // A device access or time step may have moved an IRQ line.
         self.pic.set_irq_levels(self.irq.levels());
         r
+    }
+
+    /// Follow the guest's placement of the IDE bus-master BAR (checked after each PCI
+    /// configuration write; compares with the current mapping, so other functions' change
+    /// notifications are left for their owners).
+    fn remap_ide(&mut self) {
+        let want = self.pci.function(ide::IDE_DEVFN).and_then(|f| {
+            let on = f.command() & crate::dev::pci::CMD_IO != 0;
+            let addr = f.bar_address(ide::BM_BAR)?;
+            (on && addr != 0 && addr <= 0xFFFF - ide::BM_SIZE).then_some(addr as u16)
+        });
+        if want == self.ide_bm_at {
+            return;
+        }
+        self.ports.unmap(Dev::IdeBm as usize);
+        // A BAR placed over another device's ports is not decoded.
+        self.ide_bm_at =
+            want.filter(|&a| self.ports.map(a, ide::BM_SIZE, Dev::IdeBm as usize).is_ok());
+    }
+
+    /// Run armed IDE DMA transfers against guest RAM (between CPU slices: the CPU owns RAM
+    /// while it runs).
+    fn run_ide_dma(&mut self, mem: &mut crate::mem::Memory) {
+        if !self.ide.dma_ready() {
+            return;
+        }
+        let mut ctx = DevCtx {
+            now: self.now,
+            irq: &mut self.irq,
+            board: &mut self.signals,
+        };
+        self.ide.run_dma(mem, &mut ctx);
+        self.pic.set_irq_levels(self.irq.levels());
     }
 
     /// The devices that are driven by time.
@@ -385,6 +449,9 @@ impl Bus for BoardBus {
             .and_then(|(id, off)| Some((Board::dev_from_id(id)?, off)))
         {
             b.with_device(d, |dev, ctx| dev.port_write(off, size, value, ctx));
+            if d == Dev::Pci {
+                b.remap_ide();
+            }
         }
     }
 
@@ -522,6 +589,9 @@ impl Machine {
     pub fn reset(&mut self) {
         let now = self.now();
         let mut fresh = Board::new(&self.config).expect("the board's port ranges do not overlap");
+        // Drives and their media survive a reset.
+        fresh.ide = std::mem::take(&mut self.board.borrow_mut().ide);
+        fresh.ide.reset();
         fresh.now = now;
         fresh.clock.rebase(now, self.cpu.instructions);
         // Devices count time from their own reset only where they say so; give them the clock.
@@ -579,6 +649,7 @@ impl Machine {
             let (next, ns_per) = {
                 let mut b = self.board.borrow_mut();
                 b.service(now);
+                b.run_ide_dma(&mut self.cpu.mem);
                 (b.next_deadline(), b.clock.ns_per_instruction)
             };
             if let Some(stop) = self.handle_signals() {
@@ -605,7 +676,11 @@ impl Machine {
                 RunExit::Halted => {
                     let now = self.now();
                     // A pending signal (e.g. a reset written just before HLT) comes first.
-                    self.board.borrow_mut().service(now);
+                    {
+                        let mut b = self.board.borrow_mut();
+                        b.service(now);
+                        b.run_ide_dma(&mut self.cpu.mem);
+                    }
                     if let Some(stop) = self.handle_signals() {
                         return stop;
                     }
@@ -659,6 +734,50 @@ impl Machine {
             return Some(Stop::Reset(ResetCause::Guest));
         }
         None
+    }
+
+    /// Put a drive at IDE position `slot` (0 = primary master /dev/sda, 1 = primary slave,
+    /// 2 = secondary master, 3 = secondary slave).
+    pub fn attach_drive(&mut self, slot: usize, drive: Drive) {
+        self.board.borrow_mut().ide.attach(slot, drive);
+    }
+
+    /// Insert a disc into the CD-ROM drive at `slot`; false if there is no CD-ROM drive there.
+    pub fn insert_cdrom(&mut self, slot: usize, disc: Box<dyn BlockBackend>) -> bool {
+        match self.board.borrow_mut().ide.drive_mut(slot) {
+            Some(Drive::Atapi(cd)) => {
+                cd.insert(disc);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Eject the disc of the CD-ROM drive at `slot` (the host's eject button).
+    pub fn eject_cdrom(&mut self, slot: usize) -> bool {
+        match self.board.borrow_mut().ide.drive_mut(slot) {
+            Some(Drive::Atapi(cd)) => {
+                cd.eject();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The host has the data a block backend answered "pending" for: pending drive reads are
+    /// retried (and complete with their interrupt if the data is there now).
+    pub fn storage_wake(&mut self) {
+        let now = self.now();
+        let mut b = self.board.borrow_mut();
+        b.now = b.now.max(now);
+        let b = &mut *b;
+        let mut ctx = DevCtx {
+            now: b.now,
+            irq: &mut b.irq,
+            board: &mut b.signals,
+        };
+        b.ide.wake(&mut ctx);
+        b.pic.set_irq_levels(b.irq.levels());
     }
 
     /// The UART at index `n` (0 = COM1, 1 = COM2).

@@ -6,6 +6,8 @@
 //! Interrupt requests are explicit lines: a device raises or lowers an ISA IRQ line in
 //! [`IrqLines`], and the board feeds those levels into the 8259 PIC pair.
 
+pub mod atapi;
+pub mod ide;
 pub mod pci;
 pub mod pic;
 pub mod pit;
@@ -112,6 +114,11 @@ impl PortBus {
         let pos = self.ranges.partition_point(|&(s, _, _)| s < start);
         self.ranges.insert(pos, (start, end, id));
         Ok(())
+    }
+
+    /// Remove every range routed to device `id` (a PCI BAR moved).
+    pub fn unmap(&mut self, id: usize) {
+        self.ranges.retain(|&(_, _, d)| d != id);
     }
 
     /// The device and offset that port `port` reaches, if any.

@@ -52,6 +52,19 @@ pub struct BootArgs {
     /// At exit, print the VGA text-mode screen on stdout.
     #[arg(long)]
     pub screen_text: bool,
+    /// Disk image for the primary IDE master (Linux: /dev/sda). Opened read-only: the guest's
+    /// writes go to an in-memory overlay and are dropped at exit unless --write-back is given.
+    #[arg(long, value_name = "PATH")]
+    pub hda: Option<PathBuf>,
+    /// Disk image for the primary IDE slave (Linux: /dev/sdb).
+    #[arg(long, value_name = "PATH")]
+    pub hdb: Option<PathBuf>,
+    /// ISO image for the CD-ROM drive, secondary IDE master (Linux: /dev/sr0).
+    #[arg(long, value_name = "PATH")]
+    pub cdrom: Option<PathBuf>,
+    /// At exit, write the guest's changes into the --hda/--hdb image files (modifies them).
+    #[arg(long)]
+    pub write_back: bool,
 }
 
 /// The default kernel command line.
@@ -242,6 +255,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         // guest is never throttled below the host's speed (at 10 ns it would be held to 100).
         ns_per_instruction: if args.realtime { 2 } else { 10 },
     });
+    crate::disk::attach(&mut machine, &args.hda, &args.hdb, &args.cdrom)?;
     boot(&mut machine, &kernel, &initrd, &args.append)?;
 
     let interactive = std::io::stdin().is_terminal();
@@ -356,6 +370,14 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         crate::screen::write_png(&machine, path)?;
     }
 
+    if args.write_back {
+        for (slot, path) in [(0, &args.hda), (1, &args.hdb)] {
+            if let Some(p) = path {
+                let n = crate::disk::write_back(&machine, slot, p)?;
+                eprintln!("wasm86: wrote {n} changed sectors back to {}", p.display());
+            }
+        }
+    }
     if args.stats {
         let wall = wall_start.elapsed();
         let instr = machine.cpu.instructions;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod console;
+mod disk;
 mod screen;
 mod sst;
 

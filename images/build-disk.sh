@@ -1,0 +1,75 @@
+#!/bin/sh
+# Builds the storage test images of wasm86 (no root, no loop mounts):
+#   images/disk.img    4 MiB ext2 file system: busybox-static:i386 (the same binary as the
+#                      initramfs; images/build.sh fetches it) with applet links, images/disk/
+#                      (an inittab, /etc/init.d/rcS, /hello.txt ...) and a 1 MiB test pattern.
+#                      Bootable as root (root=/dev/sda): /sbin/init is busybox init.
+#   images/cdrom.iso   ISO 9660 (Rock Ridge + Joliet) of images/cdrom/
+# and updates their lines in images/SHA256SUMS.
+#
+# Needs mke2fs (e2fsprogs) and genisoimage. Reproducible: fixed UUIDs, hash seed and
+# timestamps (SOURCE_DATE_EPOCH, default 1704067200 = 2024-01-01).
+# Environment: WASM86_BUILD_DIR (default /work/build-images), where build.sh put busybox.
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+W=${WASM86_BUILD_DIR:-/work/build-images}
+BB=$W/busybox-static/bin/busybox
+EPOCH=${SOURCE_DATE_EPOCH:-1704067200}
+export LC_ALL=C
+[ -x "$BB" ] || { echo "missing $BB: run images/build.sh initramfs first" >&2; exit 1; }
+command -v mke2fs >/dev/null || { echo "mke2fs missing: apt-get install e2fsprogs" >&2; exit 1; }
+command -v genisoimage >/dev/null || { echo "genisoimage missing: apt-get install genisoimage" >&2; exit 1; }
+
+S=$W/disk-staging
+rm -rf "$S"
+mkdir -p "$S"
+cp -r "$HERE/disk/." "$S/"
+mkdir -p "$S/bin" "$S/sbin" "$S/usr/bin" "$S/usr/sbin" "$S/dev" "$S/proc" "$S/sys" "$S/tmp" \
+	"$S/mnt" "$S/root" "$S/data"
+cp "$BB" "$S/bin/busybox"
+# Applet links, from the list the binary itself prints (an i386 static binary runs on x86-64).
+"$BB" --list-full | while read -r a; do
+	[ "$a" = bin/busybox ] && continue
+	mkdir -p "$S/$(dirname "$a")"
+	ln -sf "/bin/busybox" "$S/$a"
+done
+# A deterministic 1 MiB pattern for checksum tests.
+awk 'BEGIN { x = 12345; for (i = 0; i < 1048576; i++) { x = (x * 1103515245 + 12345) % 2147483648; printf "%c", int(x / 65536) % 256 } }' \
+	>"$S/data/pattern.bin"
+chmod 1777 "$S/tmp"
+find "$S" -exec touch -h -d "@$EPOCH" {} +
+rm -f "$HERE/disk.img"
+E2FSPROGS_FAKE_TIME=$EPOCH mke2fs -q -t ext2 -b 1024 -L wasm86 \
+	-U 7761736d-3836-4469-736b-000000000001 -E hash_seed=7761736d-3836-4469-736b-000000000002,root_owner=0:0 \
+	-d "$S" "$HERE/disk.img" 4M
+
+C=$W/cdrom-staging
+rm -rf "$C"
+cp -r "$HERE/cdrom" "$C"
+find "$C" -exec touch -h -d "@$EPOCH" {} +
+genisoimage -quiet -V WASM86CD -r -J -o "$HERE/cdrom.iso" "$C"
+# genisoimage stamps the volume descriptor with the current time: pin it for reproducibility.
+python3 - "$HERE/cdrom.iso" "$EPOCH" <<'PY'
+import sys, time
+path, epoch = sys.argv[1], int(sys.argv[2])
+stamp = time.strftime("%Y%m%d%H%M%S00", time.gmtime(epoch)).encode() + b"\0"
+with open(path, "r+b") as f:
+    for sector in range(16, 32):
+        f.seek(sector * 2048)
+        d = f.read(2048)
+        if d[1:6] != b"CD001":
+            break
+        if d[0] == 255:
+            break
+        for off in (813, 830, 847, 864):  # creation, modification, expiration, effective
+            f.seek(sector * 2048 + off)
+            f.write(stamp if off != 847 else b"0" * 16 + b"\0")
+PY
+
+cd "$HERE"
+for f in disk.img cdrom.iso; do
+	grep -v "  $f\$" SHA256SUMS >SHA256SUMS.new || true
+	sha256sum "$f" >>SHA256SUMS.new
+	mv SHA256SUMS.new SHA256SUMS
+done
+ls -l disk.img cdrom.iso

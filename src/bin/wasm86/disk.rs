@@ -1,0 +1,105 @@
+//! Disk images for the CLI: a file-backed [`BlockBackend`] (the core never touches `std::fs`)
+//! and `--write-back` of the guest's changes at exit.
+//!
+//! Images are opened read-only: guest writes go to the copy-on-write overlay in the core and
+//! are lost at exit unless `--write-back` is given, which then writes the changed sectors into
+//! the image file.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use wasm86::block::{BlockBackend, BlockError, ReadStatus};
+use wasm86::dev::atapi::Cdrom;
+use wasm86::dev::ide::{AtaDisk, Drive};
+use wasm86::machine::Machine;
+
+/// A read-only image file.
+pub struct FileBackend {
+    file: File,
+    len: u64,
+}
+
+impl FileBackend {
+    /// Open `path` read-only; an empty file is an error.
+    pub fn open(what: &str, path: &Path) -> Result<FileBackend, String> {
+        let file = File::open(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+        if meta.is_dir() {
+            return Err(format!("{what} {}: is a directory", path.display()));
+        }
+        if meta.len() == 0 {
+            return Err(format!("{what} {}: the image is empty", path.display()));
+        }
+        Ok(FileBackend {
+            file,
+            len: meta.len(),
+        })
+    }
+}
+
+impl BlockBackend for FileBackend {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<ReadStatus, BlockError> {
+        if offset.saturating_add(buf.len() as u64) > self.len {
+            return Err(BlockError::OutOfRange {
+                offset,
+                len: buf.len(),
+            });
+        }
+        self.file
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| self.file.read_exact(buf))
+            .map_err(|e| BlockError::Io(e.to_string()))?;
+        Ok(ReadStatus::Ready)
+    }
+}
+
+/// Attach `--hda`, `--hdb` (primary master/slave, /dev/sda, /dev/sdb) and `--cdrom`
+/// (secondary master, /dev/sr0).
+pub fn attach(
+    machine: &mut Machine,
+    hda: &Option<PathBuf>,
+    hdb: &Option<PathBuf>,
+    cdrom: &Option<PathBuf>,
+) -> Result<(), String> {
+    for (slot, what, path) in [(0, "--hda", hda), (1, "--hdb", hdb)] {
+        if let Some(p) = path {
+            let f = FileBackend::open(what, p)?;
+            let disk =
+                AtaDisk::new(Box::new(f)).map_err(|e| format!("{what} {}: {e}", p.display()))?;
+            machine.attach_drive(slot, Drive::Ata(disk));
+        }
+    }
+    if let Some(p) = cdrom {
+        let f = FileBackend::open("--cdrom", p)?;
+        machine.attach_drive(2, Drive::Atapi(Cdrom::with_disc(Box::new(f))));
+    }
+    Ok(())
+}
+
+/// Write the guest's changes to the disk at `slot` into `path`; returns the sectors written.
+pub fn write_back(machine: &Machine, slot: usize, path: &Path) -> Result<usize, String> {
+    let board = machine.board();
+    let Some(Drive::Ata(disk)) = board.ide.drive(slot) else {
+        return Ok(0);
+    };
+    let overlay = disk.overlay();
+    if overlay.dirty_count() == 0 {
+        return Ok(0);
+    }
+    let err = |e: std::io::Error| format!("--write-back {}: {e}", path.display());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(err)?;
+    for (sector, data) in overlay.dirty() {
+        f.seek(SeekFrom::Start(sector * 512)).map_err(err)?;
+        f.write_all(data).map_err(err)?;
+    }
+    f.sync_all().map_err(err)?;
+    Ok(overlay.dirty_count())
+}
