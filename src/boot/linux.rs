@@ -310,9 +310,8 @@ pub fn load(
     bp[HDR_RAMDISK_IMAGE..HDR_RAMDISK_IMAGE + 4].copy_from_slice(&rd_addr.to_le_bytes());
     bp[HDR_RAMDISK_SIZE..HDR_RAMDISK_SIZE + 4].copy_from_slice(&rd_size.to_le_bytes());
 
-    // screen_info: VGA text mode 3, 80x25, cursor at the top left. No VGA device exists yet,
-    // but the text buffer at 0xB8000 is RAM, so a VGA console writes there harmlessly, and
-    // this is what the VGA device (a later issue) will show.
+    // screen_info: VGA text mode 3, 80x25, cursor at the top left: the state the VGA adapter
+    // powers up in (src/dev/vga), since no BIOS sets a mode on a direct boot.
     bp[BP_ORIG_X] = 0;
     bp[BP_ORIG_X + 1] = 0;
     bp[BP_VIDEO_MODE] = 3;
