@@ -486,6 +486,26 @@ impl Cpu {
         Ok(())
     }
 
+    /// JMP/CALL FAR to a system descriptor: only call gates, task gates and available TSSes
+    /// qualify (#GP(sel) otherwise), their DPL must admit both CPL and RPL (#GP(sel)), and they
+    /// must be present (#NP(sel)).
+    fn check_far_system_target(&self, d: &Descriptor, selector: u16) -> Fault {
+        let err = sel_err(selector);
+        let rpl = (selector & 3) as u8;
+        match d.kind() {
+            SYS_CALL_GATE16 | SYS_CALL_GATE32 | SYS_TASK_GATE | SYS_TSS16_AVAIL
+            | SYS_TSS32_AVAIL => {}
+            _ => return Err(Exception::gp(err)),
+        }
+        if d.dpl() < self.cpl || d.dpl() < rpl {
+            return Err(Exception::gp(err));
+        }
+        if !d.present() {
+            return Err(Exception::np(err));
+        }
+        Ok(())
+    }
+
     /// JMP FAR in protected mode (code segment, call gate, task gate, TSS).
     pub fn far_jump_protected(&mut self, selector: u16, offset: u32, op32: bool) -> Fault {
         if self.v86_mode() {
@@ -497,8 +517,6 @@ impl Cpu {
         if selector & !3 == 0 {
             return Err(Exception::gp(0));
         }
-        let err = sel_err(selector);
-        let rpl = (selector & 3) as u8;
         let mut d = self.read_descriptor(selector, Exception::gp)?;
         if d.is_segment() {
             self.check_code_direct(&d, selector)?;
@@ -512,17 +530,7 @@ impl Cpu {
             return Ok(());
         }
         let kind = d.kind();
-        match kind {
-            SYS_CALL_GATE16 | SYS_CALL_GATE32 | SYS_TASK_GATE | SYS_TSS16_AVAIL
-            | SYS_TSS32_AVAIL => {}
-            _ => return Err(Exception::gp(err)),
-        }
-        if d.dpl() < self.cpl || d.dpl() < rpl {
-            return Err(Exception::gp(err));
-        }
-        if !d.present() {
-            return Err(Exception::np(err));
-        }
+        self.check_far_system_target(&d, selector)?;
         match kind {
             SYS_TASK_GATE => self.task_gate_switch(d.gate_selector(), TaskSource::Jump, 0),
             SYS_TSS16_AVAIL | SYS_TSS32_AVAIL => self.task_switch(selector, d, TaskSource::Jump, 0),
@@ -582,8 +590,6 @@ impl Cpu {
         if selector & !3 == 0 {
             return Err(Exception::gp(0));
         }
-        let err = sel_err(selector);
-        let rpl = (selector & 3) as u8;
         let mut d = self.read_descriptor(selector, Exception::gp)?;
         let old_cs = self.segs[Segment::CS as usize].selector as u32;
         let ret = self.eip;
@@ -603,17 +609,7 @@ impl Cpu {
             return Ok(());
         }
         let kind = d.kind();
-        match kind {
-            SYS_CALL_GATE16 | SYS_CALL_GATE32 | SYS_TASK_GATE | SYS_TSS16_AVAIL
-            | SYS_TSS32_AVAIL => {}
-            _ => return Err(Exception::gp(err)),
-        }
-        if d.dpl() < self.cpl || d.dpl() < rpl {
-            return Err(Exception::gp(err));
-        }
-        if !d.present() {
-            return Err(Exception::np(err));
-        }
+        self.check_far_system_target(&d, selector)?;
         match kind {
             SYS_TASK_GATE => {
                 return self.task_gate_switch(d.gate_selector(), TaskSource::Call, 0);

@@ -356,27 +356,34 @@ fn stos_fast<W: Width, A: Width>(cpu: &mut Cpu, count: u32) -> u32 {
     n
 }
 
-/// REP MOVS: runs within a page go through [`movs_fast`], everything else (page crossings,
-/// TLB misses, MMIO, code pages, DF = 1, segment ends) one element at a time.
-fn rep_movs<W: Width, A: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+/// The shared REP driver for MOVS and STOS: `fast(cpu, max)` copies a run of up to `max`
+/// elements within a page and returns how many it did (0 when it cannot), `once(cpu)` does one
+/// element the architectural way. ECX is updated after every step so a fault leaves it counting
+/// the completed elements; after a batch the instruction restarts itself so interrupts get in.
+#[inline(always)]
+fn rep_batched<A: Width>(
+    cpu: &mut Cpu,
+    mut fast: impl FnMut(&mut Cpu, u32) -> u32,
+    mut once: impl FnMut(&mut Cpu) -> Fault,
+) -> Fault {
     let mut count = areg::<A>(cpu, ECX);
     if count == 0 {
         return Ok(());
     }
     let limit = batch(cpu);
-    let fast = limit > 1 && !cpu.flags.sys(flags::DF);
+    let use_fast = limit > 1 && !cpu.flags.sys(flags::DF);
     let mut n = 0;
     loop {
-        let k = if fast {
-            movs_fast::<W, A>(cpu, i, count.min(limit - n))
+        let k = match if use_fast {
+            fast(cpu, count.min(limit - n))
         } else {
             0
-        };
-        let k = if k == 0 {
-            movs_once::<W, A>(cpu, i)?;
-            1
-        } else {
-            k
+        } {
+            0 => {
+                once(cpu)?;
+                1
+            }
+            k => k,
         };
         count = count.wrapping_sub(k);
         A::set_reg(cpu, ECX as u8, count);
@@ -391,38 +398,19 @@ fn rep_movs<W: Width, A: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     }
 }
 
+/// REP MOVS: runs within a page go through [`movs_fast`], everything else (page crossings,
+/// TLB misses, MMIO, code pages, DF = 1, segment ends) one element at a time.
+fn rep_movs<W: Width, A: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    rep_batched::<A>(
+        cpu,
+        |cpu, max| movs_fast::<W, A>(cpu, i, max),
+        |cpu| movs_once::<W, A>(cpu, i),
+    )
+}
+
 /// REP STOS, with the same fast path as REP MOVS.
 fn rep_stos<W: Width, A: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
-    let mut count = areg::<A>(cpu, ECX);
-    if count == 0 {
-        return Ok(());
-    }
-    let limit = batch(cpu);
-    let fast = limit > 1 && !cpu.flags.sys(flags::DF);
-    let mut n = 0;
-    loop {
-        let k = if fast {
-            stos_fast::<W, A>(cpu, count.min(limit - n))
-        } else {
-            0
-        };
-        let k = if k == 0 {
-            stos_once::<W, A>(cpu)?;
-            1
-        } else {
-            k
-        };
-        count = count.wrapping_sub(k);
-        A::set_reg(cpu, ECX as u8, count);
-        if count == 0 {
-            return Ok(());
-        }
-        n += k;
-        if n >= limit {
-            cpu.eip = cpu.prev_eip;
-            return Ok(());
-        }
-    }
+    rep_batched::<A>(cpu, stos_fast::<W, A>, stos_once::<W, A>)
 }
 
 #[cfg(test)]
