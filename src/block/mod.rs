@@ -11,8 +11,13 @@
 //! so a source image is never modified. A host that wants the changes (the CLI's
 //! `--write-back`) reads them from [`Overlay::dirty`] and writes them itself.
 //!
-//! The core has only the in-memory backend ([`MemBackend`]); the file backend lives in the
-//! native CLI (the core never touches `std::fs`), the HTTP backend in the browser host.
+//! The core has the in-memory backend ([`MemBackend`]) and the streamed one ([`Stream`]), which
+//! decides what to fetch while a host does the fetching (HTTP `Range` requests from the browser
+//! or the CLI). The file backend lives in the native CLI (the core never touches `std::fs`).
+
+mod stream;
+
+pub use stream::{FetchRequest, Stream, StreamConfig, StreamStats};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
