@@ -3,9 +3,11 @@
 #
 #   make setup           install toolchain pieces (wasm32 target, wasm-pack, wasm-bindgen, chromium)
 #   make test            setup, lint, native tests, hardware CPU tests, browser tests, webdriver tests
-#   make run             what a newcomer wants to see (for now: Linux booting on the serial
-#                        console in this terminal; later: the page)
+#   make run             build the page and serve it on http://127.0.0.1:$(PORT)/ (PORT=8080):
+#                        open it and Linux boots in the browser
+#   make console         boot the bundled Linux on the serial console in this terminal instead
 #   make wasm            build the browser package into pkg/ (wasm-pack --target web)
+#   make site            assemble the static site in site/ (www/ + pkg/ + xterm.js + images/)
 #   make bench           the native CPU benchmark
 #   make sst             only the hardware-captured single-step CPU tests (CPU_TESTS=dir)
 
@@ -23,13 +25,11 @@ CPU_TESTS ?= ../shared/cpu-tests/80286-real
 # The browser-test timeout covers a whole test binary (default 20 s): raise it.
 WASM_BINDGEN_TEST_TIMEOUT ?= 300
 export WASM_BINDGEN_TEST_TIMEOUT
-# What `make run` does. Until the page exists it boots the bundled Linux in the terminal (Ctrl-A X
-# quits); then change RUN_DEPS to `wasm` and RUN_CMD to the command that serves www/.
-RUN_DEPS ?= setup
-RUN_CMD ?= $(CARGO) run --release --
+# The port `make run` serves the page on.
+PORT ?= 8080
 BENCH_ARGS ?=
 
-.PHONY: all setup test lint fmt-check clippy clippy-wasm unit sst test-web test-webdriver run wasm bench \
+.PHONY: all setup test lint fmt-check clippy clippy-wasm unit sst test-web test-webdriver run console wasm site bench \
 	build build-wasm32 clean
 
 all: build
@@ -66,11 +66,12 @@ sst:
 test-web:
 	$(WASM_PACK) test --headless --chrome
 
-# End-to-end tests that drive the real page (webdriver/ crate), once they exist.
+# End-to-end tests that drive the real page in headless Chromium (webdriver/ crate): they start
+# `wasm86 serve` on site/ and chromedriver themselves. One at a time: each boots Linux.
 test-webdriver:
 	@if [ -f webdriver/Cargo.toml ]; then \
-		$(MAKE) --no-print-directory wasm && \
-		$(CARGO) test --release --manifest-path webdriver/Cargo.toml; \
+		$(MAKE) --no-print-directory site build && \
+		$(CARGO) test --release --manifest-path webdriver/Cargo.toml -- --test-threads=1; \
 	else \
 		echo "test-webdriver: no webdriver/Cargo.toml yet, skipped"; \
 	fi
@@ -84,13 +85,20 @@ build-wasm32:
 wasm:
 	$(WASM_PACK) build --release --target web --out-dir pkg
 
-run: $(RUN_DEPS)
-	$(CARGO) build --release
-	$(RUN_CMD)
+site: wasm
+	scripts/site.sh
+
+run: setup site build
+	@echo "make run: open http://127.0.0.1:$(PORT)/ (Ctrl-C stops the server)"
+	target/release/wasm86 serve --root site --port $(PORT)
+
+# The bundled Linux on the serial console in this terminal (Ctrl-A X quits).
+console: build
+	target/release/wasm86
 
 bench:
 	$(CARGO) run --release -- bench $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean
-	rm -rf pkg
+	rm -rf pkg site

@@ -9,6 +9,7 @@
 #                                must equal the wasm-bindgen pinned in Cargo.toml)
 #   chromium + chromium-driver  (apt, only if /usr/bin/chromium or /usr/bin/chromedriver is missing)
 #   nasm                        (apt, only if missing: tests/guest_programs.rs assembles guest code)
+#   node_modules                (npm ci from package-lock.json: xterm.js for the page)
 set -euo pipefail
 
 WASM_PACK_VERSION=0.15.1
@@ -100,6 +101,17 @@ else
         "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y nasm
     }
     step "nasm" apt_install_nasm
+fi
+
+# The page's JavaScript dependencies (xterm.js), exactly as package-lock.json records them.
+if [ -f package-lock.json ]; then
+    command -v npm >/dev/null || die "npm not found: the page needs Node.js and npm for xterm.js"
+    # npm writes node_modules/.package-lock.json on every install: newer than the lock = done.
+    if [ node_modules/.package-lock.json -nt package-lock.json ]; then
+        say "node_modules: present"
+    else
+        step "node_modules (npm ci)" npm ci --no-audit --no-fund
+    fi
 fi
 
 say "all tools present"
