@@ -160,9 +160,10 @@ impl HostInput {
 
     /// Hand the devices what they can take now: key batches while the keyboard accepts them
     /// (in practice one per call, as a batch keeps the controller busy until the guest read it),
-    /// and serial bytes while the UART has room. Call it often (between short slices) while
-    /// [`HostInput::busy`].
-    pub fn pump(&mut self, sink: &mut impl InputSink) {
+    /// and serial bytes while the UART has room. Returns whether anything was handed over. Call
+    /// it often (between short slices) while [`HostInput::busy`].
+    pub fn pump(&mut self, sink: &mut impl InputSink) -> bool {
+        let mut fed = false;
         while let Some(batch) = self.keys.front() {
             if !batch.first().is_some_and(|&e| sink.keyboard_accepts(e)) {
                 break;
@@ -171,13 +172,16 @@ impl HostInput {
                 sink.key_event(e);
             }
             self.keys.pop_front();
+            fed = true;
         }
         while let Some(&b) = self.serial.front() {
             if !sink.serial_byte(b) {
                 break;
             }
             self.serial.pop_front();
+            fed = true;
         }
+        fed
     }
 }
 

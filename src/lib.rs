@@ -13,5 +13,4 @@ pub mod input;
 pub mod keymap;
 pub mod machine;
 pub mod mem;
-#[cfg(target_arch = "wasm32")]
 pub mod web;
