@@ -17,9 +17,14 @@ const MIN_MEMORY_MIB: f64 = 2.0;
 const MAX_MEMORY_MIB: f64 = 3072.0;
 /// The IDE position of the CD-ROM drive (secondary master, /dev/sr0).
 const CDROM_SLOT: usize = 2;
-/// While typed input waits, the guest runs in slices this long so the next batch follows soon
-/// after the guest read the last one.
-const INPUT_SLICE: u64 = 50_000;
+/// The guest runs in slices of at most this many instructions (about a millisecond), for two
+/// reasons. Real time: at the start of each slice virtual time is pulled towards the host clock
+/// (up to the next timer deadline), so with short slices a guest slower than the nominal speed
+/// below still sees its timer ticks at the host's rate, as a slower CPU would; with long ones
+/// virtual time would fall behind and the lag beyond [`crate::machine::MAX_CATCH_UP_NS`] would be dropped, losing
+/// ticks (Linux then finds its TSC skewed against jiffies and distrusts it). Input: queued keys
+/// and serial bytes are handed over between slices, soon after the guest took the last ones.
+const SLICE: u64 = 50_000;
 /// Virtual nanoseconds per instruction within a slice. The host clock pulls virtual time
 /// forward after every slice; within one, time advances at a nominal 500 MIPS, faster than the
 /// interpreter runs, so the guest is never throttled below the host's speed (as in the CLI).
@@ -69,16 +74,17 @@ impl Machine {
             )));
         }
         let ram_bytes = memory_mib as usize * 1024 * 1024;
-        // Allocation failure would abort the module, so ask first (with room for the CPU's and
-        // memory's own tables); the allocator keeps the memory for the machine's RAM.
-        let mut probe: Vec<u8> = Vec::new();
-        if probe.try_reserve_exact(ram_bytes + (64 << 20)).is_err() {
+        // Allocation failure would abort the module, so ask first, for the RAM and some room
+        // for the CPU's and memory's own tables; the allocator keeps the memory for the machine.
+        // (One allocation is limited to 2 GiB - 1 on wasm32, so 2048 MiB and more never fit.)
+        let (mut ram, mut room): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+        if ram.try_reserve_exact(ram_bytes).is_err() || room.try_reserve_exact(64 << 20).is_err() {
             return Err(error(format!(
-                "memory: the browser cannot give this page {memory_mib} MiB for the guest's RAM; \
-                 try less"
+                "memory: the browser cannot give this page {memory_mib} MiB for the guest's RAM \
+                 (at most 2047 MiB, often less); try less"
             )));
         }
-        drop(probe);
+        drop((ram, room));
         let mut core = Core::new(MachineConfig {
             ram_bytes,
             ns_per_instruction: NS_PER_INSTRUCTION,
@@ -173,18 +179,14 @@ impl Machine {
         let stop = loop {
             let start = self.core.cpu.instructions;
             let remaining = end.saturating_sub(start);
-            let slice = if self.input.busy() {
-                remaining.min(INPUT_SLICE)
-            } else {
-                remaining
-            };
+            let slice = remaining.min(SLICE);
             let stop = self.core.run_realtime(host_ns, slice);
-            let used = self.core.cpu.instructions - start;
+            let used = self.core.cpu.instructions.saturating_sub(start);
             let fed = self.input.pump(&mut self.core);
             let more = self.core.cpu.instructions < end
                 && match stop {
-                    // A short slice ran out while input waits: go on.
-                    Stop::Budget => used >= slice && self.input.busy(),
+                    // The slice ran out (not the time): go on.
+                    Stop::Budget => used >= slice,
                     // Input just arrived: let the guest take it now.
                     Stop::Idle { .. } => fed,
                     Stop::Reset(_) => false,
