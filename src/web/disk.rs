@@ -118,7 +118,16 @@ impl Disk {
 }
 
 impl Disk {
-    pub(crate) fn fetched(&self) -> u64 {
+    /// Bytes that came over HTTP as a whole download (0 for a streamed disk, whose stream
+    /// counts what it fetches).
+    pub(crate) fn whole_download(&self) -> u64 {
+        match &self.source {
+            Source::Bytes { downloaded, .. } => *downloaded,
+            Source::Streamed { .. } => 0,
+        }
+    }
+
+    fn fetched(&self) -> u64 {
         match &self.source {
             Source::Bytes { downloaded, .. } => *downloaded,
             Source::Streamed { stream, .. } => stream.stats().bytes_fetched,

@@ -20,10 +20,12 @@ const CDROM_SLOT: usize = 2;
 /// The guest runs in slices of at most this many instructions (about a millisecond), for two
 /// reasons. Real time: at the start of each slice virtual time is pulled towards the host clock
 /// (up to the next timer deadline), so with short slices a guest slower than the nominal speed
-/// below still sees its timer ticks at the host's rate, as a slower CPU would; with long ones
-/// virtual time would fall behind and the lag beyond [`crate::machine::MAX_CATCH_UP_NS`] would be dropped, losing
-/// ticks (Linux then finds its TSC skewed against jiffies and distrusts it). Input: queued keys
-/// and serial bytes are handed over between slices, soon after the guest took the last ones.
+/// below still sees its timer ticks at the host's rate, as a slower CPU would. With long ones
+/// virtual time falls behind while the guest is busy, and the lag beyond
+/// [`crate::machine::MAX_CATCH_UP_NS`] is dropped, losing ticks: the guest's clock runs slow and
+/// Linux finds its TSC skewed against jiffies and distrusts it (tests/web.rs checks the guest's
+/// clock). Input: queued keys and serial bytes are handed over between slices, soon after the
+/// guest took the last ones.
 const SLICE: u64 = 50_000;
 /// Virtual nanoseconds per instruction within a slice. The host clock pulls virtual time
 /// forward after every slice; within one, time advances at a nominal 500 MIPS, faster than the
@@ -39,7 +41,7 @@ struct Kernel {
 
 /// A disk that was attached, for the download counter and the fetches.
 struct Attached {
-    /// Bytes that came over HTTP before the disk was attached (a whole download).
+    /// Bytes of a whole download (a server without Range); a streamed disk counts in its feed.
     downloaded: u64,
     feed: Option<Rc<Feed>>,
 }
@@ -140,7 +142,11 @@ impl Machine {
                 )))
             }
         };
-        let (name, downloaded, warning) = (disk.name.clone(), disk.fetched(), disk.warning.clone());
+        let (name, downloaded, warning) = (
+            disk.name.clone(),
+            disk.whole_download(),
+            disk.warning.clone(),
+        );
         let (backend, stream) = into_backend(disk.source);
         let ata = AtaDisk::new(backend).map_err(|e| error(format!("{label} {name}: {e}")))?;
         self.core.attach_drive(slot as usize, Drive::Ata(ata));
@@ -154,7 +160,7 @@ impl Machine {
         if disk.size() == 0.0 {
             return Err(error(format!("cdrom {}: the image is empty", disk.name)));
         }
-        let (downloaded, warning) = (disk.fetched(), disk.warning.clone());
+        let (downloaded, warning) = (disk.whole_download(), disk.warning.clone());
         let (backend, stream) = into_backend(disk.source);
         if !self.core.insert_cdrom(CDROM_SLOT, backend) {
             return Err(error("cdrom: the machine has no CD-ROM drive"));
@@ -273,9 +279,9 @@ impl Machine {
         }
     }
 
-    /// Move the PS/2 mouse by `dx` (right), `dy` (down), `dz` (wheel down) counts with
-    /// `buttons` held (bit 0 left, 1 right, 2 middle, 3 back, 4 forward, as
-    /// `MouseEvent.buttons` with the middle and right bits swapped by the page).
+    /// Move the PS/2 mouse by `dx` (right) and `dy` (down) counts and the wheel by `dz` notches
+    /// (down), with `buttons` held: the bits of `MouseEvent.buttons` (1 left, 2 right, 4 middle,
+    /// 8 back, 16 forward).
     pub fn mouse(&mut self, dx: i32, dy: i32, dz: i32, buttons: u8) {
         self.core.mouse_move(dx, dy, dz, buttons);
     }
