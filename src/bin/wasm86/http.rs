@@ -1,10 +1,13 @@
 //! HTTP/1.1 pieces shared by `wasm86 serve` and the CLI's streamed disks: reading a message head
-//! with a size cap, header lookup, `Range` and `Content-Range` parsing, percent-decoding.
+//! with a size cap, header lookup, `Range` and `Content-Range` parsing, percent-decoding, and a
+//! small blocking client (plain http only) for the ranged GETs of streamed disks.
 //!
 //! Hand-written on `std` (the CLI has no HTTP dependency): both sides only need plain HTTP/1.1
 //! with `Content-Length` bodies (and chunked bodies from other servers, on the client side).
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
 
 /// Longest message head (start line and headers) accepted: far more than any browser sends,
 /// small enough that a client cannot make the server buffer without bound.
@@ -218,6 +221,25 @@ pub fn parse_range(value: &str, len: u64) -> RangeAnswer {
     }
 }
 
+/// A `Content-Range: bytes a-b/len` value: `(a, b + 1, len)`; `len` is None for `*`.
+pub fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.trim().split_once('-')?;
+    let (a, b) = (digits(a.trim())?, digits(b.trim())?);
+    if b < a || b == u64::MAX {
+        return None;
+    }
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(digits(t)?),
+    };
+    if total.is_some_and(|t| b >= t) {
+        return None;
+    }
+    Some((a, b + 1, total))
+}
+
 /// Decode `%XX` escapes; None for a malformed escape.
 pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
@@ -238,6 +260,371 @@ pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// An `http://host[:port]/path` URL, split for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// Host name or address (an IPv6 address without its brackets).
+    pub host: String,
+    pub port: u16,
+    /// The request target: path and query, starting with '/'.
+    pub path: String,
+}
+
+impl Url {
+    /// The `Host` header value.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == 80 {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Whether `s` has the shape `scheme://...` (a URL rather than a file name).
+pub fn looks_like_url(s: &str) -> bool {
+    match s.split_once("://") {
+        Some((scheme, _)) => {
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        }
+        None => false,
+    }
+}
+
+/// Parse an `http://` URL. Other schemes are errors that say what is supported.
+pub fn parse_url(s: &str) -> Result<Url, String> {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err("not a URL (expected http://host[:port]/path)".into());
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" => {}
+        "https" => {
+            return Err("https is not supported by the command-line host (no TLS); \
+                        serve the image over plain http, e.g. with `wasm86 serve`"
+                .into())
+        }
+        other => {
+            return Err(format!(
+                "unsupported URL scheme {other:?}: only http:// images can be streamed"
+            ))
+        }
+    }
+    let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(split);
+    if authority.contains('@') {
+        return Err("user names and passwords in URLs are not supported".into());
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            return Err("unclosed '[' in the host".into());
+        };
+        match after {
+            "" => (host, None),
+            p => match p.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None => return Err(format!("unexpected {after:?} after the host")),
+            },
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the URL has no host".into());
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._:".contains(c))
+    {
+        return Err(format!("invalid host name {host:?}"));
+    }
+    let port = match port {
+        None | Some("") => 80,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("invalid port {p:?}")),
+        },
+    };
+    // The fragment is not sent; spaces and other bytes outside the ASCII printables are
+    // percent-encoded, control characters refused.
+    let tail = tail.split('#').next().unwrap_or("");
+    let mut path = String::new();
+    if !tail.starts_with('/') {
+        path.push('/');
+    }
+    for b in tail.bytes() {
+        match b {
+            0..=0x1f | 0x7f => return Err("control characters in the URL".into()),
+            b' ' | 0x80..=0xff => path.push_str(&format!("%{b:02X}")),
+            _ => path.push(char::from(b)),
+        }
+    }
+    Ok(Url {
+        host: host.to_string(),
+        port,
+        path,
+    })
+}
+
+/// A response's status line and headers.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// The reason phrase ("Not Found").
+    pub reason: String,
+    pub head: Head,
+}
+
+impl Response {
+    /// "HTTP 404 Not Found", for messages.
+    pub fn describe(&self) -> String {
+        format!("HTTP {} {}", self.status, self.reason)
+            .trim()
+            .to_string()
+    }
+}
+
+/// Time allowed to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a read or write on the connection may stall before the request fails.
+const IO_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a request failed: `stale` when a reused keep-alive connection failed before any response
+/// byte (the server closed it meanwhile): the request is then sent again on a new connection.
+struct Failure {
+    message: String,
+    stale: bool,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            stale: false,
+        }
+    }
+}
+
+/// A blocking HTTP/1.1 client for one server, keeping one connection alive between requests.
+pub struct Client {
+    url: Url,
+    conn: Option<BufReader<TcpStream>>,
+    /// Requests sent (counting a resend on a fresh connection once).
+    pub requests: u64,
+}
+
+impl Client {
+    pub fn new(url: Url) -> Client {
+        Client {
+            url,
+            conn: None,
+            requests: 0,
+        }
+    }
+
+    /// GET the URL, of bytes `start..end` when `range` is given. Bodies of successful (2xx)
+    /// answers are read, at most `max_body` bytes (a longer one is an error); the body of any
+    /// other answer is not read (the connection is closed instead).
+    pub fn get(
+        &mut self,
+        range: Option<(u64, u64)>,
+        max_body: u64,
+    ) -> Result<(Response, Vec<u8>), String> {
+        let reused = self.conn.is_some();
+        match self.try_get(range, max_body) {
+            Err(f) if f.stale && reused => {
+                self.conn = None;
+                self.try_get(range, max_body).map_err(|f| f.message)
+            }
+            r => r.map_err(|f| f.message),
+        }
+    }
+
+    fn connect(&self) -> Result<BufReader<TcpStream>, Failure> {
+        let Url { host, port, .. } = &self.url;
+        let addrs = (host.as_str(), *port)
+            .to_socket_addrs()
+            .map_err(|e| Failure::new(format!("cannot resolve {host}: {e}")))?;
+        let mut last = Failure::new(format!("{host} has no address"));
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+                    let _ = s.set_write_timeout(Some(IO_TIMEOUT));
+                    let _ = s.set_nodelay(true);
+                    return Ok(BufReader::new(s));
+                }
+                Err(e) => last = Failure::new(format!("cannot connect to {addr}: {e}")),
+            }
+        }
+        Err(last)
+    }
+
+    fn try_get(
+        &mut self,
+        range: Option<(u64, u64)>,
+        max_body: u64,
+    ) -> Result<(Response, Vec<u8>), Failure> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        let mut req = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: wasm86\r\nAccept-Encoding: identity\r\n",
+            self.url.path,
+            self.url.authority()
+        );
+        if let Some((start, end)) = range {
+            if end <= start {
+                return Err(Failure::new(format!("empty range {start}..{end}")));
+            }
+            req.push_str(&format!("Range: bytes={start}-{}\r\n", end - 1));
+        }
+        req.push_str("\r\n");
+        self.requests += 1;
+        let stale = |e: String| Failure {
+            message: e,
+            stale: true,
+        };
+        conn.get_mut()
+            .write_all(req.as_bytes())
+            .map_err(|e| stale(format!("sending the request: {e}")))?;
+        let response = loop {
+            let head = match read_head(&mut conn) {
+                Ok(h) => h,
+                Err(e @ (HeadError::Closed | HeadError::Io(_))) => {
+                    return Err(stale(format!("no response: {e}")))
+                }
+                Err(e) => return Err(Failure::new(e.to_string())),
+            };
+            let r = parse_status(head)?;
+            // Interim answers (100 Continue) precede the real one.
+            if !(100..200).contains(&r.status) {
+                break r;
+            }
+        };
+        if !(200..300).contains(&response.status) {
+            return Ok((response, Vec::new()));
+        }
+        let too_large = |n: u64| {
+            Failure::new(format!(
+                "the response is too large ({n} bytes, at most {max_body} expected)"
+            ))
+        };
+        let head = &response.head;
+        let mut body = Vec::new();
+        let framed = if response.status == 204 {
+            true
+        } else if head.has_token("Transfer-Encoding", "chunked") {
+            read_chunked(&mut conn, max_body, &mut body)?;
+            true
+        } else if let Some(cl) = head.get("Content-Length") {
+            let n = cl
+                .parse::<u64>()
+                .map_err(|_| Failure::new(format!("invalid Content-Length {cl:?}")))?;
+            if n > max_body {
+                return Err(too_large(n));
+            }
+            let got = conn
+                .by_ref()
+                .take(n)
+                .read_to_end(&mut body)
+                .map_err(|e| Failure::new(format!("reading the body: {e}")))?;
+            if got as u64 != n {
+                return Err(Failure::new(format!(
+                    "the connection closed after {got} of {n} bytes"
+                )));
+            }
+            true
+        } else {
+            // Delimited by the end of the connection.
+            let got = conn
+                .by_ref()
+                .take(max_body.saturating_add(1))
+                .read_to_end(&mut body)
+                .map_err(|e| Failure::new(format!("reading the body: {e}")))?;
+            if got as u64 > max_body {
+                return Err(too_large(got as u64));
+            }
+            false
+        };
+        let keep = framed
+            && response.head.start.starts_with("HTTP/1.1")
+            && !response.head.has_token("Connection", "close");
+        if keep {
+            self.conn = Some(conn);
+        }
+        Ok((response, body))
+    }
+}
+
+/// The status line of a response head.
+fn parse_status(head: Head) -> Result<Response, Failure> {
+    let bad = || Failure::new(format!("not an HTTP response: {:?}", head.start));
+    let mut parts = head.start.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    let code = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") || code.len() != 3 {
+        return Err(bad());
+    }
+    let status = code.parse::<u16>().map_err(|_| bad())?;
+    let reason = parts.next().unwrap_or("").trim().to_string();
+    Ok(Response {
+        status,
+        reason,
+        head,
+    })
+}
+
+/// Read a chunked body (RFC 9112 §7.1) into `out`, at most `max` bytes.
+fn read_chunked(r: &mut impl BufRead, max: u64, out: &mut Vec<u8>) -> Result<(), Failure> {
+    let fail = |e: HeadError| Failure::new(format!("reading a chunked body: {e}"));
+    loop {
+        let mut budget = 1024;
+        let line = read_line(r, &mut budget)
+            .map_err(fail)?
+            .ok_or_else(|| fail(HeadError::Malformed("the connection closed")))?;
+        let line = String::from_utf8_lossy(&line);
+        let size = line.split(';').next().unwrap_or("").trim();
+        let size = u64::from_str_radix(size, 16)
+            .map_err(|_| fail(HeadError::Malformed("a bad chunk size")))?;
+        if size == 0 {
+            // Trailer fields, then the empty line.
+            let mut budget = MAX_HEAD;
+            while let Some(l) = read_line(r, &mut budget).map_err(fail)? {
+                if l.is_empty() {
+                    return Ok(());
+                }
+            }
+            return Err(fail(HeadError::Malformed("the connection closed")));
+        }
+        if (out.len() as u64).saturating_add(size) > max {
+            return Err(Failure::new(format!(
+                "the response is too large (more than {max} bytes)"
+            )));
+        }
+        let got = r
+            .by_ref()
+            .take(size)
+            .read_to_end(out)
+            .map_err(|e| Failure::new(format!("reading the body: {e}")))?;
+        let mut crlf = [0u8; 2];
+        if got as u64 != size || r.read_exact(&mut crlf).is_err() || &crlf != b"\r\n" {
+            return Err(fail(HeadError::Malformed("a truncated chunk")));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -319,9 +706,62 @@ mod tests {
     }
 
     #[test]
-    fn percent_escapes() {
+    fn content_ranges_and_escapes() {
+        assert_eq!(
+            parse_content_range("bytes 0-9/100"),
+            Some((0, 10, Some(100)))
+        );
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, 10, None)));
+        assert_eq!(parse_content_range("bytes 5-100/100"), None);
+        assert_eq!(parse_content_range("bytes */100"), None);
         assert_eq!(percent_decode("a%2e%2E/%41").unwrap(), b"a../A");
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%4"), None);
+    }
+
+    #[test]
+    fn urls() {
+        let u = parse_url("http://127.0.0.1:8080/images/disk.img?v=1#frag").unwrap();
+        assert_eq!(u.host, "127.0.0.1");
+        assert_eq!(u.port, 8080);
+        assert_eq!(u.path, "/images/disk.img?v=1");
+        assert_eq!(u.authority(), "127.0.0.1:8080");
+        let u = parse_url("HTTP://[::1]/a b").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("::1", 80, "/a%20b")
+        );
+        assert_eq!(u.authority(), "[::1]");
+        assert_eq!(parse_url("http://h?x").unwrap().path, "/?x");
+        assert!(parse_url("https://h/x")
+            .unwrap_err()
+            .contains("https is not supported"));
+        assert!(parse_url("ftp://h/x").unwrap_err().contains("scheme"));
+        for bad in [
+            "http://",
+            "http://:80/",
+            "http://h:0/",
+            "http://h:99999/",
+            "http://u@h/",
+            "http://[::1/",
+            "http://h/\x01",
+            "http://h h/",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+        assert!(looks_like_url("http://x") && looks_like_url("s3+x://y"));
+        assert!(!looks_like_url("disk.img") && !looks_like_url("./a://b"));
+    }
+
+    #[test]
+    fn chunked_bodies() {
+        let mut out = Vec::new();
+        let mut r = io::BufReader::new(&b"4;x=y\r\nWiki\r\n5\r\npedia\r\n0\r\nT: v\r\n\r\n"[..]);
+        assert!(read_chunked(&mut r, 100, &mut out).is_ok());
+        assert_eq!(out, b"Wikipedia");
+        let mut r = io::BufReader::new(&b"ffffffffff\r\n"[..]);
+        assert!(read_chunked(&mut r, 100, &mut Vec::new()).is_err());
+        let mut r = io::BufReader::new(&b"4\r\nWi"[..]);
+        assert!(read_chunked(&mut r, 100, &mut Vec::new()).is_err());
     }
 }

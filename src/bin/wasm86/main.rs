@@ -4,6 +4,7 @@ mod bench;
 mod console;
 mod disk;
 mod http;
+mod remote;
 mod screen;
 mod serve;
 mod sst;
