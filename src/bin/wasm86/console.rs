@@ -36,7 +36,8 @@ pub struct BootArgs {
     /// Exit 2 when this much wall time has passed.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
-    /// Print `instructions=N virtual_ms=N wall_ms=N mips=X` on stderr at exit.
+    /// Print `instructions=N virtual_ms=N wall_ms=N mips=X` on stderr at exit (and, with
+    /// disks streamed over HTTP, `bytes_fetched=N image_bytes=N requests=N ...`).
     #[arg(long)]
     pub stats: bool,
     /// Let virtual time follow the host clock (default: deterministic, a fixed time per
@@ -52,17 +53,21 @@ pub struct BootArgs {
     /// At exit, print the VGA text-mode screen on stdout.
     #[arg(long)]
     pub screen_text: bool,
-    /// Disk image for the primary IDE master (Linux: /dev/sda). Opened read-only: the guest's
-    /// writes go to an in-memory overlay and are dropped at exit unless --write-back is given.
-    #[arg(long, value_name = "PATH")]
+    /// Disk image for the primary IDE master (Linux: /dev/sda): a file, or an
+    /// http://host:port/path URL streamed with Range requests (only the parts the guest reads
+    /// are fetched). Opened read-only: the guest's writes go to an in-memory overlay and are
+    /// dropped at exit unless --write-back is given.
+    #[arg(long, value_name = "PATH|URL")]
     pub hda: Option<PathBuf>,
-    /// Disk image for the primary IDE slave (Linux: /dev/sdb).
-    #[arg(long, value_name = "PATH")]
+    /// Disk image for the primary IDE slave (Linux: /dev/sdb): a file or an http:// URL.
+    #[arg(long, value_name = "PATH|URL")]
     pub hdb: Option<PathBuf>,
-    /// ISO image for the CD-ROM drive, secondary IDE master (Linux: /dev/sr0).
-    #[arg(long, value_name = "PATH")]
+    /// ISO image for the CD-ROM drive, secondary IDE master (Linux: /dev/sr0): a file or an
+    /// http:// URL.
+    #[arg(long, value_name = "PATH|URL")]
     pub cdrom: Option<PathBuf>,
-    /// At exit, write the guest's changes into the --hda/--hdb image files (modifies them).
+    /// At exit, write the guest's changes into the --hda/--hdb image files (modifies them; not
+    /// for URLs).
     #[arg(long)]
     pub write_back: bool,
 }
@@ -79,6 +84,10 @@ fn bundled(name: &str) -> PathBuf {
 
 /// Instructions per run slice: small enough to keep the console responsive.
 const SLICE: u64 = 2_000_000;
+/// Slice with streamed disks. A read the host must fetch is only seen after the slice; until
+/// then the waiting guest idles and deterministic time skips ahead tick by tick (a 2M slice of
+/// idle ticks is seconds of guest time, near libata's 30 s command timeout), so slices are short.
+const STREAM_SLICE: u64 = 100_000;
 
 fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
@@ -227,6 +236,15 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         )),
         None => None,
     };
+    if args.write_back {
+        for (what, path) in [("--hda", &args.hda), ("--hdb", &args.hdb)] {
+            if let Some(url) = path.as_deref().and_then(crate::disk::url_of) {
+                return Err(format!(
+                    "--write-back: {what} {url} is a URL; only image files can be written back"
+                ));
+            }
+        }
+    }
     if let Some(t) = args.timeout {
         if !(t.is_finite() && t >= 0.0) {
             return Err(format!("--timeout {t}: not a number of seconds"));
@@ -255,7 +273,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         // guest is never throttled below the host's speed (at 10 ns it would be held to 100).
         ns_per_instruction: if args.realtime { 2 } else { 10 },
     });
-    crate::disk::attach(&mut machine, &args.hda, &args.hdb, &args.cdrom)?;
+    let mut remotes = crate::disk::attach(&mut machine, &args.hda, &args.hdb, &args.cdrom)?;
     boot(&mut machine, &kernel, &initrd, &args.append)?;
 
     let interactive = std::io::stdin().is_terminal();
@@ -276,15 +294,22 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         .timeout
         .map(|t| wall_start + Duration::from_secs_f64(t.min(1e9)));
     let run_start = Instant::now();
+    let slice = if remotes.is_empty() {
+        SLICE
+    } else {
+        STREAM_SLICE
+    };
     let mut stdout = std::io::stdout().lock();
 
     let outcome = 'run: loop {
         let stop = if args.realtime {
             let host = run_start.elapsed().as_nanos() as u64;
-            machine.run_realtime(host, SLICE)
+            machine.run_realtime(host, slice)
         } else {
-            machine.run(SLICE)
+            machine.run(slice)
         };
+        // Streamed disks: fetch what the drives asked for during the slice.
+        remotes.service(&mut machine, deadline);
         let out = machine.serial_output(0);
         if !out.is_empty() {
             // Raw mode turns off the terminal's LF → CRLF; the guest's tty already sends CRLF.
@@ -388,6 +413,19 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
             wall.as_millis(),
             instr as f64 / secs / 1e6
         );
+        if !remotes.is_empty() {
+            let t = remotes.totals();
+            eprintln!(
+                "bytes_fetched={} image_bytes={} requests={} http_requests={} retries={} \
+                 failed_requests={}",
+                t.stream.bytes_fetched,
+                t.stream.image_size,
+                t.stream.requests,
+                t.http_requests,
+                t.stream.retries,
+                t.stream.failed_requests
+            );
+        }
     }
     Ok(match outcome {
         Outcome::Until | Outcome::Quit => ExitCode::SUCCESS,

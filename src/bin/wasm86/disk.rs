@@ -1,10 +1,13 @@
-//! Disk images for the CLI: a file-backed [`BlockBackend`] (the core never touches `std::fs`)
-//! and `--write-back` of the guest's changes at exit.
+//! Disk images for the CLI: a file-backed [`BlockBackend`] (the core never touches `std::fs`),
+//! images streamed over HTTP (see [`crate::remote`]), and `--write-back` of the guest's changes
+//! at exit.
 //!
 //! Images are opened read-only: guest writes go to the copy-on-write overlay in the core and
 //! are lost at exit unless `--write-back` is given, which then writes the changed sectors into
 //! the image file.
 
+use crate::http;
+use crate::remote::Remotes;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -59,26 +62,38 @@ impl BlockBackend for FileBackend {
 }
 
 /// Attach `--hda`, `--hdb` (primary master/slave, /dev/sda, /dev/sdb) and `--cdrom`
-/// (secondary master, /dev/sr0).
+/// (secondary master, /dev/sr0). Each is a file, or an `http://` URL streamed by the returned
+/// [`Remotes`] (which the run loop must service).
 pub fn attach(
     machine: &mut Machine,
     hda: &Option<PathBuf>,
     hdb: &Option<PathBuf>,
     cdrom: &Option<PathBuf>,
-) -> Result<(), String> {
+) -> Result<Remotes, String> {
+    let mut remotes = Remotes::default();
+    let mut open = |what: &'static str, p: &Path| -> Result<Box<dyn BlockBackend>, String> {
+        match url_of(p) {
+            Some(url) => remotes.open(what, url),
+            None => Ok(Box::new(FileBackend::open(what, p)?)),
+        }
+    };
     for (slot, what, path) in [(0, "--hda", hda), (1, "--hdb", hdb)] {
         if let Some(p) = path {
-            let f = FileBackend::open(what, p)?;
-            let disk =
-                AtaDisk::new(Box::new(f)).map_err(|e| format!("{what} {}: {e}", p.display()))?;
+            let backend = open(what, p)?;
+            let disk = AtaDisk::new(backend).map_err(|e| format!("{what} {}: {e}", p.display()))?;
             machine.attach_drive(slot, Drive::Ata(disk));
         }
     }
     if let Some(p) = cdrom {
-        let f = FileBackend::open("--cdrom", p)?;
-        machine.attach_drive(2, Drive::Atapi(Cdrom::with_disc(Box::new(f))));
+        let backend = open("--cdrom", p)?;
+        machine.attach_drive(2, Drive::Atapi(Cdrom::with_disc(backend)));
     }
-    Ok(())
+    Ok(remotes)
+}
+
+/// The URL an image option names, if it is one (`scheme://...`) rather than a file.
+pub fn url_of(p: &Path) -> Option<&str> {
+    p.to_str().filter(|s| http::looks_like_url(s))
 }
 
 /// Write the guest's changes to the disk at `slot` into `path`; returns the sectors written.

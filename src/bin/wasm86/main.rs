@@ -3,7 +3,10 @@
 mod bench;
 mod console;
 mod disk;
+mod http;
+mod remote;
 mod screen;
+mod serve;
 mod sst;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +51,10 @@ enum Command {
         #[arg(long, default_value_t = bench::DEFAULT_ITERATIONS)]
         iterations: u32,
     },
+    /// Static HTTP/1.1 file server for the page and for streamed disk images: GET/HEAD with
+    /// byte ranges, CORS and cross-origin isolation headers. Prints
+    /// `wasm86 serve: http://ADDR:PORT/` and serves until killed.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +94,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Serve(args)) => serve::run(&args),
         None => console::run(&cli.boot),
     }
 }
