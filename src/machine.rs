@@ -75,6 +75,9 @@ const MAX_SLICE: u64 = 1_000_000;
 const REALTIME_LEAD_NS: Nanos = 10_000_000;
 /// In real-time mode, the most lag that is caught up deadline by deadline; more is dropped.
 pub const MAX_CATCH_UP_NS: Nanos = 250_000_000;
+/// Deterministic mode: idle time skipped with no instruction executed before a run returns to
+/// the host (see `Machine::run_inner`).
+pub const MAX_IDLE_SKIP_NS: Nanos = 100_000_000;
 /// Bound on the device service passes at one instant (the PIT asks for a second pass to make a
 /// missed IRQ0 edge; nothing needs more than a few).
 const MAX_SERVICE_PASSES: usize = 8;
@@ -641,6 +644,11 @@ impl Machine {
     fn run_inner(&mut self, max_instructions: u64, host_now: Option<Nanos>) -> Stop {
         let end = self.cpu.instructions.saturating_add(max_instructions);
         let limit_ns = host_now.map(|h| h.saturating_add(REALTIME_LEAD_NS));
+        // Where idle skipping started (instruction count, virtual time): skipping on for
+        // `MAX_IDLE_SKIP_NS` with nothing executed (a guest halted with every interrupt masked at
+        // the PIC, so only silent deadlines remain) returns to the host instead of skipping from
+        // deadline to deadline forever.
+        let mut idle_since: Option<(u64, Nanos)> = None;
         loop {
             if let Some(h) = host_now {
                 self.catch_up(h);
@@ -693,7 +701,22 @@ impl Machine {
                         // Deterministic mode: nothing happens until the next deadline. Always
                         // move forward, so a device that keeps asking for a past deadline
                         // cannot stall the loop.
-                        (Some(d), None) if can_wake => self.skip_to(d.max(now.saturating_add(1))),
+                        // But not while a drive waits for the host's data: the fetch takes
+                        // host time, not guest time, so the guest's disk timeouts must not run
+                        // out while it happens.
+                        (Some(d), None)
+                            if can_wake
+                                && !self.board.borrow().ide.waiting_for_host()
+                                && !idle_since.is_some_and(|(i, t)| {
+                                    i == self.cpu.instructions
+                                        && now.saturating_sub(t) >= MAX_IDLE_SKIP_NS
+                                }) =>
+                        {
+                            if idle_since.is_none_or(|(i, _)| i != self.cpu.instructions) {
+                                idle_since = Some((self.cpu.instructions, now));
+                            }
+                            self.skip_to(d.max(now.saturating_add(1)))
+                        }
                         // Real time: idle time passes as the host clock says (the loop top
                         // catches up deadline by deadline); beyond it, the host waits.
                         (_, Some(h)) if can_wake && now < h => {}
@@ -880,6 +903,56 @@ mod tests {
         assert!(matches!(m.run(100), Stop::Idle { .. }));
         assert_eq!(m.cpu.regs[crate::cpu::ECX] & 0xFF, 0xFF);
         assert_eq!(m.cpu.regs[crate::cpu::EBX] & 0x60, 0x60);
+    }
+
+    #[test]
+    fn idle_time_is_not_skipped_while_a_drive_waits_for_the_host() {
+        use crate::block::{Stream, StreamConfig};
+        use crate::dev::ide::{AtaDisk, Drive};
+        // Mask the PIC, start PIT channel 0 (a deadline to skip to), then READ SECTORS of LBA 0
+        // on the primary master and wait: sti ; hlt ; jmp hlt.
+        let mut m = with_code(&[
+            0xB0, 0xFF, 0xE6, 0x21, 0xB0, 0x34, 0xE6, 0x43, 0xB0, 0x00, 0xE6, 0x40, 0xE6, 0x40,
+            0xBA, 0xF6, 0x01, 0xB0, 0xE0, 0xEE, 0xBA, 0xF2, 0x01, 0xB0, 0x01, 0xEE, 0xBA, 0xF7,
+            0x01, 0xB0, 0x20, 0xEE, 0xFB, 0xF4, 0xEB, 0xFD,
+        ]);
+        let stream = Stream::new(1 << 20, StreamConfig::default());
+        m.attach_drive(0, Drive::Ata(AtaDisk::new(stream.backend()).unwrap()));
+        let before = m.now();
+        // The guest halts with the read pending: the run ends instead of jumping to the PIT's
+        // deadline, however many times the host asks.
+        for _ in 0..3 {
+            assert!(matches!(m.run(1000), Stop::Idle { .. }));
+        }
+        assert!(m.now() - before < 1_000_000, "virtual time stood still");
+        let reqs = stream.take_requests();
+        assert_eq!(reqs.len(), 1);
+        stream.complete(
+            reqs[0].id,
+            &vec![0x5A; (reqs[0].end - reqs[0].start) as usize],
+        );
+        assert!(stream.take_wake());
+        m.storage_wake();
+        // Data there: the drive has DRQ set, and idle time passes again (the PIT fires).
+        let mut status = 0;
+        m.cpu
+            .mem
+            .load(0x1100, &[0xBA, 0xF7, 0x01, 0xEC, 0x88, 0xC3, 0xFA, 0xF4]);
+        m.cpu.eip = 0x1100;
+        m.cpu.halted = false;
+        if let Stop::Idle { .. } = m.run(100) {
+            status = m.cpu.regs[crate::cpu::EBX] & 0xFF;
+        }
+        assert_eq!(status & 0x88, 0x08, "status {status:#x}: DRQ, not BSY");
+        let t = m.now();
+        m.cpu.mem.load(0x1200, &[0xFB, 0xF4, 0xEB, 0xFD]);
+        m.cpu.eip = 0x1200;
+        m.cpu.halted = false;
+        m.run(1000);
+        assert!(
+            m.now() > t + 10_000_000,
+            "idle time skipped to the PIT deadline"
+        );
     }
 
     #[test]

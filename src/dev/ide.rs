@@ -1499,6 +1499,11 @@ impl Ide {
         }
     }
 
+    /// Whether a drive waits for bytes its backend is still fetching (it answered "pending").
+    pub fn waiting_for_host(&self) -> bool {
+        self.channels.iter().any(|ch| ch.pending.is_some())
+    }
+
     /// Whether a DMA transfer is armed and started (the board then calls [`Ide::run_dma`]).
     pub fn dma_ready(&self) -> bool {
         self.channels.iter().any(Channel::dma_ready)
