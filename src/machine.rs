@@ -347,6 +347,10 @@ impl Board {
     /// configuration write; compares with the current mapping, so other functions' change
     /// notifications are left for their owners).
     fn remap_ide(&mut self) {
+        // The function's command register and IDE timing decode bits gate the device itself.
+        if let Some(f) = self.pci.function(ide::IDE_DEVFN) {
+            self.ide.sync_pci(f);
+        }
         let want = self.pci.function(ide::IDE_DEVFN).and_then(|f| {
             let on = f.command() & crate::dev::pci::CMD_IO != 0;
             let addr = f.bar_address(ide::BM_BAR)?;

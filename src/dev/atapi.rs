@@ -480,6 +480,21 @@ mod tests {
     }
 
     #[test]
+    fn request_sense_reports_a_read_error_once() {
+        let mut c = Cdrom::with_disc(Box::new(MemBackend::new(vec![0; 2048])));
+        // The channel records the medium error of a read the backend failed.
+        c.set_sense(Sense::new(SK_MEDIUM_ERROR, ASC_READ_ERROR, 0));
+        let Reply::Data(s) = c.command(&cdb(&[REQUEST_SENSE, 0, 0, 0, 18])) else {
+            panic!()
+        };
+        assert_eq!((s[0], s[2], s[7], s[12], s[13]), (0x70, 3, 10, 0x11, 0));
+        let Reply::Data(s) = c.command(&cdb(&[REQUEST_SENSE, 0, 0, 0, 18])) else {
+            panic!()
+        };
+        assert_eq!((s[2], s[12]), (SK_NO_SENSE, 0));
+    }
+
+    #[test]
     fn locked_tray_refuses_eject() {
         let mut c = Cdrom::with_disc(Box::new(MemBackend::new(vec![0; 2048])));
         c.command(&cdb(&[PREVENT_ALLOW, 0, 0, 0, 1]));

@@ -11,6 +11,11 @@
 //! The interrupt request (INTRQ) is a level, held until the guest reads the status register,
 //! and masked by nIEN in the device control register.
 //!
+//! The function's PCI configuration gates it, as on the PIIX3: with I/O space (PCICMD bit 0)
+//! off no port answers; IDETIM bit 15 turns a channel's legacy ports off; with bus mastering
+//! (PCICMD bit 2) off a started DMA transfer waits and touches no memory. The board passes the
+//! configuration in with [`Ide::sync_pci`].
+//!
 //! # Data
 //!
 //! PIO data moves through a channel buffer, one DRQ block at a time. DMA cannot happen inside a
@@ -19,7 +24,9 @@
 //! halts, which ends the slice at once.
 //!
 //! Reads go through [`crate::block`] backends, which may answer "pending": the drive then stays
-//! BSY until the host calls [`Ide::wake`] (through the board) and the read is asked again.
+//! BSY until the host calls [`Ide::wake`] (through the board) and the read is asked again. A read
+//! the backend fails is a medium error: UNC with the failing sector's address for a disk, CHECK
+//! CONDITION with MEDIUM ERROR / unrecovered read error (03h/11h) for the CD-ROM.
 //!
 //! Every guest input is checked: an LBA beyond the disk gives IDNF, a bad command ABRT, a bad
 //! PRD table a bus-master error; nothing panics.
@@ -175,6 +182,11 @@ const SF_WCACHE_OFF: u8 = 0x82;
 
 /// Largest READ/WRITE MULTIPLE block the disks offer.
 const MAX_MULTIPLE: u8 = 16;
+
+/// IDETIM (primary at 0x40, secondary at 0x42) high byte, bit 7: IDE decode enable of the
+/// channel's legacy ports.
+const CFG_IDETIM_HI: [u8; 2] = [0x41, 0x43];
+const IDETIM_DECODE: u8 = 0x80;
 
 /// The PCI configuration space of the IDE function: legacy mode on both channels with
 /// bus-master DMA (prog-if 0x80), BAR4 preassigned, IDE decode enabled in IDETIM.
@@ -365,11 +377,7 @@ impl AtaDisk {
         let lba28 = self.sectors.min(0x0FFF_FFFF) as u32;
         w[60] = lba28 as u16;
         w[61] = (lba28 >> 16) as u16;
-        // Multiword DMA 0-2 supported; the selected mode in the high byte.
-        w[63] = 0x0007;
-        if self.xfer_mode & 0xF8 == 0x20 {
-            w[63] |= 0x100 << (self.xfer_mode & 7).min(2);
-        }
+        dma_mode_words(&mut w, self.xfer_mode);
         w[64] = 0x0003; // PIO 3 and 4
         w[65] = 120;
         w[66] = 120;
@@ -382,11 +390,6 @@ impl AtaDisk {
         w[85] = 0x0008 | if self.write_cache { 0x0020 } else { 0 };
         w[86] = 0x3400;
         w[87] = 0x4000;
-        // Ultra DMA 0-5 supported; the selected mode in the high byte.
-        w[88] = 0x003F;
-        if self.xfer_mode & 0xF8 == 0x40 {
-            w[88] |= 0x100 << (self.xfer_mode & 7).min(5);
-        }
         w[93] = 0x4000 | 0x2000 | 0x0001; // reset result, 80-wire cable
         for (i, word) in w[100..104].iter_mut().enumerate() {
             *word = (self.sectors >> (16 * i)) as u16;
@@ -405,7 +408,24 @@ fn put_string(words: &mut [u16], s: &str) {
     }
 }
 
-fn atapi_identify() -> [u16; 256] {
+/// IDENTIFY words 63 and 88: multiword DMA 0-2 and Ultra DMA 0-5 supported, with the mode
+/// selected by SET FEATURES (`xfer_mode`, its subcommand value) in the high byte.
+fn dma_mode_words(w: &mut [u16; 256], xfer_mode: u8) {
+    w[63] = 0x0007;
+    if xfer_mode & 0xF8 == 0x20 {
+        w[63] |= 0x100 << (xfer_mode & 7).min(2);
+    }
+    w[88] = 0x003F;
+    if xfer_mode & 0xF8 == 0x40 {
+        w[88] |= 0x100 << (xfer_mode & 7).min(5);
+    }
+}
+
+/// IDENTIFY PACKET DEVICE. The DMA words are what libata reads to pick a transfer mode: word 49
+/// bit 8 (DMA supported), word 63 (multiword DMA modes), word 53 bit 2 with word 88 (Ultra DMA
+/// modes; ata_piix filters them out for the PIIX3, leaving multiword DMA 2). Word 62 stays 0: DMADIR (the
+/// direction in the PACKET features) is for SATA bridges, and a PATA drive must not ask for it.
+fn atapi_identify(xfer_mode: u8) -> [u16; 256] {
     let mut w = [0u16; 256];
     // ATAPI, CD-ROM, removable, accelerated DRQ (no interrupt for the packet), 12-byte packets.
     w[0] = 0x85C0;
@@ -414,7 +434,7 @@ fn atapi_identify() -> [u16; 256] {
     put_string(&mut w[27..47], "WASM86 CD-ROM");
     w[49] = 0x0300; // LBA, DMA
     w[53] = 0x0007;
-    w[63] = 0x0007;
+    dma_mode_words(&mut w, xfer_mode);
     w[64] = 0x0003;
     w[65] = 120;
     w[66] = 120;
@@ -423,7 +443,6 @@ fn atapi_identify() -> [u16; 256] {
     w[71] = 30;
     w[72] = 30;
     w[80] = 0x007E;
-    w[88] = 0x003F;
     w
 }
 
@@ -488,6 +507,10 @@ struct Slot {
     tf: TaskFile,
     status: u8,
     error: u8,
+    /// Transfer mode an ATAPI drive was set to (SET FEATURES 03h value; 0 = PIO default).
+    /// ATA disks keep theirs in [`AtaDisk`].
+    #[serde(default)]
+    atapi_xfer_mode: u8,
 }
 
 /// What happens when data has been loaded into the buffer.
@@ -572,6 +595,9 @@ pub struct Channel {
     bm: BusMaster,
     /// DMA transfers completed (for statistics and tests).
     dma_count: u64,
+    /// Disk and CD read commands whose data went by PIO (for statistics and tests).
+    #[serde(default)]
+    pio_read_count: u64,
 }
 
 impl Channel {
@@ -590,6 +616,7 @@ impl Channel {
             pending: None,
             bm: BusMaster::default(),
             dma_count: 0,
+            pio_read_count: 0,
         };
         c.reset_drives();
         c
@@ -671,8 +698,15 @@ impl Channel {
                 s.error = 0;
             }
             Some(sense) => {
+                // The sense key in the high nibble (Linux then asks REQUEST SENSE for the rest);
+                // ABRT only when the command itself was refused.
                 s.status = ST_DRDY | ST_ERR;
-                s.error = sense.key << 4 | ER_ABRT;
+                s.error = sense.key << 4
+                    | if sense.key == atapi::SK_ILLEGAL_REQUEST {
+                        ER_ABRT
+                    } else {
+                        0
+                    };
             }
         }
         if let Some(Drive::Atapi(cd)) = &mut s.drive {
@@ -922,12 +956,49 @@ impl Channel {
                 self.pending = None;
                 self.loaded(load, ctx);
             }
-            Err(_) if load.cd => self.packet_done(
-                load.drive,
-                Some(Sense::new(atapi::SK_MEDIUM_ERROR, atapi::ASC_READ_ERROR, 0)),
-                ctx,
-            ),
-            Err(_) => self.fail(load.drive, ER_UNC | ER_ABRT, ctx),
+            // The backend could not read (a file error, a fetch that failed after its
+            // retries): the medium error a real drive reports for an unreadable sector.
+            Err(_) if load.cd => {
+                // The host may have ejected the disc while the read waited.
+                let ejected = matches!(&self.slots[load.drive].drive,
+                    Some(Drive::Atapi(cd)) if !cd.has_media());
+                let sense = if ejected {
+                    Sense::new(atapi::SK_NOT_READY, atapi::ASC_MEDIUM_NOT_PRESENT, 0)
+                } else {
+                    Sense::new(atapi::SK_MEDIUM_ERROR, atapi::ASC_READ_ERROR, 0)
+                };
+                self.packet_done(load.drive, Some(sense), ctx);
+            }
+            Err(_) => {
+                self.report_lba(load.drive, load.lba);
+                self.fail(load.drive, ER_UNC, ctx);
+            }
+        }
+    }
+
+    /// After an error, the task file holds the address of the first sector that failed (LBA,
+    /// with bits 24-47 in the previous registers, or CHS as the command addressed it).
+    fn report_lba(&mut self, d: usize, lba: u64) {
+        let lba_mode = self.device & DEV_LBA != 0;
+        let s = &mut self.slots[d];
+        let Some(Drive::Ata(disk)) = &s.drive else {
+            return;
+        };
+        let tf = &mut s.tf;
+        if lba_mode {
+            let b = lba.to_le_bytes();
+            (tf.lbal, tf.lbam, tf.lbah) = (b[0], b[1], b[2]);
+            (tf.hob_lbal, tf.hob_lbam, tf.hob_lbah) = (b[3], b[4], b[5]);
+            self.device = self.device & 0xF0 | b[3] & 0x0F;
+        } else {
+            let (heads, spt) = (u64::from(disk.cur_heads), u64::from(disk.cur_spt));
+            if heads == 0 || spt == 0 {
+                return;
+            }
+            let cyl = lba / (heads * spt);
+            tf.lbal = (lba % spt + 1) as u8;
+            (tf.lbam, tf.lbah) = (cyl as u8, (cyl >> 8) as u8);
+            self.device = self.device & 0xF0 | ((lba / spt) % heads) as u8 & 0x0F;
         }
     }
 
@@ -1002,7 +1073,7 @@ impl Channel {
                 self.pio_in_buffer(d, id, ctx);
             }
             CMD_IDENTIFY_PACKET if atapi => {
-                let id = words_to_bytes(&atapi_identify());
+                let id = words_to_bytes(&atapi_identify(self.slots[d].atapi_xfer_mode));
                 self.pio_in_buffer(d, id, ctx);
             }
             CMD_PACKET if atapi => {
@@ -1036,8 +1107,9 @@ impl Channel {
                         let valid =
                             matches!(mode, 0x00 | 0x01 | 0x08..=0x0C | 0x20..=0x22 | 0x40..=0x45);
                         if valid {
-                            if let Some(Drive::Ata(disk)) = &mut self.slots[d].drive {
-                                disk.xfer_mode = mode;
+                            match &mut self.slots[d].drive {
+                                Some(Drive::Ata(disk)) => disk.xfer_mode = mode,
+                                _ => self.slots[d].atapi_xfer_mode = mode,
                             }
                         }
                         valid
@@ -1188,6 +1260,7 @@ impl Channel {
         match kind {
             Kind::Verify => self.done(d, ctx),
             Kind::PioRead => {
+                self.pio_read_count += 1;
                 let n = count.min(per_block);
                 self.load(
                     Load {
@@ -1271,20 +1344,25 @@ impl Channel {
                 };
                 self.loaded(load, ctx);
             }
-            Reply::Read { lba, count } => self.load(
-                Load {
-                    drive: d,
-                    lba,
-                    bytes: count as usize * CD_SECTOR,
-                    cd: true,
-                    then: if dma {
-                        Then::DmaIn { atapi: true }
-                    } else {
-                        Then::PacketIn { limit }
+            Reply::Read { lba, count } => {
+                if !dma {
+                    self.pio_read_count += 1;
+                }
+                self.load(
+                    Load {
+                        drive: d,
+                        lba,
+                        bytes: count as usize * CD_SECTOR,
+                        cd: true,
+                        then: if dma {
+                            Then::DmaIn { atapi: true }
+                        } else {
+                            Then::PacketIn { limit }
+                        },
                     },
-                },
-                ctx,
-            ),
+                    ctx,
+                )
+            }
         }
     }
 
@@ -1421,10 +1499,36 @@ impl Channel {
     }
 }
 
+/// What the function's PCI configuration lets the controller do; the board copies it in with
+/// [`Ide::sync_pci`] after the guest writes configuration space. All on at reset, as
+/// [`pci_config`] starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct PciGate {
+    /// PCICMD bit 0 (IOSE): the legacy ports and the bus-master registers answer.
+    io: bool,
+    /// PCICMD bit 2 (BME): the bus master may request the bus. While it is off a started
+    /// transfer stays pending (ACTIVE set, nothing moved) until the guest turns it back on.
+    master: bool,
+    /// IDETIM bit 15 per channel: the channel's legacy command and control ports decode.
+    decode: [bool; 2],
+}
+
+impl Default for PciGate {
+    fn default() -> Self {
+        PciGate {
+            io: true,
+            master: true,
+            decode: [true; 2],
+        }
+    }
+}
+
 /// The controller: two channels.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Ide {
     channels: [Channel; 2],
+    #[serde(default)]
+    gate: PciGate,
 }
 
 impl Default for Ide {
@@ -1452,7 +1556,19 @@ impl Ide {
     pub fn new() -> Ide {
         Ide {
             channels: [Channel::new(PRIMARY_IRQ), Channel::new(SECONDARY_IRQ)],
+            gate: PciGate::default(),
         }
+    }
+
+    /// Follow the function's PCI configuration (the board calls this after every guest write
+    /// to configuration space): I/O decode, bus mastering, and the channels' decode enables.
+    pub fn sync_pci(&mut self, cfg: &PciConfig) {
+        let cmd = cfg.command();
+        self.gate = PciGate {
+            io: cmd & pci::CMD_IO != 0,
+            master: cmd & pci::CMD_MASTER != 0,
+            decode: CFG_IDETIM_HI.map(|r| cfg.get8(r) & IDETIM_DECODE != 0),
+        };
     }
 
     /// Put `drive` at position `slot` (0 = primary master, 1 = primary slave, 2 = secondary
@@ -1482,6 +1598,14 @@ impl Ide {
         [self.channels[0].dma_count, self.channels[1].dma_count]
     }
 
+    /// Disk and CD read commands whose data went by PIO since power-on, per channel.
+    pub fn pio_read_count(&self) -> [u64; 2] {
+        [
+            self.channels[0].pio_read_count,
+            self.channels[1].pio_read_count,
+        ]
+    }
+
     /// Hardware reset of the controller; drives and their media stay.
     pub fn reset(&mut self) {
         for ch in &mut self.channels {
@@ -1490,6 +1614,7 @@ impl Ide {
             ch.bm = BusMaster::default();
             ch.reset_drives();
         }
+        self.gate = PciGate::default();
     }
 
     /// The host delivered data a backend was fetching: pending reads are asked again.
@@ -1504,13 +1629,18 @@ impl Ide {
         self.channels.iter().any(|ch| ch.pending.is_some())
     }
 
-    /// Whether a DMA transfer is armed and started (the board then calls [`Ide::run_dma`]).
+    /// Whether a DMA transfer is armed, started, and allowed on the bus (the board then calls
+    /// [`Ide::run_dma`]).
     pub fn dma_ready(&self) -> bool {
-        self.channels.iter().any(Channel::dma_ready)
+        self.gate.master && self.channels.iter().any(Channel::dma_ready)
     }
 
-    /// Perform armed DMA transfers against guest memory.
+    /// Perform armed DMA transfers against guest memory. Nothing moves while PCI bus
+    /// mastering is off.
     pub fn run_dma(&mut self, mem: &mut dyn DmaMemory, ctx: &mut DevCtx) {
+        if !self.gate.master {
+            return;
+        }
         for ch in &mut self.channels {
             if ch.dma_ready() {
                 ch.run_dma(mem, ctx);
@@ -1519,8 +1649,25 @@ impl Ide {
     }
 }
 
+impl IdeAt<'_> {
+    /// Whether the function answers this window under its PCI configuration.
+    fn decodes(&self) -> bool {
+        let g = self.0.gate;
+        g.io && match self.1 {
+            IdeWindow::Command(n) | IdeWindow::Control(n) => {
+                g.decode.get(n).copied().unwrap_or(false)
+            }
+            IdeWindow::BusMaster => true,
+        }
+    }
+}
+
 impl Device for IdeAt<'_> {
     fn port_read(&mut self, offset: u16, size: u8, ctx: &mut DevCtx) -> u32 {
+        if !self.decodes() {
+            // Nobody claims the cycle: the bus floats.
+            return u32::MAX >> (32 - 8 * u32::from(size.clamp(1, 4)));
+        }
         match self.1 {
             IdeWindow::Command(n) => match self.0.channels.get_mut(n) {
                 Some(ch) if offset < 8 => {
@@ -1557,6 +1704,9 @@ impl Device for IdeAt<'_> {
     }
 
     fn port_write(&mut self, offset: u16, size: u8, value: u32, ctx: &mut DevCtx) {
+        if !self.decodes() {
+            return;
+        }
         match self.1 {
             IdeWindow::Command(n) => {
                 if let Some(ch) = self.0.channels.get_mut(n) {
@@ -1997,5 +2147,419 @@ mod tests {
             AtaDisk::new(Box::new(MemBackend::new(Vec::new()))).unwrap_err(),
             ImageError::Empty
         );
+    }
+
+    // ---- backends that answer "pending" or fail ---------------------------------------------
+
+    /// What a [`Scripted`] backend answers to its next read.
+    #[derive(Clone, Copy, Debug)]
+    enum Answer {
+        Pending,
+        Ready,
+        Fail,
+    }
+
+    type Plan = std::rc::Rc<std::cell::RefCell<std::collections::VecDeque<Answer>>>;
+
+    /// A backend that answers each read from a plan (then Ready once the plan is used up).
+    struct Scripted {
+        data: Vec<u8>,
+        plan: Plan,
+    }
+    impl BlockBackend for Scripted {
+        fn len(&self) -> u64 {
+            self.data.len() as u64
+        }
+        fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<ReadStatus, BlockError> {
+            match self.plan.borrow_mut().pop_front().unwrap_or(Answer::Ready) {
+                Answer::Pending => Ok(ReadStatus::Pending),
+                Answer::Fail => Err(BlockError::Io("scripted failure".into())),
+                Answer::Ready => {
+                    let o = offset as usize;
+                    buf.copy_from_slice(&self.data[o..o + buf.len()]);
+                    Ok(ReadStatus::Ready)
+                }
+            }
+        }
+    }
+
+    fn scripted(data: Vec<u8>, plan: &[Answer]) -> (Box<dyn BlockBackend>, Plan) {
+        let plan: Plan = std::rc::Rc::new(std::cell::RefCell::new(plan.iter().copied().collect()));
+        (
+            Box::new(Scripted {
+                data,
+                plan: plan.clone(),
+            }),
+            plan,
+        )
+    }
+
+    impl H {
+        /// A disk (primary master) over a scripted backend.
+        fn with_scripted_disk(sectors: usize, plan: &[Answer]) -> (H, Plan) {
+            let mut h = H::new();
+            let (b, plan) = scripted(pattern(sectors * 512), plan);
+            h.ide.attach(0, Drive::Ata(AtaDisk::new(b).unwrap()));
+            (h, plan)
+        }
+        /// A CD (secondary master) over a scripted backend.
+        fn with_scripted_cd(sectors: usize, plan: &[Answer]) -> (H, Plan) {
+            let mut h = H::new();
+            let (b, plan) = scripted(pattern(sectors * CD_SECTOR), plan);
+            h.ide.attach(2, Drive::Atapi(Cdrom::with_disc(b)));
+            (h, plan)
+        }
+        fn wake(&mut self) {
+            let mut ctx = DevCtx {
+                now: 0,
+                irq: &mut self.irq,
+                board: &mut self.sig,
+            };
+            self.ide.wake(&mut ctx);
+        }
+        fn pci(&mut self, command: u16, idetim_hi: [u8; 2]) {
+            let mut c = pci_config();
+            c.set16(pci::CFG_COMMAND, command);
+            c.set8(0x41, idetim_hi[0]);
+            c.set8(0x43, idetim_hi[1]);
+            self.ide.sync_pci(&c);
+        }
+    }
+
+    use Answer::{Fail, Pending, Ready};
+
+    #[test]
+    fn pending_pio_read_keeps_bsy_until_wake_then_interrupts_for_each_block() {
+        let (mut h, plan) = H::with_scripted_disk(64, &[Pending, Ready, Pending, Ready]);
+        h.ata28(CMD_READ_SECTORS, 3, 2);
+        assert_eq!(h.inb(0x3F6), ST_BSY, "BSY alone while the backend fetches");
+        assert!(!h.irq.get(14));
+        assert_eq!(h.inp(0x1F0, 2), 0xFFFF, "no data before DRQ");
+        // A command written while BSY is ignored.
+        h.outb(0x1F7, CMD_IDENTIFY);
+        assert_eq!(h.inb(0x3F6), ST_BSY);
+        h.wake();
+        assert!(h.irq.get(14), "the wake completes with an interrupt");
+        assert_eq!(h.inb(0x1F7) & (ST_BSY | ST_DRQ | ST_ERR), ST_DRQ);
+        let src = pattern(64 * 512);
+        assert_eq!(h.read_words(0x1F0, 256), src[3 * 512..4 * 512].to_vec());
+        // The second block is pending too: BSY again, no interrupt until it arrives.
+        assert_eq!(h.inb(0x3F6), ST_BSY);
+        assert!(!h.irq.get(14));
+        h.wake();
+        assert!(h.irq.get(14));
+        assert_eq!(h.inb(0x1F7) & (ST_BSY | ST_DRQ), ST_DRQ);
+        assert_eq!(h.read_words(0x1F0, 256), src[4 * 512..5 * 512].to_vec());
+        assert_eq!(h.inb(0x1F7) & (ST_BSY | ST_DRQ | ST_ERR), 0);
+        assert!(plan.borrow().is_empty());
+    }
+
+    #[test]
+    fn pending_dma_read_moves_nothing_until_wake_then_completes() {
+        let (mut h, _) = H::with_scripted_disk(64, &[Pending, Ready]);
+        prd(&mut h, &[(0x2000, 1536, true)]);
+        h.ata28(CMD_READ_DMA, 10, 3);
+        h.outb(BM_DEFAULT_BASE, BM_CMD_START | BM_CMD_WRITE);
+        assert!(!h.ide.dma_ready());
+        h.dma();
+        assert!(h.mem[0x2000..0x2600].iter().all(|&b| b == 0));
+        assert_eq!(h.inb(0x3F6), ST_BSY);
+        assert_eq!(h.inb(BM_DEFAULT_BASE + 2) & 7, BM_ST_ACTIVE);
+        assert!(!h.irq.get(14));
+        h.wake();
+        // The data is in the drive; the engine moves it when the board next runs DMA.
+        assert!(h.ide.dma_ready() && !h.irq.get(14));
+        h.dma();
+        let src = pattern(64 * 512);
+        assert_eq!(&h.mem[0x2000..0x2600], &src[10 * 512..13 * 512]);
+        assert!(h.irq.get(14));
+        assert_eq!(h.inb(BM_DEFAULT_BASE + 2) & 7, BM_ST_INTR);
+        assert_eq!(h.inb(0x1F7) & (ST_BSY | ST_DRQ | ST_ERR), 0);
+        assert_eq!(h.ide.dma_count()[0], 1);
+    }
+
+    #[test]
+    fn pending_atapi_reads_keep_bsy_until_wake_by_pio_and_by_dma() {
+        let (mut h, _) = H::with_scripted_cd(16, &[Pending, Ready, Pending, Ready]);
+        let src = pattern(16 * CD_SECTOR);
+        // PIO: READ(10) of one sector at LBA 5.
+        packet(&mut h, &[0x28, 0, 0, 0, 0, 5, 0, 0, 1], 0xFFFE, false);
+        assert_eq!(h.inb(0x376), ST_BSY);
+        assert!(!h.irq.get(15));
+        h.wake();
+        assert!(h.irq.get(15));
+        assert_eq!(h.inb(0x177) & (ST_BSY | ST_DRQ), ST_DRQ);
+        assert_eq!(h.inb(0x172), IR_IO, "data phase");
+        assert_eq!(h.inb(0x174) as usize | (h.inb(0x175) as usize) << 8, 2048);
+        assert_eq!(h.read_words(0x170, 1024), src[5 * 2048..6 * 2048].to_vec());
+        assert!(h.irq.get(15), "status phase interrupts");
+        assert_eq!(h.inb(0x177) & (ST_BSY | ST_DRQ | ST_ERR), 0);
+        assert_eq!(h.inb(0x172), IR_IO | IR_COD);
+        // DMA: two sectors at LBA 7.
+        prd(&mut h, &[(0x4000, 4096, true)]);
+        h.out(BM_DEFAULT_BASE + 8 + 4, 4, 0x1000);
+        packet(&mut h, &[0x28, 0, 0, 0, 0, 7, 0, 0, 2], 0, true);
+        h.outb(BM_DEFAULT_BASE + 8, BM_CMD_START | BM_CMD_WRITE);
+        h.dma();
+        assert!(h.mem[0x4000..0x5000].iter().all(|&b| b == 0));
+        assert_eq!(h.inb(0x376), ST_BSY);
+        assert!(!h.irq.get(15));
+        h.wake();
+        h.dma();
+        assert_eq!(&h.mem[0x4000..0x5000], &src[7 * 2048..9 * 2048]);
+        assert!(h.irq.get(15));
+        assert_eq!(h.inb(0x177) & (ST_BSY | ST_DRQ | ST_ERR), 0);
+        assert_eq!(h.inb(0x172), IR_IO | IR_COD);
+        assert_eq!(h.inb(BM_DEFAULT_BASE + 8 + 2) & BM_ST_INTR, BM_ST_INTR);
+        assert_eq!(h.ide.dma_count()[1], 1);
+    }
+
+    #[test]
+    fn failed_ata_reads_are_unc_with_the_failing_lba_by_pio_and_dma() {
+        // PIO, LBA28: the error, the interrupt, the address of the failed sector.
+        let (mut h, _) = H::with_scripted_disk(0x20000, &[Fail]);
+        h.ata28(CMD_READ_SECTORS, 0x12345, 1);
+        assert!(h.irq.get(14));
+        assert_eq!(h.inb(0x1F7), ST_DRDY | ST_ERR);
+        assert_eq!(h.inb(0x1F1), ER_UNC);
+        assert_eq!(
+            (
+                h.inb(0x1F3),
+                h.inb(0x1F4),
+                h.inb(0x1F5),
+                h.inb(0x1F6) & 0x0F
+            ),
+            (0x45, 0x23, 0x01, 0)
+        );
+        assert_eq!(h.inp(0x1F0, 2), 0xFFFF, "no data phase");
+
+        // PIO, the second block fails after the first was read.
+        let (mut h, _) = H::with_scripted_disk(64, &[Ready, Fail]);
+        h.ata28(CMD_READ_SECTORS, 8, 2);
+        h.inb(0x1F7);
+        h.read_words(0x1F0, 256);
+        assert!(h.irq.get(14));
+        assert_eq!((h.inb(0x1F7), h.inb(0x1F1)), (ST_DRDY | ST_ERR, ER_UNC));
+        assert_eq!(h.inb(0x1F3), 9);
+
+        // DMA: nothing reaches memory; the drive's interrupt shows in the bus-master status.
+        let (mut h, _) = H::with_scripted_disk(64, &[Fail]);
+        prd(&mut h, &[(0x2000, 512, true)]);
+        h.ata28(CMD_READ_DMA, 4, 1);
+        h.outb(BM_DEFAULT_BASE, BM_CMD_START | BM_CMD_WRITE);
+        assert!(!h.ide.dma_ready());
+        h.dma();
+        assert!(h.mem[0x2000..0x2200].iter().all(|&b| b == 0));
+        assert!(h.irq.get(14));
+        assert_eq!(h.inb(BM_DEFAULT_BASE + 2) & BM_ST_INTR, BM_ST_INTR);
+        assert_eq!((h.inb(0x1F7), h.inb(0x1F1)), (ST_DRDY | ST_ERR, ER_UNC));
+        assert_eq!(h.ide.dma_count()[0], 0);
+
+        // LBA48: the high address bytes in the previous registers (HOB).
+        let (mut h, _) = H::with_scripted_disk(64, &[Fail]);
+        h.outb(0x1F6, 0x40);
+        for (port, v) in [(0x1F2, 0), (0x1F2, 1), (0x1F3, 0), (0x1F3, 33)] {
+            h.outb(port, v);
+        }
+        for port in [0x1F4, 0x1F4, 0x1F5, 0x1F5] {
+            h.outb(port, 0);
+        }
+        h.outb(0x1F7, CMD_READ_DMA_EXT);
+        assert_eq!(h.inb(0x1F1), ER_UNC);
+        assert_eq!(h.inb(0x1F3), 33);
+        h.outb(0x3F6, CTL_HOB);
+        assert_eq!((h.inb(0x1F3), h.inb(0x1F4), h.inb(0x1F5)), (0, 0, 0));
+        h.outb(0x3F6, 0);
+
+        // CHS: the failing sector as cylinder/head/sector (16 heads, 63 sectors per track).
+        let (mut h, _) = H::with_scripted_disk(16 * 63 * 4, &[Fail]);
+        h.outb(0x1F6, 0xA0 | 3); // head 3
+        h.outb(0x1F2, 1);
+        h.outb(0x1F3, 7); // sector 7
+        h.outb(0x1F4, 2); // cylinder 2
+        h.outb(0x1F5, 0);
+        h.outb(0x1F7, CMD_READ_SECTORS);
+        assert_eq!(h.inb(0x1F1), ER_UNC);
+        assert_eq!(
+            (
+                h.inb(0x1F3),
+                h.inb(0x1F4),
+                h.inb(0x1F5),
+                h.inb(0x1F6) & 0x0F
+            ),
+            (7, 2, 0, 3)
+        );
+    }
+
+    #[test]
+    fn a_pending_read_that_then_fails_ends_with_an_error_interrupt() {
+        let (mut h, _) = H::with_scripted_disk(64, &[Pending, Fail]);
+        prd(&mut h, &[(0x2000, 512, true)]);
+        h.ata28(CMD_READ_DMA, 4, 1);
+        h.outb(BM_DEFAULT_BASE, BM_CMD_START | BM_CMD_WRITE);
+        assert_eq!(h.inb(0x3F6), ST_BSY);
+        h.wake();
+        assert!(h.irq.get(14));
+        assert_eq!((h.inb(0x1F7), h.inb(0x1F1)), (ST_DRDY | ST_ERR, ER_UNC));
+        h.dma();
+        assert!(h.mem[0x2000..0x2200].iter().all(|&b| b == 0));
+
+        let (mut h, _) = H::with_scripted_cd(4, &[Pending, Fail]);
+        packet(&mut h, &[0x28, 0, 0, 0, 0, 1, 0, 0, 1], 0xFFFE, false);
+        assert_eq!(h.inb(0x376), ST_BSY);
+        h.wake();
+        assert!(h.irq.get(15));
+        assert_eq!(h.inb(0x177) & (ST_BSY | ST_DRQ | ST_ERR), ST_ERR);
+        assert_eq!(h.inb(0x171) >> 4, atapi::SK_MEDIUM_ERROR);
+    }
+
+    #[test]
+    fn a_disc_ejected_while_a_read_waits_ends_it_not_ready() {
+        let (mut h, _) = H::with_scripted_cd(4, &[Pending]);
+        packet(&mut h, &[0x28, 0, 0, 0, 0, 1, 0, 0, 1], 0xFFFE, false);
+        assert_eq!(h.inb(0x376), ST_BSY);
+        let Some(Drive::Atapi(cd)) = h.ide.drive_mut(2) else {
+            panic!()
+        };
+        cd.eject();
+        h.wake();
+        assert!(h.irq.get(15));
+        assert_eq!(h.inb(0x177), ST_DRDY | ST_ERR);
+        assert_eq!(h.inb(0x171) >> 4, atapi::SK_NOT_READY);
+    }
+
+    #[test]
+    fn failed_atapi_reads_are_check_condition_medium_error_by_pio_and_dma() {
+        let (mut h, _) = H::with_scripted_cd(8, &[Fail, Fail]);
+        packet(&mut h, &[0x28, 0, 0, 0, 0, 2, 0, 0, 1], 0xFFFE, false);
+        assert!(h.irq.get(15));
+        assert_eq!(h.inb(0x177), ST_DRDY | ST_ERR, "CHECK CONDITION");
+        assert_eq!(h.inb(0x171), atapi::SK_MEDIUM_ERROR << 4);
+        assert_eq!(h.inb(0x172), IR_IO | IR_COD, "status phase, no data");
+        // REQUEST SENSE: MEDIUM ERROR, unrecovered read error (03h/11h).
+        packet(&mut h, &[0x03, 0, 0, 0, 18], 0xFFFE, false);
+        assert_eq!(h.inb(0x177) & (ST_DRQ | ST_ERR), ST_DRQ);
+        let sense = h.read_words(0x170, 9);
+        assert_eq!(
+            (sense[0], sense[2] & 0x0F, sense[12], sense[13]),
+            (0x70, 3, 0x11, 0)
+        );
+        assert_eq!(h.inb(0x177) & ST_ERR, 0);
+        // By DMA: memory untouched, the same CHECK CONDITION.
+        prd(&mut h, &[(0x4000, 2048, true)]);
+        h.out(BM_DEFAULT_BASE + 8 + 4, 4, 0x1000);
+        packet(&mut h, &[0x28, 0, 0, 0, 0, 2, 0, 0, 1], 0, true);
+        h.outb(BM_DEFAULT_BASE + 8, BM_CMD_START | BM_CMD_WRITE);
+        h.dma();
+        assert!(h.mem[0x4000..0x4800].iter().all(|&b| b == 0));
+        assert!(h.irq.get(15));
+        assert_eq!(h.inb(0x177), ST_DRDY | ST_ERR);
+        assert_eq!(h.inb(0x171) >> 4, atapi::SK_MEDIUM_ERROR);
+        assert_eq!(h.inb(BM_DEFAULT_BASE + 8 + 2) & BM_ST_INTR, BM_ST_INTR);
+        // An illegal request also sets ABRT.
+        packet(&mut h, &[0xFF], 0xFFFE, false);
+        assert_eq!(h.inb(0x171), atapi::SK_ILLEGAL_REQUEST << 4 | ER_ABRT);
+    }
+
+    // ---- PCI command register -----------------------------------------------------------------
+
+    #[test]
+    fn dma_waits_while_bus_mastering_is_disabled() {
+        let mut h = H::with_disk(64);
+        h.pci(pci::CMD_IO, [0x80, 0x80]);
+        prd(&mut h, &[(0x2000, 512, true)]);
+        h.ata28(CMD_READ_DMA, 1, 1);
+        h.outb(BM_DEFAULT_BASE, BM_CMD_START | BM_CMD_WRITE);
+        assert!(!h.ide.dma_ready(), "the bus master cannot get the bus");
+        h.dma();
+        assert!(h.mem[0x2000..0x2200].iter().all(|&b| b == 0));
+        assert!(!h.irq.get(14));
+        assert_eq!(
+            h.inb(BM_DEFAULT_BASE + 2) & 7,
+            BM_ST_ACTIVE,
+            "still pending"
+        );
+        assert_eq!(h.inb(0x3F6) & (ST_BSY | ST_DRQ), ST_DRQ);
+        // The guest turns bus mastering on: the transfer proceeds.
+        h.pci(pci::CMD_IO | pci::CMD_MASTER, [0x80, 0x80]);
+        assert!(h.ide.dma_ready());
+        h.dma();
+        assert_eq!(&h.mem[0x2000..0x2200], &pattern(64 * 512)[512..1024]);
+        assert!(h.irq.get(14));
+        assert_eq!(h.inb(BM_DEFAULT_BASE + 2) & 7, BM_ST_INTR);
+        // Writes from memory wait too.
+        h.pci(pci::CMD_IO, [0x80, 0x80]);
+        h.mem[0x2000..0x2200].fill(0xAB);
+        h.ata28(CMD_WRITE_DMA, 2, 1);
+        h.outb(BM_DEFAULT_BASE, 0);
+        h.outb(BM_DEFAULT_BASE + 2, BM_ST_INTR);
+        h.outb(BM_DEFAULT_BASE, BM_CMD_START);
+        h.dma();
+        assert_eq!(h.ide.dma_count()[0], 1);
+        h.pci(pci::CMD_IO | pci::CMD_MASTER, [0x80, 0x80]);
+        h.dma();
+        assert_eq!(h.ide.dma_count()[0], 2);
+        h.ata28(CMD_READ_SECTORS, 2, 1);
+        h.inb(0x1F7);
+        assert_eq!(h.read_words(0x1F0, 256), vec![0xAB; 512]);
+    }
+
+    #[test]
+    fn io_space_enable_and_idetim_decode_gate_the_ports() {
+        let mut h = H::with_disk(64);
+        h.out(BM_DEFAULT_BASE + 4, 4, 0x1000);
+        // I/O space off: neither the legacy ports nor the bus-master registers answer.
+        h.pci(pci::CMD_MASTER, [0x80, 0x80]);
+        assert_eq!(h.inb(0x1F7), 0xFF);
+        assert_eq!(h.inb(0x3F6), 0xFF);
+        assert_eq!(h.inp(BM_DEFAULT_BASE + 4, 4), 0xFFFF_FFFF);
+        h.out(BM_DEFAULT_BASE + 4, 4, 0x3000);
+        h.ata28(CMD_IDENTIFY, 0, 0);
+        assert!(!h.irq.get(14), "the command went nowhere");
+        // On again: the earlier PRD address stands; the ignored command did nothing.
+        h.pci(pci::CMD_IO | pci::CMD_MASTER, [0x80, 0x80]);
+        assert_eq!(h.inp(BM_DEFAULT_BASE + 4, 4), 0x1000);
+        assert_eq!(h.inb(0x1F7), ST_DRDY | ST_DSC);
+        // IDETIM: the primary channel's decode off leaves the bus-master registers on.
+        h.pci(pci::CMD_IO | pci::CMD_MASTER, [0x00, 0x80]);
+        assert_eq!(h.inb(0x1F7), 0xFF);
+        assert_eq!(h.inp(0x1F0, 2), 0xFFFF);
+        assert_eq!(h.inp(BM_DEFAULT_BASE + 4, 4), 0x1000);
+        // A controller reset turns everything back on, as the PCI function resets.
+        h.ide.reset();
+        assert_eq!(h.inb(0x1F7), ST_DRDY | ST_DSC);
+    }
+
+    #[test]
+    fn atapi_identify_offers_dma_and_reports_the_selected_mode() {
+        let mut h = H::new();
+        h.ide.attach(
+            2,
+            Drive::Atapi(Cdrom::with_disc(Box::new(MemBackend::new(vec![0; 4096])))),
+        );
+        let identify = |h: &mut H| {
+            h.outb(0x176, 0xA0);
+            h.outb(0x177, CMD_IDENTIFY_PACKET);
+            h.inb(0x177);
+            let id = h.read_words(0x170, 256);
+            (0..256)
+                .map(|i| u16::from_le_bytes([id[2 * i], id[2 * i + 1]]))
+                .collect::<Vec<_>>()
+        };
+        let w = identify(&mut h);
+        assert_eq!(w[0] & 0xC000, 0x8000, "ATAPI");
+        assert_ne!(w[49] & 0x0100, 0, "DMA supported");
+        assert_ne!(w[53] & 0x0002, 0, "words 64-70 valid");
+        assert_ne!(w[53] & 0x0004, 0, "word 88 valid");
+        assert_eq!(w[62], 0, "DMADIR not required");
+        assert_eq!(w[63], 0x0007, "MWDMA 0-2, none selected");
+        // SET FEATURES: multiword DMA 2.
+        h.outb(0x171, SF_XFER_MODE);
+        h.outb(0x172, 0x22);
+        h.outb(0x177, CMD_SET_FEATURES);
+        assert_eq!(h.inb(0x177) & ST_ERR, 0);
+        let w = identify(&mut h);
+        assert_eq!(w[63], 0x0407);
+        assert_eq!(w[88] & 0xFF00, 0);
     }
 }
