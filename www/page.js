@@ -21,7 +21,7 @@ const screen = new ScreenView($("screen"), controller, {
   // Keep the toolbar and status line in view on short windows.
   maxHeight: () => Math.max(240, innerHeight - 170),
 });
-createTerminal($("terminal"), controller, { fontSize: 14 });
+createTerminal($("terminal"), controller, { fontSize: 13 });
 bindKeyboard(controller, [$("screen"), $("text-input")], { textInput: $("text-input") });
 bindMouse(controller, $("screen"));
 

@@ -261,7 +261,7 @@ export function bindMouse(controller, canvas) {
  * xterm.js on COM1: guest bytes are written to it, typed keys (and xterm's own answers, such as
  * the cursor position report busybox asks for with ESC[6n) go to the guest.
  */
-export function createTerminal(container, controller, { fontSize = 14, rows = null } = {}) {
+export function createTerminal(container, controller, { fontSize = 14, rows = null, open = true } = {}) {
   const term = new Terminal({
     fontSize,
     fontFamily: "ui-monospace, 'DejaVu Sans Mono', 'Cascadia Mono', Menlo, Consolas, monospace",
@@ -270,6 +270,13 @@ export function createTerminal(container, controller, { fontSize = 14, rows = nu
     convertEol: false,
     theme: { background: "#111318", foreground: "#d8dee9", cursor: "#e5e9f0" },
   });
+  term.onData((data) => controller.sendSerial(data));
+  term.onBinary((data) => controller.sendSerial(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
+  controller.addEventListener("serial", (e) => term.write(e.detail.bytes));
+  controller.addEventListener("restart", () => term.reset());
+  // Not shown (a screen-only widget): the terminal still parses the output and answers the
+  // guest's queries, so busybox behaves the same.
+  if (!open) return term;
   const fit = new FitAddon();
   term.loadAddon(fit);
   term.open(container);
@@ -282,10 +289,6 @@ export function createTerminal(container, controller, { fontSize = 14, rows = nu
   };
   new ResizeObserver(refit).observe(container);
   refit();
-  term.onData((data) => controller.sendSerial(data));
-  term.onBinary((data) => controller.sendSerial(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
-  controller.addEventListener("serial", (e) => term.write(e.detail.bytes));
-  controller.addEventListener("restart", () => term.reset());
   return term;
 }
 

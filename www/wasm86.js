@@ -94,9 +94,10 @@ export function formatCount(n) {
 }
 
 /**
- * One emulated PC. Events (all CustomEvent): "state", "serial" ({bytes}), "frame"
+ * One emulated PC. Events (all CustomEvent): "state", "serial" ({bytes, text}), "frame"
  * ({width, height, data: Uint8ClampedArray}), "screentext", "stats", "progress", "message" ({text}),
- * "error" ({message}).
+ * "error" ({message}), "boot" (the kernel was loaded: first start, reset, guest reboot), "restart"
+ * (a new machine replaces the old one: mirrors were cleared).
  */
 export class MachineController extends EventTarget {
   constructor(options = {}) {
@@ -166,7 +167,8 @@ export class MachineController extends EventTarget {
   }
 
   stats() {
-    return { ...this._stats, state: this._state };
+    const running = this._state === "running";
+    return { ...this._stats, mips: running ? this._stats.mips : 0, state: this._state };
   }
 
   pause() {
@@ -335,6 +337,9 @@ export class MachineController extends EventTarget {
           this._resolveReady(this);
         }
         break;
+      case "boot":
+        this._emit("boot", {});
+        break;
       case "progress":
         this._files.set(msg.file.label, msg.file);
         this._emit("progress", msg.file);
@@ -349,9 +354,10 @@ export class MachineController extends EventTarget {
       case "update":
         if (msg.serial) {
           const bytes = msg.serial;
-          this._serial += this._decoder.decode(bytes, { stream: true });
+          const text = this._decoder.decode(bytes, { stream: true });
+          this._serial += text;
           if (this._serial.length > SERIAL_KEEP) this._serial = this._serial.slice(-SERIAL_KEEP / 2);
-          this._emit("serial", { bytes });
+          this._emit("serial", { bytes, text });
         }
         if (msg.screenText !== undefined) {
           this._screen = msg.screenText;

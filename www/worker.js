@@ -11,6 +11,7 @@
 //   | {type: "serial", bytes} | {type: "type", text} | {type: "key", code, pressed}
 //   | {type: "mouse", dx, dy, dz, buttons} | {type: "frameDone"} | {type: "frames", on}
 // worker -> page:   {type: "state", state} | {type: "progress", file} | {type: "update", ...}
+//   | {type: "started"} (once, running) | {type: "boot"} (the kernel was loaded: start, reset, reboot)
 //   | {type: "frame", width, height, buffer} | {type: "message", text} | {type: "error", message}
 
 /** Wall time one turn may run the guest before yielding (ms). */
@@ -119,9 +120,10 @@ function handle(msg) {
       break;
     case "reset":
       if (machine && !crashed) {
+        publish(performance.now());
         machine.reset();
         machine.load_linux(bootImage.kernel, bootImage.initrd, bootImage.append);
-        post({ type: "message", text: "Reset: booting the kernel again." });
+        post({ type: "boot" });
         scheduleTurn();
       }
       break;
@@ -315,6 +317,7 @@ async function start(options) {
     throw new Error(`kernel ${options.kernel}: ${describe(err)}`);
   }
   bootImage = { kernel, initrd, append: options.append };
+  post({ type: "boot" });
 
   for (const msg of pendingInput.splice(0)) applyInput(msg);
   clockBase = performance.now();
@@ -431,8 +434,11 @@ function onGuestReset() {
     );
     return;
   }
+  // What the old boot printed last goes out before the new boot's first bytes.
+  publish(performance.now());
   post({ type: "message", text: "The guest rebooted; booting the kernel again." });
   machine.load_linux(bootImage.kernel, bootImage.initrd, bootImage.append);
+  post({ type: "boot" });
 }
 
 /** Post what changed since the last turn. */
