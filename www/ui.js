@@ -187,7 +187,7 @@ export function bindKeyboard(controller, targets, { textInput = null } = {}) {
 /**
  * A click on the canvas locks the pointer to it; then relative motion, buttons and the wheel go to
  * the PS/2 mouse (dy positive = down, as the browser reports it; buttons bit 0 left, 1 right,
- * 2 middle, which is also the PS/2 order). Motion is batched per animation frame.
+ * 2 middle, 3 back, 4 forward: the PS/2 order too). Motion is batched per animation frame.
  */
 export function bindMouse(controller, canvas) {
   let dx = 0;
@@ -222,13 +222,13 @@ export function bindMouse(controller, canvas) {
     if (!locked()) return;
     dx += e.movementX;
     dy += e.movementY;
-    buttons = e.buttons & 7;
+    buttons = e.buttons & 31;
     queue();
   });
   const onButton = (e) => {
     if (!locked()) return;
     e.preventDefault();
-    buttons = e.buttons & 7;
+    buttons = e.buttons & 31;
     flush();
   };
   canvas.addEventListener("mousedown", onButton);
@@ -259,7 +259,8 @@ export function bindMouse(controller, canvas) {
 
 /**
  * xterm.js on COM1: guest bytes are written to it, typed keys (and xterm's own answers, such as
- * the cursor position report busybox asks for with ESC[6n) go to the guest.
+ * the cursor position report busybox asks for with ESC[6n) go to the guest. Returns
+ * {term, setRows(n | null)}.
  */
 export function createTerminal(container, controller, { fontSize = 14, rows = null, open = true } = {}) {
   const term = new Terminal({
@@ -274,22 +275,30 @@ export function createTerminal(container, controller, { fontSize = 14, rows = nu
   term.onBinary((data) => controller.sendSerial(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
   controller.addEventListener("serial", (e) => term.write(e.detail.bytes));
   controller.addEventListener("restart", () => term.reset());
+  const view = {
+    term,
+    /** Use a fixed number of rows (null: as many as fit the container's height). */
+    setRows(r) {
+      rows = r;
+      refit();
+    },
+  };
   // Not shown (a screen-only widget): the terminal still parses the output and answers the
   // guest's queries, so busybox behaves the same.
-  if (!open) return term;
+  if (!open) return view;
   const fit = new FitAddon();
   term.loadAddon(fit);
   term.open(container);
-  const refit = () => {
+  function refit() {
     if (!container.isConnected || container.clientWidth === 0) return;
     const dims = fit.proposeDimensions();
     if (!dims || !dims.cols) return;
     const r = rows || dims.rows;
     if (dims.cols !== term.cols || r !== term.rows) term.resize(Math.max(dims.cols, 20), Math.max(r, 5));
-  };
+  }
   new ResizeObserver(refit).observe(container);
   refit();
-  return term;
+  return view;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 //
 //   <script type="module" src="https://example.org/wasm86/wasm86-machine.js"></script>
 //   <wasm86-machine kernel="…" initrd="…" append="…" memory="64" hda="…" cdrom="…"
-//                   show="serial|screen|both" run="uname -a"></wasm86-machine>
+//                   show="serial|screen|both" run="uname -a" label="…" rows="20"
+//                   start="click"></wasm86-machine>
 //
 // Every attribute is optional: the defaults boot the Linux bundled next to this module. URLs in
 // attributes are relative to the page. Each element runs its own machine in its own worker. A
@@ -75,7 +76,8 @@ canvas { display: block; image-rendering: pixelated; outline: none; }
 canvas.smooth { image-rendering: auto; }
 canvas:focus { box-shadow: inset 0 0 0 2px #4a7fd0; }
 .term { padding: 4px 6px; background: #111318; }
-.term:fullscreen { padding: 12px; }
+.term:fullscreen { padding: 0; }
+.term:fullscreen > .xterm { padding: 12px; height: 100%; }
 :host([show="serial"]) .screen-box, :host(:not([show])) .screen-box { display: none; }
 :host([show="screen"]) .term { display: none; }
 :host([show="both"]) .term { border-top: 1px solid #2a2f3a; }
@@ -211,7 +213,7 @@ class Wasm86MachineElement extends HTMLElement {
       </div>`;
     const $ = (sel) => root.querySelector(sel);
     this._$ = $;
-    $(".title").textContent = this.getAttribute("title") || this.id || "wasm86";
+    $(".title").textContent = this.getAttribute("label") || this.id || "wasm86";
     const canvas = $("canvas");
     const screenBox = $(".screen-box");
     const term = $(".term");
@@ -228,6 +230,13 @@ class Wasm86MachineElement extends HTMLElement {
     // Fixed rows: the element's height does not depend on the page.
     const rows = Number(this.getAttribute("rows")) || (show === "both" ? 16 : 20);
     this._term = createTerminal(term, c, { fontSize: 13, rows, open: showSerial });
+    const onFullscreen = () => {
+      if (this._screen) this._screen.fit();
+      // A full-screen terminal uses the whole height; back in the page, the fixed rows again.
+      this._term.setRows(root.fullscreenElement === term ? null : rows);
+    };
+    root.addEventListener("fullscreenchange", onFullscreen);
+    document.addEventListener("fullscreenchange", onFullscreen);
     if (showScreen && !showSerial) term.hidden = true;
 
     // Toolbar.
@@ -238,8 +247,6 @@ class Wasm86MachineElement extends HTMLElement {
     $(".fullscreen").onclick = () => {
       toggleFullscreen(showScreen ? screenBox : term).catch((err) => console.warn("fullscreen:", err));
     };
-    root.addEventListener("fullscreenchange", () => this._screen && this._screen.fit());
-    document.addEventListener("fullscreenchange", () => this._screen && this._screen.fit());
 
     const refresh = () => {
       const s = c.stats();
@@ -280,7 +287,7 @@ class Wasm86MachineElement extends HTMLElement {
       tail = (tail + e.detail.text).slice(-256);
       if (!PROMPT.test(tail)) return;
       this._runArmed = false;
-      this._term.write("", () => c.sendSerial(`${command}\n`));
+      this._term.term.write("", () => c.sendSerial(`${command}\n`));
     });
   }
 }
