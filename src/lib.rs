@@ -9,7 +9,8 @@ pub mod boot;
 pub mod bus;
 pub mod cpu;
 pub mod dev;
+pub mod input;
+pub mod keymap;
 pub mod machine;
 pub mod mem;
-#[cfg(target_arch = "wasm32")]
 pub mod web;

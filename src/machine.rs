@@ -797,6 +797,37 @@ impl Machine {
         r
     }
 
+    /// The keyboard controller, with a device context at the current virtual time; the IRQ
+    /// lines it drives reach the PIC afterwards (as after a guest access).
+    fn with_i8042<R>(&mut self, f: impl FnOnce(&mut I8042, &mut DevCtx) -> R) -> R {
+        let now = self.now();
+        let mut b = self.board.borrow_mut();
+        b.now = b.now.max(now);
+        let b = &mut *b;
+        let mut ctx = DevCtx {
+            now: b.now,
+            irq: &mut b.irq,
+            board: &mut b.signals,
+        };
+        let r = f(&mut b.i8042, &mut ctx);
+        b.pic.set_irq_levels(b.irq.levels());
+        r
+    }
+
+    /// A key of the PS/2 keyboard goes down or up: `make` is its scan code set 2 make sequence
+    /// (see [`crate::keymap`]). A guest that does not read fast enough loses keys as with a
+    /// real keyboard (its buffer overruns): hosts that must not lose any pace them with
+    /// [`crate::input::HostInput`].
+    pub fn key_event(&mut self, make: &[u8], pressed: bool) {
+        self.with_i8042(|kc, ctx| kc.key_event(make, pressed, ctx));
+    }
+
+    /// The PS/2 mouse moved (`dx` right, `dy` down, `dz` wheel down, in counts) and/or its
+    /// buttons changed (bit 0 left, 1 right, 2 middle, 3 fourth, 4 fifth).
+    pub fn mouse_move(&mut self, dx: i32, dy: i32, dz: i32, buttons: u8) {
+        self.with_i8042(|kc, ctx| kc.mouse_move(dx, dy, dz, buttons, ctx));
+    }
+
     /// Characters the guest sent on serial port `n` (0 = COM1, 1 = COM2) since the last call.
     pub fn serial_output(&mut self, n: usize) -> Vec<u8> {
         self.with_uart(n, |u, _| u.take_output())

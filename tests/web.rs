@@ -1,86 +1,541 @@
 //! Browser tests of the wasm-bindgen API (`src/web`), run in headless Chromium by
-//! `wasm-pack test --headless --chrome` (`make test-web`). Native `cargo test` skips this file.
+//! `wasm-pack test --headless --chrome` (set WASM_BINDGEN_TEST_TIMEOUT=300: one test boots
+//! Linux). Native `cargo test` skips this file.
+//!
+//! Small real-mode programs are loaded straight into RAM through the Rust-side
+//! `Machine::core_mut` (no kernel needed); the boot test uses the bundled Linux.
 #![cfg(target_arch = "wasm32")]
 
-use wasm86::web::WasmCpu;
+use js_sys::{Array, Promise, Uint8Array};
+use wasm86::cpu::{SegCache, Segment};
+use wasm86::web::{scancodes, Disk, Machine};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::{Clamped, JsCast};
+use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
+use web_sys::{Blob, CanvasRenderingContext2d, HtmlCanvasElement, ImageData, Url};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// Where the test programs are loaded and started: 0000:7C00, as a boot sector would be.
-const ORIGIN: u32 = 0x7C00;
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = log)]
+    fn console_log(s: &str);
+}
 
-/// A 64 KiB machine with `code` at 0000:7C00, ready to run. The IVT limit is 0: there are no
-/// interrupt handlers, so any exception ends the run with a triple fault instead of looping
-/// through an empty vector table.
-fn cpu_with(code: &[u8]) -> WasmCpu {
-    let mut cpu = WasmCpu::new(64 * 1024);
-    cpu.load(ORIGIN, code);
-    cpu.set_real_mode_entry(0, ORIGIN as u16);
-    cpu.set_real_mode_segment(2, 0); // SS = 0
-    cpu.set_reg(4, 0x7000); // SP below the program
-    cpu.set_idtr(0, 0);
-    cpu
+const KERNEL: &[u8] = include_bytes!("../images/bzImage");
+const INITRD: &[u8] = include_bytes!("../images/initramfs.cpio.gz");
+
+/// Where programs are loaded and started (0000:1000).
+const ORIGIN: u32 = 0x1000;
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+/// Yield to the event loop for `ms` milliseconds (fetches complete meanwhile).
+async fn sleep(ms: i32) {
+    let p = Promise::new(&mut |resolve, _| {
+        web_sys::window()
+            .unwrap()
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+            .unwrap();
+    });
+    JsFuture::from(p).await.unwrap();
+}
+
+/// The message of an Error thrown or rejected by the API.
+fn message(e: JsError) -> String {
+    let v = JsValue::from(e);
+    v.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .unwrap_or_else(|| format!("{v:?}"))
+}
+
+/// A 4 MiB machine running `code` in real mode at 0000:1000.
+fn with_program(code: &[u8]) -> Machine {
+    let mut m = Machine::new(4.0).expect("a 4 MiB machine");
+    let core = m.core_mut();
+    core.cpu.mem.load(ORIGIN, code);
+    core.cpu.segs[Segment::CS as usize] = SegCache::real(0);
+    core.cpu.eip = ORIGIN;
+    m
+}
+
+/// Run until the program halts with interrupts off (it ends with cli; hlt), yielding between
+/// slices; panics after `timeout_ms`.
+async fn run_until_halted(m: &mut Machine, timeout_ms: f64) {
+    let start = now_ms();
+    loop {
+        m.run(now_ms(), 1_000_000.0);
+        if m.core().cpu.halted {
+            return;
+        }
+        assert!(now_ms() - start < timeout_ms, "the program did not finish");
+        sleep(1).await;
+    }
+}
+
+fn ram(m: &Machine, at: usize, len: usize) -> Vec<u8> {
+    m.core().cpu.mem.ram[at..at + len].to_vec()
+}
+
+// ---- framebuffer to canvas ----
+
+#[wasm_bindgen_test]
+fn framebuffer_reaches_a_canvas() {
+    // mov ax,0xB800 ; mov es,ax ; xor di,di ; mov ax,0x1F41 ('A', white on blue) ;
+    // mov cx,80 ; cld ; rep stosw ; cli ; hlt
+    let mut m = with_program(&[
+        0xB8, 0x00, 0xB8, 0x8E, 0xC0, 0x31, 0xFF, 0xB8, 0x41, 0x1F, 0xB9, 0x50, 0x00, 0xFC, 0xF3,
+        0xAB, 0xFA, 0xF4,
+    ]);
+    assert_eq!(m.run(now_ms(), 10_000.0), "idle");
+    let text = m.screen_text();
+    assert_eq!(text.lines().next(), Some("A".repeat(80).as_str()));
+    assert_eq!(text.split('\n').count(), 25, "{text:?}");
+
+    assert!(m.render(), "the first frame is new");
+    let (w, h) = (m.width(), m.height());
+    assert!(w >= 640 && h >= 350, "{w}x{h}");
+    let fb = m.framebuffer();
+    assert_eq!(fb.len(), (w * h * 4) as usize);
+
+    let document = web_sys::window().unwrap().document().unwrap();
+    let canvas: HtmlCanvasElement = document
+        .create_element("canvas")
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    canvas.set_width(w);
+    canvas.set_height(h);
+    document.body().unwrap().append_child(&canvas).unwrap();
+    let ctx: CanvasRenderingContext2d = canvas
+        .get_context("2d")
+        .unwrap()
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    let image = ImageData::new_with_u8_clamped_array_and_sh(Clamped(&fb), w, h).unwrap();
+    ctx.put_image_data(&image, 0.0, 0.0).unwrap();
+    let back = ctx
+        .get_image_data(0.0, 0.0, f64::from(w), f64::from(h))
+        .unwrap()
+        .data()
+        .0;
+    canvas.remove();
+    assert!(
+        back == fb,
+        "the canvas holds the frame exactly (opaque pixels)"
+    );
+
+    // The first text row (16 pixels) is blue with white glyph pixels; the next rows are black.
+    let px = |x: u32, y: u32| {
+        let i = ((y * w + x) * 4) as usize;
+        [back[i], back[i + 1], back[i + 2], back[i + 3]]
+    };
+    let row_h = h / 25;
+    let first_row: Vec<[u8; 4]> = (0..row_h)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .map(|(x, y)| px(x, y))
+        .collect();
+    let blue = first_row
+        .iter()
+        .filter(|p| **p == [0, 0, 0xAA, 0xFF])
+        .count();
+    let white = first_row
+        .iter()
+        .filter(|p| **p == [0xFF, 0xFF, 0xFF, 0xFF])
+        .count();
+    assert!(blue > first_row.len() / 2, "{blue} blue pixels");
+    assert!(white > 80 * 10, "{white} white pixels (80 A glyphs)");
+    assert_eq!(px(w / 2, h / 2), [0, 0, 0, 0xFF], "blank rows are black");
+    assert!(!m.render(), "nothing changed since");
+}
+
+// ---- key events to scancodes ----
+
+#[wasm_bindgen_test]
+fn key_codes_map_to_set2_scancodes() {
+    assert_eq!(scancodes("KeyA"), [0x1C]);
+    assert_eq!(scancodes("ArrowUp"), [0xE0, 0x75]);
+    assert_eq!(scancodes("IntlBackslash"), [0x61]);
+    assert_eq!(scancodes("Pause").len(), 8);
+    assert!(scancodes("Fn").is_empty());
+    assert!(scancodes("").is_empty());
 }
 
 #[wasm_bindgen_test]
-fn new_cpu_has_the_ram_it_was_given() {
-    let cpu = WasmCpu::new(1 << 20);
-    assert_eq!(cpu.ram_size(), 1 << 20);
-    assert_eq!(cpu.instructions(), 0.0);
-    assert!(!cpu.halted());
-    assert!(!cpu.shutdown());
+async fn a_key_reaches_the_guest_as_set1() {
+    // Poll port 0x64, store each byte from port 0x60 at 0x2000.., four bytes, then stop.
+    #[rustfmt::skip]
+    let mut m = with_program(&[
+        0xFA,                   // cli
+        0xBF, 0x00, 0x20,       // mov di, 0x2000
+        0xE4, 0x64,             // l: in al, 0x64
+        0xA8, 0x01,             // test al, 1
+        0x74, 0xFA,             // jz l
+        0xE4, 0x60,             // in al, 0x60
+        0xAA,                   // stosb
+        0x81, 0xFF, 0x04, 0x20, // cmp di, 0x2004
+        0x75, 0xF1,             // jne l
+        0xFA, 0xF4,             // cli ; hlt
+    ]);
+    assert!(m.key("KeyA", true));
+    assert!(m.key("KeyA", false));
+    assert!(!m.key("Fn", true), "no such PC key");
+    assert!(m.key("ArrowUp", true));
+    run_until_halted(&mut m, 5_000.0).await;
+    // Translation is on (as a BIOS leaves it): set 1, make 0x1E, break 0x9E, E0 48.
+    assert_eq!(ram(&m, 0x2000, 4), [0x1E, 0x9E, 0xE0, 0x48]);
+    assert!(m.take_messages().is_empty());
 }
 
 #[wasm_bindgen_test]
-fn load_puts_bytes_in_ram() {
-    let mut cpu = WasmCpu::new(64 * 1024);
-    cpu.load(0x1234, &[0xB8, 0x34, 0x12]);
-    assert_eq!(cpu.read_byte(0x1233), 0);
-    assert_eq!(cpu.read_byte(0x1234), 0xB8);
-    assert_eq!(cpu.read_byte(0x1236), 0x12);
-    assert_eq!(cpu.read_byte(0x10_0000), 0xFF, "past the end of RAM");
+async fn typed_text_and_serial_input_reach_the_guest() {
+    // Read 6 keyboard bytes to 0x2000, then 3 serial bytes (COM1, 8N1) to 0x2100.
+    #[rustfmt::skip]
+    let mut m = with_program(&[
+        0xFA,                   // cli
+        0xBA, 0xFB, 0x03,       // mov dx, 0x3FB (LCR)
+        0xB0, 0x03, 0xEE,       // mov al, 3 ; out dx, al (8 bits)
+        0xBF, 0x00, 0x20,       // mov di, 0x2000
+        0xE4, 0x64,             // k: in al, 0x64
+        0xA8, 0x01,             // test al, 1
+        0x74, 0xFA,             // jz k
+        0xE4, 0x60,             // in al, 0x60
+        0xAA,                   // stosb
+        0x81, 0xFF, 0x06, 0x20, // cmp di, 0x2006
+        0x75, 0xF1,             // jne k
+        0xBF, 0x00, 0x21,       // mov di, 0x2100
+        0xBA, 0xFD, 0x03,       // s: mov dx, 0x3FD (LSR)
+        0xEC,                   // in al, dx
+        0xA8, 0x01,             // test al, 1 (data ready)
+        0x74, 0xF8,             // jz s
+        0xBA, 0xF8, 0x03,       // mov dx, 0x3F8
+        0xEC,                   // in al, dx
+        0xAA,                   // stosb
+        0x81, 0xFF, 0x03, 0x21, // cmp di, 0x2103
+        0x75, 0xED,             // jne s
+        0xFA, 0xF4,             // cli ; hlt
+    ]);
+    m.type_text("Ab");
+    m.type_text("é");
+    // Serial bytes sent before the guest set 8-bit characters would arrive cut to 5 bits (the
+    // UART's reset setting), as on a real line: let the program set up the UART first.
+    m.run(now_ms(), 100.0);
+    m.send_serial(b"xyz");
+    run_until_halted(&mut m, 5_000.0).await;
+    assert_eq!(ram(&m, 0x2000, 6), [0x2A, 0x1E, 0x9E, 0xAA, 0x30, 0xB0]);
+    assert_eq!(ram(&m, 0x2100, 3), b"xyz");
+    let msgs = m.take_messages();
+    assert!(
+        msgs.len() == 1 && msgs[0].contains("1 characters were skipped"),
+        "{msgs:?}"
+    );
+}
+
+// ---- ranged fetch through the streaming backend ----
+
+/// A test image: sector `s` starts with `s` (u32 LE) and continues with `s*7 + i`.
+fn test_image(sectors: u32) -> Vec<u8> {
+    (0..sectors)
+        .flat_map(|s| {
+            (0..512u32).map(move |i| {
+                if i < 4 {
+                    s.to_le_bytes()[i as usize]
+                } else {
+                    (s.wrapping_mul(7) + i) as u8
+                }
+            })
+        })
+        .collect()
+}
+
+fn blob_url(bytes: &[u8]) -> String {
+    let parts = Array::of1(&Uint8Array::from(bytes));
+    let blob = Blob::new_with_u8_array_sequence(&parts).unwrap();
+    Url::create_object_url_with_blob(&blob).unwrap()
+}
+
+/// A program that reads sector `lba` of the primary master with ATA PIO (polling, interrupts
+/// off) to 0x3000 and stores the final status at 0x2FFF.
+fn ata_read_program(lba: u32) -> Vec<u8> {
+    let mut c = vec![0xFA]; // cli
+    let wait_not_busy = |c: &mut Vec<u8>| {
+        c.extend([0xBA, 0xF7, 0x01]); // mov dx, 0x1F7
+        let top = c.len();
+        c.extend([0xEC, 0xA8, 0x80, 0x75]); // in al,dx ; test al,0x80 ; jnz top
+        let rel = top as i32 - (c.len() as i32 + 1);
+        c.push(rel as u8);
+    };
+    let out = |c: &mut Vec<u8>, port: u16, v: u8| {
+        c.extend([0xBA, port as u8, (port >> 8) as u8, 0xB0, v, 0xEE]); // mov dx ; mov al ; out
+    };
+    wait_not_busy(&mut c);
+    out(&mut c, 0x1F6, 0xE0 | ((lba >> 24) as u8 & 0x0F)); // LBA mode, master
+    out(&mut c, 0x1F2, 1); // one sector
+    out(&mut c, 0x1F3, lba as u8);
+    out(&mut c, 0x1F4, (lba >> 8) as u8);
+    out(&mut c, 0x1F5, (lba >> 16) as u8);
+    out(&mut c, 0x1F7, 0x20); // READ SECTORS
+    wait_not_busy(&mut c);
+    c.extend([0xA2, 0xFF, 0x2F]); // mov [0x2FFF], al
+    c.extend([0xA8, 0x08, 0x74, 0x0C]); // test al, 8 (DRQ) ; jz done
+    c.extend([0xBA, 0xF0, 0x01]); // mov dx, 0x1F0
+    c.extend([0xBF, 0x00, 0x30]); // mov di, 0x3000
+    c.extend([0xB9, 0x00, 0x01]); // mov cx, 256
+    c.extend([0xFC, 0xF3, 0x6D]); // cld ; rep insw
+    c.extend([0xFA, 0xF4]); // done: cli ; hlt
+    c
 }
 
 #[wasm_bindgen_test]
-fn registers_and_entry_point_can_be_set() {
-    let mut cpu = cpu_with(&[]);
-    assert_eq!(cpu.seg(1), 0, "CS");
-    assert_eq!(cpu.eip(), ORIGIN);
-    cpu.set_reg(3, 0xDEAD_BEEF);
-    assert_eq!(cpu.reg(3), 0xDEAD_BEEF);
-    assert_eq!(cpu.reg(9), 0, "out-of-range register reads 0");
+async fn a_streamed_disk_fetches_only_what_the_guest_reads() {
+    const SECTORS: u32 = 8192; // 4 MiB
+    let image = test_image(SECTORS);
+    let url = blob_url(&image);
+    let disk = Disk::open_url(url.clone())
+        .await
+        .map_err(message)
+        .expect("open the blob URL");
+    assert!(disk.streamed(), "Chromium honours Range on blob: URLs");
+    assert_eq!(disk.size(), image.len() as f64);
+    assert_eq!(disk.bytes_fetched(), 256.0 * 1024.0, "the probe: one chunk");
+    assert_eq!(disk.warning(), None);
+
+    // Sector 4096 lies 2 MiB in: not fetched yet, so the read waits for a fetch.
+    let lba = 4096;
+    let mut m = with_program(&ata_read_program(lba));
+    m.attach_disk(0, disk).map_err(message).unwrap();
+    run_until_halted(&mut m, 10_000.0).await;
+    let status = ram(&m, 0x2FFF, 1)[0];
+    assert_eq!(status & 0x89, 0x08, "DRQ, no error: status {status:#x}");
+    let want = &image[lba as usize * 512..(lba as usize + 1) * 512];
+    assert!(ram(&m, 0x3000, 512) == want, "the sector's bytes");
+    let fetched = m.downloaded_bytes();
+    assert!(
+        fetched > 256.0 * 1024.0 && fetched < image.len() as f64,
+        "fetched {fetched} of {} bytes",
+        image.len()
+    );
+    assert!(m.take_messages().is_empty());
+    Url::revoke_object_url(&url).unwrap();
 }
 
 #[wasm_bindgen_test]
-fn undefined_opcode_without_handlers_shuts_down() {
-    // UD2 raises #UD; with no IVT its delivery fails (#GP, then #DF): a triple fault.
-    let mut cpu = cpu_with(&[0x0F, 0x0B]);
-    assert_eq!(cpu.run(100), "shutdown");
-    assert!(cpu.shutdown());
-    assert_eq!(cpu.exit_reason(), "shutdown");
+async fn a_server_that_ignores_range_is_downloaded_whole() {
+    // `data:` URLs ignore Range (200 with the whole body), as a server without Range support.
+    let image = test_image(4);
+    let url = format!(
+        "data:application/octet-stream;base64,{}",
+        String::from(
+            js_sys::global()
+                .unchecked_into::<web_sys::Window>()
+                .btoa(&image.iter().map(|&b| char::from(b)).collect::<String>())
+                .unwrap()
+        )
+    );
+    let disk = Disk::open_url(url)
+        .await
+        .map_err(message)
+        .expect("open the data: URL");
+    assert!(!disk.streamed());
+    assert_eq!(disk.size(), 2048.0);
+    assert_eq!(disk.bytes_fetched(), 2048.0);
+    let w = disk.warning().expect("a warning");
+    assert_eq!(
+        w,
+        "data: URL: the server ignores Range requests, so the whole image (2 KiB) was downloaded"
+    );
+    let mut m = Machine::new(4.0).unwrap();
+    m.insert_cdrom(disk).map_err(message).unwrap();
+    assert_eq!(m.take_messages(), [w]);
+    assert!(m.downloaded_bytes() > 0.0);
+}
+
+// ---- error paths ----
+
+#[wasm_bindgen_test]
+async fn bad_urls_reject_with_plain_messages() {
+    let e = message(
+        Disk::open_url("no-such-image.img".into())
+            .await
+            .err()
+            .expect("a 404 rejects"),
+    );
+    assert_eq!(e, "no-such-image.img: HTTP 404 Not Found");
+
+    let url = blob_url(&[1, 2, 3]);
+    Url::revoke_object_url(&url).unwrap();
+    let e = message(
+        Disk::open_url(url.clone())
+            .await
+            .err()
+            .expect("a revoked blob rejects"),
+    );
+    assert!(e.starts_with(&format!("{url}: ")), "{e}");
+
+    let e = message(
+        Disk::open_url("http://[::1".into())
+            .await
+            .err()
+            .expect("a malformed URL rejects"),
+    );
+    assert!(e.contains("http://[::1"), "{e}");
 }
 
 #[wasm_bindgen_test]
-fn mov_ax_imm16_then_hlt() {
-    // mov ax, 0x1234 ; hlt
-    let mut cpu = cpu_with(&[0xB8, 0x34, 0x12, 0xF4]);
-    let exit = cpu.run(100);
-    assert_eq!(cpu.reg(0) & 0xFFFF, 0x1234, "AX (run ended: {exit})");
-    assert_eq!(exit, "halted");
-    assert!(cpu.halted());
-    assert!(cpu.instructions() >= 1.0);
+fn bad_machines_kernels_and_disks_throw() {
+    for mib in [0.0, 1.0, 2.5, -4.0, 3073.0, f64::NAN, f64::INFINITY] {
+        let e = message(Machine::new(mib).err().expect("rejected"));
+        assert!(e.starts_with("memory: "), "{mib}: {e}");
+    }
+    let mut m = Machine::new(2.0).unwrap();
+    let noise: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let e = message(m.load_linux(noise, None, String::new()).unwrap_err());
+    assert!(e.starts_with("kernel: not a bzImage"), "{e}");
+    let e = message(m.load_linux(Vec::new(), None, String::new()).unwrap_err());
+    assert!(e.starts_with("kernel: "), "{e}");
+    let e = message(
+        m.load_linux(KERNEL[..4096].to_vec(), None, String::new())
+            .unwrap_err(),
+    );
+    assert!(e.starts_with("kernel: truncated"), "{e}");
+    let e = message(
+        m.load_linux(KERNEL.to_vec(), None, String::new())
+            .unwrap_err(),
+    );
+    assert!(e.contains("RAM"), "2 MiB is too little for the kernel: {e}");
+
+    let e = message(
+        m.attach_disk(0, Disk::from_bytes("one.img".into(), vec![0]))
+            .unwrap_err(),
+    );
+    assert_eq!(
+        e,
+        "hda one.img: the image size (1 bytes) is not a multiple of 512 bytes"
+    );
+    let e = message(
+        m.attach_disk(2, Disk::from_bytes("x".into(), vec![0; 512]))
+            .unwrap_err(),
+    );
+    assert!(e.contains("no hard disk position 2"), "{e}");
+    let e = message(
+        m.insert_cdrom(Disk::from_bytes("empty.iso".into(), Vec::new()))
+            .unwrap_err(),
+    );
+    assert_eq!(e, "cdrom empty.iso: the image is empty");
+    // The machine still works after all that.
+    assert!(["budget", "idle", "reset"].contains(&m.run(now_ms(), 1000.0).as_str()));
+    m.run(f64::NAN, f64::NAN);
+    m.run(-1.0, -5.0);
+    m.mouse(i32::MAX, i32::MIN, 7, 0xFF);
+}
+
+// ---- Linux in the browser ----
+
+/// Run `m` until `done` says so; returns the serial output collected meanwhile.
+async fn run_until(
+    m: &mut Machine,
+    serial: &mut String,
+    what: &str,
+    timeout_ms: f64,
+    done: impl Fn(&Machine, &str) -> bool,
+) {
+    let start = now_ms();
+    let mut last_yield = start;
+    loop {
+        let state = m.run(now_ms(), 2_000_000.0);
+        assert_ne!(state, "reset", "the guest reset; serial so far:\n{serial}");
+        serial.push_str(&String::from_utf8_lossy(&m.serial_output()));
+        if done(m, serial) {
+            return;
+        }
+        assert!(
+            now_ms() - start < timeout_ms,
+            "timeout waiting for {what}; serial so far:\n{serial}\nscreen:\n{}",
+            m.screen_text()
+        );
+        if now_ms() - last_yield > 50.0 {
+            sleep(0).await;
+            last_yield = now_ms();
+        }
+    }
 }
 
 #[wasm_bindgen_test]
-fn counted_loop_retires_every_instruction() {
-    // mov cx, 1000 ; l: inc ax ; loop l ; hlt
-    let mut cpu = cpu_with(&[0xB9, 0xE8, 0x03, 0x40, 0xE2, 0xFD, 0xF4]);
-    let exit = cpu.run(1_000_000);
-    assert_eq!(exit, "halted");
-    assert_eq!(cpu.reg(0) & 0xFFFF, 1000, "AX");
-    assert_eq!(cpu.reg(1) & 0xFFFF, 0, "CX");
-    // MOV + 1000 x (INC + LOOP), plus HLT if HLT counts as retired.
-    let n = cpu.instructions();
-    assert!(n == 2001.0 || n == 2002.0, "retired {n}");
+async fn linux_boots_to_a_shell_and_answers_on_serial_and_screen() {
+    let mut m = Machine::new(64.0).unwrap();
+    m.load_linux(
+        KERNEL.to_vec(),
+        Some(INITRD.to_vec()),
+        // nomodeset keeps the VGA text console (else bochs-drm switches to a graphical one).
+        "console=ttyS0 console=tty0 nomodeset".into(),
+    )
+    .map_err(message)
+    .unwrap();
+    let mut serial = String::new();
+    let t0 = now_ms();
+    run_until(
+        &mut m,
+        &mut serial,
+        "the shell prompt",
+        120_000.0,
+        |_, s| s.contains("wasm86:/ # "),
+    )
+    .await;
+    let boot_s = (now_ms() - t0) / 1000.0;
+    let boot_instr = m.instructions();
+    run_until(
+        &mut m,
+        &mut serial,
+        "the prompt on tty1",
+        30_000.0,
+        |m, _| m.screen_text().contains("wasm86:/ #"),
+    )
+    .await;
+    assert!(serial.contains("Welcome to wasm86"), "{serial}");
+
+    // Guest speed on a busy loop in the shell.
+    let i0 = m.instructions();
+    let t1 = now_ms();
+    m.send_serial(b"i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; echo loop-$i\n");
+    run_until(&mut m, &mut serial, "the busy loop", 120_000.0, |_, s| {
+        s.contains("loop-30000")
+    })
+    .await;
+    let busy_s = (now_ms() - t1) / 1000.0;
+    let busy_mips = (m.instructions() - i0) / busy_s / 1e6;
+    console_log(&format!(
+        "wasm86 in Chromium: shell prompt after {boot_s:.1} s ({:.0} M instructions, {:.1} \
+         MIPS averaged over boot incl. idle); busy shell loop: {:.0} M instructions in {busy_s:.1} \
+         s = {busy_mips:.1} MIPS",
+        boot_instr / 1e6,
+        boot_instr / boot_s / 1e6,
+        (m.instructions() - i0) / 1e6,
+    ));
+
+    // The keyboard, through the paced queue, to the shell on tty1.
+    m.type_text("echo $((6*7))\n");
+    run_until(&mut m, &mut serial, "42 on the screen", 30_000.0, |m, _| {
+        m.screen_text().lines().any(|l| l.trim() == "42")
+    })
+    .await;
+    let screen = m.screen_text();
+    assert!(
+        screen.contains("echo $((6*7))"),
+        "typed as given:\n{screen}"
+    );
+
+    // And over serial.
+    serial.clear();
+    m.send_serial(b"echo $((7*6))\n");
+    run_until(&mut m, &mut serial, "42 on serial", 30_000.0, |_, s| {
+        s.lines().any(|l| l.trim() == "42")
+    })
+    .await;
+    assert!(m.take_messages().is_empty());
 }

@@ -1,0 +1,389 @@
+//! `Machine`: the PC for the page, in real-time mode. The page calls `run()` in slices with its
+//! clock and yields to the event loop between them (for input events and disk fetches).
+
+use super::disk::{into_backend, stream_config, Disk};
+use super::http::{Feed, Messages};
+use crate::boot::linux;
+use crate::dev::atapi::Cdrom;
+use crate::dev::ide::{AtaDisk, Drive};
+use crate::input::HostInput;
+use crate::keymap;
+use crate::machine::{Machine as Core, MachineConfig, Stop, TimeMode};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+
+/// Guest RAM limits in MiB (the CLI's too).
+const MIN_MEMORY_MIB: f64 = 2.0;
+const MAX_MEMORY_MIB: f64 = 3072.0;
+/// The IDE position of the CD-ROM drive (secondary master, /dev/sr0).
+const CDROM_SLOT: usize = 2;
+/// While typed input waits, the guest runs in slices this long so the next batch follows soon
+/// after the guest read the last one.
+const INPUT_SLICE: u64 = 50_000;
+/// Virtual nanoseconds per instruction within a slice. The host clock pulls virtual time
+/// forward after every slice; within one, time advances at a nominal 500 MIPS, faster than the
+/// interpreter runs, so the guest is never throttled below the host's speed (as in the CLI).
+const NS_PER_INSTRUCTION: u64 = 2;
+
+/// What `load_linux` was given, kept to boot again after a reset.
+struct Kernel {
+    image: Vec<u8>,
+    initrd: Option<Vec<u8>>,
+    append: String,
+}
+
+/// A disk that was attached, for the download counter and the fetches.
+struct Attached {
+    /// Bytes that came over HTTP before the disk was attached (a whole download).
+    downloaded: u64,
+    feed: Option<Rc<Feed>>,
+}
+
+/// A PC: CPU, RAM, the PC devices, two hard disk positions and a CD-ROM drive.
+#[wasm_bindgen]
+pub struct Machine {
+    core: Core,
+    input: HostInput,
+    kernel: Option<Kernel>,
+    disks: Vec<Attached>,
+    messages: Messages,
+    /// The host time of the first `run()`, in ms: virtual time counts from there.
+    epoch_ms: Option<f64>,
+}
+
+fn error(msg: impl AsRef<str>) -> JsError {
+    JsError::new(msg.as_ref())
+}
+
+#[wasm_bindgen]
+impl Machine {
+    /// A machine with `memory_mib` MiB of RAM (2 to 3072) in real-time mode, its clock (RTC)
+    /// set from the host's. Throws if the size is out of range or the browser cannot give the
+    /// tab that much memory.
+    #[wasm_bindgen(constructor)]
+    pub fn new(memory_mib: f64) -> Result<Machine, JsError> {
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory_mib) || memory_mib.fract() != 0.0 {
+            return Err(error(format!(
+                "memory: {memory_mib} MiB is not a whole number of MiB from {MIN_MEMORY_MIB} to \
+                 {MAX_MEMORY_MIB}"
+            )));
+        }
+        let ram_bytes = memory_mib as usize * 1024 * 1024;
+        // Allocation failure would abort the module, so ask first (with room for the CPU's and
+        // memory's own tables); the allocator keeps the memory for the machine's RAM.
+        let mut probe: Vec<u8> = Vec::new();
+        if probe.try_reserve_exact(ram_bytes + (64 << 20)).is_err() {
+            return Err(error(format!(
+                "memory: the browser cannot give this page {memory_mib} MiB for the guest's RAM; \
+                 try less"
+            )));
+        }
+        drop(probe);
+        let mut core = Core::new(MachineConfig {
+            ram_bytes,
+            ns_per_instruction: NS_PER_INSTRUCTION,
+            time_mode: TimeMode::Realtime,
+            rtc_unix_seconds: (js_sys::Date::now() / 1000.0) as i64,
+            fast_serial: true,
+        });
+        // The CD-ROM drive is always there, so a disc can be inserted later.
+        core.attach_drive(CDROM_SLOT, Drive::Atapi(Cdrom::empty()));
+        Ok(Machine {
+            core,
+            input: HostInput::default(),
+            kernel: None,
+            disks: Vec::new(),
+            messages: Messages::default(),
+            epoch_ms: None,
+        })
+    }
+
+    /// Load a Linux bzImage, an optional initrd and the kernel command line, and start the
+    /// kernel (the machine is reset first). Throws with a plain message if the kernel is not a
+    /// bzImage (the machine is then left as it was), does not fit in RAM, and so on.
+    pub fn load_linux(
+        &mut self,
+        kernel: Vec<u8>,
+        initrd: Option<Vec<u8>>,
+        append: String,
+    ) -> Result<(), JsError> {
+        linux::parse_header(&kernel).map_err(|e| error(format!("kernel: {e}")))?;
+        let k = Kernel {
+            image: kernel,
+            initrd,
+            append,
+        };
+        self.core.reset();
+        self.input.clear();
+        self.kernel = None;
+        boot(&mut self.core, &k).map_err(error)?;
+        self.kernel = Some(k);
+        Ok(())
+    }
+
+    /// Attach `disk` as hard disk `slot` (0 = hda, /dev/sda; 1 = hdb, /dev/sdb), replacing what
+    /// was there. Consumes the disk. Throws on a bad slot or an image that is not a whole number
+    /// of 512-byte sectors.
+    pub fn attach_disk(&mut self, slot: u32, disk: Disk) -> Result<(), JsError> {
+        let label = match slot {
+            0 => "hda",
+            1 => "hdb",
+            _ => {
+                return Err(error(format!(
+                    "attach_disk: there is no hard disk position {slot} (0 = hda, 1 = hdb)"
+                )))
+            }
+        };
+        let (name, downloaded, warning) = (disk.name.clone(), disk.fetched(), disk.warning.clone());
+        let (backend, stream) = into_backend(disk.source);
+        let ata = AtaDisk::new(backend).map_err(|e| error(format!("{label} {name}: {e}")))?;
+        self.core.attach_drive(slot as usize, Drive::Ata(ata));
+        self.register(label, downloaded, stream, warning);
+        Ok(())
+    }
+
+    /// Put `disk` into the CD-ROM drive (secondary master, /dev/sr0), replacing the disc that
+    /// was there. Consumes the disk. Throws if the image is empty.
+    pub fn insert_cdrom(&mut self, disk: Disk) -> Result<(), JsError> {
+        if disk.size() == 0.0 {
+            return Err(error(format!("cdrom {}: the image is empty", disk.name)));
+        }
+        let (downloaded, warning) = (disk.fetched(), disk.warning.clone());
+        let (backend, stream) = into_backend(disk.source);
+        if !self.core.insert_cdrom(CDROM_SLOT, backend) {
+            return Err(error("cdrom: the machine has no CD-ROM drive"));
+        }
+        self.register("cdrom", downloaded, stream, warning);
+        Ok(())
+    }
+
+    /// Run the machine for a real-time slice: `host_now_ms` is the host clock in milliseconds
+    /// (`performance.now()`; virtual time counts from the first call), `max_instructions` the
+    /// most to execute. Returns "budget" (the budget is used or the guest is ahead of the
+    /// clock: call again after yielding), "idle" (the guest waits for time or input), or
+    /// "reset" (the guest rebooted or triple-faulted; the kernel was booted again).
+    pub fn run(&mut self, host_now_ms: f64, max_instructions: f64) -> String {
+        let epoch = *self.epoch_ms.get_or_insert(host_now_ms);
+        // `as` saturates (NaN and negatives become 0), so any number is a valid input.
+        let host_ns = ((host_now_ms - epoch) * 1e6) as u64;
+        let budget = max_instructions as u64;
+        let end = self.core.cpu.instructions.saturating_add(budget);
+        self.wake_storage();
+        self.input.pump(&mut self.core);
+        let stop = loop {
+            let start = self.core.cpu.instructions;
+            let remaining = end.saturating_sub(start);
+            let slice = if self.input.busy() {
+                remaining.min(INPUT_SLICE)
+            } else {
+                remaining
+            };
+            let stop = self.core.run_realtime(host_ns, slice);
+            let used = self.core.cpu.instructions - start;
+            let fed = self.input.pump(&mut self.core);
+            let more = self.core.cpu.instructions < end
+                && match stop {
+                    // A short slice ran out while input waits: go on.
+                    Stop::Budget => used >= slice && self.input.busy(),
+                    // Input just arrived: let the guest take it now.
+                    Stop::Idle { .. } => fed,
+                    Stop::Reset(_) => false,
+                };
+            if !more {
+                break stop;
+            }
+        };
+        self.start_fetches();
+        match stop {
+            Stop::Budget => "budget",
+            Stop::Idle { .. } => "idle",
+            Stop::Reset(_) => {
+                self.reboot();
+                "reset"
+            }
+        }
+        .to_string()
+    }
+
+    /// Bring the displayed frame up to date; true if it may have changed.
+    pub fn render(&mut self) -> bool {
+        let mut board = self.core.board();
+        board.vga.tick_frame();
+        board.vga.render()
+    }
+
+    /// Width of the frame in pixels.
+    pub fn width(&self) -> u32 {
+        self.core.board().vga.width() as u32
+    }
+
+    /// Height of the frame in pixels.
+    pub fn height(&self) -> u32 {
+        self.core.board().vga.height() as u32
+    }
+
+    /// The frame as `width * height * 4` RGBA bytes (a copy).
+    pub fn framebuffer(&self) -> Vec<u8> {
+        self.core.board().vga.framebuffer().to_vec()
+    }
+
+    /// The VGA text screen, rows joined by "\n" (trailing blanks trimmed); "" in graphics modes.
+    pub fn screen_text(&self) -> String {
+        self.core.board().vga.screen_text().join("\n")
+    }
+
+    /// What the guest wrote to COM1 since the last call.
+    pub fn serial_output(&mut self) -> Vec<u8> {
+        self.core.serial_output(0)
+    }
+
+    /// Queue bytes for COM1; they are fed as the UART takes them.
+    pub fn send_serial(&mut self, bytes: &[u8]) {
+        let dropped = self.input.send_serial(bytes);
+        if dropped > 0 {
+            self.message(format!(
+                "serial: the input queue is full; {dropped} bytes were dropped"
+            ));
+        }
+    }
+
+    /// A key of the PS/2 keyboard, named by `KeyboardEvent.code`, goes down or up. Returns false
+    /// for codes of keys a PC keyboard does not have. Queued behind earlier keys and typed text.
+    pub fn key(&mut self, code: &str, pressed: bool) -> bool {
+        if keymap::scancode(code).is_none() {
+            return false;
+        }
+        if !self.input.key(code, pressed) {
+            self.message("keyboard: the input queue is full; a key was dropped");
+        }
+        true
+    }
+
+    /// Type `text` on the PS/2 keyboard (US layout; "\n" is Enter; control characters are
+    /// Ctrl+letter). Characters no key types are skipped (and reported by take_messages).
+    pub fn type_text(&mut self, text: &str) {
+        let skipped = self.input.type_text(text);
+        if skipped > 0 {
+            self.message(format!(
+                "type_text: {skipped} characters were skipped (no key types them on a US \
+                 keyboard, or the input queue is full)"
+            ));
+        }
+    }
+
+    /// Move the PS/2 mouse by `dx` (right), `dy` (down), `dz` (wheel down) counts with
+    /// `buttons` held (bit 0 left, 1 right, 2 middle, 3 back, 4 forward, as
+    /// `MouseEvent.buttons` with the middle and right bits swapped by the page).
+    pub fn mouse(&mut self, dx: i32, dy: i32, dz: i32, buttons: u8) {
+        self.core.mouse_move(dx, dy, dz, buttons);
+    }
+
+    /// Reset the machine (as the reset button) and boot the loaded kernel again. Disks stay;
+    /// queued input is dropped.
+    pub fn reset(&mut self) {
+        self.core.reset();
+        self.reboot();
+    }
+
+    /// Instructions retired since power-on.
+    pub fn instructions(&self) -> f64 {
+        self.core.cpu.instructions as f64
+    }
+
+    /// Bytes fetched over HTTP by the attached disks.
+    pub fn downloaded_bytes(&self) -> f64 {
+        self.disks
+            .iter()
+            .map(|d| {
+                d.downloaded
+                    + d.feed
+                        .as_ref()
+                        .map_or(0, |f| f.stream.stats().bytes_fetched)
+            })
+            .sum::<u64>() as f64
+    }
+
+    /// Warnings and errors for the page since the last call.
+    pub fn take_messages(&mut self) -> Vec<String> {
+        std::mem::take(&mut *self.messages.borrow_mut())
+    }
+}
+
+/// Rust-side access for tests and other Rust hosts (not exported to JavaScript).
+impl Machine {
+    /// The emulated PC.
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// The emulated PC, mutably (tests load programs into RAM through this).
+    pub fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn message(&self, msg: impl Into<String>) {
+        self.messages.borrow_mut().push(msg.into());
+    }
+
+    /// Keep track of an attached disk; a streamed one gets a feed that fetches its chunks.
+    fn register(
+        &mut self,
+        label: &'static str,
+        downloaded: u64,
+        stream: Option<(crate::block::Stream, String)>,
+        warning: Option<String>,
+    ) {
+        if let Some(w) = warning {
+            self.message(w);
+        }
+        let feed = stream.map(|(stream, url)| {
+            Rc::new(Feed {
+                label,
+                url,
+                stream,
+                max_attempts: stream_config().max_attempts,
+                messages: Rc::clone(&self.messages),
+            })
+        });
+        self.disks.push(Attached { downloaded, feed });
+    }
+
+    /// Data arrived (or a fetch was given up) since the last slice: drives retry their reads.
+    fn wake_storage(&mut self) {
+        let mut wake = false;
+        for f in self.disks.iter().filter_map(|d| d.feed.as_ref()) {
+            wake |= f.stream.take_wake();
+        }
+        if wake {
+            self.core.storage_wake();
+        }
+    }
+
+    /// Fetch what the drives asked for during the slice (the fetches run after `run()`
+    /// returns, when the page yields).
+    fn start_fetches(&self) {
+        for f in self.disks.iter().filter_map(|d| d.feed.as_ref()) {
+            f.start();
+        }
+    }
+
+    /// After a reset: drop queued input and boot the kernel again.
+    fn reboot(&mut self) {
+        self.input.clear();
+        if let Some(k) = &self.kernel {
+            if let Err(e) = boot(&mut self.core, k) {
+                self.message(format!("reset: booting the kernel again failed: {e}"));
+            }
+        }
+    }
+}
+
+/// Load the kernel into a machine that was just reset.
+fn boot(core: &mut Core, k: &Kernel) -> Result<(), String> {
+    linux::load(&mut core.cpu, &k.image, k.initrd.as_deref(), &k.append)
+        .map(|_| ())
+        .map_err(|e| match e {
+            linux::LoadError::InitrdTooLarge { .. } => format!("initrd: {e}"),
+            _ => format!("kernel: {e}"),
+        })
+}
