@@ -313,7 +313,9 @@ export function statusText(controller) {
   }
   let wholeBytes = 0;
   const streamed = [];
-  for (const f of controller.files()) {
+  const order = ["kernel", "initrd", "hda", "hdb", "cdrom"];
+  const files = controller.files().sort((a, b) => order.indexOf(a.label) - order.indexOf(b.label));
+  for (const f of files) {
     if (f.local) {
       parts.push(`${f.label} ${f.name} (${formatBytes(f.total)}, local file${f.done ? "" : ", reading"})`);
       continue;
@@ -324,7 +326,9 @@ export function statusText(controller) {
     }
     wholeBytes += f.loaded;
     const of = f.total ? ` / ${formatBytes(f.total)}` : "";
-    parts.push(f.done ? `${f.label} ${f.name} ${formatBytes(f.loaded)}` : `${f.label} ${f.name} ${formatBytes(f.loaded)}${of}`);
+    // A disk from a server that ignores Range requests was downloaded whole.
+    const whole = f.label === "kernel" || f.label === "initrd" ? "" : " (downloaded whole)";
+    parts.push(f.done ? `${f.label} ${f.name} ${formatBytes(f.loaded)}${whole}` : `${f.label} ${f.name} ${formatBytes(f.loaded)}${of}`);
   }
   // The machine counts the bytes of all streamed disks together.
   const diskBytes = Math.max(0, s.downloadedBytes - wholeBytes);

@@ -30,7 +30,6 @@ const RESET_WINDOW_MS = 10_000;
 
 let wasm = null; // the pkg/wasm86.js module namespace
 let machine = null;
-let bootImage = null; // {kernel, initrd, append}: kept to boot again after a reset
 let state = "idle";
 let paused = false; // paused by the page (also while loading: commands are applied at start)
 let crashed = false;
@@ -121,8 +120,8 @@ function handle(msg) {
     case "reset":
       if (machine && !crashed) {
         publish(performance.now());
+        // Resets the board and boots the loaded kernel again (disks stay, queued input is dropped).
         machine.reset();
-        machine.load_linux(bootImage.kernel, bootImage.initrd, bootImage.append);
         post({ type: "boot" });
         scheduleTurn();
       }
@@ -239,8 +238,9 @@ async function openDisk(slot, source) {
     try {
       disk = await wasm.Disk.open_url(source);
     } catch (err) {
+      // The API's messages start with the URL.
       const why = err && err.message ? err.message : String(err);
-      throw new Error(why.startsWith(slot) ? why : `${slot} ${source}: ${why}`);
+      throw new Error(why.startsWith(source) ? `${slot} ${why}` : `${slot} ${source}: ${why}`);
     }
     return { disk, name: fileName(source), local: false };
   }
@@ -289,7 +289,7 @@ async function start(options) {
   try {
     machine = new wasm.Machine(options.memory);
   } catch (err) {
-    throw new Error(`Could not create a machine with ${options.memory} MiB of RAM: ${describe(err)}`);
+    throw new Error(`Could not create the machine: ${describe(err)}`);
   }
   for (const { slot, disk, name, local } of disks) {
     const info = {
@@ -301,8 +301,7 @@ async function start(options) {
       streamed: disk.streamed(),
       done: true,
     };
-    const warning = disk.warning();
-    if (warning) post({ type: "message", text: warning });
+    // A warning (e.g. the server ignores Range) comes through take_messages() once attached.
     try {
       if (slot === "cdrom") machine.insert_cdrom(disk);
       else machine.attach_disk(slot === "hda" ? 0 : 1, disk);
@@ -314,9 +313,12 @@ async function start(options) {
   try {
     machine.load_linux(kernel, initrd, options.append);
   } catch (err) {
-    throw new Error(`kernel ${options.kernel}: ${describe(err)}`);
+    // The API says "kernel: ..." or "initrd ...": add which file that was.
+    const why = describe(err);
+    if (why.startsWith("kernel: ")) throw new Error(`kernel ${options.kernel}: ${why.slice(8)}`);
+    if (why.startsWith("initrd")) throw new Error(`${why} (initrd ${options.initrd})`);
+    throw new Error(`kernel ${options.kernel}: ${why}`);
   }
-  bootImage = { kernel, initrd, append: options.append };
   post({ type: "boot" });
 
   for (const msg of pendingInput.splice(0)) applyInput(msg);
@@ -434,10 +436,10 @@ function onGuestReset() {
     );
     return;
   }
-  // What the old boot printed last goes out before the new boot's first bytes.
+  // run() has already booted the kernel again. What the old boot printed last goes out before
+  // the new boot's first bytes.
   publish(performance.now());
-  post({ type: "message", text: "The guest rebooted; booting the kernel again." });
-  machine.load_linux(bootImage.kernel, bootImage.initrd, bootImage.append);
+  post({ type: "message", text: "The guest rebooted; the kernel was booted again." });
   post({ type: "boot" });
 }
 
