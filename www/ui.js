@@ -227,7 +227,10 @@ export function bindMouse(controller, canvas) {
   });
   const onButton = (e) => {
     if (!locked()) return;
+    // preventDefault also stops the click from focusing the canvas: focus it here, or keys would
+    // go nowhere after the canvas lost focus while the pointer stayed locked.
     e.preventDefault();
+    if (e.type === "mousedown") canvas.focus({ preventScroll: true });
     buttons = e.buttons & 31;
     flush();
   };
@@ -262,7 +265,11 @@ export function bindMouse(controller, canvas) {
  * the cursor position report busybox asks for with ESC[6n) go to the guest. Returns
  * {term, setRows(n | null)}.
  */
-export function createTerminal(container, controller, { fontSize = 14, rows = null, open = true } = {}) {
+export function createTerminal(
+  container,
+  controller,
+  { fontSize = 14, rows = null, open = true, showMessages = false } = {}
+) {
   const term = new Terminal({
     fontSize,
     fontFamily: "ui-monospace, 'DejaVu Sans Mono', 'Cascadia Mono', Menlo, Consolas, monospace",
@@ -271,6 +278,14 @@ export function createTerminal(container, controller, { fontSize = 14, rows = nu
     convertEol: false,
     theme: { background: "#111318", foreground: "#d8dee9", cursor: "#e5e9f0" },
   });
+  // Notes from the host, dimmed, so the reader knows what is going on; they are only shown, never
+  // part of serialText(). Most of the boot passes before the kernel's first line: it unpacks
+  // itself (XZ) first.
+  const note = (text) => term.write(`\x1b[90m[wasm86] ${text.replace(/\n/g, "\r\n")}\x1b[0m\r\n`);
+  controller.addEventListener("boot", () =>
+    note("Booting Linux: the kernel unpacks itself first (a few quiet seconds).")
+  );
+  if (showMessages) controller.addEventListener("message", (e) => note(e.detail.text));
   term.onData((data) => controller.sendSerial(data));
   term.onBinary((data) => controller.sendSerial(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
   controller.addEventListener("serial", (e) => term.write(e.detail.bytes));

@@ -229,7 +229,8 @@ class Wasm86MachineElement extends HTMLElement {
     }
     // Fixed rows: the element's height does not depend on the page.
     const rows = Number(this.getAttribute("rows")) || (show === "both" ? 16 : 20);
-    this._term = createTerminal(term, c, { fontSize: 13, rows, open: showSerial });
+    // The widget has no notes list: warnings (e.g. a server without Range) go to the terminal.
+    this._term = createTerminal(term, c, { fontSize: 13, rows, open: showSerial, showMessages: true });
     const onFullscreen = () => {
       if (this._screen) this._screen.fit();
       // A full-screen terminal uses the whole height; back in the page, the fixed rows again.
