@@ -45,9 +45,10 @@ export function resolveOptions(given, base = document.baseURI) {
   };
   for (const name of ["kernel", "initrd", "hda", "hdb", "cdrom"]) {
     const v = given[name];
-    if (v === undefined || v === null) continue;
-    if (typeof v !== "string") out[name] = v; // a File or Blob
-    else if (v === "" || v === "none") out[name] = name === "kernel" ? DEFAULTS.kernel : null;
+    if (v === undefined) continue;
+    // "" or "none" (or null, from options resolved before) mean no such file; the kernel is needed.
+    if (v === null || v === "" || v === "none") out[name] = name === "kernel" ? DEFAULTS.kernel : null;
+    else if (typeof v !== "string") out[name] = v; // a File or Blob
     else out[name] = url(name, v);
   }
   if (given.append !== undefined && given.append !== null) out.append = String(given.append);
