@@ -147,6 +147,7 @@ class Wasm86MachineElement extends HTMLElement {
     const start = c.start.bind(c);
     c.start = () => {
       this._build();
+      this._createTerminal();
       return start();
     };
     return c;
@@ -229,12 +230,16 @@ class Wasm86MachineElement extends HTMLElement {
     }
     // Fixed rows: the element's height does not depend on the page.
     const rows = Number(this.getAttribute("rows")) || (show === "both" ? 16 : 20);
-    // The widget has no notes list: warnings (e.g. a server without Range) go to the terminal.
-    this._term = createTerminal(term, c, { fontSize: 13, rows, open: showSerial, showMessages: true });
+    // xterm.js is only created when the machine starts (see _createTerminal): opening it costs tens
+    // of milliseconds, too much for every widget of a page at load. Until then the space it will
+    // take is kept free (a 13 px font gives rows of about 15 px).
+    term.style.height = `${rows * 15 + 8}px`;
+    this._termOptions = { container: term, rows, open: showSerial };
+    this._term = null;
     const onFullscreen = () => {
       if (this._screen) this._screen.fit();
       // A full-screen terminal uses the whole height; back in the page, the fixed rows again.
-      this._term.setRows(root.fullscreenElement === term ? null : rows);
+      if (this._term) this._term.setRows(root.fullscreenElement === term ? null : rows);
     };
     root.addEventListener("fullscreenchange", onFullscreen);
     document.addEventListener("fullscreenchange", onFullscreen);
@@ -288,7 +293,24 @@ class Wasm86MachineElement extends HTMLElement {
       tail = (tail + e.detail.text).slice(-256);
       if (!PROMPT.test(tail)) return;
       this._runArmed = false;
-      this._term.term.write("", () => c.sendSerial(`${command}\n`));
+      if (this._term) this._term.term.write("", () => c.sendSerial(`${command}\n`));
+      else c.sendSerial(`${command}\n`);
+    });
+  }
+
+  /** Create the terminal in a task of its own (each widget separately, so that starting several
+   * at once does not make one long main-thread task). Output that came before is replayed. */
+  _createTerminal() {
+    if (this._termQueued) return;
+    this._termQueued = true;
+    setTimeout(() => {
+      const { container, rows, open } = this._termOptions;
+      const c = this._controller;
+      // The widget has no notes list: warnings (e.g. a server without Range) go to the terminal.
+      this._term = createTerminal(container, c, { fontSize: 13, rows, open, showMessages: true });
+      container.style.height = "";
+      const earlier = c.serialText();
+      if (earlier) this._term.term.write(earlier);
     });
   }
 }
