@@ -21,7 +21,12 @@ const screen = new ScreenView($("screen"), controller, {
   // Keep the toolbar and status line in view on short windows.
   maxHeight: () => Math.max(240, innerHeight - 170),
 });
-createTerminal($("terminal"), controller, { fontSize: 13 });
+// Opening xterm.js takes a few tens of milliseconds: in a task of its own, after the machine has
+// started loading (its first output comes seconds later; anything earlier is replayed).
+setTimeout(() => {
+  const { term } = createTerminal($("terminal"), controller, { fontSize: 13 });
+  if (controller.serialText()) term.write(controller.serialText());
+});
 bindKeyboard(controller, [$("screen"), $("text-input")], { textInput: $("text-input") });
 bindMouse(controller, $("screen"));
 
