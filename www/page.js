@@ -1,0 +1,132 @@
+// index.html: one machine with the options of the query string, exposed as `window.wasm86`.
+
+import { MachineController, optionsFromQuery } from "./wasm86.js";
+import { ScreenView, bindKeyboard, bindMouse, createTerminal, statusText, toggleFullscreen } from "./ui.js";
+
+const $ = (id) => document.getElementById(id);
+
+let controller;
+try {
+  controller = new MachineController(optionsFromQuery());
+} catch (err) {
+  controller = MachineController.failed(`Bad page option: ${err.message}`);
+}
+window.wasm86 = controller;
+
+// ---- views ----
+
+const screenBox = $("screen-box");
+const screen = new ScreenView($("screen"), controller, {
+  box: screenBox,
+  // Keep the toolbar and status line in view on short windows.
+  maxHeight: () => Math.max(240, innerHeight - 170),
+});
+// Opening xterm.js takes a few tens of milliseconds: in a task of its own, after the machine has
+// started loading (its first output comes seconds later; anything earlier is replayed).
+setTimeout(() => {
+  const { term } = createTerminal($("terminal"), controller, { fontSize: 13 });
+  if (controller.serialText()) term.write(controller.serialText());
+});
+bindKeyboard(controller, [$("screen"), $("text-input")], { textInput: $("text-input") });
+bindMouse(controller, $("screen"));
+
+// ---- status, errors, notes ----
+
+let statusQueued = false;
+function refreshStatus() {
+  if (statusQueued) return;
+  statusQueued = true;
+  requestAnimationFrame(() => {
+    statusQueued = false;
+    $("status").textContent = statusText(controller);
+    const state = controller.state;
+    document.body.dataset.state = state;
+    $("pause").disabled = !(state === "running" || state === "paused");
+    $("pause").textContent = state === "paused" ? "Resume" : "Pause";
+    $("reset").disabled = state === "idle" || state === "loading";
+  });
+}
+for (const ev of ["state", "stats", "progress", "restart"]) controller.addEventListener(ev, refreshStatus);
+
+function showError() {
+  const message = controller.error();
+  $("error").hidden = message === null;
+  $("error").textContent = message === null ? "" : message;
+}
+controller.addEventListener("error", showError);
+controller.addEventListener("restart", showError);
+
+controller.addEventListener("message", (e) => {
+  const li = document.createElement("li");
+  li.textContent = e.detail.text;
+  $("notes").append(li);
+  $("notes").hidden = false;
+  // Only the latest few matter.
+  while ($("notes").children.length > 5) $("notes").firstElementChild.remove();
+});
+controller.addEventListener("restart", () => {
+  $("notes").replaceChildren();
+  $("notes").hidden = true;
+});
+
+// ---- controls ----
+
+$("pause").onclick = () => (controller.state === "paused" ? controller.resume() : controller.pause());
+$("reset").onclick = () => controller.reset();
+$("fullscreen").onclick = () => toggleFullscreen(screenBox).catch((err) => console.warn("fullscreen:", err));
+document.addEventListener("fullscreenchange", () => {
+  screen.fit();
+  if (document.fullscreenElement === screenBox) $("screen").focus();
+});
+$("keyboard").onclick = () => $("text-input").focus();
+
+// ---- local disk images: the file picker and drag and drop ----
+
+async function useLocalImage(file) {
+  const dialog = $("slot-dialog");
+  $("slot-file").textContent = `${file.name} (${(file.size / 1048576).toFixed(1)} MiB)`;
+  // CD images are usually .iso; anything else is most likely a hard disk.
+  const guess = /\.iso$/i.test(file.name) ? "cdrom" : "hda";
+  dialog.returnValue = "cancel";
+  dialog.showModal();
+  dialog.querySelector(`button[value="${guess}"]`).focus();
+  const slot = await new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue), { once: true }));
+  if (slot === "hda" || slot === "hdb" || slot === "cdrom") controller.restart({ [slot]: file });
+}
+
+$("file").addEventListener("change", (e) => {
+  const file = e.target.files && e.target.files[0];
+  e.target.value = "";
+  if (file) useLocalImage(file);
+});
+
+let dragDepth = 0;
+const hasFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes("Files");
+document.addEventListener("dragenter", (e) => {
+  if (!hasFiles(e)) return;
+  dragDepth++;
+  $("drop").hidden = false;
+});
+document.addEventListener("dragleave", () => {
+  dragDepth = Math.max(0, dragDepth - 1);
+  if (dragDepth === 0) $("drop").hidden = true;
+});
+document.addEventListener("dragover", (e) => {
+  if (!hasFiles(e)) return;
+  e.preventDefault();
+  e.dataTransfer.dropEffect = "copy";
+});
+document.addEventListener("drop", (e) => {
+  if (!hasFiles(e)) return;
+  e.preventDefault();
+  dragDepth = 0;
+  $("drop").hidden = true;
+  const file = e.dataTransfer.files[0];
+  if (file) useLocalImage(file);
+});
+
+// ---- go ----
+
+refreshStatus();
+showError();
+controller.start();

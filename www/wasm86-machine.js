@@ -1,0 +1,318 @@
+// <wasm86-machine>: an emulated PC for any static HTML page, with one include:
+//
+//   <script type="module" src="https://example.org/wasm86/wasm86-machine.js"></script>
+//   <wasm86-machine kernel="…" initrd="…" append="…" memory="64" hda="…" cdrom="…"
+//                   show="serial|screen|both" run="uname -a" label="…" rows="20"
+//                   start="click"></wasm86-machine>
+//
+// Every attribute is optional: the defaults boot the Linux bundled next to this module. URLs in
+// attributes are relative to the page. Each element runs its own machine in its own worker. A
+// machine starts when it is clicked, or when it scrolls into view (start="click" waits for the
+// click), so a page with ten of them downloads nothing until the reader gets there.
+// `run="COMMAND"` types COMMAND + Enter on the serial console once the shell prompt ("# ") shows,
+// after every boot. `element.machine` is the automation API (see wasm86.js).
+
+import { MachineController, resolveOptions } from "./wasm86.js";
+import { ScreenView, bindKeyboard, bindMouse, createTerminal, toggleFullscreen, XTERM_CSS } from "./ui.js";
+
+const OPTION_ATTRS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom"];
+
+/** A shell prompt: "# " at the end of the output, or followed by busybox's cursor-position query
+ * ESC[6n (kernel messages may come right after it). */
+const PROMPT = /# (?:\x1b\[6n|$)/;
+
+const STYLE = `
+:host {
+  display: block;
+  margin: 1.2em 0;
+  border: 1px solid #c9d0da;
+  border-radius: 6px;
+  overflow: hidden;
+  font: 13px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  color: #1d2430;
+  background: #111318;
+  contain: content;
+}
+:host([hidden]) { display: none; }
+.bar {
+  display: flex;
+  align-items: center;
+  gap: 4px;
+  padding: 4px 6px;
+  background: #eef1f5;
+  border-bottom: 1px solid #c9d0da;
+}
+.bar button {
+  font: inherit;
+  padding: 1px 9px;
+  border: 1px solid #c3cad5;
+  border-radius: 4px;
+  background: #fff;
+  color: inherit;
+  cursor: pointer;
+}
+.bar button:hover:not(:disabled) { background: #e4e9f0; }
+.bar button:disabled { color: #9aa3af; cursor: default; }
+.title { font-weight: 600; margin-right: 4px; }
+.status {
+  margin-left: auto;
+  color: #5b6575;
+  font: 12px ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace;
+  white-space: nowrap;
+  overflow: hidden;
+  text-overflow: ellipsis;
+}
+.error {
+  padding: 6px 10px;
+  background: #fdf1f0;
+  color: #7a1d14;
+  border-bottom: 1px solid #e0a4a4;
+  white-space: pre-wrap;
+}
+.body { position: relative; }
+.screen-box { display: flex; justify-content: center; background: #000; }
+.screen-box:fullscreen { align-items: center; width: 100vw; height: 100vh; }
+canvas { display: block; image-rendering: pixelated; outline: none; }
+canvas.smooth { image-rendering: auto; }
+canvas:focus { box-shadow: inset 0 0 0 2px #4a7fd0; }
+.term { padding: 4px 6px; background: #111318; }
+.term:fullscreen { padding: 0; }
+.term:fullscreen > .xterm { padding: 12px; height: 100%; }
+:host([show="serial"]) .screen-box, :host(:not([show])) .screen-box { display: none; }
+:host([show="screen"]) .term { display: none; }
+:host([show="both"]) .term { border-top: 1px solid #2a2f3a; }
+.cover {
+  position: absolute;
+  inset: 0;
+  display: flex;
+  flex-direction: column;
+  align-items: center;
+  justify-content: center;
+  gap: 6px;
+  background: #111318;
+  color: #aab3c0;
+  cursor: pointer;
+  min-height: 120px;
+}
+.cover button {
+  font: inherit;
+  font-size: 15px;
+  padding: 6px 18px;
+  border: 0;
+  border-radius: 5px;
+  background: #2d5fa8;
+  color: #fff;
+  cursor: pointer;
+}
+.cover[hidden] { display: none; }
+`;
+
+const formatMips = (m) => (m >= 10 ? m.toFixed(0) : m.toFixed(1));
+
+class Wasm86MachineElement extends HTMLElement {
+  static get observedAttributes() {
+    return OPTION_ATTRS;
+  }
+
+  constructor() {
+    super();
+    this._controller = null;
+    this._built = false;
+    this._runArmed = true;
+  }
+
+  /** The automation API (MachineController); exists before the machine starts. */
+  get machine() {
+    if (!this._controller) this._makeController();
+    return this._controller;
+  }
+
+  _options() {
+    const given = {};
+    for (const name of OPTION_ATTRS) {
+      if (this.hasAttribute(name)) given[name] = this.getAttribute(name);
+    }
+    return resolveOptions(given, document.baseURI);
+  }
+
+  _makeController() {
+    let c;
+    try {
+      c = new MachineController(this._options());
+    } catch (err) {
+      c = MachineController.failed(`<wasm86-machine${this.id ? ` id="${this.id}"` : ""}>: ${err.message}`);
+    }
+    this._controller = c;
+    // start() from script must also build the views.
+    const start = c.start.bind(c);
+    c.start = () => {
+      this._build();
+      this._createTerminal();
+      return start();
+    };
+    return c;
+  }
+
+  attributeChangedCallback() {
+    // Options are read when the machine starts; later changes apply to the next start.
+    if (this._controller && this._controller.state === "idle" && !this._controller._worker) {
+      try {
+        this._controller.options = this._options();
+      } catch (err) {
+        console.warn("wasm86-machine:", err.message);
+      }
+    }
+  }
+
+  connectedCallback() {
+    this._build();
+    if (this._controller && this._controller.state !== "idle") return;
+    if (this.getAttribute("start") === "click" || this._observer) return;
+    // Start when a good part of the machine is on screen, not on page load.
+    this._observer = new IntersectionObserver(
+      (entries) => {
+        if (entries.some((e) => e.isIntersecting)) {
+          this._observer.disconnect();
+          this.machine.start();
+        }
+      },
+      { threshold: 0.25 }
+    );
+    this._observer.observe(this);
+  }
+
+  disconnectedCallback() {
+    if (this._observer) {
+      this._observer.disconnect();
+      this._observer = null;
+    }
+  }
+
+  /** Build the shadow DOM and the views once. */
+  _build() {
+    if (this._built) return;
+    this._built = true;
+    const c = this.machine;
+    const root = this.attachShadow({ mode: "open" });
+    const show = this.getAttribute("show") || "serial";
+    root.innerHTML = `
+      <link rel="stylesheet" href="${XTERM_CSS}">
+      <style>${STYLE}</style>
+      <div class="bar" part="toolbar">
+        <span class="title"></span>
+        <button class="pause" type="button" disabled>Pause</button>
+        <button class="reset" type="button" disabled>Reset</button>
+        <button class="fullscreen" type="button" title="Fullscreen">Full screen</button>
+        <span class="status" aria-live="off">not started</span>
+      </div>
+      <div class="error" role="alert" hidden></div>
+      <div class="body">
+        <div class="screen-box"><canvas tabindex="0" width="720" height="400"></canvas></div>
+        <div class="term"></div>
+        <div class="cover"><button type="button" class="start">▶ Boot Linux</button>
+          <span>downloads a small kernel and initramfs (a few MB)</span></div>
+      </div>`;
+    const $ = (sel) => root.querySelector(sel);
+    this._$ = $;
+    $(".title").textContent = this.getAttribute("label") || this.id || "wasm86";
+    const canvas = $("canvas");
+    const screenBox = $(".screen-box");
+    const term = $(".term");
+
+    const showScreen = show === "screen" || show === "both";
+    const showSerial = show !== "screen";
+    if (showScreen) {
+      this._screen = new ScreenView(canvas, c, { box: screenBox });
+      bindKeyboard(c, [canvas]);
+      bindMouse(c, canvas);
+    } else {
+      c.setFrames(false);
+    }
+    // Fixed rows: the element's height does not depend on the page.
+    const rows = Number(this.getAttribute("rows")) || (show === "both" ? 16 : 20);
+    // xterm.js is only created when the machine starts (see _createTerminal): opening it costs tens
+    // of milliseconds, too much for every widget of a page at load. Until then the space it will
+    // take is kept free (a 13 px font gives rows of about 15 px).
+    term.style.height = `${rows * 15 + 8}px`;
+    this._termOptions = { container: term, rows, open: showSerial };
+    this._term = null;
+    const onFullscreen = () => {
+      if (this._screen) this._screen.fit();
+      // A full-screen terminal uses the whole height; back in the page, the fixed rows again.
+      if (this._term) this._term.setRows(root.fullscreenElement === term ? null : rows);
+    };
+    root.addEventListener("fullscreenchange", onFullscreen);
+    document.addEventListener("fullscreenchange", onFullscreen);
+    if (showScreen && !showSerial) term.hidden = true;
+
+    // Toolbar.
+    const cover = $(".cover");
+    cover.addEventListener("click", () => c.start());
+    $(".pause").onclick = () => (c.state === "paused" ? c.resume() : c.pause());
+    $(".reset").onclick = () => c.reset();
+    $(".fullscreen").onclick = () => {
+      toggleFullscreen(showScreen ? screenBox : term).catch((err) => console.warn("fullscreen:", err));
+    };
+
+    const refresh = () => {
+      const s = c.stats();
+      $(".pause").disabled = !(s.state === "running" || s.state === "paused");
+      $(".pause").textContent = s.state === "paused" ? "Resume" : "Pause";
+      $(".reset").disabled = s.state === "idle" || s.state === "loading";
+      cover.hidden = s.state !== "idle";
+      let text = s.state;
+      if (s.state === "running") text = `running · ${formatMips(s.mips)} MIPS`;
+      if (s.state === "loading") {
+        let loaded = 0;
+        let total = 0;
+        for (const f of c.files()) {
+          loaded += f.loaded;
+          total += f.total;
+        }
+        text = total ? `loading ${Math.min(100, Math.round((100 * loaded) / total))}%` : "loading";
+      }
+      $(".status").textContent = text;
+      const err = c.error();
+      $(".error").hidden = err === null;
+      $(".error").textContent = err || "";
+    };
+    for (const ev of ["state", "stats", "progress", "error", "restart"]) c.addEventListener(ev, refresh);
+    refresh();
+
+    // run="COMMAND": once per boot, when the prompt shows. The command is sent after the
+    // terminal has taken in the output, so xterm's answer to the prompt's ESC[6n reaches the guest
+    // first (busybox would otherwise read the command as a garbled answer).
+    let tail = "";
+    c.addEventListener("boot", () => {
+      this._runArmed = true;
+      tail = "";
+    });
+    c.addEventListener("serial", (e) => {
+      const command = this.getAttribute("run");
+      if (!command || !this._runArmed) return;
+      tail = (tail + e.detail.text).slice(-256);
+      if (!PROMPT.test(tail)) return;
+      this._runArmed = false;
+      if (this._term) this._term.term.write("", () => c.sendSerial(`${command}\n`));
+      else c.sendSerial(`${command}\n`);
+    });
+  }
+
+  /** Create the terminal in a task of its own (each widget separately, so that starting several
+   * at once does not make one long main-thread task). Output that came before is replayed. */
+  _createTerminal() {
+    if (this._termQueued) return;
+    this._termQueued = true;
+    setTimeout(() => {
+      const { container, rows, open } = this._termOptions;
+      const c = this._controller;
+      // The widget has no notes list: warnings (e.g. a server without Range) go to the terminal.
+      this._term = createTerminal(container, c, { fontSize: 13, rows, open, showMessages: true });
+      container.style.height = "";
+      const earlier = c.serialText();
+      if (earlier) this._term.term.write(earlier);
+    });
+  }
+}
+
+if (!customElements.get("wasm86-machine")) customElements.define("wasm86-machine", Wasm86MachineElement);

@@ -1,0 +1,415 @@
+// wasm86 front-end library: MachineController runs one emulated PC in a Web Worker (worker.js) and
+// mirrors its output on the main thread, so that every getter of the automation API is synchronous
+// and the page never waits on the guest. Both index.html and the <wasm86-machine> element use it.
+//
+// The automation API (the same on `window.wasm86` and on each widget's `.machine`):
+//   serialText() screenText() sendSerial(text) typeText(text) stats() pause() resume() reset()
+//   start() ready error()
+// stats() is {instructions, mips, downloadedBytes, state}, state one of
+// "idle" | "loading" | "running" | "paused" | "error".
+
+const here = import.meta.url;
+
+/** Default options (contract 5): the bundled Linux, next to this module in the site. */
+export const DEFAULTS = Object.freeze({
+  kernel: new URL("images/bzImage", here).href,
+  initrd: new URL("images/initramfs.cpio.gz", here).href,
+  append: "console=ttyS0 console=tty0",
+  memory: 64,
+  hda: null,
+  hdb: null,
+  cdrom: null,
+});
+
+/** The emulator package (wasm-pack --target web output), next to this module. */
+const PKG_URL = new URL("pkg/wasm86.js", here).href;
+const WORKER_URL = new URL("worker.js", here);
+
+/** Keep at most this much serial text (characters); older output is dropped from the front. */
+const SERIAL_KEEP = 4 << 20;
+/** Without a word from a running worker for this long (visible tab), it is reported dead. */
+const WATCHDOG_MS = 15_000;
+
+/**
+ * Turn options from a query string or element attributes into the controller's options.
+ * URLs are resolved against `base`; disks may also be File objects. Throws an Error in plain words.
+ */
+export function resolveOptions(given, base = document.baseURI) {
+  const out = { ...DEFAULTS };
+  const url = (name, v) => {
+    try {
+      return new URL(v, base).href;
+    } catch {
+      throw new Error(`${name}=${v} is not a valid URL`);
+    }
+  };
+  for (const name of ["kernel", "initrd", "hda", "hdb", "cdrom"]) {
+    const v = given[name];
+    if (v === undefined) continue;
+    // "" or "none" (or null, from options resolved before) mean no such file; the kernel is needed.
+    if (v === null || v === "" || v === "none") out[name] = name === "kernel" ? DEFAULTS.kernel : null;
+    else if (typeof v !== "string") out[name] = v; // a File or Blob
+    else out[name] = url(name, v);
+  }
+  if (given.append !== undefined && given.append !== null) out.append = String(given.append);
+  if (given.memory !== undefined && given.memory !== null && given.memory !== "") {
+    const m = Number(given.memory);
+    if (!Number.isInteger(m) || m <= 0) {
+      throw new Error(`memory=${given.memory} is not a whole number of MiB (for example memory=64)`);
+    }
+    out.memory = m;
+  }
+  return out;
+}
+
+/** Options from the page's query string: kernel initrd append hda hdb cdrom memory. */
+export function optionsFromQuery(search = location.search, base = location.href) {
+  const q = new URLSearchParams(search);
+  const given = {};
+  for (const name of ["kernel", "initrd", "append", "hda", "hdb", "cdrom", "memory"]) {
+    if (q.has(name)) given[name] = q.get(name);
+  }
+  return resolveOptions(given, base);
+}
+
+/** 1536 -> "1.5 KiB". */
+export function formatBytes(n) {
+  if (!Number.isFinite(n)) return "?";
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let u = -1;
+  do {
+    v /= 1024;
+    u++;
+  } while (v >= 1024 && u < units.length - 1);
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[u]}`;
+}
+
+/** 1234567 -> "1.23 M". */
+export function formatCount(n) {
+  if (n < 1e3) return String(Math.round(n));
+  if (n < 1e6) return `${(n / 1e3).toFixed(1)} k`;
+  if (n < 1e9) return `${(n / 1e6).toFixed(1)} M`;
+  return `${(n / 1e9).toFixed(2)} G`;
+}
+
+/**
+ * One emulated PC. Events (all CustomEvent): "state", "serial" ({bytes, text}), "frame"
+ * ({width, height, data: Uint8ClampedArray}), "screentext", "stats", "progress", "message" ({text}),
+ * "error" ({message}), "boot" (the kernel was loaded: first start, reset, guest reboot), "restart"
+ * (a new machine replaces the old one: mirrors were cleared).
+ */
+export class MachineController extends EventTarget {
+  constructor(options = {}) {
+    super();
+    this.options = resolveOptions(options, options.base || document.baseURI);
+    this._worker = null;
+    this._wantPaused = false;
+    this._framesOn = true;
+    this._clear();
+  }
+
+  _clear() {
+    this._state = "idle";
+    this._error = null;
+    this._serial = "";
+    this._decoder = new TextDecoder("utf-8");
+    this._screen = "";
+    this._stats = { instructions: 0, mips: 0, downloadedBytes: 0 };
+    this._files = new Map();
+    this._messages = [];
+    this._pendingFrame = null;
+    this._frameScheduled = false;
+    this._heardAt = performance.now();
+    let resolve;
+    let reject;
+    this._ready = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    // Nobody may be waiting on `ready`; the error is shown on the page anyway.
+    this._ready.catch(() => {});
+    this._resolveReady = resolve;
+    this._rejectReady = reject;
+    this._readySettled = false;
+  }
+
+  /** A controller that never runs, in the error state (e.g. the page's options were invalid), so
+   * the automation API still exists and says what went wrong. */
+  static failed(message) {
+    const c = new MachineController({});
+    c._fatal = true;
+    c._fail(message);
+    return c;
+  }
+
+  // ---- automation API (contract 5) ----
+
+  /** Everything the guest wrote to COM1 (the newest 4 Mi characters). */
+  serialText() {
+    return this._serial;
+  }
+
+  /** The VGA text screen, rows joined by "\n" ("" in graphics mode or before the first frame). */
+  screenText() {
+    return this._screen;
+  }
+
+  /** Send text to the guest's COM1 (UTF-8). */
+  sendSerial(text) {
+    const bytes = typeof text === "string" ? new TextEncoder().encode(text) : new Uint8Array(text);
+    this._send({ type: "serial", bytes }, [bytes.buffer]);
+  }
+
+  /** Type text on the PS/2 keyboard (US layout; "\n" is Enter). */
+  typeText(text) {
+    this._send({ type: "type", text: String(text) });
+  }
+
+  stats() {
+    const running = this._state === "running";
+    return { ...this._stats, mips: running ? this._stats.mips : 0, state: this._state };
+  }
+
+  pause() {
+    this._wantPaused = true;
+    if (this._state === "running") this._setState("paused");
+    this._send({ type: "pause" });
+  }
+
+  resume() {
+    this._wantPaused = false;
+    if (this._state === "paused") this._setState("running");
+    this._send({ type: "resume" });
+  }
+
+  /** Reset the guest (boots the kernel again). After an error, starts a fresh machine. */
+  reset() {
+    if (this._state === "error") {
+      this.restart();
+    } else if (this._worker) {
+      this._send({ type: "reset" });
+    }
+  }
+
+  /** Start now (idempotent). Returns `ready`. */
+  start() {
+    if (!this._worker && !this._fatal) this._spawn();
+    return this._ready;
+  }
+
+  /** Resolves when the machine is running; rejects with the Error shown on the page. */
+  get ready() {
+    return this._ready;
+  }
+
+  /** The error message, or null. */
+  error() {
+    return this._error;
+  }
+
+  // ---- more for the page and the widget ----
+
+  get state() {
+    return this._state;
+  }
+
+  /** Progress of every file: [{label, name, loaded, total, streamed, done}]. */
+  files() {
+    return [...this._files.values()];
+  }
+
+  /** Warnings and notes from the machine so far (strings). */
+  messages() {
+    return this._messages.slice();
+  }
+
+  key(code, pressed) {
+    this._send({ type: "key", code, pressed: !!pressed });
+  }
+
+  mouse(dx, dy, dz, buttons) {
+    this._send({ type: "mouse", dx, dy, dz, buttons });
+  }
+
+  /** Whether the worker should produce frames (off for a terminal-only widget). */
+  setFrames(on) {
+    this._framesOn = !!on;
+    this._send({ type: "frames", on: this._framesOn });
+  }
+
+  /** Stop the machine and start a new one with changed options (e.g. a dropped disk image). */
+  restart(changes = {}) {
+    if (this._fatal) return this._ready;
+    this._terminate();
+    this.options = { ...this.options, ...changes };
+    this._clear();
+    this.dispatchEvent(new CustomEvent("restart"));
+    this._setState("idle");
+    return this.start();
+  }
+
+  /** Stop the machine for good and free its worker. */
+  destroy() {
+    this._terminate();
+  }
+
+  // ---- internals ----
+
+  _send(msg, transfer) {
+    if (this._worker) this._worker.postMessage(msg, transfer || []);
+  }
+
+  _terminate() {
+    if (this._worker) {
+      this._worker.terminate();
+      this._worker = null;
+    }
+    clearInterval(this._watchdog);
+  }
+
+  _spawn() {
+    let worker;
+    try {
+      worker = new Worker(WORKER_URL, { type: "module" });
+    } catch (err) {
+      this._fail(`Could not start the emulator's worker (${WORKER_URL}): ${err.message}`);
+      return;
+    }
+    this._worker = worker;
+    worker.onmessage = (e) => {
+      this._heardAt = performance.now();
+      this._onMessage(e.data);
+    };
+    // An uncaught exception in the worker, or worker.js failing to load: without this the machine
+    // would just stop.
+    worker.onerror = (e) => {
+      e.preventDefault();
+      const what = e.message || `could not load ${WORKER_URL} (missing file or a syntax error)`;
+      this._fail(`The emulator's worker failed: ${what}`);
+      this._terminate();
+    };
+    worker.onmessageerror = () => this._fail("The emulator's worker sent a message that could not be read.");
+    const { kernel, initrd, append, memory, hda, hdb, cdrom } = this.options;
+    worker.postMessage({
+      type: "start",
+      options: { pkgUrl: PKG_URL, kernel, initrd, append, memory, hda, hdb, cdrom, paused: this._wantPaused },
+    });
+    if (!this._framesOn) worker.postMessage({ type: "frames", on: false });
+    this._setState("loading");
+    // A worker can die without an error event (the browser killed it for memory). A running
+    // worker posts stats several times a second; the check only runs while the tab is visible,
+    // since a background tab's timers (and workers) may be held back.
+    this._heardAt = performance.now();
+    const onVisible = () => {
+      if (document.visibilityState === "visible") this._heardAt = performance.now();
+    };
+    document.addEventListener("visibilitychange", onVisible);
+    this._watchdog = setInterval(() => {
+      if (!this._worker) {
+        clearInterval(this._watchdog);
+        document.removeEventListener("visibilitychange", onVisible);
+        return;
+      }
+      if (
+        this._state === "running" &&
+        document.visibilityState === "visible" &&
+        performance.now() - this._heardAt > WATCHDOG_MS
+      ) {
+        this._fail(
+          `The emulator has not answered for ${WATCHDOG_MS / 1000} s: its worker crashed or ran ` +
+            "out of memory. Press Reset to start a new machine."
+        );
+        this._terminate();
+      }
+    }, 1000);
+  }
+
+  _onMessage(msg) {
+    switch (msg.type) {
+      case "state":
+        // A pause/resume asked for locally is already mirrored; the worker's word is final.
+        this._setState(msg.state);
+        break;
+      case "started":
+        if (!this._readySettled) {
+          this._readySettled = true;
+          this._resolveReady(this);
+        }
+        break;
+      case "boot":
+        this._emit("boot", {});
+        break;
+      case "progress":
+        this._files.set(msg.file.label, msg.file);
+        this._emit("progress", msg.file);
+        break;
+      case "message":
+        this._messages.push(msg.text);
+        this._emit("message", { text: msg.text });
+        break;
+      case "error":
+        this._fail(msg.message);
+        break;
+      case "update":
+        if (msg.serial) {
+          const bytes = msg.serial;
+          const text = this._decoder.decode(bytes, { stream: true });
+          this._serial += text;
+          if (this._serial.length > SERIAL_KEEP) this._serial = this._serial.slice(-SERIAL_KEEP / 2);
+          this._emit("serial", { bytes, text });
+        }
+        if (msg.screenText !== undefined) {
+          this._screen = msg.screenText;
+          this._emit("screentext", { text: msg.screenText });
+        }
+        if (msg.stats) {
+          this._stats = msg.stats;
+          this._emit("stats", this.stats());
+        }
+        break;
+      case "frame":
+        this._pendingFrame = msg;
+        this._scheduleFrame();
+        break;
+    }
+  }
+
+  /** Hand the newest frame to listeners at the next animation frame, then ask for another. Frames
+   * wait for the display (and stop in a background tab, where animation frames do not run). */
+  _scheduleFrame() {
+    if (this._frameScheduled) return;
+    this._frameScheduled = true;
+    requestAnimationFrame(() => {
+      this._frameScheduled = false;
+      const f = this._pendingFrame;
+      this._pendingFrame = null;
+      if (!f) return;
+      this._emit("frame", { width: f.width, height: f.height, data: new Uint8ClampedArray(f.buffer) });
+      this._send({ type: "frameDone" });
+    });
+  }
+
+  _setState(s) {
+    if (this._state === s) return;
+    // An error is final until restart().
+    if (this._state === "error" && s !== "idle") return;
+    this._state = s;
+    this._emit("state", { state: s });
+  }
+
+  _fail(message) {
+    if (this._error === null) this._error = message;
+    this._setState("error");
+    if (!this._readySettled) {
+      this._readySettled = true;
+      this._rejectReady(new Error(message));
+    }
+    this._emit("error", { message });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}

@@ -1,0 +1,490 @@
+// One wasm86 machine, running in a dedicated module Worker so the page never blocks on the guest.
+//
+// The main thread (wasm86.js, MachineController) sends commands; this worker downloads the kernel
+// and initrd (with progress), opens the disks, builds the `Machine` of the wasm API, and runs it in
+// slices of about 8 ms of wall time, yielding to the event loop between slices so that messages
+// from the page and the streamed disks' fetch() completions get handled. After each slice it posts
+// what changed: serial bytes, the frame (transferred, at most ~30 fps, only when render() says it
+// may have changed), the VGA text when it changed, stats, warnings and errors.
+//
+// Protocol, page -> worker:   {type: "start", options} | "pause" | "resume" | "reset"
+//   | {type: "serial", bytes} | {type: "type", text} | {type: "key", code, pressed}
+//   | {type: "mouse", dx, dy, dz, buttons} | {type: "frameDone"} | {type: "frames", on}
+// worker -> page:   {type: "state", state} | {type: "progress", file} | {type: "update", ...}
+//   | {type: "started"} (once, running) | {type: "boot"} (the kernel was loaded: start, reset, reboot)
+//   | {type: "frame", width, height, buffer} | {type: "message", text} | {type: "error", message}
+
+/** Wall time one turn may run the guest before yielding (ms). */
+const TURN_MS = 8;
+/** Wall time after which the first slice of a turn is re-sized (ms): one slice ~ 1-2 ms. */
+const SLICE_TARGET_MS = 1.5;
+/** Minimum time between two frames (ms): ~30 fps. */
+const FRAME_INTERVAL_MS = 33;
+/** Minimum time between two screen_text() reads (ms). */
+const TEXT_INTERVAL_MS = 100;
+/** How often stats are posted when nothing else is (ms). */
+const STATS_INTERVAL_MS = 250;
+/** A guest that resets this often within RESET_WINDOW_MS is stuck in a reset loop. */
+const MAX_RESETS = 5;
+const RESET_WINDOW_MS = 10_000;
+
+let wasm = null; // the pkg/wasm86.js module namespace
+let machine = null;
+let state = "idle";
+let paused = false; // paused by the page (also while loading: commands are applied at start)
+let crashed = false;
+
+// Guest time. The core's real-time mode takes the host clock in ms; we give it the time since the
+// machine was built minus the time spent paused, so a pause freezes the guest's clock instead of
+// making it catch up. When the tab is in the background the browser may run this worker rarely:
+// the core then drops any lag over 250 ms (MAX_CATCH_UP_NS) rather than replaying minutes of timer
+// ticks, so the guest's clock simply falls behind by the time it did not get.
+let clockBase = 0;
+let pausedAt = 0;
+const hostNow = () => performance.now() - clockBase;
+
+// Slice sizing and stats.
+let sliceInstructions = 200_000;
+let lastFrameAt = -Infinity;
+let frameInFlight = false;
+let framesOn = true;
+let lastTextAt = -Infinity;
+let lastText = null;
+let lastStatsAt = -Infinity;
+let mipsWindow = []; // [time ms, instructions] samples over the last ~second
+let fileBytes = 0; // kernel + initrd bytes downloaded (disks are counted by the machine)
+let resetTimes = [];
+
+// Turn scheduling: a MessageChannel yields without the 4 ms clamp of nested setTimeout.
+const channel = new MessageChannel();
+let turnQueued = false;
+let sleepTimer = null;
+channel.port1.onmessage = () => {
+  turnQueued = false;
+  turn();
+};
+
+// Input that arrives before the machine exists is applied once it does.
+const pendingInput = [];
+
+const post = (msg, transfer) => self.postMessage(msg, transfer || []);
+
+function setState(s) {
+  if (state !== s) {
+    state = s;
+    post({ type: "state", state: s });
+  }
+}
+
+/** Stop for good with an error the page shows in plain words. */
+function fail(message) {
+  crashed = true;
+  cancelTurns();
+  // The message first, so the page never sees the "error" state without its text.
+  post({ type: "error", message });
+  setState("error");
+}
+
+self.onmessage = (e) => {
+  const msg = e.data;
+  try {
+    handle(msg);
+  } catch (err) {
+    fail(describeCrash(err));
+  }
+};
+
+function handle(msg) {
+  switch (msg.type) {
+    case "start":
+      start(msg.options).catch((err) => fail(err && err.message ? err.message : String(err)));
+      break;
+    case "pause":
+      if (!paused) {
+        paused = true;
+        pausedAt = performance.now();
+        cancelTurns();
+        if (machine && !crashed) setState("paused");
+      }
+      break;
+    case "resume":
+      if (paused) {
+        paused = false;
+        clockBase += performance.now() - pausedAt;
+        if (machine && !crashed) {
+          setState("running");
+          scheduleTurn();
+        }
+      }
+      break;
+    case "reset":
+      if (machine && !crashed) {
+        publish(performance.now());
+        // Resets the board and boots the loaded kernel again (disks stay, queued input is dropped).
+        machine.reset();
+        post({ type: "boot" });
+        scheduleTurn();
+      }
+      break;
+    case "frameDone":
+      frameInFlight = false;
+      break;
+    case "frames":
+      framesOn = !!msg.on;
+      break;
+    case "serial":
+    case "type":
+    case "key":
+    case "mouse":
+      if (machine && !crashed) {
+        applyInput(msg);
+        scheduleTurn();
+      } else if (!crashed) {
+        pendingInput.push(msg);
+      }
+      break;
+  }
+}
+
+function applyInput(msg) {
+  switch (msg.type) {
+    case "serial":
+      machine.send_serial(msg.bytes);
+      break;
+    case "type":
+      machine.type_text(msg.text);
+      break;
+    case "key":
+      machine.key(msg.code, msg.pressed);
+      break;
+    case "mouse":
+      machine.mouse(msg.dx, msg.dy, msg.dz, msg.buttons);
+      break;
+  }
+}
+
+/** The name a URL's last path segment gives a file, for the status line and messages. */
+function fileName(url) {
+  try {
+    const path = new URL(url).pathname;
+    return decodeURIComponent(path.slice(path.lastIndexOf("/") + 1)) || url;
+  } catch {
+    return String(url);
+  }
+}
+
+/** Download `url` whole, posting progress; errors name the file and say what went wrong. */
+async function download(label, url) {
+  const name = fileName(url);
+  let res;
+  try {
+    res = await fetch(url);
+  } catch (err) {
+    throw new Error(
+      `${label} ${url}: could not download it (${err.message}). The server may be down, or it is ` +
+        `on another site that does not allow cross-origin requests (CORS).`
+    );
+  }
+  if (!res.ok) {
+    throw new Error(`${label} ${url}: the server answered HTTP ${res.status} ${res.statusText}`.trim());
+  }
+  // Content-Length is the size on the wire; with Content-Encoding it is not the file's size, and
+  // the progress shown is then only approximate.
+  const total = Number(res.headers.get("Content-Length")) || 0;
+  const progress = { label, name, loaded: 0, total, streamed: false, done: false };
+  post({ type: "progress", file: progress });
+  const chunks = [];
+  let lastPost = 0;
+  if (res.body) {
+    const reader = res.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      progress.loaded += value.length;
+      fileBytes += value.length;
+      const now = performance.now();
+      if (now - lastPost > 100) {
+        lastPost = now;
+        post({ type: "progress", file: progress });
+      }
+    }
+  } else {
+    const buf = new Uint8Array(await res.arrayBuffer());
+    chunks.push(buf);
+    progress.loaded = buf.length;
+    fileBytes += buf.length;
+  }
+  const bytes = new Uint8Array(progress.loaded);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
+  }
+  progress.total = progress.loaded;
+  progress.done = true;
+  post({ type: "progress", file: progress });
+  return bytes;
+}
+
+/** Open one disk given as a URL (streamed with Range requests) or a local File. */
+async function openDisk(slot, source) {
+  if (typeof source === "string") {
+    post({
+      type: "progress",
+      file: { label: slot, name: fileName(source), loaded: 0, total: 0, streamed: true, done: false },
+    });
+    let disk;
+    try {
+      disk = await wasm.Disk.open_url(source);
+    } catch (err) {
+      // The API's messages start with the URL.
+      const why = err && err.message ? err.message : String(err);
+      throw new Error(why.startsWith(source) ? `${slot} ${why}` : `${slot} ${source}: ${why}`);
+    }
+    return { disk, name: fileName(source), local: false };
+  }
+  // A File (or Blob) the user chose or dropped: read it whole.
+  const name = source.name || "local image";
+  post({
+    type: "progress",
+    file: { label: slot, name, loaded: 0, total: source.size, streamed: false, local: true, done: false },
+  });
+  const bytes = new Uint8Array(await source.arrayBuffer());
+  try {
+    return { disk: wasm.Disk.from_bytes(name, bytes), name, local: true };
+  } catch (err) {
+    throw new Error(`${slot} ${name}: ${err && err.message ? err.message : err}`);
+  }
+}
+
+async function start(options) {
+  if (machine || state === "loading") return;
+  setState("loading");
+  paused = paused || !!options.paused;
+
+  try {
+    wasm = await import(options.pkgUrl);
+    await wasm.default();
+  } catch (err) {
+    throw new Error(
+      `Could not load the emulator (${options.pkgUrl}): ${err.message}. Build it with ` +
+        "`make wasm`, then assemble the site with scripts/site.sh."
+    );
+  }
+
+  // Everything is fetched at once; the kernel and initrd are needed whole before boot.
+  const kernelP = download("kernel", options.kernel);
+  const initrdP = options.initrd ? download("initrd", options.initrd) : Promise.resolve(undefined);
+  const diskPs = [];
+  for (const slot of ["hda", "hdb", "cdrom"]) {
+    if (options[slot]) diskPs.push(openDisk(slot, options[slot]).then((d) => ({ slot, ...d })));
+  }
+  // Settle all before throwing, so a second failure does not become an unhandled rejection.
+  const results = await Promise.allSettled([kernelP, initrdP, ...diskPs]);
+  const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
+  if (failed.length) throw new Error(failed.join("\n"));
+  const [kernel, initrd, ...disks] = results.map((r) => r.value);
+
+  try {
+    machine = new wasm.Machine(options.memory);
+  } catch (err) {
+    throw new Error(`Could not create the machine: ${describe(err)}`);
+  }
+  for (const { slot, disk, name, local } of disks) {
+    const info = {
+      label: slot,
+      name,
+      local,
+      loaded: disk.bytes_fetched(),
+      total: disk.size(),
+      streamed: disk.streamed(),
+      done: true,
+    };
+    // A warning (e.g. the server ignores Range) comes through take_messages() once attached.
+    try {
+      if (slot === "cdrom") machine.insert_cdrom(disk);
+      else machine.attach_disk(slot === "hda" ? 0 : 1, disk);
+    } catch (err) {
+      throw new Error(`${slot} ${name}: ${describe(err)}`);
+    }
+    post({ type: "progress", file: info });
+  }
+  try {
+    machine.load_linux(kernel, initrd, options.append);
+  } catch (err) {
+    // The API says "kernel: ..." or "initrd ...": add which file that was.
+    const why = describe(err);
+    if (why.startsWith("kernel: ")) throw new Error(`kernel ${options.kernel}: ${why.slice(8)}`);
+    if (why.startsWith("initrd")) throw new Error(`${why} (initrd ${options.initrd})`);
+    throw new Error(`kernel ${options.kernel}: ${why}`);
+  }
+  post({ type: "boot" });
+
+  for (const msg of pendingInput.splice(0)) applyInput(msg);
+  clockBase = performance.now();
+  if (paused) {
+    pausedAt = clockBase;
+    setState("paused");
+  } else {
+    setState("running");
+  }
+  post({ type: "started" });
+  if (!paused) scheduleTurn();
+}
+
+/** An error's message, with out-of-memory said in plain words. */
+function describe(err) {
+  const text = err && err.message ? err.message : String(err);
+  if (err instanceof RangeError || /out of memory|memory access out of bounds|allocat/i.test(text)) {
+    return `${text} (the browser could not give the emulator enough memory: try a smaller ?memory=)`;
+  }
+  return text;
+}
+
+/** What to say when the machine itself threw or trapped while running. */
+function describeCrash(err) {
+  if (err instanceof WebAssembly.RuntimeError) {
+    return (
+      `The emulator stopped on an internal error (${err.message}). This is a bug in wasm86, ` +
+      `not in the guest; press Reset to start a new machine.`
+    );
+  }
+  return `The emulator stopped: ${describe(err)}. Press Reset to start a new machine.`;
+}
+
+function scheduleTurn() {
+  if (paused || crashed || !machine) return;
+  if (sleepTimer !== null) {
+    clearTimeout(sleepTimer);
+    sleepTimer = null;
+  }
+  if (!turnQueued) {
+    turnQueued = true;
+    channel.port2.postMessage(0);
+  }
+}
+
+function sleepThenTurn(ms) {
+  if (paused || crashed || turnQueued || sleepTimer !== null) return;
+  sleepTimer = setTimeout(() => {
+    sleepTimer = null;
+    turn();
+  }, ms);
+}
+
+function cancelTurns() {
+  if (sleepTimer !== null) {
+    clearTimeout(sleepTimer);
+    sleepTimer = null;
+  }
+  // A queued MessageChannel turn still arrives; turn() checks `paused` and `crashed`.
+}
+
+/** One turn: run the guest for ~TURN_MS, publish what changed, and schedule the next turn. */
+function turn() {
+  if (paused || crashed || !machine) return;
+  let rest = false; // the guest is idle or ahead of the host clock: wait a little
+  try {
+    const t0 = performance.now();
+    let now = t0;
+    do {
+      const before = machine.instructions();
+      const s0 = now;
+      const result = machine.run(hostNow(), sliceInstructions);
+      now = performance.now();
+      const ran = machine.instructions() - before;
+      if (result === "reset") {
+        onGuestReset();
+        if (crashed) return;
+        continue;
+      }
+      if (result === "idle") {
+        rest = true;
+        break;
+      }
+      // A "budget" slice that ran much less than asked stopped because the guest's clock got
+      // ahead of the host's: running again now would only spin.
+      if (ran < sliceInstructions / 2) {
+        rest = true;
+        break;
+      }
+      // Aim for slices of ~SLICE_TARGET_MS so the wall-time check stays fine-grained.
+      const ms = now - s0;
+      if (ms > 0.05) {
+        const ideal = (ran / ms) * SLICE_TARGET_MS;
+        sliceInstructions = Math.round(Math.min(5e6, Math.max(10_000, (sliceInstructions + ideal) / 2)));
+      }
+    } while (now - t0 < TURN_MS);
+    publish(now);
+  } catch (err) {
+    fail(describeCrash(err));
+    return;
+  }
+  if (rest) sleepThenTurn(2);
+  else scheduleTurn();
+}
+
+function onGuestReset() {
+  const now = performance.now();
+  resetTimes = resetTimes.filter((t) => now - t < RESET_WINDOW_MS);
+  resetTimes.push(now);
+  if (resetTimes.length >= MAX_RESETS) {
+    fail(
+      `The guest reset itself ${MAX_RESETS} times within ${RESET_WINDOW_MS / 1000} s (a triple ` +
+        "fault or a reboot loop), so it was stopped. Check the kernel and its command line."
+    );
+    return;
+  }
+  // run() has already booted the kernel again. What the old boot printed last goes out before
+  // the new boot's first bytes.
+  publish(performance.now());
+  post({ type: "message", text: "The guest rebooted; the kernel was booted again." });
+  post({ type: "boot" });
+}
+
+/** Post what changed since the last turn. */
+function publish(now) {
+  const update = { type: "update" };
+  let any = false;
+
+  let serial = machine.serial_output();
+  if (serial.byteOffset !== 0 || serial.buffer.byteLength !== serial.byteLength) serial = serial.slice();
+  if (serial.length) {
+    update.serial = serial;
+    any = true;
+  }
+  for (const text of machine.take_messages()) post({ type: "message", text });
+
+  if (now - lastTextAt >= TEXT_INTERVAL_MS) {
+    lastTextAt = now;
+    const text = machine.screen_text();
+    if (text !== lastText) {
+      lastText = text;
+      update.screenText = text;
+      any = true;
+    }
+  }
+
+  if (now - lastStatsAt >= STATS_INTERVAL_MS || any) {
+    const instructions = machine.instructions();
+    mipsWindow.push([now, instructions]);
+    while (mipsWindow.length > 2 && now - mipsWindow[1][0] >= 1000) mipsWindow.shift();
+    const [t0, i0] = mipsWindow[0];
+    const mips = now > t0 ? (instructions - i0) / (now - t0) / 1000 : 0;
+    update.stats = { instructions, mips, downloadedBytes: fileBytes + machine.downloaded_bytes() };
+    lastStatsAt = now;
+    any = true;
+  }
+  if (any) post(update, serial.length ? [serial.buffer] : []);
+
+  if (framesOn && !frameInFlight && now - lastFrameAt >= FRAME_INTERVAL_MS && machine.render()) {
+    let fb = machine.framebuffer();
+    // framebuffer() returns a copy; if it ever were a view of wasm memory, transferring its buffer
+    // would detach the emulator's memory, so copy then.
+    if (fb.byteOffset !== 0 || fb.buffer.byteLength !== fb.byteLength) fb = fb.slice();
+    post({ type: "frame", width: machine.width(), height: machine.height(), buffer: fb.buffer }, [fb.buffer]);
+    frameInFlight = true;
+    lastFrameAt = now;
+  }
+}
