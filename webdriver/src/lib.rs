@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -326,9 +325,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// `/usr/bin/chromedriver` (or `CHROMEDRIVER`) on a free port, in its own process group with a
-/// fresh Chromium profile. Dropping it kills the group and any Chromium process still using the
-/// profile, and deletes the profile.
+/// `/usr/bin/chromedriver` (or `CHROMEDRIVER`) on a free port, with a fresh Chromium profile.
+/// Dropping it kills chromedriver and any Chromium process still using the profile, and deletes
+/// the profile.
 pub struct ChromeDriver {
     child: Child,
     port: u16,
@@ -360,8 +359,6 @@ impl ChromeDriver {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // Its own process group, so Chromium's processes can be killed with it.
-            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
         let log = Tail::default();
@@ -437,25 +434,11 @@ impl ChromeDriver {
 
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
-        // Chromium processes that left the group (its zygote starts new sessions) are found by
-        // the profile directory, which is unique to this driver.
+        // chromedriver and Chromium stay in the test's process group, so an interrupted run
+        // (Ctrl-C) takes them down with it. Here the session has normally ended already and
+        // Chromium has quit; what is left is killed by id: chromedriver, then any Chromium
+        // process still using this driver's profile directory, which no one else uses.
+        kill_child(&mut self.child);
         for pid in pids_with_arg(&self.profile.to_string_lossy()) {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
@@ -496,7 +479,7 @@ fn unique_temp_dir(tag: &str) -> Res<PathBuf> {
 /// What a test gets: the browser and the server.
 pub struct Env {
     pub client: Client,
-    pub server: Server,
+    pub server: Arc<Server>,
 }
 
 impl Env {
@@ -571,9 +554,10 @@ where
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };
+    let server = Arc::new(server);
     let env = Env {
         client: client.clone(),
-        server,
+        server: server.clone(),
     };
     let result = test(env).await;
     // Ending the session makes chromedriver quit Chromium cleanly; the driver's Drop is the
@@ -581,7 +565,13 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(20), client.close()).await;
     drop(driver);
     if let Err(e) = result {
-        panic!("{e}");
+        let requests = server.requests();
+        let last: Vec<&String> = requests.iter().rev().take(12).rev().collect();
+        panic!(
+            "{e}\nlast HTTP requests ({} in all): {last:#?}\nwasm86 serve stderr: {:?}",
+            requests.len(),
+            tail(&server.stderr(), 2048)
+        );
     }
 }
 
