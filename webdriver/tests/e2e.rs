@@ -1,0 +1,731 @@
+//! End-to-end tests: the real page, served by `wasm86 serve`, in headless Chromium driven
+//! through chromedriver. Each test boots Linux in the browser, so they are slow (tens of
+//! seconds to minutes); run them one at a time:
+//! `cargo test --release --manifest-path webdriver/Cargo.toml -- --test-threads=1`
+//! (after `make site build`). See webdriver/README.md.
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use wasm86_webdriver::{
+    boot_timeout, has_line, non_black_pixels, plain, run, site_file_size, Env, Machine, Res,
+    Snapshot,
+};
+
+/// The bundled Linux's shell prompt (initramfs, /etc/profile).
+const PROMPT: &str = "wasm86:/ # ";
+/// Time for a command at a shell prompt to answer.
+const COMMAND: Duration = Duration::from_secs(90);
+
+/// Wait for the shell prompt on the serial console, tracking the highest MIPS seen on the way
+/// (the boot keeps the CPU busy; an idle shell does not). Returns (offset after the prompt,
+/// peak MIPS).
+async fn wait_prompt(m: &Machine, from: usize, timeout: Duration) -> Res<(usize, f64)> {
+    let mut peak = 0.0f64;
+    let at = m
+        .wait_for(
+            &format!("the shell prompt {PROMPT:?} on the serial console"),
+            timeout,
+            |s| {
+                if let Some(st) = &s.stats {
+                    peak = peak.max(st.mips);
+                }
+                let from = from.min(s.serial.len());
+                s.serial
+                    .get(from..)
+                    .and_then(|t| t.find(PROMPT))
+                    .map(|p| from + p + PROMPT.len())
+            },
+        )
+        .await?;
+    Ok((at, peak))
+}
+
+/// Send `cmd` on the serial console and wait until its echo and then a line equal to `line`
+/// appear after what was there before.
+async fn serial_command(m: &Machine, cmd: &str, line: &str) -> Res<String> {
+    let from = m.snapshot().await?.serial.len();
+    m.send_serial(&format!("{cmd}\n")).await?;
+    m.wait_for(
+        &format!("the echo of `{cmd}` and then a line `{line}` on the serial console"),
+        COMMAND,
+        |s| {
+            let new = plain(s.serial.get(from..)?);
+            let echo = new.find(cmd)?;
+            let after = &new[echo + cmd.len()..];
+            has_line(after, line).then(|| after.to_string())
+        },
+    )
+    .await
+}
+
+/// Send `cmd` on the serial console; wait until each of `needles` appears after its echo.
+async fn serial_output(m: &Machine, cmd: &str, needles: &[&str]) -> Res<String> {
+    let from = m.snapshot().await?.serial.len();
+    m.send_serial(&format!("{cmd}\n")).await?;
+    m.wait_for(
+        &format!("{needles:?} on the serial console after the echo of `{cmd}`"),
+        COMMAND,
+        |s| {
+            let new = plain(s.serial.get(from..)?);
+            let after = &new[new.find(cmd)? + cmd.len()..];
+            needles
+                .iter()
+                .all(|n| after.contains(n))
+                .then(|| after.to_string())
+        },
+    )
+    .await
+}
+
+/// Check that the `#screen` canvas shows something: its pixels read back in the page (drawn
+/// into a scratch canvas, which works whatever context the page renders with) and the same
+/// area in a viewport screenshot. Returns a one-line summary.
+async fn assert_canvas_not_blank(env: &Env, screenshot: &[u8]) -> Res<String> {
+    let v = env
+        .js(
+            "const c = document.getElementById('screen');\n\
+             if (!c) return { err: 'there is no #screen element' };\n\
+             const r = c.getBoundingClientRect();\n\
+             const out = { w: c.width, h: c.height, dpr: devicePixelRatio,\n\
+                           rect: [r.left, r.top, r.width, r.height] };\n\
+             try {\n\
+               const t = document.createElement('canvas');\n\
+               t.width = c.width; t.height = c.height;\n\
+               const ctx = t.getContext('2d');\n\
+               ctx.drawImage(c, 0, 0);\n\
+               const d = ctx.getImageData(0, 0, t.width, t.height).data;\n\
+               let lit = 0;\n\
+               for (let i = 0; i < d.length; i += 4) if (d[i] > 24 || d[i+1] > 24 || d[i+2] > 24) lit++;\n\
+               out.lit = lit;\n\
+             } catch (e) { out.err = 'reading the canvas pixels failed: ' + e; }\n\
+             return out;",
+            vec![],
+        )
+        .await?;
+    if let Some(e) = v.get("err") {
+        return Err(format!("#screen: {e} ({v})"));
+    }
+    let num = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let (w, h, lit) = (num("w"), num("h"), num("lit"));
+    let total = w * h;
+    // Text-mode boot messages light a few percent of the pixels; a blank or black canvas
+    // lights none.
+    if total < 1.0 || lit < 500.0 || lit / total < 0.005 {
+        return Err(format!(
+            "the #screen canvas looks blank: {lit} of {total} pixels are not black ({v})"
+        ));
+    }
+    let rect: Vec<f64> = v
+        .get("rect")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    let dpr = num("dpr").max(1.0);
+    if rect.len() != 4 || rect[2] < 1.0 || rect[3] < 1.0 {
+        return Err(format!("#screen is not laid out on the page: {v}"));
+    }
+    let px = |x: f64| (x.max(0.0) * dpr) as u32;
+    let (shot_lit, shot_total) = non_black_pixels(
+        screenshot,
+        (px(rect[0]), px(rect[1]), px(rect[2]), px(rect[3])),
+    )?;
+    if shot_total == 0 || shot_lit < 500 {
+        return Err(format!(
+            "in the screenshot the #screen area ({rect:?}) looks blank: {shot_lit} of \
+             {shot_total} pixels are not black"
+        ));
+    }
+    Ok(format!(
+        "canvas {w}x{h}, {lit} pixels lit; shown at {:.0}x{:.0} CSS px (aspect {:.3}), {shot_lit} \
+         of {shot_total} screenshot pixels lit",
+        rect[2],
+        rect[3],
+        rect[2] / rect[3]
+    ))
+}
+
+/// The index page boots the bundled Linux; the keyboard (tty1, the VGA console) and the
+/// serial console both answer a command; stats count; the canvas shows the console.
+#[tokio::test(flavor = "current_thread")]
+async fn index_boots_to_a_shell_that_answers_keyboard_and_serial() {
+    run(|env| async move {
+        let t0 = env.goto("/").await?;
+        // Main-thread tasks from here on (the page must stay responsive while the guest runs).
+        env.js(
+            "window.__e2eLong = [];\n\
+             new PerformanceObserver(l => { for (const e of l.getEntries()) \
+               window.__e2eLong.push(e.duration); }).observe({ type: 'longtask', buffered: true });\n\
+             return null;",
+            vec![],
+        )
+        .await?;
+        let m = env.index_machine();
+        let (_, peak_mips) = wait_prompt(&m, 0, boot_timeout()).await?;
+        let load_to_prompt = t0.elapsed();
+        let page_ms = env
+            .js("return performance.now();", vec![])
+            .await?
+            .as_f64()
+            .unwrap_or(0.0);
+        let snap = m.snapshot().await?;
+        if !snap.serial.contains("Welcome to wasm86") {
+            return Err(format!(
+                "no \"Welcome to wasm86\" banner on the serial console\n{}",
+                m.describe(&snap)
+            ));
+        }
+
+        let sent = Instant::now();
+        serial_command(&m, "echo $((6*7))", "42").await?;
+        let serial_secs = sent.elapsed().as_secs_f64();
+
+        // The keyboard types on tty1, the VGA console. With the default command line the
+        // kernel's bochs-drm replaces the text console by a framebuffer console, whose text
+        // screenText() cannot read (text_console_shows_typed_output checks the text mode), so
+        // the typed command sends its answer to the serial port, where only the tty1 shell
+        // can have computed it (the typed command line itself is echoed on tty1 only).
+        let from = m.snapshot().await?.serial.len();
+        let typed = Instant::now();
+        m.type_text("echo key$((6*7)) >/dev/ttyS0\n").await?;
+        m.wait_for(
+            "`key42` on the serial console from typeText(\"echo key$((6*7)) >/dev/ttyS0\\n\") \
+             (the keyboard drives the tty1 shell)",
+            COMMAND,
+            |s| has_line(s.serial.get(from..)?, "key42").then_some(()),
+        )
+        .await?;
+        let typed_secs = typed.elapsed().as_secs_f64();
+        let screen_mode = if m.snapshot().await?.screen.is_empty() {
+            "graphics (screenText() is empty)"
+        } else {
+            "text"
+        };
+
+        // Counters: a second of running at the prompt gives a MIPS figure.
+        let stats = m
+            .wait_for(
+                "stats() with instructions > 0 and mips > 0",
+                Duration::from_secs(30),
+                |s| {
+                    s.stats
+                        .clone()
+                        .filter(|st| st.instructions > 0.0 && st.mips > 0.0)
+                },
+            )
+            .await?;
+        if stats.state != "running" {
+            return Err(format!(
+                "stats().state is {:?} at the shell prompt, expected \"running\"",
+                stats.state
+            ));
+        }
+
+        let shot = env.screenshot("index.png").await?;
+        let canvas = assert_canvas_not_blank(&env, &shot).await?;
+
+        println!(
+            "index: page load to serial prompt {:.1} s (performance.now() {:.1} s); peak MIPS \
+             while booting {peak_mips:.1}, MIPS at the prompt {:.1}, {:.0} instructions; \
+             typed command answered in {typed_secs:.1} s, serial command in {serial_secs:.1} s",
+            load_to_prompt.as_secs_f64(),
+            page_ms / 1000.0,
+            stats.mips,
+            stats.instructions
+        );
+        println!("index: screen in {screen_mode} mode; {canvas}");
+        let long: Vec<f64> = env
+            .js("return window.__e2eLong;", vec![])
+            .await?
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        let worst = long.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "index: main-thread tasks over 50 ms from load to the end: {} (longest {worst:.0} ms)",
+            long.len()
+        );
+        // The goal is none over 50 ms; a CI machine shared by several builds stretches tasks,
+        // so only a page that freezes for half a second fails here.
+        if worst > 500.0 {
+            return Err(format!(
+                "the page's main thread was blocked for {worst:.0} ms (tasks over 50 ms: {long:?})"
+            ));
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// With `nomodeset` the kernel keeps the VGA text console: the shell's prompt and a typed
+/// command's answer are read back with screenText().
+#[tokio::test(flavor = "current_thread")]
+async fn text_console_shows_typed_output() {
+    run(|env| async move {
+        env.goto("?append=console%3DttyS0%20console%3Dtty0%20nomodeset")
+            .await?;
+        let m = env.index_machine();
+        wait_prompt(&m, 0, boot_timeout()).await?;
+        m.wait_for(
+            "the shell prompt on the VGA text console (screenText)",
+            COMMAND,
+            |s| s.screen.contains(PROMPT.trim_end()).then_some(()),
+        )
+        .await?;
+        if has_line(&m.snapshot().await?.screen, "42") {
+            return Err("the screen shows a line `42` before anything was typed".into());
+        }
+        m.type_text("echo $((6*7))\n").await?;
+        m.wait_for(
+            "a line `42` on the VGA screen after typeText(\"echo $((6*7))\\n\")",
+            COMMAND,
+            |s| has_line(&s.screen, "42").then_some(()),
+        )
+        .await?;
+        let screen = m.snapshot().await?.screen;
+        if !screen.contains("echo $((6*7))") {
+            return Err(format!(
+                "the typed command line is not on the screen:\n{screen}"
+            ));
+        }
+        let shot = env.screenshot("index-text.png").await?;
+        let canvas = assert_canvas_not_blank(&env, &shot).await?;
+        println!("text console: {canvas}");
+        Ok(())
+    })
+    .await;
+}
+
+/// Wait until the page reports an error, visibly; its text.
+async fn expect_page_error(env: &Env, query: &str) -> Res<String> {
+    env.goto(query).await?;
+    let m = env.index_machine();
+    let snap: Snapshot = m
+        .wait_for(
+            &format!("a visible #error and a non-null error() for {query}"),
+            Duration::from_secs(90),
+            |s| (s.page_error_visible && s.error.is_some()).then(|| s.clone()),
+        )
+        .await?;
+    let text = snap.page_error.clone().unwrap_or_default();
+    let state = snap.stats.as_ref().map(|s| s.state.clone());
+    if state.as_deref() != Some("error") {
+        return Err(format!(
+            "{query}: stats().state is {state:?} while an error is shown, expected \"error\"\n{}",
+            m.describe(&snap)
+        ));
+    }
+    match m.ready_outcome(Duration::from_secs(10)).await? {
+        Err(msg) if !msg.trim().is_empty() => {}
+        Err(_) => return Err(format!("{query}: ready rejected with an empty message")),
+        Ok(()) => {
+            return Err(format!(
+                "{query}: ready resolved although the page shows an error"
+            ))
+        }
+    }
+    Ok(text)
+}
+
+/// Bad query options end in a plain-words error on the page, not a silent stop.
+#[tokio::test(flavor = "current_thread")]
+async fn query_option_errors_are_shown_in_plain_words() {
+    run(|env| async move {
+        let text = expect_page_error(&env, "?kernel=images/nope").await?;
+        if !text.contains("404") {
+            return Err(format!(
+                "?kernel=images/nope: #error does not mention the 404: {text:?}"
+            ));
+        }
+        println!("?kernel=images/nope -> #error: {}", text.trim());
+
+        let text = expect_page_error(&env, "?memory=1").await?;
+        let lower = text.to_lowercase();
+        if !(lower.contains("memory") || lower.contains("mib")) {
+            return Err(format!(
+                "?memory=1: #error does not say that the memory size is the problem: {text:?}"
+            ));
+        }
+        println!("?memory=1 -> #error: {}", text.trim());
+        Ok(())
+    })
+    .await;
+}
+
+/// A disk streamed over HTTP as the root file system: the guest runs programs from it while
+/// only part of it was downloaded, with ranged requests.
+#[tokio::test(flavor = "current_thread")]
+async fn streamed_disk_boots_as_root_file_system() {
+    run(|env| async move {
+        let disk_size = site_file_size("images/disk.img")?;
+        // No initrd: the kernel mounts /dev/sda as root and runs the disk's busybox init.
+        let query =
+            "?hda=images/disk.img&initrd=&append=console%3DttyS0%20root%3D%2Fdev%2Fsda%20rw";
+        let t0 = env.goto(query).await?;
+        let m = env.index_machine();
+        // The disk's rcS announces itself; the bundled initramfs's banner instead means the
+        // page booted the default initrd (no need to wait for the timeout then).
+        const UP: &str = "wasm86 disk root is up";
+        let (up, snap) = m
+            .wait_for(&format!("{UP:?} on the serial console"), boot_timeout(), |s| {
+                let at = s.serial.find(UP).map(|p| p + UP.len());
+                (at.is_some() || s.serial.contains("Welcome to wasm86"))
+                    .then(|| (at, s.clone()))
+            })
+            .await?;
+        let Some(up) = up else {
+            return Err(format!(
+                "the bundled initramfs booted (its banner \"Welcome to wasm86\" is on the \
+                 console) although the page was given initrd= (none)\n{}",
+                m.describe(&snap)
+            ));
+        };
+        m.wait_serial("/ # ", up, COMMAND).await?;
+        let boot_secs = t0.elapsed().as_secs_f64();
+        let out = serial_output(
+            &m,
+            "cat /hello.txt; grep ' / ' /proc/mounts",
+            &["hello from the wasm86 disk"],
+        )
+        .await?;
+        if !(out.contains("/dev/root / ext2") || out.contains("/dev/sda / ext")) {
+            return Err(format!("the root file system is not the disk:\n{out}"));
+        }
+        let stats = m.stats().await?;
+        let requests = env.server.requests();
+        let disk_requests: Vec<&String> =
+            requests
+            .iter()
+            .filter(|r| r.split(' ').nth(1) == Some("/images/disk.img"))
+            .collect();
+        let ranges: Vec<(u64, u64)> = disk_requests
+            .iter()
+            .filter_map(|r| parse_range(r))
+            .collect();
+        if disk_requests.is_empty() || ranges.len() != disk_requests.len() {
+            return Err(format!(
+                "the disk should be fetched with ranged GETs (bytes=a-b) only; requests for it: \
+                 {disk_requests:?}"
+            ));
+        }
+        let requested: u64 = ranges.iter().map(|(a, b)| b + 1 - a).sum();
+        let covered = union_len(&ranges);
+        if covered >= disk_size {
+            return Err(format!(
+                "booting fetched the whole disk ({covered} of {disk_size} bytes), so it was not \
+                 streamed on demand; requests: {disk_requests:?}"
+            ));
+        }
+        // downloadedBytes counts the disk's bytes, and the page may add the kernel and initrd
+        // it fetched whole. A readahead still in flight is requested but not yet counted.
+        let boot_files: u64 = requests
+            .iter()
+            .filter(|r| r.starts_with("GET /images/bzImage") || r.starts_with("GET /images/initramfs"))
+            .map(|r| site_file_size(r["GET /".len()..].split(' ').next().unwrap_or("")).unwrap_or(0))
+            .sum();
+        let dl = stats.downloaded_bytes as u64;
+        let disk_dl = if dl > requested { dl.saturating_sub(boot_files) } else { dl };
+        if disk_dl == 0 || disk_dl > requested {
+            return Err(format!(
+                "stats().downloadedBytes is {dl}, which fits neither the {requested} bytes of \
+                 ranged disk requests nor those plus the {boot_files} bytes of kernel and initrd"
+            ));
+        }
+        println!(
+            "streamed disk: root shell after {boot_secs:.1} s; {covered} of {disk_size} disk \
+             bytes fetched in {} ranged requests; stats().downloadedBytes {dl}\n  {disk_requests:?}",
+            disk_requests.len()
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// "GET /images/disk.img Range: bytes=a-b" -> (a, b), inclusive.
+fn parse_range(request: &str) -> Option<(u64, u64)> {
+    if !request.starts_with("GET ") {
+        return None;
+    }
+    let spec = request.split("Range: bytes=").nth(1)?;
+    let (a, b) = spec.trim().split_once('-')?;
+    let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+    (a <= b).then_some((a, b))
+}
+
+/// Bytes covered by a set of inclusive ranges.
+fn union_len(ranges: &[(u64, u64)]) -> u64 {
+    let mut v = ranges.to_vec();
+    v.sort();
+    let mut total = 0;
+    let mut cur: Option<(u64, u64)> = None;
+    for (a, b) in v {
+        cur = match cur {
+            Some((ca, cb)) if a <= cb + 1 => Some((ca, cb.max(b))),
+            Some((ca, cb)) => {
+                total += cb + 1 - ca;
+                Some((a, b))
+            }
+            None => Some((a, b)),
+        };
+    }
+    total + cur.map_or(0, |(a, b)| b + 1 - a)
+}
+
+/// Requests for the widgets' boot files (kernel, initrd) seen by the server so far.
+fn boot_file_requests(env: &Env) -> Vec<String> {
+    env.server
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("bzImage") || r.contains("initramfs") || r.contains(".img"))
+        .collect()
+}
+
+/// The course-notes page: two widgets that download nothing until started, then boot and run
+/// their commands independently.
+#[tokio::test(flavor = "current_thread")]
+async fn course_notes_widgets_start_on_demand_and_run_independently() {
+    run(|env| async move {
+        // A short window first, so that neither widget is in view at load (in a 960-pixel one
+        // the first may be, and then it rightly starts by itself).
+        env.client
+            .set_window_size(1280, 400)
+            .await
+            .map_err(|e| format!("cannot resize the window: {e}"))?;
+        env.goto("course-notes.html").await?;
+        let dmesg = env.widget("demo-dmesg");
+        let cpu = env.widget("demo-run");
+        for w in [&dmesg, &cpu] {
+            w.wait_for("the widget's .machine", Duration::from_secs(30), |s| {
+                (!s.missing && s.stats.is_some()).then_some(())
+            })
+            .await?;
+        }
+        // Which widgets are in the first viewport (those may start by themselves).
+        let in_view = env
+            .js(
+                "return ['demo-dmesg', 'demo-run'].map(id => {\n\
+                   const r = document.getElementById(id).getBoundingClientRect();\n\
+                   return r.bottom > 0 && r.top < innerHeight && r.right > 0 && r.left < innerWidth;\n\
+                 });",
+                vec![],
+            )
+            .await?;
+        let in_view: Vec<bool> = in_view
+            .as_array()
+            .map(|a| a.iter().map(|b| b.as_bool().unwrap_or(false)).collect())
+            .unwrap_or_default();
+        if in_view.len() != 2 {
+            return Err(format!("cannot tell where the widgets are: {in_view:?}"));
+        }
+        // Give a lazy widget time to (wrongly) start on its own.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for (w, shown) in [(&dmesg, in_view[0]), (&cpu, in_view[1])] {
+            let st = w.stats().await?;
+            if !shown && st.state != "idle" {
+                return Err(format!(
+                    "{} is not in view and was not clicked, yet its state is {:?} (expected \
+                     \"idle\")",
+                    w.name(),
+                    st.state
+                ));
+            }
+        }
+        let early = boot_file_requests(&env);
+        // The page's own view of it too (it misses fetches made by a Web Worker; the server's
+        // request log above does not).
+        let timed = env
+            .js(
+                "return performance.getEntriesByType('resource').map(e => e.name)\n\
+                   .filter(n => /bzImage|initramfs|\\.img$|\\.iso$/.test(n));",
+                vec![],
+            )
+            .await?;
+        let timed_empty = timed.as_array().is_some_and(|a| a.is_empty());
+        if !in_view[0] && !in_view[1] && (!early.is_empty() || !timed_empty) {
+            return Err(format!(
+                "no widget was started, yet the page requested boot files: {early:?}; \
+                 resource timing: {timed}"
+            ));
+        }
+        println!(
+            "course notes: widgets in the first viewport: demo-dmesg {}, demo-run {}; boot-file \
+             requests before any start: {}; all requests before any start: {:?}",
+            in_view[0],
+            in_view[1],
+            early.len(),
+            env.server.requests()
+        );
+
+        env.client
+            .set_window_size(1280, 960)
+            .await
+            .map_err(|e| format!("cannot resize the window: {e}"))?;
+        // demo-dmesg starts by scrolling into view (unless it was already); demo-run by
+        // start().
+        let t0 = Instant::now();
+        env.js(
+            "document.getElementById('demo-dmesg').scrollIntoView({ block: 'center' }); return null;",
+            vec![],
+        )
+        .await?;
+        dmesg
+            .wait_for(
+                "demo-dmesg to leave \"idle\" once scrolled into view",
+                Duration::from_secs(20),
+                |s| s.stats.as_ref().filter(|st| st.state != "idle").map(|_| ()),
+            )
+            .await?;
+        cpu.act("start", vec![]).await?;
+
+        let dmesg_cmd = "dmesg | head -n 12";
+        let cpu_cmd = "uname -a; cat /proc/cpuinfo | head -n 8";
+        // Each widget types its own command once its shell prompts; the output follows it.
+        let timeout = boot_timeout() * 2;
+        let dmesg_out = dmesg
+            .wait_for(
+                &format!("the output of `{dmesg_cmd}` (\"Linux version\" after the command)"),
+                timeout,
+                |s| {
+                    let t = plain(&s.serial);
+                    let after = &t[t.find(dmesg_cmd)? + dmesg_cmd.len()..];
+                    after.contains("Linux version").then(|| t.clone())
+                },
+            )
+            .await?;
+        let dmesg_secs = t0.elapsed().as_secs_f64();
+        let cpu_out = cpu
+            .wait_for(
+                &format!("the output of `{cpu_cmd}` (\"model name\" after the command)"),
+                timeout,
+                |s| {
+                    let t = plain(&s.serial);
+                    let after = &t[t.find(cpu_cmd)? + cpu_cmd.len()..];
+                    (after.contains("model name") && after.contains("GenuineIntel"))
+                        .then(|| t.clone())
+                },
+            )
+            .await?;
+        let cpu_secs = t0.elapsed().as_secs_f64();
+        // Independent machines: neither console carries the other's command.
+        if dmesg_out.contains(cpu_cmd) || cpu_out.contains(dmesg_cmd) {
+            return Err(format!(
+                "the two widgets share a console:\n--- demo-dmesg:\n{dmesg_out}\n--- \
+                 demo-run:\n{cpu_out}"
+            ));
+        }
+        let (sd, sc) = (dmesg.stats().await?, cpu.stats().await?);
+        if sd.instructions <= 0.0 || sc.instructions <= 0.0 {
+            return Err(format!(
+                "a running widget counts no instructions: {sd:?} {sc:?}"
+            ));
+        }
+        // Both are running; their interactive consoles still answer, separately.
+        serial_command(&dmesg, "echo $((6*7))", "42").await?;
+        serial_command(&cpu, "echo $((7*8))", "56").await?;
+
+        env.js(
+            "document.getElementById('demo-dmesg').scrollIntoView({ block: 'start' }); return null;",
+            vec![],
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        env.screenshot("course-notes.png").await?;
+        env.js(
+            "document.getElementById('demo-run').scrollIntoView({ block: 'start' }); return null;",
+            vec![],
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        env.screenshot("course-notes-demo-run.png").await?;
+        println!(
+            "course notes: demo-dmesg output after {dmesg_secs:.1} s ({:.1} MIPS), demo-run \
+             after {cpu_secs:.1} s ({:.1} MIPS)",
+            sd.mips, sc.mips
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// pause() stops the guest (instructions stay put), resume() continues it, reset() reboots
+/// it to a shell that answers again.
+#[tokio::test(flavor = "current_thread")]
+async fn pause_resume_and_reset_control_the_machine() {
+    run(|env| async move {
+        env.goto("/").await?;
+        let m = env.index_machine();
+        wait_prompt(&m, 0, boot_timeout()).await?;
+
+        m.act("pause", vec![]).await?;
+        let paused = m
+            .wait_for(
+                "stats().state == \"paused\" after pause()",
+                Duration::from_secs(20),
+                |s| s.stats.clone().filter(|st| st.state == "paused"),
+            )
+            .await?;
+        // A slice that was running when pause() came may still land: settle, then compare.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let i1 = m.stats().await?.instructions;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let st2 = m.stats().await?;
+        if st2.instructions != i1 || st2.state != "paused" {
+            return Err(format!(
+                "while paused the machine went on: instructions {i1} -> {} in 3 s, state {:?} \
+                 (at pause: {paused:?})",
+                st2.instructions, st2.state
+            ));
+        }
+
+        m.act("resume", vec![]).await?;
+        m.wait_for(
+            "state \"running\" and instructions increasing after resume()",
+            Duration::from_secs(30),
+            |s| {
+                s.stats
+                    .as_ref()
+                    .filter(|st| st.state == "running" && st.instructions > i1)
+                    .map(|_| ())
+            },
+        )
+        .await?;
+        serial_command(&m, "echo $((6*7))", "42").await?;
+
+        // reset() reboots: a new kernel banner and a new prompt follow (whether or not the
+        // console is cleared), and the new shell answers.
+        let before = m.snapshot().await?;
+        let (len, boots) = (
+            before.serial.len(),
+            before.serial.matches("Linux version").count(),
+        );
+        let t0 = Instant::now();
+        m.act("reset", vec![]).await?;
+        let mut cleared = false;
+        m.wait_for(
+            "a fresh boot (\"Linux version\" then the prompt) after reset()",
+            boot_timeout(),
+            |s| {
+                cleared |= s.serial.len() < len;
+                let from = if cleared {
+                    0 // the page cleared the console
+                } else if s.serial.matches("Linux version").count() > boots {
+                    len
+                } else {
+                    return None;
+                };
+                let t = s.serial.get(from..)?;
+                let banner = t.find("Linux version")?;
+                t[banner..].contains(PROMPT).then_some(())
+            },
+        )
+        .await?;
+        let reboot_secs = t0.elapsed().as_secs_f64();
+        serial_command(&m, "echo $((6*7))", "42").await?;
+        let st = m.stats().await?;
+        if st.state != "running" {
+            return Err(format!("after reset the state is {:?}", st.state));
+        }
+        println!("pause/resume/reset: rebooted to the prompt in {reboot_secs:.1} s");
+        Ok(())
+    })
+    .await;
+}
