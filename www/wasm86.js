@@ -14,7 +14,7 @@ const here = import.meta.url;
 export const DEFAULTS = Object.freeze({
   kernel: new URL("images/bzImage", here).href,
   initrd: new URL("images/initramfs.cpio.gz", here).href,
-  append: "console=ttyS0 console=tty0",
+  append: "console=ttyS0 console=tty0 nomodeset",
   memory: 64,
   hda: null,
   hdb: null,
