@@ -179,27 +179,11 @@ async fn index_boots_to_a_shell_that_answers_keyboard_and_serial() {
         serial_command(&m, "echo $((6*7))", "42").await?;
         let serial_secs = sent.elapsed().as_secs_f64();
 
-        // The keyboard types on tty1, the VGA console. With the default command line the
-        // kernel's bochs-drm replaces the text console by a framebuffer console, whose text
-        // screenText() cannot read (text_console_shows_typed_output checks the text mode), so
-        // the typed command sends its answer to the serial port, where only the tty1 shell
-        // can have computed it (the typed command line itself is echoed on tty1 only).
-        let from = m.snapshot().await?.serial.len();
+        // The keyboard types on tty1, the VGA console: in text mode (the page's default
+        // command line has nomodeset) its shell's prompt and answers are in screenText().
         let typed = Instant::now();
-        m.type_text("echo key$((6*7)) >/dev/ttyS0\n").await?;
-        m.wait_for(
-            "`key42` on the serial console from typeText(\"echo key$((6*7)) >/dev/ttyS0\\n\") \
-             (the keyboard drives the tty1 shell)",
-            COMMAND,
-            |s| has_line(s.serial.get(from..)?, "key42").then_some(()),
-        )
-        .await?;
+        type_on_text_screen(&m).await?;
         let typed_secs = typed.elapsed().as_secs_f64();
-        let screen_mode = if m.snapshot().await?.screen.is_empty() {
-            "graphics (screenText() is empty)"
-        } else {
-            "text"
-        };
 
         // Counters: a second of running at the prompt gives a MIPS figure.
         let stats = m
@@ -232,7 +216,7 @@ async fn index_boots_to_a_shell_that_answers_keyboard_and_serial() {
             stats.mips,
             stats.instructions
         );
-        println!("index: screen in {screen_mode} mode; {canvas}");
+        println!("index: {canvas}");
         let long: Vec<f64> = env
             .js("return window.__e2eLong;", vec![])
             .await?
@@ -256,40 +240,82 @@ async fn index_boots_to_a_shell_that_answers_keyboard_and_serial() {
     .await;
 }
 
-/// With `nomodeset` the kernel keeps the VGA text console: the shell's prompt and a typed
-/// command's answer are read back with screenText().
+/// Wait for the shell prompt in screenText(), type `echo $((6*7))` with typeText and wait for
+/// the command line and a line `42` on the screen.
+async fn type_on_text_screen(m: &Machine) -> Res<()> {
+    m.wait_for(
+        "the shell prompt on the VGA text console (screenText)",
+        COMMAND,
+        |s| s.screen.contains(PROMPT.trim_end()).then_some(()),
+    )
+    .await?;
+    if has_line(&m.snapshot().await?.screen, "42") {
+        return Err("the screen shows a line `42` before anything was typed".into());
+    }
+    m.type_text("echo $((6*7))\n").await?;
+    m.wait_for(
+        "the command line and a line `42` on the VGA screen after \
+         typeText(\"echo $((6*7))\\n\")",
+        COMMAND,
+        |s| (s.screen.contains("echo $((6*7))") && has_line(&s.screen, "42")).then_some(()),
+    )
+    .await
+}
+
+/// Without `nomodeset` the kernel's bochs-drm replaces the text console with a 1024x768
+/// framebuffer console: screenText() is then empty, the canvas shows the framebuffer, and the
+/// keyboard still drives the tty1 shell. A typed command sends its answer to the serial port,
+/// where only that shell can have computed it (the typed line itself is echoed on tty1 only).
 #[tokio::test(flavor = "current_thread")]
-async fn text_console_shows_typed_output() {
+async fn framebuffer_console_takes_typed_commands() {
     run(|env| async move {
-        env.goto("?append=console%3DttyS0%20console%3Dtty0%20nomodeset")
-            .await?;
+        env.goto("?append=console%3DttyS0%20console%3Dtty0").await?;
         let m = env.index_machine();
         wait_prompt(&m, 0, boot_timeout()).await?;
-        m.wait_for(
-            "the shell prompt on the VGA text console (screenText)",
-            COMMAND,
-            |s| s.screen.contains(PROMPT.trim_end()).then_some(()),
-        )
-        .await?;
-        if has_line(&m.snapshot().await?.screen, "42") {
-            return Err("the screen shows a line `42` before anything was typed".into());
+        let snap = m.snapshot().await?;
+        if !snap.serial.contains("fbcon") {
+            return Err(format!(
+                "without nomodeset the kernel should switch to the framebuffer console (no \
+                 \"fbcon\" in its log)\n{}",
+                m.describe(&snap)
+            ));
         }
-        m.type_text("echo $((6*7))\n").await?;
+        // The tty1 shell starts with the serial one; a serial command gives it time to.
+        serial_command(&m, "echo $((6*7))", "42").await?;
+        let from = m.snapshot().await?.serial.len();
+        m.type_text("echo key$((6*7)) >/dev/ttyS0\n").await?;
         m.wait_for(
-            "a line `42` on the VGA screen after typeText(\"echo $((6*7))\\n\")",
+            "`key42` on the serial console from typeText(\"echo key$((6*7)) >/dev/ttyS0\\n\") \
+             (the keyboard drives the tty1 shell)",
             COMMAND,
-            |s| has_line(&s.screen, "42").then_some(()),
+            |s| has_line(s.serial.get(from..)?, "key42").then_some(()),
         )
         .await?;
         let screen = m.snapshot().await?.screen;
-        if !screen.contains("echo $((6*7))") {
+        if !screen.is_empty() {
             return Err(format!(
-                "the typed command line is not on the screen:\n{screen}"
+                "screenText() should be empty in graphics mode, it is:\n{screen}"
             ));
         }
-        let shot = env.screenshot("index-text.png").await?;
+        let size = env
+            .js(
+                "const c = document.getElementById('screen'); return c ? [c.width, c.height] : null;",
+                vec![],
+            )
+            .await?;
+        let dims: Vec<u64> = size
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        // bochs-drm's default mode is 1024x768; the text mode would be 720x400.
+        if dims.len() != 2 || dims[0] < 800 || dims[1] < 600 {
+            return Err(format!(
+                "the #screen canvas should show the framebuffer (1024x768), its size is {size}"
+            ));
+        }
+        let shot = env.screenshot("index-framebuffer.png").await?;
         let canvas = assert_canvas_not_blank(&env, &shot).await?;
-        println!("text console: {canvas}");
+        println!("framebuffer console: {canvas}");
         Ok(())
     })
     .await;
