@@ -70,9 +70,16 @@ impl Machine {
     #[wasm_bindgen(constructor)]
     pub fn new(memory_mib: f64) -> Result<Machine, JsError> {
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory_mib) || memory_mib.fract() != 0.0 {
+            let why = if memory_mib.fract() != 0.0 || memory_mib.is_nan() {
+                "is not a whole number of MiB"
+            } else if memory_mib < MIN_MEMORY_MIB {
+                "is too little"
+            } else {
+                "is too much"
+            };
             return Err(error(format!(
-                "memory: {memory_mib} MiB is not a whole number of MiB from {MIN_MEMORY_MIB} to \
-                 {MAX_MEMORY_MIB}"
+                "memory: {memory_mib} MiB {why}: give a whole number of MiB from \
+                 {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB}"
             )));
         }
         let ram_bytes = memory_mib as usize * 1024 * 1024;
