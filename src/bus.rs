@@ -22,6 +22,12 @@ pub trait Bus {
     /// The CPU's retired-instruction count (its virtual clock), reported just before each port
     /// access so that the machine can give devices the virtual time of the access.
     fn set_instructions(&mut self, _instructions: u64) {}
+    /// The time-stamp counter's base at `instructions` retired, when the bus keeps a virtual
+    /// clock (a machine: the TSC counts virtual time, whatever its rate per instruction); `None`
+    /// makes the CPU count retired instructions.
+    fn tsc(&mut self, _instructions: u64) -> Option<u64> {
+        None
+    }
     /// The legacy FERR#/IRQ13 output of the x87 changed (used when CR0.NE is clear).
     fn fpu_error(&mut self, _asserted: bool) {}
 }

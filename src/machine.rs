@@ -75,6 +75,15 @@ const MAX_SLICE: u64 = 1_000_000;
 const REALTIME_LEAD_NS: Nanos = 10_000_000;
 /// In real-time mode, the most lag that is caught up deadline by deadline; more is dropped.
 pub const MAX_CATCH_UP_NS: Nanos = 250_000_000;
+/// Real time: the shortest host interval over which the host's speed is measured.
+const RATE_SAMPLE_NS: Nanos = 2_000_000;
+/// Real time: a lag of virtual time behind the host closes over about this much host time.
+const RATE_WINDOW_NS: Nanos = 100_000_000;
+/// Real time: bounds of the clock's rate (1000 to 5 virtual MIPS).
+const MIN_PS_PER_INSTRUCTION: u64 = 1_000;
+const MAX_PS_PER_INSTRUCTION: u64 = 200_000;
+/// Virtual nanoseconds per TSC tick: a 100 MHz time-stamp counter.
+pub const TSC_NS: Nanos = 10;
 /// Deterministic mode: idle time skipped with no instruction executed before a run returns to
 /// the host (see `Machine::run_inner`).
 pub const MAX_IDLE_SKIP_NS: Nanos = 100_000_000;
@@ -202,22 +211,29 @@ impl Default for MachineConfig {
 }
 
 /// Converts the CPU's retired-instruction count into virtual nanoseconds:
-/// `base_ns + (instructions - base_instructions) * ns_per_instruction`. Skipping idle time moves
-/// the base forward.
+/// `base_ns + (instructions - base_instructions) * ps_per_instruction / 1000`. Skipping idle time
+/// moves the base forward; in real-time mode the rate follows the host (see
+/// [`Machine::run_realtime`]).
 #[derive(Clone, Copy, Debug)]
 struct Clock {
     base_ns: Nanos,
     base_instructions: u64,
-    ns_per_instruction: u64,
+    /// Virtual picoseconds per instruction.
+    ps_per_instruction: u64,
 }
 
 impl Clock {
     fn at(&self, instructions: u64) -> Nanos {
-        self.base_ns.saturating_add(
-            instructions
-                .saturating_sub(self.base_instructions)
-                .saturating_mul(self.ns_per_instruction),
-        )
+        let ps = u128::from(instructions.saturating_sub(self.base_instructions))
+            * u128::from(self.ps_per_instruction);
+        self.base_ns
+            .saturating_add(u64::try_from(ps / 1000).unwrap_or(u64::MAX))
+    }
+
+    /// Instructions that take at least `ns` of virtual time (at least 1).
+    fn instructions_for(&self, ns: Nanos) -> u64 {
+        let n = (u128::from(ns) * 1000).div_ceil(u128::from(self.ps_per_instruction));
+        u64::try_from(n).unwrap_or(u64::MAX).max(1)
     }
 
     /// Make `instructions` correspond to `ns` from now on.
@@ -282,7 +298,7 @@ impl Board {
             clock: Clock {
                 base_ns: 0,
                 base_instructions: 0,
-                ns_per_instruction: config.ns_per_instruction.max(1),
+                ps_per_instruction: config.ns_per_instruction.max(1) * 1000,
             },
             irq: IrqLines::default(),
             signals: BoardSignals::default(),
@@ -436,6 +452,11 @@ impl Bus for BoardBus {
         b.now = b.now.max(b.clock.at(instructions));
     }
 
+    fn tsc(&mut self, instructions: u64) -> Option<u64> {
+        let b = self.0.borrow();
+        Some(b.now.max(b.clock.at(instructions)) / TSC_NS)
+    }
+
     fn io_read(&mut self, port: u16, size: u8) -> u32 {
         let mut b = self.0.borrow_mut();
         match b
@@ -534,6 +555,17 @@ pub struct Machine {
     pub cpu: Cpu,
     board: Rc<RefCell<Board>>,
     config: MachineConfig,
+    /// Real time: where the host's speed was last measured.
+    rate_sample: Option<RateSample>,
+}
+
+/// Real time: a host clock reading and the instruction count then.
+#[derive(Clone, Copy, Debug)]
+struct RateSample {
+    host: Nanos,
+    instructions: u64,
+    /// The guest has not halted since (so the host time went into instructions).
+    busy: bool,
 }
 
 impl Machine {
@@ -548,7 +580,12 @@ impl Machine {
             .map(vga::LEGACY_BASE, vga::LEGACY_LEN, PageKind::Mmio);
         cpu.mem
             .map(vga::LFB_DEFAULT, vga::VRAM_SIZE as u32, PageKind::Mmio);
-        Machine { cpu, board, config }
+        Machine {
+            cpu,
+            board,
+            config,
+            rate_sample: None,
+        }
     }
 
     /// Keep the linear framebuffer's MMIO pages where the guest put PCI BAR0 (pages it leaves
@@ -613,35 +650,69 @@ impl Machine {
         self.run_inner(max_instructions, None)
     }
 
-    /// Real-time run: virtual time is pulled forward towards `host_now` (the host's clock, in
-    /// nanoseconds since the machine started) while it lags, then the CPU runs until it is
-    /// [`REALTIME_LEAD_NS`] ahead of the host, halts with nothing due before `host_now`, or used
-    /// `max_instructions`.
+    /// Real-time run: virtual time follows `host_now` (the host's clock, in nanoseconds since
+    /// the machine started). The CPU runs until it is [`REALTIME_LEAD_NS`] ahead of the host,
+    /// halts with nothing due before `host_now`, or used `max_instructions`.
     ///
-    /// Catching up never jumps over a device deadline: virtual time moves to the deadline, the
-    /// device fires and the guest runs (its interrupt handler gets to see every timer tick), and
-    /// only then does time move on. A lag beyond [`MAX_CATCH_UP_NS`] (the host was suspended, a
-    /// browser tab was in the background) is dropped instead of replayed tick by tick.
+    /// While the guest computes, virtual time never jumps: the clock's rate (virtual time per
+    /// instruction) is adjusted to the host's measured speed, so that a lag closes smoothly over
+    /// [`RATE_WINDOW_NS`]. A guest timing its processor against the PIT in a busy loop (Linux's
+    /// TSC calibration) sees a steady clock. Idle time (the guest halted) passes as the host
+    /// clock says, deadline by deadline, so the guest's interrupt handler sees every timer tick.
+    /// A lag beyond [`MAX_CATCH_UP_NS`] (the host was suspended, a browser tab was in the
+    /// background) is dropped instead of replayed.
     pub fn run_realtime(&mut self, host_now: Nanos, max_instructions: u64) -> Stop {
         let now = self.now();
         if host_now.saturating_sub(now) > MAX_CATCH_UP_NS {
             self.skip_to(host_now - MAX_CATCH_UP_NS);
         }
+        self.adapt_rate(host_now);
         self.run_inner(max_instructions, Some(host_now))
     }
 
+    /// Real time: measure the host time per instruction since the last sample (if the guest was
+    /// busy all along) and set the clock's rate so that virtual time meets the host's.
+    fn adapt_rate(&mut self, host_now: Nanos) {
+        let instr = self.cpu.instructions;
+        let Some(sample) = self.rate_sample else {
+            self.rate_sample = Some(RateSample {
+                host: host_now,
+                instructions: instr,
+                busy: true,
+            });
+            return;
+        };
+        let host_elapsed = host_now.saturating_sub(sample.host);
+        if host_elapsed < RATE_SAMPLE_NS {
+            return;
+        }
+        let executed = instr.saturating_sub(sample.instructions);
+        if sample.busy && executed > 0 {
+            let host_ps = u128::from(host_elapsed) * 1000 / u128::from(executed);
+            let lag = i128::from(host_now) - i128::from(self.now());
+            let window = i128::from(RATE_WINDOW_NS);
+            let wanted = (host_ps as i128 * (window + lag.clamp(-window / 2, window)) / window)
+                .clamp(host_ps as i128 / 2, host_ps as i128 * 2)
+                .clamp(MIN_PS_PER_INSTRUCTION.into(), MAX_PS_PER_INSTRUCTION.into());
+            let now = self.now();
+            let mut b = self.board.borrow_mut();
+            b.clock.rebase(now, instr);
+            b.clock.ps_per_instruction = wanted as u64;
+        }
+        self.rate_sample = Some(RateSample {
+            host: host_now,
+            instructions: instr,
+            busy: true,
+        });
+    }
+
     /// Move virtual time forward to `t` without executing instructions (idle time). The TSC
-    /// moves with it, at one tick per instruction-time, so it stays in step with the timers
-    /// (Linux checks the TSC against the PIT and distrusts a TSC that stops in HLT).
+    /// moves with it: it counts virtual time (see [`TSC_NS`]), so it stays in step with the
+    /// timers (Linux checks the TSC against the PIT and distrusts a TSC that stops in HLT).
     fn skip_to(&mut self, t: Nanos) {
         let now = self.now();
         let instr = self.cpu.instructions;
-        let mut b = self.board.borrow_mut();
-        let per = b.clock.ns_per_instruction;
-        let ticks = t.saturating_sub(now).div_ceil(per);
-        self.cpu.msr.tsc_offset = self.cpu.msr.tsc_offset.wrapping_add(ticks);
-        b.clock
-            .rebase(now.saturating_add(ticks.saturating_mul(per)), instr);
+        self.board.borrow_mut().clock.rebase(t.max(now), instr);
     }
 
     /// The run loop. `host_now` is the host's clock in real-time mode, None in deterministic mode.
@@ -654,15 +725,17 @@ impl Machine {
         // deadline to deadline forever.
         let mut idle_since: Option<(u64, Nanos)> = None;
         loop {
-            if let Some(h) = host_now {
+            // Real time: idle time passes as the host clock says; a busy guest's clock is
+            // steered by its rate instead (see `run_realtime`).
+            if let Some(h) = host_now.filter(|_| self.cpu.halted) {
                 self.catch_up(h);
             }
             let now = self.now();
-            let (next, ns_per) = {
+            let (next, clock) = {
                 let mut b = self.board.borrow_mut();
                 b.service(now);
                 b.run_ide_dma(&mut self.cpu.mem);
-                (b.next_deadline(), b.clock.ns_per_instruction)
+                (b.next_deadline(), b.clock)
             };
             if let Some(stop) = self.handle_signals() {
                 return stop;
@@ -672,10 +745,10 @@ impl Machine {
             }
             let mut budget = (end - self.cpu.instructions).min(MAX_SLICE);
             if let Some(d) = next {
-                budget = budget.min(d.saturating_sub(now).div_ceil(ns_per).max(1));
+                budget = budget.min(clock.instructions_for(d.saturating_sub(now)));
             }
             if let Some(l) = limit_ns {
-                budget = budget.min(l.saturating_sub(now).div_ceil(ns_per).max(1));
+                budget = budget.min(clock.instructions_for(l.saturating_sub(now)));
             }
             let exit = self.cpu.run(budget);
             self.sync_lfb();
@@ -686,6 +759,9 @@ impl Machine {
                     return Stop::Reset(ResetCause::TripleFault);
                 }
                 RunExit::Halted => {
+                    if let Some(sample) = self.rate_sample.as_mut() {
+                        sample.busy = false;
+                    }
                     let now = self.now();
                     // A pending signal (e.g. a reset written just before HLT) comes first.
                     {
@@ -1071,5 +1147,34 @@ mod tests {
         let ticks = m.cpu.regs[crate::cpu::EBX];
         assert!((13..=13 + 27).contains(&ticks), "ticks = {ticks}");
         assert!(m.now() >= 100_000_000_000 - 10_000_000);
+    }
+
+    #[test]
+    fn realtime_busy_guest_time_is_steady_and_meets_the_host() {
+        // cli ; jmp $ : a guest that never halts. The host runs it in 50k-instruction slices and
+        // its clock says each instruction took 7 ns (a 143 MIPS host), while the configured
+        // rate is 10 ns: virtual time must converge on the host's without ever jumping.
+        let mut m = with_code(&[0xFA, 0xEB, 0xFE]);
+        let mut last = (m.now(), m.cpu.instructions);
+        for _ in 0..4000 {
+            let host = m.cpu.instructions * 7;
+            m.run_realtime(host, 50_000);
+            let (now, instr) = (m.now(), m.cpu.instructions);
+            let step = now - last.0;
+            let executed = instr - last.1;
+            assert!(
+                step <= executed * MAX_PS_PER_INSTRUCTION / 1000 + 1,
+                "virtual time jumped {step} ns over {executed} instructions"
+            );
+            // The TSC counts virtual time at 100 MHz.
+            assert_eq!(m.cpu.tsc(), now / TSC_NS);
+            last = (now, instr);
+        }
+        let host = m.cpu.instructions * 7;
+        let now = m.now();
+        assert!(
+            now.abs_diff(host) < 5_000_000,
+            "virtual {now} ns against host {host} ns"
+        );
     }
 }

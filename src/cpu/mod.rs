@@ -448,8 +448,15 @@ impl Cpu {
         self.intr = self.bus.interrupt_pending();
     }
 
-    /// Read the time-stamp counter (derived from retired instructions: deterministic).
-    pub fn tsc(&self) -> u64 {
-        self.instructions.wrapping_add(self.msr.tsc_offset)
+    /// Read the time-stamp counter: the bus's virtual clock, or retired instructions on a bare
+    /// bus (deterministic either way), plus the offset WRMSR set.
+    pub fn tsc(&mut self) -> u64 {
+        self.tsc_base().wrapping_add(self.msr.tsc_offset)
+    }
+
+    /// The TSC before the WRMSR offset.
+    pub(crate) fn tsc_base(&mut self) -> u64 {
+        let instructions = self.instructions;
+        self.bus.tsc(instructions).unwrap_or(instructions)
     }
 }

@@ -666,7 +666,7 @@ fn mov_to_dr(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 impl Cpu {
     /// RDMSR: the value of MSR `index`, or None for an MSR this CPU does not have.
-    pub fn read_msr(&self, index: u32) -> Option<u64> {
+    pub fn read_msr(&mut self, index: u32) -> Option<u64> {
         Some(match index {
             MSR_TSC => self.tsc(),
             MSR_APIC_BASE => self.msr.apic_base,
@@ -683,7 +683,7 @@ impl Cpu {
         match index {
             MSR_TSC => {
                 // P6: only the low 32 bits are written; the upper half is cleared.
-                self.msr.tsc_offset = (v & 0xFFFF_FFFF).wrapping_sub(self.instructions);
+                self.msr.tsc_offset = (v & 0xFFFF_FFFF).wrapping_sub(self.tsc_base());
             }
             MSR_APIC_BASE => {
                 if v & !APIC_BASE_VALID != 0 {
