@@ -52,6 +52,10 @@ export function resolveOptions(given, base = document.baseURI) {
     else out[name] = url(name, v);
   }
   if (given.append !== undefined && given.append !== null) out.append = String(given.append);
+  // A command line that names the root file system (root=/dev/sda) asks for it: the bundled
+  // initramfs would ignore it (it is a whole userland and never mounts another root), so it is
+  // only loaded then when asked for by name.
+  if (given.initrd === undefined && /(^|\s)root=/.test(out.append)) out.initrd = null;
   if (given.memory !== undefined && given.memory !== null && given.memory !== "") {
     const m = Number(given.memory);
     if (!Number.isInteger(m) || m <= 0) {

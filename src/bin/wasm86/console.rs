@@ -19,8 +19,9 @@ pub struct BootArgs {
     /// The bzImage to boot [default: the bundled images/bzImage].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
-    /// The initrd (initramfs) to hand the kernel [default: the bundled images/initramfs.cpio.gz
-    /// when booting the bundled kernel, none otherwise].
+    /// The initrd (initramfs) to hand the kernel, or `none` [default: the bundled
+    /// images/initramfs.cpio.gz when booting the bundled kernel and --append names no root=,
+    /// none otherwise].
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
     /// The kernel command line.
@@ -214,10 +215,17 @@ pub fn run(args: &BootArgs) -> ExitCode {
 fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
     let wall_start = Instant::now();
     let kernel_path = args.kernel.clone().unwrap_or_else(|| bundled("bzImage"));
+    // The bundled initramfs is a whole userland that never mounts another root: a command line
+    // that names one (root=/dev/sda) boots without it unless --initrd asks for it.
+    let names_root = args
+        .append
+        .split_whitespace()
+        .any(|w| w.starts_with("root="));
     let initrd_path = match (&args.initrd, &args.kernel) {
+        (Some(p), _) if p.as_os_str() == "none" => None,
         (Some(p), _) => Some(p.clone()),
-        (None, None) => Some(bundled("initramfs.cpio.gz")),
-        (None, Some(_)) => None,
+        (None, None) if !names_root => Some(bundled("initramfs.cpio.gz")),
+        (None, _) => None,
     };
     let hint = if args.kernel.is_none() {
         " (the bundled guest is built by images/build.sh)"

@@ -1,0 +1,68 @@
+//! The command line as a user runs it: `wasm86 --hda IMAGE --append "... root=/dev/sda"` boots
+//! the disk's own userland (not the bundled initramfs) and leaves the image file unchanged.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn images() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images")
+}
+
+/// A private copy of images/disk.img (the test must not depend on the repository's file staying
+/// untouched, and checks that its copy does).
+fn disk_copy(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasm86-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("disk.img");
+    std::fs::copy(images().join("disk.img"), &path).unwrap();
+    path
+}
+
+fn boot(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasm86"))
+        .args(args)
+        .args(["--timeout", "120"])
+        .output()
+        .expect("wasm86 runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn a_root_on_the_disk_boots_without_the_bundled_initramfs_and_the_image_stays() {
+    let disk = disk_copy("root");
+    let before = std::fs::read(&disk).unwrap();
+    let (ok, out) = boot(&[
+        "--hda",
+        disk.to_str().unwrap(),
+        "--append",
+        "console=ttyS0 root=/dev/sda rw",
+        "--until",
+        "wasm86 disk root is up",
+    ]);
+    assert!(ok, "the disk's init did not announce itself:\n{out}");
+    assert!(
+        !out.contains("Welcome to wasm86"),
+        "the bundled initramfs booted instead of the disk:\n{out}"
+    );
+    assert!(out.contains("VFS: Mounted root"), "{out}");
+    assert_eq!(std::fs::read(&disk).unwrap(), before, "the image changed");
+    if let Some(dir) = disk.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn initrd_none_boots_the_bundled_kernel_alone() {
+    // No initrd and no root: the kernel cannot mount a root file system and says so.
+    let (ok, out) = boot(&[
+        "--initrd",
+        "none",
+        "--until",
+        "VFS: Unable to mount root fs",
+    ]);
+    assert!(ok, "{out}");
+    assert!(!out.contains("Unpacking initramfs"), "{out}");
+}
