@@ -13,4 +13,5 @@ pub mod input;
 pub mod keymap;
 pub mod machine;
 pub mod mem;
+#[cfg(target_arch = "wasm32")]
 pub mod web;

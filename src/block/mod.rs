@@ -15,6 +15,7 @@
 //! decides what to fetch while a host does the fetching (HTTP `Range` requests from the browser
 //! or the CLI). The file backend lives in the native CLI (the core never touches `std::fs`).
 
+pub mod ranged;
 mod stream;
 
 pub use stream::{FetchRequest, Stream, StreamConfig, StreamStats};

@@ -2,7 +2,7 @@
 //! `Range`, else downloaded whole) or from bytes the page already has (a dropped file).
 
 use super::http::get;
-use super::range::{human_size, judge_probe, name_from_url, Probe};
+use crate::block::ranged::{human_size, judge_probe, name_from_url, Probe};
 use crate::block::{BlockBackend, MemBackend, Stream, StreamConfig};
 use wasm_bindgen::prelude::*;
 

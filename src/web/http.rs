@@ -5,7 +5,7 @@
 //! Window and in a dedicated Worker, whose global scopes both have them; nothing here needs a
 //! `window` object.
 
-use super::range::{self, judge_chunk, retry_delay_ms};
+use crate::block::ranged::{self as range, judge_chunk, retry_delay_ms};
 use crate::block::{FetchRequest, Stream};
 use js_sys::{Promise, Uint8Array};
 use std::cell::RefCell;

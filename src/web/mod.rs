@@ -4,30 +4,19 @@
 //! Rust with native tests; this module adds what only a browser has: `fetch` for streamed disks
 //! and JavaScript types.
 //!
-//! Everything but [`range`] is compiled only for `wasm32`; [`range`] (what HTTP answers mean) is
-//! plain Rust so its tests run natively.
-//!
 //! Errors reach JavaScript as `Error` objects with plain messages. Numbers that may exceed 2^32
 //! (instruction and byte counts) are `f64`, which JavaScript reads as ordinary numbers (exact up
 //! to 2^53); a `u64` would be a BigInt.
 
-pub mod range;
-
-#[cfg(target_arch = "wasm32")]
 mod disk;
-#[cfg(target_arch = "wasm32")]
 mod http;
-#[cfg(target_arch = "wasm32")]
 mod machine;
 
-#[cfg(target_arch = "wasm32")]
 pub use disk::Disk;
-#[cfg(target_arch = "wasm32")]
 pub use machine::Machine;
 
 /// The PS/2 scan code set 2 make bytes of the key `code` (a `KeyboardEvent.code`); empty if a PC
 /// keyboard has no such key.
-#[cfg(target_arch = "wasm32")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn scancodes(code: &str) -> Vec<u8> {
     crate::keymap::scancode(code).unwrap_or_default().to_vec()

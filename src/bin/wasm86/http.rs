@@ -1,6 +1,7 @@
 //! HTTP/1.1 pieces shared by `wasm86 serve` and the CLI's streamed disks: reading a message head
-//! with a size cap, header lookup, `Range` and `Content-Range` parsing, percent-decoding, and a
-//! small blocking client (plain http only) for the ranged GETs of streamed disks.
+//! with a size cap, header lookup, `Range` parsing, percent-decoding, and a small blocking client
+//! (plain http only) for the ranged GETs of streamed disks. What a `Content-Range` answer means
+//! is `wasm86::block::ranged`, which the browser host shares.
 //!
 //! Hand-written on `std` (the CLI has no HTTP dependency): both sides only need plain HTTP/1.1
 //! with `Content-Length` bodies (and chunked bodies from other servers, on the client side).
@@ -219,25 +220,6 @@ pub fn parse_range(value: &str, len: u64) -> RangeAnswer {
     } else {
         RangeAnswer::Part { start, end }
     }
-}
-
-/// A `Content-Range: bytes a-b/len` value: `(a, b + 1, len)`; `len` is None for `*`.
-pub fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
-    let rest = value.trim().strip_prefix("bytes")?.trim_start();
-    let (range, total) = rest.split_once('/')?;
-    let (a, b) = range.trim().split_once('-')?;
-    let (a, b) = (digits(a.trim())?, digits(b.trim())?);
-    if b < a || b == u64::MAX {
-        return None;
-    }
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(digits(t)?),
-    };
-    if total.is_some_and(|t| b >= t) {
-        return None;
-    }
-    Some((a, b + 1, total))
 }
 
 /// Decode `%XX` escapes; None for a malformed escape.
@@ -706,14 +688,7 @@ mod tests {
     }
 
     #[test]
-    fn content_ranges_and_escapes() {
-        assert_eq!(
-            parse_content_range("bytes 0-9/100"),
-            Some((0, 10, Some(100)))
-        );
-        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, 10, None)));
-        assert_eq!(parse_content_range("bytes 5-100/100"), None);
-        assert_eq!(parse_content_range("bytes */100"), None);
+    fn percent_escapes() {
         assert_eq!(percent_decode("a%2e%2E/%41").unwrap(), b"a../A");
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%4"), None);

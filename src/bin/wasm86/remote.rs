@@ -16,12 +16,11 @@
 
 use crate::http::{self, Client};
 use std::time::{Duration, Instant};
+use wasm86::block::ranged::{parse_content_range, retry_delay_ms, ContentRange};
 use wasm86::block::BlockBackend;
 use wasm86::block::{FetchRequest, Stream, StreamConfig, StreamStats};
 use wasm86::machine::Machine;
 
-/// Pause before the first retry of a request; it doubles with every further attempt.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest GET made by merging neighbouring requests.
 const MAX_MERGED: u64 = 8 << 20;
 /// Largest image downloaded whole from a server that ignores `Range` (it is held in memory).
@@ -85,10 +84,8 @@ impl Remotes {
         let (resp, body) = client.get(Some((0, cs)), MAX_WHOLE).map_err(err)?;
         let stream = match resp.status {
             206 => {
-                let Some((start, end, total)) = resp
-                    .head
-                    .get("Content-Range")
-                    .and_then(http::parse_content_range)
+                let Some(ContentRange { start, end, total }) =
+                    resp.head.get("Content-Range").and_then(parse_content_range)
                 else {
                     return Err(err(
                         "the server's 206 answer has no valid Content-Range".into()
@@ -183,7 +180,7 @@ impl RemoteDisk {
             // Retries wait first: the longest pause any of them asks for.
             let attempt = self.queue.iter().map(|r| r.attempt).max().unwrap_or(1);
             if attempt > 1 {
-                let pause = FIRST_BACKOFF.saturating_mul(1 << (attempt - 2).min(6));
+                let pause = Duration::from_millis(retry_delay_ms(attempt).into());
                 let pause = match deadline {
                     Some(d) => pause.min(d.saturating_duration_since(Instant::now())),
                     None => pause,
@@ -208,12 +205,9 @@ impl RemoteDisk {
             .client
             .get(Some((start, end)), end - start)
             .and_then(|(resp, body)| {
-                let range = resp
-                    .head
-                    .get("Content-Range")
-                    .and_then(http::parse_content_range);
+                let range = resp.head.get("Content-Range").and_then(parse_content_range);
                 match (resp.status, range) {
-                    (206, Some((a, b, _))) if a == start && b == end => {
+                    (206, Some(r)) if r.start == start && r.end == end => {
                         if body.len() as u64 == end - start {
                             Ok(body)
                         } else {

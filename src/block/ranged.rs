@@ -1,6 +1,7 @@
-//! The HTTP side of a streamed disk as plain Rust: what a probe or chunk response means, and the
-//! messages the page shows. It has no browser dependency, so it builds (and is tested) natively
-//! too; [`super::http`] does the fetching.
+//! What the HTTP answers for a streamed image mean: the probe that opens it, the answer to a
+//! chunk request, `Content-Range`, the retry schedule and the messages hosts show. Plain Rust
+//! without I/O, shared by the hosts that do the fetching (the browser's `web::http` and the
+//! CLI's HTTP client).
 
 /// `Content-Range: bytes START-END/TOTAL` of a 206 response (END inclusive; TOTAL may be `*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,17 +17,25 @@ pub fn parse_content_range(value: &str) -> Option<ContentRange> {
     let rest = value.trim().strip_prefix("bytes")?.trim_start();
     let (range, total) = rest.split_once('/')?;
     let (a, b) = range.trim().split_once('-')?;
-    let start: u64 = a.trim().parse().ok()?;
-    let last: u64 = b.trim().parse().ok()?;
+    let start = digits(a.trim())?;
+    let last = digits(b.trim())?;
     let total = match total.trim() {
         "*" => None,
-        t => Some(t.parse().ok()?),
+        t => Some(digits(t)?),
     };
     let end = last.checked_add(1)?;
     if end <= start || total.is_some_and(|t| end > t) {
         return None;
     }
     Some(ContentRange { start, end, total })
+}
+
+/// A decimal number of ASCII digits only (no sign, no spaces); None if it does not fit in u64.
+fn digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// The reason phrase of common HTTP statuses (HTTP/2 responses carry none of their own).
@@ -221,6 +230,7 @@ mod tests {
             "bytes 0-100/100",
             "items 0-1/2",
             "bytes 0-x/2",
+            "bytes +1-2/10",
             "bytes 0-18446744073709551615/*",
         ] {
             assert_eq!(parse_content_range(bad), None, "{bad:?}");
