@@ -6,59 +6,20 @@
 //!
 //! Run with `cargo test --release --test serve`.
 
+mod common;
+
+use common::Server;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-/// A running `wasm86 serve`, killed on drop.
-struct Server {
-    child: Child,
-    /// "127.0.0.1:PORT"
-    addr: String,
-}
-
-impl Server {
-    fn start(root: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasm86"))
-            .args(["serve", "--port", "0", "--root"])
-            .arg(root)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start wasm86 serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("wasm86 serve: http://")
-            .and_then(|rest| rest.strip_suffix('/'))
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Server { child, addr }
-    }
-
-    fn connect(&self) -> Conn {
-        let s = TcpStream::connect(&self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Conn(BufReader::new(s))
-    }
-
-    /// The server process is still running.
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A connection to `server` (a read that hangs fails the test after 20 s).
+fn connect(server: &Server) -> Conn {
+    let s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    Conn(BufReader::new(s))
 }
 
 struct Conn(BufReader<TcpStream>);
@@ -159,7 +120,7 @@ fn cleanup(root: &Path) {
 fn get_and_head_with_page_headers() {
     let (root, blob) = site("get");
     let server = Server::start(&root, &[]);
-    let mut c = server.connect();
+    let mut c = connect(&server);
 
     let r = c.get("/", "");
     assert_eq!(r.status, 200);
@@ -245,7 +206,7 @@ fn get_and_head_with_page_headers() {
 fn byte_ranges() {
     let (root, blob) = site("ranges");
     let server = Server::start(&root, &[]);
-    let mut c = server.connect();
+    let mut c = connect(&server);
     let len = blob.len();
     for (range, start, end) in [
         ("bytes=0-0", 0, 1),
@@ -297,7 +258,7 @@ fn byte_ranges() {
 fn no_range_sends_whole_files() {
     let (root, blob) = site("norange");
     let server = Server::start(&root, &["--no-range"]);
-    let mut c = server.connect();
+    let mut c = connect(&server);
     let r = c.get("/module.wasm", "Range: bytes=0-99\r\n");
     assert_eq!(r.status, 200);
     assert!(r.header("Content-Range").is_none());
@@ -310,7 +271,7 @@ fn no_range_sends_whole_files() {
 fn paths_outside_the_root_are_refused() {
     let (root, _) = site("traversal");
     let mut server = Server::start(&root, &[]);
-    let mut c = server.connect();
+    let mut c = connect(&server);
     for path in [
         "/../secret.txt",
         "/sub/../../secret.txt",
@@ -365,7 +326,7 @@ fn bad_requests_are_answered_and_the_server_survives() {
         ),
     ];
     for (request, status) in cases {
-        let mut c = server.connect();
+        let mut c = connect(&server);
         let r = c.raw(&request, false);
         assert_eq!(
             r.status,
@@ -376,7 +337,7 @@ fn bad_requests_are_answered_and_the_server_survives() {
         assert!(c.closed(), "the connection stays open after {status}");
     }
     // A bad target is answered and the connection stays usable.
-    let mut c = server.connect();
+    let mut c = connect(&server);
     for target in ["/%zz", "relative", "/%", "*"] {
         assert_eq!(c.get(target, "").status, 400, "{target}");
     }
@@ -393,7 +354,7 @@ fn bad_requests_are_answered_and_the_server_survives() {
     }
     std::thread::sleep(Duration::from_millis(100));
     assert!(server.alive(), "the server died");
-    let mut c = server.connect();
+    let mut c = connect(&server);
     assert_eq!(c.get("/", "").status, 200);
     cleanup(&root);
 }

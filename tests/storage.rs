@@ -5,6 +5,9 @@
 //!
 //! Run with `cargo test --release --test storage`. Hang guards are instruction budgets.
 
+mod common;
+
+use common::find;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use wasm86::block::MemBackend;
@@ -33,10 +36,6 @@ struct Console {
     machine: Machine,
     out: Vec<u8>,
     scanned: usize,
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 impl Console {
@@ -209,10 +208,6 @@ fn linux_boots_with_the_disk_as_root() {
     );
 }
 
-fn cli() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wasm86"))
-}
-
 /// A private copy of the disk image for the CLI tests.
 fn temp_disk(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wasm86-storage-{}-{tag}", std::process::id()));
@@ -224,42 +219,7 @@ fn temp_disk(tag: &str) -> PathBuf {
 
 /// Run the CLI; once the shell prompt is on its output, type `input`.
 fn run_cli(args: &[&str], input: &str) -> (bool, String, String) {
-    use std::io::{Read, Write};
-    let mut child = cli()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let err_thread = std::thread::spawn(move || {
-        let mut e = String::new();
-        let _ = stderr.read_to_string(&mut e);
-        e
-    });
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut typed = input.is_empty();
-    loop {
-        match stdout.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-        if !typed && find(&out, b"/ # ").is_some() {
-            let _ = stdin.write_all(input.as_bytes());
-            typed = true;
-        }
-    }
-    drop(stdin);
-    let status = child.wait().unwrap();
-    (
-        status.success(),
-        String::from_utf8_lossy(&out).into_owned(),
-        err_thread.join().unwrap(),
-    )
+    common::run_cli(args, "/ # ", || {}, input)
 }
 
 #[test]

@@ -7,9 +7,12 @@
 //!
 //! Run with `cargo test --release --test streaming -- --nocapture` to see the numbers.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use common::{run_cli, Server};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 /// Size of the served image.
 const IMAGE_SIZE: u64 = 64 << 20;
@@ -82,94 +85,6 @@ fn big_image(tag: &str) -> (PathBuf, Vec<u8>, Option<Vec<u8>>) {
         std::fs::write(&img, &bytes).unwrap();
         (dir, bytes, None)
     }
-}
-
-/// A running `wasm86 serve`, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(root: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasm86"))
-            .args(["serve", "--port", "0", "--root"])
-            .arg(root)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start wasm86 serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("wasm86 serve: ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Server { child, url }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Run the CLI; once `prompt` is on its output, call `at_prompt` and type `input`.
-fn run_cli(
-    args: &[&str],
-    prompt: &str,
-    at_prompt: impl FnOnce(),
-    input: &str,
-) -> (bool, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wasm86"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let err_thread = std::thread::spawn(move || {
-        let mut e = String::new();
-        let _ = stderr.read_to_string(&mut e);
-        e
-    });
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut at_prompt = Some(at_prompt);
-    loop {
-        match stdout.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-        if at_prompt.is_some() && find(&out, prompt.as_bytes()).is_some() {
-            (at_prompt.take().unwrap())();
-            let _ = stdin.write_all(input.as_bytes());
-        }
-    }
-    drop(stdin);
-    let status = child.wait().unwrap();
-    (
-        status.success(),
-        String::from_utf8_lossy(&out).into_owned(),
-        err_thread.join().unwrap(),
-    )
 }
 
 /// `key=N` from the `--stats` output.
