@@ -188,7 +188,7 @@ impl HostInput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::ps2::{set2_break, translate, CMD_KBD_DISABLE, CMD_KBD_ENABLE, PORT_DATA};
+    use crate::dev::ps2::{set2_break, CMD_KBD_DISABLE, CMD_KBD_ENABLE, PORT_DATA};
     use crate::dev::uart::{Uart, REG_DATA, REG_IIR_FCR, REG_LCR, REG_LSR};
 
     /// Bare devices with a guest simulated by the test: no CPU, no board.
@@ -282,15 +282,7 @@ mod tests {
             } else {
                 set2_break(make)
             };
-            let mut f0 = false;
-            for b in set2 {
-                if b == 0xF0 {
-                    f0 = true;
-                } else {
-                    out.push(translate(b) | if f0 { 0x80 } else { 0 });
-                    f0 = false;
-                }
-            }
+            out.extend(crate::keymap::tests::set1(&set2));
         }
         out
     }

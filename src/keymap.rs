@@ -295,12 +295,13 @@ pub fn stroke_for(c: char) -> Option<Stroke> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::dev::ps2::{set2_break, translate};
 
-    /// Set-1 bytes the guest reads with translation on (F0 becomes the break bit).
-    fn set1(set2: &[u8]) -> Vec<u8> {
+    /// Set-1 bytes the guest reads with translation on (F0 becomes the break bit). Also the
+    /// expectation of the input-pacing tests (`crate::input`).
+    pub(crate) fn set1(set2: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut f0 = false;
         for &b in set2 {
