@@ -225,10 +225,17 @@ struct Clock {
 
 impl Clock {
     fn at(&self, instructions: u64) -> Nanos {
-        let ps = u128::from(instructions.saturating_sub(self.base_instructions))
-            * u128::from(self.ps_per_instruction);
-        self.base_ns
-            .saturating_add(u64::try_from(ps / 1000).unwrap_or(u64::MAX))
+        let run = instructions.saturating_sub(self.base_instructions);
+        // Every port access asks: stay in u64 (no 128-bit division, a library call in wasm)
+        // unless the run since the last rebase is days long.
+        let ns = match run.checked_mul(self.ps_per_instruction) {
+            Some(ps) => ps / 1000,
+            None => {
+                let ps = u128::from(run) * u128::from(self.ps_per_instruction);
+                u64::try_from(ps / 1000).unwrap_or(u64::MAX)
+            }
+        };
+        self.base_ns.saturating_add(ns)
     }
 
     /// Instructions that take at least `ns` of virtual time (at least 1).
