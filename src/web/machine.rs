@@ -18,18 +18,13 @@ const MAX_MEMORY_MIB: f64 = 3072.0;
 /// The IDE position of the CD-ROM drive (secondary master, /dev/sr0).
 const CDROM_SLOT: usize = 2;
 /// The guest runs in slices of at most this many instructions (about a millisecond), for two
-/// reasons. Real time: at the start of each slice virtual time is pulled towards the host clock
-/// (up to the next timer deadline), so with short slices a guest slower than the nominal speed
-/// below still sees its timer ticks at the host's rate, as a slower CPU would. With long ones
-/// virtual time falls behind while the guest is busy, and the lag beyond
-/// [`crate::machine::MAX_CATCH_UP_NS`] is dropped, losing ticks: the guest's clock runs slow and
-/// Linux finds its TSC skewed against jiffies and distrusts it (tests/web.rs checks the guest's
-/// clock). Input: queued keys and serial bytes are handed over between slices, soon after the
-/// guest took the last ones.
+/// reasons. Real time: the machine reads the host clock once per slice and steers its clock's
+/// rate by it ([`crate::machine::Machine::run_realtime`]), so short slices keep virtual time
+/// close to the host's. Input: queued keys and serial bytes are handed over between slices,
+/// soon after the guest took the last ones.
 const SLICE: u64 = 50_000;
-/// Virtual nanoseconds per instruction within a slice. The host clock pulls virtual time
-/// forward after every slice; within one, time advances at a nominal 500 MIPS, faster than the
-/// interpreter runs, so the guest is never throttled below the host's speed (as in the CLI).
+/// Virtual nanoseconds per instruction at the start: 500 MIPS, faster than the interpreter
+/// runs, so the guest is not throttled while the machine's rate control finds the host's speed.
 const NS_PER_INSTRUCTION: u64 = 2;
 
 /// What `load_linux` was given, kept to boot again after a reset.
