@@ -7,9 +7,8 @@
 
 mod common;
 
-use common::find;
+use common::{find, md5_hex};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use wasm86::block::MemBackend;
 use wasm86::boot::linux;
 use wasm86::dev::atapi::Cdrom;
@@ -115,18 +114,6 @@ fn machine_with(disk: Option<Vec<u8>>, cd: Option<Vec<u8>>) -> Machine {
         );
     }
     m
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    let mut child = Command::new("md5sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("md5sum (coreutils) on the host");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)[..32].to_string()
 }
 
 #[test]

@@ -9,8 +9,7 @@
 
 mod common;
 
-use common::{run_cli, Server};
-use std::io::Write;
+use common::{md5_hex, run_cli, Server};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -94,17 +93,6 @@ fn stat(stderr: &str, key: &str) -> u64 {
         .find_map(|w| w.strip_prefix(&format!("{key}=")))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {key}= in the stats:\n{stderr}"))
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    let mut child = Command::new("md5sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("md5sum (coreutils) on the host");
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)[..32].to_string()
 }
 
 /// Boot the bundled kernel with the streamed image as root and run `commands` from its

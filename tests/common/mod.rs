@@ -13,6 +13,18 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The MD5 of `data` in hex, by the host's `md5sum` (the same tool the guest's busybox mimics).
+pub fn md5_hex(data: &[u8]) -> String {
+    let mut child = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("md5sum (coreutils) on the host");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..32].to_string()
+}
+
 /// A running `wasm86 serve`, killed on drop.
 pub struct Server {
     child: Child,
