@@ -20,7 +20,8 @@ pub trait Bus {
         0
     }
     /// The CPU's retired-instruction count (its virtual clock), reported just before each port
-    /// access so that the machine can give devices the virtual time of the access.
+    /// or MMIO access so that the machine can give devices the virtual time of the access: the
+    /// count of instructions retired before the one making the access.
     fn set_instructions(&mut self, _instructions: u64) {}
     /// The time-stamp counter's base at `instructions` retired, when the bus keeps a virtual
     /// clock (a machine: the TSC counts virtual time, whatever its rate per instruction); `None`

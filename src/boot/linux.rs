@@ -407,7 +407,7 @@ fn enter_protected_mode(cpu: &mut Cpu, entry: u32, gdt_len: u32) {
     cpu.segs[Segment::CS as usize] = flat(BOOT_CS, true);
     cpu.set_cpl(0);
     cpu.flags.set(flags::IF, false);
-    cpu.regs = [0; 9];
+    cpu.regs = [0; crate::cpu::REG_SLOTS];
     cpu.regs[ESI] = BOOT_PARAMS_ADDR;
     cpu.regs[EBP] = 0;
     cpu.regs[EDI] = 0;

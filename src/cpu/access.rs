@@ -150,6 +150,7 @@ impl Cpu {
     pub fn read_lin_slow(&mut self, lin: u32, size: u32, user: bool) -> Fault<u32> {
         self.check_alignment(lin, size, user)?;
         let first = self.translate(lin, false, user)?;
+        self.clock_mmio(first);
         if (lin & 0xFFF) + size <= 0x1000 {
             self.check_data_breakpoint(lin, size, false);
             return Ok(self.mem.read_phys(&mut *self.bus, first, size as u8));
@@ -175,6 +176,7 @@ impl Cpu {
     pub fn write_lin_slow(&mut self, lin: u32, size: u32, v: u32, user: bool) -> Fault {
         self.check_alignment(lin, size, user)?;
         let first = self.translate(lin, true, user)?;
+        self.clock_mmio(first);
         let hit_code = if (lin & 0xFFF) + size <= 0x1000 {
             self.mem.write_phys(&mut *self.bus, first, size as u8, v)
         } else {
@@ -202,6 +204,15 @@ impl Cpu {
         }
         self.check_data_breakpoint(lin, size, true);
         Ok(())
+    }
+
+    /// A device register is about to be accessed at physical `addr` if it is MMIO: give the bus
+    /// the exact virtual time of this instruction, as port I/O does.
+    #[inline]
+    fn clock_mmio(&mut self, addr: u32) {
+        if self.mem.kind(addr) == PageKind::Mmio {
+            self.bus.set_instructions(self.instructions);
+        }
     }
 
     /// Probe that a write of `size` bytes at `seg:off` would succeed (rights, limit, paging)

@@ -348,7 +348,8 @@ const fn writes(op: u8) -> bool {
 }
 
 /// OP r/m, reg
-fn alu_rm_r<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn alu_rm_r<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let b = W::reg(cpu, i.reg);
     if writes(OP) {
         R::rmw::<W>(cpu, i, |cpu, a| alu::<W, OP>(cpu, a, b))
@@ -360,7 +361,8 @@ fn alu_rm_r<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
 }
 
 /// OP reg, r/m
-fn alu_r_rm<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn alu_r_rm<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let b = R::read::<W>(cpu, i)?;
     let a = W::reg(cpu, i.reg);
     let r = alu::<W, OP>(cpu, a, b);
@@ -371,7 +373,8 @@ fn alu_r_rm<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
 }
 
 /// OP r/m, imm
-fn alu_rm_i<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn alu_rm_i<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let b = i.imm;
     if writes(OP) {
         R::rmw::<W>(cpu, i, |cpu, a| alu::<W, OP>(cpu, a, b))
@@ -383,7 +386,8 @@ fn alu_rm_i<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
 }
 
 /// OP AL/AX/EAX, imm
-fn alu_a_i<W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn alu_a_i<W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let a = W::reg(cpu, EAX as u8);
     let r = alu::<W, OP>(cpu, a, i.imm);
     if writes(OP) {
@@ -406,7 +410,8 @@ fn incdec<W: Width, const DEC: bool>(cpu: &mut Cpu, a: u32) -> u32 {
 }
 
 /// INC/DEC reg (40-4F)
-fn incdec_r<W: Width, const DEC: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn incdec_r<W: Width, const DEC: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let a = W::reg(cpu, i.reg);
     let r = incdec::<W, DEC>(cpu, a);
     W::set_reg(cpu, i.reg, r);

@@ -191,7 +191,8 @@ fn jump_near<W: Width>(cpu: &mut Cpu, target: u32) -> Fault {
     Ok(())
 }
 
-fn jcc<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn jcc<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     if cpu.flags.cond(i.reg) {
         jump_near::<W>(cpu, cpu.eip.wrapping_add(i.imm))
     } else {
@@ -199,7 +200,8 @@ fn jcc<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     }
 }
 
-fn jmp_rel<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn jmp_rel<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     jump_near::<W>(cpu, cpu.eip.wrapping_add(i.imm))
 }
 
@@ -217,7 +219,8 @@ fn call_near<W: Width>(cpu: &mut Cpu, target: u32) -> Fault {
     Ok(())
 }
 
-fn call_rel<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn call_rel<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     call_near::<W>(cpu, cpu.eip.wrapping_add(i.imm))
 }
 
@@ -232,7 +235,8 @@ fn jmp_ind<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 }
 
 /// RET [imm16]: pop the return address, then release imm16 bytes of parameters.
-fn ret_near<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn ret_near<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let t = pop_w::<W>(cpu)?;
     if t > cpu.segs[CS].limit {
         return Err(Exception::gp(0));

@@ -280,18 +280,21 @@ fn sp_add(cpu: &mut Cpu, delta: u32) {
 
 // ---- MOV ----
 
-fn mov_rm_r<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn mov_rm_r<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let v = W::reg(cpu, i.reg);
     R::write::<W>(cpu, i, v)
 }
 
-fn mov_r_rm<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn mov_r_rm<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let v = R::read::<W>(cpu, i)?;
     W::set_reg(cpu, i.reg, v);
     Ok(())
 }
 
-fn mov_r_imm<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn mov_r_imm<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     W::set_reg(cpu, i.reg, i.imm);
     Ok(())
 }
@@ -334,13 +337,15 @@ fn mov_ss_rm<R: Rm>(cpu: &mut Cpu, i: &Instr) -> Fault {
 }
 
 /// LEA: the offset at address size, truncated or zero-extended to operand size.
-fn lea<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn lea<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let ea = i.ea(cpu);
     W::set_reg(cpu, i.reg, ea);
     Ok(())
 }
 
-fn movzx_b<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn movzx_b<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let v = R::read::<W8>(cpu, i)?;
     W::set_reg(cpu, i.reg, v);
     Ok(())
@@ -411,13 +416,15 @@ fn pop_ss<W: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
 }
 
 /// PUSH reg. PUSH (E)SP pushes the value it had before the push (286 and later).
-fn push_reg<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn push_reg<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let v = W::reg(cpu, i.reg);
     push_w::<W>(cpu, v)
 }
 
 /// POP reg. POP (E)SP loads the popped value, overriding the increment.
-fn pop_reg<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn pop_reg<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let v = pop_w::<W>(cpu)?;
     W::set_reg(cpu, i.reg, v);
     Ok(())

@@ -1,19 +1,17 @@
 //! The decoder: prefixes, ModR/M and SIB, immediates, and the opcode map.
 //!
 //! Decoding produces an [`Instr`] whose `exec` handler is already specialised for its operand
-//! size and for register or memory operands, and whose effective address is one of a few
-//! precomputed forms (`ea`). Each instruction group (arith.rs, data.rs, ...) owns the decoding of
-//! its opcodes: this file only routes an opcode to its group.
+//! size and for register or memory operands. Its effective address is base plus scaled index
+//! plus displacement, absent registers reading 0 (`Instr::ea`). Each instruction group (arith.rs,
+//! data.rs, ...) owns the decoding of its opcodes: this file only routes an opcode to its group.
 
 use super::exception::{Exception, Fault};
 use super::seg::Segment;
 use super::{arith, bits, control, data, string, system};
-use super::{Cpu, EBP, ESP, ZERO_REG};
+use super::{Cpu, EBP, ESP, REG_SLOTS, ZERO_REG};
 
 /// An instruction handler: executes one decoded instruction. EIP already points past it.
 pub type Handler = fn(&mut Cpu, &Instr) -> Fault;
-/// An effective-address form: computes the offset of the memory operand.
-pub type EaFn = fn(&Cpu, &Instr) -> u32;
 
 /// No REP prefix.
 pub const REP_NONE: u8 = 0;
@@ -27,8 +25,6 @@ pub const REP_NZ: u8 = 2;
 pub struct Instr {
     /// The handler chosen at decode time.
     pub exec: Handler,
-    /// Effective-address form of the memory operand (unused for register forms).
-    pub ea: EaFn,
     /// Displacement of the memory operand.
     pub disp: u32,
     /// First immediate (sign- or zero-extended as the instruction requires).
@@ -57,10 +53,8 @@ pub struct Instr {
     pub seg_override: bool,
     /// The opcode (0x0F-prefixed opcodes are 0x0Fxx).
     pub opcode: u16,
-}
-
-fn ea_none(_: &Cpu, _: &Instr) -> u32 {
-    0
+    /// The run loop's inline form of this instruction (see fast.rs), or `fast::NONE`.
+    pub fast: u8,
 }
 
 fn exec_ud(_: &mut Cpu, _: &Instr) -> Fault {
@@ -71,7 +65,6 @@ impl Default for Instr {
     fn default() -> Self {
         Instr {
             exec: exec_ud,
-            ea: ea_none,
             disp: 0,
             imm: 0,
             imm2: 0,
@@ -87,43 +80,25 @@ impl Default for Instr {
             rep: REP_NONE,
             seg_override: false,
             opcode: 0,
+            fast: super::fast::NONE,
         }
     }
 }
 
 impl Instr {
-    /// Offset of the memory operand.
+    /// Offset of the memory operand: base + index * scale + displacement, wrapped to the address
+    /// size. Every addressing form is this one computation (an absent base or index is
+    /// [`ZERO_REG`], which reads 0; 16-bit forms have scale 0), so there is no branch and no
+    /// indirect call on the hot path.
     #[inline(always)]
     pub fn ea(&self, cpu: &Cpu) -> u32 {
-        (self.ea)(cpu, self)
+        let mask = if self.addr32 { u32::MAX } else { 0xFFFF };
+        let slot = |r: u8| r as usize & (REG_SLOTS - 1);
+        cpu.regs[slot(self.base)]
+            .wrapping_add(cpu.regs[slot(self.index)] << (self.scale & 3))
+            .wrapping_add(self.disp)
+            & mask
     }
-}
-
-// ---- Effective-address forms ----
-
-/// 16-bit addressing: (base + index + disp) mod 64 KiB.
-fn ea16(cpu: &Cpu, i: &Instr) -> u32 {
-    cpu.regs[i.base as usize]
-        .wrapping_add(cpu.regs[i.index as usize])
-        .wrapping_add(i.disp)
-        & 0xFFFF
-}
-
-/// 32-bit displacement only.
-fn ea32_disp(_: &Cpu, i: &Instr) -> u32 {
-    i.disp
-}
-
-/// 32-bit base + displacement.
-fn ea32_base(cpu: &Cpu, i: &Instr) -> u32 {
-    cpu.regs[i.base as usize].wrapping_add(i.disp)
-}
-
-/// 32-bit base + index * scale + displacement.
-fn ea32_sib(cpu: &Cpu, i: &Instr) -> u32 {
-    cpu.regs[i.base as usize]
-        .wrapping_add(cpu.regs[i.index as usize] << i.scale)
-        .wrapping_add(i.disp)
 }
 
 /// The longest legal instruction.
@@ -218,14 +193,16 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
-    /// A moffs address (address size) into `i.disp`, with `ea` set to the displacement form.
+    /// A moffs address (address size) into `i.disp`, with no base or index register.
     pub fn moffs(&mut self) -> Fault {
         self.i.disp = if self.i.addr32 {
             self.u32()?
         } else {
             self.u16()? as u32
         };
-        self.i.ea = ea32_disp;
+        self.i.base = ZERO_REG as u8;
+        self.i.index = ZERO_REG as u8;
+        self.i.scale = 0;
         Ok(())
     }
 
@@ -288,7 +265,6 @@ impl<'a> Decoder<'a> {
         self.i.base = base;
         self.i.index = index;
         self.i.disp = disp;
-        self.i.ea = ea16;
         if base == BP && !self.i.seg_override {
             self.i.seg = Segment::SS as u8;
         }
@@ -327,13 +303,6 @@ impl<'a> Decoder<'a> {
         self.i.index = index;
         self.i.scale = scale;
         self.i.disp = disp;
-        self.i.ea = if index != ZERO_REG as u8 {
-            ea32_sib
-        } else if base != ZERO_REG as u8 {
-            ea32_base
-        } else {
-            ea32_disp
-        };
         if (base as usize == ESP || base as usize == EBP) && !self.i.seg_override {
             self.i.seg = Segment::SS as u8;
         }
@@ -431,6 +400,7 @@ impl Cpu {
         }
         d.i.exec = exec;
         d.i.len = d.pos as u8;
+        d.i.fast = super::fast::classify(&d.i, d.is_reg);
         let ends = d.ends_block;
         Ok((d.i, ends))
     }

@@ -1,6 +1,9 @@
 //! CPU exceptions as values. A handler that faults returns `Err(Exception)`; the run loop rolls
 //! the instruction back and delivers it. Nothing a guest does can panic the host.
 
+use std::fmt;
+use std::num::NonZeroU64;
+
 /// Divide error.
 pub const DE: u8 = 0;
 /// Debug.
@@ -36,15 +39,18 @@ pub const AC: u8 = 17;
 
 /// An exception raised by an instruction (or by interrupt delivery).
 ///
-/// Kept to 8 bytes so that `Result<(), Exception>`, which every handler returns, travels in a
-/// register instead of through memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Exception {
-    pub vector: u8,
-    /// Whether the exception pushes `code`.
-    has_code: bool,
-    code: u32,
-}
+/// Packed into one non-zero 64-bit word (vector, whether an error code is pushed, the code) so
+/// that `Result<(), Exception>`, which every handler returns, is a plain `i64` on wasm32 (0 is
+/// `Ok`) and travels in a register. A struct of fields would make every handler return through
+/// a pointer to the caller's stack frame on wasm32, with a stack-pointer adjustment around
+/// every call (Rust does not use wasm's multi-value returns).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Exception(NonZeroU64);
+
+/// Bits 0-7: the vector. Bit 8: an error code is pushed. Bit 9: always set, so the word is never
+/// zero (#DE is vector 0 without a code). Bits 32-63: the error code.
+const HAS_CODE: u64 = 1 << 8;
+const NONZERO: u64 = 1 << 9;
 
 /// The result type of everything that can fault.
 pub type Fault<T = ()> = Result<T, Exception>;
@@ -53,28 +59,35 @@ impl Exception {
     /// An exception without an error code.
     #[inline]
     pub const fn new(vector: u8) -> Exception {
-        Exception {
-            vector,
-            has_code: false,
-            code: 0,
-        }
+        Exception::pack(vector as u64 | NONZERO)
     }
 
     /// An exception with an error code.
     #[inline]
     pub const fn with_code(vector: u8, code: u32) -> Exception {
-        Exception {
-            vector,
-            has_code: true,
-            code,
+        Exception::pack(vector as u64 | HAS_CODE | NONZERO | (code as u64) << 32)
+    }
+
+    #[inline(always)]
+    const fn pack(word: u64) -> Exception {
+        match NonZeroU64::new(word) {
+            Some(w) => Exception(w),
+            // Unreachable: every packed word has NONZERO set.
+            None => Exception(NonZeroU64::MIN),
         }
+    }
+
+    /// The exception's vector.
+    #[inline]
+    pub const fn vector(&self) -> u8 {
+        self.0.get() as u8
     }
 
     /// The error code pushed with the exception, for vectors that have one.
     #[inline]
     pub const fn error_code(&self) -> Option<u32> {
-        if self.has_code {
-            Some(self.code)
+        if self.0.get() & HAS_CODE != 0 {
+            Some((self.0.get() >> 32) as u32)
         } else {
             None
         }
@@ -112,11 +125,42 @@ impl Exception {
 
     /// Whether this is a "contributory" exception for double-fault classification.
     pub fn is_contributory(&self) -> bool {
-        matches!(self.vector, DE | TS | NP | SS | GP)
+        matches!(self.vector(), DE | TS | NP | SS | GP)
     }
 }
 
 /// The vectors that push an error code in protected mode.
 pub fn has_error_code(vector: u8) -> bool {
     matches!(vector, DF | TS | NP | SS | GP | PF | AC)
+}
+
+impl fmt::Debug for Exception {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.error_code() {
+            Some(code) => write!(f, "Exception({}, code {:#x})", self.vector(), code),
+            None => write!(f, "Exception({})", self.vector()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_vector_and_code() {
+        let e = Exception::with_code(PF, 0xFFFF_FFFF);
+        assert_eq!(e.vector(), PF);
+        assert_eq!(e.error_code(), Some(0xFFFF_FFFF));
+        let de = Exception::de();
+        assert_eq!(de.vector(), DE);
+        assert_eq!(de.error_code(), None);
+        assert_eq!(Exception::gp(0).error_code(), Some(0));
+        assert_ne!(Exception::gp(0), Exception::new(GP));
+    }
+
+    #[test]
+    fn a_fault_result_is_one_word() {
+        assert_eq!(std::mem::size_of::<Fault>(), 8);
+    }
 }

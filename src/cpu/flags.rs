@@ -52,46 +52,49 @@ pub const ARITH: u32 = CF | PF | AF | ZF | SF | OF;
 pub const ALL_VALID: u32 =
     ARITH | TF | IF | DF | IOPL | NT | RF | VM | AC | VIF | VIP | ID | FIXED1;
 
-/// EFLAGS, with the arithmetic flags possibly pending in lazy form.
+/// EFLAGS, with the arithmetic flags always in lazy form.
+///
+/// The six arithmetic flags are kept as three words from which each flag is one or two bit
+/// operations, whatever the width of the operation that set them, so reading a flag never
+/// branches: the result and the carry vector are stored shifted left so that the operation's top
+/// bit is bit 31. Explicit values (POPF, SAHF) are stored in the same form.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Flags {
-    /// Every flag bit; the ARITH bits are stale while `lazy` is set.
+    /// Every flag bit except the ARITH ones (which are always 0 here).
     bits: u32,
-    /// Whether the ARITH bits must be derived from `res`/`cv`/`width`.
-    lazy: bool,
-    /// Result of the last flag-setting operation, masked to its width.
+    /// The result, top bit at bit 31: ZF is `res == 0`.
     res: u32,
-    /// Carry-out of every bit position of that operation.
+    /// The carry vector, top bit at bit 31: CF is bit 31, OF is bit 31 ^ bit 30.
     cv: u32,
-    /// Operand width in bits: 8, 16 or 32.
-    width: u32,
+    /// Bits 0-7: the result's low byte (PF is its even parity); bit 8: AF; bit 9: SF.
+    low: u32,
 }
+
+/// Where AF and SF live in `Flags::low`.
+const LOW_AF: u32 = 1 << 8;
+const LOW_SF: u32 = 1 << 9;
 
 impl Default for Flags {
     fn default() -> Self {
-        Flags {
+        let mut f = Flags {
             bits: FIXED1,
-            lazy: false,
             res: 0,
             cv: 0,
-            width: 32,
-        }
+            low: 0,
+        };
+        f.set_word(FIXED1);
+        f
     }
 }
 
-#[inline(always)]
-fn mask_of(width: u32) -> u32 {
-    u32::MAX >> (32 - width)
-}
-
 impl Flags {
-    /// Record a flag-setting result with its carry vector.
+    /// Record a flag-setting result with its carry vector (the carry out of every bit).
     #[inline(always)]
     pub fn set_lazy(&mut self, width: u32, res: u32, cv: u32) {
-        self.lazy = true;
-        self.res = res & mask_of(width);
-        self.cv = cv;
-        self.width = width;
+        let shift = 32 - width;
+        self.res = res << shift;
+        self.cv = cv << shift;
+        self.low = (res & 0xFF) | ((cv & 8) << 5) | (((res >> (width - 1)) & 1) << 9);
     }
 
     /// Record the flags of `a + b (+ carry-in) = r`.
@@ -117,78 +120,56 @@ impl Flags {
     /// Record a result whose CF, OF and AF are given explicitly (ZF, SF, PF follow the result).
     #[inline(always)]
     pub fn set_explicit(&mut self, width: u32, r: u32, cf: bool, of: bool, af: bool) {
-        let top = width - 1;
-        let cv = ((cf as u32) << top) | (((cf ^ of) as u32) << (top - 1)) | ((af as u32) << 3);
-        self.set_lazy(width, r, cv);
+        self.res = r << (32 - width);
+        self.cv = ((cf as u32) << 31) | (((cf ^ of) as u32) << 30);
+        self.low = (r & 0xFF) | ((af as u32) << 8) | (((r >> (width - 1)) & 1) << 9);
     }
 
     /// INC/DEC: like ADD/SUB of 1 but CF is preserved.
     #[inline(always)]
     pub fn set_incdec(&mut self, width: u32, a: u32, r: u32, inc: bool) {
-        let old_cf = self.cf();
         let cv = if inc {
             (a & 1) | ((a | 1) & !r)
         } else {
             (!a & 1) | (!(a ^ 1) & r)
         };
-        let top = width - 1;
-        let of = ((cv >> top) ^ (cv >> (top - 1))) & 1 != 0;
-        let af = cv & 8 != 0;
-        self.set_explicit(width, r, old_cf, of, af);
+        let shift = 32 - width;
+        let cv_top = cv << shift;
+        // CF (bit 31) stays; bit 30 must make bit 31 ^ bit 30 the new OF.
+        let of = (cv_top ^ (cv_top << 1)) & (1 << 31);
+        self.cv = (self.cv & (1 << 31)) | (((self.cv ^ of) >> 1) & (1 << 30));
+        self.res = r << shift;
+        self.low = (r & 0xFF) | ((cv & 8) << 5) | (((r >> (width - 1)) & 1) << 9);
     }
 
     #[inline(always)]
     pub fn cf(&self) -> bool {
-        if self.lazy {
-            (self.cv >> (self.width - 1)) & 1 != 0
-        } else {
-            self.bits & CF != 0
-        }
+        self.cv >> 31 != 0
     }
 
     #[inline(always)]
     pub fn zf(&self) -> bool {
-        if self.lazy {
-            self.res == 0
-        } else {
-            self.bits & ZF != 0
-        }
+        self.res == 0
     }
 
     #[inline(always)]
     pub fn sf(&self) -> bool {
-        if self.lazy {
-            (self.res >> (self.width - 1)) & 1 != 0
-        } else {
-            self.bits & SF != 0
-        }
+        self.low & LOW_SF != 0
     }
 
     #[inline(always)]
     pub fn of(&self) -> bool {
-        if self.lazy {
-            ((self.cv >> (self.width - 1)) ^ (self.cv >> (self.width - 2))) & 1 != 0
-        } else {
-            self.bits & OF != 0
-        }
+        (self.cv ^ (self.cv << 1)) >> 31 != 0
     }
 
     #[inline(always)]
     pub fn af(&self) -> bool {
-        if self.lazy {
-            self.cv & 8 != 0
-        } else {
-            self.bits & AF != 0
-        }
+        self.low & LOW_AF != 0
     }
 
     #[inline(always)]
     pub fn pf(&self) -> bool {
-        if self.lazy {
-            (self.res as u8).count_ones() & 1 == 0
-        } else {
-            self.bits & PF != 0
-        }
+        (self.low as u8).count_ones() & 1 == 0
     }
 
     /// Evaluate condition code `cc` (the low nibble of Jcc/SETcc/CMOVcc).
@@ -209,10 +190,7 @@ impl Flags {
 
     /// The architectural EFLAGS value.
     pub fn word(&self) -> u32 {
-        if !self.lazy {
-            return self.bits;
-        }
-        let mut w = self.bits & !ARITH;
+        let mut w = self.bits;
         w |= (self.cf() as u32) * CF;
         w |= (self.pf() as u32) * PF;
         w |= (self.af() as u32) * AF;
@@ -224,8 +202,15 @@ impl Flags {
 
     /// Replace every flag (the caller has already applied privilege rules to `w`).
     pub fn set_word(&mut self, w: u32) {
-        self.bits = (w & ALL_VALID) | FIXED1;
-        self.lazy = false;
+        self.bits = (w & ALL_VALID & !ARITH) | FIXED1;
+        let cf = w & CF != 0;
+        let of = w & OF != 0;
+        self.res = (w & ZF == 0) as u32;
+        self.cv = ((cf as u32) << 31) | (((cf ^ of) as u32) << 30);
+        // A low byte of 0 has even parity (PF = 1), 1 has odd parity.
+        self.low = (w & PF == 0) as u32
+            | if w & AF != 0 { LOW_AF } else { 0 }
+            | if w & SF != 0 { LOW_SF } else { 0 };
     }
 
     /// Replace only the bits in `mask`.
@@ -236,12 +221,10 @@ impl Flags {
 
     /// Set or clear one flag (any flag, arithmetic or not).
     pub fn set(&mut self, flag: u32, on: bool) {
-        if flag & ARITH != 0 && self.lazy {
+        if flag & ARITH != 0 {
             let w = self.word();
-            self.bits = w;
-            self.lazy = false;
-        }
-        if on {
+            self.set_word(if on { w | flag } else { w & !flag });
+        } else if on {
             self.bits |= flag;
         } else {
             self.bits &= !flag;
@@ -295,6 +278,38 @@ mod tests {
         f.set(CF, false);
         f.set_incdec(8, 0, 0xff, false);
         assert!(!f.cf() && f.sf() && f.af());
+    }
+
+    #[test]
+    fn every_combination_of_arithmetic_flags_survives_set_word() {
+        for combo in 0..64u32 {
+            let mut w = FIXED1;
+            for (i, flag) in [CF, PF, AF, ZF, SF, OF].iter().enumerate() {
+                if combo & (1 << i) != 0 {
+                    w |= flag;
+                }
+            }
+            let mut f = Flags::default();
+            f.set_word(w);
+            assert_eq!(f.word(), w, "flags {w:#x}");
+            f.set(CF, true);
+            assert_eq!(f.word(), w | CF);
+        }
+    }
+
+    #[test]
+    fn incdec_overflow_at_every_width() {
+        let mut f = Flags::default();
+        f.set(CF, false);
+        f.set_incdec(8, 0x7F, 0x80, true);
+        assert!(f.of() && !f.cf() && f.sf());
+        f.set_incdec(32, 0x8000_0000, 0x7FFF_FFFF, false);
+        assert!(f.of() && !f.cf() && !f.sf());
+        f.set(CF, true);
+        f.set_incdec(16, 5, 6, true);
+        assert!(!f.of() && f.cf() && !f.zf());
+        f.set_incdec(16, 1, 0, false);
+        assert!(!f.of() && f.cf() && f.zf() && f.pf());
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //! [`crate::mem::Memory`]), so stale blocks are recognised on lookup without searching for them.
 //! Instructions that straddle a page boundary are decoded fresh each time (uncacheable) so a
 //! block never depends on a second page.
+//!
+//! The instructions of all blocks live in one arena ([`InstrArena`]), appended to as blocks are
+//! decoded and cleared as a whole when it is full (with every block), the way QEMU manages its
+//! translation buffer. The run loop takes the arena out of the CPU for the length of a
+//! [`Cpu::run`](super::Cpu::run) call, so handlers (which get `&mut Cpu`) can run straight from
+//! it without a copy or a move per block.
 
 use super::decode::Instr;
 use super::exception::Fault;
@@ -13,11 +19,17 @@ use super::Cpu;
 /// Tag of an empty cache slot.
 pub const NO_BLOCK: u32 = u32::MAX;
 /// Most instructions in one block.
-const MAX_BLOCK_INSTRS: usize = 64;
+pub const MAX_BLOCK_INSTRS: usize = 64;
 const CACHE_BITS: u32 = 14;
+const CACHE_SLOTS: usize = 1 << CACHE_BITS;
+/// Instructions the arena holds before it is cleared (about 5 MB).
+const ARENA_CAPACITY: usize = 1 << 17;
+
+/// The decoded instructions of every cached block.
+pub type InstrArena = Vec<Instr>;
 
 /// One decoded block.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 pub struct Block {
     /// Physical address of the first byte (NO_BLOCK if empty).
     pub phys: u32,
@@ -27,9 +39,10 @@ pub struct Block {
     pub gen: u32,
     /// Bytes covered, for the CS limit check.
     pub byte_len: u32,
-    /// Must not be reused (it ends in a fault or straddles a page).
-    pub uncacheable: bool,
-    pub instrs: Vec<Instr>,
+    /// Where the block's instructions start in the arena.
+    pub start: u32,
+    /// How many instructions it has.
+    pub len: u32,
 }
 
 impl Default for Block {
@@ -39,21 +52,31 @@ impl Default for Block {
             key: 0,
             gen: 0,
             byte_len: 0,
-            uncacheable: false,
-            instrs: Vec::new(),
+            start: 0,
+            len: 0,
         }
     }
 }
 
 /// The cache itself.
 pub struct ICache {
-    pub blocks: Vec<Block>,
+    /// Fixed-size, so the hashed index needs no bounds check.
+    pub blocks: Box<[Block; CACHE_SLOTS]>,
+    /// The instruction arena while no `run` is in progress.
+    pub(crate) arena: InstrArena,
 }
 
 impl ICache {
     pub fn new() -> ICache {
         ICache {
-            blocks: vec![Block::default(); 1 << CACHE_BITS],
+            blocks: match vec![Block::default(); CACHE_SLOTS]
+                .into_boxed_slice()
+                .try_into()
+            {
+                Ok(array) => array,
+                Err(_) => unreachable!("the vector has CACHE_SLOTS blocks"),
+            },
+            arena: Vec::with_capacity(ARENA_CAPACITY),
         }
     }
 
@@ -63,7 +86,8 @@ impl ICache {
         (phys.wrapping_mul(0x9E37_79B1) >> (32 - CACHE_BITS)) as usize
     }
 
-    /// Forget every block (A20 change, reset).
+    /// Forget every block (A20 change, reset). The arena's instructions become garbage and are
+    /// dropped when it fills up.
     pub fn flush(&mut self) {
         for b in self.blocks.iter_mut() {
             b.phys = NO_BLOCK;
@@ -77,46 +101,62 @@ impl Default for ICache {
     }
 }
 
+/// The outcome of decoding a block.
+pub(crate) struct Decoded {
+    /// Where its instructions start in the arena.
+    pub start: usize,
+    /// How many there are.
+    pub len: usize,
+    /// Bytes covered.
+    pub byte_len: u32,
+    /// It must not be cached: a single instruction that straddles into the next page. Its
+    /// instructions are dropped from the arena after it ran.
+    pub uncacheable: bool,
+}
+
 impl Cpu {
-    /// Decode the block at CS:EIP (physical `phys`) into `block`. A fault on the first
-    /// instruction is returned; a fault later just ends the block before that instruction.
-    pub(crate) fn decode_block(&mut self, block: &mut Block, phys: u32, key: u32) -> Fault {
-        block.instrs.clear();
-        block.phys = phys;
-        block.key = key;
-        block.uncacheable = false;
+    /// Decode the block at CS:EIP (physical `phys`) onto the end of `arena`. A fault on the
+    /// first instruction is returned; a fault later just ends the block before that instruction.
+    pub(crate) fn decode_block(&mut self, arena: &mut InstrArena, phys: u32) -> Fault<Decoded> {
+        if arena.len() + MAX_BLOCK_INSTRS > ARENA_CAPACITY {
+            // Full: start again, forgetting every block (their instructions are gone).
+            arena.clear();
+            self.icache.flush();
+        }
+        let start = arena.len();
         let page = (phys >> 12) as usize;
         self.mem.mark_code_page(page);
-        block.gen = self.mem.page_generation(page);
         let page_left = 0x1000 - (phys & 0xFFF);
         let mut off = 0u32;
-        while block.instrs.len() < MAX_BLOCK_INSTRS {
+        let mut uncacheable = false;
+        while arena.len() - start < MAX_BLOCK_INSTRS {
             let eip = self.eip.wrapping_add(off);
             let (instr, ends) = match self.decode_one(eip) {
                 Ok(x) => x,
-                Err(e) if block.instrs.is_empty() => {
-                    block.phys = NO_BLOCK;
-                    return Err(e);
-                }
+                Err(e) if arena.len() == start => return Err(e),
                 Err(_) => break,
             };
             let len = instr.len as u32;
             if off + len > page_left {
                 // Straddles into the next page: run it alone, never cache it.
-                if block.instrs.is_empty() {
-                    block.instrs.push(instr);
+                if arena.len() == start {
+                    arena.push(instr);
                     off += len;
-                    block.uncacheable = true;
+                    uncacheable = true;
                 }
                 break;
             }
-            block.instrs.push(instr);
+            arena.push(instr);
             off += len;
             if ends || off == page_left {
                 break;
             }
         }
-        block.byte_len = off;
-        Ok(())
+        Ok(Decoded {
+            start,
+            len: arena.len() - start,
+            byte_len: off,
+            uncacheable,
+        })
     }
 }

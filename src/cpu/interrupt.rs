@@ -30,7 +30,7 @@ impl Cpu {
         loop {
             if let Some(prev) = self.delivering {
                 let benign_pair = !((prev == exception::PF
-                    && (e.is_contributory() || e.vector == exception::PF))
+                    && (e.is_contributory() || e.vector() == exception::PF))
                     || (Exception::new(prev).is_contributory() && e.is_contributory()));
                 if prev == exception::DF {
                     self.delivering = None;
@@ -41,13 +41,13 @@ impl Cpu {
                     e = Exception::with_code(exception::DF, 0);
                 }
             }
-            self.delivering = Some(e.vector);
+            self.delivering = Some(e.vector());
             let code = if self.protected_mode() {
                 e.error_code()
             } else {
                 None
             };
-            match self.interrupt(e.vector, IntKind::Exception, code) {
+            match self.interrupt(e.vector(), IntKind::Exception, code) {
                 Ok(()) => {
                     self.delivering = None;
                     return;

@@ -10,6 +10,7 @@ pub mod access;
 pub mod debug;
 pub mod decode;
 pub mod exception;
+pub mod fast;
 pub mod flags;
 pub mod icache;
 pub mod interrupt;
@@ -34,7 +35,7 @@ use crate::mem::Memory;
 pub use decode::Instr;
 pub use exception::{Exception, Fault};
 use flags::Flags;
-use icache::ICache;
+use icache::{ICache, InstrArena};
 pub use seg::{SegCache, Segment};
 
 /// General register numbers, as encoded in instructions.
@@ -48,6 +49,9 @@ pub const ESI: usize = 6;
 pub const EDI: usize = 7;
 /// A register slot that always reads 0: effective-address forms without a base or index use it.
 pub const ZERO_REG: usize = 8;
+/// Slots in [`Cpu::regs`]: the eight registers, [`ZERO_REG`], and zeros up to a power of two so
+/// that an index masked with `REG_SLOTS - 1` needs no bounds check.
+pub const REG_SLOTS: usize = 16;
 
 /// CR0 bits.
 pub const CR0_PE: u32 = 1 << 0;
@@ -102,8 +106,8 @@ pub struct Msrs {
 
 /// The processor.
 pub struct Cpu {
-    /// EAX..EDI, plus a slot that stays 0 (see [`ZERO_REG`]).
-    pub regs: [u32; 9],
+    /// EAX..EDI, then slots that stay 0 (see [`ZERO_REG`] and [`REG_SLOTS`]).
+    pub regs: [u32; REG_SLOTS],
     pub eip: u32,
     pub flags: Flags,
     /// ES, CS, SS, DS, FS, GS (see [`Segment`]).
@@ -146,9 +150,6 @@ pub struct Cpu {
     /// Set by anything that invalidates assumptions of the running block (mode or CS changes,
     /// self-modifying code, HLT); the block ends after the current instruction.
     pub(crate) stop_block: bool,
-    /// EIP and ESP at the start of the current instruction, restored when it faults.
-    pub(crate) prev_eip: u32,
-    pub(crate) prev_esp: u32,
     /// Interrupt delivery in progress (for double-fault detection).
     pub(crate) delivering: Option<u8>,
     pub(crate) icache: ICache,
@@ -161,7 +162,7 @@ impl Cpu {
     /// A CPU in its power-on state with `ram_bytes` of RAM and the given bus.
     pub fn new(ram_bytes: usize, bus: Box<dyn Bus>) -> Cpu {
         let mut cpu = Cpu {
-            regs: [0; 9],
+            regs: [0; REG_SLOTS],
             eip: 0,
             flags: Flags::default(),
             segs: Default::default(),
@@ -193,8 +194,6 @@ impl Cpu {
             intr: false,
             irq_shadow: false,
             stop_block: false,
-            prev_eip: 0,
-            prev_esp: 0,
             delivering: None,
             icache: ICache::new(),
             pending_db: 0,
@@ -210,7 +209,7 @@ impl Cpu {
 
     /// The RESET state: real mode, CS:IP = F000:FFF0 with CS base FFFF0000.
     pub fn reset(&mut self) {
-        self.regs = [0; 9];
+        self.regs = [0; REG_SLOTS];
         // EDX holds the processor signature after reset (the one CPUID reports).
         self.regs[EDX] = system::CPU_SIGNATURE;
         self.eip = 0xFFF0;
@@ -308,6 +307,15 @@ impl Cpu {
     /// Run until `budget` more instructions have retired, the CPU halts, or it shuts down.
     /// The count may overshoot by less than one block.
     pub fn run(&mut self, budget: u64) -> RunExit {
+        // The instruction arena is taken out for the whole call: handlers get `&mut self` and
+        // run straight from it (see icache.rs).
+        let mut arena = std::mem::take(&mut self.icache.arena);
+        let exit = self.run_from(&mut arena, budget);
+        self.icache.arena = arena;
+        exit
+    }
+
+    fn run_from(&mut self, arena: &mut InstrArena, budget: u64) -> RunExit {
         let end = self.instructions.saturating_add(budget);
         // Delivered exceptions count against the budget too, so a guest stuck in a fault loop
         // still returns control to the host.
@@ -327,7 +335,7 @@ impl Cpu {
             if self.halted {
                 return RunExit::Halted;
             }
-            if !self.run_block(end - faults) {
+            if !self.run_block(arena, end - faults) {
                 faults += 1;
             }
         }
@@ -340,7 +348,7 @@ impl Cpu {
 
     /// Look up (or decode) the block at CS:EIP and run it. Returns false if it ended in an
     /// exception.
-    fn run_block(&mut self, end: u64) -> bool {
+    fn run_block(&mut self, arena: &mut InstrArena, end: u64) -> bool {
         if self.stop_block {
             // Something changed EFLAGS.AC, CPL or the debug registers (POPF, IRET, interrupt
             // delivery, task switch): the fast-path permissions may have to change with it.
@@ -378,60 +386,81 @@ impl Cpu {
         };
         let key = cs.big as u32;
         let idx = self.icache.index(phys);
-        let cached = &self.icache.blocks[idx];
+        let cached = self.icache.blocks[idx];
         let limit_ok = self.eip.wrapping_add(cached.byte_len).wrapping_sub(1) <= cs.limit
             || cached.byte_len == 0;
-        if !(cached.phys == phys && cached.key == key && limit_ok)
-            || cached.gen != self.mem.page_generation((phys >> 12) as usize)
+        let mut uncacheable = false;
+        let (start, len) = if cached.phys == phys
+            && cached.key == key
+            && limit_ok
+            && cached.gen == self.mem.page_generation((phys >> 12) as usize)
         {
-            let mut block = std::mem::take(&mut self.icache.blocks[idx]);
-            let decoded = self.decode_block(&mut block, phys, key);
-            self.icache.blocks[idx] = block;
-            if let Err(e) = decoded {
-                self.debug_instruction_faulted(rf);
-                self.deliver_exception(e);
-                return false;
+            (cached.start as usize, cached.len as usize)
+        } else {
+            match self.decode_block(arena, phys) {
+                Ok(d) => {
+                    let block = &mut self.icache.blocks[idx];
+                    if d.uncacheable {
+                        block.phys = icache::NO_BLOCK;
+                        uncacheable = true;
+                    } else {
+                        *block = icache::Block {
+                            phys,
+                            key,
+                            gen: self.mem.page_generation((phys >> 12) as usize),
+                            byte_len: d.byte_len,
+                            start: d.start as u32,
+                            len: d.len as u32,
+                        };
+                    }
+                    (d.start, d.len)
+                }
+                Err(e) => {
+                    self.icache.blocks[idx].phys = icache::NO_BLOCK;
+                    self.debug_instruction_faulted(rf);
+                    self.deliver_exception(e);
+                    return false;
+                }
             }
-        }
-        // Handlers get `&mut self`, so the instructions are moved out of the cache while they
-        // run (a Vec move, no copy of the instructions) and put back afterwards.
-        let instrs = std::mem::take(&mut self.icache.blocks[idx].instrs);
+        };
         let budget = end.saturating_sub(self.instructions).max(1);
         let max = if single_step {
             1
         } else {
-            instrs.len().min(budget as usize)
+            len.min(budget as usize)
         };
         let tf = self.flags.sys(flags::TF);
+        let mut ok = true;
         let mut done = 0u64;
-        for instr in &instrs[..max] {
-            self.prev_eip = self.eip;
-            self.prev_esp = self.regs[ESP];
+        for instr in &arena[start..start + max] {
+            let esp = self.regs[ESP];
             let next = self.eip.wrapping_add(instr.len as u32);
             self.eip = next;
-            if let Err(e) = (instr.exec)(self, instr) {
-                self.eip = self.prev_eip;
-                self.regs[ESP] = self.prev_esp;
-                self.instructions += done;
-                self.icache.blocks[idx].instrs = instrs;
+            if let Err(e) = fast::exec(self, instr) {
+                // Roll the instruction back: it did not retire.
+                self.eip = next.wrapping_sub(instr.len as u32);
+                self.regs[ESP] = esp;
                 self.debug_instruction_faulted(rf);
                 self.deliver_exception(e);
-                return false;
+                ok = false;
+                break;
             }
+            // Retired: devices and the TSC see the exact count of the instructions before it.
+            self.instructions += 1;
             done += 1;
             if self.eip != next || self.stop_block {
                 break;
             }
         }
+        if uncacheable {
+            arena.truncate(start);
+        }
+        if !ok {
+            return false;
+        }
         if self.stop_block {
             self.stop_block = false;
             self.update_fast_path_perms();
-        }
-        self.instructions += done;
-        let block = &mut self.icache.blocks[idx];
-        block.instrs = instrs;
-        if block.uncacheable {
-            block.phys = icache::NO_BLOCK;
         }
         // Debug traps after the instruction: TF single step and data breakpoints (a data
         // breakpoint hit sets stop_block, so its instruction is the last one run).
@@ -440,6 +469,12 @@ impl Cpu {
             self.debug_trap(step);
         }
         true
+    }
+
+    /// Where the instruction being executed starts: handlers run with EIP already past it.
+    #[inline(always)]
+    pub(crate) fn instr_eip(&self, i: &Instr) -> u32 {
+        self.eip.wrapping_sub(i.len as u32)
     }
 
     /// Sample the INTR line from the bus.
@@ -458,5 +493,62 @@ impl Cpu {
     pub(crate) fn tsc_base(&mut self) -> u64 {
         let instructions = self.instructions;
         self.bus.tsc(instructions).unwrap_or(instructions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// A bus that records the retired-instruction count it was told before each port access.
+    struct ClockedBus {
+        now: u64,
+        accesses: Rc<RefCell<Vec<(u16, u64)>>>,
+    }
+
+    impl Bus for ClockedBus {
+        fn io_read(&mut self, port: u16, _size: u8) -> u32 {
+            self.accesses.borrow_mut().push((port, self.now));
+            0
+        }
+        fn io_write(&mut self, port: u16, _size: u8, _value: u32) {
+            self.accesses.borrow_mut().push((port, self.now));
+        }
+        fn mmio_read(&mut self, _addr: u32, _size: u8) -> u32 {
+            0
+        }
+        fn mmio_write(&mut self, _addr: u32, _size: u8, _value: u32) {}
+        fn set_instructions(&mut self, instructions: u64) {
+            self.now = instructions;
+        }
+    }
+
+    #[test]
+    fn port_access_and_rdtsc_see_the_time_of_their_own_instruction() {
+        let accesses = Rc::new(RefCell::new(Vec::new()));
+        let bus = ClockedBus {
+            now: u64::MAX,
+            accesses: accesses.clone(),
+        };
+        let mut cpu = Cpu::new(1 << 20, Box::new(bus));
+        #[rustfmt::skip]
+        let code = [
+            0x90, 0x90, 0x90,       // 0-2: nop x3
+            0x0F, 0x31,             // 3: rdtsc (a bare bus: the TSC counts instructions)
+            0x89, 0xC3,             // 4: mov ebx, eax
+            0xE6, 0x80,             // 5: out 0x80, al (a port access ends the block)
+            0x90,                   // 6: nop
+            0xE4, 0x71,             // 7: in al, 0x71
+            0xF4,                   // 8: hlt
+        ];
+        cpu.mem.load(0x1000, &code);
+        cpu.segs[Segment::CS as usize] = SegCache::real(0);
+        cpu.eip = 0x1000;
+        assert_eq!(cpu.run(100), RunExit::Halted);
+        assert_eq!(cpu.regs[EBX] & 0xFFFF, 3, "RDTSC at instruction 3");
+        assert_eq!(*accesses.borrow(), vec![(0x80, 5), (0x71, 7)]);
+        assert_eq!(cpu.instructions, 9);
     }
 }

@@ -97,6 +97,7 @@ pub fn imul_r_rm_i<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 }
 
 /// IMUL reg, r/m (0F AF).
+#[inline(always)]
 pub fn imul_r_rm<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let b = R::read::<W>(cpu, i)?;
     let (lo, _, ov) = imul_wide::<W>(W::reg(cpu, i.reg), b);

@@ -6,7 +6,7 @@
 
 use super::decode::Instr;
 use super::exception::Fault;
-use super::Cpu;
+use super::{Cpu, REG_SLOTS};
 
 /// An operand width.
 pub trait Width: 'static {
@@ -49,7 +49,7 @@ impl Width for W8 {
     const SIGN: u32 = 0x80;
     #[inline(always)]
     fn reg(cpu: &Cpu, r: u8) -> u32 {
-        let r = r as usize;
+        let r = r as usize & 7;
         if r < 4 {
             cpu.regs[r] & 0xFF
         } else {
@@ -58,7 +58,7 @@ impl Width for W8 {
     }
     #[inline(always)]
     fn set_reg(cpu: &mut Cpu, r: u8, v: u32) {
-        let r = r as usize;
+        let r = r as usize & 7;
         if r < 4 {
             cpu.regs[r] = (cpu.regs[r] & !0xFF) | (v & 0xFF);
         } else {
@@ -90,11 +90,11 @@ impl Width for W16 {
     const SIGN: u32 = 0x8000;
     #[inline(always)]
     fn reg(cpu: &Cpu, r: u8) -> u32 {
-        cpu.regs[r as usize] & 0xFFFF
+        cpu.regs[r as usize & (REG_SLOTS - 1)] & 0xFFFF
     }
     #[inline(always)]
     fn set_reg(cpu: &mut Cpu, r: u8, v: u32) {
-        let r = r as usize;
+        let r = r as usize & 7;
         cpu.regs[r] = (cpu.regs[r] & 0xFFFF_0000) | (v & 0xFFFF);
     }
     #[inline(always)]
@@ -122,11 +122,11 @@ impl Width for W32 {
     const SIGN: u32 = 0x8000_0000;
     #[inline(always)]
     fn reg(cpu: &Cpu, r: u8) -> u32 {
-        cpu.regs[r as usize]
+        cpu.regs[r as usize & (REG_SLOTS - 1)]
     }
     #[inline(always)]
     fn set_reg(cpu: &mut Cpu, r: u8, v: u32) {
-        cpu.regs[r as usize] = v;
+        cpu.regs[r as usize & 7] = v;
     }
     #[inline(always)]
     fn read_mem(cpu: &mut Cpu, seg: usize, off: u32) -> Fault<u32> {

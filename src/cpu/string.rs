@@ -122,7 +122,7 @@ fn rep_loop<A: Width>(
         n += 1;
         if n >= limit {
             // Not finished: execute this instruction again after the run loop had its look.
-            cpu.eip = cpu.prev_eip;
+            cpu.eip = cpu.instr_eip(i);
             return Ok(());
         }
     }
@@ -363,6 +363,7 @@ fn stos_fast<W: Width, A: Width>(cpu: &mut Cpu, count: u32) -> u32 {
 #[inline(always)]
 fn rep_batched<A: Width>(
     cpu: &mut Cpu,
+    i: &Instr,
     mut fast: impl FnMut(&mut Cpu, u32) -> u32,
     mut once: impl FnMut(&mut Cpu) -> Fault,
 ) -> Fault {
@@ -392,7 +393,7 @@ fn rep_batched<A: Width>(
         }
         n += k;
         if n >= limit {
-            cpu.eip = cpu.prev_eip;
+            cpu.eip = cpu.instr_eip(i);
             return Ok(());
         }
     }
@@ -403,14 +404,15 @@ fn rep_batched<A: Width>(
 fn rep_movs<W: Width, A: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     rep_batched::<A>(
         cpu,
+        i,
         |cpu, max| movs_fast::<W, A>(cpu, i, max),
         |cpu| movs_once::<W, A>(cpu, i),
     )
 }
 
 /// REP STOS, with the same fast path as REP MOVS.
-fn rep_stos<W: Width, A: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
-    rep_batched::<A>(cpu, stos_fast::<W, A>, stos_once::<W, A>)
+fn rep_stos<W: Width, A: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    rep_batched::<A>(cpu, i, stos_fast::<W, A>, stos_once::<W, A>)
 }
 
 #[cfg(test)]

@@ -69,7 +69,10 @@ pub struct PageFault {
 /// The software TLB and the paging controls (copies of CR0.PG/WP, CR3, CR4.PSE/PGE).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Tlb {
-    pub entries: Vec<TlbEntry>,
+    /// A cache, not state: a restored machine starts with an empty TLB. Fixed-size, so the
+    /// masked index needs no bounds check on the fast path.
+    #[serde(skip, default = "empty_entries")]
+    pub entries: Box<[TlbEntry; TLB_ENTRIES]>,
     pub paging: bool,
     pub write_protect: bool,
     pub cr3: u32,
@@ -77,10 +80,19 @@ pub struct Tlb {
     pub pge: bool,
 }
 
+/// A TLB with no translations.
+fn empty_entries() -> Box<[TlbEntry; TLB_ENTRIES]> {
+    let entries = vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice();
+    match entries.try_into() {
+        Ok(array) => array,
+        Err(_) => unreachable!("the vector has TLB_ENTRIES entries"),
+    }
+}
+
 impl Tlb {
     pub fn new() -> Tlb {
         Tlb {
-            entries: vec![TlbEntry::default(); TLB_ENTRIES],
+            entries: empty_entries(),
             paging: false,
             write_protect: false,
             cr3: 0,

@@ -284,7 +284,7 @@ fn signal_error(cpu: &mut Cpu) -> Fault {
 #[inline]
 fn begin(cpu: &mut Cpu, i: &Instr) -> Fault {
     check_avail(cpu, true)?;
-    cpu.fpu.fip = cpu.prev_eip;
+    cpu.fpu.fip = cpu.instr_eip(i);
     cpu.fpu.fcs = cpu.segs[Segment::CS as usize].selector;
     cpu.fpu.fop = i.imm as u16;
     Ok(())

@@ -39,7 +39,6 @@ fn ram64(cpu: &Cpu, a: usize) -> u64 {
 /// Decode and execute the instruction at CS:EIP directly (no exception delivery).
 fn exec_one(cpu: &mut Cpu) -> Fault {
     let (i, _) = cpu.decode_one(cpu.eip)?;
-    cpu.prev_eip = cpu.eip;
     cpu.eip = cpu.eip.wrapping_add(i.len as u32);
     (i.exec)(cpu, &i)
 }
