@@ -8,7 +8,9 @@
 #   make console         boot the bundled Linux on the serial console in this terminal instead
 #   make wasm            build the browser package into pkg/ (wasm-pack --target web)
 #   make site            assemble the static site in site/ (www/ + pkg/ + xterm.js + images/)
-#   make bench           the native CPU benchmark
+#   make bench           the Linux benchmark guest natively (isprime, gzip, fork/exec; guest MIPS
+#                        and slowdown against this host running the same programs); REPS=n runs
+#                        (default 3), BENCH_ARGS=--synthetic for the CPU micro benchmark
 #   make sst             only the hardware-captured single-step CPU tests (CPU_TESTS=dir)
 
 SHELL := /bin/bash
@@ -28,6 +30,8 @@ export WASM_BINDGEN_TEST_TIMEOUT
 # The port `make run` serves the page on.
 PORT ?= 8080
 BENCH_ARGS ?=
+# `make bench` repetitions (empty: wasm86 bench's default, 3).
+REPS ?=
 
 .PHONY: all setup test lint fmt-check clippy clippy-wasm unit sst test-web test-webdriver run console wasm site bench \
 	build build-wasm32 clean
@@ -96,8 +100,10 @@ run: setup site build
 console: build
 	target/release/wasm86
 
+# The git commit goes into the build identity that `wasm86 bench` prints and records.
 bench:
-	$(CARGO) run --release -- bench $(BENCH_ARGS)
+	WASM86_GIT_COMMIT="$$(git describe --always --dirty --abbrev=12 2>/dev/null || true)" \
+		$(CARGO) run --release -- bench $(if $(REPS),--reps $(REPS)) $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

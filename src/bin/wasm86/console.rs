@@ -77,7 +77,7 @@ pub struct BootArgs {
 pub const DEFAULT_APPEND: &str = "console=ttyS0 earlyprintk=serial";
 
 /// Where the bundled guest lives (the crate's images/ directory, fixed at build time).
-fn bundled(name: &str) -> PathBuf {
+pub(crate) fn bundled(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("images")
         .join(name)
@@ -89,7 +89,7 @@ const SLICE: u64 = 2_000_000;
 /// fetches are made between slices, so they are short.
 const STREAM_SLICE: u64 = 100_000;
 
-fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
@@ -148,13 +148,21 @@ fn spawn_stdin() -> Receiver<Vec<u8>> {
 }
 
 /// Finds `needle` in a stream that arrives in pieces.
-struct Watch {
+pub(crate) struct Watch {
     needle: Vec<u8>,
     tail: Vec<u8>,
 }
 
 impl Watch {
-    fn push(&mut self, bytes: &[u8]) -> bool {
+    pub(crate) fn new(needle: &str) -> Watch {
+        Watch {
+            needle: needle.as_bytes().to_vec(),
+            tail: Vec::new(),
+        }
+    }
+
+    /// The next piece of the stream; true if `needle` has appeared (it may span pieces).
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> bool {
         if self.needle.is_empty() {
             return true;
         }
@@ -172,7 +180,7 @@ impl Watch {
 }
 
 /// Load the kernel (and initrd) into a (re)started machine.
-fn boot(
+pub(crate) fn boot(
     machine: &mut Machine,
     kernel: &(PathBuf, Vec<u8>),
     initrd: &Option<(PathBuf, Vec<u8>)>,
@@ -199,6 +207,32 @@ enum Outcome {
     Timeout,
     Reset(ResetCause),
     Quit,
+}
+
+/// The machine the CLI boots: `memory_mib` of RAM, deterministic time unless `realtime`.
+pub(crate) fn machine_config(memory_mib: u32, realtime: bool) -> MachineConfig {
+    let rtc = if realtime {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(DETERMINISTIC_EPOCH)
+    } else {
+        DETERMINISTIC_EPOCH
+    };
+    MachineConfig {
+        ram_bytes: memory_mib as usize * 1024 * 1024,
+        time_mode: if realtime {
+            TimeMode::Realtime
+        } else {
+            TimeMode::Deterministic
+        },
+        rtc_unix_seconds: rtc,
+        fast_serial: true,
+        // Real time: the host clock pulls virtual time forward after every slice; within a
+        // slice time advances at a nominal 500 MIPS, faster than the interpreter runs, so the
+        // guest is never throttled below the host's speed (at 10 ns it would be held to 100).
+        ns_per_instruction: if realtime { 2 } else { 10 },
+    }
 }
 
 /// Run the default command.
@@ -258,28 +292,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         }
     }
 
-    let rtc = if args.realtime {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(DETERMINISTIC_EPOCH)
-    } else {
-        DETERMINISTIC_EPOCH
-    };
-    let mut machine = Machine::new(MachineConfig {
-        ram_bytes: args.memory as usize * 1024 * 1024,
-        time_mode: if args.realtime {
-            TimeMode::Realtime
-        } else {
-            TimeMode::Deterministic
-        },
-        rtc_unix_seconds: rtc,
-        fast_serial: true,
-        // Real time: the host clock pulls virtual time forward after every slice; within a
-        // slice time advances at a nominal 500 MIPS, faster than the interpreter runs, so the
-        // guest is never throttled below the host's speed (at 10 ns it would be held to 100).
-        ns_per_instruction: if args.realtime { 2 } else { 10 },
-    });
+    let mut machine = Machine::new(machine_config(args.memory, args.realtime));
     let mut remotes = crate::disk::attach(&mut machine, &args.hda, &args.hdb, &args.cdrom)?;
     boot(&mut machine, &kernel, &initrd, &args.append)?;
 
@@ -293,10 +306,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
     let mut input_open = true;
     let mut pending: std::collections::VecDeque<u8> = Default::default();
     let mut ctrl_a = false;
-    let mut watch = args.until.as_ref().map(|u| Watch {
-        needle: u.as_bytes().to_vec(),
-        tail: Vec::new(),
-    });
+    let mut watch = args.until.as_deref().map(Watch::new);
     let deadline = args
         .timeout
         .map(|t| wall_start + Duration::from_secs_f64(t.min(1e9)));

@@ -41,16 +41,11 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
-    /// CPU benchmark: a paged protected-mode guest counts primes by trial division; prints
-    /// `instructions=N wall_ms=N mips=X primes=N` and fails if the guest's result is wrong.
-    Bench {
-        /// Count the primes below this number.
-        #[arg(long, default_value_t = bench::DEFAULT_LIMIT)]
-        limit: u32,
-        /// Repeat the count this many times.
-        #[arg(long, default_value_t = bench::DEFAULT_ITERATIONS)]
-        iterations: u32,
-    },
+    /// Benchmark: boot the Linux benchmark guest (images/bench-initramfs.cpio.gz), run its
+    /// workloads (isprime, gzip, forkexec) and the same programs natively on this host; print
+    /// guest instructions, wall time, MIPS and the slowdown against native, and save the raw
+    /// numbers as JSON under target/bench/. `--synthetic`: the hand-assembled CPU micro benchmark.
+    Bench(bench::BenchArgs),
     /// Static HTTP/1.1 file server for the page and for streamed disk images: GET/HEAD with
     /// byte ranges, CORS and cross-origin isolation headers. Prints
     /// `wasm86 serve: http://ADDR:PORT/` and serves until killed.
@@ -85,15 +80,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Bench { limit, iterations }) => {
-            match bench::run(&bench::BenchOptions { limit, iterations }) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("wasm86 bench: {e}");
-                    ExitCode::FAILURE
-                }
+        Some(Command::Bench(args)) => match bench::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wasm86 bench: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
         Some(Command::Serve(args)) => serve::run(&args),
         None => console::run(&cli.boot),
     }

@@ -1,8 +1,8 @@
-//! `wasm86 bench`: the CPU benchmark. A guest in 32-bit protected mode with paging on (flat
-//! segments, every page identity-mapped through 4 KiB page tables) counts the primes below N by
-//! trial division and stores each prime in a table, N times `--iterations`. The host checks the
-//! count, the table and the exact number of retired instructions against its own computation,
-//! then prints `instructions=N wall_ms=N mips=X primes=N`.
+//! `wasm86 bench --synthetic`: the CPU micro benchmark. A guest in 32-bit protected mode with
+//! paging on (flat segments, every page identity-mapped through 4 KiB page tables) counts the
+//! primes below N by trial division and stores each prime in a table, N times `--iterations`.
+//! The host checks the count, the table and the exact number of retired instructions against its
+//! own computation, then prints `instructions=N wall_ms=N mips=X primes=N`.
 //!
 //! The machine state is built directly (GDT, page tables and registers), not booted through
 //! real-mode code, so the benchmark measures only the loop.
@@ -265,7 +265,7 @@ mod tests {
     /// when nasm is not installed).
     #[test]
     fn nasm_agrees_with_the_hand_assembly() {
-        let source = include_str!("bench.rs");
+        let source = include_str!("synthetic.rs");
         let body: String = source
             .lines()
             .skip_while(|l| !l.starts_with("const PROGRAM"))
