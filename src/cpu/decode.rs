@@ -55,6 +55,10 @@ pub struct Instr {
     pub opcode: u16,
     /// The run loop's inline form of this instruction (see fast.rs), or `fast::NONE`.
     pub fast: u8,
+    /// A compare fused with the conditional jump after it (fast.rs): the jump's condition
+    /// code, and the length of the compare alone (`len` covers both).
+    pub cc: u8,
+    pub first_len: u8,
 }
 
 fn exec_ud(_: &mut Cpu, _: &Instr) -> Fault {
@@ -81,6 +85,8 @@ impl Default for Instr {
             seg_override: false,
             opcode: 0,
             fast: super::fast::NONE,
+            cc: 0,
+            first_len: 0,
         }
     }
 }

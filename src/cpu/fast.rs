@@ -54,6 +54,29 @@ const CMP_RM8_I_MEM: u8 = 48;
 const TEST_RR8: u8 = 49;
 /// OP EAX, imm32: 9 kinds (TEST last).
 const ALU_A_I: u8 = 50;
+/// MOV r32, r32 in its 8B form (reg is the destination).
+const MOV_R_RM_REG: u8 = 59;
+/// OP r32, r/m32 with a register r/m: 8 kinds.
+const ALU_R_R: u8 = 60;
+/// A compare (one of [`FUSABLE`]) fused with the Jcc after it: `FUSED + compare kind`.
+const FUSED: u8 = 128;
+
+/// The compares that fuse with a following Jcc.
+const FUSABLE: [u8; 13] = [
+    ALU_RR + arith::CMP,
+    ALU_RR + arith::TEST,
+    ALU_R_R + arith::CMP,
+    ALU_R_I + arith::CMP,
+    ALU_A_I + arith::CMP,
+    ALU_A_I + arith::TEST,
+    ALU_R_M + arith::CMP,
+    CMP_M_R,
+    CMP_M_I,
+    TEST_RR8,
+    CMP_RM8_I_REG,
+    CMP_RM8_I_MEM,
+    ALU_RR + arith::AND,
+];
 
 /// The fast kind of a decoded instruction, or [`NONE`]. `is_reg` says whether its ModR/M byte
 /// (if any) selected a register operand.
@@ -79,9 +102,13 @@ pub fn classify(i: &Instr, is_reg: bool) -> u8 {
                 MOV_RM_R_MEM
             }
         }
-        0x8B if mem => MOV_R_RM_MEM,
-        // The register form of 8B is the same move as 89's with reg and rm swapped; it keeps its
-        // handler pointer.
+        0x8B => {
+            if is_reg {
+                MOV_R_RM_REG
+            } else {
+                MOV_R_RM_MEM
+            }
+        }
         0xB8..=0xBF => MOV_R_IMM,
         0x0FB6 => {
             if is_reg {
@@ -106,12 +133,45 @@ pub fn classify(i: &Instr, is_reg: bool) -> u8 {
         0x85 if is_reg => ALU_RR + arith::TEST,
         0x39 => CMP_M_R,
         // OP r, r/m (low bits 011) with memory: the register form is ALU_RR's mirror image.
-        0x03 | 0x0B | 0x13 | 0x1B | 0x23 | 0x2B | 0x33 | 0x3B if mem => ALU_R_M + (op >> 3) as u8,
+        0x03 | 0x0B | 0x13 | 0x1B | 0x23 | 0x2B | 0x33 | 0x3B => {
+            (if is_reg { ALU_R_R } else { ALU_R_M }) + (op >> 3) as u8
+        }
         0x81 | 0x83 if is_reg => ALU_R_I + i.reg,
         0x81 | 0x83 if i.reg == arith::CMP => CMP_M_I,
         0x05 | 0x0D | 0x15 | 0x1D | 0x25 | 0x2D | 0x35 | 0x3D => ALU_A_I + (op >> 3) as u8,
         0xA9 => ALU_A_I + arith::TEST,
         _ => NONE,
+    }
+}
+
+/// Fuse `first` (a compare) with `second` (the Jcc right after it in the same block) into one
+/// instruction, if both are fast forms that fuse and have the same operand size.
+pub fn fuse(first: &Instr, second: &Instr) -> Option<Instr> {
+    if second.fast != JCC || !FUSABLE.contains(&first.fast) || first.op32 != second.op32 {
+        return None;
+    }
+    Some(Instr {
+        fast: FUSED + first.fast,
+        cc: second.reg,
+        imm2: second.imm,
+        first_len: first.len,
+        len: first.len + second.len,
+        ..*first
+    })
+}
+
+/// Whether `i` is a fused compare and branch (two instructions).
+#[inline(always)]
+pub fn is_fused(i: &Instr) -> bool {
+    i.fast >= FUSED
+}
+
+/// The compare of a fused pair, alone: for single-stepping, which must stop between the two.
+pub fn first_of_fused(i: &Instr) -> Instr {
+    Instr {
+        fast: i.fast - FUSED,
+        len: i.first_len,
+        ..*i
     }
 }
 
@@ -140,6 +200,7 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
         MOV_RM_R_REG => data::mov_rm_r::<RegRm, W32>(cpu, i),
         MOV_RM_R_MEM => data::mov_rm_r::<MemRm, W32>(cpu, i),
         MOV_R_RM_MEM => data::mov_r_rm::<MemRm, W32>(cpu, i),
+        MOV_R_RM_REG => data::mov_r_rm::<RegRm, W32>(cpu, i),
         MOV_R_IMM => data::mov_r_imm::<W32>(cpu, i),
         MOV_RM_R8_MEM => data::mov_rm_r::<MemRm, W8>(cpu, i),
         MOV_R_RM8_MEM => data::mov_r_rm::<MemRm, W8>(cpu, i),
@@ -164,6 +225,43 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
         k @ ALU_R_M..=36 => alu_arm!(cpu, i, k, ALU_R_M, alu_r_rm::<MemRm, W32>),
         k @ ALU_R_I..=44 => alu_arm!(cpu, i, k, ALU_R_I, alu_rm_i::<RegRm, W32>),
         k @ ALU_A_I..=58 => alu_arm!(cpu, i, k, ALU_A_I, alu_a_i::<W32>),
+        k @ ALU_R_R..=67 => alu_arm!(cpu, i, k, ALU_R_R, alu_r_rm::<RegRm, W32>),
+        k if k >= FUSED => compare_and_branch(cpu, i, k - FUSED),
         _ => (i.exec)(cpu, i),
     }
+}
+
+/// A fused compare and Jcc: the compare (which may fault: then neither retired), then the
+/// branch, exactly as the Jcc handler does it. The run loop counts one retired instruction per
+/// handler; the branch counts itself.
+#[inline(always)]
+fn compare_and_branch(cpu: &mut Cpu, i: &Instr, compare: u8) -> Fault {
+    match compare {
+        k if k == ALU_RR + arith::CMP => arith::alu_rm_r::<RegRm, W32, { arith::CMP }>(cpu, i),
+        k if k == ALU_RR + arith::TEST => arith::alu_rm_r::<RegRm, W32, { arith::TEST }>(cpu, i),
+        k if k == ALU_RR + arith::AND => arith::alu_rm_r::<RegRm, W32, { arith::AND }>(cpu, i),
+        k if k == ALU_R_R + arith::CMP => arith::alu_r_rm::<RegRm, W32, { arith::CMP }>(cpu, i),
+        k if k == ALU_R_I + arith::CMP => arith::alu_rm_i::<RegRm, W32, { arith::CMP }>(cpu, i),
+        k if k == ALU_A_I + arith::CMP => arith::alu_a_i::<W32, { arith::CMP }>(cpu, i),
+        k if k == ALU_A_I + arith::TEST => arith::alu_a_i::<W32, { arith::TEST }>(cpu, i),
+        k if k == ALU_R_M + arith::CMP => arith::alu_r_rm::<MemRm, W32, { arith::CMP }>(cpu, i),
+        CMP_M_R => arith::alu_rm_r::<MemRm, W32, { arith::CMP }>(cpu, i),
+        CMP_M_I => arith::alu_rm_i::<MemRm, W32, { arith::CMP }>(cpu, i),
+        TEST_RR8 => arith::alu_rm_r::<RegRm, W8, { arith::TEST }>(cpu, i),
+        CMP_RM8_I_REG => arith::alu_rm_i::<RegRm, W8, { arith::CMP }>(cpu, i),
+        _ => arith::alu_rm_i::<MemRm, W8, { arith::CMP }>(cpu, i),
+    }?;
+    if cpu.flags.cond(i.cc) {
+        // EIP is past both instructions: the Jcc's displacement is relative to it.
+        let target = cpu.eip.wrapping_add(i.imm2);
+        if target > cpu.segs[super::Segment::CS as usize].limit {
+            // The branch faults (#GP): the compare retired alone; the Jcc runs again by itself,
+            // as the next block, and raises the fault at its own address.
+            cpu.eip = cpu.eip.wrapping_sub((i.len - i.first_len) as u32);
+            return Ok(());
+        }
+        cpu.eip = target;
+    }
+    cpu.instructions += 1;
+    Ok(())
 }

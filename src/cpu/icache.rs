@@ -148,6 +148,14 @@ impl Cpu {
             }
             arena.push(instr);
             off += len;
+            // A compare followed by a conditional jump becomes one fused instruction.
+            let n = arena.len();
+            if n - start >= 2 {
+                if let Some(pair) = super::fast::fuse(&arena[n - 2], &arena[n - 1]) {
+                    arena.truncate(n - 1);
+                    arena[n - 2] = pair;
+                }
+            }
             if ends || off == page_left {
                 break;
             }

@@ -432,7 +432,15 @@ impl Cpu {
         let tf = self.flags.sys(flags::TF);
         let mut ok = true;
         let mut done = 0u64;
-        for instr in &arena[start..start + max] {
+        // Single-stepping stops between the two halves of a fused compare and branch.
+        let first_half;
+        let instrs = if single_step && fast::is_fused(&arena[start]) {
+            first_half = [fast::first_of_fused(&arena[start])];
+            &first_half[..]
+        } else {
+            &arena[start..start + max]
+        };
+        for instr in instrs {
             let esp = self.regs[ESP];
             let next = self.eip.wrapping_add(instr.len as u32);
             self.eip = next;
