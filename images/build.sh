@@ -2,10 +2,13 @@
 # Rebuilds the bundled Linux guest of wasm86 from Debian 12 packages:
 #   images/bzImage            i386 kernel from linux-source-6.1 (config: images/linux.config)
 #   images/initramfs.cpio.gz  busybox-static:i386 + images/initramfs/ (gzip'd newc cpio)
+#   images/bench-initramfs.cpio.gz  the same plus /bench: the benchmark guest (images/bench/:
+#                             static i386 C programs built with i686-linux-gnu-gcc, and
+#                             /bench/run, the workloads between serial markers)
 #   images/linux.config.full  the complete kernel .config that was built
 #   images/SHA256SUMS, images/SOURCES.md
 #
-# Usage: images/build.sh [kernel|initramfs|all]     (default: all)
+# Usage: images/build.sh [kernel|initramfs|bench|all]     (default: all)
 # Environment:
 #   WASM86_BUILD_DIR  build trees (default /work/build-images; never inside the repository)
 #   JOBS              make -j (default 2)
@@ -18,7 +21,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 W=${WASM86_BUILD_DIR:-/work/build-images}
 JOBS=${JOBS:-2}
 WHAT=${1:-all}
-case "$WHAT" in kernel|initramfs|all) ;; *) echo "usage: $0 [kernel|initramfs|all]" >&2; exit 2;; esac
+case "$WHAT" in kernel|initramfs|bench|all) ;; *) echo "usage: $0 [kernel|initramfs|bench|all]" >&2; exit 2;; esac
 mkdir -p "$W"
 W=$(cd "$W" && pwd)
 case "$W/" in "$HERE"/*|"$(dirname "$HERE")"/*) echo "build dir must be outside the repository" >&2; exit 2;; esac
@@ -26,7 +29,7 @@ case "$W/" in "$HERE"/*|"$(dirname "$HERE")"/*) echo "build dir must be outside 
 log() { printf '\n=== %s\n' "$*"; }
 
 # ---- host packages ----------------------------------------------------------------------
-PKGS="build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils gzip kmod dpkg-dev linux-source-6.1"
+PKGS="build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils gzip kmod dpkg-dev linux-source-6.1 gcc-i686-linux-gnu"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
@@ -39,7 +42,16 @@ if [ -n "$missing" ]; then
 fi
 
 KPKG_VER=$(dpkg-query -W -f='${Version}' linux-source-6.1)
+KSRC_VER=$(dpkg-query -W -f='${source:Version}' linux-source-6.1)
 KTAR=/usr/src/linux-source-6.1.tar.xz
+# A step that does not rebuild the kernel keeps the kernel's record (versions, epoch) in
+# SOURCES.md: the installed linux-source-6.1 may be newer than the one bzImage was built from.
+REC=$HERE/SOURCES.md
+if [ "$WHAT" != kernel ] && [ "$WHAT" != all ] && [ -f "$REC" ]; then
+	v=$(sed -n 's/^- linux-source-6.1 \([^ ]*\), from source package linux \(.*\)$/\1 \2/p' "$REC")
+	if [ -n "$v" ]; then KPKG_VER=${v% *}; KSRC_VER=${v#* }; fi
+	[ -n "${SOURCE_DATE_EPOCH:-}" ] || SOURCE_DATE_EPOCH=$(sed -n 's/^SOURCE_DATE_EPOCH=//p' "$REC")
+fi
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 	d=$(zcat /usr/share/doc/linux-source-6.1/changelog.Debian.gz | sed -n 's/^ -- .*>  //p' | head -n 1)
 	SOURCE_DATE_EPOCH=$(date -d "$d" +%s)
@@ -112,20 +124,22 @@ fetch_busybox() {
 }
 
 # ---- initramfs ----------------------------------------------------------------------------
-build_initramfs() {
-	fetch_busybox
-	log "building initramfs.cpio.gz (busybox-static $BB_VER)"
+gen_init_cpio() {
+	[ -x "$W/gen_init_cpio" ] && return 0
 	cc -O2 -o "$W/gen_init_cpio" "$KSRC/usr/gen_init_cpio.c" 2>/dev/null || {
 		# the kernel tree may not be unpacked when only the initramfs is built
 		mkdir -p "$W/gic" && tar -C "$W/gic" -xf "$KTAR" linux-source-6.1/usr/gen_init_cpio.c
 		cc -O2 -o "$W/gen_init_cpio" "$W/gic/linux-source-6.1/usr/gen_init_cpio.c"
 	}
-	S=$W/initramfs-staging
+}
+
+# Stage busybox + images/initramfs/ in $S and write the gen_init_cpio list of it to $L.
+stage_initramfs() {
+	S=$1 L=$2
 	rm -rf "$S"; mkdir -p "$S"
 	cp "$W/busybox-static/bin/busybox" "$S/busybox"
 	cp -r "$HERE/initramfs/." "$S/"
 	find "$S" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-	L=$W/initramfs.list
 	{
 		for d in bin dev etc mnt proc root run sbin sys tmp usr usr/bin usr/sbin var; do
 			echo "dir /$d 0755 0 0"
@@ -140,13 +154,57 @@ build_initramfs() {
 			f=${f#./}; echo "file /etc/$f $S/etc/$f 0644 0 0"
 		done
 	} >"$L"
-	"$W/gen_init_cpio" -t "$SOURCE_DATE_EPOCH" "$L" | gzip -9 -n >"$HERE/initramfs.cpio.gz"
+}
+
+build_initramfs() {
+	fetch_busybox
+	log "building initramfs.cpio.gz (busybox-static $BB_VER)"
+	gen_init_cpio
+	stage_initramfs "$W/initramfs-staging" "$W/initramfs.list"
+	"$W/gen_init_cpio" -t "$SOURCE_DATE_EPOCH" "$W/initramfs.list" | gzip -9 -n >"$HERE/initramfs.cpio.gz"
+}
+
+# ---- benchmark initramfs --------------------------------------------------------------------
+# The bundled initramfs plus /bench: static i386 programs from images/bench/*.c and the
+# /bench/run script. Before packing, the whole benchmark runs natively on this host (static
+# i386 binaries run on x86-64 through the kernel's IA32 emulation) and must print no error:
+# that checks the expected results written in images/bench/run.
+BENCH_PROGS="isprime gen true"
+build_bench() {
+	[ -x "$W/busybox-static/bin/busybox" ] && [ -n "${BB_VER:-}" ] || fetch_busybox
+	log "building bench-initramfs.cpio.gz"
+	gen_init_cpio
+	S=$W/bench-staging
+	stage_initramfs "$S" "$W/bench-initramfs.list"
+	mkdir -p "$S/bench"
+	for p in $BENCH_PROGS; do
+		i686-linux-gnu-gcc -O2 -static -s -o "$S/bench/$p" "$HERE/bench/$p.c"
+	done
+	cp "$HERE/bench/run" "$S/bench/run"
+	find "$S/bench" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+	log "checking the benchmark natively on this host"
+	t=$W/bench-tmp
+	for size in small full; do
+		rm -rf "$t"; mkdir -p "$t"
+		out=$(BENCH_DIR="$S/bench" BENCH_TMP="$t" BENCH_BUSYBOX="$S/busybox" "$S/busybox" sh "$S/bench/run" "$size") || {
+			printf '%s\n' "$out"; echo "the benchmark failed natively ($size)" >&2; exit 1; }
+		printf '%s\n' "$out"
+		case "$out" in *"WASM86-BENCH error"*|"") exit 1;; esac
+		case "$out" in *"WASM86-BENCH done"*) ;; *) echo "no 'WASM86-BENCH done' ($size)" >&2; exit 1;; esac
+	done
+	rm -rf "$t"
+	{
+		echo "dir /bench 0755 0 0"
+		for p in $BENCH_PROGS run; do echo "file /bench/$p $S/bench/$p 0755 0 0"; done
+	} >>"$W/bench-initramfs.list"
+	"$W/gen_init_cpio" -t "$SOURCE_DATE_EPOCH" "$W/bench-initramfs.list" | gzip -9 -n >"$HERE/bench-initramfs.cpio.gz"
 }
 
 case "$WHAT" in
 kernel) build_kernel ;;
 initramfs) build_initramfs ;;
-all) build_kernel; build_initramfs ;;
+bench) build_bench ;;
+all) build_kernel; build_initramfs; build_bench ;;
 esac
 
 # ---- checksums and source record -------------------------------------------------------------
@@ -156,14 +214,23 @@ if [ -z "${BB_VER:-}" ] && [ -f "$HERE/SOURCES.md" ]; then
 fi
 cd "$HERE"
 sums=""
-for f in bzImage initramfs.cpio.gz; do if [ -f "$f" ]; then sums="$sums $f"; fi; done
+for f in bzImage initramfs.cpio.gz bench-initramfs.cpio.gz; do if [ -f "$f" ]; then sums="$sums $f"; fi; done
 # Keep the lines of other images (disk.img, cdrom.iso: images/build-disk.sh).
-grep -v -E '  (bzImage|initramfs\.cpio\.gz)$' SHA256SUMS >SHA256SUMS.other 2>/dev/null || true
+grep -v -E '  (bzImage|initramfs\.cpio\.gz|bench-initramfs\.cpio\.gz)$' SHA256SUMS >SHA256SUMS.other 2>/dev/null || true
 # shellcheck disable=SC2086
 sha256sum $sums >SHA256SUMS
 cat SHA256SUMS.other >>SHA256SUMS
 rm -f SHA256SUMS.other
-KSRC_VER=$(dpkg-query -W -f='${source:Version}' linux-source-6.1)
+# The benchmark programs' compiler and static C library (recorded when they were built).
+if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
+	XGCC_VER=$(dpkg-query -W -f='${Version}' gcc-12-i686-linux-gnu)
+	XLIBC_VER=$(dpkg-query -W -f='${Version}' libc6-dev-i386-cross)
+	XLIBC_SRC=$(dpkg-query -W -f='${source:Package} ${source:Version}' libc6-dev-i386-cross)
+elif [ -f SOURCES.md ]; then
+	XGCC_VER=$(sed -n 's/^- gcc-12-i686-linux-gnu \(.*\)$/\1/p' SOURCES.md)
+	XLIBC_VER=$(sed -n 's/^- libc6-dev-i386-cross \([^ ]*\), from source package \(.*\)$/\1/p' SOURCES.md)
+	XLIBC_SRC=$(sed -n 's/^- libc6-dev-i386-cross \([^ ]*\), from source package \(.*\)$/\2/p' SOURCES.md)
+fi
 GCC_VER=$(gcc -dumpfullversion 2>/dev/null || gcc -dumpversion)
 cat >SOURCES.md <<EOF
 # Sources of the bundled Linux
@@ -179,8 +246,18 @@ or from https://snapshot.debian.org/ and https://sources.debian.org/.
 Kernel: \`make ARCH=i386 tinyconfig\`, then \`images/linux.config\` applied with
 \`scripts/config\` (full result: \`images/linux.config.full\`), built with Debian's gcc $GCC_VER.
 The initramfs adds only the files under \`images/initramfs/\` (this repository) to busybox.
+
+The benchmark initramfs (\`bench-initramfs.cpio.gz\`) is the initramfs plus \`/bench\`: the
+script \`images/bench/run\` and static i386 programs compiled from \`images/bench/*.c\` (this
+repository) by \`i686-linux-gnu-gcc -O2 -static -s\`. They contain Debian's static glibc
+(LGPL-2.1; source: the glibc source package that the cross-toolchain source package carries,
+\`apt-get source $(echo "${XLIBC_SRC:-cross-toolchain-base}" | tr ' ' =)\`):
+
+- gcc-12-i686-linux-gnu ${XGCC_VER:-?}
+- libc6-dev-i386-cross ${XLIBC_VER:-?}, from source package ${XLIBC_SRC:-?}
+
 SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH
 EOF
 log "done"
-ls -l bzImage initramfs.cpio.gz
+ls -l bzImage initramfs.cpio.gz bench-initramfs.cpio.gz 2>/dev/null || true
 cat SHA256SUMS
