@@ -9,6 +9,8 @@
 #   make wasm            build the browser package into pkg/ (wasm-pack --target web)
 #   make site            assemble the static site in site/ (www/ + pkg/ + xterm.js + images/)
 #   make bench           the native CPU benchmark
+#   make bench-web       wasm86's page and v86 (interpreter, JIT) side by side in headless Chromium
+#                        (REPS=3 repetitions; results in target/bench/web-*.json; not in `make test`)
 #   make sst             only the hardware-captured single-step CPU tests (CPU_TESTS=dir)
 
 SHELL := /bin/bash
@@ -28,8 +30,13 @@ export WASM_BINDGEN_TEST_TIMEOUT
 # The port `make run` serves the page on.
 PORT ?= 8080
 BENCH_ARGS ?=
+# Repetitions of each system in `make bench-web`, and seconds allowed for one run.
+REPS ?= 3
+BENCH_WEB_TIMEOUT ?= 300
+# More arguments for bench_web, e.g. BENCH_WEB_ARGS='--command "/bench/run small"'.
+BENCH_WEB_ARGS ?=
 
-.PHONY: all setup test lint fmt-check clippy clippy-wasm unit sst test-web test-webdriver run console wasm site bench \
+.PHONY: all setup test lint fmt-check clippy clippy-wasm unit sst test-web test-webdriver run console wasm site bench bench-web \
 	build build-wasm32 clean
 
 all: build
@@ -98,6 +105,13 @@ console: build
 
 bench:
 	$(CARGO) run --release -- bench $(BENCH_ARGS)
+
+# wasm86's own page and v86 0.5.462 (npm devDependency, Debian's seabios/vgabios) side by side
+# in one headless Chromium, interleaved, booting the benchmark guest (webdriver/README.md).
+bench-web: setup site build
+	scripts/bench-web-site.sh target/bench-site
+	$(CARGO) run --release --manifest-path webdriver/Cargo.toml --bin bench_web -- \
+		--root target/bench-site --reps $(REPS) --timeout $(BENCH_WEB_TIMEOUT) --out target/bench $(BENCH_WEB_ARGS)
 
 clean:
 	$(CARGO) clean
