@@ -24,13 +24,14 @@ die() { printf 'bench-web: error: %s\n' "$*" >&2; exit 1; }
 [ -f site/index.html ] || die "site/ is not assembled: run 'make site' first"
 
 # v86 from npm (devDependency), exactly the pinned version.
+# The package says e.g. "0.5.462+g5f9a90f" (the build's commit after the +).
 have=$(node -p "require('./node_modules/v86/package.json').version" 2>/dev/null || true)
-if [ "$have" != "$V86_VERSION" ]; then
+if [ "${have%%+*}" != "$V86_VERSION" ]; then
     say "v86: have '${have:-none}', want $V86_VERSION: npm ci (with devDependencies)"
     command -v npm >/dev/null || die "npm not found: the benchmark needs Node.js and npm for v86"
     npm ci --include=dev --no-audit --no-fund
     have=$(node -p "require('./node_modules/v86/package.json').version")
-    [ "$have" = "$V86_VERSION" ] || die "npm ci installed v86 $have, not $V86_VERSION"
+    [ "${have%%+*}" = "$V86_VERSION" ] || die "npm ci installed v86 $have, not $V86_VERSION"
 fi
 v86=node_modules/v86/build
 for f in libv86.mjs v86.wasm v86-fallback.wasm; do

@@ -29,7 +29,9 @@ const BUNDLED_INITRD: &str = "images/initramfs.cpio.gz";
 const KERNEL: &str = "images/bzImage";
 /// wasm86's default command line (www/wasm86.js), given to both systems.
 const APPEND: &str = "console=ttyS0 console=tty0 nomodeset";
-const MEMORY_MIB: u32 = 64;
+/// Guest RAM for both systems. Not wasm86's default 64 MiB: v86 0.5.462 loads an initrd at
+/// the 64 MiB mark, so with 64 MiB of RAM its bzImage loader fails ("offset is out of bounds").
+const MEMORY_MIB: u32 = 128;
 /// What the benchmark guest runs at its prompt.
 const BENCH_COMMAND: &str = "/bench/run";
 /// The stand-in: the same markers around busy shell loops and a fork/exec loop. `m` prints the
@@ -160,9 +162,10 @@ impl Config {
     fn page(&self, sys: System) -> String {
         match sys {
             System::Wasm86 => format!(
-                "index.html?initrd={}&append={}",
+                "index.html?initrd={}&append={}&memory={}",
                 enc(self.initrd()),
-                enc(APPEND)
+                enc(APPEND),
+                MEMORY_MIB
             ),
             System::V86Interp | System::V86Jit => format!(
                 "bench/v86.html?jit={}&kernel=../{}&initrd=../{}&append={}&memory={}&command={}",
