@@ -11,6 +11,8 @@
 #   make bench           the Linux benchmark guest natively (isprime, gzip, fork/exec; guest MIPS
 #                        and slowdown against this host running the same programs); REPS=n runs
 #                        (default 3), BENCH_ARGS=--synthetic for the CPU micro benchmark
+#   make bench-web       wasm86's page and v86 (interpreter, JIT) side by side in headless Chromium
+#                        (REPS=3 repetitions; results in target/bench/web-*.json; not in `make test`)
 #   make sst             only the hardware-captured single-step CPU tests (CPU_TESTS=dir)
 
 SHELL := /bin/bash
@@ -30,10 +32,14 @@ export WASM_BINDGEN_TEST_TIMEOUT
 # The port `make run` serves the page on.
 PORT ?= 8080
 BENCH_ARGS ?=
-# `make bench` repetitions (empty: wasm86 bench's default, 3).
-REPS ?=
+# Repetitions of each workload in `make bench` and of each system in `make bench-web`.
+REPS ?= 3
+# Seconds allowed for one `make bench-web` run.
+BENCH_WEB_TIMEOUT ?= 300
+# More arguments for bench_web, e.g. BENCH_WEB_ARGS='--command "/bench/run small"'.
+BENCH_WEB_ARGS ?=
 
-.PHONY: all setup test lint fmt-check clippy clippy-wasm unit sst test-web test-webdriver run console wasm site bench \
+.PHONY: all setup test lint fmt-check clippy clippy-wasm unit sst test-web test-webdriver run console wasm site bench bench-web \
 	build build-wasm32 clean
 
 all: build
@@ -104,6 +110,13 @@ console: build
 bench:
 	WASM86_GIT_COMMIT="$$(git describe --always --dirty --abbrev=12 2>/dev/null || true)" \
 		$(CARGO) run --release -- bench $(if $(REPS),--reps $(REPS)) $(BENCH_ARGS)
+
+# wasm86's own page and v86 0.5.462 (npm devDependency, Debian's seabios/vgabios) side by side
+# in one headless Chromium, interleaved, booting the benchmark guest (webdriver/README.md).
+bench-web: setup site build
+	scripts/bench-web-site.sh target/bench-site
+	$(CARGO) run --release --manifest-path webdriver/Cargo.toml --bin bench_web -- \
+		--root target/bench-site --reps $(REPS) --timeout $(BENCH_WEB_TIMEOUT) --out target/bench $(BENCH_WEB_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -99,7 +99,9 @@ export function formatCount(n) {
 }
 
 /**
- * One emulated PC. Events (all CustomEvent): "state", "serial" ({bytes, text}), "frame"
+ * One emulated PC. Events (all CustomEvent): "state", "serial" ({bytes, text, instructions,
+ * instructionsBefore}: the guest wrote these bytes to COM1 while its retired-instruction count went
+ * from instructionsBefore to instructions, one run() slice of ~1-2 ms), "frame"
  * ({width, height, data: Uint8ClampedArray}), "screentext", "stats", "progress", "message" ({text}),
  * "error" ({message}), "boot" (the kernel was loaded: first start, reset, guest reboot), "restart"
  * (a new machine replaces the old one: mirrors were cleared).
@@ -358,11 +360,18 @@ export class MachineController extends EventTarget {
         break;
       case "update":
         if (msg.serial) {
-          const bytes = msg.serial;
-          const text = this._decoder.decode(bytes, { stream: true });
-          this._serial += text;
-          if (this._serial.length > SERIAL_KEEP) this._serial = this._serial.slice(-SERIAL_KEEP / 2);
-          this._emit("serial", { bytes, text });
+          // One "serial" event per run() slice that wrote bytes, with the guest's retired-
+          // instruction counts at that slice's start and end: the bytes were written in between.
+          const marks = msg.serialInstructions || [[msg.serial.length, null, null]];
+          let at = 0;
+          for (const [end, before, after] of marks) {
+            const bytes = msg.serial.subarray(at, end);
+            at = end;
+            const text = this._decoder.decode(bytes, { stream: true });
+            this._serial += text;
+            if (this._serial.length > SERIAL_KEEP) this._serial = this._serial.slice(-SERIAL_KEEP / 2);
+            this._emit("serial", { bytes, text, instructions: after, instructionsBefore: before });
+          }
         }
         if (msg.screenText !== undefined) {
           this._screen = msg.screenText;

@@ -11,6 +11,9 @@
 //   | {type: "serial", bytes} | {type: "type", text} | {type: "key", code, pressed}
 //   | {type: "mouse", dx, dy, dz, buttons} | {type: "frameDone"} | {type: "frames", on}
 // worker -> page:   {type: "state", state} | {type: "progress", file} | {type: "update", ...}
+//     (update.serial: bytes; update.serialInstructions: [[end offset, instructions before, after]]
+//     per run() slice that wrote some of them: where each slice's bytes end, and the retired-
+//     instruction counts at that slice's start and end)
 //   | {type: "started"} (once, running) | {type: "boot"} (the kernel was loaded: start, reset, reboot)
 //   | {type: "frame", width, height, buffer} | {type: "message", text} | {type: "error", message}
 
@@ -54,6 +57,9 @@ let lastStatsAt = -Infinity;
 let mipsWindow = []; // [time ms, instructions] samples over the last ~second
 let fileBytes = 0; // kernel + initrd bytes downloaded (disks are counted by the machine)
 let resetTimes = [];
+// Serial output taken after every run() slice, each chunk with the retired-instruction counts at
+// the slice's start and end (the guest wrote those bytes in between); posted by publish().
+let serialChunks = [];
 
 // Turn scheduling: a MessageChannel yields without the 4 ms clamp of nested setTimeout.
 const channel = new MessageChannel();
@@ -393,7 +399,9 @@ function turn() {
       const s0 = now;
       const result = machine.run(hostNow(), sliceInstructions);
       now = performance.now();
-      const ran = machine.instructions() - before;
+      const after = machine.instructions();
+      takeSerial(before, after);
+      const ran = after - before;
       if (result === "reset") {
         onGuestReset();
         if (crashed) return;
@@ -443,15 +451,35 @@ function onGuestReset() {
   post({ type: "boot" });
 }
 
+/** Take what the guest wrote to COM1 during the slice that ran from `from` to `to` retired
+ * instructions. */
+function takeSerial(from, to) {
+  const bytes = machine.serial_output();
+  if (bytes.length) serialChunks.push({ bytes, from, to });
+}
+
 /** Post what changed since the last turn. */
 function publish(now) {
   const update = { type: "update" };
   let any = false;
 
-  let serial = machine.serial_output();
-  if (serial.byteOffset !== 0 || serial.buffer.byteLength !== serial.byteLength) serial = serial.slice();
-  if (serial.length) {
+  // Serial bytes go out as one buffer plus, per slice that wrote some, [end offset, instructions
+  // at the slice's start, at its end] (the page's "serial" event reports them per chunk).
+  const count = machine.instructions();
+  takeSerial(count, count);
+  let serial = new Uint8Array(0);
+  if (serialChunks.length) {
+    serial = new Uint8Array(serialChunks.reduce((n, c) => n + c.bytes.length, 0));
+    const marks = [];
+    let at = 0;
+    for (const c of serialChunks) {
+      serial.set(c.bytes, at);
+      at += c.bytes.length;
+      marks.push([at, c.from, c.to]);
+    }
+    serialChunks = [];
     update.serial = serial;
+    update.serialInstructions = marks;
     any = true;
   }
   for (const text of machine.take_messages()) post({ type: "message", text });

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -127,13 +127,18 @@ pub struct Server {
 }
 
 impl Server {
+    /// Serve the assembled site ([`site_dir`]).
     pub fn start() -> Res<Server> {
+        Server::start_at(&site_dir()?)
+    }
+
+    /// Serve the directory `site` (e.g. the benchmark's root, a copy of the site plus v86).
+    pub fn start_at(site: &Path) -> Res<Server> {
         let bin = wasm86_bin()?;
-        let site = site_dir()?;
         let mut child = Command::new(&bin)
             .arg("serve")
             .arg("--root")
-            .arg(&site)
+            .arg(site)
             .args(["--port", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
