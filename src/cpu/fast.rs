@@ -1,85 +1,183 @@
 //! The hottest instruction forms, run inline by the run loop.
 //!
-//! Every instruction has a handler pointer chosen at decode time. For the few dozen forms that
-//! make up most of what compiled 32-bit code executes (register and memory moves, the ALU group
-//! on registers, INC/DEC, PUSH/POP, LEA, conditional and direct jumps, CALL/RET), the decoder
-//! also records a small kind number ([`classify`]), and the run loop dispatches on it with a
-//! `match` ([`exec`]) that calls the very same handler functions, inlined. In WebAssembly a
-//! `match` is a `br_table` inside the run loop, where an indirect call costs a table bounds check,
-//! a signature check and a call frame; natively it saves the call and lets the compiler keep
-//! the CPU pointer in a register. The semantics cannot drift: each arm is the handler itself.
+//! Every instruction has a handler pointer chosen at decode time. For the forms that make up most
+//! of what compiled 32-bit code executes (register and memory moves, the ALU group, INC/DEC,
+//! PUSH/POP, LEA, conditional and direct jumps, CALL/RET, and a compare fused with the Jcc after
+//! it), the decoder also records a kind number ([`classify`], [`fuse`]), and the run loop
+//! dispatches on it with one dense `match` ([`exec`]) that calls the very same handler functions,
+//! inlined. In WebAssembly that `match` is a single `br_table` inside the run loop, where an
+//! indirect call costs a table bounds check, a signature check and a call frame; natively it saves
+//! the call and lets the compiler keep the CPU pointer in a register. The semantics cannot drift:
+//! each arm is the handler itself. The kinds are numbered densely (no ranges, no gaps) so that
+//! the `match` stays one jump table.
 //!
 //! Only 32-bit operand forms (and byte forms) are here: 16-bit code takes the handler pointer.
 
 use super::decode::Instr;
 use super::exception::Fault;
 use super::operand::{MemRm, RegRm, W32, W8};
-use super::{arith, control, data, muldiv, Cpu};
+use super::{arith, control, data, muldiv, Cpu, Segment};
 
 /// Not a fast form: call the handler pointer.
 pub const NONE: u8 = 0;
 
-// Kind numbers. The ALU families take eight (or nine, with TEST) consecutive numbers, in the
-// order of the operation numbers in arith.rs (ADD OR ADC SBB AND SUB XOR CMP, then TEST).
+// The kinds. ALU_<form>_<op>: OP r/m32, r32 (RR, register r/m); OP r32, r/m32 (R_R register,
+// R_M memory); OP r/m32, imm (R_I, register r/m); OP EAX, imm32 (A_I). FUSED_<kind>: that
+// compare fused with the Jcc after it.
 const MOV_RM_R_REG: u8 = 1;
 const MOV_RM_R_MEM: u8 = 2;
-const MOV_R_RM_MEM: u8 = 3;
-const MOV_R_IMM: u8 = 4;
-const MOV_RM_R8_MEM: u8 = 5;
-const MOV_R_RM8_MEM: u8 = 6;
-const MOVZX_B_REG: u8 = 7;
-const MOVZX_B_MEM: u8 = 8;
-const LEA: u8 = 9;
-const INC_R: u8 = 10;
-const DEC_R: u8 = 11;
-const PUSH_R: u8 = 12;
-const POP_R: u8 = 13;
-const JCC: u8 = 14;
-const JMP_REL: u8 = 15;
-const CALL_REL: u8 = 16;
-const RET: u8 = 17;
-const IMUL_R_RM_REG: u8 = 18;
-/// OP r/m32, r32 with a register r/m: 9 kinds (TEST last).
-const ALU_RR: u8 = 20;
-/// OP r32, r/m32 with a memory r/m: 8 kinds.
-const ALU_R_M: u8 = 29;
-/// OP r/m32, imm with a register r/m: 8 kinds.
-const ALU_R_I: u8 = 37;
-/// CMP r/m32, r32 and CMP r/m32, imm with a memory r/m.
-const CMP_M_R: u8 = 45;
-const CMP_M_I: u8 = 46;
-/// CMP r/m8, imm8 (register or memory) and TEST r/m8, r8 with a register r/m.
-const CMP_RM8_I_REG: u8 = 47;
-const CMP_RM8_I_MEM: u8 = 48;
-const TEST_RR8: u8 = 49;
-/// OP EAX, imm32: 9 kinds (TEST last).
-const ALU_A_I: u8 = 50;
-/// MOV r32, r32 in its 8B form (reg is the destination).
-const MOV_R_RM_REG: u8 = 59;
-/// OP r32, r/m32 with a register r/m: 8 kinds.
-const ALU_R_R: u8 = 60;
-/// A compare (one of [`FUSABLE`]) fused with the Jcc after it: `FUSED + compare kind`.
-const FUSED: u8 = 128;
+const MOV_R_RM_REG: u8 = 3;
+const MOV_R_RM_MEM: u8 = 4;
+const MOV_R_IMM: u8 = 5;
+const MOV_RM_R8_MEM: u8 = 6;
+const MOV_R_RM8_MEM: u8 = 7;
+const MOVZX_B_REG: u8 = 8;
+const MOVZX_B_MEM: u8 = 9;
+const LEA: u8 = 10;
+const INC_R: u8 = 11;
+const DEC_R: u8 = 12;
+const PUSH_R: u8 = 13;
+const POP_R: u8 = 14;
+const JCC: u8 = 15;
+const JMP_REL: u8 = 16;
+const CALL_REL: u8 = 17;
+const RET: u8 = 18;
+const IMUL_R_RM_REG: u8 = 19;
+const CMP_M_R: u8 = 20;
+const CMP_M_I: u8 = 21;
+const CMP_RM8_I_REG: u8 = 22;
+const CMP_RM8_I_MEM: u8 = 23;
+const TEST_RR8: u8 = 24;
+const ALU_RR_ADD: u8 = 25;
+const ALU_RR_OR: u8 = 26;
+const ALU_RR_ADC: u8 = 27;
+const ALU_RR_SBB: u8 = 28;
+const ALU_RR_AND: u8 = 29;
+const ALU_RR_SUB: u8 = 30;
+const ALU_RR_XOR: u8 = 31;
+const ALU_RR_CMP: u8 = 32;
+const ALU_RR_TEST: u8 = 33;
+const ALU_R_R_ADD: u8 = 34;
+const ALU_R_R_OR: u8 = 35;
+const ALU_R_R_ADC: u8 = 36;
+const ALU_R_R_SBB: u8 = 37;
+const ALU_R_R_AND: u8 = 38;
+const ALU_R_R_SUB: u8 = 39;
+const ALU_R_R_XOR: u8 = 40;
+const ALU_R_R_CMP: u8 = 41;
+const ALU_R_M_ADD: u8 = 42;
+const ALU_R_M_OR: u8 = 43;
+const ALU_R_M_ADC: u8 = 44;
+const ALU_R_M_SBB: u8 = 45;
+const ALU_R_M_AND: u8 = 46;
+const ALU_R_M_SUB: u8 = 47;
+const ALU_R_M_XOR: u8 = 48;
+const ALU_R_M_CMP: u8 = 49;
+const ALU_R_I_ADD: u8 = 50;
+const ALU_R_I_OR: u8 = 51;
+const ALU_R_I_ADC: u8 = 52;
+const ALU_R_I_SBB: u8 = 53;
+const ALU_R_I_AND: u8 = 54;
+const ALU_R_I_SUB: u8 = 55;
+const ALU_R_I_XOR: u8 = 56;
+const ALU_R_I_CMP: u8 = 57;
+const ALU_A_I_ADD: u8 = 58;
+const ALU_A_I_OR: u8 = 59;
+const ALU_A_I_ADC: u8 = 60;
+const ALU_A_I_SBB: u8 = 61;
+const ALU_A_I_AND: u8 = 62;
+const ALU_A_I_SUB: u8 = 63;
+const ALU_A_I_XOR: u8 = 64;
+const ALU_A_I_CMP: u8 = 65;
+const ALU_A_I_TEST: u8 = 66;
+const FUSED_ALU_RR_CMP: u8 = 67;
+const FUSED_ALU_RR_TEST: u8 = 68;
+const FUSED_ALU_RR_AND: u8 = 69;
+const FUSED_ALU_R_R_CMP: u8 = 70;
+const FUSED_ALU_R_I_CMP: u8 = 71;
+const FUSED_ALU_A_I_CMP: u8 = 72;
+const FUSED_ALU_A_I_TEST: u8 = 73;
+const FUSED_ALU_R_M_CMP: u8 = 74;
+const FUSED_CMP_M_R: u8 = 75;
+const FUSED_CMP_M_I: u8 = 76;
+const FUSED_TEST_RR8: u8 = 77;
+const FUSED_CMP_RM8_I_REG: u8 = 78;
+const FUSED_CMP_RM8_I_MEM: u8 = 79;
 
-/// The compares that fuse with a following Jcc.
-const FUSABLE: [u8; 13] = [
-    ALU_RR + arith::CMP,
-    ALU_RR + arith::TEST,
-    ALU_R_R + arith::CMP,
-    ALU_R_I + arith::CMP,
-    ALU_A_I + arith::CMP,
-    ALU_A_I + arith::TEST,
-    ALU_R_M + arith::CMP,
-    CMP_M_R,
-    CMP_M_I,
-    TEST_RR8,
-    CMP_RM8_I_REG,
-    CMP_RM8_I_MEM,
-    ALU_RR + arith::AND,
+/// The compares that fuse with a following Jcc, and the fused kind of each.
+const FUSABLE: [(u8, u8); 13] = [
+    (ALU_RR_CMP, FUSED_ALU_RR_CMP),
+    (ALU_RR_TEST, FUSED_ALU_RR_TEST),
+    (ALU_RR_AND, FUSED_ALU_RR_AND),
+    (ALU_R_R_CMP, FUSED_ALU_R_R_CMP),
+    (ALU_R_I_CMP, FUSED_ALU_R_I_CMP),
+    (ALU_A_I_CMP, FUSED_ALU_A_I_CMP),
+    (ALU_A_I_TEST, FUSED_ALU_A_I_TEST),
+    (ALU_R_M_CMP, FUSED_ALU_R_M_CMP),
+    (CMP_M_R, FUSED_CMP_M_R),
+    (CMP_M_I, FUSED_CMP_M_I),
+    (TEST_RR8, FUSED_TEST_RR8),
+    (CMP_RM8_I_REG, FUSED_CMP_RM8_I_REG),
+    (CMP_RM8_I_MEM, FUSED_CMP_RM8_I_MEM),
+];
+
+/// The ALU kinds of one form in operation order (ADD OR ADC SBB AND SUB XOR CMP TEST).
+const ALU_RR: [u8; 9] = [
+    ALU_RR_ADD,
+    ALU_RR_OR,
+    ALU_RR_ADC,
+    ALU_RR_SBB,
+    ALU_RR_AND,
+    ALU_RR_SUB,
+    ALU_RR_XOR,
+    ALU_RR_CMP,
+    ALU_RR_TEST,
+];
+const ALU_R_R: [u8; 8] = [
+    ALU_R_R_ADD,
+    ALU_R_R_OR,
+    ALU_R_R_ADC,
+    ALU_R_R_SBB,
+    ALU_R_R_AND,
+    ALU_R_R_SUB,
+    ALU_R_R_XOR,
+    ALU_R_R_CMP,
+];
+const ALU_R_M: [u8; 8] = [
+    ALU_R_M_ADD,
+    ALU_R_M_OR,
+    ALU_R_M_ADC,
+    ALU_R_M_SBB,
+    ALU_R_M_AND,
+    ALU_R_M_SUB,
+    ALU_R_M_XOR,
+    ALU_R_M_CMP,
+];
+const ALU_R_I: [u8; 8] = [
+    ALU_R_I_ADD,
+    ALU_R_I_OR,
+    ALU_R_I_ADC,
+    ALU_R_I_SBB,
+    ALU_R_I_AND,
+    ALU_R_I_SUB,
+    ALU_R_I_XOR,
+    ALU_R_I_CMP,
+];
+const ALU_A_I: [u8; 9] = [
+    ALU_A_I_ADD,
+    ALU_A_I_OR,
+    ALU_A_I_ADC,
+    ALU_A_I_SBB,
+    ALU_A_I_AND,
+    ALU_A_I_SUB,
+    ALU_A_I_XOR,
+    ALU_A_I_CMP,
+    ALU_A_I_TEST,
 ];
 
 /// The fast kind of a decoded instruction, or [`NONE`]. `is_reg` says whether its ModR/M byte
-/// (if any) selected a register operand.
+/// (if any) selected a register operand. Called only for instructions that decoded without
+/// error (so, for example, LOCK on a register form never gets here).
 pub fn classify(i: &Instr, is_reg: bool) -> u8 {
     let op = i.opcode;
     let mem = !is_reg;
@@ -94,29 +192,16 @@ pub fn classify(i: &Instr, is_reg: bool) -> u8 {
     if !i.op32 {
         return NONE;
     }
+    // The ALU operation of opcodes 00-3D is bits 3-5.
+    let alu = ((op >> 3) & 7) as usize;
     match op {
-        0x89 => {
-            if is_reg {
-                MOV_RM_R_REG
-            } else {
-                MOV_RM_R_MEM
-            }
-        }
-        0x8B => {
-            if is_reg {
-                MOV_R_RM_REG
-            } else {
-                MOV_R_RM_MEM
-            }
-        }
+        0x89 if is_reg => MOV_RM_R_REG,
+        0x89 => MOV_RM_R_MEM,
+        0x8B if is_reg => MOV_R_RM_REG,
+        0x8B => MOV_R_RM_MEM,
         0xB8..=0xBF => MOV_R_IMM,
-        0x0FB6 => {
-            if is_reg {
-                MOVZX_B_REG
-            } else {
-                MOVZX_B_MEM
-            }
-        }
+        0x0FB6 if is_reg => MOVZX_B_REG,
+        0x0FB6 => MOVZX_B_MEM,
         // The register form of LEA is #UD.
         0x8D if mem => LEA,
         0x40..=0x47 => INC_R,
@@ -128,18 +213,18 @@ pub fn classify(i: &Instr, is_reg: bool) -> u8 {
         0xE8 => CALL_REL,
         0xC3 => RET,
         0x0FAF if is_reg => IMUL_R_RM_REG,
-        // OP r/m, r (00-39 with low bits 001) and TEST r/m, r (85).
-        0x01 | 0x09 | 0x11 | 0x19 | 0x21 | 0x29 | 0x31 | 0x39 if is_reg => ALU_RR + (op >> 3) as u8,
-        0x85 if is_reg => ALU_RR + arith::TEST,
+        // OP r/m, r (low bits 001) and TEST r/m, r (85).
+        0x01 | 0x09 | 0x11 | 0x19 | 0x21 | 0x29 | 0x31 | 0x39 if is_reg => ALU_RR[alu],
+        0x85 if is_reg => ALU_RR_TEST,
         0x39 => CMP_M_R,
-        // OP r, r/m (low bits 011) with memory: the register form is ALU_RR's mirror image.
-        0x03 | 0x0B | 0x13 | 0x1B | 0x23 | 0x2B | 0x33 | 0x3B => {
-            (if is_reg { ALU_R_R } else { ALU_R_M }) + (op >> 3) as u8
-        }
-        0x81 | 0x83 if is_reg => ALU_R_I + i.reg,
+        // OP r, r/m (low bits 011).
+        0x03 | 0x0B | 0x13 | 0x1B | 0x23 | 0x2B | 0x33 | 0x3B if is_reg => ALU_R_R[alu],
+        0x03 | 0x0B | 0x13 | 0x1B | 0x23 | 0x2B | 0x33 | 0x3B => ALU_R_M[alu],
+        0x81 | 0x83 if is_reg => ALU_R_I[(i.reg & 7) as usize],
         0x81 | 0x83 if i.reg == arith::CMP => CMP_M_I,
-        0x05 | 0x0D | 0x15 | 0x1D | 0x25 | 0x2D | 0x35 | 0x3D => ALU_A_I + (op >> 3) as u8,
-        0xA9 => ALU_A_I + arith::TEST,
+        // OP EAX, imm32 (low bits 101) and TEST EAX, imm32 (A9).
+        0x05 | 0x0D | 0x15 | 0x1D | 0x25 | 0x2D | 0x35 | 0x3D => ALU_A_I[alu],
+        0xA9 => ALU_A_I_TEST,
         _ => NONE,
     }
 }
@@ -147,11 +232,12 @@ pub fn classify(i: &Instr, is_reg: bool) -> u8 {
 /// Fuse `first` (a compare) with `second` (the Jcc right after it in the same block) into one
 /// instruction, if both are fast forms that fuse and have the same operand size.
 pub fn fuse(first: &Instr, second: &Instr) -> Option<Instr> {
-    if second.fast != JCC || !FUSABLE.contains(&first.fast) || first.op32 != second.op32 {
+    if second.fast != JCC || first.op32 != second.op32 {
         return None;
     }
+    let &(_, fused) = FUSABLE.iter().find(|(k, _)| *k == first.fast)?;
     Some(Instr {
-        fast: FUSED + first.fast,
+        fast: fused,
         cc: second.reg,
         imm2: second.imm,
         first_len: first.len,
@@ -163,44 +249,30 @@ pub fn fuse(first: &Instr, second: &Instr) -> Option<Instr> {
 /// Whether `i` is a fused compare and branch (two instructions).
 #[inline(always)]
 pub fn is_fused(i: &Instr) -> bool {
-    i.fast >= FUSED
+    i.fast >= FUSABLE[0].1
 }
 
 /// The compare of a fused pair, alone: for single-stepping, which must stop between the two.
 pub fn first_of_fused(i: &Instr) -> Instr {
+    let kind = FUSABLE
+        .iter()
+        .find(|(_, f)| *f == i.fast)
+        .map_or(NONE, |(k, _)| *k);
     Instr {
-        fast: i.fast - FUSED,
+        fast: kind,
         len: i.first_len,
         ..*i
     }
-}
-
-/// `f::<..., K>` for K the ALU operation `k - base` (0..=8).
-macro_rules! alu_arm {
-    ($cpu:expr, $i:expr, $k:expr, $base:expr, $f:ident::<$($t:ty),*>) => {
-        match $k - $base {
-            0 => arith::$f::<$($t,)* { arith::ADD }>($cpu, $i),
-            1 => arith::$f::<$($t,)* { arith::OR }>($cpu, $i),
-            2 => arith::$f::<$($t,)* { arith::ADC }>($cpu, $i),
-            3 => arith::$f::<$($t,)* { arith::SBB }>($cpu, $i),
-            4 => arith::$f::<$($t,)* { arith::AND }>($cpu, $i),
-            5 => arith::$f::<$($t,)* { arith::SUB }>($cpu, $i),
-            6 => arith::$f::<$($t,)* { arith::XOR }>($cpu, $i),
-            7 => arith::$f::<$($t,)* { arith::CMP }>($cpu, $i),
-            _ => arith::$f::<$($t,)* { arith::TEST }>($cpu, $i),
-        }
-    };
 }
 
 /// Execute one decoded instruction: inline if it is a fast form, else through its handler.
 #[inline(always)]
 pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
     match i.fast {
-        NONE => (i.exec)(cpu, i),
         MOV_RM_R_REG => data::mov_rm_r::<RegRm, W32>(cpu, i),
         MOV_RM_R_MEM => data::mov_rm_r::<MemRm, W32>(cpu, i),
-        MOV_R_RM_MEM => data::mov_r_rm::<MemRm, W32>(cpu, i),
         MOV_R_RM_REG => data::mov_r_rm::<RegRm, W32>(cpu, i),
+        MOV_R_RM_MEM => data::mov_r_rm::<MemRm, W32>(cpu, i),
         MOV_R_IMM => data::mov_r_imm::<W32>(cpu, i),
         MOV_RM_R8_MEM => data::mov_rm_r::<MemRm, W8>(cpu, i),
         MOV_R_RM8_MEM => data::mov_r_rm::<MemRm, W8>(cpu, i),
@@ -221,12 +293,77 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
         CMP_RM8_I_REG => arith::alu_rm_i::<RegRm, W8, { arith::CMP }>(cpu, i),
         CMP_RM8_I_MEM => arith::alu_rm_i::<MemRm, W8, { arith::CMP }>(cpu, i),
         TEST_RR8 => arith::alu_rm_r::<RegRm, W8, { arith::TEST }>(cpu, i),
-        k @ ALU_RR..=28 => alu_arm!(cpu, i, k, ALU_RR, alu_rm_r::<RegRm, W32>),
-        k @ ALU_R_M..=36 => alu_arm!(cpu, i, k, ALU_R_M, alu_r_rm::<MemRm, W32>),
-        k @ ALU_R_I..=44 => alu_arm!(cpu, i, k, ALU_R_I, alu_rm_i::<RegRm, W32>),
-        k @ ALU_A_I..=58 => alu_arm!(cpu, i, k, ALU_A_I, alu_a_i::<W32>),
-        k @ ALU_R_R..=67 => alu_arm!(cpu, i, k, ALU_R_R, alu_r_rm::<RegRm, W32>),
-        k if k >= FUSED => compare_and_branch(cpu, i, k - FUSED),
+        ALU_RR_ADD => arith::alu_rm_r::<RegRm, W32, { arith::ADD }>(cpu, i),
+        ALU_RR_OR => arith::alu_rm_r::<RegRm, W32, { arith::OR }>(cpu, i),
+        ALU_RR_ADC => arith::alu_rm_r::<RegRm, W32, { arith::ADC }>(cpu, i),
+        ALU_RR_SBB => arith::alu_rm_r::<RegRm, W32, { arith::SBB }>(cpu, i),
+        ALU_RR_AND => arith::alu_rm_r::<RegRm, W32, { arith::AND }>(cpu, i),
+        ALU_RR_SUB => arith::alu_rm_r::<RegRm, W32, { arith::SUB }>(cpu, i),
+        ALU_RR_XOR => arith::alu_rm_r::<RegRm, W32, { arith::XOR }>(cpu, i),
+        ALU_RR_CMP => arith::alu_rm_r::<RegRm, W32, { arith::CMP }>(cpu, i),
+        ALU_RR_TEST => arith::alu_rm_r::<RegRm, W32, { arith::TEST }>(cpu, i),
+        ALU_R_R_ADD => arith::alu_r_rm::<RegRm, W32, { arith::ADD }>(cpu, i),
+        ALU_R_R_OR => arith::alu_r_rm::<RegRm, W32, { arith::OR }>(cpu, i),
+        ALU_R_R_ADC => arith::alu_r_rm::<RegRm, W32, { arith::ADC }>(cpu, i),
+        ALU_R_R_SBB => arith::alu_r_rm::<RegRm, W32, { arith::SBB }>(cpu, i),
+        ALU_R_R_AND => arith::alu_r_rm::<RegRm, W32, { arith::AND }>(cpu, i),
+        ALU_R_R_SUB => arith::alu_r_rm::<RegRm, W32, { arith::SUB }>(cpu, i),
+        ALU_R_R_XOR => arith::alu_r_rm::<RegRm, W32, { arith::XOR }>(cpu, i),
+        ALU_R_R_CMP => arith::alu_r_rm::<RegRm, W32, { arith::CMP }>(cpu, i),
+        ALU_R_M_ADD => arith::alu_r_rm::<MemRm, W32, { arith::ADD }>(cpu, i),
+        ALU_R_M_OR => arith::alu_r_rm::<MemRm, W32, { arith::OR }>(cpu, i),
+        ALU_R_M_ADC => arith::alu_r_rm::<MemRm, W32, { arith::ADC }>(cpu, i),
+        ALU_R_M_SBB => arith::alu_r_rm::<MemRm, W32, { arith::SBB }>(cpu, i),
+        ALU_R_M_AND => arith::alu_r_rm::<MemRm, W32, { arith::AND }>(cpu, i),
+        ALU_R_M_SUB => arith::alu_r_rm::<MemRm, W32, { arith::SUB }>(cpu, i),
+        ALU_R_M_XOR => arith::alu_r_rm::<MemRm, W32, { arith::XOR }>(cpu, i),
+        ALU_R_M_CMP => arith::alu_r_rm::<MemRm, W32, { arith::CMP }>(cpu, i),
+        ALU_R_I_ADD => arith::alu_rm_i::<RegRm, W32, { arith::ADD }>(cpu, i),
+        ALU_R_I_OR => arith::alu_rm_i::<RegRm, W32, { arith::OR }>(cpu, i),
+        ALU_R_I_ADC => arith::alu_rm_i::<RegRm, W32, { arith::ADC }>(cpu, i),
+        ALU_R_I_SBB => arith::alu_rm_i::<RegRm, W32, { arith::SBB }>(cpu, i),
+        ALU_R_I_AND => arith::alu_rm_i::<RegRm, W32, { arith::AND }>(cpu, i),
+        ALU_R_I_SUB => arith::alu_rm_i::<RegRm, W32, { arith::SUB }>(cpu, i),
+        ALU_R_I_XOR => arith::alu_rm_i::<RegRm, W32, { arith::XOR }>(cpu, i),
+        ALU_R_I_CMP => arith::alu_rm_i::<RegRm, W32, { arith::CMP }>(cpu, i),
+        ALU_A_I_ADD => arith::alu_a_i::<W32, { arith::ADD }>(cpu, i),
+        ALU_A_I_OR => arith::alu_a_i::<W32, { arith::OR }>(cpu, i),
+        ALU_A_I_ADC => arith::alu_a_i::<W32, { arith::ADC }>(cpu, i),
+        ALU_A_I_SBB => arith::alu_a_i::<W32, { arith::SBB }>(cpu, i),
+        ALU_A_I_AND => arith::alu_a_i::<W32, { arith::AND }>(cpu, i),
+        ALU_A_I_SUB => arith::alu_a_i::<W32, { arith::SUB }>(cpu, i),
+        ALU_A_I_XOR => arith::alu_a_i::<W32, { arith::XOR }>(cpu, i),
+        ALU_A_I_CMP => arith::alu_a_i::<W32, { arith::CMP }>(cpu, i),
+        ALU_A_I_TEST => arith::alu_a_i::<W32, { arith::TEST }>(cpu, i),
+        FUSED_ALU_RR_CMP => {
+            compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W32, { arith::CMP }>)
+        }
+        FUSED_ALU_RR_TEST => {
+            compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W32, { arith::TEST }>)
+        }
+        FUSED_ALU_RR_AND => {
+            compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W32, { arith::AND }>)
+        }
+        FUSED_ALU_R_R_CMP => {
+            compare_and_branch(cpu, i, arith::alu_r_rm::<RegRm, W32, { arith::CMP }>)
+        }
+        FUSED_ALU_R_I_CMP => {
+            compare_and_branch(cpu, i, arith::alu_rm_i::<RegRm, W32, { arith::CMP }>)
+        }
+        FUSED_ALU_A_I_CMP => compare_and_branch(cpu, i, arith::alu_a_i::<W32, { arith::CMP }>),
+        FUSED_ALU_A_I_TEST => compare_and_branch(cpu, i, arith::alu_a_i::<W32, { arith::TEST }>),
+        FUSED_ALU_R_M_CMP => {
+            compare_and_branch(cpu, i, arith::alu_r_rm::<MemRm, W32, { arith::CMP }>)
+        }
+        FUSED_CMP_M_R => compare_and_branch(cpu, i, arith::alu_rm_r::<MemRm, W32, { arith::CMP }>),
+        FUSED_CMP_M_I => compare_and_branch(cpu, i, arith::alu_rm_i::<MemRm, W32, { arith::CMP }>),
+        FUSED_TEST_RR8 => compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W8, { arith::TEST }>),
+        FUSED_CMP_RM8_I_REG => {
+            compare_and_branch(cpu, i, arith::alu_rm_i::<RegRm, W8, { arith::CMP }>)
+        }
+        FUSED_CMP_RM8_I_MEM => {
+            compare_and_branch(cpu, i, arith::alu_rm_i::<MemRm, W8, { arith::CMP }>)
+        }
         _ => (i.exec)(cpu, i),
     }
 }
@@ -235,26 +372,16 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
 /// branch, exactly as the Jcc handler does it. The run loop counts one retired instruction per
 /// handler; the branch counts itself.
 #[inline(always)]
-fn compare_and_branch(cpu: &mut Cpu, i: &Instr, compare: u8) -> Fault {
-    match compare {
-        k if k == ALU_RR + arith::CMP => arith::alu_rm_r::<RegRm, W32, { arith::CMP }>(cpu, i),
-        k if k == ALU_RR + arith::TEST => arith::alu_rm_r::<RegRm, W32, { arith::TEST }>(cpu, i),
-        k if k == ALU_RR + arith::AND => arith::alu_rm_r::<RegRm, W32, { arith::AND }>(cpu, i),
-        k if k == ALU_R_R + arith::CMP => arith::alu_r_rm::<RegRm, W32, { arith::CMP }>(cpu, i),
-        k if k == ALU_R_I + arith::CMP => arith::alu_rm_i::<RegRm, W32, { arith::CMP }>(cpu, i),
-        k if k == ALU_A_I + arith::CMP => arith::alu_a_i::<W32, { arith::CMP }>(cpu, i),
-        k if k == ALU_A_I + arith::TEST => arith::alu_a_i::<W32, { arith::TEST }>(cpu, i),
-        k if k == ALU_R_M + arith::CMP => arith::alu_r_rm::<MemRm, W32, { arith::CMP }>(cpu, i),
-        CMP_M_R => arith::alu_rm_r::<MemRm, W32, { arith::CMP }>(cpu, i),
-        CMP_M_I => arith::alu_rm_i::<MemRm, W32, { arith::CMP }>(cpu, i),
-        TEST_RR8 => arith::alu_rm_r::<RegRm, W8, { arith::TEST }>(cpu, i),
-        CMP_RM8_I_REG => arith::alu_rm_i::<RegRm, W8, { arith::CMP }>(cpu, i),
-        _ => arith::alu_rm_i::<MemRm, W8, { arith::CMP }>(cpu, i),
-    }?;
+fn compare_and_branch(
+    cpu: &mut Cpu,
+    i: &Instr,
+    compare: impl FnOnce(&mut Cpu, &Instr) -> Fault,
+) -> Fault {
+    compare(cpu, i)?;
     if cpu.flags.cond(i.cc) {
         // EIP is past both instructions: the Jcc's displacement is relative to it.
         let target = cpu.eip.wrapping_add(i.imm2);
-        if target > cpu.segs[super::Segment::CS as usize].limit {
+        if target > cpu.segs[Segment::CS as usize].limit {
             // The branch faults (#GP): the compare retired alone; the Jcc runs again by itself,
             // as the next block, and raises the fault at its own address.
             cpu.eip = cpu.eip.wrapping_sub((i.len - i.first_len) as u32);
