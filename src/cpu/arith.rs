@@ -419,7 +419,8 @@ pub(crate) fn incdec_r<W: Width, const DEC: bool>(cpu: &mut Cpu, i: &Instr) -> F
 }
 
 /// INC/DEC r/m (FE/FF /0 /1)
-fn incdec_rm<R: Rm, W: Width, const DEC: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn incdec_rm<R: Rm, W: Width, const DEC: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
     R::rmw::<W>(cpu, i, incdec::<W, DEC>)
 }
 

@@ -299,7 +299,8 @@ pub(crate) fn mov_r_imm<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     Ok(())
 }
 
-fn mov_rm_imm<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn mov_rm_imm<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     R::write::<W>(cpu, i, i.imm)
 }
 
@@ -351,13 +352,15 @@ pub(crate) fn movzx_b<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     Ok(())
 }
 
-fn movzx_w<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn movzx_w<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let v = R::read::<W16>(cpu, i)?;
     W::set_reg(cpu, i.reg, v);
     Ok(())
 }
 
-fn movsx_b<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn movsx_b<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let v = R::read::<W8>(cpu, i)?;
     W::set_reg(cpu, i.reg, W8::sext(v));
     Ok(())

@@ -16,93 +16,126 @@
 use super::decode::Instr;
 use super::exception::Fault;
 use super::operand::{MemRm, RegRm, W32, W8};
-use super::{arith, control, data, muldiv, Cpu, Segment};
+use super::{arith, control, data, muldiv, shift, Cpu, Segment};
 
 /// Not a fast form: call the handler pointer.
 pub const NONE: u8 = 0;
 
-// The kinds. ALU_<form>_<op>: OP r/m32, r32 (RR, register r/m); OP r32, r/m32 (R_R register,
-// R_M memory); OP r/m32, imm (R_I, register r/m); OP EAX, imm32 (A_I). FUSED_<kind>: that
+// The kinds. ALU_<form>_<op>: OP r/m32, r32 (RR register r/m, M_R memory); OP r32, r/m32 (R_R
+// register, R_M memory); OP r/m32, imm (R_I register r/m, M_I memory); OP EAX, imm32 (A_I). FUSED_<kind>: that
 // compare fused with the Jcc after it.
 const MOV_RM_R_REG: u8 = 1;
 const MOV_RM_R_MEM: u8 = 2;
 const MOV_R_RM_REG: u8 = 3;
 const MOV_R_RM_MEM: u8 = 4;
 const MOV_R_IMM: u8 = 5;
-const MOV_RM_R8_MEM: u8 = 6;
-const MOV_R_RM8_MEM: u8 = 7;
-const MOVZX_B_REG: u8 = 8;
-const MOVZX_B_MEM: u8 = 9;
-const LEA: u8 = 10;
-const INC_R: u8 = 11;
-const DEC_R: u8 = 12;
-const PUSH_R: u8 = 13;
-const POP_R: u8 = 14;
-const JCC: u8 = 15;
-const JMP_REL: u8 = 16;
-const CALL_REL: u8 = 17;
-const RET: u8 = 18;
-const IMUL_R_RM_REG: u8 = 19;
-const CMP_M_R: u8 = 20;
-const CMP_M_I: u8 = 21;
-const CMP_RM8_I_REG: u8 = 22;
-const CMP_RM8_I_MEM: u8 = 23;
-const TEST_RR8: u8 = 24;
-const ALU_RR_ADD: u8 = 25;
-const ALU_RR_OR: u8 = 26;
-const ALU_RR_ADC: u8 = 27;
-const ALU_RR_SBB: u8 = 28;
-const ALU_RR_AND: u8 = 29;
-const ALU_RR_SUB: u8 = 30;
-const ALU_RR_XOR: u8 = 31;
-const ALU_RR_CMP: u8 = 32;
-const ALU_RR_TEST: u8 = 33;
-const ALU_R_R_ADD: u8 = 34;
-const ALU_R_R_OR: u8 = 35;
-const ALU_R_R_ADC: u8 = 36;
-const ALU_R_R_SBB: u8 = 37;
-const ALU_R_R_AND: u8 = 38;
-const ALU_R_R_SUB: u8 = 39;
-const ALU_R_R_XOR: u8 = 40;
-const ALU_R_R_CMP: u8 = 41;
-const ALU_R_M_ADD: u8 = 42;
-const ALU_R_M_OR: u8 = 43;
-const ALU_R_M_ADC: u8 = 44;
-const ALU_R_M_SBB: u8 = 45;
-const ALU_R_M_AND: u8 = 46;
-const ALU_R_M_SUB: u8 = 47;
-const ALU_R_M_XOR: u8 = 48;
-const ALU_R_M_CMP: u8 = 49;
-const ALU_R_I_ADD: u8 = 50;
-const ALU_R_I_OR: u8 = 51;
-const ALU_R_I_ADC: u8 = 52;
-const ALU_R_I_SBB: u8 = 53;
-const ALU_R_I_AND: u8 = 54;
-const ALU_R_I_SUB: u8 = 55;
-const ALU_R_I_XOR: u8 = 56;
-const ALU_R_I_CMP: u8 = 57;
-const ALU_A_I_ADD: u8 = 58;
-const ALU_A_I_OR: u8 = 59;
-const ALU_A_I_ADC: u8 = 60;
-const ALU_A_I_SBB: u8 = 61;
-const ALU_A_I_AND: u8 = 62;
-const ALU_A_I_SUB: u8 = 63;
-const ALU_A_I_XOR: u8 = 64;
-const ALU_A_I_CMP: u8 = 65;
-const ALU_A_I_TEST: u8 = 66;
-const FUSED_ALU_RR_CMP: u8 = 67;
-const FUSED_ALU_RR_TEST: u8 = 68;
-const FUSED_ALU_RR_AND: u8 = 69;
-const FUSED_ALU_R_R_CMP: u8 = 70;
-const FUSED_ALU_R_I_CMP: u8 = 71;
-const FUSED_ALU_A_I_CMP: u8 = 72;
-const FUSED_ALU_A_I_TEST: u8 = 73;
-const FUSED_ALU_R_M_CMP: u8 = 74;
-const FUSED_CMP_M_R: u8 = 75;
-const FUSED_CMP_M_I: u8 = 76;
-const FUSED_TEST_RR8: u8 = 77;
-const FUSED_CMP_RM8_I_REG: u8 = 78;
-const FUSED_CMP_RM8_I_MEM: u8 = 79;
+const MOV_RM_IMM_REG: u8 = 6;
+const MOV_RM_IMM_MEM: u8 = 7;
+const MOV_RM_R8_MEM: u8 = 8;
+const MOV_R_RM8_MEM: u8 = 9;
+const MOVZX_B_REG: u8 = 10;
+const MOVZX_B_MEM: u8 = 11;
+const MOVZX_W_REG: u8 = 12;
+const MOVZX_W_MEM: u8 = 13;
+const MOVSX_B_REG: u8 = 14;
+const MOVSX_B_MEM: u8 = 15;
+const LEA: u8 = 16;
+const INC_R: u8 = 17;
+const DEC_R: u8 = 18;
+const INC_M: u8 = 19;
+const DEC_M: u8 = 20;
+const PUSH_R: u8 = 21;
+const POP_R: u8 = 22;
+const JCC: u8 = 23;
+const JMP_REL: u8 = 24;
+const CALL_REL: u8 = 25;
+const RET: u8 = 26;
+const IMUL_R_RM_REG: u8 = 27;
+const CMP_M_R: u8 = 28;
+const TEST_M_R: u8 = 29;
+const CMP_M_I: u8 = 30;
+const TEST_R_I: u8 = 31;
+const TEST_M_I: u8 = 32;
+const CMP_RM8_I_REG: u8 = 33;
+const CMP_RM8_I_MEM: u8 = 34;
+const TEST_RR8: u8 = 35;
+const SHIFT_I_R_ROL: u8 = 36;
+const SHIFT_I_R_ROR: u8 = 37;
+const SHIFT_I_R_SHL: u8 = 38;
+const SHIFT_I_R_SHR: u8 = 39;
+const SHIFT_I_R_SAR: u8 = 40;
+const SHIFT_CL_R_SHL: u8 = 41;
+const SHIFT_CL_R_SHR: u8 = 42;
+const SHIFT_CL_R_SAR: u8 = 43;
+const ALU_RR_ADD: u8 = 44;
+const ALU_RR_OR: u8 = 45;
+const ALU_RR_ADC: u8 = 46;
+const ALU_RR_SBB: u8 = 47;
+const ALU_RR_AND: u8 = 48;
+const ALU_RR_SUB: u8 = 49;
+const ALU_RR_XOR: u8 = 50;
+const ALU_RR_CMP: u8 = 51;
+const ALU_RR_TEST: u8 = 52;
+const ALU_R_R_ADD: u8 = 53;
+const ALU_R_R_OR: u8 = 54;
+const ALU_R_R_ADC: u8 = 55;
+const ALU_R_R_SBB: u8 = 56;
+const ALU_R_R_AND: u8 = 57;
+const ALU_R_R_SUB: u8 = 58;
+const ALU_R_R_XOR: u8 = 59;
+const ALU_R_R_CMP: u8 = 60;
+const ALU_R_M_ADD: u8 = 61;
+const ALU_R_M_OR: u8 = 62;
+const ALU_R_M_ADC: u8 = 63;
+const ALU_R_M_SBB: u8 = 64;
+const ALU_R_M_AND: u8 = 65;
+const ALU_R_M_SUB: u8 = 66;
+const ALU_R_M_XOR: u8 = 67;
+const ALU_R_M_CMP: u8 = 68;
+const ALU_M_R_ADD: u8 = 69;
+const ALU_M_R_OR: u8 = 70;
+const ALU_M_R_ADC: u8 = 71;
+const ALU_M_R_SBB: u8 = 72;
+const ALU_M_R_AND: u8 = 73;
+const ALU_M_R_SUB: u8 = 74;
+const ALU_M_R_XOR: u8 = 75;
+const ALU_R_I_ADD: u8 = 76;
+const ALU_R_I_OR: u8 = 77;
+const ALU_R_I_ADC: u8 = 78;
+const ALU_R_I_SBB: u8 = 79;
+const ALU_R_I_AND: u8 = 80;
+const ALU_R_I_SUB: u8 = 81;
+const ALU_R_I_XOR: u8 = 82;
+const ALU_R_I_CMP: u8 = 83;
+const ALU_M_I_ADD: u8 = 84;
+const ALU_M_I_OR: u8 = 85;
+const ALU_M_I_ADC: u8 = 86;
+const ALU_M_I_SBB: u8 = 87;
+const ALU_M_I_AND: u8 = 88;
+const ALU_M_I_SUB: u8 = 89;
+const ALU_M_I_XOR: u8 = 90;
+const ALU_A_I_ADD: u8 = 91;
+const ALU_A_I_OR: u8 = 92;
+const ALU_A_I_ADC: u8 = 93;
+const ALU_A_I_SBB: u8 = 94;
+const ALU_A_I_AND: u8 = 95;
+const ALU_A_I_SUB: u8 = 96;
+const ALU_A_I_XOR: u8 = 97;
+const ALU_A_I_CMP: u8 = 98;
+const ALU_A_I_TEST: u8 = 99;
+const FUSED_ALU_RR_CMP: u8 = 100;
+const FUSED_ALU_RR_TEST: u8 = 101;
+const FUSED_ALU_RR_AND: u8 = 102;
+const FUSED_ALU_R_R_CMP: u8 = 103;
+const FUSED_ALU_R_I_CMP: u8 = 104;
+const FUSED_ALU_A_I_CMP: u8 = 105;
+const FUSED_ALU_A_I_TEST: u8 = 106;
+const FUSED_ALU_R_M_CMP: u8 = 107;
+const FUSED_CMP_M_R: u8 = 108;
+const FUSED_CMP_M_I: u8 = 109;
+const FUSED_TEST_RR8: u8 = 110;
+const FUSED_CMP_RM8_I_REG: u8 = 111;
+const FUSED_CMP_RM8_I_MEM: u8 = 112;
 
 /// The compares that fuse with a following Jcc, and the fused kind of each.
 const FUSABLE: [(u8, u8); 13] = [
@@ -153,6 +186,24 @@ const ALU_R_M: [u8; 8] = [
     ALU_R_M_XOR,
     ALU_R_M_CMP,
 ];
+const ALU_M_R: [u8; 7] = [
+    ALU_M_R_ADD,
+    ALU_M_R_OR,
+    ALU_M_R_ADC,
+    ALU_M_R_SBB,
+    ALU_M_R_AND,
+    ALU_M_R_SUB,
+    ALU_M_R_XOR,
+];
+const ALU_M_I: [u8; 7] = [
+    ALU_M_I_ADD,
+    ALU_M_I_OR,
+    ALU_M_I_ADC,
+    ALU_M_I_SBB,
+    ALU_M_I_AND,
+    ALU_M_I_SUB,
+    ALU_M_I_XOR,
+];
 const ALU_R_I: [u8; 8] = [
     ALU_R_I_ADD,
     ALU_R_I_OR,
@@ -200,12 +251,39 @@ pub fn classify(i: &Instr, is_reg: bool) -> u8 {
         0x8B if is_reg => MOV_R_RM_REG,
         0x8B => MOV_R_RM_MEM,
         0xB8..=0xBF => MOV_R_IMM,
+        0xC7 if is_reg => MOV_RM_IMM_REG,
+        0xC7 => MOV_RM_IMM_MEM,
         0x0FB6 if is_reg => MOVZX_B_REG,
         0x0FB6 => MOVZX_B_MEM,
+        0x0FB7 if is_reg => MOVZX_W_REG,
+        0x0FB7 => MOVZX_W_MEM,
+        0x0FBE if is_reg => MOVSX_B_REG,
+        0x0FBE => MOVSX_B_MEM,
         // The register form of LEA is #UD.
         0x8D if mem => LEA,
         0x40..=0x47 => INC_R,
         0x48..=0x4F => DEC_R,
+        0xFF if mem && i.reg == 0 => INC_M,
+        0xFF if mem && i.reg == 1 => DEC_M,
+        // Shifts by an immediate (C1; D1 is by 1) and by CL (D3), register forms.
+        0xC1 | 0xD1 | 0xD3 if mem => NONE,
+        0xC1 | 0xD1 => match i.reg {
+            shift::ROL => SHIFT_I_R_ROL,
+            shift::ROR => SHIFT_I_R_ROR,
+            shift::SHL => SHIFT_I_R_SHL,
+            shift::SHR => SHIFT_I_R_SHR,
+            shift::SAR => SHIFT_I_R_SAR,
+            _ => NONE,
+        },
+        0xD3 => match i.reg {
+            shift::SHL => SHIFT_CL_R_SHL,
+            shift::SHR => SHIFT_CL_R_SHR,
+            shift::SAR => SHIFT_CL_R_SAR,
+            _ => NONE,
+        },
+        // TEST r/m32, imm32 (F7 /0 and its alias /1).
+        0xF7 if i.reg <= 1 && is_reg => TEST_R_I,
+        0xF7 if i.reg <= 1 => TEST_M_I,
         0x50..=0x57 => PUSH_R,
         0x58..=0x5F => POP_R,
         0x70..=0x7F | 0x0F80..=0x0F8F => JCC,
@@ -216,12 +294,15 @@ pub fn classify(i: &Instr, is_reg: bool) -> u8 {
         // OP r/m, r (low bits 001) and TEST r/m, r (85).
         0x01 | 0x09 | 0x11 | 0x19 | 0x21 | 0x29 | 0x31 | 0x39 if is_reg => ALU_RR[alu],
         0x85 if is_reg => ALU_RR_TEST,
+        0x85 => TEST_M_R,
         0x39 => CMP_M_R,
+        0x01 | 0x09 | 0x11 | 0x19 | 0x21 | 0x29 | 0x31 => ALU_M_R[alu],
         // OP r, r/m (low bits 011).
         0x03 | 0x0B | 0x13 | 0x1B | 0x23 | 0x2B | 0x33 | 0x3B if is_reg => ALU_R_R[alu],
         0x03 | 0x0B | 0x13 | 0x1B | 0x23 | 0x2B | 0x33 | 0x3B => ALU_R_M[alu],
         0x81 | 0x83 if is_reg => ALU_R_I[(i.reg & 7) as usize],
         0x81 | 0x83 if i.reg == arith::CMP => CMP_M_I,
+        0x81 | 0x83 => ALU_M_I[(i.reg & 7) as usize],
         // OP EAX, imm32 (low bits 101) and TEST EAX, imm32 (A9).
         0x05 | 0x0D | 0x15 | 0x1D | 0x25 | 0x2D | 0x35 | 0x3D => ALU_A_I[alu],
         0xA9 => ALU_A_I_TEST,
@@ -274,13 +355,21 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
         MOV_R_RM_REG => data::mov_r_rm::<RegRm, W32>(cpu, i),
         MOV_R_RM_MEM => data::mov_r_rm::<MemRm, W32>(cpu, i),
         MOV_R_IMM => data::mov_r_imm::<W32>(cpu, i),
+        MOV_RM_IMM_REG => data::mov_rm_imm::<RegRm, W32>(cpu, i),
+        MOV_RM_IMM_MEM => data::mov_rm_imm::<MemRm, W32>(cpu, i),
         MOV_RM_R8_MEM => data::mov_rm_r::<MemRm, W8>(cpu, i),
         MOV_R_RM8_MEM => data::mov_r_rm::<MemRm, W8>(cpu, i),
         MOVZX_B_REG => data::movzx_b::<RegRm, W32>(cpu, i),
         MOVZX_B_MEM => data::movzx_b::<MemRm, W32>(cpu, i),
+        MOVZX_W_REG => data::movzx_w::<RegRm, W32>(cpu, i),
+        MOVZX_W_MEM => data::movzx_w::<MemRm, W32>(cpu, i),
+        MOVSX_B_REG => data::movsx_b::<RegRm, W32>(cpu, i),
+        MOVSX_B_MEM => data::movsx_b::<MemRm, W32>(cpu, i),
         LEA => data::lea::<W32>(cpu, i),
         INC_R => arith::incdec_r::<W32, false>(cpu, i),
         DEC_R => arith::incdec_r::<W32, true>(cpu, i),
+        INC_M => arith::incdec_rm::<MemRm, W32, false>(cpu, i),
+        DEC_M => arith::incdec_rm::<MemRm, W32, true>(cpu, i),
         PUSH_R => data::push_reg::<W32>(cpu, i),
         POP_R => data::pop_reg::<W32>(cpu, i),
         JCC => control::jcc::<W32>(cpu, i),
@@ -289,10 +378,21 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
         RET => control::ret_near::<W32>(cpu, i),
         IMUL_R_RM_REG => muldiv::imul_r_rm::<RegRm, W32>(cpu, i),
         CMP_M_R => arith::alu_rm_r::<MemRm, W32, { arith::CMP }>(cpu, i),
+        TEST_M_R => arith::alu_rm_r::<MemRm, W32, { arith::TEST }>(cpu, i),
         CMP_M_I => arith::alu_rm_i::<MemRm, W32, { arith::CMP }>(cpu, i),
+        TEST_R_I => arith::alu_rm_i::<RegRm, W32, { arith::TEST }>(cpu, i),
+        TEST_M_I => arith::alu_rm_i::<MemRm, W32, { arith::TEST }>(cpu, i),
         CMP_RM8_I_REG => arith::alu_rm_i::<RegRm, W8, { arith::CMP }>(cpu, i),
         CMP_RM8_I_MEM => arith::alu_rm_i::<MemRm, W8, { arith::CMP }>(cpu, i),
         TEST_RR8 => arith::alu_rm_r::<RegRm, W8, { arith::TEST }>(cpu, i),
+        SHIFT_I_R_ROL => shift::shift_imm::<RegRm, W32, { shift::ROL }>(cpu, i),
+        SHIFT_I_R_ROR => shift::shift_imm::<RegRm, W32, { shift::ROR }>(cpu, i),
+        SHIFT_I_R_SHL => shift::shift_imm::<RegRm, W32, { shift::SHL }>(cpu, i),
+        SHIFT_I_R_SHR => shift::shift_imm::<RegRm, W32, { shift::SHR }>(cpu, i),
+        SHIFT_I_R_SAR => shift::shift_imm::<RegRm, W32, { shift::SAR }>(cpu, i),
+        SHIFT_CL_R_SHL => shift::shift_cl::<RegRm, W32, { shift::SHL }>(cpu, i),
+        SHIFT_CL_R_SHR => shift::shift_cl::<RegRm, W32, { shift::SHR }>(cpu, i),
+        SHIFT_CL_R_SAR => shift::shift_cl::<RegRm, W32, { shift::SAR }>(cpu, i),
         ALU_RR_ADD => arith::alu_rm_r::<RegRm, W32, { arith::ADD }>(cpu, i),
         ALU_RR_OR => arith::alu_rm_r::<RegRm, W32, { arith::OR }>(cpu, i),
         ALU_RR_ADC => arith::alu_rm_r::<RegRm, W32, { arith::ADC }>(cpu, i),
@@ -318,6 +418,13 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
         ALU_R_M_SUB => arith::alu_r_rm::<MemRm, W32, { arith::SUB }>(cpu, i),
         ALU_R_M_XOR => arith::alu_r_rm::<MemRm, W32, { arith::XOR }>(cpu, i),
         ALU_R_M_CMP => arith::alu_r_rm::<MemRm, W32, { arith::CMP }>(cpu, i),
+        ALU_M_R_ADD => arith::alu_rm_r::<MemRm, W32, { arith::ADD }>(cpu, i),
+        ALU_M_R_OR => arith::alu_rm_r::<MemRm, W32, { arith::OR }>(cpu, i),
+        ALU_M_R_ADC => arith::alu_rm_r::<MemRm, W32, { arith::ADC }>(cpu, i),
+        ALU_M_R_SBB => arith::alu_rm_r::<MemRm, W32, { arith::SBB }>(cpu, i),
+        ALU_M_R_AND => arith::alu_rm_r::<MemRm, W32, { arith::AND }>(cpu, i),
+        ALU_M_R_SUB => arith::alu_rm_r::<MemRm, W32, { arith::SUB }>(cpu, i),
+        ALU_M_R_XOR => arith::alu_rm_r::<MemRm, W32, { arith::XOR }>(cpu, i),
         ALU_R_I_ADD => arith::alu_rm_i::<RegRm, W32, { arith::ADD }>(cpu, i),
         ALU_R_I_OR => arith::alu_rm_i::<RegRm, W32, { arith::OR }>(cpu, i),
         ALU_R_I_ADC => arith::alu_rm_i::<RegRm, W32, { arith::ADC }>(cpu, i),
@@ -326,6 +433,13 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
         ALU_R_I_SUB => arith::alu_rm_i::<RegRm, W32, { arith::SUB }>(cpu, i),
         ALU_R_I_XOR => arith::alu_rm_i::<RegRm, W32, { arith::XOR }>(cpu, i),
         ALU_R_I_CMP => arith::alu_rm_i::<RegRm, W32, { arith::CMP }>(cpu, i),
+        ALU_M_I_ADD => arith::alu_rm_i::<MemRm, W32, { arith::ADD }>(cpu, i),
+        ALU_M_I_OR => arith::alu_rm_i::<MemRm, W32, { arith::OR }>(cpu, i),
+        ALU_M_I_ADC => arith::alu_rm_i::<MemRm, W32, { arith::ADC }>(cpu, i),
+        ALU_M_I_SBB => arith::alu_rm_i::<MemRm, W32, { arith::SBB }>(cpu, i),
+        ALU_M_I_AND => arith::alu_rm_i::<MemRm, W32, { arith::AND }>(cpu, i),
+        ALU_M_I_SUB => arith::alu_rm_i::<MemRm, W32, { arith::SUB }>(cpu, i),
+        ALU_M_I_XOR => arith::alu_rm_i::<MemRm, W32, { arith::XOR }>(cpu, i),
         ALU_A_I_ADD => arith::alu_a_i::<W32, { arith::ADD }>(cpu, i),
         ALU_A_I_OR => arith::alu_a_i::<W32, { arith::OR }>(cpu, i),
         ALU_A_I_ADC => arith::alu_a_i::<W32, { arith::ADC }>(cpu, i),
@@ -391,4 +505,196 @@ fn compare_and_branch(
     }
     cpu.instructions += 1;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::seg::SegCache;
+
+    /// A CPU running 32-bit code from `code` at 0x1000, with flat 4 GiB segments (through the
+    /// descriptor caches) and registers pointing into RAM.
+    fn cpu(code: &[u8]) -> Cpu {
+        let mut cpu = Cpu::with_ram(1 << 20);
+        cpu.mem.load(0x1000, code);
+        for (n, byte) in (0..0x100u32).enumerate() {
+            cpu.mem.load(
+                0x8000 + 4 * byte,
+                &(0x9E37_79B9u32.wrapping_mul(n as u32 + 1)).to_le_bytes(),
+            );
+        }
+        for seg in cpu.segs.iter_mut() {
+            let mut s = SegCache::real(0);
+            s.big = true;
+            s.limit = u32::MAX;
+            s.compute_ranges();
+            *seg = s;
+        }
+        cpu.eip = 0x1000;
+        cpu.regs[..8].copy_from_slice(&[
+            0x8000_0001,
+            0x0000_0005,
+            0xFFFF_FFF0,
+            0x8010,
+            0xF000,
+            0x8040,
+            0x8004,
+            0x7FFF_FFFF,
+        ]);
+        cpu
+    }
+
+    /// Everything an instruction can change, for comparison.
+    fn state(cpu: &Cpu) -> (Vec<u32>, u32, u32, u64, Vec<u8>) {
+        (
+            cpu.regs.to_vec(),
+            cpu.eip,
+            cpu.flags.word(),
+            cpu.instructions,
+            cpu.mem.ram[0x7000..0x9000].to_vec(),
+        )
+    }
+
+    /// Run `code`'s first instruction (or fused pair) inline and through the handler pointers,
+    /// with the flags set to `flags`, and require the same result.
+    fn same_both_ways(code: &[u8], flags: u32) {
+        let mut a = cpu(code);
+        a.flags.set_word(flags);
+        let (first, _) = a.decode_one(0x1000).expect("decodes");
+        let second = a.decode_one(0x1000 + first.len as u32).ok().map(|(i, _)| i);
+        let fused = second.and_then(|s| fuse(&first, &s));
+        let instr = fused.unwrap_or(first);
+        assert_ne!(instr.fast, NONE, "{code:02x?} is not a fast form");
+        a.eip += instr.len as u32;
+        let inline = exec(&mut a, &instr);
+
+        let mut b = cpu(code);
+        b.flags.set_word(flags);
+        b.eip += first.len as u32;
+        let mut pointer = (first.exec)(&mut b, &first);
+        if let (Some(second), Some(_), Ok(())) = (second, fused, pointer) {
+            b.instructions += 1;
+            if b.eip == 0x1000 + first.len as u32 {
+                b.eip += second.len as u32;
+                pointer = (second.exec)(&mut b, &second);
+            }
+        }
+        assert_eq!(inline, pointer, "{code:02x?}: fault");
+        assert_eq!(state(&a), state(&b), "{code:02x?} with flags {flags:#x}");
+    }
+
+    #[test]
+    fn every_fast_form_does_what_its_handler_does() {
+        let forms: &[&[u8]] = &[
+            &[0x89, 0xD8],                      // mov eax, ebx
+            &[0x89, 0x43, 0x04],                // mov [ebx+4], eax
+            &[0x8B, 0xC3],                      // mov eax, ebx (8B form)
+            &[0x8B, 0x44, 0x8B, 0x08],          // mov eax, [ebx+ecx*4+8]
+            &[0xBE, 0x78, 0x56, 0x34, 0x12],    // mov esi, 0x12345678
+            &[0xC7, 0xC1, 1, 2, 3, 4],          // mov ecx, imm32 (C7 form)
+            &[0xC7, 0x03, 1, 2, 3, 4],          // mov dword [ebx], imm32
+            &[0x88, 0x63, 0x01],                // mov [ebx+1], ah
+            &[0x8A, 0x7B, 0x03],                // mov bh, [ebx+3]
+            &[0x0F, 0xB6, 0xC2],                // movzx eax, dl
+            &[0x0F, 0xB6, 0x4B, 0x02],          // movzx ecx, byte [ebx+2]
+            &[0x0F, 0xB7, 0xC2],                // movzx eax, dx
+            &[0x0F, 0xB7, 0x0B],                // movzx ecx, word [ebx]
+            &[0x0F, 0xBE, 0xC2],                // movsx eax, dl
+            &[0x0F, 0xBE, 0x4B, 0x03],          // movsx ecx, byte [ebx+3]
+            &[0x8D, 0x44, 0x58, 0x10],          // lea eax, [eax+ebx*2+0x10]
+            &[0x40],                            // inc eax
+            &[0x4F],                            // dec edi
+            &[0xFF, 0x03],                      // inc dword [ebx]
+            &[0xFF, 0x4B, 0x04],                // dec dword [ebx+4]
+            &[0x53],                            // push ebx
+            &[0x5D],                            // pop ebp
+            &[0x74, 0x10],                      // jz +16
+            &[0x0F, 0x8C, 0, 1, 0, 0],          // jl +256
+            &[0xEB, 0xFE],                      // jmp $
+            &[0xE9, 0, 0x10, 0, 0],             // jmp +4096
+            &[0xE8, 0x10, 0, 0, 0],             // call +16
+            &[0xC3],                            // ret
+            &[0x0F, 0xAF, 0xC1],                // imul eax, ecx
+            &[0x39, 0x43, 0x08],                // cmp [ebx+8], eax
+            &[0x85, 0x4B, 0x08],                // test [ebx+8], ecx
+            &[0x81, 0x7B, 0x04, 1, 0, 0, 0x80], // cmp dword [ebx+4], 0x80000001
+            &[0xF7, 0xC1, 0xFF, 0, 0, 0],       // test ecx, 0xFF
+            &[0xF7, 0x03, 0, 0, 0, 0x80],       // test dword [ebx], 0x80000000
+            &[0x80, 0xF9, 0x05],                // cmp cl, 5
+            &[0x80, 0x3B, 0x7F],                // cmp byte [ebx], 0x7F
+            &[0x84, 0xE4],                      // test ah, ah
+            &[0xC1, 0xC0, 0x03],                // rol eax, 3
+            &[0xD1, 0xC8],                      // ror eax, 1
+            &[0xC1, 0xE0, 0x1F],                // shl eax, 31
+            &[0xD1, 0xEA],                      // shr edx, 1
+            &[0xC1, 0xFA, 0x04],                // sar edx, 4
+            &[0xD3, 0xE0],                      // shl eax, cl
+            &[0xD3, 0xEA],                      // shr edx, cl
+            &[0xD3, 0xFA],                      // sar edx, cl
+        ];
+        let mut alu = Vec::new();
+        for op in 0..8u8 {
+            alu.push(vec![op << 3 | 1, 0xD8]); // OP eax, ebx
+            alu.push(vec![op << 3 | 3, 0xC2]); // OP eax, edx (r, r/m form)
+            alu.push(vec![op << 3 | 3, 0x43, 0x04]); // OP eax, [ebx+4]
+            alu.push(vec![0x83, 0xC0 | op << 3, 0xF0]); // OP eax, -16
+            alu.push(vec![0x81, 0xC2 | op << 3, 1, 0, 0, 0x80]); // OP edx, 0x80000001
+            alu.push(vec![op << 3 | 5, 0xFF, 0xFF, 0, 0]); // OP eax, 0xFFFF
+            if op != arith::CMP {
+                alu.push(vec![op << 3 | 1, 0x4B, 0x08]); // OP [ebx+8], ecx
+                alu.push(vec![0x83, 0x43 | op << 3, 0x08, 0x7F]); // OP dword [ebx+8], 0x7F
+            }
+        }
+        alu.push(vec![0x85, 0xC8]); // test eax, ecx
+        alu.push(vec![0xA9, 0, 0, 0, 0x80]); // test eax, 0x80000000
+                                             // Compares followed by every condition: fused pairs, taken and not taken.
+        let mut pairs = Vec::new();
+        for compare in [
+            &[0x39, 0xD8][..],
+            &[0x85, 0xC0],
+            &[0x21, 0xC8],
+            &[0x3B, 0xC2],
+            &[0x83, 0xF9, 0x05],
+            &[0x3D, 0x01, 0, 0, 0x80],
+            &[0xA9, 0xFF, 0, 0, 0],
+            &[0x3B, 0x43, 0x04],
+            &[0x39, 0x43, 0x08],
+            &[0x83, 0x7B, 0x04, 0x10],
+            &[0x84, 0xDB],
+            &[0x80, 0xF9, 0x05],
+            &[0x80, 0x3B, 0x80],
+        ] {
+            for cc in 0..16u8 {
+                let mut p = compare.to_vec();
+                p.extend_from_slice(&[0x70 | cc, 0x20]);
+                pairs.push(p);
+            }
+        }
+        for flags in [0x2, 0x8D7] {
+            for code in forms.iter().copied() {
+                same_both_ways(code, flags);
+            }
+            for code in alu.iter().chain(pairs.iter()) {
+                same_both_ways(code, flags);
+            }
+        }
+    }
+
+    #[test]
+    fn a_fused_branch_beyond_the_code_limit_retires_only_the_compare() {
+        // cmp eax, eax ; jz far beyond a 64 KiB code segment
+        let mut c = cpu(&[0x39, 0xC0, 0x0F, 0x84, 0, 0, 1, 0]);
+        c.segs[Segment::CS as usize].limit = 0xFFFF;
+        let (first, _) = c.decode_one(0x1000).unwrap();
+        let (second, _) = c.decode_one(0x1002).unwrap();
+        let pair = fuse(&first, &second).expect("fuses");
+        c.eip += pair.len as u32;
+        assert_eq!(exec(&mut c, &pair), Ok(()));
+        assert_eq!(
+            c.eip, 0x1002,
+            "stopped at the Jcc, which faults when it runs alone"
+        );
+        assert_eq!(c.instructions, 0, "the run loop counts the compare");
+        assert!(c.flags.zf());
+    }
 }

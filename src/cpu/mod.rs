@@ -431,7 +431,7 @@ impl Cpu {
         };
         let tf = self.flags.sys(flags::TF);
         let mut ok = true;
-        let mut done = 0u64;
+        let retired_before = self.instructions;
         // Single-stepping stops between the two halves of a fused compare and branch.
         let first_half;
         let instrs = if single_step && fast::is_fused(&arena[start]) {
@@ -455,7 +455,6 @@ impl Cpu {
             }
             // Retired: devices and the TSC see the exact count of the instructions before it.
             self.instructions += 1;
-            done += 1;
             if self.eip != next || self.stop_block {
                 break;
             }
@@ -472,7 +471,7 @@ impl Cpu {
         }
         // Debug traps after the instruction: TF single step and data breakpoints (a data
         // breakpoint hit sets stop_block, so its instruction is the last one run).
-        let step = single_step && tf && done == 1;
+        let step = single_step && tf && self.instructions == retired_before + 1;
         if step || self.pending_db != 0 {
             self.debug_trap(step);
         }

@@ -79,13 +79,15 @@ pub fn decode(d: &mut Decoder, op: u16) -> Fault<Handler> {
 }
 
 /// Shift/rotate by CL.
-fn shift_cl<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn shift_cl<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let count = cpu.regs[ECX] & COUNT_MASK;
     shift::<R, W, OP>(cpu, i, count)
 }
 
 /// Shift/rotate by an immediate (or by 1 for D0/D1).
-fn shift_imm<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn shift_imm<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     shift::<R, W, OP>(cpu, i, i.imm & COUNT_MASK)
 }
 
