@@ -136,9 +136,20 @@ const FUSED_CMP_M_I: u8 = 109;
 const FUSED_TEST_RR8: u8 = 110;
 const FUSED_CMP_RM8_I_REG: u8 = 111;
 const FUSED_CMP_RM8_I_MEM: u8 = 112;
+const FUSED_DEC_R: u8 = 113;
+const FUSED_INC_R: u8 = 114;
+const FUSED_ALU_RR_SUB: u8 = 115;
+const FUSED_ALU_R_I_SUB: u8 = 116;
+const FUSED_ALU_R_I_AND: u8 = 117;
+const FUSED_ALU_RR_OR: u8 = 118;
+const FUSED_ALU_R_I_ADD: u8 = 119;
+const FUSED_TEST_R_I: u8 = 120;
+const FUSED_TEST_M_I: u8 = 121;
+const FUSED_TEST_M_R: u8 = 122;
 
-/// The compares that fuse with a following Jcc, and the fused kind of each.
-const FUSABLE: [(u8, u8); 13] = [
+/// The flag-setting instructions that fuse with a following Jcc (compares, and the ALU
+/// operations loops end with), and the fused kind of each.
+const FUSABLE: [(u8, u8); 23] = [
     (ALU_RR_CMP, FUSED_ALU_RR_CMP),
     (ALU_RR_TEST, FUSED_ALU_RR_TEST),
     (ALU_RR_AND, FUSED_ALU_RR_AND),
@@ -152,6 +163,16 @@ const FUSABLE: [(u8, u8); 13] = [
     (TEST_RR8, FUSED_TEST_RR8),
     (CMP_RM8_I_REG, FUSED_CMP_RM8_I_REG),
     (CMP_RM8_I_MEM, FUSED_CMP_RM8_I_MEM),
+    (DEC_R, FUSED_DEC_R),
+    (INC_R, FUSED_INC_R),
+    (ALU_RR_SUB, FUSED_ALU_RR_SUB),
+    (ALU_R_I_SUB, FUSED_ALU_R_I_SUB),
+    (ALU_R_I_AND, FUSED_ALU_R_I_AND),
+    (ALU_RR_OR, FUSED_ALU_RR_OR),
+    (ALU_R_I_ADD, FUSED_ALU_R_I_ADD),
+    (TEST_R_I, FUSED_TEST_R_I),
+    (TEST_M_I, FUSED_TEST_M_I),
+    (TEST_M_R, FUSED_TEST_M_R),
 ];
 
 /// The ALU kinds of one form in operation order (ADD OR ADC SBB AND SUB XOR CMP TEST).
@@ -478,6 +499,30 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
         FUSED_CMP_RM8_I_MEM => {
             compare_and_branch(cpu, i, arith::alu_rm_i::<MemRm, W8, { arith::CMP }>)
         }
+        FUSED_DEC_R => compare_and_branch(cpu, i, arith::incdec_r::<W32, true>),
+        FUSED_INC_R => compare_and_branch(cpu, i, arith::incdec_r::<W32, false>),
+        FUSED_ALU_RR_SUB => {
+            compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W32, { arith::SUB }>)
+        }
+        FUSED_ALU_R_I_SUB => {
+            compare_and_branch(cpu, i, arith::alu_rm_i::<RegRm, W32, { arith::SUB }>)
+        }
+        FUSED_ALU_R_I_AND => {
+            compare_and_branch(cpu, i, arith::alu_rm_i::<RegRm, W32, { arith::AND }>)
+        }
+        FUSED_ALU_RR_OR => compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W32, { arith::OR }>),
+        FUSED_ALU_R_I_ADD => {
+            compare_and_branch(cpu, i, arith::alu_rm_i::<RegRm, W32, { arith::ADD }>)
+        }
+        FUSED_TEST_R_I => {
+            compare_and_branch(cpu, i, arith::alu_rm_i::<RegRm, W32, { arith::TEST }>)
+        }
+        FUSED_TEST_M_I => {
+            compare_and_branch(cpu, i, arith::alu_rm_i::<MemRm, W32, { arith::TEST }>)
+        }
+        FUSED_TEST_M_R => {
+            compare_and_branch(cpu, i, arith::alu_rm_r::<MemRm, W32, { arith::TEST }>)
+        }
         _ => (i.exec)(cpu, i),
     }
 }
@@ -663,6 +708,16 @@ mod tests {
             &[0x84, 0xDB],
             &[0x80, 0xF9, 0x05],
             &[0x80, 0x3B, 0x80],
+            &[0x49],
+            &[0x40],
+            &[0x29, 0xD8],
+            &[0x83, 0xE9, 0x01],
+            &[0x83, 0xE0, 0x07],
+            &[0x09, 0xC0],
+            &[0x83, 0xC1, 0x01],
+            &[0xF7, 0xC1, 0x00, 0x01, 0, 0],
+            &[0xF7, 0x03, 0, 0, 0, 0x80],
+            &[0x85, 0x4B, 0x08],
         ] {
             for cc in 0..16u8 {
                 let mut p = compare.to_vec();
