@@ -425,12 +425,14 @@ pub(crate) fn incdec_rm<R: Rm, W: Width, const DEC: bool>(cpu: &mut Cpu, i: &Ins
 }
 
 /// NOT r/m: no flags.
-fn not<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn not<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     R::rmw::<W>(cpu, i, |_, a| !a & W::MASK)
 }
 
 /// NEG r/m: flags of 0 - a (CF = a != 0).
-fn neg<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn neg<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     R::rmw::<W>(cpu, i, |cpu, a| {
         let r = 0u32.wrapping_sub(a);
         cpu.flags.set_sub(W::BITS, 0, a, r);
@@ -448,7 +450,8 @@ fn cbw(cpu: &mut Cpu, _: &Instr) -> Fault {
 }
 
 /// CWDE: EAX = sign-extended AX.
-fn cwde(cpu: &mut Cpu, _: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn cwde(cpu: &mut Cpu, _: &Instr) -> Fault {
     cpu.regs[EAX] = W16::sext(cpu.regs[EAX] & 0xFFFF);
     Ok(())
 }
@@ -461,7 +464,8 @@ fn cwd(cpu: &mut Cpu, _: &Instr) -> Fault {
 }
 
 /// CDQ: EDX = the sign of EAX, repeated.
-fn cdq(cpu: &mut Cpu, _: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn cdq(cpu: &mut Cpu, _: &Instr) -> Fault {
     cpu.regs[EDX] = ((cpu.regs[EAX] as i32) >> 31) as u32;
     Ok(())
 }
@@ -619,13 +623,15 @@ fn aad(cpu: &mut Cpu, i: &Instr) -> Fault {
 // ---- SETcc, CMOVcc ----
 
 /// SETcc r/m8: the condition is the opcode's low nibble.
-fn setcc<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn setcc<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let v = cpu.flags.cond((i.opcode & 0xF) as u8) as u32;
     R::write::<W>(cpu, i, v)
 }
 
 /// CMOVcc reg, r/m: the source is read (and may fault) whatever the condition.
-fn cmov<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn cmov<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let v = R::read::<W>(cpu, i)?;
     if cpu.flags.cond((i.opcode & 0xF) as u8) {
         W::set_reg(cpu, i.reg, v);

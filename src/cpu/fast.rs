@@ -123,29 +123,45 @@ const ALU_A_I_SUB: u8 = 96;
 const ALU_A_I_XOR: u8 = 97;
 const ALU_A_I_CMP: u8 = 98;
 const ALU_A_I_TEST: u8 = 99;
-const FUSED_ALU_RR_CMP: u8 = 100;
-const FUSED_ALU_RR_TEST: u8 = 101;
-const FUSED_ALU_RR_AND: u8 = 102;
-const FUSED_ALU_R_R_CMP: u8 = 103;
-const FUSED_ALU_R_I_CMP: u8 = 104;
-const FUSED_ALU_A_I_CMP: u8 = 105;
-const FUSED_ALU_A_I_TEST: u8 = 106;
-const FUSED_ALU_R_M_CMP: u8 = 107;
-const FUSED_CMP_M_R: u8 = 108;
-const FUSED_CMP_M_I: u8 = 109;
-const FUSED_TEST_RR8: u8 = 110;
-const FUSED_CMP_RM8_I_REG: u8 = 111;
-const FUSED_CMP_RM8_I_MEM: u8 = 112;
-const FUSED_DEC_R: u8 = 113;
-const FUSED_INC_R: u8 = 114;
-const FUSED_ALU_RR_SUB: u8 = 115;
-const FUSED_ALU_R_I_SUB: u8 = 116;
-const FUSED_ALU_R_I_AND: u8 = 117;
-const FUSED_ALU_RR_OR: u8 = 118;
-const FUSED_ALU_R_I_ADD: u8 = 119;
-const FUSED_TEST_R_I: u8 = 120;
-const FUSED_TEST_M_I: u8 = 121;
-const FUSED_TEST_M_R: u8 = 122;
+const CDQ: u8 = 100;
+const CWDE: u8 = 101;
+const NOT_R: u8 = 102;
+const NEG_R: u8 = 103;
+const MUL_R: u8 = 104;
+const IMUL1_R: u8 = 105;
+const DIV_R: u8 = 106;
+const IDIV_R: u8 = 107;
+const MUL_M: u8 = 108;
+const IMUL1_M: u8 = 109;
+const DIV_M: u8 = 110;
+const IDIV_M: u8 = 111;
+const SETCC_R: u8 = 112;
+const SETCC_M: u8 = 113;
+const CMOV_R: u8 = 114;
+const CMOV_M: u8 = 115;
+const FUSED_ALU_RR_CMP: u8 = 116;
+const FUSED_ALU_RR_TEST: u8 = 117;
+const FUSED_ALU_RR_AND: u8 = 118;
+const FUSED_ALU_R_R_CMP: u8 = 119;
+const FUSED_ALU_R_I_CMP: u8 = 120;
+const FUSED_ALU_A_I_CMP: u8 = 121;
+const FUSED_ALU_A_I_TEST: u8 = 122;
+const FUSED_ALU_R_M_CMP: u8 = 123;
+const FUSED_CMP_M_R: u8 = 124;
+const FUSED_CMP_M_I: u8 = 125;
+const FUSED_TEST_RR8: u8 = 126;
+const FUSED_CMP_RM8_I_REG: u8 = 127;
+const FUSED_CMP_RM8_I_MEM: u8 = 128;
+const FUSED_DEC_R: u8 = 129;
+const FUSED_INC_R: u8 = 130;
+const FUSED_ALU_RR_SUB: u8 = 131;
+const FUSED_ALU_R_I_SUB: u8 = 132;
+const FUSED_ALU_R_I_AND: u8 = 133;
+const FUSED_ALU_RR_OR: u8 = 134;
+const FUSED_ALU_R_I_ADD: u8 = 135;
+const FUSED_TEST_R_I: u8 = 136;
+const FUSED_TEST_M_I: u8 = 137;
+const FUSED_TEST_M_R: u8 = 138;
 
 /// The flag-setting instructions that fuse with a following Jcc (compares, and the ALU
 /// operations loops end with), and the fused kind of each.
@@ -259,6 +275,7 @@ pub fn classify(i: &Instr, is_reg: bool) -> u8 {
         0x8A if mem => return MOV_R_RM8_MEM,
         0x80 if i.reg == arith::CMP => return if mem { CMP_RM8_I_MEM } else { CMP_RM8_I_REG },
         0x84 if is_reg => return TEST_RR8,
+        0x0F90..=0x0F9F => return if is_reg { SETCC_R } else { SETCC_M },
         _ => {}
     }
     if !i.op32 {
@@ -327,6 +344,23 @@ pub fn classify(i: &Instr, is_reg: bool) -> u8 {
         // OP EAX, imm32 (low bits 101) and TEST EAX, imm32 (A9).
         0x05 | 0x0D | 0x15 | 0x1D | 0x25 | 0x2D | 0x35 | 0x3D => ALU_A_I[alu],
         0xA9 => ALU_A_I_TEST,
+        0x99 => CDQ,
+        0x98 => CWDE,
+        0xF7 => match (i.reg, is_reg) {
+            (2, true) => NOT_R,
+            (3, true) => NEG_R,
+            (4, true) => MUL_R,
+            (5, true) => IMUL1_R,
+            (6, true) => DIV_R,
+            (7, true) => IDIV_R,
+            (4, false) => MUL_M,
+            (5, false) => IMUL1_M,
+            (6, false) => DIV_M,
+            (7, false) => IDIV_M,
+            _ => NONE,
+        },
+        0x0F40..=0x0F4F if is_reg => CMOV_R,
+        0x0F40..=0x0F4F => CMOV_M,
         _ => NONE,
     }
 }
@@ -470,6 +504,22 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
         ALU_A_I_XOR => arith::alu_a_i::<W32, { arith::XOR }>(cpu, i),
         ALU_A_I_CMP => arith::alu_a_i::<W32, { arith::CMP }>(cpu, i),
         ALU_A_I_TEST => arith::alu_a_i::<W32, { arith::TEST }>(cpu, i),
+        CDQ => arith::cdq(cpu, i),
+        CWDE => arith::cwde(cpu, i),
+        NOT_R => arith::not::<RegRm, W32>(cpu, i),
+        NEG_R => arith::neg::<RegRm, W32>(cpu, i),
+        MUL_R => muldiv::mul::<RegRm, W32>(cpu, i),
+        IMUL1_R => muldiv::imul::<RegRm, W32>(cpu, i),
+        DIV_R => muldiv::div::<RegRm, W32>(cpu, i),
+        IDIV_R => muldiv::idiv::<RegRm, W32>(cpu, i),
+        MUL_M => muldiv::mul::<MemRm, W32>(cpu, i),
+        IMUL1_M => muldiv::imul::<MemRm, W32>(cpu, i),
+        DIV_M => muldiv::div::<MemRm, W32>(cpu, i),
+        IDIV_M => muldiv::idiv::<MemRm, W32>(cpu, i),
+        SETCC_R => arith::setcc::<RegRm, W8>(cpu, i),
+        SETCC_M => arith::setcc::<MemRm, W8>(cpu, i),
+        CMOV_R => arith::cmov::<RegRm, W32>(cpu, i),
+        CMOV_M => arith::cmov::<MemRm, W32>(cpu, i),
         FUSED_ALU_RR_CMP => {
             compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W32, { arith::CMP }>)
         }

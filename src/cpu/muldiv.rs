@@ -59,7 +59,8 @@ fn mul_flags<W: Width>(cpu: &mut Cpu, lo: u32, overflow: bool) {
 }
 
 /// MUL r/m: unsigned accumulator * r/m.
-fn mul<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn mul<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let b = R::read::<W>(cpu, i)? as u64;
     let p = W::reg(cpu, EAX as u8) as u64 * b;
     let lo = p as u32 & W::MASK;
@@ -79,7 +80,8 @@ fn imul_wide<W: Width>(a: u32, b: u32) -> (u32, u32, bool) {
 }
 
 /// IMUL r/m: signed accumulator * r/m.
-fn imul<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn imul<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let b = R::read::<W>(cpu, i)?;
     let (lo, hi, ov) = imul_wide::<W>(W::reg(cpu, EAX as u8), b);
     store_wide::<W>(cpu, lo, hi);
@@ -108,7 +110,8 @@ pub fn imul_r_rm<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 /// DIV r/m: unsigned; #DE (a fault) on a zero divisor or a quotient wider than W. Flags are
 /// undefined and left unchanged.
-fn div<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn div<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let b = R::read::<W>(cpu, i)? as u64;
     if b == 0 {
         return Err(Exception::de());
@@ -123,7 +126,8 @@ fn div<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 }
 
 /// IDIV r/m: signed, quotient truncated toward zero, remainder has the dividend's sign.
-fn idiv<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn idiv<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let b = W::sext(R::read::<W>(cpu, i)?) as i32 as i64;
     let raw = dividend::<W>(cpu);
     // Sign-extend the 2W-bit dividend to 64 bits.
