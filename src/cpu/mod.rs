@@ -1,10 +1,15 @@
 //! The x86 CPU: registers and modes, the decoded-block cache and the run loop.
 //!
 //! Instructions are decoded once into [`Instr`] records whose handler was chosen at decode time
-//! (operand size, register or memory form, address form), grouped into blocks keyed by the
-//! physical address of their first byte. The run loop looks a block up, checks that the page it
-//! came from was not written since, and calls the handlers one after another. Flags are lazy
-//! ([`flags`]), memory goes through a software TLB ([`crate::mem::tlb`]).
+//! (operand size, register or memory form), grouped into blocks keyed by the physical address
+//! of their first byte (icache.rs; their instructions live in one arena). The run loop looks a
+//! block up, checks that the page it came from was not written since, and runs its
+//! instructions: the hottest forms inline through one `match` (fast.rs), the rest through their
+//! handler pointer. A compare and the conditional jump after it are fused into one instruction.
+//! The retired-instruction count, the unit of virtual time, advances per instruction, so a
+//! device or RDTSC sees the exact time of the instruction that touches it. Flags are lazy
+//! ([`flags`]), memory goes through a software TLB ([`crate::mem::tlb`]), a fault is a
+//! one-word value ([`Exception`]).
 
 pub mod access;
 pub mod debug;
@@ -523,10 +528,13 @@ mod tests {
         fn io_write(&mut self, port: u16, _size: u8, _value: u32) {
             self.accesses.borrow_mut().push((port, self.now));
         }
-        fn mmio_read(&mut self, _addr: u32, _size: u8) -> u32 {
+        fn mmio_read(&mut self, addr: u32, _size: u8) -> u32 {
+            self.accesses.borrow_mut().push((addr as u16, self.now));
             0
         }
-        fn mmio_write(&mut self, _addr: u32, _size: u8, _value: u32) {}
+        fn mmio_write(&mut self, addr: u32, _size: u8, _value: u32) {
+            self.accesses.borrow_mut().push((addr as u16, self.now));
+        }
         fn set_instructions(&mut self, instructions: u64) {
             self.now = instructions;
         }
@@ -557,5 +565,30 @@ mod tests {
         assert_eq!(cpu.regs[EBX] & 0xFFFF, 3, "RDTSC at instruction 3");
         assert_eq!(*accesses.borrow(), vec![(0x80, 5), (0x71, 7)]);
         assert_eq!(cpu.instructions, 9);
+    }
+
+    #[test]
+    fn mmio_accesses_see_the_time_of_their_own_instruction() {
+        let accesses = Rc::new(RefCell::new(Vec::new()));
+        let bus = ClockedBus {
+            now: u64::MAX,
+            accesses: accesses.clone(),
+        };
+        let mut cpu = Cpu::new(1 << 20, Box::new(bus));
+        cpu.mem.map(0x8_0000, 0x1000, crate::mem::PageKind::Mmio);
+        #[rustfmt::skip]
+        let code = [
+            0x90, 0x90,             // 0-1: nop x2
+            0xA0, 0x10, 0x00,       // 2: mov al, [0x0010] (DS = 0x8000: MMIO at 0x80010)
+            0x90,                   // 3: nop
+            0xA2, 0x20, 0x00,       // 4: mov [0x0020], al (an MMIO write ends the block)
+            0xF4,                   // 5: hlt
+        ];
+        cpu.mem.load(0x1000, &code);
+        cpu.segs[Segment::CS as usize] = SegCache::real(0);
+        cpu.segs[Segment::DS as usize] = SegCache::real(0x8000);
+        cpu.eip = 0x1000;
+        assert_eq!(cpu.run(100), RunExit::Halted);
+        assert_eq!(*accesses.borrow(), vec![(0x0010, 2), (0x0020, 4)]);
     }
 }
