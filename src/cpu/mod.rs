@@ -428,39 +428,45 @@ impl Cpu {
                 }
             }
         };
-        let budget = end.saturating_sub(self.instructions).max(1);
-        let max = if single_step {
-            1
-        } else {
-            len.min(budget as usize)
-        };
         let tf = self.flags.sys(flags::TF);
         let mut ok = true;
         let retired_before = self.instructions;
-        // Single-stepping stops between the two halves of a fused compare and branch.
-        let first_half;
-        let instrs = if single_step && fast::is_fused(&arena[start]) {
-            first_half = [fast::first_of_fused(&arena[start])];
-            &first_half[..]
-        } else {
-            &arena[start..start + max]
-        };
-        for instr in instrs {
-            let esp = self.regs[ESP];
-            let next = self.eip.wrapping_add(instr.len as u32);
-            self.eip = next;
-            if let Err(e) = fast::exec(self, instr) {
-                // Roll the instruction back: it did not retire.
-                self.eip = next.wrapping_sub(instr.len as u32);
-                self.regs[ESP] = esp;
-                self.debug_instruction_faulted(rf);
-                self.deliver_exception(e);
-                ok = false;
-                break;
+        let block_eip = self.eip;
+        loop {
+            let budget = end.saturating_sub(self.instructions).max(1);
+            let max = if single_step {
+                1
+            } else {
+                len.min(budget as usize)
+            };
+            // Single-stepping stops between the two halves of a fused compare and branch.
+            let first_half;
+            let instrs = if single_step && fast::is_fused(&arena[start]) {
+                first_half = [fast::first_of_fused(&arena[start])];
+                &first_half[..]
+            } else {
+                &arena[start..start + max]
+            };
+            for instr in instrs {
+                let esp = self.regs[ESP];
+                let next = self.eip.wrapping_add(instr.len as u32);
+                self.eip = next;
+                if let Err(e) = fast::exec(self, instr) {
+                    // Roll the instruction back: it did not retire.
+                    self.eip = next.wrapping_sub(instr.len as u32);
+                    self.regs[ESP] = esp;
+                    self.debug_instruction_faulted(rf);
+                    self.deliver_exception(e);
+                    ok = false;
+                    break;
+                }
+                // Retired: devices and the TSC see the exact count of the instructions before it.
+                self.instructions += 1;
+                if self.eip != next || self.stop_block {
+                    break;
+                }
             }
-            // Retired: devices and the TSC see the exact count of the instructions before it.
-            self.instructions += 1;
-            if self.eip != next || self.stop_block {
+            if !ok || single_step || !self.loops_back_to(block_eip, &cs, lin, phys, idx, end) {
                 break;
             }
         }
@@ -481,6 +487,40 @@ impl Cpu {
             self.debug_trap(step);
         }
         true
+    }
+
+    /// After a block ran to its end, whether it jumped back to its own first instruction (a loop)
+    /// and may run again at once, skipping the lookup: nothing happened that the run loop between
+    /// blocks or the lookup would act on (an interrupt to take, a debug or mode change, a code
+    /// segment or translation change, a write to the block's page, the budget used up).
+    #[inline(always)]
+    fn loops_back_to(
+        &self,
+        block_eip: u32,
+        cs: &SegCache,
+        lin: u32,
+        phys: u32,
+        idx: usize,
+        end: u64,
+    ) -> bool {
+        let now_cs = &self.segs[Segment::CS as usize];
+        let block = &self.icache.blocks[idx];
+        self.eip == block_eip
+            && self.instructions < end
+            && !self.stop_block
+            && !(self.intr && self.flags.sys(flags::IF))
+            && !self.irq_shadow
+            && !self.halted
+            && !self.shutdown
+            && !self.flags.sys(flags::TF | flags::RF)
+            && self.dr[7] & 0xFF == 0
+            && self.pending_db == 0
+            && now_cs.base == cs.base
+            && now_cs.limit == cs.limit
+            && now_cs.big == cs.big
+            && self.mem.tlb.lookup(lin, self.tlb_read_perm) == Some(phys)
+            && block.phys == phys
+            && block.gen == self.mem.page_generation((phys >> 12) as usize)
     }
 
     /// Where the instruction being executed starts: handlers run with EIP already past it.
@@ -590,5 +630,36 @@ mod tests {
         cpu.eip = 0x1000;
         assert_eq!(cpu.run(100), RunExit::Halted);
         assert_eq!(*accesses.borrow(), vec![(0x0010, 2), (0x0020, 4)]);
+    }
+
+    #[test]
+    fn a_block_that_loops_to_itself_stops_at_the_budget_and_sees_its_own_writes() {
+        let mut cpu = Cpu::with_ram(1 << 20);
+        #[rustfmt::skip]
+        let code = [
+            0x41,                   // 0x1000: inc cx
+            0xC6, 0x06, 0x00, 0x20, 0x90, // mov byte [0x2000], 0x90
+            0xEB, 0xF8,             // jmp 0x1000
+        ];
+        cpu.mem.load(0x1000, &code);
+        cpu.segs[Segment::CS as usize] = SegCache::real(0);
+        cpu.eip = 0x1000;
+        assert_eq!(cpu.run(1001), RunExit::Budget);
+        assert_eq!(
+            cpu.instructions, 1001,
+            "stopped exactly at the budget, mid-loop"
+        );
+        assert_eq!(cpu.regs[ECX], 334);
+        // Now the loop overwrites its own jump (jmp -> nop nop at 0x1006 via [0x1006]) and falls
+        // through to a HLT.
+        cpu.mem.load(0x1008, &[0xF4]);
+        cpu.mem.load(0x1003, &[0x06, 0x10]); // mov byte [0x1006], 0x90
+        cpu.mem.load(0x1007, &[0x90]);
+        cpu.eip = 0x1000;
+        assert_eq!(
+            cpu.run(1000),
+            RunExit::Halted,
+            "the modified loop ran out to its HLT"
+        );
     }
 }
