@@ -505,13 +505,12 @@ impl Cpu {
     ) -> bool {
         let now_cs = &self.segs[Segment::CS as usize];
         let block = &self.icache.blocks[idx];
+        let interrupt_due = self.intr && self.flags.sys(flags::IF);
+        let between_blocks =
+            self.stop_block || interrupt_due || self.irq_shadow || self.halted || self.shutdown;
         self.eip == block_eip
             && self.instructions < end
-            && !self.stop_block
-            && !(self.intr && self.flags.sys(flags::IF))
-            && !self.irq_shadow
-            && !self.halted
-            && !self.shutdown
+            && !between_blocks
             && !self.flags.sys(flags::TF | flags::RF)
             && self.dr[7] & 0xFF == 0
             && self.pending_db == 0
