@@ -9,7 +9,8 @@
 #                                must equal the wasm-bindgen pinned in Cargo.toml)
 #   chromium + chromium-driver  (apt, only if /usr/bin/chromium or /usr/bin/chromedriver is missing)
 #   nasm                        (apt, only if missing: tests/guest_programs.rs assembles guest code)
-#   node_modules                (npm ci from package-lock.json: xterm.js for the page)
+#   node_modules                (npm ci --omit=dev from package-lock.json: xterm.js for the page;
+#                                v86, a dev dependency, is installed by `make bench-web` only)
 set -euo pipefail
 
 WASM_PACK_VERSION=0.15.1
@@ -110,7 +111,7 @@ if [ -f package-lock.json ]; then
     if [ node_modules/.package-lock.json -nt package-lock.json ]; then
         say "node_modules: present"
     else
-        step "node_modules (npm ci)" npm ci --no-audit --no-fund
+        step "node_modules (npm ci)" npm ci --omit=dev --no-audit --no-fund
     fi
 fi
 
