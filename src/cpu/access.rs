@@ -176,7 +176,7 @@ impl Cpu {
     pub fn write_lin_slow(&mut self, lin: u32, size: u32, v: u32, user: bool) -> Fault {
         self.check_alignment(lin, size, user)?;
         let first = self.translate(lin, true, user)?;
-        self.clock_mmio(first);
+        let mmio = self.clock_mmio(first);
         let hit_code = if (lin & 0xFFF) + size <= 0x1000 {
             self.mem.write_phys(&mut *self.bus, first, size as u8, v)
         } else {
@@ -198,7 +198,7 @@ impl Cpu {
             // The write changed code we decoded: the running block may now be stale.
             self.stop_block = true;
         }
-        if self.mem.kind(first) == PageKind::Mmio {
+        if mmio {
             self.refresh_intr();
             self.stop_block = true;
         }
@@ -206,13 +206,15 @@ impl Cpu {
         Ok(())
     }
 
-    /// A device register is about to be accessed at physical `addr` if it is MMIO: give the bus
-    /// the exact virtual time of this instruction, as port I/O does.
+    /// If physical `addr` is MMIO, a device register is about to be accessed: give the bus the
+    /// exact virtual time of this instruction, as port I/O does. Returns whether it is MMIO.
     #[inline]
-    fn clock_mmio(&mut self, addr: u32) {
-        if self.mem.kind(addr) == PageKind::Mmio {
+    fn clock_mmio(&mut self, addr: u32) -> bool {
+        let mmio = self.mem.kind(addr) == PageKind::Mmio;
+        if mmio {
             self.bus.set_instructions(self.instructions);
         }
+        mmio
     }
 
     /// Probe that a write of `size` bytes at `seg:off` would succeed (rights, limit, paging)

@@ -385,8 +385,19 @@ pub fn fuse(first: &Instr, second: &Instr) -> Option<Instr> {
 /// Whether `i` is a fused compare and branch (two instructions).
 #[inline(always)]
 pub fn is_fused(i: &Instr) -> bool {
-    i.fast >= FUSABLE[0].1
+    i.fast >= FIRST_FUSED
 }
+
+/// The fused kinds are numbered after every plain kind, so one comparison tells them apart.
+const FIRST_FUSED: u8 = FUSED_ALU_RR_CMP;
+const _: () = {
+    let mut n = 0;
+    while n < FUSABLE.len() {
+        assert!(FUSABLE[n].0 < FIRST_FUSED && FUSABLE[n].1 >= FIRST_FUSED);
+        n += 1;
+    }
+    assert!(CMOV_M < FIRST_FUSED, "the last plain kind");
+};
 
 /// The compare of a fused pair, alone: for single-stepping, which must stop between the two.
 pub fn first_of_fused(i: &Instr) -> Instr {

@@ -19,7 +19,7 @@ use super::Cpu;
 /// Tag of an empty cache slot.
 pub const NO_BLOCK: u32 = u32::MAX;
 /// Most instructions in one block.
-pub const MAX_BLOCK_INSTRS: usize = 64;
+const MAX_BLOCK_INSTRS: usize = 64;
 const CACHE_BITS: u32 = 14;
 const CACHE_SLOTS: usize = 1 << CACHE_BITS;
 /// Instructions the arena holds before it is cleared (about 5 MB).
@@ -69,13 +69,7 @@ pub struct ICache {
 impl ICache {
     pub fn new() -> ICache {
         ICache {
-            blocks: match vec![Block::default(); CACHE_SLOTS]
-                .into_boxed_slice()
-                .try_into()
-            {
-                Ok(array) => array,
-                Err(_) => unreachable!("the vector has CACHE_SLOTS blocks"),
-            },
+            blocks: crate::mem::boxed_table(Block::default()),
             arena: Vec::with_capacity(ARENA_CAPACITY),
         }
     }

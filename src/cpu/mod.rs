@@ -360,9 +360,7 @@ impl Cpu {
             self.stop_block = false;
             self.update_fast_path_perms();
         }
-        // One instruction per block while an interrupt shadow, TF, RF or a breakpoint is active.
-        let single_step =
-            self.irq_shadow || self.flags.sys(flags::TF | flags::RF) || self.dr[7] & 0xFF != 0;
+        let single_step = self.single_stepping();
         self.irq_shadow = false;
         // Instruction breakpoints and RF (debug.rs): checked before the fetch, which they
         // take priority over. `rf` remembers RF so a faulting instruction can restore it.
@@ -506,13 +504,11 @@ impl Cpu {
         let now_cs = &self.segs[Segment::CS as usize];
         let block = &self.icache.blocks[idx];
         let interrupt_due = self.intr && self.flags.sys(flags::IF);
-        let between_blocks =
-            self.stop_block || interrupt_due || self.irq_shadow || self.halted || self.shutdown;
+        let between_blocks = self.stop_block || interrupt_due || self.halted || self.shutdown;
         self.eip == block_eip
             && self.instructions < end
             && !between_blocks
-            && !self.flags.sys(flags::TF | flags::RF)
-            && self.dr[7] & 0xFF == 0
+            && !self.single_stepping()
             && self.pending_db == 0
             && now_cs.base == cs.base
             && now_cs.limit == cs.limit
@@ -520,6 +516,12 @@ impl Cpu {
             && self.mem.tlb.lookup(lin, self.tlb_read_perm) == Some(phys)
             && block.phys == phys
             && block.gen == self.mem.page_generation((phys >> 12) as usize)
+    }
+
+    /// One instruction per block while an interrupt shadow, TF, RF or a breakpoint is active.
+    #[inline(always)]
+    fn single_stepping(&self) -> bool {
+        self.irq_shadow || self.flags.sys(flags::TF | flags::RF) || self.dr[7] & 0xFF != 0
     }
 
     /// Where the instruction being executed starts: handlers run with EIP already past it.

@@ -19,6 +19,8 @@ pub trait Width: 'static {
     /// Read general register `r` at this width (for bytes: AL,CL,DL,BL,AH,CH,DH,BH).
     fn reg(cpu: &Cpu, r: u8) -> u32;
     /// Write general register `r` at this width (upper bits of the 32-bit register are kept).
+    /// `r` is masked to the eight registers, which also spares the bounds check; the zero slots
+    /// past them are never written.
     fn set_reg(cpu: &mut Cpu, r: u8, v: u32);
     /// Read memory at `seg:off`.
     fn read_mem(cpu: &mut Cpu, seg: usize, off: u32) -> Fault<u32>;

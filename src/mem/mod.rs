@@ -8,6 +8,15 @@ use crate::bus::Bus;
 use serde::{Deserialize, Serialize};
 pub use tlb::{Access, PageFault, Tlb};
 
+/// A fixed-size table filled with `fill`, built on the heap (a 4096-entry array would not fit
+/// the stack of every host). Fixed-size, so an index masked to its size needs no bounds check.
+pub(crate) fn boxed_table<T: Clone, const N: usize>(fill: T) -> Box<[T; N]> {
+    match vec![fill; N].into_boxed_slice().try_into() {
+        Ok(table) => table,
+        Err(_) => unreachable!("the vector has N entries"),
+    }
+}
+
 /// Page size of the MMU and of the physical memory map.
 pub const PAGE_SIZE: u32 = 4096;
 /// Number of 4 KiB pages in the 4 GiB physical address space.

@@ -82,11 +82,7 @@ pub struct Tlb {
 
 /// A TLB with no translations.
 fn empty_entries() -> Box<[TlbEntry; TLB_ENTRIES]> {
-    let entries = vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice();
-    match entries.try_into() {
-        Ok(array) => array,
-        Err(_) => unreachable!("the vector has TLB_ENTRIES entries"),
-    }
+    super::boxed_table(TlbEntry::default())
 }
 
 impl Tlb {
