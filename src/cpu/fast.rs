@@ -16,7 +16,7 @@
 use super::decode::Instr;
 use super::exception::Fault;
 use super::operand::{MemRm, RegRm, W32, W8};
-use super::{arith, control, data, muldiv, shift, Cpu, Segment};
+use super::{arith, control, data, muldiv, shift, Cpu, Segment, ESP};
 
 /// Not a fast form: call the handler pointer.
 pub const NONE: u8 = 0;
@@ -412,180 +412,234 @@ pub fn first_of_fused(i: &Instr) -> Instr {
     }
 }
 
-/// Execute one decoded instruction: inline if it is a fast form, else through its handler.
+/// The one `match` over the fast kinds, shared by [`exec`] and [`run`]. Each arm names its
+/// class, which the caller turns into what happens around the handler:
+/// - `straight`: reads and writes registers and flags and may read memory, but never writes
+///   memory, changes EIP or ends the block, and faults before changing any register (so nothing
+///   needs rolling back);
+/// - `writes`: may also write memory, which can end the block (a write to decoded code or to a
+///   device: `stop_block`), but never changes EIP;
+/// - `branch`: may change EIP (and push, so end the block);
+/// - `other`: anything, through the handler pointer.
+macro_rules! dispatch {
+    ($cpu:ident, $i:ident, $straight:ident, $writes:ident, $branch:ident, $other:ident) => {
+        match $i.fast {
+            MOV_RM_R_REG => $straight!(data::mov_rm_r::<RegRm, W32>($cpu, $i)),
+            MOV_RM_R_MEM => $writes!(data::mov_rm_r::<MemRm, W32>($cpu, $i)),
+            MOV_R_RM_REG => $straight!(data::mov_r_rm::<RegRm, W32>($cpu, $i)),
+            MOV_R_RM_MEM => $straight!(data::mov_r_rm::<MemRm, W32>($cpu, $i)),
+            MOV_R_IMM => $straight!(data::mov_r_imm::<W32>($cpu, $i)),
+            MOV_RM_IMM_REG => $straight!(data::mov_rm_imm::<RegRm, W32>($cpu, $i)),
+            MOV_RM_IMM_MEM => $writes!(data::mov_rm_imm::<MemRm, W32>($cpu, $i)),
+            MOV_RM_R8_MEM => $writes!(data::mov_rm_r::<MemRm, W8>($cpu, $i)),
+            MOV_R_RM8_MEM => $straight!(data::mov_r_rm::<MemRm, W8>($cpu, $i)),
+            MOVZX_B_REG => $straight!(data::movzx_b::<RegRm, W32>($cpu, $i)),
+            MOVZX_B_MEM => $straight!(data::movzx_b::<MemRm, W32>($cpu, $i)),
+            MOVZX_W_REG => $straight!(data::movzx_w::<RegRm, W32>($cpu, $i)),
+            MOVZX_W_MEM => $straight!(data::movzx_w::<MemRm, W32>($cpu, $i)),
+            MOVSX_B_REG => $straight!(data::movsx_b::<RegRm, W32>($cpu, $i)),
+            MOVSX_B_MEM => $straight!(data::movsx_b::<MemRm, W32>($cpu, $i)),
+            LEA => $straight!(data::lea::<W32>($cpu, $i)),
+            INC_R => $straight!(arith::incdec_r::<W32, false>($cpu, $i)),
+            DEC_R => $straight!(arith::incdec_r::<W32, true>($cpu, $i)),
+            INC_M => $writes!(arith::incdec_rm::<MemRm, W32, false>($cpu, $i)),
+            DEC_M => $writes!(arith::incdec_rm::<MemRm, W32, true>($cpu, $i)),
+            PUSH_R => $writes!(data::push_reg::<W32>($cpu, $i)),
+            POP_R => $straight!(data::pop_reg::<W32>($cpu, $i)),
+            JCC => $branch!(control::jcc::<W32>($cpu, $i)),
+            JMP_REL => $branch!(control::jmp_rel::<W32>($cpu, $i)),
+            CALL_REL => $branch!(control::call_rel::<W32>($cpu, $i)),
+            RET => $branch!(control::ret_near::<W32>($cpu, $i)),
+            IMUL_R_RM_REG => $straight!(muldiv::imul_r_rm::<RegRm, W32>($cpu, $i)),
+            CMP_M_R => $straight!(arith::alu_rm_r::<MemRm, W32, { arith::CMP }>($cpu, $i)),
+            TEST_M_R => $straight!(arith::alu_rm_r::<MemRm, W32, { arith::TEST }>($cpu, $i)),
+            CMP_M_I => $straight!(arith::alu_rm_i::<MemRm, W32, { arith::CMP }>($cpu, $i)),
+            TEST_R_I => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::TEST }>($cpu, $i)),
+            TEST_M_I => $straight!(arith::alu_rm_i::<MemRm, W32, { arith::TEST }>($cpu, $i)),
+            CMP_RM8_I_REG => $straight!(arith::alu_rm_i::<RegRm, W8, { arith::CMP }>($cpu, $i)),
+            CMP_RM8_I_MEM => $straight!(arith::alu_rm_i::<MemRm, W8, { arith::CMP }>($cpu, $i)),
+            TEST_RR8 => $straight!(arith::alu_rm_r::<RegRm, W8, { arith::TEST }>($cpu, $i)),
+            SHIFT_I_R_ROL => $straight!(shift::shift_imm::<RegRm, W32, { shift::ROL }>($cpu, $i)),
+            SHIFT_I_R_ROR => $straight!(shift::shift_imm::<RegRm, W32, { shift::ROR }>($cpu, $i)),
+            SHIFT_I_R_SHL => $straight!(shift::shift_imm::<RegRm, W32, { shift::SHL }>($cpu, $i)),
+            SHIFT_I_R_SHR => $straight!(shift::shift_imm::<RegRm, W32, { shift::SHR }>($cpu, $i)),
+            SHIFT_I_R_SAR => $straight!(shift::shift_imm::<RegRm, W32, { shift::SAR }>($cpu, $i)),
+            SHIFT_CL_R_SHL => $straight!(shift::shift_cl::<RegRm, W32, { shift::SHL }>($cpu, $i)),
+            SHIFT_CL_R_SHR => $straight!(shift::shift_cl::<RegRm, W32, { shift::SHR }>($cpu, $i)),
+            SHIFT_CL_R_SAR => $straight!(shift::shift_cl::<RegRm, W32, { shift::SAR }>($cpu, $i)),
+            ALU_RR_ADD => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::ADD }>($cpu, $i)),
+            ALU_RR_OR => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::OR }>($cpu, $i)),
+            ALU_RR_ADC => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::ADC }>($cpu, $i)),
+            ALU_RR_SBB => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::SBB }>($cpu, $i)),
+            ALU_RR_AND => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::AND }>($cpu, $i)),
+            ALU_RR_SUB => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::SUB }>($cpu, $i)),
+            ALU_RR_XOR => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::XOR }>($cpu, $i)),
+            ALU_RR_CMP => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::CMP }>($cpu, $i)),
+            ALU_RR_TEST => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::TEST }>($cpu, $i)),
+            ALU_R_R_ADD => $straight!(arith::alu_r_rm::<RegRm, W32, { arith::ADD }>($cpu, $i)),
+            ALU_R_R_OR => $straight!(arith::alu_r_rm::<RegRm, W32, { arith::OR }>($cpu, $i)),
+            ALU_R_R_ADC => $straight!(arith::alu_r_rm::<RegRm, W32, { arith::ADC }>($cpu, $i)),
+            ALU_R_R_SBB => $straight!(arith::alu_r_rm::<RegRm, W32, { arith::SBB }>($cpu, $i)),
+            ALU_R_R_AND => $straight!(arith::alu_r_rm::<RegRm, W32, { arith::AND }>($cpu, $i)),
+            ALU_R_R_SUB => $straight!(arith::alu_r_rm::<RegRm, W32, { arith::SUB }>($cpu, $i)),
+            ALU_R_R_XOR => $straight!(arith::alu_r_rm::<RegRm, W32, { arith::XOR }>($cpu, $i)),
+            ALU_R_R_CMP => $straight!(arith::alu_r_rm::<RegRm, W32, { arith::CMP }>($cpu, $i)),
+            ALU_R_M_ADD => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::ADD }>($cpu, $i)),
+            ALU_R_M_OR => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::OR }>($cpu, $i)),
+            ALU_R_M_ADC => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::ADC }>($cpu, $i)),
+            ALU_R_M_SBB => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::SBB }>($cpu, $i)),
+            ALU_R_M_AND => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::AND }>($cpu, $i)),
+            ALU_R_M_SUB => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::SUB }>($cpu, $i)),
+            ALU_R_M_XOR => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::XOR }>($cpu, $i)),
+            ALU_R_M_CMP => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::CMP }>($cpu, $i)),
+            ALU_M_R_ADD => $writes!(arith::alu_rm_r::<MemRm, W32, { arith::ADD }>($cpu, $i)),
+            ALU_M_R_OR => $writes!(arith::alu_rm_r::<MemRm, W32, { arith::OR }>($cpu, $i)),
+            ALU_M_R_ADC => $writes!(arith::alu_rm_r::<MemRm, W32, { arith::ADC }>($cpu, $i)),
+            ALU_M_R_SBB => $writes!(arith::alu_rm_r::<MemRm, W32, { arith::SBB }>($cpu, $i)),
+            ALU_M_R_AND => $writes!(arith::alu_rm_r::<MemRm, W32, { arith::AND }>($cpu, $i)),
+            ALU_M_R_SUB => $writes!(arith::alu_rm_r::<MemRm, W32, { arith::SUB }>($cpu, $i)),
+            ALU_M_R_XOR => $writes!(arith::alu_rm_r::<MemRm, W32, { arith::XOR }>($cpu, $i)),
+            ALU_R_I_ADD => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::ADD }>($cpu, $i)),
+            ALU_R_I_OR => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::OR }>($cpu, $i)),
+            ALU_R_I_ADC => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::ADC }>($cpu, $i)),
+            ALU_R_I_SBB => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::SBB }>($cpu, $i)),
+            ALU_R_I_AND => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::AND }>($cpu, $i)),
+            ALU_R_I_SUB => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::SUB }>($cpu, $i)),
+            ALU_R_I_XOR => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::XOR }>($cpu, $i)),
+            ALU_R_I_CMP => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::CMP }>($cpu, $i)),
+            ALU_M_I_ADD => $writes!(arith::alu_rm_i::<MemRm, W32, { arith::ADD }>($cpu, $i)),
+            ALU_M_I_OR => $writes!(arith::alu_rm_i::<MemRm, W32, { arith::OR }>($cpu, $i)),
+            ALU_M_I_ADC => $writes!(arith::alu_rm_i::<MemRm, W32, { arith::ADC }>($cpu, $i)),
+            ALU_M_I_SBB => $writes!(arith::alu_rm_i::<MemRm, W32, { arith::SBB }>($cpu, $i)),
+            ALU_M_I_AND => $writes!(arith::alu_rm_i::<MemRm, W32, { arith::AND }>($cpu, $i)),
+            ALU_M_I_SUB => $writes!(arith::alu_rm_i::<MemRm, W32, { arith::SUB }>($cpu, $i)),
+            ALU_M_I_XOR => $writes!(arith::alu_rm_i::<MemRm, W32, { arith::XOR }>($cpu, $i)),
+            ALU_A_I_ADD => $straight!(arith::alu_a_i::<W32, { arith::ADD }>($cpu, $i)),
+            ALU_A_I_OR => $straight!(arith::alu_a_i::<W32, { arith::OR }>($cpu, $i)),
+            ALU_A_I_ADC => $straight!(arith::alu_a_i::<W32, { arith::ADC }>($cpu, $i)),
+            ALU_A_I_SBB => $straight!(arith::alu_a_i::<W32, { arith::SBB }>($cpu, $i)),
+            ALU_A_I_AND => $straight!(arith::alu_a_i::<W32, { arith::AND }>($cpu, $i)),
+            ALU_A_I_SUB => $straight!(arith::alu_a_i::<W32, { arith::SUB }>($cpu, $i)),
+            ALU_A_I_XOR => $straight!(arith::alu_a_i::<W32, { arith::XOR }>($cpu, $i)),
+            ALU_A_I_CMP => $straight!(arith::alu_a_i::<W32, { arith::CMP }>($cpu, $i)),
+            ALU_A_I_TEST => $straight!(arith::alu_a_i::<W32, { arith::TEST }>($cpu, $i)),
+            CDQ => $straight!(arith::cdq($cpu, $i)),
+            CWDE => $straight!(arith::cwde($cpu, $i)),
+            NOT_R => $straight!(arith::not::<RegRm, W32>($cpu, $i)),
+            NEG_R => $straight!(arith::neg::<RegRm, W32>($cpu, $i)),
+            MUL_R => $straight!(muldiv::mul::<RegRm, W32>($cpu, $i)),
+            IMUL1_R => $straight!(muldiv::imul::<RegRm, W32>($cpu, $i)),
+            DIV_R => $straight!(muldiv::div::<RegRm, W32>($cpu, $i)),
+            IDIV_R => $straight!(muldiv::idiv::<RegRm, W32>($cpu, $i)),
+            MUL_M => $straight!(muldiv::mul::<MemRm, W32>($cpu, $i)),
+            IMUL1_M => $straight!(muldiv::imul::<MemRm, W32>($cpu, $i)),
+            DIV_M => $straight!(muldiv::div::<MemRm, W32>($cpu, $i)),
+            IDIV_M => $straight!(muldiv::idiv::<MemRm, W32>($cpu, $i)),
+            SETCC_R => $straight!(arith::setcc::<RegRm, W8>($cpu, $i)),
+            SETCC_M => $writes!(arith::setcc::<MemRm, W8>($cpu, $i)),
+            CMOV_R => $straight!(arith::cmov::<RegRm, W32>($cpu, $i)),
+            CMOV_M => $straight!(arith::cmov::<MemRm, W32>($cpu, $i)),
+            FUSED_ALU_RR_CMP => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<RegRm, W32, { arith::CMP }>)),
+            FUSED_ALU_RR_TEST => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<RegRm, W32, { arith::TEST }>)),
+            FUSED_ALU_RR_AND => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<RegRm, W32, { arith::AND }>)),
+            FUSED_ALU_R_R_CMP => $branch!(compare_and_branch($cpu, $i, arith::alu_r_rm::<RegRm, W32, { arith::CMP }>)),
+            FUSED_ALU_R_I_CMP => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<RegRm, W32, { arith::CMP }>)),
+            FUSED_ALU_A_I_CMP => $branch!(compare_and_branch($cpu, $i, arith::alu_a_i::<W32, { arith::CMP }>)),
+            FUSED_ALU_A_I_TEST => $branch!(compare_and_branch($cpu, $i, arith::alu_a_i::<W32, { arith::TEST }>)),
+            FUSED_ALU_R_M_CMP => $branch!(compare_and_branch($cpu, $i, arith::alu_r_rm::<MemRm, W32, { arith::CMP }>)),
+            FUSED_CMP_M_R => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<MemRm, W32, { arith::CMP }>)),
+            FUSED_CMP_M_I => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<MemRm, W32, { arith::CMP }>)),
+            FUSED_TEST_RR8 => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<RegRm, W8, { arith::TEST }>)),
+            FUSED_CMP_RM8_I_REG => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<RegRm, W8, { arith::CMP }>)),
+            FUSED_CMP_RM8_I_MEM => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<MemRm, W8, { arith::CMP }>)),
+            FUSED_DEC_R => $branch!(compare_and_branch($cpu, $i, arith::incdec_r::<W32, true>)),
+            FUSED_INC_R => $branch!(compare_and_branch($cpu, $i, arith::incdec_r::<W32, false>)),
+            FUSED_ALU_RR_SUB => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<RegRm, W32, { arith::SUB }>)),
+            FUSED_ALU_R_I_SUB => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<RegRm, W32, { arith::SUB }>)),
+            FUSED_ALU_R_I_AND => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<RegRm, W32, { arith::AND }>)),
+            FUSED_ALU_RR_OR => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<RegRm, W32, { arith::OR }>)),
+            FUSED_ALU_R_I_ADD => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<RegRm, W32, { arith::ADD }>)),
+            FUSED_TEST_R_I => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<RegRm, W32, { arith::TEST }>)),
+            FUSED_TEST_M_I => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<MemRm, W32, { arith::TEST }>)),
+            FUSED_TEST_M_R => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<MemRm, W32, { arith::TEST }>)),
+            _ => $other!(($i.exec)($cpu, $i)),
+        }
+    };
+}
+
+/// Execute one decoded instruction: inline if it is a fast form, else through its handler, with
+/// EIP already past it (the single-instruction form of [`run`], for tests).
+#[cfg(test)]
 #[inline(always)]
 pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
-    match i.fast {
-        MOV_RM_R_REG => data::mov_rm_r::<RegRm, W32>(cpu, i),
-        MOV_RM_R_MEM => data::mov_rm_r::<MemRm, W32>(cpu, i),
-        MOV_R_RM_REG => data::mov_r_rm::<RegRm, W32>(cpu, i),
-        MOV_R_RM_MEM => data::mov_r_rm::<MemRm, W32>(cpu, i),
-        MOV_R_IMM => data::mov_r_imm::<W32>(cpu, i),
-        MOV_RM_IMM_REG => data::mov_rm_imm::<RegRm, W32>(cpu, i),
-        MOV_RM_IMM_MEM => data::mov_rm_imm::<MemRm, W32>(cpu, i),
-        MOV_RM_R8_MEM => data::mov_rm_r::<MemRm, W8>(cpu, i),
-        MOV_R_RM8_MEM => data::mov_r_rm::<MemRm, W8>(cpu, i),
-        MOVZX_B_REG => data::movzx_b::<RegRm, W32>(cpu, i),
-        MOVZX_B_MEM => data::movzx_b::<MemRm, W32>(cpu, i),
-        MOVZX_W_REG => data::movzx_w::<RegRm, W32>(cpu, i),
-        MOVZX_W_MEM => data::movzx_w::<MemRm, W32>(cpu, i),
-        MOVSX_B_REG => data::movsx_b::<RegRm, W32>(cpu, i),
-        MOVSX_B_MEM => data::movsx_b::<MemRm, W32>(cpu, i),
-        LEA => data::lea::<W32>(cpu, i),
-        INC_R => arith::incdec_r::<W32, false>(cpu, i),
-        DEC_R => arith::incdec_r::<W32, true>(cpu, i),
-        INC_M => arith::incdec_rm::<MemRm, W32, false>(cpu, i),
-        DEC_M => arith::incdec_rm::<MemRm, W32, true>(cpu, i),
-        PUSH_R => data::push_reg::<W32>(cpu, i),
-        POP_R => data::pop_reg::<W32>(cpu, i),
-        JCC => control::jcc::<W32>(cpu, i),
-        JMP_REL => control::jmp_rel::<W32>(cpu, i),
-        CALL_REL => control::call_rel::<W32>(cpu, i),
-        RET => control::ret_near::<W32>(cpu, i),
-        IMUL_R_RM_REG => muldiv::imul_r_rm::<RegRm, W32>(cpu, i),
-        CMP_M_R => arith::alu_rm_r::<MemRm, W32, { arith::CMP }>(cpu, i),
-        TEST_M_R => arith::alu_rm_r::<MemRm, W32, { arith::TEST }>(cpu, i),
-        CMP_M_I => arith::alu_rm_i::<MemRm, W32, { arith::CMP }>(cpu, i),
-        TEST_R_I => arith::alu_rm_i::<RegRm, W32, { arith::TEST }>(cpu, i),
-        TEST_M_I => arith::alu_rm_i::<MemRm, W32, { arith::TEST }>(cpu, i),
-        CMP_RM8_I_REG => arith::alu_rm_i::<RegRm, W8, { arith::CMP }>(cpu, i),
-        CMP_RM8_I_MEM => arith::alu_rm_i::<MemRm, W8, { arith::CMP }>(cpu, i),
-        TEST_RR8 => arith::alu_rm_r::<RegRm, W8, { arith::TEST }>(cpu, i),
-        SHIFT_I_R_ROL => shift::shift_imm::<RegRm, W32, { shift::ROL }>(cpu, i),
-        SHIFT_I_R_ROR => shift::shift_imm::<RegRm, W32, { shift::ROR }>(cpu, i),
-        SHIFT_I_R_SHL => shift::shift_imm::<RegRm, W32, { shift::SHL }>(cpu, i),
-        SHIFT_I_R_SHR => shift::shift_imm::<RegRm, W32, { shift::SHR }>(cpu, i),
-        SHIFT_I_R_SAR => shift::shift_imm::<RegRm, W32, { shift::SAR }>(cpu, i),
-        SHIFT_CL_R_SHL => shift::shift_cl::<RegRm, W32, { shift::SHL }>(cpu, i),
-        SHIFT_CL_R_SHR => shift::shift_cl::<RegRm, W32, { shift::SHR }>(cpu, i),
-        SHIFT_CL_R_SAR => shift::shift_cl::<RegRm, W32, { shift::SAR }>(cpu, i),
-        ALU_RR_ADD => arith::alu_rm_r::<RegRm, W32, { arith::ADD }>(cpu, i),
-        ALU_RR_OR => arith::alu_rm_r::<RegRm, W32, { arith::OR }>(cpu, i),
-        ALU_RR_ADC => arith::alu_rm_r::<RegRm, W32, { arith::ADC }>(cpu, i),
-        ALU_RR_SBB => arith::alu_rm_r::<RegRm, W32, { arith::SBB }>(cpu, i),
-        ALU_RR_AND => arith::alu_rm_r::<RegRm, W32, { arith::AND }>(cpu, i),
-        ALU_RR_SUB => arith::alu_rm_r::<RegRm, W32, { arith::SUB }>(cpu, i),
-        ALU_RR_XOR => arith::alu_rm_r::<RegRm, W32, { arith::XOR }>(cpu, i),
-        ALU_RR_CMP => arith::alu_rm_r::<RegRm, W32, { arith::CMP }>(cpu, i),
-        ALU_RR_TEST => arith::alu_rm_r::<RegRm, W32, { arith::TEST }>(cpu, i),
-        ALU_R_R_ADD => arith::alu_r_rm::<RegRm, W32, { arith::ADD }>(cpu, i),
-        ALU_R_R_OR => arith::alu_r_rm::<RegRm, W32, { arith::OR }>(cpu, i),
-        ALU_R_R_ADC => arith::alu_r_rm::<RegRm, W32, { arith::ADC }>(cpu, i),
-        ALU_R_R_SBB => arith::alu_r_rm::<RegRm, W32, { arith::SBB }>(cpu, i),
-        ALU_R_R_AND => arith::alu_r_rm::<RegRm, W32, { arith::AND }>(cpu, i),
-        ALU_R_R_SUB => arith::alu_r_rm::<RegRm, W32, { arith::SUB }>(cpu, i),
-        ALU_R_R_XOR => arith::alu_r_rm::<RegRm, W32, { arith::XOR }>(cpu, i),
-        ALU_R_R_CMP => arith::alu_r_rm::<RegRm, W32, { arith::CMP }>(cpu, i),
-        ALU_R_M_ADD => arith::alu_r_rm::<MemRm, W32, { arith::ADD }>(cpu, i),
-        ALU_R_M_OR => arith::alu_r_rm::<MemRm, W32, { arith::OR }>(cpu, i),
-        ALU_R_M_ADC => arith::alu_r_rm::<MemRm, W32, { arith::ADC }>(cpu, i),
-        ALU_R_M_SBB => arith::alu_r_rm::<MemRm, W32, { arith::SBB }>(cpu, i),
-        ALU_R_M_AND => arith::alu_r_rm::<MemRm, W32, { arith::AND }>(cpu, i),
-        ALU_R_M_SUB => arith::alu_r_rm::<MemRm, W32, { arith::SUB }>(cpu, i),
-        ALU_R_M_XOR => arith::alu_r_rm::<MemRm, W32, { arith::XOR }>(cpu, i),
-        ALU_R_M_CMP => arith::alu_r_rm::<MemRm, W32, { arith::CMP }>(cpu, i),
-        ALU_M_R_ADD => arith::alu_rm_r::<MemRm, W32, { arith::ADD }>(cpu, i),
-        ALU_M_R_OR => arith::alu_rm_r::<MemRm, W32, { arith::OR }>(cpu, i),
-        ALU_M_R_ADC => arith::alu_rm_r::<MemRm, W32, { arith::ADC }>(cpu, i),
-        ALU_M_R_SBB => arith::alu_rm_r::<MemRm, W32, { arith::SBB }>(cpu, i),
-        ALU_M_R_AND => arith::alu_rm_r::<MemRm, W32, { arith::AND }>(cpu, i),
-        ALU_M_R_SUB => arith::alu_rm_r::<MemRm, W32, { arith::SUB }>(cpu, i),
-        ALU_M_R_XOR => arith::alu_rm_r::<MemRm, W32, { arith::XOR }>(cpu, i),
-        ALU_R_I_ADD => arith::alu_rm_i::<RegRm, W32, { arith::ADD }>(cpu, i),
-        ALU_R_I_OR => arith::alu_rm_i::<RegRm, W32, { arith::OR }>(cpu, i),
-        ALU_R_I_ADC => arith::alu_rm_i::<RegRm, W32, { arith::ADC }>(cpu, i),
-        ALU_R_I_SBB => arith::alu_rm_i::<RegRm, W32, { arith::SBB }>(cpu, i),
-        ALU_R_I_AND => arith::alu_rm_i::<RegRm, W32, { arith::AND }>(cpu, i),
-        ALU_R_I_SUB => arith::alu_rm_i::<RegRm, W32, { arith::SUB }>(cpu, i),
-        ALU_R_I_XOR => arith::alu_rm_i::<RegRm, W32, { arith::XOR }>(cpu, i),
-        ALU_R_I_CMP => arith::alu_rm_i::<RegRm, W32, { arith::CMP }>(cpu, i),
-        ALU_M_I_ADD => arith::alu_rm_i::<MemRm, W32, { arith::ADD }>(cpu, i),
-        ALU_M_I_OR => arith::alu_rm_i::<MemRm, W32, { arith::OR }>(cpu, i),
-        ALU_M_I_ADC => arith::alu_rm_i::<MemRm, W32, { arith::ADC }>(cpu, i),
-        ALU_M_I_SBB => arith::alu_rm_i::<MemRm, W32, { arith::SBB }>(cpu, i),
-        ALU_M_I_AND => arith::alu_rm_i::<MemRm, W32, { arith::AND }>(cpu, i),
-        ALU_M_I_SUB => arith::alu_rm_i::<MemRm, W32, { arith::SUB }>(cpu, i),
-        ALU_M_I_XOR => arith::alu_rm_i::<MemRm, W32, { arith::XOR }>(cpu, i),
-        ALU_A_I_ADD => arith::alu_a_i::<W32, { arith::ADD }>(cpu, i),
-        ALU_A_I_OR => arith::alu_a_i::<W32, { arith::OR }>(cpu, i),
-        ALU_A_I_ADC => arith::alu_a_i::<W32, { arith::ADC }>(cpu, i),
-        ALU_A_I_SBB => arith::alu_a_i::<W32, { arith::SBB }>(cpu, i),
-        ALU_A_I_AND => arith::alu_a_i::<W32, { arith::AND }>(cpu, i),
-        ALU_A_I_SUB => arith::alu_a_i::<W32, { arith::SUB }>(cpu, i),
-        ALU_A_I_XOR => arith::alu_a_i::<W32, { arith::XOR }>(cpu, i),
-        ALU_A_I_CMP => arith::alu_a_i::<W32, { arith::CMP }>(cpu, i),
-        ALU_A_I_TEST => arith::alu_a_i::<W32, { arith::TEST }>(cpu, i),
-        CDQ => arith::cdq(cpu, i),
-        CWDE => arith::cwde(cpu, i),
-        NOT_R => arith::not::<RegRm, W32>(cpu, i),
-        NEG_R => arith::neg::<RegRm, W32>(cpu, i),
-        MUL_R => muldiv::mul::<RegRm, W32>(cpu, i),
-        IMUL1_R => muldiv::imul::<RegRm, W32>(cpu, i),
-        DIV_R => muldiv::div::<RegRm, W32>(cpu, i),
-        IDIV_R => muldiv::idiv::<RegRm, W32>(cpu, i),
-        MUL_M => muldiv::mul::<MemRm, W32>(cpu, i),
-        IMUL1_M => muldiv::imul::<MemRm, W32>(cpu, i),
-        DIV_M => muldiv::div::<MemRm, W32>(cpu, i),
-        IDIV_M => muldiv::idiv::<MemRm, W32>(cpu, i),
-        SETCC_R => arith::setcc::<RegRm, W8>(cpu, i),
-        SETCC_M => arith::setcc::<MemRm, W8>(cpu, i),
-        CMOV_R => arith::cmov::<RegRm, W32>(cpu, i),
-        CMOV_M => arith::cmov::<MemRm, W32>(cpu, i),
-        FUSED_ALU_RR_CMP => {
-            compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W32, { arith::CMP }>)
-        }
-        FUSED_ALU_RR_TEST => {
-            compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W32, { arith::TEST }>)
-        }
-        FUSED_ALU_RR_AND => {
-            compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W32, { arith::AND }>)
-        }
-        FUSED_ALU_R_R_CMP => {
-            compare_and_branch(cpu, i, arith::alu_r_rm::<RegRm, W32, { arith::CMP }>)
-        }
-        FUSED_ALU_R_I_CMP => {
-            compare_and_branch(cpu, i, arith::alu_rm_i::<RegRm, W32, { arith::CMP }>)
-        }
-        FUSED_ALU_A_I_CMP => compare_and_branch(cpu, i, arith::alu_a_i::<W32, { arith::CMP }>),
-        FUSED_ALU_A_I_TEST => compare_and_branch(cpu, i, arith::alu_a_i::<W32, { arith::TEST }>),
-        FUSED_ALU_R_M_CMP => {
-            compare_and_branch(cpu, i, arith::alu_r_rm::<MemRm, W32, { arith::CMP }>)
-        }
-        FUSED_CMP_M_R => compare_and_branch(cpu, i, arith::alu_rm_r::<MemRm, W32, { arith::CMP }>),
-        FUSED_CMP_M_I => compare_and_branch(cpu, i, arith::alu_rm_i::<MemRm, W32, { arith::CMP }>),
-        FUSED_TEST_RR8 => compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W8, { arith::TEST }>),
-        FUSED_CMP_RM8_I_REG => {
-            compare_and_branch(cpu, i, arith::alu_rm_i::<RegRm, W8, { arith::CMP }>)
-        }
-        FUSED_CMP_RM8_I_MEM => {
-            compare_and_branch(cpu, i, arith::alu_rm_i::<MemRm, W8, { arith::CMP }>)
-        }
-        FUSED_DEC_R => compare_and_branch(cpu, i, arith::incdec_r::<W32, true>),
-        FUSED_INC_R => compare_and_branch(cpu, i, arith::incdec_r::<W32, false>),
-        FUSED_ALU_RR_SUB => {
-            compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W32, { arith::SUB }>)
-        }
-        FUSED_ALU_R_I_SUB => {
-            compare_and_branch(cpu, i, arith::alu_rm_i::<RegRm, W32, { arith::SUB }>)
-        }
-        FUSED_ALU_R_I_AND => {
-            compare_and_branch(cpu, i, arith::alu_rm_i::<RegRm, W32, { arith::AND }>)
-        }
-        FUSED_ALU_RR_OR => compare_and_branch(cpu, i, arith::alu_rm_r::<RegRm, W32, { arith::OR }>),
-        FUSED_ALU_R_I_ADD => {
-            compare_and_branch(cpu, i, arith::alu_rm_i::<RegRm, W32, { arith::ADD }>)
-        }
-        FUSED_TEST_R_I => {
-            compare_and_branch(cpu, i, arith::alu_rm_i::<RegRm, W32, { arith::TEST }>)
-        }
-        FUSED_TEST_M_I => {
-            compare_and_branch(cpu, i, arith::alu_rm_i::<MemRm, W32, { arith::TEST }>)
-        }
-        FUSED_TEST_M_R => {
-            compare_and_branch(cpu, i, arith::alu_rm_r::<MemRm, W32, { arith::TEST }>)
-        }
-        _ => (i.exec)(cpu, i),
+    macro_rules! plain {
+        ($e:expr) => {
+            $e
+        };
     }
+    dispatch!(cpu, i, plain, plain, plain, plain)
+}
+
+/// Run `instrs` (all or part of one block) from CS:EIP in order, until one of them branches away
+/// or ends the block, or they are all done. On a fault, EIP (and ESP, for instructions that may
+/// have changed it first) is rolled back to the faulting instruction, which did not retire, and
+/// the exception is returned for delivery.
+///
+/// EIP is kept in a local: only instructions that may read or change it (branches, and anything
+/// through the handler pointer) see `cpu.eip` updated before they run, and the straight-line
+/// forms between them pay no load, store or check for it. Every instruction still counts
+/// itself retired as it finishes, so a device or RDTSC sees exact time.
+#[inline(always)]
+pub(crate) fn run(cpu: &mut Cpu, instrs: &[Instr]) -> Fault {
+    let mut eip = cpu.eip;
+    for i in instrs {
+        let next = eip.wrapping_add(i.len as u32);
+        macro_rules! straight {
+            ($e:expr) => {{
+                if let Err(e) = $e {
+                    cpu.eip = eip;
+                    return Err(e);
+                }
+                cpu.instructions += 1;
+                eip = next;
+                continue;
+            }};
+        }
+        macro_rules! writes {
+            ($e:expr) => {{
+                if let Err(e) = $e {
+                    cpu.eip = eip;
+                    return Err(e);
+                }
+                cpu.instructions += 1;
+                eip = next;
+                if cpu.stop_block {
+                    break;
+                }
+                continue;
+            }};
+        }
+        macro_rules! branch {
+            ($e:expr) => {{
+                let esp = cpu.regs[ESP];
+                cpu.eip = next;
+                if let Err(e) = $e {
+                    cpu.eip = eip;
+                    cpu.regs[ESP] = esp;
+                    return Err(e);
+                }
+                cpu.instructions += 1;
+                if cpu.eip != next || cpu.stop_block {
+                    return Ok(());
+                }
+                eip = next;
+                continue;
+            }};
+        }
+        dispatch!(cpu, i, straight, writes, branch, branch)
+    }
+    cpu.eip = eip;
+    Ok(())
 }
 
 /// A fused compare and Jcc: the compare (which may fault: then neither retired), then the

@@ -445,24 +445,10 @@ impl Cpu {
             } else {
                 &arena[start..start + max]
             };
-            for instr in instrs {
-                let esp = self.regs[ESP];
-                let next = self.eip.wrapping_add(instr.len as u32);
-                self.eip = next;
-                if let Err(e) = fast::exec(self, instr) {
-                    // Roll the instruction back: it did not retire.
-                    self.eip = next.wrapping_sub(instr.len as u32);
-                    self.regs[ESP] = esp;
-                    self.debug_instruction_faulted(rf);
-                    self.deliver_exception(e);
-                    ok = false;
-                    break;
-                }
-                // Retired: devices and the TSC see the exact count of the instructions before it.
-                self.instructions += 1;
-                if self.eip != next || self.stop_block {
-                    break;
-                }
+            if let Err(e) = fast::run(self, instrs) {
+                self.debug_instruction_faulted(rf);
+                self.deliver_exception(e);
+                ok = false;
             }
             if !ok || single_step || !self.loops_back_to(block_eip, &cs, lin, phys, idx, end) {
                 break;
