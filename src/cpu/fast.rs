@@ -539,29 +539,113 @@ macro_rules! dispatch {
             SETCC_M => $writes!(arith::setcc::<MemRm, W8>($cpu, $i)),
             CMOV_R => $straight!(arith::cmov::<RegRm, W32>($cpu, $i)),
             CMOV_M => $straight!(arith::cmov::<MemRm, W32>($cpu, $i)),
-            FUSED_ALU_RR_CMP => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<RegRm, W32, { arith::CMP }>)),
-            FUSED_ALU_RR_TEST => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<RegRm, W32, { arith::TEST }>)),
-            FUSED_ALU_RR_AND => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<RegRm, W32, { arith::AND }>)),
-            FUSED_ALU_R_R_CMP => $branch!(compare_and_branch($cpu, $i, arith::alu_r_rm::<RegRm, W32, { arith::CMP }>)),
-            FUSED_ALU_R_I_CMP => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<RegRm, W32, { arith::CMP }>)),
-            FUSED_ALU_A_I_CMP => $branch!(compare_and_branch($cpu, $i, arith::alu_a_i::<W32, { arith::CMP }>)),
-            FUSED_ALU_A_I_TEST => $branch!(compare_and_branch($cpu, $i, arith::alu_a_i::<W32, { arith::TEST }>)),
-            FUSED_ALU_R_M_CMP => $branch!(compare_and_branch($cpu, $i, arith::alu_r_rm::<MemRm, W32, { arith::CMP }>)),
-            FUSED_CMP_M_R => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<MemRm, W32, { arith::CMP }>)),
-            FUSED_CMP_M_I => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<MemRm, W32, { arith::CMP }>)),
-            FUSED_TEST_RR8 => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<RegRm, W8, { arith::TEST }>)),
-            FUSED_CMP_RM8_I_REG => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<RegRm, W8, { arith::CMP }>)),
-            FUSED_CMP_RM8_I_MEM => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<MemRm, W8, { arith::CMP }>)),
+            FUSED_ALU_RR_CMP => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_r::<RegRm, W32, { arith::CMP }>
+            )),
+            FUSED_ALU_RR_TEST => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_r::<RegRm, W32, { arith::TEST }>
+            )),
+            FUSED_ALU_RR_AND => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_r::<RegRm, W32, { arith::AND }>
+            )),
+            FUSED_ALU_R_R_CMP => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_r_rm::<RegRm, W32, { arith::CMP }>
+            )),
+            FUSED_ALU_R_I_CMP => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_i::<RegRm, W32, { arith::CMP }>
+            )),
+            FUSED_ALU_A_I_CMP => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_a_i::<W32, { arith::CMP }>
+            )),
+            FUSED_ALU_A_I_TEST => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_a_i::<W32, { arith::TEST }>
+            )),
+            FUSED_ALU_R_M_CMP => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_r_rm::<MemRm, W32, { arith::CMP }>
+            )),
+            FUSED_CMP_M_R => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_r::<MemRm, W32, { arith::CMP }>
+            )),
+            FUSED_CMP_M_I => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_i::<MemRm, W32, { arith::CMP }>
+            )),
+            FUSED_TEST_RR8 => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_r::<RegRm, W8, { arith::TEST }>
+            )),
+            FUSED_CMP_RM8_I_REG => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_i::<RegRm, W8, { arith::CMP }>
+            )),
+            FUSED_CMP_RM8_I_MEM => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_i::<MemRm, W8, { arith::CMP }>
+            )),
             FUSED_DEC_R => $branch!(compare_and_branch($cpu, $i, arith::incdec_r::<W32, true>)),
             FUSED_INC_R => $branch!(compare_and_branch($cpu, $i, arith::incdec_r::<W32, false>)),
-            FUSED_ALU_RR_SUB => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<RegRm, W32, { arith::SUB }>)),
-            FUSED_ALU_R_I_SUB => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<RegRm, W32, { arith::SUB }>)),
-            FUSED_ALU_R_I_AND => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<RegRm, W32, { arith::AND }>)),
-            FUSED_ALU_RR_OR => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<RegRm, W32, { arith::OR }>)),
-            FUSED_ALU_R_I_ADD => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<RegRm, W32, { arith::ADD }>)),
-            FUSED_TEST_R_I => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<RegRm, W32, { arith::TEST }>)),
-            FUSED_TEST_M_I => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_i::<MemRm, W32, { arith::TEST }>)),
-            FUSED_TEST_M_R => $branch!(compare_and_branch($cpu, $i, arith::alu_rm_r::<MemRm, W32, { arith::TEST }>)),
+            FUSED_ALU_RR_SUB => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_r::<RegRm, W32, { arith::SUB }>
+            )),
+            FUSED_ALU_R_I_SUB => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_i::<RegRm, W32, { arith::SUB }>
+            )),
+            FUSED_ALU_R_I_AND => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_i::<RegRm, W32, { arith::AND }>
+            )),
+            FUSED_ALU_RR_OR => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_r::<RegRm, W32, { arith::OR }>
+            )),
+            FUSED_ALU_R_I_ADD => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_i::<RegRm, W32, { arith::ADD }>
+            )),
+            FUSED_TEST_R_I => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_i::<RegRm, W32, { arith::TEST }>
+            )),
+            FUSED_TEST_M_I => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_i::<MemRm, W32, { arith::TEST }>
+            )),
+            FUSED_TEST_M_R => $branch!(compare_and_branch(
+                $cpu,
+                $i,
+                arith::alu_rm_r::<MemRm, W32, { arith::TEST }>
+            )),
             _ => $other!(($i.exec)($cpu, $i)),
         }
     };
