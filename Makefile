@@ -11,8 +11,11 @@
 #   make bench           the Linux benchmark guest natively (isprime, gzip, fork/exec; guest MIPS
 #                        and slowdown against this host running the same programs); REPS=n runs
 #                        (default 3), BENCH_ARGS=--synthetic for the CPU micro benchmark
-#   make bench-web       wasm86's page and v86 (interpreter, JIT) side by side in headless Chromium
-#                        (REPS=3 repetitions; results in target/bench/web-*.json; not in `make test`)
+#   make bench-web       wasm86's page and v86 (interpreter, JIT) side by side in headless Chromium,
+#                        and wasm86-native (target/release/wasm86 bench, the same core built
+#                        natively, same guest) for the browser-vs-native ratio; REPS=3 repetitions,
+#                        results in target/bench/web-*.json; BENCH_WEB_ARGS=--no-native skips
+#                        the native runs; not in `make test`
 #   make sst             only the hardware-captured single-step CPU tests (CPU_TESTS=dir)
 
 SHELL := /bin/bash
@@ -112,11 +115,15 @@ bench:
 		$(CARGO) run --release -- bench $(if $(REPS),--reps $(REPS)) $(BENCH_ARGS)
 
 # wasm86's own page and v86 0.5.462 (npm devDependency, Debian's seabios/vgabios) side by side
-# in one headless Chromium, interleaved, booting the benchmark guest (webdriver/README.md).
+# in one headless Chromium, interleaved, booting the benchmark guest; each repetition ends with
+# wasm86-native, `target/release/wasm86 bench --reps 1 --no-native` on the same kernel, initrd,
+# command line and RAM (a child process, no browser), for the column wasm86/native: how much
+# slower the browser build is than the same core built natively (webdriver/README.md).
 bench-web: setup site build
 	scripts/bench-web-site.sh target/bench-site
 	$(CARGO) run --release --manifest-path webdriver/Cargo.toml --bin bench_web -- \
-		--root target/bench-site --reps $(REPS) --timeout $(BENCH_WEB_TIMEOUT) --out target/bench $(BENCH_WEB_ARGS)
+		--root target/bench-site --reps $(REPS) --timeout $(BENCH_WEB_TIMEOUT) --out target/bench \
+		--native-wasm86 target/release/wasm86 $(BENCH_WEB_ARGS)
 
 clean:
 	$(CARGO) clean
