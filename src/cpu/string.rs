@@ -344,12 +344,19 @@ fn stos_fast<W: Width, A: Width>(cpu: &mut Cpu, count: u32) -> u32 {
     let Some(region) = cpu.mem.ram.get_mut(dp..dp + bytes) else {
         return 0;
     };
-    if W::BYTES == 1 {
-        region.fill(v as u8);
+    let width = W::BYTES as usize;
+    let pattern = v.to_le_bytes();
+    if pattern[..width].iter().all(|&b| b == pattern[0]) {
+        // One repeated byte (a kernel clearing a page with zeros): a plain memset.
+        region.fill(pattern[0]);
     } else {
-        let pattern = v.to_le_bytes();
-        for chunk in region.chunks_exact_mut(W::BYTES as usize) {
-            chunk.copy_from_slice(&pattern[..W::BYTES as usize]);
+        // Write the element once, then double the filled prefix with block copies.
+        region[..width].copy_from_slice(&pattern[..width]);
+        let mut filled = width;
+        while filled < bytes {
+            let n = filled.min(bytes - filled);
+            region.copy_within(..n, filled);
+            filled += n;
         }
     }
     advance::<A>(cpu, EDI, n * W::BYTES);
