@@ -389,16 +389,9 @@ impl Cpu {
         };
         let key = cs.big as u32;
         let idx = self.icache.index(phys);
-        let cached = self.icache.blocks[idx];
-        let limit_ok = self.eip.wrapping_add(cached.byte_len).wrapping_sub(1) <= cs.limit
-            || cached.byte_len == 0;
         let mut uncacheable = false;
-        let (start, len) = if cached.phys == phys
-            && cached.key == key
-            && limit_ok
-            && cached.gen == self.mem.page_generation((phys >> 12) as usize)
-        {
-            (cached.start as usize, cached.len as usize)
+        let (mut start, mut len) = if let Some(found) = self.cached_block(phys, &cs) {
+            found
         } else {
             match self.decode_block(arena, phys) {
                 Ok(d) => {
@@ -429,7 +422,6 @@ impl Cpu {
         let tf = self.flags.sys(flags::TF);
         let mut ok = true;
         let retired_before = self.instructions;
-        let block_eip = self.eip;
         loop {
             let budget = end.saturating_sub(self.instructions).max(1);
             let max = if single_step {
@@ -450,8 +442,14 @@ impl Cpu {
                 self.deliver_exception(e);
                 ok = false;
             }
-            if !ok || single_step || !self.loops_back_to(block_eip, &cs, lin, phys, idx, end) {
+            if !ok || single_step || uncacheable {
                 break;
+            }
+            // Chain into the block that follows, if it is decoded and nothing needs the run
+            // loop first: one TLB probe and one cache probe instead of a trip through it.
+            match self.chained_block(end) {
+                Some((s, l)) => (start, len) = (s, l),
+                None => break,
             }
         }
         if uncacheable {
@@ -473,35 +471,42 @@ impl Cpu {
         true
     }
 
-    /// After a block ran to its end, whether it jumped back to its own first instruction (a loop)
-    /// and may run again at once, skipping the lookup: nothing happened that the run loop between
-    /// blocks or the lookup would act on (an interrupt to take, a debug or mode change, a code
-    /// segment or translation change, a write to the block's page, the budget used up).
+    /// The decoded block at physical `phys`, if the cache holds one that is still good for the
+    /// code segment `cs`: decoded in the same mode, from the page as it is now (no write since),
+    /// and within the segment limit. Returns where its instructions are in the arena.
     #[inline(always)]
-    fn loops_back_to(
-        &self,
-        block_eip: u32,
-        cs: &SegCache,
-        lin: u32,
-        phys: u32,
-        idx: usize,
-        end: u64,
-    ) -> bool {
-        let now_cs = &self.segs[Segment::CS as usize];
-        let block = &self.icache.blocks[idx];
+    fn cached_block(&self, phys: u32, cs: &SegCache) -> Option<(usize, usize)> {
+        let block = &self.icache.blocks[self.icache.index(phys)];
+        let within_limit = self.eip.wrapping_add(block.byte_len).wrapping_sub(1) <= cs.limit
+            || block.byte_len == 0;
+        let good = block.phys == phys
+            && block.key == cs.big as u32
+            && within_limit
+            && block.gen == self.mem.page_generation((phys >> 12) as usize);
+        good.then_some((block.start as usize, block.len as usize))
+    }
+
+    /// After a block ran to its end: the next block, if it can run at once without a trip
+    /// through the run loop: nothing happened that the loop between blocks would act on (an
+    /// interrupt to take, a stop, HLT, a debug event, single-stepping, the budget used up), the
+    /// code at CS:EIP is in the TLB and its block is decoded and good (see
+    /// [`cached_block`](Self::cached_block)). The code segment is read afresh, so a far jump
+    /// is followed correctly.
+    #[inline(always)]
+    fn chained_block(&self, end: u64) -> Option<(usize, usize)> {
         let interrupt_due = self.intr && self.flags.sys(flags::IF);
         let between_blocks = self.stop_block || interrupt_due || self.halted || self.shutdown;
-        self.eip == block_eip
-            && self.instructions < end
-            && !between_blocks
-            && !self.single_stepping()
-            && self.pending_db == 0
-            && now_cs.base == cs.base
-            && now_cs.limit == cs.limit
-            && now_cs.big == cs.big
-            && self.mem.tlb.lookup(lin, self.tlb_read_perm) == Some(phys)
-            && block.phys == phys
-            && block.gen == self.mem.page_generation((phys >> 12) as usize)
+        if self.instructions >= end
+            || between_blocks
+            || self.single_stepping()
+            || self.pending_db != 0
+        {
+            return None;
+        }
+        let cs = &self.segs[Segment::CS as usize];
+        let lin = cs.base.wrapping_add(self.eip);
+        let phys = self.mem.tlb.lookup(lin, self.tlb_read_perm)?;
+        self.cached_block(phys, cs)
     }
 
     /// One instruction per block while an interrupt shadow, TF, RF or a breakpoint is active.
