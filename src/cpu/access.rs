@@ -99,6 +99,33 @@ impl Cpu {
         self.write_lin_slow(lin, N as u32, v, self.cpl == 3)
     }
 
+    /// Read-modify-write `N` bytes at `seg:off` (ALU operations on memory): the write is
+    /// checked first (limit, rights, paging), so a fault leaves memory and the registers
+    /// untouched, then `f` turns the old value into the new one. In the common case one TLB
+    /// probe serves both the read and the write: a page the TLB lets this CPL write is RAM it may
+    /// also read.
+    #[inline(always)]
+    pub fn rmw<const N: usize>(
+        &mut self,
+        seg: usize,
+        off: u32,
+        f: impl FnOnce(&mut Cpu, u32) -> u32,
+    ) -> Fault {
+        let lin = self.lin_for_write(seg, off, N as u32)?;
+        if (lin & 0xFFF) as usize <= 0x1000 - N {
+            if let Some(p) = self.mem.tlb.lookup(lin, self.tlb_write_perm) {
+                let v = ram_read::<N>(&self.mem.ram, p as usize);
+                let r = f(self, v);
+                ram_write::<N>(&mut self.mem.ram, p as usize, r);
+                return Ok(());
+            }
+        }
+        let lin = self.probe_write(seg, off, N as u32)?;
+        let v = self.read_lin::<N>(lin)?;
+        let r = f(self, v);
+        self.write_lin::<N>(lin, r)
+    }
+
     /// Read a system structure (descriptor tables, TSS, IDT): a supervisor access at any CPL.
     pub fn read_lin_system<const N: usize>(&mut self, lin: u32) -> Fault<u32> {
         if (lin & 0xFFF) as usize <= 0x1000 - N {

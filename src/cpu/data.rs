@@ -366,7 +366,8 @@ pub(crate) fn movsx_b<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     Ok(())
 }
 
-fn movsx_w<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+#[inline(always)]
+pub(crate) fn movsx_w<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let v = R::read::<W16>(cpu, i)?;
     W::set_reg(cpu, i.reg, W16::sext(v));
     Ok(())

@@ -26,6 +26,8 @@ pub trait Width: 'static {
     fn read_mem(cpu: &mut Cpu, seg: usize, off: u32) -> Fault<u32>;
     /// Write memory at `seg:off`.
     fn write_mem(cpu: &mut Cpu, seg: usize, off: u32, v: u32) -> Fault;
+    /// Read-modify-write memory at `seg:off` (see [`Cpu::rmw`]).
+    fn rmw_mem(cpu: &mut Cpu, seg: usize, off: u32, f: impl FnOnce(&mut Cpu, u32) -> u32) -> Fault;
     /// Read at a linear address.
     fn read_lin(cpu: &mut Cpu, lin: u32) -> Fault<u32>;
     /// Write at a linear address.
@@ -76,6 +78,10 @@ impl Width for W8 {
         cpu.write::<1>(seg, off, v)
     }
     #[inline(always)]
+    fn rmw_mem(cpu: &mut Cpu, seg: usize, off: u32, f: impl FnOnce(&mut Cpu, u32) -> u32) -> Fault {
+        cpu.rmw::<1>(seg, off, f)
+    }
+    #[inline(always)]
     fn read_lin(cpu: &mut Cpu, lin: u32) -> Fault<u32> {
         cpu.read_lin::<1>(lin)
     }
@@ -108,6 +114,10 @@ impl Width for W16 {
         cpu.write::<2>(seg, off, v)
     }
     #[inline(always)]
+    fn rmw_mem(cpu: &mut Cpu, seg: usize, off: u32, f: impl FnOnce(&mut Cpu, u32) -> u32) -> Fault {
+        cpu.rmw::<2>(seg, off, f)
+    }
+    #[inline(always)]
     fn read_lin(cpu: &mut Cpu, lin: u32) -> Fault<u32> {
         cpu.read_lin::<2>(lin)
     }
@@ -137,6 +147,10 @@ impl Width for W32 {
     #[inline(always)]
     fn write_mem(cpu: &mut Cpu, seg: usize, off: u32, v: u32) -> Fault {
         cpu.write::<4>(seg, off, v)
+    }
+    #[inline(always)]
+    fn rmw_mem(cpu: &mut Cpu, seg: usize, off: u32, f: impl FnOnce(&mut Cpu, u32) -> u32) -> Fault {
+        cpu.rmw::<4>(seg, off, f)
     }
     #[inline(always)]
     fn read_lin(cpu: &mut Cpu, lin: u32) -> Fault<u32> {
@@ -197,9 +211,6 @@ impl Rm for MemRm {
     #[inline(always)]
     fn rmw<W: Width>(cpu: &mut Cpu, i: &Instr, f: impl FnOnce(&mut Cpu, u32) -> u32) -> Fault {
         let off = i.ea(cpu);
-        let lin = cpu.probe_write(i.seg as usize, off, W::BYTES)?;
-        let v = W::read_lin(cpu, lin)?;
-        let r = f(cpu, v);
-        W::write_lin(cpu, lin, r)
+        W::rmw_mem(cpu, i.seg as usize, off, f)
     }
 }
