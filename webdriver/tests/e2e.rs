@@ -15,6 +15,8 @@ use wasm86_webdriver::{
 const PROMPT: &str = "wasm86:/ # ";
 /// Time for a command at a shell prompt to answer.
 const COMMAND: Duration = Duration::from_secs(90);
+/// Longest wait for the kernel's last boot message ([`wait_kernel_settled`]).
+const SETTLE: Duration = Duration::from_secs(20);
 
 /// Wait for the shell prompt on the serial console, tracking the highest MIPS seen on the way
 /// (the boot keeps the CPU busy; an idle shell does not). Returns (offset after the prompt,
@@ -38,6 +40,21 @@ async fn wait_prompt(m: &Machine, from: usize, timeout: Duration) -> Res<(usize,
         )
         .await?;
     Ok((at, peak))
+}
+
+/// The kernel prints one more boot message about a second of guest time after the shell prompt
+/// (its refined TSC calibration: "clocksource: Switched to clocksource tsc"). A command typed
+/// while it prints is split by it on the console, which is the guest's real behaviour, not a
+/// fault; tests that type at once wait for it first, for at most `SETTLE`, and type anyway if a
+/// guest never prints it. The faster the emulator reaches the prompt, the likelier the race.
+async fn wait_kernel_settled(m: &Machine) {
+    let _ = m
+        .wait_for(
+            "the kernel's last boot message (clocksource switch)",
+            SETTLE,
+            |s| s.serial.contains("Switched to clocksource").then_some(()),
+        )
+        .await;
 }
 
 /// Send `cmd` on the serial console and wait until its echo and then a line equal to `line`
@@ -175,6 +192,7 @@ async fn index_boots_to_a_shell_that_answers_keyboard_and_serial() {
             ));
         }
 
+        wait_kernel_settled(&m).await;
         let sent = Instant::now();
         serial_command(&m, "echo $((6*7))", "42").await?;
         let serial_secs = sent.elapsed().as_secs_f64();
@@ -280,6 +298,7 @@ async fn framebuffer_console_takes_typed_commands() {
                 m.describe(&snap)
             ));
         }
+        wait_kernel_settled(&m).await;
         // The tty1 shell starts with the serial one; a serial command gives it time to.
         serial_command(&m, "echo $((6*7))", "42").await?;
         let from = m.snapshot().await?.serial.len();
@@ -407,6 +426,7 @@ async fn streamed_disk_boots_as_root_file_system() {
         };
         m.wait_serial("/ # ", up, COMMAND).await?;
         let boot_secs = t0.elapsed().as_secs_f64();
+        wait_kernel_settled(&m).await;
         let out = serial_output(
             &m,
             "cat /hello.txt; grep ' / ' /proc/mounts",
