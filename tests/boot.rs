@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use wasm86::boot::linux::{self, LoadError};
+use wasm86::jit::JitStats;
 use wasm86::machine::{Machine, MachineConfig, Stop};
 
 fn image(name: &str) -> PathBuf {
@@ -152,8 +153,16 @@ fn loader_rejects_an_initrd_too_large_for_memory() {
 /// Boot the bundled image to the shell prompt; return what COM1 printed and the instructions
 /// retired by then.
 fn boot_to_prompt() -> (Vec<u8>, u64) {
+    let (out, n, _) = boot_to_prompt_with(|_| {});
+    (out, n)
+}
+
+/// [`boot_to_prompt`] on a machine that `setup` prepares first; also the compiling tier's
+/// counters.
+fn boot_to_prompt_with(setup: impl FnOnce(&mut Machine)) -> (Vec<u8>, u64, JitStats) {
     let (kernel, initrd) = bundled();
     let mut machine = Machine::new(MachineConfig::default());
+    setup(&mut machine);
     linux::load(&mut machine.cpu, &kernel, Some(&initrd), "console=ttyS0")
         .expect("the bundled kernel loads");
     let mut con = Console {
@@ -163,7 +172,9 @@ fn boot_to_prompt() -> (Vec<u8>, u64) {
     };
     con.wait_for("/ # ", 0, 5_000_000_000)
         .unwrap_or_else(|e| panic!("{e}"));
-    (con.out, con.machine.cpu.instructions)
+    assert_eq!(con.machine.cpu.jit_error(), None);
+    let stats = con.machine.cpu.jit_stats();
+    (con.out, con.machine.cpu.instructions, stats)
 }
 
 #[test]
@@ -180,4 +191,35 @@ fn deterministic_mode_boots_the_same_way_twice() {
         String::from_utf8_lossy(&out_a),
         String::from_utf8_lossy(&out_b)
     );
+}
+
+/// The compiling tier changes nothing a guest can see: with it on (through the native wasm
+/// engine, at its most eager threshold and at the default) the boot prints the same bytes and
+/// retires the same instructions as the interpreter alone, and compiled code did run.
+#[test]
+fn the_compiling_tier_boots_exactly_as_the_interpreter_does() {
+    let (out_plain, n_plain) = boot_to_prompt();
+    for threshold in [1, wasm86::jit::DEFAULT_THRESHOLD] {
+        let (out, n, stats) = boot_to_prompt_with(|m| {
+            m.cpu.set_jit(
+                Some(Box::new(wasm86::jit::wasmi_engine::WasmiEngine::new())),
+                threshold,
+            )
+        });
+        assert_eq!(
+            n, n_plain,
+            "retired instructions differ, threshold {threshold}"
+        );
+        assert!(
+            out == out_plain,
+            "serial output differs with threshold {threshold}:\n{}\n---\n{}",
+            String::from_utf8_lossy(&out_plain),
+            String::from_utf8_lossy(&out)
+        );
+        assert!(
+            stats.compiled_instructions > n / 10,
+            "threshold {threshold}: {stats:?}"
+        );
+        eprintln!("threshold {threshold}: {n} instructions, {stats:?}");
+    }
 }

@@ -70,6 +70,12 @@ pub struct Flags {
     low: u32,
 }
 
+/// Byte offsets of the lazy words inside [`Flags`], for code generated at run time (see
+/// `crate::jit`), which reads and writes them the way the methods below do.
+pub(crate) const RES_OFFSET: usize = std::mem::offset_of!(Flags, res);
+pub(crate) const CV_OFFSET: usize = std::mem::offset_of!(Flags, cv);
+pub(crate) const LOW_OFFSET: usize = std::mem::offset_of!(Flags, low);
+
 /// Where AF and SF live in `Flags::low`.
 const LOW_AF: u32 = 1 << 8;
 const LOW_SF: u32 = 1 << 9;

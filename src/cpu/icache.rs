@@ -43,6 +43,11 @@ pub struct Block {
     pub start: u32,
     /// How many instructions it has.
     pub len: u32,
+    /// Times it started while the compiling tier was on and it had no compiled code.
+    pub hits: u32,
+    /// The compiled region that runs it (0: none) and its entry there (see crate::jit).
+    pub jit: u32,
+    pub jit_entry: u32,
 }
 
 impl Default for Block {
@@ -54,6 +59,9 @@ impl Default for Block {
             byte_len: 0,
             start: 0,
             len: 0,
+            hits: 0,
+            jit: 0,
+            jit_entry: 0,
         }
     }
 }

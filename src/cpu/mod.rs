@@ -161,6 +161,11 @@ pub struct Cpu {
     /// Data breakpoints (DR6 B0-B3 bits) hit by the current instruction, delivered as a #DB
     /// trap when it completes (see debug.rs).
     pub(crate) pending_db: u32,
+    /// The compiling tier's regions and counters (a cache; see crate::jit).
+    pub(crate) jit: crate::jit::Jit,
+    /// The host's engine for compiled code, while the tier is on. Taken out while compiled
+    /// code runs.
+    pub(crate) jit_engine: Option<Box<dyn crate::jit::Engine>>,
 }
 
 impl Cpu {
@@ -201,6 +206,8 @@ impl Cpu {
             stop_block: false,
             delivering: None,
             icache: ICache::new(),
+            jit: crate::jit::Jit::default(),
+            jit_engine: None,
             pending_db: 0,
         };
         cpu.reset();
@@ -390,6 +397,7 @@ impl Cpu {
         let key = cs.big as u32;
         let idx = self.icache.index(phys);
         let mut uncacheable = false;
+        let mut slot = idx;
         let (mut start, mut len) = if let Some(found) = self.cached_block(phys, &cs) {
             found
         } else {
@@ -407,6 +415,7 @@ impl Cpu {
                             byte_len: d.byte_len,
                             start: d.start as u32,
                             len: d.len as u32,
+                            ..Default::default()
                         };
                     }
                     (d.start, d.len)
@@ -437,10 +446,22 @@ impl Cpu {
             } else {
                 &arena[start..start + max]
             };
-            if let Err(e) = fast::run(self, instrs) {
-                self.debug_instruction_faulted(rf);
-                self.deliver_exception(e);
-                ok = false;
+            // The compiling tier, when it is on, runs or counts the block first.
+            let compiled = if self.jit.threshold != 0 && !single_step && !uncacheable {
+                self.run_compiled(arena, slot, end)
+            } else {
+                None
+            };
+            match compiled {
+                Some(true) => {}
+                Some(false) => ok = false,
+                None => {
+                    if let Err(e) = fast::run(self, instrs) {
+                        self.debug_instruction_faulted(rf);
+                        self.deliver_exception(e);
+                        ok = false;
+                    }
+                }
             }
             if !ok || single_step || uncacheable {
                 break;
@@ -448,7 +469,7 @@ impl Cpu {
             // Chain into the block that follows, if it is decoded and nothing needs the run
             // loop first: one TLB probe and one cache probe instead of a trip through it.
             match self.chained_block(end) {
-                Some((s, l)) => (start, len) = (s, l),
+                Some((i, s, l)) => (slot, start, len) = (i, s, l),
                 None => break,
             }
         }
@@ -476,14 +497,28 @@ impl Cpu {
     /// and within the segment limit. Returns where its instructions are in the arena.
     #[inline(always)]
     fn cached_block(&self, phys: u32, cs: &SegCache) -> Option<(usize, usize)> {
-        let block = &self.icache.blocks[self.icache.index(phys)];
-        let within_limit = self.eip.wrapping_add(block.byte_len).wrapping_sub(1) <= cs.limit
-            || block.byte_len == 0;
+        self.cached_block_at(phys, self.eip, cs)
+            .map(|(_, start, len)| (start, len))
+    }
+
+    /// [`cached_block`](Self::cached_block) for the block at `eip` (physical `phys`), with its
+    /// slot in the cache.
+    #[inline(always)]
+    pub(crate) fn cached_block_at(
+        &self,
+        phys: u32,
+        eip: u32,
+        cs: &SegCache,
+    ) -> Option<(usize, usize, usize)> {
+        let idx = self.icache.index(phys);
+        let block = &self.icache.blocks[idx];
+        let within_limit =
+            eip.wrapping_add(block.byte_len).wrapping_sub(1) <= cs.limit || block.byte_len == 0;
         let good = block.phys == phys
             && block.key == cs.big as u32
             && within_limit
             && block.gen == self.mem.page_generation((phys >> 12) as usize);
-        good.then_some((block.start as usize, block.len as usize))
+        good.then_some((idx, block.start as usize, block.len as usize))
     }
 
     /// After a block ran to its end: the next block, if it can run at once without a trip
@@ -493,20 +528,28 @@ impl Cpu {
     /// [`cached_block`](Self::cached_block)). The code segment is read afresh, so a far jump
     /// is followed correctly.
     #[inline(always)]
-    fn chained_block(&self, end: u64) -> Option<(usize, usize)> {
-        let interrupt_due = self.intr && self.flags.sys(flags::IF);
-        let between_blocks = self.stop_block || interrupt_due || self.halted || self.shutdown;
-        if self.instructions >= end
-            || between_blocks
-            || self.single_stepping()
-            || self.pending_db != 0
-        {
+    fn chained_block(&self, end: u64) -> Option<(usize, usize, usize)> {
+        if self.instructions >= end || self.must_stop_chaining() {
             return None;
         }
         let cs = &self.segs[Segment::CS as usize];
         let lin = cs.base.wrapping_add(self.eip);
         let phys = self.mem.tlb.lookup(lin, self.tlb_read_perm)?;
-        self.cached_block(phys, cs)
+        self.cached_block_at(phys, self.eip, cs)
+    }
+
+    /// Something happened that the run loop acts on between blocks (an interrupt to take, a
+    /// stop, HLT, a debug event, single-stepping): the next block must not be chained. The
+    /// compiled tier asks the same before it goes on to another block.
+    #[inline(always)]
+    pub(crate) fn must_stop_chaining(&self) -> bool {
+        let interrupt_due = self.intr && self.flags.sys(flags::IF);
+        self.stop_block
+            || interrupt_due
+            || self.halted
+            || self.shutdown
+            || self.single_stepping()
+            || self.pending_db != 0
     }
 
     /// One instruction per block while an interrupt shadow, TF, RF or a breakpoint is active.

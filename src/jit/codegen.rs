@@ -1,0 +1,970 @@
+//! The code generator: a region of decoded blocks to the bytes of one WebAssembly module.
+//!
+//! The module imports the memory that holds the [`Cpu`] and one helper, `step`, and exports one
+//! function, `run(cpu, limit, entry) -> status`:
+//!
+//! - `cpu` is the address of the `Cpu` in that memory (the core's own memory in the browser,
+//!   where it is the struct's real address; natively a memory laid over the struct, where it
+//!   is 0). Every field is reached at a constant offset from it.
+//! - `limit` is the retired-instruction count the run must not pass: a block runs only if all
+//!   of it fits, exactly as the interpreter's run loop decides (a block that does not fit is
+//!   left to the interpreter, which runs part of it).
+//! - `entry` is the index of the block to start at.
+//!
+//! The eight general registers live in wasm locals from the prologue to each exit. The
+//! instructions the generator knows (register moves, LEA, the ALU group with registers and
+//! immediates, INC/DEC, CDQ, IMUL, IDIV, Jcc, JMP and the fused compare-and-branch pairs) run
+//! inline, with the lazy flags written exactly as the interpreter's handlers write them. Every
+//! other instruction is handed back to the interpreter through `step`, with the registers,
+//! EIP and the instruction count written back first and read again after, so the semantics
+//! are the interpreter's by construction. Direct jumps to blocks of the region are branches
+//! to the dispatch loop, so a loop runs inside one function. A jump anywhere else, and every
+//! place where the interpreter's run loop would stop chaining blocks, is an exit with EIP
+//! stored.
+//!
+//! `run` returns [`RAN`] (state is in the `Cpu`, EIP at a block boundary) or [`FAULTED`] (an
+//! instruction run by `step` raised an exception, already delivered).
+
+use std::collections::HashMap;
+use std::mem::offset_of;
+
+use wasm_encoder::{
+    BlockType, CodeSection, EntityType, ExportKind, ExportSection, Function, FunctionSection,
+    ImportSection, InstructionSink, MemArg, MemArgTarget, MemoryType, Module, TypeSection, ValType,
+};
+
+use crate::cpu::decode::Instr;
+use crate::cpu::fast as k;
+use crate::cpu::flags;
+use crate::cpu::{Cpu, EAX, EDX, ZERO_REG};
+
+/// `run` returned normally: the state is in the `Cpu`.
+pub const RAN: u32 = 0;
+/// An instruction faulted and its exception was delivered.
+pub const FAULTED: u32 = 1;
+
+/// What `step` returns to the generated code.
+/// The instruction retired; the block may go on, and at its end the next block may be chained.
+pub const STEP_CONTINUE: u32 = 0;
+/// The instruction retired; the block goes on, but at its end the run loop must take over
+/// (an interrupt became due, IF or a debug register changed ...).
+pub const STEP_CONTINUE_THEN_STOP: u32 = 1;
+/// The instruction retired but left the straight path (a branch taken, a mode change): exit.
+pub const STEP_LEAVE: u32 = 2;
+/// The instruction faulted (its exception is delivered): exit with [`FAULTED`].
+pub const STEP_FAULTED: u32 = 3;
+
+/// Where the generated code finds the `Cpu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuMemory {
+    /// The importer's memory holds the `Cpu` at the address passed as `cpu` (the browser: the
+    /// core's own linear memory).
+    Shared,
+    /// A memory of exactly `bytes` bytes (page size 1) laid over the `Cpu`, which starts at
+    /// address 0 (native hosts).
+    Exact { bytes: u32 },
+}
+
+/// One block of the region: its first instruction's EIP and its decoded instructions, exactly
+/// as the interpreter's block cache holds them.
+pub struct RegionBlock {
+    pub eip: u32,
+    pub instrs: Vec<Instr>,
+    pub byte_len: u32,
+}
+
+/// A generated module and the instructions its `step` calls refer to by index.
+pub struct RegionCode {
+    pub wasm: Vec<u8>,
+    pub fallback: Vec<Instr>,
+    /// Instructions inline and through `step` (for the statistics).
+    pub inline_count: u32,
+    pub step_count: u32,
+}
+
+// Offsets of the fields the generated code touches.
+const REGS: u64 = offset_of!(Cpu, regs) as u64;
+const EIP: u64 = offset_of!(Cpu, eip) as u64;
+const INSTRUCTIONS: u64 = offset_of!(Cpu, instructions) as u64;
+const FLAGS: usize = offset_of!(Cpu, flags);
+const RES: u64 = (FLAGS + flags::RES_OFFSET) as u64;
+const CV: u64 = (FLAGS + flags::CV_OFFSET) as u64;
+const LOW: u64 = (FLAGS + flags::LOW_OFFSET) as u64;
+
+// Locals. Parameters first.
+const CPU: u32 = 0;
+const LIMIT: u32 = 1;
+const ENTRY: u32 = 2;
+/// EAX..EDI: 3..=10.
+const R0: u32 = 3;
+const ICOUNT: u32 = 11;
+const STATE: u32 = 12;
+const CHAIN: u32 = 13;
+const EXIT_EIP: u32 = 14;
+/// Scratch i32 locals.
+const T0: u32 = 15;
+const T1: u32 = 16;
+const T2: u32 = 17;
+const TEMPS_I32: u32 = 3;
+/// Scratch i64 locals.
+const W0: u32 = 18;
+const W1: u32 = 19;
+
+/// Import index of `step`, and the function index of `run`.
+const STEP_FN: u32 = 0;
+
+/// Generate the module for `blocks` (entry `n` is `blocks[n]`). `slot` identifies the region
+/// to `step`; `cs_limit` is the code segment limit the region was compiled for (a jump past it
+/// faults, which is left to the interpreter).
+pub fn compile(blocks: &[RegionBlock], memory: CpuMemory, slot: u32, cs_limit: u32) -> RegionCode {
+    let index_of = blocks
+        .iter()
+        .enumerate()
+        .map(|(n, b)| (b.eip, n as u32))
+        .collect::<HashMap<u32, u32>>();
+    let mut g = Gen {
+        f: Function::new([
+            (8, ValType::I32),
+            (1, ValType::I64),
+            (3 + TEMPS_I32, ValType::I32),
+            (2, ValType::I64),
+        ]),
+        n: blocks.len() as u32,
+        index_of,
+        slot,
+        cs_limit,
+        pending: 0,
+        has_step: false,
+        depth: 0,
+        fallback: Vec::new(),
+        inline_count: 0,
+        step_count: 0,
+    };
+    g.function(blocks);
+    let mut f = g.f;
+    f.instructions().end();
+
+    let mut module = Module::new();
+    let mut types = TypeSection::new();
+    // 0: run(cpu, limit, entry) -> status
+    types
+        .ty()
+        .function([ValType::I32, ValType::I64, ValType::I32], [ValType::I32]);
+    // 1: step(cpu, slot, index) -> step status
+    types
+        .ty()
+        .function([ValType::I32, ValType::I32, ValType::I32], [ValType::I32]);
+    module.section(&types);
+    let mut imports = ImportSection::new();
+    let mem = match memory {
+        CpuMemory::Shared => MemoryType {
+            minimum: 1,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        },
+        CpuMemory::Exact { bytes } => MemoryType {
+            minimum: bytes as u64,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: Some(0),
+        },
+    };
+    imports.import("core", "memory", EntityType::Memory(mem));
+    imports.import("core", "step", EntityType::Function(1));
+    module.section(&imports);
+    let mut functions = FunctionSection::new();
+    functions.function(0);
+    module.section(&functions);
+    let mut exports = ExportSection::new();
+    exports.export("run", ExportKind::Func, STEP_FN + 1);
+    module.section(&exports);
+    let mut code = CodeSection::new();
+    code.function(&f);
+    module.section(&code);
+    RegionCode {
+        wasm: module.finish(),
+        fallback: g.fallback,
+        inline_count: g.inline_count,
+        step_count: g.step_count,
+    }
+}
+
+fn mem32(offset: u64) -> MemArg {
+    MemArg {
+        offset,
+        align: 2,
+        target: MemArgTarget::Memory(0),
+        ordering: None,
+    }
+}
+
+fn mem64(offset: u64) -> MemArg {
+    MemArg {
+        offset,
+        align: 3,
+        target: MemArgTarget::Memory(0),
+        ordering: None,
+    }
+}
+
+/// The generator's state while it writes one function.
+struct Gen {
+    f: Function,
+    n: u32,
+    index_of: HashMap<u32, u32>,
+    slot: u32,
+    cs_limit: u32,
+    /// Instructions retired inline since ICOUNT was last brought up to date.
+    pending: u32,
+    /// The current block has called `step` (so its end must look at CHAIN).
+    has_step: bool,
+    /// Structured-control depth opened inside the current block's code.
+    depth: u32,
+    fallback: Vec<Instr>,
+    inline_count: u32,
+    step_count: u32,
+}
+
+/// An operand of an inline ALU operation.
+#[derive(Clone, Copy)]
+enum Src {
+    Reg(u8),
+    Imm(u32),
+}
+
+/// The ALU operations the generator runs inline (the interpreter's numbering).
+const ADD: u8 = crate::cpu::arith::ADD;
+const OR: u8 = crate::cpu::arith::OR;
+const AND: u8 = crate::cpu::arith::AND;
+const SUB: u8 = crate::cpu::arith::SUB;
+const XOR: u8 = crate::cpu::arith::XOR;
+const CMP: u8 = crate::cpu::arith::CMP;
+const TEST: u8 = crate::cpu::arith::TEST;
+
+impl Gen {
+    fn ins(&mut self) -> InstructionSink<'_> {
+        self.f.instructions()
+    }
+
+    /// The whole function: prologue, the dispatch loop over the blocks, the common exit.
+    fn function(&mut self, blocks: &[RegionBlock]) {
+        for r in 0..8u32 {
+            self.ins()
+                .local_get(CPU)
+                .i32_load(mem32(REGS + 4 * r as u64))
+                .local_set(R0 + r);
+        }
+        self.ins()
+            .local_get(CPU)
+            .i64_load(mem64(INSTRUCTIONS))
+            .local_set(ICOUNT)
+            .local_get(ENTRY)
+            .local_set(STATE);
+        // block $exit / loop $dispatch / block $b(n-1) ... block $b0 / br_table
+        self.ins().block(BlockType::Empty).loop_(BlockType::Empty);
+        for _ in 0..self.n {
+            self.ins().block(BlockType::Empty);
+        }
+        let targets: Vec<u32> = (0..self.n).collect();
+        let default = self.n.saturating_sub(1);
+        self.ins().local_get(STATE).br_table(targets, default);
+        for (n, b) in blocks.iter().enumerate() {
+            // Here block $b(n) has just ended: its code follows, inside $b(n+1)..$b(last).
+            self.ins().end();
+            self.block(n as u32, b);
+        }
+        // End of the loop (never reached by falling through: every block ends in a branch).
+        self.ins().end();
+        // End of $exit: store everything back, EIP = EXIT_EIP.
+        self.ins().end();
+        self.store_all();
+        self.ins()
+            .local_get(CPU)
+            .local_get(EXIT_EIP)
+            .i32_store(mem32(EIP))
+            .i32_const(RAN as i32);
+    }
+
+    /// Branch depth of the dispatch loop, and of the exit block, from block `k`'s code.
+    fn depth_dispatch(&self, k: u32) -> u32 {
+        self.n - 1 - k + self.depth
+    }
+
+    fn block(&mut self, k: u32, b: &RegionBlock) {
+        self.has_step = false;
+        self.depth = 0;
+        self.pending = 0;
+        let entries = b.instrs.len() as i64;
+        // The whole block must fit in the budget, as the interpreter's run loop decides.
+        self.ins()
+            .local_get(ICOUNT)
+            .i64_const(entries)
+            .i64_add()
+            .local_get(LIMIT)
+            .i64_gt_u()
+            .if_(BlockType::Empty);
+        self.depth += 1;
+        self.exit(k, b.eip);
+        self.ins().end();
+        self.depth -= 1;
+        self.ins().i32_const(0).local_set(CHAIN);
+        let mut eip = b.eip;
+        for (n, i) in b.instrs.iter().enumerate() {
+            let next = eip.wrapping_add(i.len as u32);
+            let last = n + 1 == b.instrs.len();
+            if self.instr(k, i, eip, next, last) {
+                // An unconditional branch, or the block's last conditional one: it went
+                // wherever the block goes next itself.
+                return;
+            }
+            eip = next;
+        }
+        // Fell off the end of the block (64 instructions, the page end, or an instruction
+        // through `step` that went on to the next one).
+        self.goto(k, eip);
+    }
+
+    /// Exit with EIP = `eip` (the pending count added first).
+    fn exit(&mut self, k: u32, eip: u32) {
+        self.flush_count();
+        let depth = self.depth_dispatch(k) + 1;
+        self.ins()
+            .i32_const(eip as i32)
+            .local_set(EXIT_EIP)
+            .br(depth);
+    }
+
+    /// Go on at `eip`: the next block of the region if there is one and the run loop would
+    /// chain to it, else exit.
+    fn goto(&mut self, k: u32, eip: u32) {
+        self.flush_count();
+        if self.has_step {
+            self.ins().local_get(CHAIN).if_(BlockType::Empty);
+            self.depth += 1;
+            self.exit(k, eip);
+            self.ins().end();
+            self.depth -= 1;
+        }
+        match self.index_of.get(&eip) {
+            Some(&target) => {
+                let depth = self.depth_dispatch(k);
+                self.ins()
+                    .i32_const(target as i32)
+                    .local_set(STATE)
+                    .br(depth);
+            }
+            None => self.exit(k, eip),
+        }
+    }
+
+    fn flush_count(&mut self) {
+        if self.pending != 0 {
+            let p = self.pending as i64;
+            self.ins()
+                .local_get(ICOUNT)
+                .i64_const(p)
+                .i64_add()
+                .local_set(ICOUNT);
+            self.pending = 0;
+        }
+    }
+
+    fn store_all(&mut self) {
+        for r in 0..8u32 {
+            self.ins()
+                .local_get(CPU)
+                .local_get(R0 + r)
+                .i32_store(mem32(REGS + 4 * r as u64));
+        }
+        self.ins()
+            .local_get(CPU)
+            .local_get(ICOUNT)
+            .i64_store(mem64(INSTRUCTIONS));
+    }
+
+    fn load_all(&mut self) {
+        for r in 0..8u32 {
+            self.ins()
+                .local_get(CPU)
+                .i32_load(mem32(REGS + 4 * r as u64))
+                .local_set(R0 + r);
+        }
+        self.ins()
+            .local_get(CPU)
+            .i64_load(mem64(INSTRUCTIONS))
+            .local_set(ICOUNT);
+    }
+
+    /// Hand instruction `i` (at `eip`) to the interpreter.
+    fn step(&mut self, i: &Instr, eip: u32) {
+        self.step_count += 1;
+        self.has_step = true;
+        let index = self.fallback.len() as i32;
+        let slot = self.slot as i32;
+        self.fallback.push(*i);
+        self.flush_count();
+        self.store_all();
+        self.ins()
+            .local_get(CPU)
+            .i32_const(eip as i32)
+            .i32_store(mem32(EIP))
+            .local_get(CPU)
+            .i32_const(slot)
+            .i32_const(index)
+            .call(STEP_FN)
+            .local_tee(T0)
+            .i32_const(STEP_LEAVE as i32)
+            .i32_ge_u()
+            .if_(BlockType::Empty)
+            .local_get(T0)
+            .i32_const(STEP_LEAVE as i32)
+            .i32_sub()
+            .return_()
+            .end()
+            .local_get(T0)
+            .local_set(CHAIN);
+        self.load_all();
+    }
+
+    /// Emit instruction `i` at `eip` (`next` after it; `last` in its block). Returns true if
+    /// it ended the block with a branch of its own. A conditional branch in the middle of a
+    /// block (the interpreter's blocks go on past a Jcc not taken) leaves the block only when
+    /// taken, as the interpreter does.
+    fn instr(&mut self, k: u32, i: &Instr, eip: u32, next: u32, last: bool) -> bool {
+        if !inline_kind(i) || !branch_within_limit(i, next, self.cs_limit) {
+            self.step(i, eip);
+            return false;
+        }
+        self.inline_count += 1;
+        let fused = k::is_fused(i);
+        match i.fast {
+            k::MOV_RM_R_REG => self.set_reg_from(i.rm, Src::Reg(i.reg)),
+            k::MOV_R_IMM => self.set_reg_from(i.reg, Src::Imm(i.imm)),
+            k::LEA => {
+                self.ea(i);
+                self.set_reg(i.reg);
+            }
+            k::INC_R => self.incdec(i.reg, false),
+            k::DEC_R => self.incdec(i.reg, true),
+            k::CDQ => {
+                self.get(EAX as u8);
+                self.ins().i32_const(31).i32_shr_s();
+                self.set_reg(EDX as u8);
+            }
+            k::IMUL_R_RM_REG => self.imul(i.reg, i.rm),
+            k::IDIV_R => {
+                // Counts itself retired (its slow arms go through `step`).
+                self.idiv(i, eip);
+                return false;
+            }
+            k::TEST_R_I => self.alu(TEST, i.rm, Src::Imm(i.imm)),
+            k::ALU_RR_ADD => self.alu(ADD, i.rm, Src::Reg(i.reg)),
+            k::ALU_RR_AND => self.alu(AND, i.rm, Src::Reg(i.reg)),
+            k::ALU_RR_SUB => self.alu(SUB, i.rm, Src::Reg(i.reg)),
+            k::ALU_RR_XOR => self.alu(XOR, i.rm, Src::Reg(i.reg)),
+            k::ALU_RR_CMP => self.alu(CMP, i.rm, Src::Reg(i.reg)),
+            k::ALU_RR_TEST => self.alu(TEST, i.rm, Src::Reg(i.reg)),
+            k::ALU_R_I_ADD => self.alu(ADD, i.rm, Src::Imm(i.imm)),
+            k::ALU_R_I_OR => self.alu(OR, i.rm, Src::Imm(i.imm)),
+            k::ALU_R_I_AND => self.alu(AND, i.rm, Src::Imm(i.imm)),
+            k::ALU_R_I_SUB => self.alu(SUB, i.rm, Src::Imm(i.imm)),
+            k::ALU_R_I_CMP => self.alu(CMP, i.rm, Src::Imm(i.imm)),
+            k::ALU_A_I_ADD => self.alu(ADD, EAX as u8, Src::Imm(i.imm)),
+            k::ALU_A_I_AND => self.alu(AND, EAX as u8, Src::Imm(i.imm)),
+            k::ALU_A_I_CMP => self.alu(CMP, EAX as u8, Src::Imm(i.imm)),
+            k::ALU_A_I_TEST => self.alu(TEST, EAX as u8, Src::Imm(i.imm)),
+            k::FUSED_ALU_RR_CMP => self.alu(CMP, i.rm, Src::Reg(i.reg)),
+            k::FUSED_ALU_RR_TEST => self.alu(TEST, i.rm, Src::Reg(i.reg)),
+            k::FUSED_ALU_R_I_CMP => self.alu(CMP, i.rm, Src::Imm(i.imm)),
+            k::FUSED_ALU_A_I_CMP => self.alu(CMP, EAX as u8, Src::Imm(i.imm)),
+            k::FUSED_ALU_R_I_AND => self.alu(AND, i.rm, Src::Imm(i.imm)),
+            k::FUSED_TEST_R_I => self.alu(TEST, i.rm, Src::Imm(i.imm)),
+            k::FUSED_DEC_R => self.incdec(i.reg, true),
+            k::JCC | k::JMP_REL => {}
+            _ => unreachable!("inline_kind and instr disagree"),
+        }
+        // Branches: the Jcc alone, or the Jcc half of a fused pair.
+        let (cc, disp) = match i.fast {
+            k::JCC => (Some(i.reg), i.imm),
+            k::JMP_REL => (None, i.imm),
+            _ if fused => (Some(i.cc), i.imm2),
+            _ => {
+                self.pending += 1;
+                return false;
+            }
+        };
+        self.pending += if fused { 2 } else { 1 };
+        let target = next.wrapping_add(disp);
+        match cc {
+            None => self.goto(k, target),
+            Some(cc) if !last => {
+                self.cond(cc);
+                self.ins().if_(BlockType::Empty);
+                self.depth += 1;
+                let pending = self.pending;
+                self.goto(k, target);
+                self.pending = pending;
+                self.ins().end();
+                self.depth -= 1;
+                return false;
+            }
+            Some(cc) => {
+                self.cond(cc);
+                self.ins().if_(BlockType::Empty);
+                self.depth += 1;
+                let pending = self.pending;
+                self.goto(k, target);
+                self.pending = pending;
+                self.ins().else_();
+                self.goto(k, next);
+                self.ins().end();
+                self.depth -= 1;
+                // Both arms branched away; what follows the `if` is unreachable.
+                self.ins().unreachable();
+            }
+        }
+        true
+    }
+
+    fn get(&mut self, r: u8) {
+        if r as usize >= ZERO_REG {
+            self.ins().i32_const(0);
+        } else {
+            self.ins().local_get(R0 + (r & 7) as u32);
+        }
+    }
+
+    fn set_reg(&mut self, r: u8) {
+        self.ins().local_set(R0 + (r & 7) as u32);
+    }
+
+    fn set_reg_from(&mut self, r: u8, src: Src) {
+        self.push(src);
+        self.set_reg(r);
+    }
+
+    fn push(&mut self, src: Src) {
+        match src {
+            Src::Reg(r) => self.get(r),
+            Src::Imm(v) => {
+                self.ins().i32_const(v as i32);
+            }
+        }
+    }
+
+    /// The effective address of a 32-bit address-size memory operand (LEA).
+    fn ea(&mut self, i: &Instr) {
+        self.get(i.base);
+        self.get(i.index);
+        self.ins()
+            .i32_const((i.scale & 3) as i32)
+            .i32_shl()
+            .i32_add()
+            .i32_const(i.disp as i32)
+            .i32_add();
+    }
+
+    /// Store lazy flags from T0 (result) and T1 (carry vector), 32-bit width.
+    fn store_flags(&mut self) {
+        self.ins()
+            .local_get(CPU)
+            .local_get(T0)
+            .i32_store(mem32(RES))
+            .local_get(CPU)
+            .local_get(T1)
+            .i32_store(mem32(CV))
+            .local_get(CPU)
+            // low = (res & 0xFF) | ((cv & 8) << 5) | ((res >> 31) << 9)
+            .local_get(T0)
+            .i32_const(0xFF)
+            .i32_and()
+            .local_get(T1)
+            .i32_const(8)
+            .i32_and()
+            .i32_const(5)
+            .i32_shl()
+            .i32_or()
+            .local_get(T0)
+            .i32_const(31)
+            .i32_shr_u()
+            .i32_const(9)
+            .i32_shl()
+            .i32_or()
+            .i32_store(mem32(LOW));
+    }
+
+    /// OP dst, src at 32 bits: the result in T0, its carry vector in T1, the flags stored, and
+    /// the destination written unless the operation is CMP or TEST.
+    fn alu(&mut self, op: u8, dst: u8, src: Src) {
+        // T2 = a (the destination's value), the source pushed where needed.
+        self.get(dst);
+        self.ins().local_set(T2);
+        match op {
+            ADD => {
+                // r = a + b; cv = (a & b) | ((a | b) & !r)
+                self.ins().local_get(T2);
+                self.push(src);
+                self.ins().i32_add().local_set(T0).local_get(T2);
+                self.push(src);
+                self.ins().i32_and().local_get(T2);
+                self.push(src);
+                self.ins()
+                    .i32_or()
+                    .local_get(T0)
+                    .i32_const(-1)
+                    .i32_xor()
+                    .i32_and()
+                    .i32_or()
+                    .local_set(T1);
+            }
+            SUB | CMP => {
+                // r = a - b; cv = (!a & b) | (!(a ^ b) & r)
+                self.ins().local_get(T2);
+                self.push(src);
+                self.ins()
+                    .i32_sub()
+                    .local_set(T0)
+                    .local_get(T2)
+                    .i32_const(-1)
+                    .i32_xor();
+                self.push(src);
+                self.ins().i32_and().local_get(T2);
+                self.push(src);
+                self.ins()
+                    .i32_xor()
+                    .i32_const(-1)
+                    .i32_xor()
+                    .local_get(T0)
+                    .i32_and()
+                    .i32_or()
+                    .local_set(T1);
+            }
+            _ => {
+                self.ins().local_get(T2);
+                self.push(src);
+                match op {
+                    OR => self.ins().i32_or(),
+                    XOR => self.ins().i32_xor(),
+                    _ => self.ins().i32_and(),
+                };
+                self.ins().local_set(T0).i32_const(0).local_set(T1);
+            }
+        }
+        self.store_flags();
+        if op != CMP && op != TEST {
+            self.ins().local_get(T0);
+            self.set_reg(dst);
+        }
+    }
+
+    /// INC/DEC r32: like ADD/SUB of 1, CF kept (Flags::set_incdec).
+    fn incdec(&mut self, r: u8, dec: bool) {
+        self.get(r);
+        self.ins().local_set(T2).local_get(T2).i32_const(1);
+        if dec {
+            self.ins().i32_sub();
+        } else {
+            self.ins().i32_add();
+        }
+        self.ins().local_set(T0);
+        if dec {
+            // cv = (!a & 1) | (!(a ^ 1) & r)
+            self.ins()
+                .local_get(T2)
+                .i32_const(-1)
+                .i32_xor()
+                .i32_const(1)
+                .i32_and()
+                .local_get(T2)
+                .i32_const(1)
+                .i32_xor()
+                .i32_const(-1)
+                .i32_xor()
+                .local_get(T0)
+                .i32_and()
+                .i32_or();
+        } else {
+            // cv = (a & 1) | ((a | 1) & !r)
+            self.ins()
+                .local_get(T2)
+                .i32_const(1)
+                .i32_and()
+                .local_get(T2)
+                .i32_const(1)
+                .i32_or()
+                .local_get(T0)
+                .i32_const(-1)
+                .i32_xor()
+                .i32_and()
+                .i32_or();
+        }
+        self.ins().local_set(T1);
+        // Stored cv: CF (bit 31) kept; bit 30 = old CF ^ new OF, where new OF = bit 31 of
+        // (cv ^ (cv << 1)). low from the new carry vector as usual.
+        self.ins()
+            .local_get(CPU)
+            .local_get(CPU)
+            .i32_load(mem32(CV))
+            .local_tee(T2)
+            .i32_const(i32::MIN)
+            .i32_and()
+            .local_get(T2)
+            .local_get(T1)
+            .local_get(T1)
+            .i32_const(1)
+            .i32_shl()
+            .i32_xor()
+            .i32_const(i32::MIN)
+            .i32_and()
+            .i32_xor()
+            .i32_const(1)
+            .i32_shr_u()
+            .i32_const(1 << 30)
+            .i32_and()
+            .i32_or()
+            .i32_store(mem32(CV))
+            .local_get(CPU)
+            .local_get(T0)
+            .i32_store(mem32(RES))
+            .local_get(CPU)
+            .local_get(T0)
+            .i32_const(0xFF)
+            .i32_and()
+            .local_get(T1)
+            .i32_const(8)
+            .i32_and()
+            .i32_const(5)
+            .i32_shl()
+            .i32_or()
+            .local_get(T0)
+            .i32_const(31)
+            .i32_shr_u()
+            .i32_const(9)
+            .i32_shl()
+            .i32_or()
+            .i32_store(mem32(LOW))
+            .local_get(T0);
+        self.set_reg(r);
+    }
+
+    /// IMUL r32, r32: the signed product's low half; CF = OF = the high half is significant.
+    fn imul(&mut self, dst: u8, src: u8) {
+        self.get(dst);
+        self.ins().i64_extend_i32_s();
+        self.get(src);
+        self.ins()
+            .i64_extend_i32_s()
+            .i64_mul()
+            .local_tee(W0)
+            .i32_wrap_i64()
+            .local_set(T0)
+            // overflow = p != sext(lo); cv = overflow << 31
+            .local_get(W0)
+            .local_get(T0)
+            .i64_extend_i32_s()
+            .i64_ne()
+            .i32_const(31)
+            .i32_shl()
+            .local_set(T1);
+        // set_explicit: low has AF = 0, which the generic store gives only if cv & 8 == 0: it is.
+        self.store_flags();
+        self.ins().local_get(T0);
+        self.set_reg(dst);
+    }
+
+    /// IDIV r32: EDX:EAX / r, quotient to EAX, remainder to EDX; a zero divisor or a quotient
+    /// that does not fit goes through `step`, which raises #DE exactly as the interpreter does.
+    fn idiv(&mut self, i: &Instr, eip: u32) {
+        // Every arm counts its own retirement, so nothing may be pending across them.
+        self.flush_count();
+        // W0 = dividend, W1 = divisor.
+        self.get(EDX as u8);
+        self.ins().i64_extend_i32_u().i64_const(32).i64_shl();
+        self.get(EAX as u8);
+        self.ins().i64_extend_i32_u().i64_or().local_set(W0);
+        self.get(i.rm);
+        self.ins()
+            .i64_extend_i32_s()
+            .local_tee(W1)
+            // Bad: divisor 0, or -1 with the smallest dividend (the only i64 overflow); the
+            // quotient range is checked after the division.
+            .i64_eqz()
+            .local_get(W1)
+            .i64_const(-1)
+            .i64_eq()
+            .local_get(W0)
+            .i64_const(i64::MIN)
+            .i64_eq()
+            .i32_and()
+            .i32_or()
+            .if_(BlockType::Empty);
+        self.depth += 1;
+        // The interpreter raises #DE; `step` delivers it and the function returns.
+        self.step(i, eip);
+        self.ins().else_();
+        self.ins()
+            .local_get(W0)
+            .local_get(W1)
+            .i64_div_s()
+            .local_tee(W0)
+            // Quotient out of the i32 range: #DE too.
+            .local_get(W0)
+            .i32_wrap_i64()
+            .i64_extend_i32_s()
+            .i64_ne()
+            .if_(BlockType::Empty);
+        self.depth += 1;
+        self.step(i, eip);
+        self.ins().else_();
+        // The quotient fits; the remainder is recomputed from the registers.
+        self.get(EDX as u8);
+        self.ins().i64_extend_i32_u().i64_const(32).i64_shl();
+        self.get(EAX as u8);
+        self.ins()
+            .i64_extend_i32_u()
+            .i64_or()
+            .local_get(W1)
+            .i64_rem_s()
+            .i32_wrap_i64()
+            .local_set(T0)
+            .local_get(W0)
+            .i32_wrap_i64();
+        self.set_reg(EAX as u8);
+        self.ins().local_get(T0);
+        self.set_reg(EDX as u8);
+        self.ins()
+            .local_get(ICOUNT)
+            .i64_const(1)
+            .i64_add()
+            .local_set(ICOUNT)
+            .end()
+            .end();
+        self.depth -= 2;
+    }
+
+    /// Push condition `cc` (0/1) from the stored lazy flags (Flags::cond).
+    fn cond(&mut self, cc: u8) {
+        let of = |g: &mut Gen| {
+            g.ins()
+                .local_get(CPU)
+                .i32_load(mem32(CV))
+                .local_tee(T1)
+                .local_get(T1)
+                .i32_const(1)
+                .i32_shl()
+                .i32_xor()
+                .i32_const(31)
+                .i32_shr_u();
+        };
+        let cf = |g: &mut Gen| {
+            g.ins()
+                .local_get(CPU)
+                .i32_load(mem32(CV))
+                .i32_const(31)
+                .i32_shr_u();
+        };
+        let zf = |g: &mut Gen| {
+            g.ins().local_get(CPU).i32_load(mem32(RES)).i32_eqz();
+        };
+        let sf = |g: &mut Gen| {
+            g.ins()
+                .local_get(CPU)
+                .i32_load(mem32(LOW))
+                .i32_const(9)
+                .i32_shr_u()
+                .i32_const(1)
+                .i32_and();
+        };
+        match cc >> 1 {
+            0 => of(self),
+            1 => cf(self),
+            2 => zf(self),
+            3 => {
+                cf(self);
+                zf(self);
+                self.ins().i32_or();
+            }
+            4 => sf(self),
+            5 => {
+                self.ins()
+                    .local_get(CPU)
+                    .i32_load(mem32(LOW))
+                    .i32_const(0xFF)
+                    .i32_and()
+                    .i32_popcnt()
+                    .i32_const(1)
+                    .i32_and()
+                    .i32_eqz();
+            }
+            6 => {
+                sf(self);
+                of(self);
+                self.ins().i32_xor();
+            }
+            _ => {
+                zf(self);
+                sf(self);
+                of(self);
+                self.ins().i32_xor().i32_or();
+            }
+        }
+        if cc & 1 != 0 {
+            self.ins().i32_const(1).i32_xor();
+        }
+    }
+}
+
+/// Whether the generator runs `i` inline (else through `step`). Only 32-bit forms are listed;
+/// every kind here is one the decoder classifies for 32-bit operands only. A jump whose target
+/// could pass the code segment limit is left to the interpreter (it faults there).
+fn inline_kind(i: &Instr) -> bool {
+    matches!(
+        i.fast,
+        k::MOV_RM_R_REG
+            | k::MOV_R_IMM
+            | k::INC_R
+            | k::DEC_R
+            | k::CDQ
+            | k::IMUL_R_RM_REG
+            | k::IDIV_R
+            | k::TEST_R_I
+            | k::ALU_RR_ADD
+            | k::ALU_RR_AND
+            | k::ALU_RR_SUB
+            | k::ALU_RR_XOR
+            | k::ALU_RR_CMP
+            | k::ALU_RR_TEST
+            | k::ALU_R_I_ADD
+            | k::ALU_R_I_OR
+            | k::ALU_R_I_AND
+            | k::ALU_R_I_SUB
+            | k::ALU_R_I_CMP
+            | k::ALU_A_I_ADD
+            | k::ALU_A_I_AND
+            | k::ALU_A_I_CMP
+            | k::ALU_A_I_TEST
+            | k::FUSED_ALU_RR_CMP
+            | k::FUSED_ALU_RR_TEST
+            | k::FUSED_ALU_R_I_CMP
+            | k::FUSED_ALU_A_I_CMP
+            | k::FUSED_ALU_R_I_AND
+            | k::FUSED_TEST_R_I
+            | k::FUSED_DEC_R
+            | k::JCC
+            | k::JMP_REL
+    ) || (i.fast == k::LEA && i.addr32)
+}
+
+/// Whether a branch of `i` at `next` (the address after it) stays within `cs_limit`; the
+/// region builder sends branches that may not to the interpreter.
+pub fn branch_within_limit(i: &Instr, next: u32, cs_limit: u32) -> bool {
+    let disp = match i.fast {
+        k::JCC | k::JMP_REL => i.imm,
+        _ if k::is_fused(i) => i.imm2,
+        _ => return true,
+    };
+    next.wrapping_add(disp) <= cs_limit
+}

@@ -1,0 +1,488 @@
+//! The compiling tier: hot guest code becomes WebAssembly at run time.
+//!
+//! The interpreter (crate::cpu) stays the first tier and the reference. It counts how often
+//! each cached block starts; when a block reaches the threshold, the blocks of its page that
+//! the interpreter has already decoded and that are reachable from it by direct jumps become
+//! one *region*: one wasm module (codegen.rs) whose function runs them with the registers in
+//! wasm locals and direct jumps as branches. The host's [`Engine`] compiles and instantiates
+//! the module (the browser's `WebAssembly.Module` in the worker; natively the wasmi crate), and
+//! from then on the run loop calls it whenever that block comes up, instead of interpreting.
+//!
+//! A region is keyed by everything its code assumes: the physical page and its write
+//! generation, the linear page it runs at (the jump targets are linear addresses), and the
+//! code segment's base, limit and default size. A write to the page (by the CPU or by DMA)
+//! bumps the generation, so the blocks, and with them the link to the region, are dropped;
+//! the region's slot is reused later. Regions live in a fixed number of slots, replaced in
+//! order, so a long-running guest's compiled code stays bounded.
+//!
+//! The generated code hands every instruction it does not inline to [`step`], which runs it
+//! through the interpreter's own run loop ([`crate::cpu::fast::run`]), so coverage is complete
+//! and the semantics are the interpreter's: the same exceptions at the same EIP, interrupts at
+//! the same block boundaries, the same retired-instruction count.
+
+pub mod codegen;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod wasmi_engine;
+
+use crate::cpu::decode::Instr;
+use crate::cpu::icache::InstrArena;
+use crate::cpu::{fast, Cpu, SegCache, Segment};
+pub use codegen::CpuMemory;
+use codegen::RegionBlock;
+
+/// A host's way of turning generated modules into running code.
+pub trait Engine {
+    /// How the modules it loads import the `Cpu`'s memory.
+    fn cpu_memory(&self) -> CpuMemory;
+
+    /// Compile and instantiate `wasm` for running on `cpu`; returns a handle for
+    /// [`call`](Self::call).
+    fn load(&mut self, cpu: *mut Cpu, wasm: &[u8]) -> Result<u32, String>;
+
+    /// Run the module's `run(cpu, limit, entry)`; returns its status ([`codegen::RAN`] or
+    /// [`codegen::FAULTED`]), or an error if the engine failed (a trap: a bug).
+    ///
+    /// # Safety
+    ///
+    /// `cpu` must point to the live `Cpu` this engine belongs to, and nothing else may access
+    /// that `Cpu` for the length of the call: the generated code reads and writes it, and
+    /// [`step`] makes a `&mut Cpu` from the same pointer.
+    unsafe fn call(
+        &mut self,
+        handle: u32,
+        cpu: *mut Cpu,
+        limit: u64,
+        entry: u32,
+    ) -> Result<u32, String>;
+
+    /// Free a module.
+    fn unload(&mut self, handle: u32);
+}
+
+/// Regions alive at once (at most; the oldest is replaced). Must stay below `1 << SLOT_BITS`.
+const MAX_REGIONS: usize = 512;
+const SLOT_BITS: u32 = 10;
+/// Most blocks in one region.
+const MAX_REGION_BLOCKS: usize = 64;
+/// Block starts before a block is compiled, unless the host chooses another threshold.
+pub const DEFAULT_THRESHOLD: u32 = 2000;
+
+/// Counters for the status line and the benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JitStats {
+    /// Regions compiled since the tier was turned on.
+    pub regions_compiled: u64,
+    /// Regions alive now.
+    pub regions_live: u64,
+    /// Guest code bytes compiled, and the wasm bytes generated for them.
+    pub guest_bytes: u64,
+    pub wasm_bytes: u64,
+    /// Instructions retired inside compiled code (including those it handed to the
+    /// interpreter through `step`).
+    pub compiled_instructions: u64,
+    /// Compiled instructions that run inline, and those that go through `step` (static counts).
+    pub inline_instructions: u64,
+    pub step_instructions: u64,
+    /// Modules the engine refused, or runs that trapped (each a bug; the tier turns itself
+    /// off after a trap).
+    pub failures: u64,
+}
+
+/// One compiled region.
+struct Region {
+    id: u32,
+    handle: u32,
+    lin_page: u32,
+    cs_base: u32,
+    cs_limit: u32,
+    cs_big: bool,
+    /// The first instruction of each block (entry n is `entries[n]`).
+    entries: Vec<u32>,
+    /// The instructions `step` runs, by the index the generated code passes.
+    fallback: Vec<Instr>,
+}
+
+/// The tier's state inside the CPU (a cache: nothing here is machine state).
+pub struct Jit {
+    /// Block starts before compiling; 0 while the tier is off.
+    pub(crate) threshold: u32,
+    regions: Vec<Option<Region>>,
+    next_slot: usize,
+    next_serial: u32,
+    pub stats: JitStats,
+    /// Why the tier turned itself off, if it did.
+    pub error: Option<String>,
+}
+
+impl Default for Jit {
+    fn default() -> Self {
+        Jit {
+            threshold: 0,
+            regions: (0..MAX_REGIONS).map(|_| None).collect(),
+            next_slot: 0,
+            next_serial: 1,
+            stats: JitStats::default(),
+            error: None,
+        }
+    }
+}
+
+impl Jit {
+    /// The slot of region `id` and the entry of `eip` in it, if it is alive and was compiled
+    /// for this code segment at this linear page.
+    fn check(&self, id: u32, entry: u32, lin: u32, cs: &SegCache) -> Option<usize> {
+        let slot = (id & ((1 << SLOT_BITS) - 1)) as usize;
+        let r = self.regions.get(slot)?.as_ref()?;
+        let good = r.id == id
+            && r.lin_page == lin >> 12
+            && r.cs_base == cs.base
+            && r.cs_limit == cs.limit
+            && r.cs_big == cs.big
+            && (entry as usize) < r.entries.len();
+        good.then_some(slot)
+    }
+
+    /// The instruction `step` is asked to run.
+    fn fallback(&self, slot: u32, index: u32) -> Option<Instr> {
+        let r = self.regions.get(slot as usize)?.as_ref()?;
+        r.fallback.get(index as usize).copied()
+    }
+}
+
+impl Cpu {
+    /// Turn the compiling tier on with `engine`, compiling a block once it has started
+    /// `threshold` times (at least 1), or off (`None`).
+    pub fn set_jit(&mut self, engine: Option<Box<dyn Engine>>, threshold: u32) {
+        self.drop_regions();
+        self.jit.threshold = if engine.is_some() {
+            threshold.max(1)
+        } else {
+            0
+        };
+        self.jit_engine = engine;
+        self.jit.error = None;
+        // Blocks start counting afresh.
+        self.icache.flush();
+    }
+
+    /// The tier's counters.
+    pub fn jit_stats(&self) -> JitStats {
+        self.jit.stats
+    }
+
+    /// Why the tier turned itself off, if it did.
+    pub fn jit_error(&self) -> Option<&str> {
+        self.jit.error.as_deref()
+    }
+
+    fn drop_regions(&mut self) {
+        for slot in 0..self.jit.regions.len() {
+            self.free_region(slot);
+        }
+    }
+
+    fn free_region(&mut self, slot: usize) {
+        if let Some(r) = self.jit.regions[slot].take() {
+            if let Some(engine) = self.jit_engine.as_mut() {
+                engine.unload(r.handle);
+            }
+            self.jit.stats.regions_live -= 1;
+        }
+    }
+
+    /// Called by the run loop for the cached block in icache slot `idx` at CS:EIP before it
+    /// interprets it. Runs compiled code if the block has some, or counts the block and
+    /// compiles its region when it is hot. Returns `None` if nothing ran (interpret the block),
+    /// `Some(true)` if compiled code ran, `Some(false)` if it ended in a delivered exception.
+    pub(crate) fn run_compiled(
+        &mut self,
+        arena: &InstrArena,
+        idx: usize,
+        end: u64,
+    ) -> Option<bool> {
+        let cs = self.segs[Segment::CS as usize];
+        let lin = cs.base.wrapping_add(self.eip);
+        let block = self.icache.blocks[idx];
+        let slot_entry = if block.jit != 0 {
+            self.jit
+                .check(block.jit, block.jit_entry, lin, &cs)
+                .map(|slot| (slot, block.jit_entry))
+        } else {
+            None
+        };
+        let (slot, entry) = match slot_entry {
+            Some(x) => x,
+            None => {
+                let b = &mut self.icache.blocks[idx];
+                b.jit = 0;
+                b.hits += 1;
+                if b.hits < self.jit.threshold {
+                    return None;
+                }
+                b.hits = 0;
+                let slot = self.compile_region(arena, block.phys, lin, &cs)?;
+                (slot, 0)
+            }
+        };
+        let handle = self.jit.regions[slot].as_ref()?.handle;
+        let mut engine = self.jit_engine.take()?;
+        let before = self.instructions;
+        // SAFETY: `self` is live and not otherwise used until `call` returns: the pointer is
+        // the only access to it meanwhile (see Engine::call).
+        let status = unsafe { engine.call(handle, self as *mut Cpu, end, entry) };
+        self.jit_engine = Some(engine);
+        self.jit.stats.compiled_instructions += self.instructions - before;
+        match status {
+            // Nothing ran (the first block did not fit in the budget): interpret it.
+            Ok(codegen::RAN) if self.instructions == before => None,
+            Ok(codegen::RAN) => Some(true),
+            Ok(_) => Some(false),
+            Err(e) => {
+                // A trap in generated code is a bug in the generator; the tier turns itself
+                // off so the interpreter carries on (from the last state the code stored).
+                self.jit.stats.failures += 1;
+                self.jit.error = Some(e);
+                self.jit.threshold = 0;
+                Some(true)
+            }
+        }
+    }
+
+    /// Build, compile and install the region that starts with the cached block at physical
+    /// `phys` (CS:EIP, linear `lin`). Returns its slot.
+    fn compile_region(
+        &mut self,
+        arena: &InstrArena,
+        phys: u32,
+        lin: u32,
+        cs: &SegCache,
+    ) -> Option<usize> {
+        let mut blocks: Vec<RegionBlock> = Vec::new();
+        let mut queue = std::collections::VecDeque::from([self.eip]);
+        let mut seen = std::collections::HashSet::from([self.eip]);
+        let page_base = phys & !0xFFF;
+        let lin_page = lin >> 12;
+        while let Some(eip) = queue.pop_front() {
+            if blocks.len() == MAX_REGION_BLOCKS {
+                break;
+            }
+            let l = cs.base.wrapping_add(eip);
+            if l >> 12 != lin_page {
+                continue;
+            }
+            let p = page_base | (l & 0xFFF);
+            let Some((_, start, len)) = self.cached_block_at(p, eip, cs) else {
+                continue;
+            };
+            let instrs = arena[start..start + len].to_vec();
+            let byte_len: u32 = instrs.iter().map(|i| i.len as u32).sum();
+            let next = eip.wrapping_add(byte_len);
+            // Where the block can go: the targets of its direct jumps (conditional ones may be
+            // anywhere in it), and the address after it unless it ends in a JMP.
+            let mut successors = Vec::with_capacity(4);
+            let mut at = eip;
+            for i in &instrs {
+                at = at.wrapping_add(i.len as u32);
+                match i.fast {
+                    fast::JMP_REL | fast::JCC => successors.push(at.wrapping_add(i.imm)),
+                    _ if fast::is_fused(i) => successors.push(at.wrapping_add(i.imm2)),
+                    _ => {}
+                }
+            }
+            if instrs.last()?.fast != fast::JMP_REL {
+                successors.push(next);
+            }
+            for s in successors {
+                if seen.insert(s) {
+                    queue.push_back(s);
+                }
+            }
+            blocks.push(RegionBlock {
+                eip,
+                instrs,
+                byte_len,
+            });
+        }
+        if blocks.is_empty() {
+            return None;
+        }
+
+        let engine = self.jit_engine.as_mut()?;
+        let slot = self.jit.next_slot;
+        self.jit.next_slot = (slot + 1) % MAX_REGIONS;
+        let code = codegen::compile(&blocks, engine.cpu_memory(), slot as u32, cs.limit);
+        let cpu_ptr = self as *mut Cpu;
+        // `load` only compiles; it does not run code or touch the Cpu.
+        let loaded = self.jit_engine.as_mut()?.load(cpu_ptr, &code.wasm);
+        let handle = match loaded {
+            Ok(h) => h,
+            Err(e) => {
+                self.jit.stats.failures += 1;
+                self.jit.error = Some(e);
+                return None;
+            }
+        };
+        self.free_region(slot);
+        let id = (self.jit.next_serial << SLOT_BITS) | slot as u32;
+        self.jit.next_serial = self.jit.next_serial.wrapping_add(1).max(1);
+        let stats = &mut self.jit.stats;
+        stats.regions_compiled += 1;
+        stats.regions_live += 1;
+        stats.guest_bytes += blocks.iter().map(|b| b.byte_len as u64).sum::<u64>();
+        stats.wasm_bytes += code.wasm.len() as u64;
+        stats.inline_instructions += code.inline_count as u64;
+        stats.step_instructions += code.step_count as u64;
+        // Link every block of the region that the cache holds to its entry.
+        for (n, b) in blocks.iter().enumerate() {
+            let p = page_base | (cs.base.wrapping_add(b.eip) & 0xFFF);
+            if let Some((idx, _, _)) = self.cached_block_at(p, b.eip, cs) {
+                let cached = &mut self.icache.blocks[idx];
+                cached.jit = id;
+                cached.jit_entry = n as u32;
+            }
+        }
+        self.jit.regions[slot] = Some(Region {
+            id,
+            handle,
+            lin_page,
+            cs_base: cs.base,
+            cs_limit: cs.limit,
+            cs_big: cs.big,
+            entries: blocks.iter().map(|b| b.eip).collect(),
+            fallback: code.fallback,
+        });
+        Some(slot)
+    }
+}
+
+/// Run one instruction of a compiled region through the interpreter: instruction `index` of
+/// the region in `slot`, at `cpu.eip` (the generated code has stored the registers, EIP and
+/// the instruction count). Returns a `codegen::STEP_*` status.
+pub fn step(cpu: &mut Cpu, slot: u32, index: u32) -> u32 {
+    let Some(instr) = cpu.jit.fallback(slot, index) else {
+        // Cannot happen (a region is never replaced while it runs); leaving without running
+        // the instruction is always correct: the interpreter runs it next.
+        return codegen::STEP_LEAVE;
+    };
+    let next = cpu.eip.wrapping_add(instr.len as u32);
+    match fast::run(cpu, std::slice::from_ref(&instr)) {
+        Err(e) => {
+            cpu.debug_instruction_faulted(false);
+            cpu.deliver_exception(e);
+            codegen::STEP_FAULTED
+        }
+        Ok(()) if cpu.eip != next || cpu.stop_block => codegen::STEP_LEAVE,
+        Ok(()) if cpu.must_stop_chaining() => codegen::STEP_CONTINUE_THEN_STOP,
+        Ok(()) => codegen::STEP_CONTINUE,
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::wasmi_engine::WasmiEngine;
+    use crate::cpu::{Cpu, RunExit, SegCache};
+
+    /// Count the primes below 300 by trial division through a called function (PUSH, CALL,
+    /// RET, memory loads and stores through `step`; MOV, LEA, the ALU group, IMUL, CDQ, IDIV,
+    /// fused compares and jumps inline), then divide by zero: #DE, delivered through the
+    /// real-mode IVT to a HLT.
+    const PRIMES: &[u8] = &[
+        0xb9, 0x02, 0x00, 0x00, 0x00, 0x31, 0xf6, 0x51, 0xe8, 0x1e, 0x00, 0x00, 0x00, 0x59, 0x01,
+        0xc6, 0x89, 0x35, 0x00, 0x80, 0x00, 0x00, 0x41, 0x81, 0xf9, 0x2c, 0x01, 0x00, 0x00, 0x7c,
+        0xe8, 0xb8, 0x07, 0x00, 0x00, 0x00, 0x31, 0xd2, 0x31, 0xdb, 0xf7, 0xfb, 0xf4, 0x8b, 0x4c,
+        0x24, 0x04, 0xbb, 0x02, 0x00, 0x00, 0x00, 0x89, 0xd8, 0x0f, 0xaf, 0xc3, 0x39, 0xc8, 0x7f,
+        0x1a, 0x89, 0xc8, 0x99, 0xf7, 0xfb, 0x85, 0xd2, 0x74, 0x17, 0x8d, 0x5b, 0x01, 0x29, 0xdf,
+        0x81, 0xe7, 0xff, 0xff, 0x00, 0x00, 0x83, 0xcf, 0x03, 0x4f, 0xeb, 0xdd, 0xb8, 0x01, 0x00,
+        0x00, 0x00, 0xc3, 0x31, 0xc0, 0xc3,
+    ];
+
+    /// A CPU running 32-bit code at 0x1000 with flat 4 GiB segments, the stack at 0xF000 and
+    /// the #DE vector pointing at a HLT at 0x0F00.
+    fn cpu(code: &[u8]) -> Cpu {
+        let mut cpu = Cpu::with_ram(1 << 20);
+        cpu.mem.load(0x1000, code);
+        cpu.mem.load(0x0F00, &[0xF4]);
+        cpu.mem.load(0, &[0x00, 0x0F, 0x00, 0x00]);
+        for seg in cpu.segs.iter_mut() {
+            let mut s = SegCache::real(0);
+            s.big = true;
+            s.limit = u32::MAX;
+            s.compute_ranges();
+            *seg = s;
+        }
+        cpu.eip = 0x1000;
+        cpu.regs[crate::cpu::ESP] = 0xF000;
+        cpu
+    }
+
+    /// Require the same architectural state, saying where it differs.
+    fn assert_same(a: &Cpu, b: &Cpu, what: &str) {
+        let regs = |c: &Cpu| (c.regs, c.eip, c.flags.word(), c.instructions, c.halted);
+        assert_eq!(
+            regs(a),
+            regs(b),
+            "{what}: registers, EIP, EFLAGS, count, halted"
+        );
+        let diff = (0..0x10000).find(|&n| a.mem.ram[n] != b.mem.ram[n]);
+        assert_eq!(diff, None, "{what}: memory differs at");
+    }
+
+    /// Run `code` in slices of `slice` instructions with the interpreter alone and with the
+    /// compiling tier at `threshold`, requiring the same state after every slice; returns the
+    /// compiled CPU.
+    fn same_with_and_without(code: &[u8], slice: u64, threshold: u32) -> Cpu {
+        let mut plain = cpu(code);
+        let mut compiled = cpu(code);
+        compiled.set_jit(Some(Box::new(WasmiEngine::new())), threshold);
+        for n in 0.. {
+            let a = plain.run(slice);
+            let b = compiled.run(slice);
+            assert_eq!(a, b, "slice {n}");
+            assert_same(&plain, &compiled, &format!("slice {n} of {slice}"));
+            assert_eq!(compiled.jit_error(), None);
+            if a == RunExit::Halted {
+                break;
+            }
+            assert!(n < 100_000, "never halted");
+        }
+        compiled
+    }
+
+    #[test]
+    fn compiled_primes_match_the_interpreter_slice_by_slice() {
+        for (slice, threshold) in [(100_000, 1), (1000, 1), (37, 5), (1, 1), (5000, 50)] {
+            let cpu = same_with_and_without(PRIMES, slice, threshold);
+            assert_eq!(cpu.mem.ram[0x8000], 62, "primes below 300");
+            // #DE was delivered: the HLT at 0x0F00 ran.
+            assert_eq!(cpu.eip, 0x0F01);
+            let stats = cpu.jit_stats();
+            assert!(stats.regions_compiled > 0, "{stats:?}");
+            if slice > 1 {
+                assert!(
+                    stats.compiled_instructions > cpu.instructions / 2,
+                    "slice {slice}: {stats:?} of {}",
+                    cpu.instructions
+                );
+            }
+        }
+    }
+
+    /// A loop that rewrites the immediate of an instruction in its own block on every pass:
+    /// the compiled region must be dropped and the new code run.
+    #[test]
+    fn self_modifying_loop_runs_the_new_code() {
+        // 1000: mov ecx, 200
+        // 1005: mov eax, 0          (its immediate at 1006)
+        // 100A: inc dword [0x1006]
+        // 1010: add esi, eax
+        // 1012: dec ecx
+        // 1013: jnz 1005
+        // 1015: hlt
+        let code = [
+            0xb9, 0xc8, 0x00, 0x00, 0x00, 0xb8, 0x00, 0x00, 0x00, 0x00, 0xff, 0x05, 0x06, 0x10,
+            0x00, 0x00, 0x01, 0xc6, 0x49, 0x75, 0xf0, 0xf4,
+        ];
+        let cpu = same_with_and_without(&code, 1000, 1);
+        assert_eq!(cpu.regs[crate::cpu::ESI], (0..200).sum::<u32>());
+    }
+}
