@@ -11,7 +11,7 @@
 #   make bench           the Linux benchmark guest natively (isprime, gzip, fork/exec; guest MIPS
 #                        and slowdown against this host running the same programs); REPS=n runs
 #                        (default 3), BENCH_ARGS=--synthetic for the CPU micro benchmark
-#   make bench-web       wasm86's page and v86 (interpreter, JIT) side by side in headless Chromium,
+#   make bench-web       wasm86's page (alone, and with jit=1) and v86 (interpreter, JIT) in Chromium,
 #                        and wasm86-native (target/release/wasm86 bench, the same core built
 #                        natively, same guest) for the browser-vs-native ratio; REPS=3 repetitions,
 #                        results in target/bench/web-*.json; BENCH_WEB_ARGS=--no-native skips

@@ -325,6 +325,14 @@ export function statusText(controller) {
   const parts = [s.state];
   if (s.state === "running" || s.state === "paused") {
     parts.push(`${s.mips.toFixed(1)} MIPS`, `${formatCount(s.instructions)} instructions`);
+    if (s.jit) {
+      const share = s.instructions > 0 ? (100 * s.jit.compiledInstructions) / s.instructions : 0;
+      parts.push(
+        s.jit.error
+          ? `compiling tier off after an error: ${s.jit.error}`
+          : `compiled ${share.toFixed(0)}% (${s.jit.regionsLive} regions)`
+      );
+    }
   }
   let wholeBytes = 0;
   const streamed = [];

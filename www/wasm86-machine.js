@@ -1,7 +1,7 @@
 // <wasm86-machine>: an emulated PC for any static HTML page, with one include:
 //
 //   <script type="module" src="https://example.org/wasm86/wasm86-machine.js"></script>
-//   <wasm86-machine kernel="…" initrd="…" append="…" memory="64" hda="…" cdrom="…"
+//   <wasm86-machine kernel="…" initrd="…" append="…" memory="64" hda="…" cdrom="…" jit="1"
 //                   show="serial|screen|both" run="uname -a" label="…" rows="20"
 //                   start="click"></wasm86-machine>
 //
@@ -15,7 +15,7 @@
 import { MachineController, resolveOptions } from "./wasm86.js";
 import { ScreenView, bindKeyboard, bindMouse, createTerminal, toggleFullscreen, XTERM_CSS } from "./ui.js";
 
-const OPTION_ATTRS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom"];
+const OPTION_ATTRS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "jit", "jit-threshold"];
 
 /** A shell prompt: "# " at the end of the output, or followed by busybox's cursor-position query
  * ESC[6n (kernel messages may come right after it). */

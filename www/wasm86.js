@@ -5,8 +5,10 @@
 // The automation API (the same on `window.wasm86` and on each widget's `.machine`):
 //   serialText() screenText() sendSerial(text) typeText(text) stats() pause() resume() reset()
 //   start() ready error()
-// stats() is {instructions, mips, downloadedBytes, state}, state one of
-// "idle" | "loading" | "running" | "paused" | "error".
+// stats() is {instructions, mips, downloadedBytes, state, jit}, state one of
+// "idle" | "loading" | "running" | "paused" | "error"; jit is null while the compiling tier is
+// off, else its counters (regionsCompiled, regionsLive, guestBytes, wasmBytes,
+// compiledInstructions, inlineInstructions, stepInstructions, failures, error).
 
 const here = import.meta.url;
 
@@ -19,6 +21,11 @@ export const DEFAULTS = Object.freeze({
   hda: null,
   hdb: null,
   cdrom: null,
+  // The compiling tier (hot guest code to WebAssembly): off until it is finished; `jit=1` turns
+  // it on, `jit-threshold=N` compiles a block once it has started N times (1: most eager;
+  // null: the emulator's default).
+  jit: false,
+  jitThreshold: null,
 });
 
 /** The emulator package (wasm-pack --target web output), next to this module. */
@@ -63,14 +70,29 @@ export function resolveOptions(given, base = document.baseURI) {
     }
     out.memory = m;
   }
+  if (given.jit !== undefined && given.jit !== null && given.jit !== "") {
+    const v = String(given.jit).toLowerCase();
+    if (["1", "on", "true", "yes"].includes(v)) out.jit = true;
+    else if (["0", "off", "false", "no"].includes(v)) out.jit = false;
+    else throw new Error(`jit=${given.jit} is neither 1 (on) nor 0 (off)`);
+  }
+  const threshold = given.jitThreshold ?? given["jit-threshold"];
+  if (threshold !== undefined && threshold !== null && threshold !== "") {
+    const n = Number(threshold);
+    if (!Number.isInteger(n) || n < 1 || n > 1e9) {
+      throw new Error(`jit-threshold=${threshold} is not a whole number from 1 (for example jit-threshold=2000)`);
+    }
+    out.jitThreshold = n;
+  }
   return out;
 }
 
-/** Options from the page's query string: kernel initrd append hda hdb cdrom memory. */
+/** Options from the page's query string: kernel initrd append hda hdb cdrom memory jit
+ * jit-threshold. */
 export function optionsFromQuery(search = location.search, base = location.href) {
   const q = new URLSearchParams(search);
   const given = {};
-  for (const name of ["kernel", "initrd", "append", "hda", "hdb", "cdrom", "memory"]) {
+  for (const name of ["kernel", "initrd", "append", "hda", "hdb", "cdrom", "memory", "jit", "jit-threshold"]) {
     if (q.has(name)) given[name] = q.get(name);
   }
   return resolveOptions(given, base);
@@ -122,7 +144,7 @@ export class MachineController extends EventTarget {
     this._serial = "";
     this._decoder = new TextDecoder("utf-8");
     this._screen = "";
-    this._stats = { instructions: 0, mips: 0, downloadedBytes: 0 };
+    this._stats = { instructions: 0, mips: 0, downloadedBytes: 0, jit: null };
     this._files = new Map();
     this._messages = [];
     this._pendingFrame = null;
@@ -297,10 +319,22 @@ export class MachineController extends EventTarget {
       this._terminate();
     };
     worker.onmessageerror = () => this._fail("The emulator's worker sent a message that could not be read.");
-    const { kernel, initrd, append, memory, hda, hdb, cdrom } = this.options;
+    const { kernel, initrd, append, memory, hda, hdb, cdrom, jit, jitThreshold } = this.options;
     worker.postMessage({
       type: "start",
-      options: { pkgUrl: PKG_URL, kernel, initrd, append, memory, hda, hdb, cdrom, paused: this._wantPaused },
+      options: {
+        pkgUrl: PKG_URL,
+        kernel,
+        initrd,
+        append,
+        memory,
+        hda,
+        hdb,
+        cdrom,
+        jit,
+        jitThreshold,
+        paused: this._wantPaused,
+      },
     });
     if (!this._framesOn) worker.postMessage({ type: "frames", on: false });
     this._setState("loading");

@@ -33,6 +33,7 @@ const RESET_WINDOW_MS = 10_000;
 
 let wasm = null; // the pkg/wasm86.js module namespace
 let machine = null;
+let jitOn = false; // the compiling tier was turned on for this machine
 let state = "idle";
 let paused = false; // paused by the page (also while loading: commands are applied at start)
 let crashed = false;
@@ -297,6 +298,15 @@ async function start(options) {
   } catch (err) {
     throw new Error(`Could not create the machine: ${describe(err)}`);
   }
+  jitOn = !!options.jit;
+  if (jitOn) {
+    try {
+      machine.set_jit(options.jitThreshold || wasm.jit_default_threshold());
+    } catch (err) {
+      jitOn = false;
+      post({ type: "message", text: `The compiling tier stays off: ${describe(err)}` });
+    }
+  }
   for (const { slot, disk, name, local } of disks) {
     const info = {
       label: slot,
@@ -500,7 +510,12 @@ function publish(now) {
     while (mipsWindow.length > 2 && now - mipsWindow[1][0] >= 1000) mipsWindow.shift();
     const [t0, i0] = mipsWindow[0];
     const mips = now > t0 ? (instructions - i0) / (now - t0) / 1000 : 0;
-    update.stats = { instructions, mips, downloadedBytes: fileBytes + machine.downloaded_bytes() };
+    update.stats = {
+      instructions,
+      mips,
+      downloadedBytes: fileBytes + machine.downloaded_bytes(),
+      jit: jitOn ? machine.jit_stats() : null,
+    };
     lastStatsAt = now;
     any = true;
   }

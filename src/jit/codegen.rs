@@ -100,7 +100,6 @@ const R0: u32 = 3;
 const ICOUNT: u32 = 11;
 const STATE: u32 = 12;
 const CHAIN: u32 = 13;
-const EXIT_EIP: u32 = 14;
 /// Scratch i32 locals.
 const T0: u32 = 15;
 const T1: u32 = 16;
@@ -133,7 +132,7 @@ pub fn compile(blocks: &[RegionBlock], memory: CpuMemory, slot: u32, cs_limit: u
         index_of,
         slot,
         cs_limit,
-        pending: 0,
+        sync: Sync::ENTRY,
         has_step: false,
         depth: 0,
         fallback: Vec::new(),
@@ -217,8 +216,8 @@ struct Gen {
     index_of: HashMap<u32, u32>,
     slot: u32,
     cs_limit: u32,
-    /// Instructions retired inline since ICOUNT was last brought up to date.
-    pending: u32,
+    /// Where the registers and the count are newest (see [`Sync`]).
+    sync: Sync,
     /// The current block has called `step` (so its end must look at CHAIN).
     has_step: bool,
     /// Structured-control depth opened inside the current block's code.
@@ -226,6 +225,31 @@ struct Gen {
     fallback: Vec<Instr>,
     inline_count: u32,
     step_count: u32,
+}
+
+/// Where the newest register values and instruction count are while code is generated: in the
+/// wasm locals, in the `Cpu`, or both. Registers are stored only when the interpreter is about
+/// to see them (`step`, an exit) and loaded again only when generated code needs them.
+#[derive(Clone, Copy)]
+struct Sync {
+    /// Registers whose local is newer than the Cpu's copy (bit n: register n).
+    dirty: u8,
+    /// Registers whose Cpu copy is newer than the local (after `step`).
+    stale: u8,
+    /// The Cpu's instruction count is newer than ICOUNT.
+    count_stale: bool,
+    /// Instructions retired inline and not yet added to ICOUNT.
+    pending: u32,
+}
+
+impl Sync {
+    /// At the start of every block: the locals hold everything (and may be newer).
+    const ENTRY: Sync = Sync {
+        dirty: 0xFF,
+        stale: 0,
+        count_stale: false,
+        pending: 0,
+    };
 }
 
 /// An operand of an inline ALU operation.
@@ -249,7 +273,7 @@ impl Gen {
         self.f.instructions()
     }
 
-    /// The whole function: prologue, the dispatch loop over the blocks, the common exit.
+    /// The whole function: prologue, then the dispatch loop over the blocks.
     fn function(&mut self, blocks: &[RegionBlock]) {
         for r in 0..8u32 {
             self.ins()
@@ -263,8 +287,8 @@ impl Gen {
             .local_set(ICOUNT)
             .local_get(ENTRY)
             .local_set(STATE);
-        // block $exit / loop $dispatch / block $b(n-1) ... block $b0 / br_table
-        self.ins().block(BlockType::Empty).loop_(BlockType::Empty);
+        // loop $dispatch / block $b(n-1) ... block $b0 / br_table
+        self.ins().loop_(BlockType::Empty);
         for _ in 0..self.n {
             self.ins().block(BlockType::Empty);
         }
@@ -276,19 +300,11 @@ impl Gen {
             self.ins().end();
             self.block(n as u32, b);
         }
-        // End of the loop (never reached by falling through: every block ends in a branch).
-        self.ins().end();
-        // End of $exit: store everything back, EIP = EXIT_EIP.
-        self.ins().end();
-        self.store_all();
-        self.ins()
-            .local_get(CPU)
-            .local_get(EXIT_EIP)
-            .i32_store(mem32(EIP))
-            .i32_const(RAN as i32);
+        // Every block ends in a branch or a return: the end of the loop is never reached.
+        self.ins().end().unreachable();
     }
 
-    /// Branch depth of the dispatch loop, and of the exit block, from block `k`'s code.
+    /// Branch depth of the dispatch loop from block `k`'s code.
     fn depth_dispatch(&self, k: u32) -> u32 {
         self.n - 1 - k + self.depth
     }
@@ -296,7 +312,9 @@ impl Gen {
     fn block(&mut self, k: u32, b: &RegionBlock) {
         self.has_step = false;
         self.depth = 0;
-        self.pending = 0;
+        // Every way into a block (the prologue, a jump from another block) leaves the
+        // registers and the count in their locals, possibly newer than the Cpu's.
+        self.sync = Sync::ENTRY;
         let entries = b.instrs.len() as i64;
         // The whole block must fit in the budget, as the interpreter's run loop decides.
         self.ins()
@@ -307,7 +325,9 @@ impl Gen {
             .i64_gt_u()
             .if_(BlockType::Empty);
         self.depth += 1;
-        self.exit(k, b.eip);
+        let saved = self.sync;
+        self.exit(b.eip);
+        self.sync = saved;
         self.ins().end();
         self.depth -= 1;
         self.ins().i32_const(0).local_set(CHAIN);
@@ -327,78 +347,101 @@ impl Gen {
         self.goto(k, eip);
     }
 
-    /// Exit with EIP = `eip` (the pending count added first).
-    fn exit(&mut self, k: u32, eip: u32) {
+    /// Leave the function with EIP = `eip`: whatever the locals hold that the Cpu does not
+    /// is stored first.
+    fn exit(&mut self, eip: u32) {
         self.flush_count();
-        let depth = self.depth_dispatch(k) + 1;
+        for r in 0..8u8 {
+            if self.sync.dirty & (1 << r) != 0 {
+                self.ins()
+                    .local_get(CPU)
+                    .local_get(R0 + r as u32)
+                    .i32_store(mem32(REGS + 4 * r as u64));
+            }
+        }
+        self.sync.dirty = 0;
+        if !self.sync.count_stale {
+            self.ins()
+                .local_get(CPU)
+                .local_get(ICOUNT)
+                .i64_store(mem64(INSTRUCTIONS));
+        }
         self.ins()
+            .local_get(CPU)
             .i32_const(eip as i32)
-            .local_set(EXIT_EIP)
-            .br(depth);
+            .i32_store(mem32(EIP))
+            .i32_const(RAN as i32)
+            .return_();
     }
 
     /// Go on at `eip`: the next block of the region if there is one and the run loop would
     /// chain to it, else exit.
     fn goto(&mut self, k: u32, eip: u32) {
-        self.flush_count();
         if self.has_step {
             self.ins().local_get(CHAIN).if_(BlockType::Empty);
             self.depth += 1;
-            self.exit(k, eip);
+            let saved = self.sync;
+            self.exit(eip);
+            self.sync = saved;
             self.ins().end();
             self.depth -= 1;
         }
         match self.index_of.get(&eip) {
             Some(&target) => {
+                // Blocks start with everything in the locals.
+                self.flush_count();
+                for r in 0..8u8 {
+                    self.load_if_stale(r);
+                }
+                self.count_fresh();
                 let depth = self.depth_dispatch(k);
                 self.ins()
                     .i32_const(target as i32)
                     .local_set(STATE)
                     .br(depth);
             }
-            None => self.exit(k, eip),
+            None => self.exit(eip),
         }
     }
 
+    /// Make the ICOUNT local current (the Cpu's count is newer after `step`).
+    fn count_fresh(&mut self) {
+        if self.sync.count_stale {
+            self.ins()
+                .local_get(CPU)
+                .i64_load(mem64(INSTRUCTIONS))
+                .local_set(ICOUNT);
+            self.sync.count_stale = false;
+        }
+    }
+
+    /// Add the instructions retired inline since the last time to the ICOUNT local.
     fn flush_count(&mut self) {
-        if self.pending != 0 {
-            let p = self.pending as i64;
+        if self.sync.pending != 0 {
+            self.count_fresh();
+            let p = self.sync.pending as i64;
             self.ins()
                 .local_get(ICOUNT)
                 .i64_const(p)
                 .i64_add()
                 .local_set(ICOUNT);
-            self.pending = 0;
+            self.sync.pending = 0;
         }
     }
 
-    fn store_all(&mut self) {
-        for r in 0..8u32 {
-            self.ins()
-                .local_get(CPU)
-                .local_get(R0 + r)
-                .i32_store(mem32(REGS + 4 * r as u64));
-        }
-        self.ins()
-            .local_get(CPU)
-            .local_get(ICOUNT)
-            .i64_store(mem64(INSTRUCTIONS));
-    }
-
-    fn load_all(&mut self) {
-        for r in 0..8u32 {
+    fn load_if_stale(&mut self, r: u8) {
+        if self.sync.stale & (1 << r) != 0 {
             self.ins()
                 .local_get(CPU)
                 .i32_load(mem32(REGS + 4 * r as u64))
-                .local_set(R0 + r);
+                .local_set(R0 + r as u32);
+            self.sync.stale &= !(1 << r);
         }
-        self.ins()
-            .local_get(CPU)
-            .i64_load(mem64(INSTRUCTIONS))
-            .local_set(ICOUNT);
     }
 
-    /// Hand instruction `i` (at `eip`) to the interpreter.
+    /// Hand instruction `i` (at `eip`) to the interpreter: the registers the locals hold newer
+    /// values of, the count and EIP are stored first; afterwards the Cpu holds the newest
+    /// values of all of them (loaded again only when needed).
     fn step(&mut self, i: &Instr, eip: u32) {
         self.step_count += 1;
         self.has_step = true;
@@ -406,7 +449,20 @@ impl Gen {
         let slot = self.slot as i32;
         self.fallback.push(*i);
         self.flush_count();
-        self.store_all();
+        for r in 0..8u8 {
+            if self.sync.dirty & (1 << r) != 0 {
+                self.ins()
+                    .local_get(CPU)
+                    .local_get(R0 + r as u32)
+                    .i32_store(mem32(REGS + 4 * r as u64));
+            }
+        }
+        if !self.sync.count_stale {
+            self.ins()
+                .local_get(CPU)
+                .local_get(ICOUNT)
+                .i64_store(mem64(INSTRUCTIONS));
+        }
         self.ins()
             .local_get(CPU)
             .i32_const(eip as i32)
@@ -426,7 +482,9 @@ impl Gen {
             .end()
             .local_get(T0)
             .local_set(CHAIN);
-        self.load_all();
+        self.sync.dirty = 0;
+        self.sync.stale = 0xFF;
+        self.sync.count_stale = true;
     }
 
     /// Emit instruction `i` at `eip` (`next` after it; `last` in its block). Returns true if
@@ -492,11 +550,11 @@ impl Gen {
             k::JMP_REL => (None, i.imm),
             _ if fused => (Some(i.cc), i.imm2),
             _ => {
-                self.pending += 1;
+                self.sync.pending += 1;
                 return false;
             }
         };
-        self.pending += if fused { 2 } else { 1 };
+        self.sync.pending += if fused { 2 } else { 1 };
         let target = next.wrapping_add(disp);
         match cc {
             None => self.goto(k, target),
@@ -504,9 +562,9 @@ impl Gen {
                 self.cond(cc);
                 self.ins().if_(BlockType::Empty);
                 self.depth += 1;
-                let pending = self.pending;
+                let saved = self.sync;
                 self.goto(k, target);
-                self.pending = pending;
+                self.sync = saved;
                 self.ins().end();
                 self.depth -= 1;
                 return false;
@@ -515,9 +573,9 @@ impl Gen {
                 self.cond(cc);
                 self.ins().if_(BlockType::Empty);
                 self.depth += 1;
-                let pending = self.pending;
+                let saved = self.sync;
                 self.goto(k, target);
-                self.pending = pending;
+                self.sync = saved;
                 self.ins().else_();
                 self.goto(k, next);
                 self.ins().end();
@@ -533,12 +591,16 @@ impl Gen {
         if r as usize >= ZERO_REG {
             self.ins().i32_const(0);
         } else {
+            self.load_if_stale(r & 7);
             self.ins().local_get(R0 + (r & 7) as u32);
         }
     }
 
     fn set_reg(&mut self, r: u8) {
-        self.ins().local_set(R0 + (r & 7) as u32);
+        let r = r & 7;
+        self.ins().local_set(R0 + r as u32);
+        self.sync.stale &= !(1 << r);
+        self.sync.dirty |= 1 << r;
     }
 
     fn set_reg_from(&mut self, r: u8, src: Src) {
@@ -778,8 +840,9 @@ impl Gen {
     /// IDIV r32: EDX:EAX / r, quotient to EAX, remainder to EDX; a zero divisor or a quotient
     /// that does not fit goes through `step`, which raises #DE exactly as the interpreter does.
     fn idiv(&mut self, i: &Instr, eip: u32) {
-        // Every arm counts its own retirement, so nothing may be pending across them.
+        // The good arm counts its own retirement in ICOUNT, so that must be current.
         self.flush_count();
+        self.count_fresh();
         // W0 = dividend, W1 = divisor.
         self.get(EDX as u8);
         self.ins().i64_extend_i32_u().i64_const(32).i64_shl();
@@ -802,8 +865,12 @@ impl Gen {
             .i32_or()
             .if_(BlockType::Empty);
         self.depth += 1;
-        // The interpreter raises #DE; `step` delivers it and the function returns.
+        // The interpreter raises #DE; `step` delivers it and the function returns, so the
+        // end of this arm is never reached.
+        let saved = self.sync;
         self.step(i, eip);
+        self.ins().unreachable();
+        self.sync = saved;
         self.ins().else_();
         self.ins()
             .local_get(W0)
@@ -817,7 +884,10 @@ impl Gen {
             .i64_ne()
             .if_(BlockType::Empty);
         self.depth += 1;
+        let saved = self.sync;
         self.step(i, eip);
+        self.ins().unreachable();
+        self.sync = saved;
         self.ins().else_();
         // The quotient fits; the remainder is recomputed from the registers.
         self.get(EDX as u8);

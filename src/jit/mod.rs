@@ -60,8 +60,8 @@ pub trait Engine {
 }
 
 /// Regions alive at once (at most; the oldest is replaced). Must stay below `1 << SLOT_BITS`.
-const MAX_REGIONS: usize = 512;
-const SLOT_BITS: u32 = 10;
+const MAX_REGIONS: usize = 4096;
+const SLOT_BITS: u32 = 12;
 /// Most blocks in one region.
 const MAX_REGION_BLOCKS: usize = 64;
 /// Block starts before a block is compiled, unless the host chooses another threshold.
@@ -92,6 +92,9 @@ pub struct JitStats {
 struct Region {
     id: u32,
     handle: u32,
+    phys_page: u32,
+    /// The page's write generation when compiled: a write since makes the region dead.
+    gen: u32,
     lin_page: u32,
     cs_base: u32,
     cs_limit: u32,
@@ -107,6 +110,8 @@ pub struct Jit {
     /// Block starts before compiling; 0 while the tier is off.
     pub(crate) threshold: u32,
     regions: Vec<Option<Region>>,
+    /// The slots of the regions compiled from each physical page.
+    by_page: std::collections::HashMap<u32, Vec<usize>>,
     next_slot: usize,
     next_serial: u32,
     pub stats: JitStats,
@@ -119,6 +124,7 @@ impl Default for Jit {
         Jit {
             threshold: 0,
             regions: (0..MAX_REGIONS).map(|_| None).collect(),
+            by_page: std::collections::HashMap::new(),
             next_slot: 0,
             next_serial: 1,
             stats: JitStats::default(),
@@ -186,8 +192,42 @@ impl Cpu {
             if let Some(engine) = self.jit_engine.as_mut() {
                 engine.unload(r.handle);
             }
+            if let Some(slots) = self.jit.by_page.get_mut(&r.phys_page) {
+                slots.retain(|&s| s != slot);
+                if slots.is_empty() {
+                    self.jit.by_page.remove(&r.phys_page);
+                }
+            }
             self.jit.stats.regions_live -= 1;
         }
+    }
+
+    /// A live region that has a block at CS:EIP (physical `phys`, linear `lin`) compiled for
+    /// this code segment: its slot and that block's entry. Regions of the page that a write
+    /// has made dead are freed on the way.
+    fn find_region(&mut self, phys: u32, lin: u32, cs: &SegCache) -> Option<(usize, u32)> {
+        let page = phys >> 12;
+        let slots = self.jit.by_page.get(&page)?.clone();
+        let gen = self.mem.page_generation(page as usize);
+        for slot in slots {
+            let Some(r) = &self.jit.regions[slot] else {
+                continue;
+            };
+            if r.gen != gen {
+                self.free_region(slot);
+                continue;
+            }
+            let same_code = r.lin_page == lin >> 12
+                && r.cs_base == cs.base
+                && r.cs_limit == cs.limit
+                && r.cs_big == cs.big;
+            if let Some(n) = r.entries.iter().position(|&e| e == self.eip) {
+                if same_code {
+                    return Some((slot, n as u32));
+                }
+            }
+        }
+        None
     }
 
     /// Called by the run loop for the cached block in icache slot `idx` at CS:EIP before it
@@ -216,12 +256,29 @@ impl Cpu {
                 let b = &mut self.icache.blocks[idx];
                 b.jit = 0;
                 b.hits += 1;
-                if b.hits < self.jit.threshold {
-                    return None;
+                let first = b.hits == 1;
+                let hot = b.hits >= self.jit.threshold;
+                // The first time a (newly decoded) block starts, it may already be part of a
+                // region compiled before: link it instead of counting.
+                let found = if first {
+                    self.find_region(block.phys, lin, &cs)
+                } else {
+                    None
+                };
+                match found {
+                    Some((slot, entry)) => {
+                        let b = &mut self.icache.blocks[idx];
+                        b.jit = self.jit.regions[slot].as_ref()?.id;
+                        b.jit_entry = entry;
+                        (slot, entry)
+                    }
+                    None if hot => {
+                        self.icache.blocks[idx].hits = 0;
+                        let slot = self.compile_region(arena, block.phys, lin, &cs)?;
+                        (slot, 0)
+                    }
+                    None => return None,
                 }
-                b.hits = 0;
-                let slot = self.compile_region(arena, block.phys, lin, &cs)?;
-                (slot, 0)
             }
         };
         let handle = self.jit.regions[slot].as_ref()?.handle;
@@ -341,9 +398,12 @@ impl Cpu {
                 cached.jit_entry = n as u32;
             }
         }
+        self.jit.by_page.entry(phys >> 12).or_default().push(slot);
         self.jit.regions[slot] = Some(Region {
             id,
             handle,
+            phys_page: phys >> 12,
+            gen: self.mem.page_generation((phys >> 12) as usize),
             lin_page,
             cs_base: cs.base,
             cs_limit: cs.limit,

@@ -108,6 +108,52 @@ impl Machine {
         })
     }
 
+    /// Turn the compiling tier on (a block is compiled once it has started `threshold` times;
+    /// 1 is the most eager) or off (0). Throws if this browser cannot compile WebAssembly at
+    /// run time.
+    pub fn set_jit(&mut self, threshold: u32) -> Result<(), JsError> {
+        let engine: Option<Box<dyn crate::jit::Engine>> = if threshold == 0 {
+            None
+        } else {
+            let engine = super::jit::BrowserEngine::new()
+                .map_err(|e| error(format!("compiling tier: {e}")))?;
+            Some(Box::new(engine))
+        };
+        self.core.cpu.set_jit(engine, threshold);
+        Ok(())
+    }
+
+    /// The compiling tier's counters: `{regionsCompiled, regionsLive, guestBytes, wasmBytes,
+    /// compiledInstructions, inlineInstructions, stepInstructions, failures, error}` (counts
+    /// as numbers; `error` is why the tier turned itself off, or null).
+    pub fn jit_stats(&self) -> JsValue {
+        let s = self.core.cpu.jit_stats();
+        let o = js_sys::Object::new();
+        let set = |k: &str, v: JsValue| {
+            let _ = js_sys::Reflect::set(&o, &k.into(), &v);
+        };
+        set("regionsCompiled", (s.regions_compiled as f64).into());
+        set("regionsLive", (s.regions_live as f64).into());
+        set("guestBytes", (s.guest_bytes as f64).into());
+        set("wasmBytes", (s.wasm_bytes as f64).into());
+        set(
+            "compiledInstructions",
+            (s.compiled_instructions as f64).into(),
+        );
+        set("inlineInstructions", (s.inline_instructions as f64).into());
+        set("stepInstructions", (s.step_instructions as f64).into());
+        set("failures", (s.failures as f64).into());
+        set(
+            "error",
+            self.core
+                .cpu
+                .jit_error()
+                .map(JsValue::from)
+                .unwrap_or(JsValue::NULL),
+        );
+        o.into()
+    }
+
     /// Load a Linux bzImage, an optional initrd and the kernel command line, and start the
     /// kernel (the machine is reset first). Throws with a plain message if the kernel is not a
     /// bzImage (the machine is then left as it was), does not fit in RAM, and so on.

@@ -10,6 +10,7 @@
 
 mod disk;
 mod http;
+mod jit;
 mod machine;
 
 pub use disk::Disk;
@@ -20,4 +21,11 @@ pub use machine::Machine;
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn scancodes(code: &str) -> Vec<u8> {
     crate::keymap::scancode(code).unwrap_or_default().to_vec()
+}
+
+/// The compiling tier's default threshold: a block is compiled once it has started this many
+/// times.
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn jit_default_threshold() -> u32 {
+    crate::jit::DEFAULT_THRESHOLD
 }

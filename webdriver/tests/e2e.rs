@@ -776,3 +776,44 @@ async fn pause_resume_and_reset_control_the_machine() {
     })
     .await;
 }
+
+/// The index page with the compiling tier on (`?jit=1`), at the default threshold and at the
+/// most eager one: the bundled Linux boots, both consoles answer, compiled code ran (stats()
+/// and the status line say how much) and the tier did not turn itself off.
+#[tokio::test(flavor = "current_thread")]
+async fn index_with_the_compiling_tier_boots_and_answers() {
+    for query in ["/?jit=1", "/?jit=1&jit-threshold=1"] {
+        run(move |env| async move {
+            env.goto(query).await?;
+            let m = env.index_machine();
+            wait_prompt(&m, 0, boot_timeout()).await?;
+            wait_kernel_settled(&m).await;
+            serial_command(&m, "echo $((6*7))", "42").await?;
+            type_on_text_screen(&m).await?;
+            let jit = m
+                .call("return m.stats().jit;", vec![])
+                .await
+                .map_err(|e| format!("{query}: {e}"))?;
+            let num = |k: &str| jit.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+            if jit.get("error").is_some_and(|e| !e.is_null()) || num("failures") > 0.0 {
+                return Err(format!("{query}: the compiling tier failed: {jit}"));
+            }
+            let stats = m.stats().await?;
+            let share = num("compiledInstructions") / stats.instructions;
+            if num("regionsCompiled") < 1.0 || share <= 0.05 {
+                return Err(format!("{query}: little or no compiled code ran: {jit}"));
+            }
+            let status = m.snapshot().await?.status.unwrap_or_default();
+            if !status.contains("compiled") {
+                return Err(format!("{query}: the status line does not show the tier: {status:?}"));
+            }
+            println!(
+                "{query}: {:.0}% of {:.0} instructions compiled; {jit}; status {status:?}",
+                100.0 * share,
+                stats.instructions
+            );
+            Ok(())
+        })
+        .await;
+    }
+}

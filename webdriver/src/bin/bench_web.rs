@@ -1,21 +1,32 @@
-//! `make bench-web`: wasm86's own page and v86 (its interpreter and its JIT) side by side in one
-//! headless Chromium, booting the same kernel, initrd and command line, running the benchmark
-//! guest's workloads, interleaved run by run (wasm86, v86-interp, v86-jit, wasm86-native,
-//! wasm86, ...). wasm86-native is the same core built natively: `wasm86 bench --reps 1
-//! --no-native` as a child process (no browser) on the same kernel, initrd, command line and RAM,
-//! with its own deterministic instruction counts, so that the browser build can be set against
-//! it on the same workloads.
+//! `make bench-web`: wasm86's own page (its interpreter alone, and with its compiling tier) and
+//! v86 (its interpreter and its JIT) side by side in one headless Chromium, booting the same
+//! kernel, initrd and command line, running the benchmark guest's workloads, interleaved run by
+//! run (wasm86, wasm86-jit, v86-interp, v86-jit, wasm86-native, wasm86, ...). wasm86-jit is the
+//! very page wasm86 loads with `&jit=1` appended (hot guest code compiled to WebAssembly at run
+//! time, at the page's default threshold). wasm86-native is the same core built natively:
+//! `wasm86 bench --reps 1 --no-native` as a child process (no browser) on the same kernel, initrd,
+//! command line and RAM, with its own deterministic instruction counts, so that the browser build
+//! can be set against it on the same workloads.
 //!
 //! Everything timed is timed in the page: `bench/recorder.js` timestamps serial output with
-//! `performance.now()` as it arrives (wasm86: `window.wasm86`'s "serial" event, which also carries
-//! the guest's retired-instruction count; v86: its `serial0-output-byte` listener) and types the
-//! benchmark command at the shell prompt. WebDriver only starts each run, waits for the guest's
-//! `WASM86-BENCH done` (polling once a second) and collects the record at the end.
+//! `performance.now()` as it arrives (wasm86 and wasm86-jit: `window.wasm86`'s "serial" event,
+//! which also carries the guest's retired-instruction count; v86: its `serial0-output-byte`
+//! listener) and types the benchmark command at the shell prompt. WebDriver only starts each run,
+//! waits for the guest's `WASM86-BENCH done` (polling once a second) and collects the record at
+//! the end, with `window.wasm86.stats()` for the wasm86 pages (wasm86-jit's tells how much of the
+//! guest ran in compiled code; a tier that stayed off or turned itself off there, or that was on
+//! in wasm86, is a warning).
 //!
-//! Guest instructions per workload are counted once for the pages, by wasm86's page (the count
-//! at the end marker minus the count at the begin marker, each known to within one run slice of
-//! the worker); the median over wasm86's runs is divided by each page's wall time to give MIPS.
-//! wasm86-native divides its own exact counts by its own wall times.
+//! Guest instructions per workload are counted for the pages by wasm86's page (the count at the
+//! end marker minus the count at the begin marker, each known to within one run slice of the
+//! worker; wasm86-jit's page counts the same way, and its median is shown as a cross-check); the
+//! median over wasm86's runs is divided by each page's wall time to give MIPS, so that the pages'
+//! MIPS are the same work over different times. wasm86-native divides its own exact counts by
+//! its own wall times.
+//!
+//! The summary gives, from the medians, wasm86 against v86-interp, v86-jit and wasm86-native,
+//! and wasm86-jit against v86-jit (the target: boot faster, and at least v86-jit's MIPS on
+//! isprime and gzip) and against wasm86 (what the compiling tier adds to the interpreter).
 //!
 //! Usage: `bench_web --root target/bench-site [--reps N] [--timeout SECONDS] [--out DIR]
 //! [--stand-in] [--command CMD] [--native-wasm86 PATH] [--no-native]` (CMD instead of
@@ -61,10 +72,18 @@ const NATIVE_POLL: Duration = Duration::from_millis(100);
 const BENCH_WORKLOADS: [&str; 3] = ["isprime", "gzip", "forkexec"];
 /// The issue's target: the browser build at most this many times slower than native.
 const NATIVE_TARGET: f64 = 1.3;
+/// The compiling tier's target: wasm86-jit at least this many times v86-jit's MIPS on
+/// [`JIT_TARGET_WORKLOADS`] (and booting faster than v86-jit).
+const JIT_TARGET_MIPS: f64 = 1.0;
+/// The workloads the compiling tier's MIPS target is about.
+const JIT_TARGET_WORKLOADS: [&str; 2] = ["isprime", "gzip"];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum System {
+    /// wasm86's page: the interpreter alone.
     Wasm86,
+    /// wasm86's page with `&jit=1`: the interpreter and the compiling tier.
+    Wasm86Jit,
     V86Interp,
     V86Jit,
     /// `wasm86 bench`: the same core built natively, a child process.
@@ -72,17 +91,49 @@ enum System {
 }
 
 /// The systems that run in the browser, in the order each repetition runs them.
-const SYSTEMS: [System; 3] = [System::Wasm86, System::V86Interp, System::V86Jit];
+const SYSTEMS: [System; 4] = [
+    System::Wasm86,
+    System::Wasm86Jit,
+    System::V86Interp,
+    System::V86Jit,
+];
+
+/// The pairs of systems set against each other (the first over the second, ratios of
+/// medians), in the order of the ratio table's columns; a pair with a system that did not run
+/// (wasm86-native without a native binary) is left out.
+const RATIOS: [(System, System); 5] = [
+    (System::Wasm86, System::V86Interp),
+    (System::Wasm86, System::V86Jit),
+    (System::Wasm86Jit, System::V86Jit),
+    (System::Wasm86Jit, System::Wasm86),
+    (System::Wasm86, System::Wasm86Native),
+];
 
 impl System {
     fn name(self) -> &'static str {
         match self {
             System::Wasm86 => "wasm86",
+            System::Wasm86Jit => "wasm86-jit",
             System::V86Interp => "v86-interp",
             System::V86Jit => "v86-jit",
             System::Wasm86Native => "wasm86-native",
         }
     }
+
+    /// wasm86's own page (with or without the compiling tier): the recorder is attached to
+    /// `window.wasm86`, and the page counts the guest's instructions.
+    fn is_wasm86_page(self) -> bool {
+        matches!(self, System::Wasm86 | System::Wasm86Jit)
+    }
+}
+
+/// The systems one repetition runs, in order: the pages, then wasm86-native if it runs.
+fn systems(native: bool) -> Vec<System> {
+    let mut v = SYSTEMS.to_vec();
+    if native {
+        v.push(System::Wasm86Native);
+    }
+    v
 }
 
 struct Config {
@@ -232,12 +283,20 @@ impl Config {
     /// The page a run of `sys` loads, relative to the root.
     fn page(&self, sys: System) -> String {
         match sys {
-            System::Wasm86 => format!(
-                "index.html?initrd={}&append={}&memory={}",
-                enc(self.initrd()),
-                enc(APPEND),
-                MEMORY_MIB
-            ),
+            System::Wasm86 | System::Wasm86Jit => {
+                let page = format!(
+                    "index.html?initrd={}&append={}&memory={}",
+                    enc(self.initrd()),
+                    enc(APPEND),
+                    MEMORY_MIB
+                );
+                // The very same page, with the compiling tier at its default threshold.
+                if sys == System::Wasm86Jit {
+                    page + "&jit=1"
+                } else {
+                    page
+                }
+            }
             System::V86Interp | System::V86Jit => format!(
                 "bench/v86.html?jit={}&kernel=../{}&initrd=../{}&append={}&memory={}&command={}",
                 u8::from(sys == System::V86Jit),
@@ -321,8 +380,9 @@ fn bench_flags(command: &str) -> Res<Vec<String>> {
 struct Workload {
     name: String,
     ms: f64,
-    /// wasm86 only: instructions between the markers (end-of-slice counts), and the bounds the
-    /// slices give: at least `min`, at most `max`.
+    /// wasm86's page (wasm86, wasm86-jit) and wasm86-native only: instructions between the
+    /// markers (end-of-slice counts), and the bounds the slices give: at least `min`, at most
+    /// `max` (wasm86-native: its exact count, three times).
     instructions: Option<(f64, f64, f64)>,
 }
 
@@ -339,6 +399,9 @@ struct Run {
     record: Value,
     /// wasm86-native only: the command line that ran it.
     command: Option<Vec<String>>,
+    /// wasm86's page (wasm86, wasm86-jit) only: `window.wasm86.stats()` once the guest was
+    /// done; its `jit` is the compiling tier's counters, null while the tier is off.
+    stats: Option<Value>,
 }
 
 fn num(v: &Value, k: &str) -> Option<f64> {
@@ -388,9 +451,11 @@ fn analyse(system: System, rep: usize, record: Value) -> Res<Run> {
                     (Some(b1), Some(b0), Some(e1), Some(e0)) => Some((e1 - b1, e0 - b1, e1 - b0)),
                     _ => None,
                 };
-                if system == System::Wasm86 && instructions.is_none() {
+                // Both wasm86 pages count: the same page, the same counter.
+                if system.is_wasm86_page() && instructions.is_none() {
                     return Err(format!(
-                        "{who}: the wasm86 page's serial event carried no instruction counts"
+                        "{who}: the {} page's serial event carried no instruction counts",
+                        system.name()
                     ));
                 }
                 workloads.push(Workload {
@@ -413,6 +478,7 @@ fn analyse(system: System, rep: usize, record: Value) -> Res<Run> {
         workloads,
         record,
         command: None,
+        stats: None,
     })
 }
 
@@ -475,6 +541,7 @@ fn analyse_native(rep: usize, record: Value) -> Res<Run> {
         workloads,
         record,
         command: None,
+        stats: None,
     })
 }
 
@@ -644,6 +711,10 @@ const RECORD_JS: &str = "const r = window.__bench;\n\
      const { feed, ...plain } = r;\n\
      return plain;";
 
+/// wasm86's page's stats (instructions, mips, downloadedBytes, state, jit).
+const STATS_JS: &str = "const m = window.wasm86;\n\
+     return m ? m.stats() : null;";
+
 const ATTACH_JS: &str = "const [url, command, done] = arguments;\n\
      import(url).then(\n\
        (mod) => { try { mod.attachWasm86(command); done(null); }\n\
@@ -678,7 +749,7 @@ async fn run_one(client: &Client, base: &str, cfg: &Config, sys: System, rep: us
     fresh_tab(client, &url)
         .await
         .map_err(|e| format!("{who}: {e}"))?;
-    if sys == System::Wasm86 {
+    if sys.is_wasm86_page() {
         let v = client
             .execute_async(
                 ATTACH_JS,
@@ -736,7 +807,82 @@ async fn run_one(client: &Client, base: &str, cfg: &Config, sys: System, rep: us
     let record = js(client, RECORD_JS, vec![])
         .await
         .map_err(|e| format!("{who}: {e}"))?;
-    analyse(sys, rep, record)
+    let stats = if sys.is_wasm86_page() {
+        Some(
+            js(client, STATS_JS, vec![])
+                .await
+                .map_err(|e| format!("{who}: reading window.wasm86.stats() failed: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let mut run = analyse(sys, rep, record)?;
+    run.stats = stats;
+    Ok(run)
+}
+
+/// What is wrong with a wasm86 page run's compiling tier, from the page's stats: in wasm86-jit
+/// it stayed off (then the run measured the interpreter alone), it turned itself off, or
+/// modules failed; in wasm86 it was on (then the run did not measure the interpreter alone).
+/// `None` when nothing is, and for the other systems.
+fn jit_problem(run: &Run) -> Option<String> {
+    let who = format!("{} run {}", run.system.name(), run.rep + 1);
+    let jit = run
+        .stats
+        .as_ref()
+        .and_then(|s| s.get("jit"))
+        .filter(|j| j.is_object());
+    match run.system {
+        System::Wasm86Jit => {}
+        System::Wasm86 if jit.is_some() => {
+            return Some(format!(
+                "{who}: the compiling tier was on without jit=1 (the page's default?), so it \
+                 did not measure the interpreter alone"
+            ))
+        }
+        _ => return None,
+    }
+    let Some(jit) = jit else {
+        return Some(format!(
+            "{who}: the compiling tier was off (window.wasm86.stats().jit is null: this site's \
+             build or this browser has none?), so it measured the interpreter alone"
+        ));
+    };
+    let mut problems = Vec::new();
+    if let Some(e) = jit.get("error").and_then(Value::as_str) {
+        problems.push(format!("the compiling tier turned itself off: {e}"));
+    }
+    match num(jit, "failures") {
+        Some(f) if f > 0.0 => problems.push(format!("{f} compiling-tier failure(s)")),
+        _ => {}
+    }
+    if num(jit, "regionsCompiled") == Some(0.0) {
+        problems.push("the compiling tier compiled nothing".into());
+    }
+    (!problems.is_empty()).then(|| format!("{who}: {}", problems.join("; ")))
+}
+
+/// For the line per run: what the compiling tier did in a wasm86-jit run (regions compiled, the
+/// share of the guest's instructions retired in compiled code), or `None`.
+fn jit_note(run: &Run) -> Option<String> {
+    if run.system != System::Wasm86Jit {
+        return None;
+    }
+    let stats = run.stats.as_ref()?;
+    let jit = stats.get("jit").filter(|j| j.is_object())?;
+    let mut note = format!(
+        "jit: {} regions compiled",
+        num(jit, "regionsCompiled").unwrap_or(f64::NAN)
+    );
+    if let (Some(c), Some(all)) = (num(jit, "compiledInstructions"), num(stats, "instructions")) {
+        if all > 0.0 {
+            note.push_str(&format!(
+                ", {:.1}% of instructions in compiled code",
+                100.0 * c / all
+            ));
+        }
+    }
+    Some(note)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -795,14 +941,41 @@ struct Summary {
     workloads: Vec<String>,
     /// The systems measured, in the order of `boot` and `mips`.
     systems: Vec<System>,
-    /// Median instruction count per workload (wasm86's page runs).
+    /// Median instruction count per workload (wasm86's page runs): the count every page's MIPS
+    /// are computed from.
     instructions: Vec<f64>,
+    /// The same from wasm86-jit's runs (the same page's counter, with the compiling tier), a
+    /// cross-check; `None` without wasm86-jit runs.
+    instructions_jit: Option<Vec<f64>>,
     /// wasm86-native's own instruction count per workload (median; deterministic, so all equal).
     native_instructions: Option<Vec<f64>>,
     /// [system][run] boot seconds.
     boot: Vec<Vec<f64>>,
     /// [system][workload][run] MIPS.
     mips: Vec<Vec<Vec<f64>>>,
+    /// What went wrong with the wasm86 pages' compiling tier, a line per run ([`jit_problem`]).
+    jit_problems: Vec<String>,
+}
+
+/// One system against another, from the medians: the boot time ratio, and the MIPS ratio per
+/// workload.
+type Ratio = (f64, Vec<f64>);
+
+/// wasm86-jit against its target, from the medians.
+#[derive(Debug, PartialEq)]
+struct JitVerdict {
+    /// Boot time ratio wasm86-jit / v86-jit, and whether it is below 1 (wasm86-jit boots faster).
+    boot: (f64, bool),
+    /// Per workload: the MIPS ratio wasm86-jit / v86-jit and, for [`JIT_TARGET_WORKLOADS`],
+    /// whether it is at least [`JIT_TARGET_MIPS`].
+    mips: Vec<(String, f64, Option<bool>)>,
+}
+
+impl JitVerdict {
+    /// Every target met.
+    fn met(&self) -> bool {
+        self.boot.1 && self.mips.iter().all(|(_, _, m)| *m != Some(false))
+    }
 }
 
 impl Summary {
@@ -810,18 +983,51 @@ impl Summary {
         self.systems.iter().position(|&s| s == sys)
     }
 
-    /// Browser vs native, from the medians: boot time ratio (wasm86 page / native) and per
-    /// workload the MIPS ratio (wasm86 page / native; below 1 the browser build is slower).
-    fn vs_native(&self) -> Option<(f64, Vec<f64>)> {
-        let (b, n) = (
-            self.index(System::Wasm86)?,
-            self.index(System::Wasm86Native)?,
-        );
-        let boot = median(&self.boot[b]) / median(&self.boot[n]);
+    /// `a` against `b`, from the medians: boot time ratio (a / b; below 1 `a` boots faster) and
+    /// per workload the MIPS ratio (a / b; above 1 `a` is faster). `None` if either did not
+    /// run.
+    fn ratio(&self, a: System, b: System) -> Option<Ratio> {
+        let (a, b) = (self.index(a)?, self.index(b)?);
+        if self.boot[a].is_empty() || self.boot[b].is_empty() {
+            return None;
+        }
+        let boot = median(&self.boot[a]) / median(&self.boot[b]);
         let mips = (0..self.workloads.len())
-            .map(|i| median(&self.mips[b][i]) / median(&self.mips[n][i]))
+            .map(|i| median(&self.mips[a][i]) / median(&self.mips[b][i]))
             .collect();
         Some((boot, mips))
+    }
+
+    /// Browser vs native, from the medians: boot time ratio (wasm86 page / native) and per
+    /// workload the MIPS ratio (wasm86 page / native; below 1 the browser build is slower).
+    fn vs_native(&self) -> Option<Ratio> {
+        self.ratio(System::Wasm86, System::Wasm86Native)
+    }
+
+    /// The pairs of [`RATIOS`] whose systems both ran, with their ratios.
+    fn ratios(&self) -> Vec<((System, System), Ratio)> {
+        RATIOS
+            .iter()
+            .filter_map(|&(a, b)| Some(((a, b), self.ratio(a, b)?)))
+            .collect()
+    }
+
+    /// wasm86-jit against v86-jit and the target: boot faster, at least [`JIT_TARGET_MIPS`]
+    /// times the MIPS on [`JIT_TARGET_WORKLOADS`].
+    fn jit_verdict(&self) -> Option<JitVerdict> {
+        let (boot, mips) = self.ratio(System::Wasm86Jit, System::V86Jit)?;
+        Some(JitVerdict {
+            boot: (boot, boot < 1.0),
+            mips: self
+                .workloads
+                .iter()
+                .zip(mips)
+                .map(|(w, r)| {
+                    let target = JIT_TARGET_WORKLOADS.contains(&w.as_str());
+                    (w.clone(), r, target.then_some(r >= JIT_TARGET_MIPS))
+                })
+                .collect(),
+        })
     }
 }
 
@@ -853,12 +1059,11 @@ fn summarise(runs: &[Run]) -> Res<Summary> {
             .collect()
     };
     let instructions = count_median(System::Wasm86);
-    let has_native = runs.iter().any(|r| r.system == System::Wasm86Native);
+    let ran = |sys: System| runs.iter().any(|r| r.system == sys);
+    let instructions_jit = ran(System::Wasm86Jit).then(|| count_median(System::Wasm86Jit));
+    let has_native = ran(System::Wasm86Native);
     let native_instructions = has_native.then(|| count_median(System::Wasm86Native));
-    let mut systems = SYSTEMS.to_vec();
-    if has_native {
-        systems.push(System::Wasm86Native);
-    }
+    let systems = systems(has_native);
     let boot = systems
         .iter()
         .map(|&s| {
@@ -876,8 +1081,9 @@ fn summarise(runs: &[Run]) -> Res<Summary> {
                     runs.iter()
                         .filter(|r| r.system == s)
                         .map(|r| {
-                            // The pages: wasm86's page count (v86 counts nothing); native: its
-                            // own exact count.
+                            // The pages (wasm86-jit too): wasm86's page count, so that their
+                            // MIPS are the same work over their times (v86 counts nothing);
+                            // native: its own exact count.
                             let c = match (s, r.workloads[i].instructions) {
                                 (System::Wasm86Native, Some((c, _, _))) => c,
                                 _ => instructions[i],
@@ -893,9 +1099,11 @@ fn summarise(runs: &[Run]) -> Res<Summary> {
         workloads,
         systems,
         instructions,
+        instructions_jit,
         native_instructions,
         boot,
         mips,
+        jit_problems: runs.iter().filter_map(jit_problem).collect(),
     })
 }
 
@@ -908,37 +1116,12 @@ fn slower(factor: f64) -> String {
     }
 }
 
-fn print_table(s: &Summary) {
-    let vs_native = s.vs_native();
-    let mut header: Vec<String> = vec![String::new()];
-    header.extend(s.systems.iter().map(|sys| sys.name().to_string()));
-    header.extend(["wasm86/v86-interp".into(), "wasm86/v86-jit".into()]);
-    if vs_native.is_some() {
-        header.push("wasm86/native".into());
-    }
-    let mut rows: Vec<Vec<String>> = vec![header];
-    let ratio = |a: &[f64], b: &[f64]| format!("{:.2}", median(a) / median(b));
-    let mut boot_row: Vec<String> = vec!["boot to prompt (s)".to_string()];
-    boot_row.extend(s.boot.iter().map(|v| cell(v, 1)));
-    boot_row.extend([ratio(&s.boot[0], &s.boot[1]), ratio(&s.boot[0], &s.boot[2])]);
-    if let Some((t, _)) = &vs_native {
-        boot_row.push(format!("{t:.2} ({})", slower(*t)));
-    }
-    rows.push(boot_row);
-    for (i, w) in s.workloads.iter().enumerate() {
-        let m: Vec<&Vec<f64>> = s.mips.iter().map(|per| &per[i]).collect();
-        let mut row = vec![format!("{w} (MIPS)")];
-        row.extend(m.iter().map(|v| cell(v, 1)));
-        row.extend([ratio(m[0], m[1]), ratio(m[0], m[2])]);
-        if let Some((_, r)) = &vs_native {
-            row.push(format!("{:.2} ({})", r[i], slower(1.0 / r[i])));
-        }
-        rows.push(row);
-    }
+/// Print rows as a table: the first column left-aligned, the others right-aligned.
+fn print_rows(rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
-    for r in &rows {
+    for r in rows {
         let mut line = String::new();
         for (c, cellv) in r.iter().enumerate() {
             let pad = widths[c] - cellv.chars().count();
@@ -953,10 +1136,65 @@ fn print_table(s: &Summary) {
         }
         println!("{}", line.trim_end());
     }
-    println!(
-        "medians (min–max) over the runs; ratios of medians (boot: time, wasm86 faster below 1; \
-         MIPS: wasm86 faster above 1)"
-    );
+}
+
+/// A ratio table's column name: "wasm86-jit/v86-jit", "wasm86/native".
+fn ratio_name(a: System, b: System) -> String {
+    let short = |s: System| {
+        if s == System::Wasm86Native {
+            "native"
+        } else {
+            s.name()
+        }
+    };
+    format!("{}/{}", short(a), short(b))
+}
+
+/// The systems table (medians and ranges), the ratios table (ratios of medians), then the
+/// instruction counts and the targets in words.
+fn print_table(s: &Summary) {
+    let mut header: Vec<String> = vec![String::new()];
+    header.extend(s.systems.iter().map(|sys| sys.name().to_string()));
+    let mut rows: Vec<Vec<String>> = vec![header];
+    let mut boot_row: Vec<String> = vec!["boot to prompt (s)".to_string()];
+    boot_row.extend(s.boot.iter().map(|v| cell(v, 1)));
+    rows.push(boot_row);
+    for (i, w) in s.workloads.iter().enumerate() {
+        let mut row = vec![format!("{w} (MIPS)")];
+        row.extend(s.mips.iter().map(|per| cell(&per[i], 1)));
+        rows.push(row);
+    }
+    print_rows(&rows);
+    println!("medians (min–max) over the runs");
+    println!();
+
+    // Native columns also say it in words: "0.80 (1.25x slower)".
+    let ratios = s.ratios();
+    let mut header: Vec<String> = vec!["ratios of medians".to_string()];
+    header.extend(ratios.iter().map(|&((a, b), _)| ratio_name(a, b)));
+    let mut rows: Vec<Vec<String>> = vec![header];
+    let mut boot_row: Vec<String> = vec!["boot to prompt (time)".to_string()];
+    boot_row.extend(ratios.iter().map(|&((_, b), (t, _))| {
+        if b == System::Wasm86Native {
+            format!("{t:.2} ({})", slower(t))
+        } else {
+            format!("{t:.2}")
+        }
+    }));
+    rows.push(boot_row);
+    for (i, w) in s.workloads.iter().enumerate() {
+        let mut row = vec![format!("{w} (MIPS)")];
+        row.extend(ratios.iter().map(|((_, b), (_, m))| {
+            if *b == System::Wasm86Native {
+                format!("{:.2} ({})", m[i], slower(1.0 / m[i]))
+            } else {
+                format!("{:.2}", m[i])
+            }
+        }));
+        rows.push(row);
+    }
+    print_rows(&rows);
+    println!("ratios A/B of medians (boot: time, A faster below 1; MIPS: A faster above 1)");
     let counts = |c: &[f64]| -> String {
         s.workloads
             .iter()
@@ -966,9 +1204,21 @@ fn print_table(s: &Summary) {
             .join(", ")
     };
     println!(
-        "guest instructions per workload (wasm86's page counter, median): {}",
+        "guest instructions per workload (wasm86's page counter, median; every page's MIPS): {}",
         counts(&s.instructions)
     );
+    if let Some(jit) = &s.instructions_jit {
+        let parts: Vec<String> = s
+            .workloads
+            .iter()
+            .zip(jit.iter().zip(&s.instructions))
+            .map(|(w, (&j, &i))| format!("{w} {:.1} M ({:+.1}%)", j / 1e6, 100.0 * (j - i) / i))
+            .collect();
+        println!(
+            "wasm86-jit's page counter (median, a cross-check against wasm86's): {}",
+            parts.join(", ")
+        );
+    }
     if let Some(native) = &s.native_instructions {
         println!(
             "wasm86-native: `wasm86 bench` (the same core built natively, deterministic mode), \
@@ -977,7 +1227,7 @@ fn print_table(s: &Summary) {
             counts(native)
         );
     }
-    if let Some((_, r)) = &vs_native {
+    if let Some((_, r)) = &s.vs_native() {
         let parts: Vec<String> = s
             .workloads
             .iter()
@@ -992,6 +1242,41 @@ fn print_table(s: &Summary) {
             "browser build vs native (target: at most {NATIVE_TARGET}x slower): {}",
             parts.join(", ")
         );
+    }
+    let met = |m: bool| if m { "met" } else { "NOT met" };
+    if let Some(v) = s.jit_verdict() {
+        let mut parts = vec![format!(
+            "boot {:.2}x the time ({})",
+            v.boot.0,
+            met(v.boot.1)
+        )];
+        parts.extend(v.mips.iter().map(|(w, r, target)| match target {
+            Some(m) => format!("{w} {r:.2}x the MIPS ({})", met(*m)),
+            None => format!("{w} {r:.2}x the MIPS"),
+        }));
+        println!(
+            "wasm86-jit vs v86-jit (target: boot faster, at least {JIT_TARGET_MIPS:.1}x the MIPS \
+             on {}): {}; {}",
+            JIT_TARGET_WORKLOADS.join(" and "),
+            parts.join(", "),
+            if v.met() { "all met" } else { "NOT all met" }
+        );
+    }
+    if let Some((boot, mips)) = s.ratio(System::Wasm86Jit, System::Wasm86) {
+        let mut parts = vec![format!("boot {boot:.2}x the time")];
+        parts.extend(
+            s.workloads
+                .iter()
+                .zip(&mips)
+                .map(|(w, r)| format!("{w} {r:.2}x the MIPS")),
+        );
+        println!(
+            "wasm86-jit vs wasm86 (the interpreter alone): {}",
+            parts.join(", ")
+        );
+    }
+    for p in &s.jit_problems {
+        println!("WARNING: {p}");
     }
 }
 
@@ -1043,7 +1328,89 @@ fn run_json(r: &Run) -> Value {
         o["command"] = json!(cmd);
         o["command_line"] = json!(shell_line(cmd));
     }
+    if let Some(stats) = &r.stats {
+        o["page_stats"] = stats.clone();
+    }
+    if let Some(p) = jit_problem(r) {
+        o["jit_problem"] = json!(p);
+    }
     o
+}
+
+/// How the runs were ordered, for the JSON.
+fn order(native: bool) -> String {
+    let names: Vec<&str> = systems(native).iter().map(|s| s.name()).collect();
+    if native {
+        format!(
+            "interleaved: {} per repetition, a fresh tab per page run, an empty tab while \
+             wasm86-native (a child process) runs",
+            names.join(", ")
+        )
+    } else {
+        format!(
+            "interleaved: {} per repetition, a fresh tab per run",
+            names.join(", ")
+        )
+    }
+}
+
+/// The JSON's `summary`: per system its boot seconds and MIPS per workload (each run, and the
+/// median), the instruction counts, and the ratios of medians (every pair of [`RATIOS`] that
+/// ran, wasm86 against native, wasm86-jit against v86-jit and its target, wasm86-jit against
+/// wasm86).
+fn summary_json(summary: &Summary) -> Value {
+    json!({
+        "workloads": summary.workloads,
+        "instructions_median": summary.instructions,
+        "instructions_median_jit": summary.instructions_jit,
+        "instructions_native": summary.native_instructions,
+        "browser_vs_native": summary.vs_native().map(|(boot, mips)| json!({
+            "boot_time_ratio": boot,
+            "mips_ratio": summary.workloads.iter().cloned().zip(mips.iter().map(|&r| json!(r)))
+                .collect::<serde_json::Map<_, _>>(),
+            "slowdown": summary.workloads.iter().cloned().zip(mips.iter().map(|&r| json!(1.0 / r)))
+                .collect::<serde_json::Map<_, _>>(),
+            "target_slowdown_max": NATIVE_TARGET,
+        })),
+        "ratios": summary.ratios().iter().map(|((a, b), (boot, mips))| json!({
+            "name": ratio_name(*a, *b),
+            "of": a.name(),
+            "over": b.name(),
+            "boot_time_ratio": boot,
+            "mips_ratio": summary.workloads.iter().cloned().zip(mips.iter().map(|&r| json!(r)))
+                .collect::<serde_json::Map<_, _>>(),
+        })).collect::<Vec<_>>(),
+        "jit_vs_v86_jit": summary.jit_verdict().map(|v| json!({
+            "boot_time_ratio": v.boot.0,
+            "boot_met": v.boot.1,
+            "mips_ratio": v.mips.iter().map(|(w, r, _)| (w.clone(), json!(r)))
+                .collect::<serde_json::Map<_, _>>(),
+            "mips_met": v.mips.iter().filter_map(|(w, _, m)| Some((w.clone(), json!((*m)?))))
+                .collect::<serde_json::Map<_, _>>(),
+            "target_mips_ratio_min": JIT_TARGET_MIPS,
+            "target_workloads": JIT_TARGET_WORKLOADS,
+            "all_met": v.met(),
+        })),
+        "jit_vs_interpreter": summary.ratio(System::Wasm86Jit, System::Wasm86)
+            .map(|(boot, mips)| json!({
+                "boot_time_ratio": boot,
+                "mips_ratio": summary.workloads.iter().cloned()
+                    .zip(mips.iter().map(|&r| json!(r)))
+                    .collect::<serde_json::Map<_, _>>(),
+            })),
+        "jit_problems": summary.jit_problems,
+        "systems": summary.systems.iter().enumerate().map(|(i, s)| json!({
+            "system": s.name(),
+            "boot_s": summary.boot[i],
+            "boot_s_median": median(&summary.boot[i]),
+            "mips": summary.workloads.iter().enumerate()
+                .map(|(w, name)| (name.clone(), json!(summary.mips[i][w])))
+                .collect::<serde_json::Map<_, _>>(),
+            "mips_median": summary.workloads.iter().enumerate()
+                .map(|(w, name)| (name.clone(), json!(median(&summary.mips[i][w]))))
+                .collect::<serde_json::Map<_, _>>(),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 async fn bench(client: &Client, base: &str, cfg: &Config) -> Res<(Vec<Run>, Value)> {
@@ -1066,6 +1433,10 @@ async fn bench(client: &Client, base: &str, cfg: &Config) -> Res<(Vec<Run>, Valu
         },
         cfg.timeout.as_secs()
     );
+    println!(
+        "bench-web: wasm86-jit: wasm86's page with &jit=1 (its compiling tier, default \
+         threshold), right after wasm86 in each repetition"
+    );
     match (&cfg.native, &cfg.native_skipped) {
         (Some(n), _) => println!(
             "bench-web: wasm86-native: {} (last in each repetition, with an empty tab)",
@@ -1076,11 +1447,7 @@ async fn bench(client: &Client, base: &str, cfg: &Config) -> Res<(Vec<Run>, Valu
     }
     let mut runs = Vec::new();
     for rep in 0..cfg.reps {
-        let mut systems = SYSTEMS.to_vec();
-        if cfg.native.is_some() {
-            systems.push(System::Wasm86Native);
-        }
-        for sys in systems {
+        for sys in systems(cfg.native.is_some()) {
             let run = match &cfg.native {
                 Some(native) if sys == System::Wasm86Native => {
                     // The last page's machine would go on running beside the native one.
@@ -1102,13 +1469,17 @@ async fn bench(client: &Client, base: &str, cfg: &Config) -> Res<(Vec<Run>, Valu
                     None => format!("{} {:.2} s", w.name, w.ms / 1000.0),
                 })
                 .collect();
+            let jit = jit_note(&run).map(|n| format!("; {n}")).unwrap_or_default();
             println!(
-                "  {:<13} run {}: prompt after {:.1} s; {}",
+                "  {:<13} run {}: prompt after {:.1} s; {}{jit}",
                 sys.name(),
                 rep + 1,
                 run.boot_s,
                 parts.join(", ")
             );
+            if let Some(p) = jit_problem(&run) {
+                println!("  WARNING: {p}");
+            }
             runs.push(run);
         }
     }
@@ -1165,11 +1536,13 @@ async fn real_main() -> Res<()> {
         "browser": meta,
         "v86_version": "0.5.462",
         "reps": cfg.reps,
-        "order": if cfg.native.is_some() {
-            "interleaved: wasm86, v86-interp, v86-jit, wasm86-native per repetition, a fresh tab \
-             per page run, an empty tab while wasm86-native (a child process) runs"
-        } else {
-            "interleaved: wasm86, v86-interp, v86-jit per repetition, a fresh tab per run"
+        "order": order(cfg.native.is_some()),
+        "jit": {
+            "system": System::Wasm86Jit.name(),
+            "page": cfg.page(System::Wasm86Jit),
+            "threshold": "the page's default",
+            "instructions": "wasm86's page counter, as for wasm86; every page's MIPS from \
+                             wasm86's median (summary.instructions_median)",
         },
         "native": match &cfg.native {
             Some(n) => json!({
@@ -1189,26 +1562,7 @@ async fn real_main() -> Res<()> {
             "memory_mib": MEMORY_MIB,
             "command": cfg.command(),
         },
-        "summary": {
-            "workloads": summary.workloads,
-            "instructions_median": summary.instructions,
-            "instructions_native": summary.native_instructions,
-            "browser_vs_native": summary.vs_native().map(|(boot, mips)| json!({
-                "boot_time_ratio": boot,
-                "mips_ratio": summary.workloads.iter().cloned().zip(mips.iter().map(|&r| json!(r)))
-                    .collect::<serde_json::Map<_, _>>(),
-                "slowdown": summary.workloads.iter().cloned().zip(mips.iter().map(|&r| json!(1.0 / r)))
-                    .collect::<serde_json::Map<_, _>>(),
-                "target_slowdown_max": NATIVE_TARGET,
-            })),
-            "systems": summary.systems.iter().enumerate().map(|(i, s)| json!({
-                "system": s.name(),
-                "boot_s": summary.boot[i],
-                "mips": summary.workloads.iter().enumerate()
-                    .map(|(w, name)| (name.clone(), json!(summary.mips[i][w])))
-                    .collect::<serde_json::Map<_, _>>(),
-            })).collect::<Vec<_>>(),
-        },
+        "summary": summary_json(&summary),
         "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
     });
     std::fs::create_dir_all(&cfg.out).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
@@ -1228,6 +1582,72 @@ mod tests {
         assert_eq!(iso_date(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso_date(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(enc("console=ttyS0 a/b"), "console%3DttyS0%20a/b");
+    }
+
+    fn config(stand_in: bool) -> Config {
+        Config {
+            root: PathBuf::from("root"),
+            reps: 1,
+            timeout: Duration::from_secs(30),
+            out: PathBuf::from("out"),
+            stand_in,
+            command: None,
+            native: None,
+            native_skipped: None,
+        }
+    }
+
+    #[test]
+    fn systems_and_their_pages() {
+        // wasm86-jit runs right after wasm86, wasm86-native last.
+        let names = |native| -> Vec<&str> { systems(native).iter().map(|s| s.name()).collect() };
+        assert_eq!(
+            names(false),
+            ["wasm86", "wasm86-jit", "v86-interp", "v86-jit"]
+        );
+        assert_eq!(
+            names(true),
+            [
+                "wasm86",
+                "wasm86-jit",
+                "v86-interp",
+                "v86-jit",
+                "wasm86-native"
+            ]
+        );
+        assert!(order(true).starts_with(
+            "interleaved: wasm86, wasm86-jit, v86-interp, v86-jit, wasm86-native per repetition"
+        ));
+        assert!(System::Wasm86.is_wasm86_page() && System::Wasm86Jit.is_wasm86_page());
+        assert!(!System::V86Jit.is_wasm86_page() && !System::Wasm86Native.is_wasm86_page());
+        for stand_in in [false, true] {
+            let cfg = config(stand_in);
+            // The very same page, the compiling tier on (at its default threshold).
+            let page = cfg.page(System::Wasm86);
+            assert_eq!(cfg.page(System::Wasm86Jit), format!("{page}&jit=1"));
+            assert!(page.starts_with("index.html?initrd=images/"), "{page}");
+            assert!(page.ends_with("&memory=128"), "{page}");
+            assert!(!page.contains("jit"), "{page}");
+            assert!(!cfg.page(System::Wasm86Jit).contains("threshold"));
+            assert!(cfg
+                .page(System::V86Interp)
+                .starts_with("bench/v86.html?jit=0&"));
+            assert!(cfg
+                .page(System::V86Jit)
+                .starts_with("bench/v86.html?jit=1&"));
+        }
+        assert!(config(true).page(System::Wasm86).contains(BUNDLED_INITRD));
+        assert!(config(false).page(System::Wasm86Jit).contains(BENCH_INITRD));
+        assert_eq!(
+            RATIOS.map(|(a, b)| ratio_name(a, b)),
+            [
+                "wasm86/v86-interp",
+                "wasm86/v86-jit",
+                "wasm86-jit/v86-jit",
+                "wasm86-jit/wasm86",
+                "wasm86/native"
+            ]
+        );
     }
 
     #[test]
@@ -1251,6 +1671,254 @@ mod tests {
             json!({ "prompt": { "t": 1.0 }, "markers": [] })
         )
         .is_err());
+
+        // wasm86-jit is the same page: its counts come from the same fields, and without them
+        // it is an error, as for wasm86; v86 counts nothing.
+        let rec = json!({
+            "prompt": { "t": 1500.0 },
+            "markers": [
+                { "kind": "begin", "name": "a", "t": 3000.0, "instructions": 100.0, "instructionsBefore": 90.0 },
+                { "kind": "end", "name": "a", "t": 3500.0, "instructions": 1100.0, "instructionsBefore": 1050.0 },
+            ],
+        });
+        let r = analyse(System::Wasm86Jit, 2, rec).unwrap();
+        assert_eq!((r.system, r.rep, r.boot_s), (System::Wasm86Jit, 2, 1.5));
+        assert_eq!(r.workloads[0].ms, 500.0);
+        assert_eq!(r.workloads[0].instructions, Some((1000.0, 950.0, 1010.0)));
+        let uncounted = json!({
+            "prompt": { "t": 1500.0 },
+            "markers": [
+                { "kind": "begin", "name": "a", "t": 3000.0 },
+                { "kind": "end", "name": "a", "t": 3500.0 },
+            ],
+        });
+        for sys in [System::Wasm86, System::Wasm86Jit] {
+            let e = analyse(sys, 0, uncounted.clone()).unwrap_err();
+            assert!(e.contains(&format!("the {} page", sys.name())), "{e}");
+            assert!(e.contains("no instruction counts"), "{e}");
+        }
+        let v86 = analyse(System::V86Jit, 0, uncounted).unwrap();
+        assert_eq!(v86.workloads[0].instructions, None);
+    }
+
+    /// A page run: boot seconds, and per workload (name, seconds, the page's count).
+    fn page_run(sys: System, rep: usize, boot_s: f64, w: &[(&str, f64, f64)]) -> Run {
+        let mut markers = Vec::new();
+        let (mut t, mut c) = (boot_s * 1000.0 + 500.0, 1e9);
+        for &(name, secs, count) in w {
+            let counted = |t: f64, c: f64| {
+                if sys.is_wasm86_page() {
+                    json!({ "t": t, "instructions": c, "instructionsBefore": c })
+                } else {
+                    json!({ "t": t })
+                }
+            };
+            let mut b = counted(t, c);
+            b["kind"] = json!("begin");
+            b["name"] = json!(name);
+            (t, c) = (t + secs * 1000.0, c + count);
+            let mut e = counted(t, c);
+            e["kind"] = json!("end");
+            e["name"] = json!(name);
+            markers.extend([b, e]);
+        }
+        markers.push(json!({ "kind": "done", "name": "", "t": t }));
+        analyse(
+            sys,
+            rep,
+            json!({ "prompt": { "t": boot_s * 1000.0 }, "markers": markers }),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn wasm86_jit_is_summarised_against_v86_jit_and_the_interpreter() {
+        let mut runs = Vec::new();
+        for rep in 0..3 {
+            let slow = if rep == 1 { 1.5 } else { 1.0 };
+            // isprime 100 M, gzip 200 M, forkexec 50 M instructions on wasm86's page.
+            runs.push(page_run(
+                System::Wasm86,
+                rep,
+                4.0,
+                &[
+                    ("isprime", 1.0 * slow, 1e8),
+                    ("gzip", 2.0, 2e8),
+                    ("forkexec", 1.0, 5e7),
+                ],
+            ));
+            // The jit page counts a little more: its MIPS still use wasm86's counts.
+            let mut jit = page_run(
+                System::Wasm86Jit,
+                rep,
+                2.0,
+                &[
+                    ("isprime", 0.25, 1.01e8),
+                    ("gzip", 0.5, 2.02e8),
+                    ("forkexec", 0.5, 5.05e7),
+                ],
+            );
+            jit.stats = Some(json!({
+                "instructions": 4e9,
+                "jit": { "regionsCompiled": 120.0, "compiledInstructions": 3e9, "failures": 0.0,
+                         "error": null },
+            }));
+            runs.push(jit);
+            runs.push(page_run(
+                System::V86Interp,
+                rep,
+                5.0,
+                &[
+                    ("isprime", 2.0, 0.0),
+                    ("gzip", 4.0, 0.0),
+                    ("forkexec", 2.0, 0.0),
+                ],
+            ));
+            runs.push(page_run(
+                System::V86Jit,
+                rep,
+                3.0,
+                &[
+                    ("isprime", 0.5, 0.0),
+                    ("gzip", 0.4, 0.0),
+                    ("forkexec", 0.25, 0.0),
+                ],
+            ));
+        }
+        let s = summarise(&runs).unwrap();
+        assert_eq!(s.systems, SYSTEMS);
+        assert_eq!(s.instructions, [1e8, 2e8, 5e7]);
+        assert_eq!(s.instructions_jit, Some(vec![1.01e8, 2.02e8, 5.05e7]));
+        // Per system: boot seconds and MIPS per run (wasm86's median count over each time).
+        assert_eq!(s.boot[1], [2.0, 2.0, 2.0]);
+        assert_eq!(s.mips[1][0], [400.0, 400.0, 400.0]);
+        assert_eq!(s.mips[1][1], [400.0, 400.0, 400.0]);
+        assert!((s.mips[0][0][1] - 100.0 / 1.5).abs() < 1e-9);
+        assert_eq!(median(&s.mips[3][0]), 200.0);
+        assert!(s.jit_problems.is_empty(), "{:?}", s.jit_problems);
+
+        let (boot, mips) = s.ratio(System::Wasm86Jit, System::V86Jit).unwrap();
+        assert_eq!(boot, 2.0 / 3.0);
+        assert_eq!(mips, [2.0, 0.8, 0.5]);
+        let (boot, mips) = s.ratio(System::Wasm86Jit, System::Wasm86).unwrap();
+        assert_eq!(boot, 0.5);
+        assert_eq!(mips, [4.0, 4.0, 2.0]);
+        // Without wasm86-native its pair is left out.
+        let names: Vec<String> = s
+            .ratios()
+            .iter()
+            .map(|((a, b), _)| ratio_name(*a, *b))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "wasm86/v86-interp",
+                "wasm86/v86-jit",
+                "wasm86-jit/v86-jit",
+                "wasm86-jit/wasm86"
+            ]
+        );
+        assert!(s.vs_native().is_none());
+
+        // The target: boot faster (met), isprime at least 1.0x (met), gzip (NOT met); forkexec
+        // has none.
+        let v = s.jit_verdict().unwrap();
+        assert_eq!(v.boot, (2.0 / 3.0, true));
+        assert_eq!(
+            v.mips,
+            [
+                ("isprime".to_string(), 2.0, Some(true)),
+                ("gzip".to_string(), 0.8, Some(false)),
+                ("forkexec".to_string(), 0.5, None),
+            ]
+        );
+        assert!(!v.met());
+        let all_met = JitVerdict {
+            boot: (0.9, true),
+            mips: vec![
+                ("isprime".into(), 1.0, Some(true)),
+                ("forkexec".into(), 0.1, None),
+            ],
+        };
+        assert!(all_met.met());
+
+        // The line per run says what the tier did; the JSON keeps the page's stats.
+        assert_eq!(
+            jit_note(&runs[1]).unwrap(),
+            "jit: 120 regions compiled, 75.0% of instructions in compiled code"
+        );
+        assert_eq!(jit_note(&runs[0]), None);
+        let j = run_json(&runs[1]);
+        assert_eq!(j["system"], "wasm86-jit");
+        assert_eq!(j["page_stats"]["jit"]["regionsCompiled"], 120.0);
+        assert_eq!(j["workloads"][0]["instructions"], 1.01e8);
+        assert!(j.get("jit_problem").is_none());
+
+        // The JSON: wasm86-jit among the systems, like the others, and its ratios.
+        let sj = summary_json(&s);
+        let sys = &sj["systems"][1];
+        assert_eq!(sys["system"], "wasm86-jit");
+        assert_eq!(sys["boot_s"], json!([2.0, 2.0, 2.0]));
+        assert_eq!(sys["boot_s_median"], 2.0);
+        assert_eq!(sys["mips"]["gzip"], json!([400.0, 400.0, 400.0]));
+        assert_eq!(sys["mips_median"]["isprime"], 400.0);
+        assert_eq!(sj["systems"][3]["mips_median"]["gzip"], 500.0);
+        assert_eq!(
+            sj["instructions_median_jit"],
+            json!([1.01e8, 2.02e8, 5.05e7])
+        );
+        assert_eq!(sj["ratios"][2]["name"], "wasm86-jit/v86-jit");
+        assert_eq!(sj["ratios"][2]["mips_ratio"]["isprime"], 2.0);
+        assert_eq!(sj["ratios"][3]["name"], "wasm86-jit/wasm86");
+        assert_eq!(sj["ratios"].as_array().unwrap().len(), 4);
+        let v = &sj["jit_vs_v86_jit"];
+        assert_eq!(v["boot_met"], true);
+        assert_eq!(v["mips_ratio"]["gzip"], 0.8);
+        assert_eq!(v["mips_met"], json!({ "isprime": true, "gzip": false }));
+        assert_eq!(v["all_met"], false);
+        assert_eq!(sj["jit_vs_interpreter"]["boot_time_ratio"], 0.5);
+        assert_eq!(sj["jit_vs_interpreter"]["mips_ratio"]["forkexec"], 2.0);
+        assert_eq!(sj["browser_vs_native"], Value::Null);
+        assert_eq!(sj["jit_problems"], json!([]));
+        print_table(&s);
+    }
+
+    #[test]
+    fn a_compiling_tier_that_did_not_run_is_a_warning() {
+        let w = [("isprime", 1.0, 1e8)];
+        let with = |stats: Value| {
+            let mut r = page_run(System::Wasm86Jit, 0, 2.0, &w);
+            r.stats = Some(stats);
+            r
+        };
+        let off = with(json!({ "instructions": 1e9, "jit": null }));
+        assert!(jit_problem(&off).unwrap().contains("was off"));
+        assert_eq!(jit_note(&off), None);
+        let mut never_asked = page_run(System::Wasm86Jit, 0, 2.0, &w);
+        never_asked.stats = None;
+        assert!(jit_problem(&never_asked).unwrap().contains("was off"));
+        let stopped = with(json!({
+            "instructions": 1e9,
+            "jit": { "regionsCompiled": 3.0, "failures": 1.0, "error": "a module trapped" },
+        }));
+        let p = jit_problem(&stopped).unwrap();
+        assert!(p.starts_with("wasm86-jit run 1: "), "{p}");
+        assert!(p.contains("turned itself off: a module trapped"), "{p}");
+        assert!(p.contains("1 compiling-tier failure"), "{p}");
+        let idle = with(json!({ "instructions": 1e9, "jit": { "regionsCompiled": 0.0 } }));
+        assert!(jit_problem(&idle).unwrap().contains("compiled nothing"));
+        assert_eq!(run_json(&idle)["jit_problem"], json!(jit_problem(&idle)));
+        // The interpreter's page has the tier off, and that is as it should be; on, it is not.
+        let mut interp = page_run(System::Wasm86, 0, 2.0, &w);
+        interp.stats = Some(json!({ "instructions": 1e9, "jit": { "regionsCompiled": 5.0 } }));
+        assert!(jit_problem(&interp)
+            .unwrap()
+            .contains("was on without jit=1"));
+        interp.stats = Some(json!({ "instructions": 1e9, "jit": null }));
+        assert_eq!(jit_problem(&interp), None);
+        assert_eq!(jit_problem(&page_run(System::V86Jit, 0, 2.0, &w)), None);
+        let s = summarise(&[interp, off]).unwrap();
+        assert_eq!(s.jit_problems.len(), 1);
     }
 
     #[test]
@@ -1295,19 +1963,34 @@ mod tests {
             s.systems,
             [
                 System::Wasm86,
+                System::Wasm86Jit,
                 System::V86Interp,
                 System::V86Jit,
                 System::Wasm86Native
             ]
         );
-        assert_eq!(s.mips[3][0], [40.0]);
-        assert_eq!(s.mips[3][1], [120.0]);
+        assert_eq!(s.mips[4][0], [40.0]);
+        assert_eq!(s.mips[4][1], [120.0]);
         assert_eq!(s.mips[0][0], [40.0]);
+        // No wasm86-jit run: no cross-check count and no problem with it.
+        assert_eq!(s.instructions_jit, None);
+        assert!(s.jit_problems.is_empty());
         let (boot, mips) = s.vs_native().unwrap();
         assert_eq!(boot, 2.0 / 1.25);
         assert_eq!(mips, [1.0, 40.0 / 120.0]);
         assert_eq!(slower(1.0 / mips[1]), "3.00x slower");
         assert_eq!(slower(0.8), "1.25x faster");
+        // The native column is the last pair of the ratios (here the only one: the others'
+        // systems did not run), and in the JSON as before.
+        let pairs: Vec<(System, System)> = s.ratios().iter().map(|(p, _)| *p).collect();
+        assert_eq!(pairs, [(System::Wasm86, System::Wasm86Native)]);
+        assert!(s.jit_verdict().is_none());
+        let sj = summary_json(&s);
+        assert_eq!(sj["browser_vs_native"]["boot_time_ratio"], 2.0 / 1.25);
+        assert_eq!(sj["systems"][4]["system"], "wasm86-native");
+        assert_eq!(sj["instructions_native"], json!([2e7, 3e7]));
+        assert_eq!(sj["instructions_median_jit"], Value::Null);
+        print_table(&s);
 
         // Missing or malformed fields are errors with words, not panics.
         assert!(analyse_native(0, json!({})).unwrap_err().contains("boot"));
