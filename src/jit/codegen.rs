@@ -36,7 +36,8 @@ use wasm_encoder::{
 use crate::cpu::decode::Instr;
 use crate::cpu::fast as k;
 use crate::cpu::flags;
-use crate::cpu::{Cpu, EAX, EDX, ZERO_REG};
+use crate::cpu::{Cpu, SegCache, Segment, EAX, EDX, ESP, ZERO_REG};
+use crate::mem::tlb::{TlbEntry, TLB_ENTRIES};
 
 /// `run` returned normally: the state is in the `Cpu`.
 pub const RAN: u32 = 0;
@@ -60,9 +61,13 @@ pub enum CpuMemory {
     /// The importer's memory holds the `Cpu` at the address passed as `cpu` (the browser: the
     /// core's own linear memory).
     Shared,
-    /// A memory of exactly `bytes` bytes (page size 1) laid over the `Cpu`, which starts at
-    /// address 0 (native hosts).
-    Exact { bytes: u32 },
+    /// Memories of exactly the right size (page size 1) laid over the `Cpu`, the TLB's entries
+    /// and guest RAM, each starting at address 0 (native hosts).
+    Exact {
+        bytes: u32,
+        tlb_bytes: u32,
+        ram_bytes: u32,
+    },
 }
 
 /// One block of the region: its first instruction's EIP and its decoded instructions, exactly
@@ -90,24 +95,44 @@ const FLAGS: usize = offset_of!(Cpu, flags);
 const RES: u64 = (FLAGS + flags::RES_OFFSET) as u64;
 const CV: u64 = (FLAGS + flags::CV_OFFSET) as u64;
 const LOW: u64 = (FLAGS + flags::LOW_OFFSET) as u64;
+const SEGS: u64 = offset_of!(Cpu, segs) as u64;
+const SEG_SIZE: u64 = std::mem::size_of::<SegCache>() as u64;
+const SEG_BASE: u64 = offset_of!(SegCache, base) as u64;
+const SEG_BIG: u64 = offset_of!(SegCache, big) as u64;
+const SEG_READ_LO: u64 = offset_of!(SegCache, read_lo) as u64;
+const SEG_READ_HI: u64 = offset_of!(SegCache, read_hi) as u64;
+const SEG_WRITE_LO: u64 = offset_of!(SegCache, write_lo) as u64;
+const SEG_WRITE_HI: u64 = offset_of!(SegCache, write_hi) as u64;
+const READ_PERM: u64 = offset_of!(Cpu, tlb_read_perm) as u64;
+const WRITE_PERM: u64 = offset_of!(Cpu, tlb_write_perm) as u64;
+const TLB_ENTRY_SIZE: i32 = std::mem::size_of::<TlbEntry>() as i32;
+const TLB_TAG: u64 = offset_of!(TlbEntry, tag) as u64;
+const TLB_PHYS: u64 = offset_of!(TlbEntry, phys) as u64;
+const TLB_INDEX_MASK: i32 = (TLB_ENTRIES - 1) as i32;
 
-// Locals. Parameters first.
+// Locals. Parameters first: run(cpu, limit, entry, tlb, ram).
 const CPU: u32 = 0;
 const LIMIT: u32 = 1;
 const ENTRY: u32 = 2;
-/// EAX..EDI: 3..=10.
-const R0: u32 = 3;
-const ICOUNT: u32 = 11;
-const STATE: u32 = 12;
-const CHAIN: u32 = 13;
+/// Where the TLB's entries and guest RAM start in their memories.
+const TLB: u32 = 3;
+const RAM: u32 = 4;
+/// EAX..EDI: 5..=12.
+const R0: u32 = 5;
+const ICOUNT: u32 = 13;
+const STATE: u32 = 14;
+const CHAIN: u32 = 15;
 /// Scratch i32 locals.
-const T0: u32 = 15;
-const T1: u32 = 16;
-const T2: u32 = 17;
-const TEMPS_I32: u32 = 3;
+const T0: u32 = 16;
+const T1: u32 = 17;
+const T2: u32 = 18;
+/// A memory access: its linear address, its host address, the value read.
+const LIN: u32 = 19;
+const ADDR: u32 = 20;
+const VAL: u32 = 21;
 /// Scratch i64 locals.
-const W0: u32 = 18;
-const W1: u32 = 19;
+const W0: u32 = 22;
+const W1: u32 = 23;
 
 /// Import index of `step`, and the function index of `run`.
 const STEP_FN: u32 = 0;
@@ -121,11 +146,17 @@ pub fn compile(blocks: &[RegionBlock], memory: CpuMemory, slot: u32, cs_limit: u
         .enumerate()
         .map(|(n, b)| (b.eip, n as u32))
         .collect::<HashMap<u32, u32>>();
+    let (mem_tlb, mem_ram) = match memory {
+        CpuMemory::Shared => (0, 0),
+        CpuMemory::Exact { .. } => (1, 2),
+    };
     let mut g = Gen {
+        mem_tlb,
+        mem_ram,
         f: Function::new([
             (8, ValType::I32),
             (1, ValType::I64),
-            (3 + TEMPS_I32, ValType::I32),
+            (8, ValType::I32),
             (2, ValType::I64),
         ]),
         n: blocks.len() as u32,
@@ -145,10 +176,17 @@ pub fn compile(blocks: &[RegionBlock], memory: CpuMemory, slot: u32, cs_limit: u
 
     let mut module = Module::new();
     let mut types = TypeSection::new();
-    // 0: run(cpu, limit, entry) -> status
-    types
-        .ty()
-        .function([ValType::I32, ValType::I64, ValType::I32], [ValType::I32]);
+    // 0: run(cpu, limit, entry, tlb, ram) -> status
+    types.ty().function(
+        [
+            ValType::I32,
+            ValType::I64,
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+        ],
+        [ValType::I32],
+    );
     // 1: step(cpu, slot, index) -> step status
     types
         .ty()
@@ -163,7 +201,7 @@ pub fn compile(blocks: &[RegionBlock], memory: CpuMemory, slot: u32, cs_limit: u
             shared: false,
             page_size_log2: None,
         },
-        CpuMemory::Exact { bytes } => MemoryType {
+        CpuMemory::Exact { bytes, .. } => MemoryType {
             minimum: bytes as u64,
             maximum: None,
             memory64: false,
@@ -172,6 +210,23 @@ pub fn compile(blocks: &[RegionBlock], memory: CpuMemory, slot: u32, cs_limit: u
         },
     };
     imports.import("core", "memory", EntityType::Memory(mem));
+    if let CpuMemory::Exact {
+        tlb_bytes,
+        ram_bytes,
+        ..
+    } = memory
+    {
+        for (name, bytes) in [("tlb", tlb_bytes), ("ram", ram_bytes)] {
+            let ty = MemoryType {
+                minimum: bytes as u64,
+                maximum: None,
+                memory64: false,
+                shared: false,
+                page_size_log2: Some(0),
+            };
+            imports.import("core", name, EntityType::Memory(ty));
+        }
+    }
     imports.import("core", "step", EntityType::Function(1));
     module.section(&imports);
     let mut functions = FunctionSection::new();
@@ -188,6 +243,15 @@ pub fn compile(blocks: &[RegionBlock], memory: CpuMemory, slot: u32, cs_limit: u
         fallback: g.fallback,
         inline_count: g.inline_count,
         step_count: g.step_count,
+    }
+}
+
+fn mem_at(memory: u32, offset: u64, align: u32) -> MemArg {
+    MemArg {
+        offset,
+        align,
+        target: MemArgTarget::Memory(memory),
+        ordering: None,
     }
 }
 
@@ -212,6 +276,9 @@ fn mem64(offset: u64) -> MemArg {
 /// The generator's state while it writes one function.
 struct Gen {
     f: Function,
+    /// The memory indices of the TLB's entries and of guest RAM.
+    mem_tlb: u32,
+    mem_ram: u32,
     n: u32,
     index_of: HashMap<u32, u32>,
     slot: u32,
@@ -257,6 +324,8 @@ impl Sync {
 enum Src {
     Reg(u8),
     Imm(u32),
+    /// A wasm local (a value read from memory).
+    Local(u32),
 }
 
 /// The ALU operations the generator runs inline (the interpreter's numbering).
@@ -492,7 +561,14 @@ impl Gen {
     /// block (the interpreter's blocks go on past a Jcc not taken) leaves the block only when
     /// taken, as the interpreter does.
     fn instr(&mut self, k: u32, i: &Instr, eip: u32, next: u32, last: bool) -> bool {
-        if !inline_kind(i) || !branch_within_limit(i, next, self.cs_limit) {
+        if !branch_within_limit(i, next, self.cs_limit) {
+            self.step(i, eip);
+            return false;
+        }
+        if let Some(ended) = self.memory_form(k, i, eip, next) {
+            return ended;
+        }
+        if !inline_kind(i) {
             self.step(i, eip);
             return false;
         }
@@ -587,6 +663,338 @@ impl Gen {
         true
     }
 
+    /// The forms with a memory operand that run inline (32-bit operands and addresses): the
+    /// access goes through the segment check and the TLB as the interpreter's fast path does,
+    /// and whatever that path would not take (a TLB miss, a page-crossing access, MMIO, a
+    /// write to a page with code, a fault) runs the whole instruction through `step`.
+    /// Returns None for any other instruction, else whether it ended the block.
+    fn memory_form(&mut self, k: u32, i: &Instr, eip: u32, next: u32) -> Option<bool> {
+        let mem_operand = !matches!(i.fast, k::PUSH_R | k::POP_R | k::CALL_REL | k::RET);
+        if mem_operand && !i.addr32 {
+            return None;
+        }
+        let seg = i.seg;
+        let ss = Segment::SS as u8;
+        match i.fast {
+            k::MOV_R_RM_MEM | k::MOVZX_B_MEM | k::MOVZX_W_MEM => {
+                let size = match i.fast {
+                    k::MOVZX_B_MEM => 1,
+                    k::MOVZX_W_MEM => 2,
+                    _ => 4,
+                };
+                self.with_memory(i, eip, |g| {
+                    g.ea(i);
+                    g.access(seg, size, false);
+                    g.load(size);
+                    g.set_reg(i.reg);
+                });
+            }
+            k::MOV_RM_R_MEM | k::MOV_RM_IMM_MEM => {
+                let src = if i.fast == k::MOV_RM_R_MEM {
+                    Src::Reg(i.reg)
+                } else {
+                    Src::Imm(i.imm)
+                };
+                self.with_memory(i, eip, |g| {
+                    g.ea(i);
+                    g.access(seg, 4, true);
+                    g.ins().local_get(ADDR);
+                    g.push(src);
+                    g.store(4);
+                });
+            }
+            k::ALU_R_M_ADD | k::ALU_R_M_OR | k::ALU_R_M_SUB | k::ALU_R_M_XOR | k::ALU_R_M_CMP => {
+                let op = match i.fast {
+                    k::ALU_R_M_ADD => ADD,
+                    k::ALU_R_M_OR => OR,
+                    k::ALU_R_M_SUB => SUB,
+                    k::ALU_R_M_XOR => XOR,
+                    _ => CMP,
+                };
+                self.with_memory(i, eip, |g| {
+                    g.ea(i);
+                    g.access(seg, 4, false);
+                    g.load(4);
+                    g.ins().local_set(VAL);
+                    g.alu(op, i.reg, Src::Local(VAL));
+                });
+            }
+            k::CMP_M_R | k::CMP_M_I => {
+                let src = if i.fast == k::CMP_M_R {
+                    Src::Reg(i.reg)
+                } else {
+                    Src::Imm(i.imm)
+                };
+                self.with_memory(i, eip, |g| {
+                    g.ea(i);
+                    g.access(seg, 4, false);
+                    g.load(4);
+                    g.ins().local_set(VAL);
+                    g.alu_values(CMP, Src::Local(VAL), src);
+                });
+            }
+            k::ALU_M_R_ADD | k::ALU_M_R_SUB | k::ALU_M_I_ADD | k::INC_M | k::DEC_M => {
+                self.with_memory(i, eip, |g| {
+                    // Read-modify-write: the write permission covers the read (Cpu::rmw).
+                    g.ea(i);
+                    g.access(seg, 4, true);
+                    g.load(4);
+                    g.ins().local_set(VAL);
+                    match i.fast {
+                        k::ALU_M_R_ADD => g.alu_values(ADD, Src::Local(VAL), Src::Reg(i.reg)),
+                        k::ALU_M_R_SUB => g.alu_values(SUB, Src::Local(VAL), Src::Reg(i.reg)),
+                        k::ALU_M_I_ADD => g.alu_values(ADD, Src::Local(VAL), Src::Imm(i.imm)),
+                        k::INC_M => g.incdec_value(Src::Local(VAL), false),
+                        _ => g.incdec_value(Src::Local(VAL), true),
+                    }
+                    g.ins().local_get(ADDR).local_get(T0);
+                    g.store(4);
+                });
+            }
+            k::PUSH_R => {
+                self.with_memory(i, eip, |g| {
+                    g.stack_is_32bit();
+                    g.get(ESP as u8);
+                    g.ins().i32_const(4).i32_sub();
+                    g.access(ss, 4, true);
+                    g.ins().local_get(ADDR);
+                    g.get(i.reg);
+                    g.store(4);
+                    g.get(ESP as u8);
+                    g.ins().i32_const(4).i32_sub();
+                    g.set_reg(ESP as u8);
+                });
+            }
+            k::POP_R => {
+                self.with_memory(i, eip, |g| {
+                    g.stack_is_32bit();
+                    g.get(ESP as u8);
+                    g.access(ss, 4, false);
+                    g.load(4);
+                    g.ins().local_set(VAL);
+                    // POP ESP loads the popped value over the increment.
+                    g.get(ESP as u8);
+                    g.ins().i32_const(4).i32_add();
+                    g.set_reg(ESP as u8);
+                    g.ins().local_get(VAL);
+                    g.set_reg(i.reg);
+                });
+            }
+            k::CALL_REL => {
+                let target = next.wrapping_add(i.imm);
+                self.with_memory(i, eip, |g| {
+                    g.stack_is_32bit();
+                    g.get(ESP as u8);
+                    g.ins().i32_const(4).i32_sub();
+                    g.access(ss, 4, true);
+                    g.ins().local_get(ADDR).i32_const(next as i32);
+                    g.store(4);
+                    g.get(ESP as u8);
+                    g.ins().i32_const(4).i32_sub();
+                    g.set_reg(ESP as u8);
+                });
+                // Only the fast arm gets here (through `step` the call leaves the region).
+                self.goto(k, target);
+                return Some(true);
+            }
+            k::RET => {
+                let limit = self.cs_limit;
+                self.with_memory(i, eip, |g| {
+                    g.stack_is_32bit();
+                    g.get(ESP as u8);
+                    g.access(ss, 4, false);
+                    g.load(4);
+                    // A return address past the CS limit faults (#GP): the slow arm.
+                    g.ins()
+                        .local_tee(VAL)
+                        .i32_const(limit as i32)
+                        .i32_gt_u()
+                        .br_if(0);
+                    g.get(ESP as u8);
+                    g.ins().i32_const(4).i32_add();
+                    g.set_reg(ESP as u8);
+                });
+                self.exit_to(VAL);
+                return Some(true);
+            }
+            _ => return None,
+        }
+        Some(false)
+    }
+
+    /// Run `fast` (which branches to depth 0 when its fast path does not apply) as the
+    /// instruction `i` at `eip`, with `step` as the slow arm. Both arms retire it and leave
+    /// the registers in the same places, so code after them does not care which ran.
+    fn with_memory(&mut self, i: &Instr, eip: u32, fast: impl FnOnce(&mut Gen)) {
+        self.inline_count += 1;
+        self.flush_count();
+        self.count_fresh();
+        let before = self.sync;
+        // block $done / block $slow / fast arm / br $done / end $slow / slow arm / end $done
+        self.ins().block(BlockType::Empty).block(BlockType::Empty);
+        self.depth += 2;
+        fast(self);
+        self.ins()
+            .local_get(ICOUNT)
+            .i64_const(1)
+            .i64_add()
+            .local_set(ICOUNT)
+            .br(1)
+            .end();
+        self.depth -= 1;
+        let after_fast = self.sync;
+        self.sync = before;
+        self.step(i, eip);
+        // Counted as inline (above): this `step` is only its slow arm.
+        self.step_count -= 1;
+        // What the fast arm left in locals, load here too.
+        for r in 0..8u8 {
+            if after_fast.stale & (1 << r) == 0 {
+                self.load_if_stale(r);
+            }
+        }
+        self.count_fresh();
+        self.sync = after_fast;
+        self.ins().end();
+        self.depth -= 1;
+    }
+
+    /// Fall to the slow arm unless SS is a 32-bit stack segment (ESP, not SP).
+    fn stack_is_32bit(&mut self) {
+        let ss = SEGS + Segment::SS as u64 * SEG_SIZE;
+        self.ins()
+            .local_get(CPU)
+            .i32_load8_u(mem_at(0, ss + SEG_BIG, 0))
+            .i32_eqz()
+            .br_if(0);
+    }
+
+    /// The offset on the stack is checked against segment `seg` for an access of `size` bytes
+    /// (a write if `write`), turned into a linear address (LIN) and looked up in the TLB; the
+    /// RAM address goes to ADDR. Branches to depth 0 (the slow arm) wherever the interpreter's
+    /// fast path would not be taken: outside the segment's range, across a page, a TLB entry
+    /// that is not there or does not give this access.
+    fn access(&mut self, seg: u8, size: u32, write: bool) {
+        let seg = SEGS + (seg as u64 % 6) * SEG_SIZE;
+        let (lo, hi, perm) = if write {
+            (SEG_WRITE_LO, SEG_WRITE_HI, WRITE_PERM)
+        } else {
+            (SEG_READ_LO, SEG_READ_HI, READ_PERM)
+        };
+        let tlb = self.mem_tlb;
+        self.ins()
+            .local_tee(T0)
+            // off < lo
+            .local_get(CPU)
+            .i32_load(mem32(seg + lo))
+            .i32_lt_u()
+            .br_if(0)
+            // off + size - 1 > hi, without wrapping
+            .local_get(T0)
+            .i64_extend_i32_u()
+            .i64_const(size as i64 - 1)
+            .i64_add()
+            .local_get(CPU)
+            .i32_load(mem32(seg + hi))
+            .i64_extend_i32_u()
+            .i64_gt_u()
+            .br_if(0)
+            // lin = base + off; not across a page
+            .local_get(CPU)
+            .i32_load(mem32(seg + SEG_BASE))
+            .local_get(T0)
+            .i32_add()
+            .local_tee(LIN)
+            .i32_const(0xFFF)
+            .i32_and()
+            .i32_const(0x1000 - size as i32)
+            .i32_gt_u()
+            .br_if(0)
+            // the TLB entry: ADDR = tlb + index * size
+            .local_get(TLB)
+            .local_get(LIN)
+            .i32_const(12)
+            .i32_shr_u()
+            .i32_const(TLB_INDEX_MASK)
+            .i32_and()
+            .i32_const(TLB_ENTRY_SIZE)
+            .i32_mul()
+            .i32_add()
+            .local_tee(ADDR)
+            // tag matches the page
+            .i32_load(mem_at(tlb, TLB_TAG, 2))
+            .local_get(LIN)
+            .i32_xor()
+            .i32_const(0xFFFF_F000u32 as i32)
+            .i32_and()
+            .br_if(0)
+            // and allows this access
+            .local_get(ADDR)
+            .i32_load(mem_at(tlb, TLB_TAG, 2))
+            .local_get(CPU)
+            .i32_load(mem32(perm))
+            .i32_and()
+            .i32_eqz()
+            .br_if(0)
+            // ADDR = ram + (phys | page offset)
+            .local_get(RAM)
+            .local_get(ADDR)
+            .i32_load(mem_at(tlb, TLB_PHYS, 2))
+            .local_get(LIN)
+            .i32_const(0xFFF)
+            .i32_and()
+            .i32_or()
+            .i32_add()
+            .local_set(ADDR);
+    }
+
+    /// Push the `size`-byte value at ADDR in RAM (zero-extended).
+    fn load(&mut self, size: u32) {
+        let ram = self.mem_ram;
+        self.ins().local_get(ADDR);
+        match size {
+            1 => self.ins().i32_load8_u(mem_at(ram, 0, 0)),
+            2 => self.ins().i32_load16_u(mem_at(ram, 0, 0)),
+            _ => self.ins().i32_load(mem_at(ram, 0, 0)),
+        };
+    }
+
+    /// Store the value on the stack at the address under it (ADDR pushed first).
+    fn store(&mut self, size: u32) {
+        let ram = self.mem_ram;
+        match size {
+            1 => self.ins().i32_store8(mem_at(ram, 0, 0)),
+            2 => self.ins().i32_store16(mem_at(ram, 0, 0)),
+            _ => self.ins().i32_store(mem_at(ram, 0, 0)),
+        };
+    }
+
+    /// Leave the function with EIP from local `eip` (a return address).
+    fn exit_to(&mut self, eip: u32) {
+        self.flush_count();
+        for r in 0..8u8 {
+            if self.sync.dirty & (1 << r) != 0 {
+                self.ins()
+                    .local_get(CPU)
+                    .local_get(R0 + r as u32)
+                    .i32_store(mem32(REGS + 4 * r as u64));
+            }
+        }
+        self.sync.dirty = 0;
+        if !self.sync.count_stale {
+            self.ins()
+                .local_get(CPU)
+                .local_get(ICOUNT)
+                .i64_store(mem64(INSTRUCTIONS));
+        }
+        self.ins()
+            .local_get(CPU)
+            .local_get(eip)
+            .i32_store(mem32(EIP))
+            .i32_const(RAN as i32)
+            .return_();
+    }
+
     fn get(&mut self, r: u8) {
         if r as usize >= ZERO_REG {
             self.ins().i32_const(0);
@@ -613,6 +1021,9 @@ impl Gen {
             Src::Reg(r) => self.get(r),
             Src::Imm(v) => {
                 self.ins().i32_const(v as i32);
+            }
+            Src::Local(l) => {
+                self.ins().local_get(l);
             }
         }
     }
@@ -661,8 +1072,17 @@ impl Gen {
     /// OP dst, src at 32 bits: the result in T0, its carry vector in T1, the flags stored, and
     /// the destination written unless the operation is CMP or TEST.
     fn alu(&mut self, op: u8, dst: u8, src: Src) {
-        // T2 = a (the destination's value), the source pushed where needed.
-        self.get(dst);
+        self.alu_values(op, Src::Reg(dst), src);
+        if op != CMP && op != TEST {
+            self.ins().local_get(T0);
+            self.set_reg(dst);
+        }
+    }
+
+    /// OP a, b at 32 bits: the result in T0, its carry vector in T1, the flags stored.
+    fn alu_values(&mut self, op: u8, a: Src, src: Src) {
+        // T2 = a, the source pushed where needed.
+        self.push(a);
         self.ins().local_set(T2);
         match op {
             ADD => {
@@ -716,15 +1136,18 @@ impl Gen {
             }
         }
         self.store_flags();
-        if op != CMP && op != TEST {
-            self.ins().local_get(T0);
-            self.set_reg(dst);
-        }
     }
 
     /// INC/DEC r32: like ADD/SUB of 1, CF kept (Flags::set_incdec).
     fn incdec(&mut self, r: u8, dec: bool) {
-        self.get(r);
+        self.incdec_value(Src::Reg(r), dec);
+        self.ins().local_get(T0);
+        self.set_reg(r);
+    }
+
+    /// INC/DEC of `a`: the result in T0, the flags stored.
+    fn incdec_value(&mut self, a: Src, dec: bool) {
+        self.push(a);
         self.ins().local_set(T2).local_get(T2).i32_const(1);
         if dec {
             self.ins().i32_sub();
@@ -807,9 +1230,7 @@ impl Gen {
             .i32_const(9)
             .i32_shl()
             .i32_or()
-            .i32_store(mem32(LOW))
-            .local_get(T0);
-        self.set_reg(r);
+            .i32_store(mem32(LOW));
     }
 
     /// IMUL r32, r32: the signed product's low half; CF = OF = the high half is significant.
@@ -1032,7 +1453,7 @@ fn inline_kind(i: &Instr) -> bool {
 /// region builder sends branches that may not to the interpreter.
 pub fn branch_within_limit(i: &Instr, next: u32, cs_limit: u32) -> bool {
     let disp = match i.fast {
-        k::JCC | k::JMP_REL => i.imm,
+        k::JCC | k::JMP_REL | k::CALL_REL => i.imm,
         _ if k::is_fused(i) => i.imm2,
         _ => return true,
     };

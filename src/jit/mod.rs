@@ -32,8 +32,10 @@ use codegen::RegionBlock;
 
 /// A host's way of turning generated modules into running code.
 pub trait Engine {
-    /// How the modules it loads import the `Cpu`'s memory.
-    fn cpu_memory(&self) -> CpuMemory;
+    /// Whether generated code reaches the `Cpu`, the TLB and RAM in one memory at their real
+    /// addresses (the browser: the core's own memory), or in three memories laid over them,
+    /// each from address 0 (native).
+    fn shared_memory(&self) -> bool;
 
     /// Compile and instantiate `wasm` for running on `cpu`; returns a handle for
     /// [`call`](Self::call).
@@ -367,7 +369,16 @@ impl Cpu {
         let engine = self.jit_engine.as_mut()?;
         let slot = self.jit.next_slot;
         self.jit.next_slot = (slot + 1) % MAX_REGIONS;
-        let code = codegen::compile(&blocks, engine.cpu_memory(), slot as u32, cs.limit);
+        let memory = if engine.shared_memory() {
+            CpuMemory::Shared
+        } else {
+            CpuMemory::Exact {
+                bytes: std::mem::size_of::<Cpu>() as u32,
+                tlb_bytes: std::mem::size_of_val(&*self.mem.tlb.entries) as u32,
+                ram_bytes: self.mem.ram.len() as u32,
+            }
+        };
+        let code = codegen::compile(&blocks, memory, slot as u32, cs.limit);
         let cpu_ptr = self as *mut Cpu;
         // `load` only compiles; it does not run code or touch the Cpu.
         let loaded = self.jit_engine.as_mut()?.load(cpu_ptr, &code.wasm);

@@ -42,8 +42,10 @@ pub const PF_PRESENT: u32 = 1 << 0;
 pub const PF_WRITE: u32 = 1 << 1;
 pub const PF_USER: u32 = 1 << 2;
 
-/// One cached translation.
+/// One cached translation. `repr(C)`: code generated at run time (crate::jit) reads the
+/// fields at fixed offsets.
 #[derive(Clone, Copy, Default, Debug, Serialize, Deserialize)]
+#[repr(C)]
 pub struct TlbEntry {
     /// Virtual page (bits 12..31) and permission bits (bits 0..4).
     pub tag: u32,

@@ -11,7 +11,7 @@ use js_sys::{Object, Reflect, Uint8Array, WebAssembly};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::cpu::Cpu;
-use crate::jit::{CpuMemory, Engine};
+use crate::jit::Engine;
 
 /// The helper generated code imports as `core.step`: run one instruction through the
 /// interpreter (see crate::jit::step).
@@ -24,7 +24,7 @@ extern "C" fn jit_step(cpu: *mut Cpu, slot: u32, index: u32) -> u32 {
 }
 
 /// The signature of a generated `run`, as Rust calls it through the table.
-type RunFn = extern "C" fn(u32, u64, u32) -> u32;
+type RunFn = extern "C" fn(u32, u64, u32, u32, u32) -> u32;
 
 pub struct BrowserEngine {
     table: WebAssembly::Table,
@@ -63,8 +63,8 @@ impl BrowserEngine {
 type RunStepFn = extern "C" fn(*mut Cpu, u32, u32) -> u32;
 
 impl Engine for BrowserEngine {
-    fn cpu_memory(&self) -> CpuMemory {
-        CpuMemory::Shared
+    fn shared_memory(&self) -> bool {
+        true
     }
 
     fn load(&mut self, _cpu: *mut Cpu, wasm: &[u8]) -> Result<u32, String> {
@@ -89,11 +89,19 @@ impl Engine for BrowserEngine {
         entry: u32,
     ) -> Result<u32, String> {
         // SAFETY: `handle` is a table slot that `load` filled with a generated `run`, whose
-        // type is (i32, i64, i32) -> i32, exactly what `RunFn` lowers to on wasm32 (a
+        // type is (i32, i64, i32, i32, i32) -> i32, exactly what `RunFn` lowers to on wasm32 (a
         // function pointer is a table index there, and the indirect call checks the type).
         let run: RunFn = unsafe { std::mem::transmute::<usize, RunFn>(handle as usize) };
-        // The Cpu's address in this module's memory is the pointer itself.
-        Ok(run(cpu as u32, limit, entry))
+        // Addresses in this module's memory are the pointers themselves.
+        // SAFETY: `cpu` is live (Engine::call's contract); only the addresses of the TLB's
+        // entries and of RAM are read.
+        let (tlb, ram) = unsafe {
+            (
+                (*cpu).mem.tlb.entries.as_ptr() as u32,
+                (*cpu).mem.ram.as_ptr() as u32,
+            )
+        };
+        Ok(run(cpu as u32, limit, entry, tlb, ram))
     }
 
     fn unload(&mut self, handle: u32) {
