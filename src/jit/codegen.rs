@@ -165,6 +165,7 @@ pub fn compile(blocks: &[RegionBlock], memory: CpuMemory, slot: u32, cs_limit: u
         cs_limit,
         sync: Sync::ENTRY,
         has_step: false,
+        store_flags: true,
         depth: 0,
         fallback: Vec::new(),
         inline_count: 0,
@@ -287,6 +288,9 @@ struct Gen {
     sync: Sync,
     /// The current block has called `step` (so its end must look at CHAIN).
     has_step: bool,
+    /// Whether the flags the instruction being emitted computes must be stored (someone may
+    /// read them: see [`flags_needed`]).
+    store_flags: bool,
     /// Structured-control depth opened inside the current block's code.
     depth: u32,
     fallback: Vec<Instr>,
@@ -400,10 +404,12 @@ impl Gen {
         self.ins().end();
         self.depth -= 1;
         self.ins().i32_const(0).local_set(CHAIN);
+        let needed = flags_needed(&b.instrs);
         let mut eip = b.eip;
         for (n, i) in b.instrs.iter().enumerate() {
             let next = eip.wrapping_add(i.len as u32);
             let last = n + 1 == b.instrs.len();
+            self.store_flags = needed[n];
             if self.instr(k, i, eip, next, last) {
                 // An unconditional branch, or the block's last conditional one: it went
                 // wherever the block goes next itself.
@@ -577,6 +583,14 @@ impl Gen {
         match i.fast {
             k::MOV_RM_R_REG => self.set_reg_from(i.rm, Src::Reg(i.reg)),
             k::MOV_R_IMM => self.set_reg_from(i.reg, Src::Imm(i.imm)),
+            k::MOVZX_B_REG => {
+                self.get8(i.rm);
+                self.set_reg(i.reg);
+            }
+            k::MOV_RM_R8_REG => {
+                self.get8(i.reg);
+                self.set8(i.rm);
+            }
             k::LEA => {
                 self.ea(i);
                 self.set_reg(i.reg);
@@ -635,7 +649,7 @@ impl Gen {
         match cc {
             None => self.goto(k, target),
             Some(cc) if !last => {
-                self.cond(cc);
+                self.branch_cond(i, cc);
                 self.ins().if_(BlockType::Empty);
                 self.depth += 1;
                 let saved = self.sync;
@@ -646,7 +660,7 @@ impl Gen {
                 return false;
             }
             Some(cc) => {
-                self.cond(cc);
+                self.branch_cond(i, cc);
                 self.ins().if_(BlockType::Empty);
                 self.depth += 1;
                 let saved = self.sync;
@@ -751,6 +765,76 @@ impl Gen {
                     g.store(4);
                 });
             }
+            k::MOV_R_RM8_MEM => {
+                self.with_memory(i, eip, |g| {
+                    g.ea(i);
+                    g.access(seg, 1, false);
+                    g.load(1);
+                    g.set8(i.reg);
+                });
+            }
+            k::MOV_RM_R8_MEM => {
+                self.with_memory(i, eip, |g| {
+                    g.ea(i);
+                    g.access(seg, 1, true);
+                    g.ins().local_get(ADDR);
+                    g.get8(i.reg);
+                    g.store(1);
+                });
+            }
+            k::MOV_R_RM16_MEM => {
+                self.with_memory(i, eip, |g| {
+                    g.ea(i);
+                    g.access(seg, 2, false);
+                    g.get(i.reg);
+                    g.ins().i32_const(0xFFFF_0000u32 as i32).i32_and();
+                    g.load(2);
+                    g.ins().i32_or();
+                    g.set_reg(i.reg);
+                });
+            }
+            k::MOV_RM_R16_MEM => {
+                self.with_memory(i, eip, |g| {
+                    g.ea(i);
+                    g.access(seg, 2, true);
+                    g.ins().local_get(ADDR);
+                    g.get(i.reg);
+                    g.store(2);
+                });
+            }
+            k::FUSED_CMP_M_R
+            | k::FUSED_CMP_M_I
+            | k::FUSED_ALU_R_M_CMP
+            | k::FUSED_ALU8_M_R_CMP
+            | k::FUSED_CMP_RM8_I_MEM => {
+                // A compare with memory and the Jcc after it: the fast arm compares and takes
+                // the branch itself; not taken, both arms retire the pair and go on.
+                let target = next.wrapping_add(i.imm2);
+                let byte = matches!(i.fast, k::FUSED_ALU8_M_R_CMP | k::FUSED_CMP_RM8_I_MEM);
+                let size = if byte { 1 } else { 4 };
+                self.with_memory_retiring(i, eip, 2, |g| {
+                    g.ea(i);
+                    g.access(seg, size, false);
+                    g.load(size);
+                    g.ins().local_set(VAL);
+                    match i.fast {
+                        k::FUSED_CMP_M_R => g.alu_values(CMP, Src::Local(VAL), Src::Reg(i.reg)),
+                        k::FUSED_CMP_M_I => g.alu_values(CMP, Src::Local(VAL), Src::Imm(i.imm)),
+                        k::FUSED_ALU_R_M_CMP => g.alu_values(CMP, Src::Reg(i.reg), Src::Local(VAL)),
+                        k::FUSED_ALU8_M_R_CMP => g.cmp8(Src::Local(VAL), Some(i.reg), 0),
+                        _ => g.cmp8(Src::Local(VAL), None, i.imm & 0xFF),
+                    }
+                    g.branch_cond(i, i.cc);
+                    g.ins().if_(BlockType::Empty);
+                    g.depth += 1;
+                    let saved = g.sync;
+                    g.sync.pending += 2;
+                    g.goto(k, target);
+                    g.sync = saved;
+                    g.ins().end();
+                    g.depth -= 1;
+                });
+            }
             k::PUSH_R => {
                 self.with_memory(i, eip, |g| {
                     g.stack_is_32bit();
@@ -826,6 +910,18 @@ impl Gen {
     /// instruction `i` at `eip`, with `step` as the slow arm. Both arms retire it and leave
     /// the registers in the same places, so code after them does not care which ran.
     fn with_memory(&mut self, i: &Instr, eip: u32, fast: impl FnOnce(&mut Gen)) {
+        self.with_memory_retiring(i, eip, 1, fast)
+    }
+
+    /// [`with_memory`](Self::with_memory) for an instruction that counts `retire` retired
+    /// instructions (2: a fused compare and branch whose branch is not taken).
+    fn with_memory_retiring(
+        &mut self,
+        i: &Instr,
+        eip: u32,
+        retire: i64,
+        fast: impl FnOnce(&mut Gen),
+    ) {
         self.inline_count += 1;
         self.flush_count();
         self.count_fresh();
@@ -836,7 +932,7 @@ impl Gen {
         fast(self);
         self.ins()
             .local_get(ICOUNT)
-            .i64_const(1)
+            .i64_const(retire)
             .i64_add()
             .local_set(ICOUNT)
             .br(1)
@@ -995,6 +1091,100 @@ impl Gen {
             .return_();
     }
 
+    /// Push byte register `r` (AL, CL, DL, BL, AH, CH, DH, BH), zero-extended.
+    fn get8(&mut self, r: u8) {
+        let r = r & 7;
+        if r < 4 {
+            self.get(r);
+        } else {
+            self.get(r - 4);
+            self.ins().i32_const(8).i32_shr_u();
+        }
+        self.ins().i32_const(0xFF).i32_and();
+    }
+
+    /// Set byte register `r` to the byte on the stack (the rest of its register kept).
+    fn set8(&mut self, r: u8) {
+        let r = r & 7;
+        let (full, shift) = if r < 4 { (r, 0) } else { (r - 4, 8) };
+        self.ins().i32_const(0xFF).i32_and().local_set(T1);
+        self.get(full);
+        self.ins()
+            .i32_const(!(0xFF << shift))
+            .i32_and()
+            .local_get(T1)
+            .i32_const(shift)
+            .i32_shl()
+            .i32_or();
+        self.set_reg(full);
+    }
+
+    /// CMP a, b at 8 bits (b: byte register `reg`, else the immediate `imm`): the flags of
+    /// a - b stored as Flags::set_sub(8, ...) does.
+    fn cmp8(&mut self, a: Src, reg: Option<u8>, imm: u32) {
+        let push_b = |g: &mut Gen| match reg {
+            Some(r) => g.get8(r),
+            None => {
+                g.ins().i32_const(imm as i32);
+            }
+        };
+        self.push(a);
+        self.ins().local_set(T2).local_get(T2);
+        push_b(self);
+        // T0 = a - b; T1 = (!a & b) | (!(a ^ b) & r)
+        self.ins()
+            .i32_sub()
+            .local_set(T0)
+            .local_get(T2)
+            .i32_const(-1)
+            .i32_xor();
+        push_b(self);
+        self.ins().i32_and().local_get(T2);
+        push_b(self);
+        self.ins()
+            .i32_xor()
+            .i32_const(-1)
+            .i32_xor()
+            .local_get(T0)
+            .i32_and()
+            .i32_or()
+            .local_set(T1);
+        if !self.store_flags {
+            return;
+        }
+        self.ins()
+            .local_get(CPU)
+            .local_get(T0)
+            .i32_const(24)
+            .i32_shl()
+            .i32_store(mem32(RES))
+            .local_get(CPU)
+            .local_get(T1)
+            .i32_const(24)
+            .i32_shl()
+            .i32_store(mem32(CV))
+            .local_get(CPU)
+            // low = (r & 0xFF) | ((cv & 8) << 5) | (((r >> 7) & 1) << 9)
+            .local_get(T0)
+            .i32_const(0xFF)
+            .i32_and()
+            .local_get(T1)
+            .i32_const(8)
+            .i32_and()
+            .i32_const(5)
+            .i32_shl()
+            .i32_or()
+            .local_get(T0)
+            .i32_const(7)
+            .i32_shr_u()
+            .i32_const(1)
+            .i32_and()
+            .i32_const(9)
+            .i32_shl()
+            .i32_or()
+            .i32_store(mem32(LOW));
+    }
+
     fn get(&mut self, r: u8) {
         if r as usize >= ZERO_REG {
             self.ins().i32_const(0);
@@ -1042,6 +1232,9 @@ impl Gen {
 
     /// Store lazy flags from T0 (result) and T1 (carry vector), 32-bit width.
     fn store_flags(&mut self) {
+        if !self.store_flags {
+            return;
+        }
         self.ins()
             .local_get(CPU)
             .local_get(T0)
@@ -1336,6 +1529,57 @@ impl Gen {
         self.depth -= 2;
     }
 
+    /// Push the condition `cc` of the branch `i` (a Jcc, or the branch half of a fused pair).
+    /// A fused compare or TEST leaves its operands in T2 (a) and the source, and its result in
+    /// T0, so most conditions are one comparison of those; anything else reads the stored flags.
+    fn branch_cond(&mut self, i: &Instr, cc: u8) {
+        let (cmp, test) = match i.fast {
+            k::FUSED_ALU_RR_CMP | k::FUSED_CMP_M_R => (Some(Src::Reg(i.reg)), false),
+            k::FUSED_ALU_R_I_CMP | k::FUSED_ALU_A_I_CMP | k::FUSED_CMP_M_I => {
+                (Some(Src::Imm(i.imm)), false)
+            }
+            k::FUSED_ALU_R_M_CMP => (Some(Src::Local(VAL)), false),
+            k::FUSED_ALU_RR_TEST | k::FUSED_ALU_R_I_AND | k::FUSED_TEST_R_I => (None, true),
+            _ => (None, false),
+        };
+        let negate = cc & 1 != 0;
+        match (cmp, test, cc >> 1) {
+            // CMP a, b: below, equal, below or equal, less, less or equal.
+            (Some(b), _, 1 | 2 | 3 | 6 | 7) => {
+                self.ins().local_get(T2);
+                self.push(b);
+                match cc >> 1 {
+                    1 => self.ins().i32_lt_u(),
+                    2 => self.ins().i32_eq(),
+                    3 => self.ins().i32_le_u(),
+                    6 => self.ins().i32_lt_s(),
+                    _ => self.ins().i32_le_s(),
+                };
+            }
+            // TEST/AND: CF = OF = 0, so these depend on the result alone.
+            (None, true, 2 | 3) => {
+                self.ins().local_get(T0).i32_eqz();
+            }
+            (None, true, 4 | 6) => {
+                self.ins().local_get(T0).i32_const(0).i32_lt_s();
+            }
+            (None, true, 7) => {
+                self.ins().local_get(T0).i32_const(0).i32_le_s();
+            }
+            (None, true, 0 | 1) => {
+                self.ins().i32_const(0);
+            }
+            _ => {
+                // The flags are in memory: whoever wrote them stored them (they are live).
+                self.cond(cc);
+                return;
+            }
+        }
+        if negate {
+            self.ins().i32_eqz();
+        }
+    }
+
     /// Push condition `cc` (0/1) from the stored lazy flags (Flags::cond).
     fn cond(&mut self, cc: u8) {
         let of = |g: &mut Gen| {
@@ -1416,6 +1660,8 @@ fn inline_kind(i: &Instr) -> bool {
         i.fast,
         k::MOV_RM_R_REG
             | k::MOV_R_IMM
+            | k::MOVZX_B_REG
+            | k::MOV_RM_R8_REG
             | k::INC_R
             | k::DEC_R
             | k::CDQ
@@ -1458,4 +1704,70 @@ pub fn branch_within_limit(i: &Instr, next: u32, cs_limit: u32) -> bool {
         _ => return true,
     };
     next.wrapping_add(disp) <= cs_limit
+}
+
+/// How an instruction of a block treats the arithmetic flags, for [`flags_needed`].
+enum FlagUse {
+    /// Neither reads nor writes them, and cannot fault.
+    None,
+    /// Computes all six from its operands, and cannot fault.
+    Writes,
+    /// Anything else: reads them (a Jcc, INC/DEC keeping CF), or may fault or run through the
+    /// interpreter, where the guest can see them (a fault pushes EFLAGS).
+    Reads,
+}
+
+fn flag_use(i: &Instr) -> FlagUse {
+    match i.fast {
+        k::MOV_RM_R_REG | k::MOV_R_IMM | k::CDQ | k::MOVZX_B_REG | k::MOV_RM_R8_REG => {
+            FlagUse::None
+        }
+        k::LEA if i.addr32 => FlagUse::None,
+        k::IMUL_R_RM_REG
+        | k::TEST_R_I
+        | k::ALU_RR_ADD
+        | k::ALU_RR_AND
+        | k::ALU_RR_SUB
+        | k::ALU_RR_XOR
+        | k::ALU_RR_CMP
+        | k::ALU_RR_TEST
+        | k::ALU_R_I_ADD
+        | k::ALU_R_I_OR
+        | k::ALU_R_I_AND
+        | k::ALU_R_I_SUB
+        | k::ALU_R_I_CMP
+        | k::ALU_A_I_ADD
+        | k::ALU_A_I_AND
+        | k::ALU_A_I_CMP
+        | k::ALU_A_I_TEST
+        // A fused pair's branch reads the flags from its operands, not from memory.
+        | k::FUSED_ALU_RR_CMP
+        | k::FUSED_ALU_RR_TEST
+        | k::FUSED_ALU_R_I_CMP
+        | k::FUSED_ALU_A_I_CMP
+        | k::FUSED_ALU_R_I_AND
+        | k::FUSED_TEST_R_I => FlagUse::Writes,
+        _ => FlagUse::Reads,
+    }
+}
+
+/// For each instruction of a block, whether the flags it computes must be stored: only if an
+/// instruction after it may read them before another one computes them all again. Wherever
+/// the code may leave the block (its end, a branch taken) they are live: the next block may
+/// exit to the interpreter before it computes any.
+fn flags_needed(instrs: &[Instr]) -> Vec<bool> {
+    let mut live = true;
+    let mut needed = vec![true; instrs.len()];
+    for (n, i) in instrs.iter().enumerate().rev() {
+        // A branch (a fused pair's too) may leave the block, and a fused pair whose
+        // condition is not one comparison reads the stored flags itself.
+        let branches = k::is_fused(i) || matches!(i.fast, k::JCC | k::JMP_REL);
+        needed[n] = live || branches;
+        live = match flag_use(i) {
+            FlagUse::None => live,
+            FlagUse::Writes => false,
+            FlagUse::Reads => true,
+        };
+    }
+    needed
 }
