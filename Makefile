@@ -64,7 +64,7 @@ clippy:
 # The wasm32-only code (src/web, tests/web.rs) is invisible to a native clippy. The CLI is
 # native-only.
 clippy-wasm:
-	$(CARGO) clippy --target wasm32-unknown-unknown --lib --test web -- -D warnings
+	$(CARGO) clippy --target wasm32-unknown-unknown --lib --test web --test web_jit -- -D warnings
 
 # Native unit and integration tests.
 unit:

@@ -193,6 +193,8 @@ fn deterministic_mode_boots_the_same_way_twice() {
     );
 }
 
+/// (Native only: the browser runs the same check with its own engine, tests/web_jit.rs.)
+#[cfg(not(target_arch = "wasm32"))]
 /// The compiling tier changes nothing a guest can see: with it on (through the native wasm
 /// engine, at its most eager threshold and at the default) the boot prints the same bytes and
 /// retires the same instructions as the interpreter alone, and compiled code did run.

@@ -21,6 +21,7 @@
 //! the same block boundaries, the same retired-instruction count.
 
 pub mod codegen;
+pub mod sample;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod wasmi_engine;
 
@@ -67,7 +68,7 @@ const SLOT_BITS: u32 = 12;
 /// Most blocks in one region.
 const MAX_REGION_BLOCKS: usize = 64;
 /// Block starts before a block is compiled, unless the host chooses another threshold.
-pub const DEFAULT_THRESHOLD: u32 = 2000;
+pub const DEFAULT_THRESHOLD: u32 = 20_000;
 
 /// Counters for the status line and the benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -450,80 +451,20 @@ pub fn step(cpu: &mut Cpu, slot: u32, index: u32) -> u32 {
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
+    use super::sample::{self, same_with_and_without};
     use super::wasmi_engine::WasmiEngine;
-    use crate::cpu::{Cpu, RunExit, SegCache};
-
-    /// Count the primes below 300 by trial division through a called function (PUSH, CALL,
-    /// RET, memory loads and stores through `step`; MOV, LEA, the ALU group, IMUL, CDQ, IDIV,
-    /// fused compares and jumps inline), then divide by zero: #DE, delivered through the
-    /// real-mode IVT to a HLT.
-    const PRIMES: &[u8] = &[
-        0xb9, 0x02, 0x00, 0x00, 0x00, 0x31, 0xf6, 0x51, 0xe8, 0x1e, 0x00, 0x00, 0x00, 0x59, 0x01,
-        0xc6, 0x89, 0x35, 0x00, 0x80, 0x00, 0x00, 0x41, 0x81, 0xf9, 0x2c, 0x01, 0x00, 0x00, 0x7c,
-        0xe8, 0xb8, 0x07, 0x00, 0x00, 0x00, 0x31, 0xd2, 0x31, 0xdb, 0xf7, 0xfb, 0xf4, 0x8b, 0x4c,
-        0x24, 0x04, 0xbb, 0x02, 0x00, 0x00, 0x00, 0x89, 0xd8, 0x0f, 0xaf, 0xc3, 0x39, 0xc8, 0x7f,
-        0x1a, 0x89, 0xc8, 0x99, 0xf7, 0xfb, 0x85, 0xd2, 0x74, 0x17, 0x8d, 0x5b, 0x01, 0x29, 0xdf,
-        0x81, 0xe7, 0xff, 0xff, 0x00, 0x00, 0x83, 0xcf, 0x03, 0x4f, 0xeb, 0xdd, 0xb8, 0x01, 0x00,
-        0x00, 0x00, 0xc3, 0x31, 0xc0, 0xc3,
-    ];
-
-    /// A CPU running 32-bit code at 0x1000 with flat 4 GiB segments, the stack at 0xF000 and
-    /// the #DE vector pointing at a HLT at 0x0F00.
-    fn cpu(code: &[u8]) -> Cpu {
-        let mut cpu = Cpu::with_ram(1 << 20);
-        cpu.mem.load(0x1000, code);
-        cpu.mem.load(0x0F00, &[0xF4]);
-        cpu.mem.load(0, &[0x00, 0x0F, 0x00, 0x00]);
-        for seg in cpu.segs.iter_mut() {
-            let mut s = SegCache::real(0);
-            s.big = true;
-            s.limit = u32::MAX;
-            s.compute_ranges();
-            *seg = s;
-        }
-        cpu.eip = 0x1000;
-        cpu.regs[crate::cpu::ESP] = 0xF000;
-        cpu
-    }
-
-    /// Require the same architectural state, saying where it differs.
-    fn assert_same(a: &Cpu, b: &Cpu, what: &str) {
-        let regs = |c: &Cpu| (c.regs, c.eip, c.flags.word(), c.instructions, c.halted);
-        assert_eq!(
-            regs(a),
-            regs(b),
-            "{what}: registers, EIP, EFLAGS, count, halted"
-        );
-        let diff = (0..0x10000).find(|&n| a.mem.ram[n] != b.mem.ram[n]);
-        assert_eq!(diff, None, "{what}: memory differs at");
-    }
-
-    /// Run `code` in slices of `slice` instructions with the interpreter alone and with the
-    /// compiling tier at `threshold`, requiring the same state after every slice; returns the
-    /// compiled CPU.
-    fn same_with_and_without(code: &[u8], slice: u64, threshold: u32) -> Cpu {
-        let mut plain = cpu(code);
-        let mut compiled = cpu(code);
-        compiled.set_jit(Some(Box::new(WasmiEngine::new())), threshold);
-        for n in 0.. {
-            let a = plain.run(slice);
-            let b = compiled.run(slice);
-            assert_eq!(a, b, "slice {n}");
-            assert_same(&plain, &compiled, &format!("slice {n} of {slice}"));
-            assert_eq!(compiled.jit_error(), None);
-            if a == RunExit::Halted {
-                break;
-            }
-            assert!(n < 100_000, "never halted");
-        }
-        compiled
-    }
 
     #[test]
     fn compiled_primes_match_the_interpreter_slice_by_slice() {
         for (slice, threshold) in [(100_000, 1), (1000, 1), (37, 5), (1, 1), (5000, 50)] {
-            let cpu = same_with_and_without(PRIMES, slice, threshold);
-            assert_eq!(cpu.mem.ram[0x8000], 62, "primes below 300");
+            let cpu = same_with_and_without(
+                sample::PRIMES,
+                slice,
+                Box::new(WasmiEngine::new()),
+                threshold,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(cpu.mem.ram[0x8000], sample::PRIMES_BELOW_300);
             // #DE was delivered: the HLT at 0x0F00 ran.
             assert_eq!(cpu.eip, 0x0F01);
             let stats = cpu.jit_stats();
@@ -538,22 +479,16 @@ mod tests {
         }
     }
 
-    /// A loop that rewrites the immediate of an instruction in its own block on every pass:
-    /// the compiled region must be dropped and the new code run.
+    /// The compiled region must be dropped when its code is rewritten, and the new code run.
     #[test]
     fn self_modifying_loop_runs_the_new_code() {
-        // 1000: mov ecx, 200
-        // 1005: mov eax, 0          (its immediate at 1006)
-        // 100A: inc dword [0x1006]
-        // 1010: add esi, eax
-        // 1012: dec ecx
-        // 1013: jnz 1005
-        // 1015: hlt
-        let code = [
-            0xb9, 0xc8, 0x00, 0x00, 0x00, 0xb8, 0x00, 0x00, 0x00, 0x00, 0xff, 0x05, 0x06, 0x10,
-            0x00, 0x00, 0x01, 0xc6, 0x49, 0x75, 0xf0, 0xf4,
-        ];
-        let cpu = same_with_and_without(&code, 1000, 1);
+        let cpu = same_with_and_without(
+            sample::SELF_MODIFYING,
+            1000,
+            Box::new(WasmiEngine::new()),
+            1,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cpu.regs[crate::cpu::ESI], (0..200).sum::<u32>());
     }
 }

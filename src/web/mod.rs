@@ -29,3 +29,9 @@ pub fn scancodes(code: &str) -> Vec<u8> {
 pub fn jit_default_threshold() -> u32 {
     crate::jit::DEFAULT_THRESHOLD
 }
+
+/// The browser's engine for the compiling tier (for `Cpu::set_jit`; the page turns the tier on
+/// through `Machine::set_jit`). Fails if the module's function table cannot be reached.
+pub fn jit_engine() -> Result<Box<dyn crate::jit::Engine>, String> {
+    Ok(Box::new(jit::BrowserEngine::new()?))
+}
