@@ -31,6 +31,14 @@ fn compiled_primes_match_the_interpreter_in_the_browser() {
 }
 
 #[wasm_bindgen_test]
+fn compiled_shifts_bytes_and_memory_compares_match_the_interpreter_in_the_browser() {
+    for (slice, threshold) in [(100_000, 1), (29, 1), (3000, 20)] {
+        sample::same_with_and_without(sample::SHIFTS_AND_BYTES, slice, engine(), threshold)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[wasm_bindgen_test]
 fn self_modifying_code_runs_the_new_code_in_the_browser() {
     let cpu = sample::same_with_and_without(sample::SELF_MODIFYING, 1000, engine(), 1)
         .unwrap_or_else(|e| panic!("{e}"));

@@ -603,6 +603,9 @@ impl Gen {
                 self.set_reg(EDX as u8);
             }
             k::IMUL_R_RM_REG => self.imul(i.reg, i.rm),
+            k::SHIFT_I_R_SHL | k::SHIFT_I_R_SHR | k::SHIFT_I_R_SAR => {
+                self.shift(i.fast, i.rm, i.imm & 0x1F)
+            }
             k::IDIV_R => {
                 // Counts itself retired (its slow arms go through `step`).
                 self.idiv(i, eip);
@@ -1426,6 +1429,61 @@ impl Gen {
             .i32_store(mem32(LOW));
     }
 
+    /// SHL/SHR/SAR r32, `count` (1-31; 0 changes nothing), with the flags the interpreter's
+    /// shift sets (Flags::set_explicit: CF the last bit out; OF for SHL the top bit of the
+    /// result XOR CF, for SHR the operand's top bit, for SAR 0; AF 0).
+    fn shift(&mut self, kind: u8, r: u8, count: u32) {
+        if count == 0 {
+            return;
+        }
+        let c = count as i32;
+        self.get(r);
+        self.ins().local_set(T2);
+        // T0 = result; T1 = CF << 31
+        self.ins().local_get(T2).i32_const(c);
+        match kind {
+            k::SHIFT_I_R_SHL => self.ins().i32_shl(),
+            k::SHIFT_I_R_SHR => self.ins().i32_shr_u(),
+            _ => self.ins().i32_shr_s(),
+        };
+        self.ins().local_set(T0).local_get(T2);
+        match kind {
+            // The last bit out: bit 32 - c of a, moved to bit 31.
+            k::SHIFT_I_R_SHL => self.ins().i32_const(c - 1).i32_shl(),
+            // Bit c - 1 of a, moved to bit 31.
+            _ => self.ins().i32_const(32 - c).i32_shl(),
+        };
+        self.ins()
+            .i32_const(i32::MIN)
+            .i32_and()
+            .local_set(T1)
+            // cv = CF << 31 | (CF ^ OF) << 30
+            .local_get(T1)
+            .local_get(T1);
+        match kind {
+            // CF ^ OF = the result's top bit.
+            k::SHIFT_I_R_SHL => {
+                self.ins().drop().local_get(T0);
+            }
+            // OF = a's top bit.
+            k::SHIFT_I_R_SHR => {
+                self.ins().local_get(T2).i32_xor();
+            }
+            // OF = 0.
+            _ => {}
+        }
+        self.ins()
+            .i32_const(i32::MIN)
+            .i32_and()
+            .i32_const(1)
+            .i32_shr_u()
+            .i32_or()
+            .local_set(T1);
+        self.store_flags();
+        self.ins().local_get(T0);
+        self.set_reg(r);
+    }
+
     /// IMUL r32, r32: the signed product's low half; CF = OF = the high half is significant.
     fn imul(&mut self, dst: u8, src: u8) {
         self.get(dst);
@@ -1662,6 +1720,9 @@ fn inline_kind(i: &Instr) -> bool {
             | k::MOV_R_IMM
             | k::MOVZX_B_REG
             | k::MOV_RM_R8_REG
+            | k::SHIFT_I_R_SHL
+            | k::SHIFT_I_R_SHR
+            | k::SHIFT_I_R_SAR
             | k::INC_R
             | k::DEC_R
             | k::CDQ
@@ -1723,6 +1784,11 @@ fn flag_use(i: &Instr) -> FlagUse {
             FlagUse::None
         }
         k::LEA if i.addr32 => FlagUse::None,
+        // A shift by 0 changes nothing.
+        k::SHIFT_I_R_SHL | k::SHIFT_I_R_SHR | k::SHIFT_I_R_SAR if i.imm & 0x1F == 0 => {
+            FlagUse::None
+        }
+        k::SHIFT_I_R_SHL | k::SHIFT_I_R_SHR | k::SHIFT_I_R_SAR => FlagUse::Writes,
         k::IMUL_R_RM_REG
         | k::TEST_R_I
         | k::ALU_RR_ADD

@@ -83,6 +83,8 @@ pub struct JitStats {
     /// Instructions retired inside compiled code (including those it handed to the
     /// interpreter through `step`).
     pub compiled_instructions: u64,
+    /// Calls into compiled code (compiled instructions per call: how long it runs each time).
+    pub entries: u64,
     /// Compiled instructions that run inline, and those that go through `step` (static counts).
     pub inline_instructions: u64,
     pub step_instructions: u64,
@@ -292,6 +294,7 @@ impl Cpu {
         let status = unsafe { engine.call(handle, self as *mut Cpu, end, entry) };
         self.jit_engine = Some(engine);
         self.jit.stats.compiled_instructions += self.instructions - before;
+        self.jit.stats.entries += 1;
         match status {
             // Nothing ran (the first block did not fit in the budget): interpret it.
             Ok(codegen::RAN) if self.instructions == before => None,
@@ -476,6 +479,24 @@ mod tests {
                     cpu.instructions
                 );
             }
+        }
+    }
+
+    #[test]
+    fn compiled_shifts_bytes_and_memory_compares_match_the_interpreter() {
+        for (slice, threshold) in [(100_000, 1), (29, 1), (1, 1), (3000, 20)] {
+            let cpu = same_with_and_without(
+                sample::SHIFTS_AND_BYTES,
+                slice,
+                Box::new(WasmiEngine::new()),
+                threshold,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                cpu.jit_stats().inline_instructions > 20,
+                "{:?}",
+                cpu.jit_stats()
+            );
         }
     }
 

@@ -124,7 +124,7 @@ impl Machine {
     }
 
     /// The compiling tier's counters: `{regionsCompiled, regionsLive, guestBytes, wasmBytes,
-    /// compiledInstructions, inlineInstructions, stepInstructions, failures, error}` (counts
+    /// compiledInstructions, entries, inlineInstructions, stepInstructions, failures, error}` (counts
     /// as numbers; `error` is why the tier turned itself off, or null).
     pub fn jit_stats(&self) -> JsValue {
         let s = self.core.cpu.jit_stats();
