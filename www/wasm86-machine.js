@@ -1,7 +1,7 @@
 // <wasm86-machine>: an emulated PC for any static HTML page, with one include:
 //
 //   <script type="module" src="https://example.org/wasm86/wasm86-machine.js"></script>
-//   <wasm86-machine kernel="…" initrd="…" append="…" memory="64" hda="…" cdrom="…" jit="1"
+//   <wasm86-machine kernel="…" initrd="…" append="…" memory="64" hda="…" cdrom="…" jit="0"
 //                   show="serial|screen|both" run="uname -a" label="…" rows="20"
 //                   start="click"></wasm86-machine>
 //

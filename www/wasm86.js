@@ -21,10 +21,10 @@ export const DEFAULTS = Object.freeze({
   hda: null,
   hdb: null,
   cdrom: null,
-  // The compiling tier (hot guest code to WebAssembly): off until it is finished; `jit=1` turns
-  // it on, `jit-threshold=N` compiles a block once it has started N times (1: most eager;
-  // null: the emulator's default).
-  jit: false,
+  // The compiling tier (hot guest code to WebAssembly): on; `jit=0` turns it off,
+  // `jit-threshold=N` compiles a block once it has started N times (1: most eager; null: the
+  // emulator's default).
+  jit: true,
   jitThreshold: null,
 });
 

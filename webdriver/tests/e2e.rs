@@ -777,12 +777,24 @@ async fn pause_resume_and_reset_control_the_machine() {
     .await;
 }
 
-/// The index page with the compiling tier on (`?jit=1`), at the default threshold and at the
-/// most eager one: the bundled Linux boots, both consoles answer, compiled code ran (stats()
-/// and the status line say how much) and the tier did not turn itself off.
+/// The index page with the compiling tier at its most eager threshold (the other tests run it
+/// at the default, which is on): the bundled Linux boots, both consoles answer, compiled code
+/// ran (stats() and the status line say how much) and the tier did not turn itself off; and
+/// `?jit=0` turns it off.
 #[tokio::test(flavor = "current_thread")]
 async fn index_with_the_compiling_tier_boots_and_answers() {
-    for query in ["/?jit=1", "/?jit=1&jit-threshold=1"] {
+    run(|env| async move {
+        env.goto("/?jit=0").await?;
+        let m = env.index_machine();
+        wait_prompt(&m, 0, boot_timeout()).await?;
+        let jit = m.call("return m.stats().jit;", vec![]).await?;
+        if !jit.is_null() {
+            return Err(format!("?jit=0: the compiling tier is on: {jit}"));
+        }
+        Ok(())
+    })
+    .await;
+    for query in ["/?jit-threshold=1", "/?jit=1"] {
         run(move |env| async move {
             env.goto(query).await?;
             let m = env.index_machine();
