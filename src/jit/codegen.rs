@@ -160,6 +160,16 @@ pub fn compile(blocks: &[RegionBlock], memory: CpuMemory, slot: u32, cs_limit: u
             (2, ValType::I64),
         ]),
         n: blocks.len() as u32,
+        return_points: blocks
+            .iter()
+            .filter(|b| {
+                b.instrs
+                    .last()
+                    .is_some_and(|i| i.opcode == 0xE8 || (i.opcode == 0xFF && i.reg == 2))
+            })
+            .map(|b| b.eip.wrapping_add(b.byte_len))
+            .filter(|e| index_of.contains_key(e))
+            .collect(),
         index_of,
         slot,
         cs_limit,
@@ -282,6 +292,8 @@ struct Gen {
     mem_ram: u32,
     n: u32,
     index_of: HashMap<u32, u32>,
+    /// Blocks of the region that follow a CALL in the region: where its RETs may go.
+    return_points: Vec<u32>,
     slot: u32,
     cs_limit: u32,
     /// Where the registers and the count are newest (see [`Sync`]).
@@ -901,6 +913,20 @@ impl Gen {
                     g.ins().i32_const(4).i32_add();
                     g.set_reg(ESP as u8);
                 });
+                // Back into a caller in this region: its return point is a block here.
+                for target in self.return_points.clone() {
+                    self.ins()
+                        .local_get(VAL)
+                        .i32_const(target as i32)
+                        .i32_eq()
+                        .if_(BlockType::Empty);
+                    self.depth += 1;
+                    let saved = self.sync;
+                    self.goto(k, target);
+                    self.sync = saved;
+                    self.ins().end();
+                    self.depth -= 1;
+                }
                 self.exit_to(VAL);
                 return Some(true);
             }
