@@ -647,7 +647,13 @@ impl Gen {
             k::FUSED_TEST_R_I => self.alu(TEST, i.rm, Src::Imm(i.imm)),
             k::FUSED_DEC_R => self.incdec(i.reg, true),
             k::JCC | k::JMP_REL => {}
-            _ => unreachable!("inline_kind and instr disagree"),
+            _ => {
+                // inline_kind lists exactly the forms above; anything else is the
+                // interpreter's, whatever happens to these lists later.
+                self.inline_count -= 1;
+                self.step(i, eip);
+                return false;
+            }
         }
         // Branches: the Jcc alone, or the Jcc half of a fused pair.
         let (cc, disp) = match i.fast {

@@ -1,9 +1,10 @@
 //! `make bench-web`: wasm86's own page (its interpreter alone, and with its compiling tier) and
 //! v86 (its interpreter and its JIT) side by side in one headless Chromium, booting the same
 //! kernel, initrd and command line, running the benchmark guest's workloads, interleaved run by
-//! run (wasm86, wasm86-jit, v86-interp, v86-jit, wasm86-native, wasm86, ...). wasm86-jit is the
-//! very page wasm86 loads with `&jit=1` appended (hot guest code compiled to WebAssembly at run
-//! time, at the page's default threshold). wasm86-native is the same core built natively:
+//! run (wasm86, wasm86-jit, v86-interp, v86-jit, wasm86-native, wasm86, ...). wasm86 is the page
+//! with `&jit=0` (its interpreter alone; the compiling tier is on by default) and wasm86-jit the
+//! very same page with `&jit=1` (hot guest code compiled to WebAssembly at run time, at the
+//! page's default threshold). wasm86-native is the same core built natively:
 //! `wasm86 bench --reps 1 --no-native` as a child process (no browser) on the same kernel, initrd,
 //! command line and RAM, with its own deterministic instruction counts, so that the browser build
 //! can be set against it on the same workloads.
@@ -290,11 +291,12 @@ impl Config {
                     enc(APPEND),
                     MEMORY_MIB
                 );
-                // The very same page, with the compiling tier at its default threshold.
+                // The very same page, with the compiling tier off (the interpreter alone; it is
+                // on by default) or on at its default threshold.
                 if sys == System::Wasm86Jit {
                     page + "&jit=1"
                 } else {
-                    page
+                    page + "&jit=0"
                 }
             }
             System::V86Interp | System::V86Jit => format!(
@@ -1622,12 +1624,13 @@ mod tests {
         assert!(!System::V86Jit.is_wasm86_page() && !System::Wasm86Native.is_wasm86_page());
         for stand_in in [false, true] {
             let cfg = config(stand_in);
-            // The very same page, the compiling tier on (at its default threshold).
+            // The very same page, the compiling tier off (the interpreter alone) and on (at its
+            // default threshold).
             let page = cfg.page(System::Wasm86);
-            assert_eq!(cfg.page(System::Wasm86Jit), format!("{page}&jit=1"));
+            let base = page.strip_suffix("&jit=0").expect("the interpreter alone");
+            assert_eq!(cfg.page(System::Wasm86Jit), format!("{base}&jit=1"));
             assert!(page.starts_with("index.html?initrd=images/"), "{page}");
-            assert!(page.ends_with("&memory=128"), "{page}");
-            assert!(!page.contains("jit"), "{page}");
+            assert!(base.ends_with("&memory=128"), "{page}");
             assert!(!cfg.page(System::Wasm86Jit).contains("threshold"));
             assert!(cfg
                 .page(System::V86Interp)
