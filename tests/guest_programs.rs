@@ -718,3 +718,80 @@ fn smc() {
         ("r_pm_remap2", 0xBBBB),
     ]);
 }
+
+/// Every program above again, with the compiling tier at its most eager threshold (through the
+/// native wasm engine), in slices of a few hundred instructions beside the interpreter alone:
+/// after every slice both CPUs must be in the same state (registers, EIP, EFLAGS, CR0/CR2/CR3,
+/// CPL, the retired count, the first 2 MiB of RAM). The programs fault on purpose inside
+/// compiled code (page faults, #GP at ring 3, #DE, double faults through a task gate), switch
+/// modes, tasks and rings, and rewrite their own code.
+#[test]
+fn every_guest_program_runs_the_same_with_the_compiling_tier() {
+    let programs = [
+        "pm_entry_and_rings",
+        "paging_faults",
+        "task_switch_double_fault",
+        "v86_monitor",
+        "debug_registers",
+        "x87_math",
+        "real_mode_unreal",
+        "smc",
+    ];
+    for name in programs {
+        for slice in [1000, 97] {
+            let mut plain = Guest::boot(name);
+            let mut compiled = Guest::boot(name);
+            compiled.cpu.set_jit(
+                Some(Box::new(wasm86::jit::wasmi_engine::WasmiEngine::new())),
+                1,
+            );
+            let state = |c: &Cpu| {
+                (
+                    c.regs,
+                    c.eip,
+                    c.flags.word(),
+                    (c.cr0, c.cr2, c.cr3, c.cpl),
+                    c.instructions,
+                    c.halted,
+                )
+            };
+            // real_mode_unreal halts after each phase for the test to switch the A20 gate.
+            let a20 = name == "real_mode_unreal";
+            for g in [&mut plain, &mut compiled] {
+                if a20 {
+                    g.cpu.set_a20(true);
+                }
+            }
+            let mut total = 0;
+            loop {
+                let a = plain.cpu.run(slice);
+                let b = compiled.cpu.run(slice);
+                let at = format!("{name}, slices of {slice}, after {total} instructions");
+                assert_eq!(a, b, "{at}: exits");
+                assert_eq!(state(&plain.cpu), state(&compiled.cpu), "{at}: state");
+                let differ =
+                    (0..2 << 20).find(|&n| plain.cpu.mem.ram[n] != compiled.cpu.mem.ram[n]);
+                assert_eq!(differ, None, "{at}: RAM differs at");
+                assert_eq!(compiled.cpu.jit_error(), None, "{at}");
+                total += slice;
+                if a20 && a == RunExit::Halted && plain.mem32(RESULTS) != DONE_MAGIC {
+                    let on = plain.slot("r_phase") != 1;
+                    for g in [&mut plain, &mut compiled] {
+                        g.cpu.set_a20(on);
+                        g.cpu.halted = false;
+                    }
+                    continue;
+                }
+                if a != RunExit::Budget || total > BUDGET {
+                    break;
+                }
+            }
+            assert_eq!(plain.mem32(RESULTS), DONE_MAGIC, "{name}: not done");
+            assert!(
+                compiled.cpu.jit_stats().regions_compiled > 0,
+                "{name}: {:?}",
+                compiled.cpu.jit_stats()
+            );
+        }
+    }
+}
