@@ -64,6 +64,10 @@ fn boot(jit: Option<u32>) -> (Vec<u8>, u64, wasm86::jit::JitStats) {
         }
     }
     assert_eq!(m.cpu.jit_error(), None);
+    if jit.is_some() {
+        // The browser's engine measures its compile time.
+        assert!(m.cpu.jit_compile_ms().is_some_and(|ms| ms >= 0.0));
+    }
     (out, m.cpu.instructions, m.cpu.jit_stats())
 }
 

@@ -8,7 +8,8 @@
 // stats() is {instructions, mips, downloadedBytes, state, jit}, state one of
 // "idle" | "loading" | "running" | "paused" | "error"; jit is null while the compiling tier is
 // off, else its counters (regionsCompiled, regionsLive, guestBytes, wasmBytes,
-// compiledInstructions, inlineInstructions, stepInstructions, failures, error).
+// compiledInstructions, entries, inlineInstructions, stepInstructions, failures, compileMs,
+// error).
 
 const here = import.meta.url;
 

@@ -60,6 +60,12 @@ pub trait Engine {
 
     /// Free a module.
     fn unload(&mut self, handle: u32);
+
+    /// Host time spent compiling and instantiating modules so far, in milliseconds, if the
+    /// host measures it (the core has no clock).
+    fn compile_ms(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Regions alive at once (at most; the oldest is replaced). Must stay below `1 << SLOT_BITS`.
@@ -179,6 +185,11 @@ impl Cpu {
     /// The tier's counters.
     pub fn jit_stats(&self) -> JitStats {
         self.jit.stats
+    }
+
+    /// The engine's compile time so far (ms), if the host measures it.
+    pub fn jit_compile_ms(&self) -> Option<f64> {
+        self.jit_engine.as_ref().and_then(|e| e.compile_ms())
     }
 
     /// Why the tier turned itself off, if it did.

@@ -31,6 +31,20 @@ pub struct BrowserEngine {
     imports: Object,
     /// Table slots of loaded modules that were unloaded, for reuse.
     free: Vec<u32>,
+    /// `performance.now` of this worker or page (None if there is none), and the time spent
+    /// in `load` so far (ms).
+    now: Option<(JsValue, js_sys::Function)>,
+    compile_ms: f64,
+}
+
+impl BrowserEngine {
+    fn now_ms(&self) -> f64 {
+        self.now
+            .as_ref()
+            .and_then(|(perf, now)| now.call0(perf).ok())
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0)
+    }
 }
 
 fn describe(e: JsValue) -> String {
@@ -52,10 +66,17 @@ impl BrowserEngine {
         Reflect::set(&core, &"step".into(), &step).map_err(describe)?;
         let imports = Object::new();
         Reflect::set(&imports, &"core".into(), &core).map_err(describe)?;
+        let perf = Reflect::get(&js_sys::global(), &"performance".into()).ok();
+        let now = perf.and_then(|p| {
+            let f = Reflect::get(&p, &"now".into()).ok()?;
+            Some((p, f.dyn_into::<js_sys::Function>().ok()?))
+        });
         Ok(BrowserEngine {
             table,
             imports,
             free: Vec::new(),
+            now,
+            compile_ms: 0.0,
         })
     }
 }
@@ -68,9 +89,11 @@ impl Engine for BrowserEngine {
     }
 
     fn load(&mut self, _cpu: *mut Cpu, wasm: &[u8]) -> Result<u32, String> {
+        let t0 = self.now_ms();
         let bytes = Uint8Array::from(wasm);
         let module = WebAssembly::Module::new(&bytes).map_err(describe)?;
         let instance = WebAssembly::Instance::new(&module, &self.imports).map_err(describe)?;
+        self.compile_ms += self.now_ms() - t0;
         let run = Reflect::get(&instance.exports(), &"run".into()).map_err(describe)?;
         let run: js_sys::Function = run.dyn_into().map_err(|_| "no run export".to_string())?;
         let slot = match self.free.pop() {
@@ -102,6 +125,10 @@ impl Engine for BrowserEngine {
             )
         };
         Ok(run(cpu as u32, limit, entry, tlb, ram))
+    }
+
+    fn compile_ms(&self) -> Option<f64> {
+        Some(self.compile_ms)
     }
 
     fn unload(&mut self, handle: u32) {

@@ -124,8 +124,9 @@ impl Machine {
     }
 
     /// The compiling tier's counters: `{regionsCompiled, regionsLive, guestBytes, wasmBytes,
-    /// compiledInstructions, entries, inlineInstructions, stepInstructions, failures, error}` (counts
-    /// as numbers; `error` is why the tier turned itself off, or null).
+    /// compiledInstructions, entries, inlineInstructions, stepInstructions, failures, compileMs,
+    /// error}` (counts as numbers; `compileMs` is the time spent compiling and instantiating
+    /// modules, in ms; `error` is why the tier turned itself off, or null).
     pub fn jit_stats(&self) -> JsValue {
         let s = self.core.cpu.jit_stats();
         let o = js_sys::Object::new();
@@ -140,9 +141,18 @@ impl Machine {
             "compiledInstructions",
             (s.compiled_instructions as f64).into(),
         );
+        set("entries", (s.entries as f64).into());
         set("inlineInstructions", (s.inline_instructions as f64).into());
         set("stepInstructions", (s.step_instructions as f64).into());
         set("failures", (s.failures as f64).into());
+        set(
+            "compileMs",
+            self.core
+                .cpu
+                .jit_compile_ms()
+                .map(JsValue::from)
+                .unwrap_or(JsValue::NULL),
+        );
         set(
             "error",
             self.core

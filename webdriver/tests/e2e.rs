@@ -812,6 +812,9 @@ async fn index_with_the_compiling_tier_boots_and_answers() {
             }
             let stats = m.stats().await?;
             let share = num("compiledInstructions") / stats.instructions;
+            if num("entries") < 1.0 || jit.get("compileMs").and_then(Value::as_f64).is_none() {
+                return Err(format!("{query}: stats().jit lacks entries or compileMs: {jit}"));
+            }
             if num("regionsCompiled") < 1.0 || share <= 0.05 {
                 return Err(format!("{query}: little or no compiled code ran: {jit}"));
             }
