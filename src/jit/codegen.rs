@@ -1,26 +1,30 @@
 //! The code generator: a region of decoded blocks to the bytes of one WebAssembly module.
 //!
-//! The module imports the memory that holds the [`Cpu`] and one helper, `step`, and exports one
-//! function, `run(cpu, limit, entry) -> status`:
+//! The module imports the memory that holds the [`Cpu`] (natively also one over the TLB's
+//! entries and one over guest RAM) and one helper, `step`, and exports one function,
+//! `run(cpu, limit, entry, tlb, ram) -> status`:
 //!
-//! - `cpu` is the address of the `Cpu` in that memory (the core's own memory in the browser,
-//!   where it is the struct's real address; natively a memory laid over the struct, where it
-//!   is 0). Every field is reached at a constant offset from it.
+//! - `cpu`, `tlb` and `ram` are the addresses of the `Cpu`, the TLB's entries and guest RAM in
+//!   their memories (in the browser all three are in the core's own memory, at their real
+//!   addresses; natively each has a memory laid over it, starting at 0). Every field is
+//!   reached at a constant offset.
 //! - `limit` is the retired-instruction count the run must not pass: a block runs only if all
 //!   of it fits, exactly as the interpreter's run loop decides (a block that does not fit is
 //!   left to the interpreter, which runs part of it).
 //! - `entry` is the index of the block to start at.
 //!
-//! The eight general registers live in wasm locals from the prologue to each exit. The
-//! instructions the generator knows (register moves, LEA, the ALU group with registers and
-//! immediates, INC/DEC, CDQ, IMUL, IDIV, Jcc, JMP and the fused compare-and-branch pairs) run
-//! inline, with the lazy flags written exactly as the interpreter's handlers write them. Every
-//! other instruction is handed back to the interpreter through `step`, with the registers,
-//! EIP and the instruction count written back first and read again after, so the semantics
-//! are the interpreter's by construction. Direct jumps to blocks of the region are branches
-//! to the dispatch loop, so a loop runs inside one function. A jump anywhere else, and every
-//! place where the interpreter's run loop would stop chaining blocks, is an exit with EIP
-//! stored.
+//! The eight general registers live in wasm locals, written back only where the interpreter
+//! may look and loaded again only when needed ([`Sync`]). The forms the generator knows run
+//! inline, with the lazy flags written exactly as the interpreter's handlers write them (and
+//! only where something may read them, [`flags_needed`]): register moves, LEA, the ALU group,
+//! INC/DEC, CDQ, IMUL, IDIV, shifts by an immediate, Jcc, JMP, fused compare-and-branch pairs,
+//! and the memory forms (moves, ALU with memory, PUSH/POP, CALL/RET), whose accesses go
+//! through the segment check and the TLB inline with the whole instruction handed to the
+//! interpreter when that fast path does not apply. Every other instruction is handed back to
+//! the interpreter through `step`, so the semantics are the interpreter's by construction.
+//! Direct jumps to blocks of the region are branches to the dispatch loop, so a loop runs
+//! inside one function. A jump anywhere else, and every place where the interpreter's run loop
+//! would stop chaining blocks, is an exit with EIP stored.
 //!
 //! `run` returns [`RAN`] (state is in the `Cpu`, EIP at a block boundary) or [`FAULTED`] (an
 //! instruction run by `step` raised an exception, already delivered).
