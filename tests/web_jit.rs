@@ -39,6 +39,13 @@ fn compiled_shifts_bytes_and_memory_compares_match_the_interpreter_in_the_browse
 }
 
 #[wasm_bindgen_test]
+fn a_loop_rewritten_from_another_page_runs_the_new_code_in_the_browser() {
+    let cpu = sample::same_with_and_without(&sample::cross_page_rewriter(), 1000, engine(), 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cpu.regs[wasm86::cpu::ESI], sample::CROSS_PAGE_SUM);
+}
+
+#[wasm_bindgen_test]
 fn self_modifying_code_runs_the_new_code_in_the_browser() {
     let cpu = sample::same_with_and_without(sample::SELF_MODIFYING, 1000, engine(), 1)
         .unwrap_or_else(|e| panic!("{e}"));

@@ -511,6 +511,26 @@ mod tests {
         }
     }
 
+    /// A compiled loop whose code is rewritten from another page while it runs.
+    #[test]
+    fn a_loop_rewritten_from_another_page_runs_the_new_code() {
+        for (slice, threshold) in [(100_000, 1), (7, 1), (1000, 20)] {
+            let cpu = same_with_and_without(
+                &sample::cross_page_rewriter(),
+                slice,
+                Box::new(WasmiEngine::new()),
+                threshold,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(cpu.regs[crate::cpu::ESI], sample::CROSS_PAGE_SUM);
+            assert!(
+                cpu.jit_stats().regions_compiled > 1,
+                "{:?}",
+                cpu.jit_stats()
+            );
+        }
+    }
+
     /// The compiled region must be dropped when its code is rewritten, and the new code run.
     #[test]
     fn self_modifying_loop_runs_the_new_code() {

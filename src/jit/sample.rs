@@ -45,6 +45,29 @@ pub const SHIFTS_AND_BYTES: &[u8] = &[
     0x89, 0x3d, 0x04, 0x80, 0x00, 0x00, 0x49, 0x0f, 0x85, 0x6f, 0xff, 0xff, 0xff, 0xf4,
 ];
 
+/// A loop at 0x1000 that calls a function on the next page (0x2000), which adds 3 to the
+/// immediate of the loop's own `MOV EAX, imm32` every time: 300 passes add 0, 3, 6 ... to
+/// ESI, then HLT. The compiled loop's page is written from code on another page while it runs.
+pub fn cross_page_rewriter() -> Vec<u8> {
+    let mut code = vec![
+        0xb9, 0x2c, 0x01, 0x00, 0x00, // mov ecx, 300
+        0x31, 0xf6, //                   xor esi, esi
+        0xb8, 0x00, 0x00, 0x00, 0x00, // again: mov eax, 0 (immediate at 0x1008)
+        0x01, 0xc6, //                   add esi, eax
+        0xe8, 0xed, 0x0f, 0x00, 0x00, // call 0x2000
+        0x49, //                         dec ecx
+        0x75, 0xf1, //                   jnz again
+        0xf4, //                         hlt
+    ];
+    code.resize(0x1000, 0x90);
+    // 0x2000: add dword [0x1008], 3; ret
+    code.extend([0x83, 0x05, 0x08, 0x10, 0x00, 0x00, 0x03, 0xc3]);
+    code
+}
+
+/// What [`cross_page_rewriter`] leaves in ESI.
+pub const CROSS_PAGE_SUM: u32 = 3 * (299 * 300 / 2);
+
 /// A CPU running 32-bit code `code` at 0x1000 with flat 4 GiB segments, the stack at 0xF000
 /// and the #DE vector pointing at a HLT at 0x0F00.
 pub fn cpu_running(code: &[u8]) -> Cpu {
