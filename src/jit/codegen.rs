@@ -339,6 +339,14 @@ impl Sync {
     };
 }
 
+/// Where an exit finds the EIP it stores.
+#[derive(Clone, Copy)]
+enum Eip {
+    At(u32),
+    /// A wasm local.
+    In(u32),
+}
+
 /// An operand of an inline ALU operation.
 #[derive(Clone, Copy)]
 enum Src {
@@ -441,6 +449,26 @@ impl Gen {
     /// Leave the function with EIP = `eip`: whatever the locals hold that the Cpu does not
     /// is stored first.
     fn exit(&mut self, eip: u32) {
+        self.leave(Eip::At(eip));
+    }
+
+    /// [`exit`](Self::exit) with EIP from a constant or a local (a return address).
+    fn leave(&mut self, eip: Eip) {
+        self.write_back();
+        self.ins().local_get(CPU);
+        match eip {
+            Eip::At(e) => self.ins().i32_const(e as i32),
+            Eip::In(local) => self.ins().local_get(local),
+        };
+        self.ins()
+            .i32_store(mem32(EIP))
+            .i32_const(RAN as i32)
+            .return_();
+    }
+
+    /// Bring the Cpu up to date: the registers the locals hold newer values of, and the count
+    /// (the instructions retired inline added first).
+    fn write_back(&mut self) {
         self.flush_count();
         for r in 0..8u8 {
             if self.sync.dirty & (1 << r) != 0 {
@@ -457,12 +485,6 @@ impl Gen {
                 .local_get(ICOUNT)
                 .i64_store(mem64(INSTRUCTIONS));
         }
-        self.ins()
-            .local_get(CPU)
-            .i32_const(eip as i32)
-            .i32_store(mem32(EIP))
-            .i32_const(RAN as i32)
-            .return_();
     }
 
     /// Go on at `eip`: the next block of the region if there is one and the run loop would
@@ -539,21 +561,7 @@ impl Gen {
         let index = self.fallback.len() as i32;
         let slot = self.slot as i32;
         self.fallback.push(*i);
-        self.flush_count();
-        for r in 0..8u8 {
-            if self.sync.dirty & (1 << r) != 0 {
-                self.ins()
-                    .local_get(CPU)
-                    .local_get(R0 + r as u32)
-                    .i32_store(mem32(REGS + 4 * r as u64));
-            }
-        }
-        if !self.sync.count_stale {
-            self.ins()
-                .local_get(CPU)
-                .local_get(ICOUNT)
-                .i64_store(mem64(INSTRUCTIONS));
-        }
+        self.write_back();
         self.ins()
             .local_get(CPU)
             .i32_const(eip as i32)
@@ -937,7 +945,7 @@ impl Gen {
                     self.ins().end();
                     self.depth -= 1;
                 }
-                self.exit_to(VAL);
+                self.leave(Eip::In(VAL));
                 return Some(true);
             }
             _ => return None,
@@ -1104,32 +1112,6 @@ impl Gen {
         };
     }
 
-    /// Leave the function with EIP from local `eip` (a return address).
-    fn exit_to(&mut self, eip: u32) {
-        self.flush_count();
-        for r in 0..8u8 {
-            if self.sync.dirty & (1 << r) != 0 {
-                self.ins()
-                    .local_get(CPU)
-                    .local_get(R0 + r as u32)
-                    .i32_store(mem32(REGS + 4 * r as u64));
-            }
-        }
-        self.sync.dirty = 0;
-        if !self.sync.count_stale {
-            self.ins()
-                .local_get(CPU)
-                .local_get(ICOUNT)
-                .i64_store(mem64(INSTRUCTIONS));
-        }
-        self.ins()
-            .local_get(CPU)
-            .local_get(eip)
-            .i32_store(mem32(EIP))
-            .i32_const(RAN as i32)
-            .return_();
-    }
-
     /// Push byte register `r` (AL, CL, DL, BL, AH, CH, DH, BH), zero-extended.
     fn get8(&mut self, r: u8) {
         let r = r & 7;
@@ -1201,27 +1183,8 @@ impl Gen {
             .local_get(T1)
             .i32_const(24)
             .i32_shl()
-            .i32_store(mem32(CV))
-            .local_get(CPU)
-            // low = (r & 0xFF) | ((cv & 8) << 5) | (((r >> 7) & 1) << 9)
-            .local_get(T0)
-            .i32_const(0xFF)
-            .i32_and()
-            .local_get(T1)
-            .i32_const(8)
-            .i32_and()
-            .i32_const(5)
-            .i32_shl()
-            .i32_or()
-            .local_get(T0)
-            .i32_const(7)
-            .i32_shr_u()
-            .i32_const(1)
-            .i32_and()
-            .i32_const(9)
-            .i32_shl()
-            .i32_or()
-            .i32_store(mem32(LOW));
+            .i32_store(mem32(CV));
+        self.store_low(8);
     }
 
     fn get(&mut self, r: u8) {
@@ -1280,9 +1243,15 @@ impl Gen {
             .i32_store(mem32(RES))
             .local_get(CPU)
             .local_get(T1)
-            .i32_store(mem32(CV))
+            .i32_store(mem32(CV));
+        self.store_low(32);
+    }
+
+    /// Store the `low` word of the lazy flags of a `width`-bit result in T0 with its carry
+    /// vector in T1 (Flags::set_lazy): the result's low byte, AF from carry bit 3, SF.
+    fn store_low(&mut self, width: i32) {
+        self.ins()
             .local_get(CPU)
-            // low = (res & 0xFF) | ((cv & 8) << 5) | ((res >> 31) << 9)
             .local_get(T0)
             .i32_const(0xFF)
             .i32_and()
@@ -1293,8 +1262,10 @@ impl Gen {
             .i32_shl()
             .i32_or()
             .local_get(T0)
-            .i32_const(31)
+            .i32_const(width - 1)
             .i32_shr_u()
+            .i32_const(1)
+            .i32_and()
             .i32_const(9)
             .i32_shl()
             .i32_or()
@@ -1445,24 +1416,8 @@ impl Gen {
             .i32_store(mem32(CV))
             .local_get(CPU)
             .local_get(T0)
-            .i32_store(mem32(RES))
-            .local_get(CPU)
-            .local_get(T0)
-            .i32_const(0xFF)
-            .i32_and()
-            .local_get(T1)
-            .i32_const(8)
-            .i32_and()
-            .i32_const(5)
-            .i32_shl()
-            .i32_or()
-            .local_get(T0)
-            .i32_const(31)
-            .i32_shr_u()
-            .i32_const(9)
-            .i32_shl()
-            .i32_or()
-            .i32_store(mem32(LOW));
+            .i32_store(mem32(RES));
+        self.store_low(32);
     }
 
     /// SHL/SHR/SAR r32, `count` (1-31; 0 changes nothing), with the flags the interpreter's
@@ -1794,7 +1749,7 @@ fn inline_kind(i: &Instr) -> bool {
 
 /// Whether a branch of `i` at `next` (the address after it) stays within `cs_limit`; the
 /// region builder sends branches that may not to the interpreter.
-pub fn branch_within_limit(i: &Instr, next: u32, cs_limit: u32) -> bool {
+fn branch_within_limit(i: &Instr, next: u32, cs_limit: u32) -> bool {
     let disp = match i.fast {
         k::JCC | k::JMP_REL | k::CALL_REL => i.imm,
         _ if k::is_fused(i) => i.imm2,
