@@ -37,7 +37,8 @@ pub struct Instr {
     pub reg: u8,
     /// ModR/M rm field (the register of register forms).
     pub rm: u8,
-    /// Base and index registers of the address ([`ZERO_REG`] when absent) and the SIB scale.
+    /// Base and index registers of the address ([`ZERO_REG`] when absent), and the SIB scale
+    /// (bits 0-1) with [`REG_FORM`] above it.
     pub base: u8,
     pub index: u8,
     pub scale: u8,
@@ -104,6 +105,18 @@ impl Instr {
             .wrapping_add(cpu.regs[slot(self.index)] << (self.scale & 3))
             .wrapping_add(self.disp)
             & mask
+    }
+}
+
+/// Set in [`Instr::scale`] when the ModR/M operand is a register (mod = 3). The interpreter's
+/// handlers know their form already; the compiling tier reads it from here.
+pub const REG_FORM: u8 = 0x80;
+
+impl Instr {
+    /// The ModR/M operand is a register (only meaningful for instructions with ModR/M).
+    #[inline(always)]
+    pub fn reg_form(&self) -> bool {
+        self.scale & REG_FORM != 0
     }
 }
 
@@ -236,6 +249,7 @@ impl<'a> Decoder<'a> {
         self.i.rm = m & 7;
         if self.mode == 3 {
             self.is_reg = true;
+            self.i.scale = REG_FORM;
             return Ok(());
         }
         self.is_reg = false;

@@ -29,6 +29,8 @@
 //! `run` returns [`RAN`] (state is in the `Cpu`, EIP at a block boundary) or [`FAULTED`] (an
 //! instruction run by `step` raised an exception, already delivered).
 
+mod forms;
+
 use std::collections::HashMap;
 use std::mem::offset_of;
 
@@ -40,7 +42,7 @@ use wasm_encoder::{
 use crate::cpu::decode::Instr;
 use crate::cpu::fast as k;
 use crate::cpu::flags;
-use crate::cpu::{Cpu, SegCache, Segment, EAX, EDX, ESP, ZERO_REG};
+use crate::cpu::{Cpu, SegCache, Segment, EAX, ECX, EDX, ESP, ZERO_REG};
 use crate::mem::tlb::{TlbEntry, TLB_ENTRIES};
 
 /// `run` returned normally: the state is in the `Cpu`.
@@ -80,6 +82,8 @@ pub struct RegionBlock {
     pub eip: u32,
     pub instrs: Vec<Instr>,
     pub byte_len: u32,
+    /// The index of its page in the region's pages.
+    pub page: u8,
 }
 
 /// A generated module and the instructions its `step` calls refer to by index.
@@ -137,14 +141,24 @@ const VAL: u32 = 21;
 /// Scratch i64 locals.
 const W0: u32 = 22;
 const W1: u32 = 23;
+/// More scratch i32 locals (the generic forms), and a shift's count.
+const T3: u32 = 24;
+const T4: u32 = 25;
+const CNT: u32 = 26;
 
 /// Import index of `step`, and the function index of `run`.
 const STEP_FN: u32 = 0;
 
-/// Generate the module for `blocks` (entry `n` is `blocks[n]`). `slot` identifies the region
-/// to `step`; `cs_limit` is the code segment limit the region was compiled for (a jump past it
-/// faults, which is left to the interpreter).
-pub fn compile(blocks: &[RegionBlock], memory: CpuMemory, slot: u32, cs_limit: u32) -> RegionCode {
+/// Generate the module for `blocks` (entry `n` is `blocks[n]`), whose code comes from `pages`.
+/// `slot` identifies the region to `step`; `cs` is the code segment the region was compiled
+/// for (a jump past its limit faults, which is left to the interpreter).
+pub fn compile(
+    blocks: &[RegionBlock],
+    pages: &[super::RegionPage],
+    memory: CpuMemory,
+    slot: u32,
+    cs: &SegCache,
+) -> RegionCode {
     let index_of = blocks
         .iter()
         .enumerate()
@@ -162,6 +176,7 @@ pub fn compile(blocks: &[RegionBlock], memory: CpuMemory, slot: u32, cs_limit: u
             (1, ValType::I64),
             (8, ValType::I32),
             (2, ValType::I64),
+            (3, ValType::I32),
         ]),
         n: blocks.len() as u32,
         return_points: blocks
@@ -175,8 +190,11 @@ pub fn compile(blocks: &[RegionBlock], memory: CpuMemory, slot: u32, cs_limit: u
             .filter(|e| index_of.contains_key(e))
             .collect(),
         index_of,
+        block_page: blocks.iter().map(|b| b.page).collect(),
+        pages: pages.iter().map(|p| (p.lin_page, p.phys_page)).collect(),
         slot,
-        cs_limit,
+        cs_base: cs.base,
+        cs_limit: cs.limit,
         sync: Sync::ENTRY,
         has_step: false,
         store_flags: true,
@@ -298,7 +316,11 @@ struct Gen {
     index_of: HashMap<u32, u32>,
     /// Blocks of the region that follow a CALL in the region: where its RETs may go.
     return_points: Vec<u32>,
+    /// Each block's page, and each page's linear and physical page numbers.
+    block_page: Vec<u8>,
+    pages: Vec<(u32, u32)>,
     slot: u32,
+    cs_base: u32,
     cs_limit: u32,
     /// Where the registers and the count are newest (see [`Sync`]).
     sync: Sync,
@@ -507,6 +529,10 @@ impl Gen {
                     self.load_if_stale(r);
                 }
                 self.count_fresh();
+                let page = self.block_page[target as usize];
+                if page != self.block_page[k as usize] {
+                    self.same_page_mapping(page, eip);
+                }
                 let depth = self.depth_dispatch(k);
                 self.ins()
                     .i32_const(target as i32)
@@ -515,6 +541,52 @@ impl Gen {
             }
             None => self.exit(eip),
         }
+    }
+
+    /// On the way to code on another of the region's pages (`page`, at `eip`): exit to the
+    /// interpreter unless the TLB maps its linear page to the physical page the code was
+    /// compiled from, for this privilege level, as the run loop's lookup would (the mapping
+    /// may have changed since; the region's page generations are checked when it is entered).
+    fn same_page_mapping(&mut self, page: u8, eip: u32) {
+        let (lin_page, phys_page) = self.pages[page as usize];
+        let lin = self.cs_base.wrapping_add(eip);
+        debug_assert_eq!(lin >> 12, lin_page);
+        let entry = ((lin >> 12) as i32 & TLB_INDEX_MASK) * TLB_ENTRY_SIZE;
+        let tlb = self.mem_tlb;
+        // block $mapped / block $other / checks / br $mapped / end / exit / end
+        self.ins().block(BlockType::Empty).block(BlockType::Empty);
+        self.depth += 2;
+        self.ins()
+            // the tag names the page ...
+            .local_get(TLB)
+            .i32_load(mem_at(tlb, TLB_TAG + entry as u64, 2))
+            .i32_const((lin_page << 12) as i32)
+            .i32_xor()
+            .i32_const(0xFFFF_F000u32 as i32)
+            .i32_and()
+            .br_if(0)
+            // ... allows a read at this privilege level ...
+            .local_get(TLB)
+            .i32_load(mem_at(tlb, TLB_TAG + entry as u64, 2))
+            .local_get(CPU)
+            .i32_load(mem32(READ_PERM))
+            .i32_and()
+            .i32_eqz()
+            .br_if(0)
+            // ... and maps it to the same physical page.
+            .local_get(TLB)
+            .i32_load(mem_at(tlb, TLB_PHYS + entry as u64, 2))
+            .i32_const((phys_page << 12) as i32)
+            .i32_ne()
+            .br_if(0)
+            .br(1)
+            .end();
+        self.depth -= 1;
+        let saved = self.sync;
+        self.exit(eip);
+        self.sync = saved;
+        self.ins().end();
+        self.depth -= 1;
     }
 
     /// Make the ICOUNT local current (the Cpu's count is newer after `step`).
@@ -598,12 +670,71 @@ impl Gen {
         if let Some(ended) = self.memory_form(k, i, eip, next) {
             return ended;
         }
+        let fused = k::is_fused(i);
         if !inline_kind(i) {
-            self.step(i, eip);
+            let emitted = forms::classify(i).and_then(|f| self.generic(k, i, eip, next, &f));
+            match emitted {
+                Some(forms::Emitted::Whole) => return false,
+                // A fused pair's compare: its branch half follows, below.
+                Some(forms::Emitted::CompareOnly) => {}
+                None => {
+                    self.step(i, eip);
+                    return false;
+                }
+            }
+        } else if !self.inline_kind_form(i, eip) {
             return false;
         }
+        // Branches: the Jcc alone, or the Jcc half of a fused pair.
+        let (cc, disp) = match i.fast {
+            k::JCC => (Some(i.reg), i.imm),
+            k::JMP_REL => (None, i.imm),
+            _ if fused => (Some(i.cc), i.imm2),
+            _ => {
+                self.sync.pending += 1;
+                return false;
+            }
+        };
+        self.sync.pending += if fused { 2 } else { 1 };
+        let target = next.wrapping_add(disp);
+        match cc {
+            None => self.goto(k, target),
+            // A branch to the next instruction: the interpreter's block goes on either way.
+            Some(_) if !last && target == next => return false,
+            Some(cc) if !last => {
+                self.branch_cond(i, cc);
+                self.ins().if_(BlockType::Empty);
+                self.depth += 1;
+                let saved = self.sync;
+                self.goto(k, target);
+                self.sync = saved;
+                self.ins().end();
+                self.depth -= 1;
+                return false;
+            }
+            Some(cc) => {
+                self.branch_cond(i, cc);
+                self.ins().if_(BlockType::Empty);
+                self.depth += 1;
+                let saved = self.sync;
+                self.goto(k, target);
+                self.sync = saved;
+                self.ins().else_();
+                self.goto(k, next);
+                self.ins().end();
+                self.depth -= 1;
+                // Both arms branched away; what follows the `if` is unreachable.
+                self.ins().unreachable();
+            }
+        }
+        true
+    }
+
+    /// Emit one of the forms [`inline_kind`] lists (a Jcc or JMP emits nothing here: its
+    /// branch is the caller's). Returns false if it handed the instruction to `step` instead,
+    /// or emitted all of it itself (IDIV).
+    fn inline_kind_form(&mut self, i: &Instr, eip: u32) -> bool {
         self.inline_count += 1;
-        let fused = k::is_fused(i);
         match i.fast {
             k::MOV_RM_R_REG => self.set_reg_from(i.rm, Src::Reg(i.reg)),
             k::MOV_R_IMM => self.set_reg_from(i.reg, Src::Imm(i.imm)),
@@ -665,46 +796,6 @@ impl Gen {
                 self.inline_count -= 1;
                 self.step(i, eip);
                 return false;
-            }
-        }
-        // Branches: the Jcc alone, or the Jcc half of a fused pair.
-        let (cc, disp) = match i.fast {
-            k::JCC => (Some(i.reg), i.imm),
-            k::JMP_REL => (None, i.imm),
-            _ if fused => (Some(i.cc), i.imm2),
-            _ => {
-                self.sync.pending += 1;
-                return false;
-            }
-        };
-        self.sync.pending += if fused { 2 } else { 1 };
-        let target = next.wrapping_add(disp);
-        match cc {
-            None => self.goto(k, target),
-            Some(cc) if !last => {
-                self.branch_cond(i, cc);
-                self.ins().if_(BlockType::Empty);
-                self.depth += 1;
-                let saved = self.sync;
-                self.goto(k, target);
-                self.sync = saved;
-                self.ins().end();
-                self.depth -= 1;
-                return false;
-            }
-            Some(cc) => {
-                self.branch_cond(i, cc);
-                self.ins().if_(BlockType::Empty);
-                self.depth += 1;
-                let saved = self.sync;
-                self.goto(k, target);
-                self.sync = saved;
-                self.ins().else_();
-                self.goto(k, next);
-                self.ins().end();
-                self.depth -= 1;
-                // Both arms branched away; what follows the `if` is unreachable.
-                self.ins().unreachable();
             }
         }
         true
@@ -791,8 +882,8 @@ impl Gen {
                         k::ALU_M_R_ADD => g.alu_values(ADD, Src::Local(VAL), Src::Reg(i.reg)),
                         k::ALU_M_R_SUB => g.alu_values(SUB, Src::Local(VAL), Src::Reg(i.reg)),
                         k::ALU_M_I_ADD => g.alu_values(ADD, Src::Local(VAL), Src::Imm(i.imm)),
-                        k::INC_M => g.incdec_value(Src::Local(VAL), false),
-                        _ => g.incdec_value(Src::Local(VAL), true),
+                        k::INC_M => g.incdec_value(Src::Local(VAL), false, 32),
+                        _ => g.incdec_value(Src::Local(VAL), true, 32),
                     }
                     g.ins().local_get(ADDR).local_get(T0);
                     g.store(4);
@@ -857,15 +948,7 @@ impl Gen {
                         k::FUSED_ALU8_M_R_CMP => g.cmp8(Src::Local(VAL), Some(i.reg), 0),
                         _ => g.cmp8(Src::Local(VAL), None, i.imm & 0xFF),
                     }
-                    g.branch_cond(i, i.cc);
-                    g.ins().if_(BlockType::Empty);
-                    g.depth += 1;
-                    let saved = g.sync;
-                    g.sync.pending += 2;
-                    g.goto(k, target);
-                    g.sync = saved;
-                    g.ins().end();
-                    g.depth -= 1;
+                    g.take_branch(k, i, target, next);
                 });
             }
             k::PUSH_R => {
@@ -951,6 +1034,24 @@ impl Gen {
             _ => return None,
         }
         Some(false)
+    }
+
+    /// In the fast arm of a fused compare with memory, after the compare: take the branch to
+    /// `target` if its condition holds (the pair retired). Not taken, or a branch to the next
+    /// instruction, the block goes on, as the interpreter's does.
+    fn take_branch(&mut self, k: u32, i: &Instr, target: u32, next: u32) {
+        if target == next {
+            return;
+        }
+        self.branch_cond(i, i.cc);
+        self.ins().if_(BlockType::Empty);
+        self.depth += 1;
+        let saved = self.sync;
+        self.sync.pending += 2;
+        self.goto(k, target);
+        self.sync = saved;
+        self.ins().end();
+        self.depth -= 1;
     }
 
     /// Run `fast` (which branches to depth 0 when its fast path does not apply) as the
@@ -1284,15 +1385,35 @@ impl Gen {
 
     /// OP a, b at 32 bits: the result in T0, its carry vector in T1, the flags stored.
     fn alu_values(&mut self, op: u8, a: Src, src: Src) {
+        self.alu_values_w(op, a, src, 32);
+    }
+
+    /// OP a, b at `width` bits (a and b zero-extended): the result in T0 and its carry vector
+    /// in T1 (both exact in their low `width` bits), the flags stored for that width.
+    fn alu_values_w(&mut self, op: u8, a: Src, src: Src, width: u32) {
         // T2 = a, the source pushed where needed.
         self.push(a);
         self.ins().local_set(T2);
+        // ADC and SBB add or subtract CF too (crate::cpu::arith::alu); the carry-vector
+        // formulas are the same with the carry in the result.
+        let carry_in = |g: &mut Gen| {
+            g.ins()
+                .local_get(CPU)
+                .i32_load(mem32(CV))
+                .i32_const(31)
+                .i32_shr_u();
+        };
         match op {
-            ADD => {
-                // r = a + b; cv = (a & b) | ((a | b) & !r)
+            ADD | crate::cpu::arith::ADC => {
+                // r = a + b (+ CF); cv = (a & b) | ((a | b) & !r)
                 self.ins().local_get(T2);
                 self.push(src);
-                self.ins().i32_add().local_set(T0).local_get(T2);
+                self.ins().i32_add();
+                if op != ADD {
+                    carry_in(self);
+                    self.ins().i32_add();
+                }
+                self.ins().local_set(T0).local_get(T2);
                 self.push(src);
                 self.ins().i32_and().local_get(T2);
                 self.push(src);
@@ -1305,12 +1426,16 @@ impl Gen {
                     .i32_or()
                     .local_set(T1);
             }
-            SUB | CMP => {
-                // r = a - b; cv = (!a & b) | (!(a ^ b) & r)
+            SUB | CMP | crate::cpu::arith::SBB => {
+                // r = a - b (- CF); cv = (!a & b) | (!(a ^ b) & r)
                 self.ins().local_get(T2);
                 self.push(src);
+                self.ins().i32_sub();
+                if op == crate::cpu::arith::SBB {
+                    carry_in(self);
+                    self.ins().i32_sub();
+                }
                 self.ins()
-                    .i32_sub()
                     .local_set(T0)
                     .local_get(T2)
                     .i32_const(-1)
@@ -1338,18 +1463,18 @@ impl Gen {
                 self.ins().local_set(T0).i32_const(0).local_set(T1);
             }
         }
-        self.store_flags();
+        self.store_flags_w(width);
     }
 
     /// INC/DEC r32: like ADD/SUB of 1, CF kept (Flags::set_incdec).
     fn incdec(&mut self, r: u8, dec: bool) {
-        self.incdec_value(Src::Reg(r), dec);
+        self.incdec_value(Src::Reg(r), dec, 32);
         self.ins().local_get(T0);
         self.set_reg(r);
     }
 
-    /// INC/DEC of `a`: the result in T0, the flags stored.
-    fn incdec_value(&mut self, a: Src, dec: bool) {
+    /// INC/DEC of `a` at `width` bits: the result in T0, the flags stored (if needed).
+    fn incdec_value(&mut self, a: Src, dec: bool, width: u32) {
         self.push(a);
         self.ins().local_set(T2).local_get(T2).i32_const(1);
         if dec {
@@ -1358,6 +1483,9 @@ impl Gen {
             self.ins().i32_add();
         }
         self.ins().local_set(T0);
+        if !self.store_flags {
+            return;
+        }
         if dec {
             // cv = (!a & 1) | (!(a ^ 1) & r)
             self.ins()
@@ -1390,18 +1518,27 @@ impl Gen {
                 .i32_or();
         }
         self.ins().local_set(T1);
+        let sh = 32 - width as i32;
         // Stored cv: CF (bit 31) kept; bit 30 = old CF ^ new OF, where new OF = bit 31 of
-        // (cv ^ (cv << 1)). low from the new carry vector as usual.
+        // (top ^ (top << 1)) with top = cv << (32 - width). low from the new carry vector.
         self.ins()
             .local_get(CPU)
             .local_get(CPU)
             .i32_load(mem32(CV))
-            .local_tee(T2)
+            .local_tee(T2);
+        self.ins()
             .i32_const(i32::MIN)
             .i32_and()
             .local_get(T2)
-            .local_get(T1)
-            .local_get(T1)
+            .local_get(T1);
+        if sh != 0 {
+            self.ins().i32_const(sh).i32_shl();
+        }
+        self.ins().local_get(T1);
+        if sh != 0 {
+            self.ins().i32_const(sh).i32_shl();
+        }
+        self.ins()
             .i32_const(1)
             .i32_shl()
             .i32_xor()
@@ -1415,9 +1552,12 @@ impl Gen {
             .i32_or()
             .i32_store(mem32(CV))
             .local_get(CPU)
-            .local_get(T0)
-            .i32_store(mem32(RES));
-        self.store_low(32);
+            .local_get(T0);
+        if sh != 0 {
+            self.ins().i32_const(sh).i32_shl();
+        }
+        self.ins().i32_store(mem32(RES));
+        self.store_low(width as i32);
     }
 
     /// SHL/SHR/SAR r32, `count` (1-31; 0 changes nothing), with the flags the interpreter's
@@ -1804,7 +1944,8 @@ fn flag_use(i: &Instr) -> FlagUse {
         | k::FUSED_ALU_A_I_CMP
         | k::FUSED_ALU_R_I_AND
         | k::FUSED_TEST_R_I => FlagUse::Writes,
-        _ => FlagUse::Reads,
+        // The generic forms (forms.rs) say themselves; anything else may read them.
+        _ => forms::classify(i).map_or(FlagUse::Reads, |f| f.flag_use()),
     }
 }
 

@@ -21,6 +21,7 @@
 //! the same block boundaries, the same retired-instruction count.
 
 pub mod codegen;
+pub mod random_program;
 pub mod sample;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod wasmi_engine;
@@ -73,6 +74,9 @@ const MAX_REGIONS: usize = 4096;
 const SLOT_BITS: u32 = 12;
 /// Most blocks in one region.
 const MAX_REGION_BLOCKS: usize = 64;
+/// Most pages one region's blocks come from (the page of the hot block and the pages its
+/// direct jumps and calls reach, as v86 does).
+const MAX_REGION_PAGES: usize = 4;
 /// Block starts before a block is compiled, unless the host chooses another threshold.
 pub const DEFAULT_THRESHOLD: u32 = 20_000;
 
@@ -99,19 +103,29 @@ pub struct JitStats {
     pub failures: u64,
 }
 
+/// A page a region's code comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionPage {
+    /// The linear page the code runs at, and the physical page it was read from.
+    pub lin_page: u32,
+    pub phys_page: u32,
+    /// The page's write generation when compiled: a write since makes the region dead.
+    pub gen: u32,
+}
+
 /// One compiled region.
 struct Region {
     id: u32,
     handle: u32,
-    phys_page: u32,
-    /// The page's write generation when compiled: a write since makes the region dead.
-    gen: u32,
-    lin_page: u32,
+    /// Its pages; the first is the page of the block it was compiled for.
+    pages: Vec<RegionPage>,
     cs_base: u32,
     cs_limit: u32,
     cs_big: bool,
-    /// The first instruction of each block (entry n is `entries[n]`).
+    /// The first instruction of each block (entry n is `entries[n]`), and the index of its
+    /// page in `pages`.
     entries: Vec<u32>,
+    entry_pages: Vec<u8>,
     /// The instructions `step` runs, by the index the generated code passes.
     fallback: Vec<Instr>,
 }
@@ -144,18 +158,39 @@ impl Default for Jit {
     }
 }
 
+impl Region {
+    /// Whether no page of the region has been written since it was compiled.
+    fn current(&self, mem: &crate::mem::Memory) -> bool {
+        self.pages
+            .iter()
+            .all(|p| mem.page_generation(p.phys_page as usize) == p.gen)
+    }
+
+    /// Whether the region's entry `entry` is the block at linear `lin`, compiled for code
+    /// segment `cs`.
+    fn same_code(&self, entry: usize, lin: u32, cs: &SegCache) -> bool {
+        let page = self.entry_pages.get(entry).map(|&p| self.pages[p as usize]);
+        page.is_some_and(|p| p.lin_page == lin >> 12)
+            && self.cs_base == cs.base
+            && self.cs_limit == cs.limit
+            && self.cs_big == cs.big
+    }
+}
+
 impl Jit {
-    /// The slot of region `id` and the entry of `eip` in it, if it is alive and was compiled
-    /// for this code segment at this linear page.
-    fn check(&self, id: u32, entry: u32, lin: u32, cs: &SegCache) -> Option<usize> {
+    /// The slot of region `id` if it is alive, no page of it has been written since it was
+    /// compiled, and its entry `entry` is the block at `lin` compiled for this code segment.
+    fn check(
+        &self,
+        id: u32,
+        entry: u32,
+        lin: u32,
+        cs: &SegCache,
+        mem: &crate::mem::Memory,
+    ) -> Option<usize> {
         let slot = (id & ((1 << SLOT_BITS) - 1)) as usize;
         let r = self.regions.get(slot)?.as_ref()?;
-        let good = r.id == id
-            && r.lin_page == lin >> 12
-            && r.cs_base == cs.base
-            && r.cs_limit == cs.limit
-            && r.cs_big == cs.big
-            && (entry as usize) < r.entries.len();
+        let good = r.id == id && r.same_code(entry as usize, lin, cs) && r.current(mem);
         good.then_some(slot)
     }
 
@@ -208,10 +243,12 @@ impl Cpu {
             if let Some(engine) = self.jit_engine.as_mut() {
                 engine.unload(r.handle);
             }
-            if let Some(slots) = self.jit.by_page.get_mut(&r.phys_page) {
-                slots.retain(|&s| s != slot);
-                if slots.is_empty() {
-                    self.jit.by_page.remove(&r.phys_page);
+            for p in &r.pages {
+                if let Some(slots) = self.jit.by_page.get_mut(&p.phys_page) {
+                    slots.retain(|&s| s != slot);
+                    if slots.is_empty() {
+                        self.jit.by_page.remove(&p.phys_page);
+                    }
                 }
             }
             self.jit.stats.regions_live -= 1;
@@ -224,23 +261,21 @@ impl Cpu {
     fn find_region(&mut self, phys: u32, lin: u32, cs: &SegCache) -> Option<(usize, u32)> {
         let page = phys >> 12;
         let slots = self.jit.by_page.get(&page)?.clone();
-        let gen = self.mem.page_generation(page as usize);
         for slot in slots {
             let Some(r) = &self.jit.regions[slot] else {
                 continue;
             };
-            if r.gen != gen {
+            if !r.current(&self.mem) {
                 self.free_region(slot);
                 continue;
             }
-            let same_code = r.lin_page == lin >> 12
-                && r.cs_base == cs.base
-                && r.cs_limit == cs.limit
-                && r.cs_big == cs.big;
-            if let Some(n) = r.entries.iter().position(|&e| e == self.eip) {
-                if same_code {
-                    return Some((slot, n as u32));
-                }
+            let found = (0..r.entries.len()).find(|&n| {
+                r.entries[n] == self.eip
+                    && r.pages[r.entry_pages[n] as usize].phys_page == page
+                    && r.same_code(n, lin, cs)
+            });
+            if let Some(n) = found {
+                return Some((slot, n as u32));
             }
         }
         None
@@ -261,7 +296,7 @@ impl Cpu {
         let block = self.icache.blocks[idx];
         let slot_entry = if block.jit != 0 {
             self.jit
-                .check(block.jit, block.jit_entry, lin, &cs)
+                .check(block.jit, block.jit_entry, lin, &cs, &self.mem)
                 .map(|slot| (slot, block.jit_entry))
         } else {
             None
@@ -334,31 +369,52 @@ impl Cpu {
         let mut blocks: Vec<RegionBlock> = Vec::new();
         let mut queue = std::collections::VecDeque::from([self.eip]);
         let mut seen = std::collections::HashSet::from([self.eip]);
-        let page_base = phys & !0xFFF;
-        let lin_page = lin >> 12;
+        let mut pages = vec![RegionPage {
+            lin_page: lin >> 12,
+            phys_page: phys >> 12,
+            gen: self.mem.page_generation((phys >> 12) as usize),
+        }];
         while let Some(eip) = queue.pop_front() {
             if blocks.len() == MAX_REGION_BLOCKS {
                 break;
             }
+            // The block's page: one of the region's, or a new one while there is room (its
+            // physical page as the TLB has it now; the generated code checks the TLB again
+            // whenever it goes from one page to another).
             let l = cs.base.wrapping_add(eip);
-            if l >> 12 != lin_page {
-                continue;
-            }
-            let p = page_base | (l & 0xFFF);
+            let page = match pages.iter().position(|p| p.lin_page == l >> 12) {
+                Some(n) => n,
+                None if pages.len() < MAX_REGION_PAGES => {
+                    let Some(p) = self.mem.tlb.lookup(l, self.tlb_read_perm) else {
+                        continue;
+                    };
+                    pages.push(RegionPage {
+                        lin_page: l >> 12,
+                        phys_page: p >> 12,
+                        gen: self.mem.page_generation((p >> 12) as usize),
+                    });
+                    pages.len() - 1
+                }
+                None => continue,
+            };
+            let p = (pages[page].phys_page << 12) | (l & 0xFFF);
             let Some((_, start, len)) = self.cached_block_at(p, eip, cs) else {
                 continue;
             };
             let instrs = arena[start..start + len].to_vec();
             let byte_len: u32 = instrs.iter().map(|i| i.len as u32).sum();
             let next = eip.wrapping_add(byte_len);
-            // Where the block can go: the targets of its direct jumps (conditional ones may be
-            // anywhere in it), and the address after it unless it ends in a JMP.
+            // Where the block can go: the targets of its direct jumps and calls (conditional
+            // jumps may be anywhere in it), and the address after it unless it ends in a JMP
+            // (after a CALL: where the callee returns).
             let mut successors = Vec::with_capacity(4);
             let mut at = eip;
             for i in &instrs {
                 at = at.wrapping_add(i.len as u32);
                 match i.fast {
-                    fast::JMP_REL | fast::JCC => successors.push(at.wrapping_add(i.imm)),
+                    fast::JMP_REL | fast::JCC | fast::CALL_REL => {
+                        successors.push(at.wrapping_add(i.imm))
+                    }
                     _ if fast::is_fused(i) => successors.push(at.wrapping_add(i.imm2)),
                     _ => {}
                 }
@@ -375,6 +431,7 @@ impl Cpu {
                 eip,
                 instrs,
                 byte_len,
+                page: page as u8,
             });
         }
         if blocks.is_empty() {
@@ -393,7 +450,15 @@ impl Cpu {
                 ram_bytes: self.mem.ram.len() as u32,
             }
         };
-        let code = codegen::compile(&blocks, memory, slot as u32, cs.limit);
+        // Pages no block came from (their blocks were not decoded) are dropped.
+        let used: Vec<usize> = (0..pages.len())
+            .filter(|&n| blocks.iter().any(|b| b.page as usize == n))
+            .collect();
+        for b in blocks.iter_mut() {
+            b.page = used.iter().position(|&n| n == b.page as usize)? as u8;
+        }
+        let pages: Vec<RegionPage> = used.iter().map(|&n| pages[n]).collect();
+        let code = codegen::compile(&blocks, &pages, memory, slot as u32, cs);
         let cpu_ptr = self as *mut Cpu;
         // `load` only compiles; it does not run code or touch the Cpu.
         let loaded = self.jit_engine.as_mut()?.load(cpu_ptr, &code.wasm);
@@ -417,24 +482,29 @@ impl Cpu {
         stats.step_instructions += code.step_count as u64;
         // Link every block of the region that the cache holds to its entry.
         for (n, b) in blocks.iter().enumerate() {
-            let p = page_base | (cs.base.wrapping_add(b.eip) & 0xFFF);
+            let page = pages[b.page as usize].phys_page << 12;
+            let p = page | (cs.base.wrapping_add(b.eip) & 0xFFF);
             if let Some((idx, _, _)) = self.cached_block_at(p, b.eip, cs) {
                 let cached = &mut self.icache.blocks[idx];
                 cached.jit = id;
                 cached.jit_entry = n as u32;
             }
         }
-        self.jit.by_page.entry(phys >> 12).or_default().push(slot);
+        for p in &pages {
+            let slots = self.jit.by_page.entry(p.phys_page).or_default();
+            if !slots.contains(&slot) {
+                slots.push(slot);
+            }
+        }
         self.jit.regions[slot] = Some(Region {
             id,
             handle,
-            phys_page: phys >> 12,
-            gen: self.mem.page_generation((phys >> 12) as usize),
-            lin_page,
+            pages,
             cs_base: cs.base,
             cs_limit: cs.limit,
             cs_big: cs.big,
             entries: blocks.iter().map(|b| b.eip).collect(),
+            entry_pages: blocks.iter().map(|b| b.page).collect(),
             fallback: code.fallback,
         });
         Some(slot)
