@@ -103,6 +103,7 @@ const FLAGS: usize = offset_of!(Cpu, flags);
 const RES: u64 = (FLAGS + flags::RES_OFFSET) as u64;
 const CV: u64 = (FLAGS + flags::CV_OFFSET) as u64;
 const LOW: u64 = (FLAGS + flags::LOW_OFFSET) as u64;
+const FLAG_BITS: u64 = (FLAGS + flags::BITS_OFFSET) as u64;
 const SEGS: u64 = offset_of!(Cpu, segs) as u64;
 const SEG_SIZE: u64 = std::mem::size_of::<SegCache>() as u64;
 const SEG_BASE: u64 = offset_of!(SegCache, base) as u64;

@@ -13,6 +13,7 @@
 
 use super::*;
 use crate::cpu::arith::{ADC, SBB};
+use crate::cpu::decode::REP_NONE;
 use crate::cpu::shift::{ROL, ROR, SAL, SAR, SHL, SHR};
 
 /// An operand of a generic form.
@@ -65,6 +66,10 @@ pub(super) enum Op {
     Div {
         signed: bool,
     },
+    /// LODS, STOS, MOVS without a REP prefix (32-bit addresses, DF = 0 inline).
+    Lods,
+    Stos,
+    Movs,
 }
 
 /// What [`Gen::generic`] emitted.
@@ -87,6 +92,11 @@ pub(super) struct Form {
 impl Form {
     fn has_mem(&self) -> bool {
         self.dst == Opnd::Mem || self.src == Opnd::Mem
+    }
+
+    /// A string instruction: its memory operands are at ESI and EDI, not ModR/M's.
+    fn is_string(&self) -> bool {
+        matches!(self.op, Op::Lods | Op::Stos | Op::Movs)
     }
 
     /// The size of the memory operand in bytes (MOVZX/MOVSX read their narrower source).
@@ -180,6 +190,26 @@ pub(super) fn classify(i: &Instr) -> Option<Form> {
             v,
             Opnd::Reg(EAX as u8),
             Opnd::Reg((opc & 7) as u8),
+        ),
+        // LODS/STOS/MOVS alone; with REP they run in the interpreter, which copies and fills
+        // whole runs in host memory.
+        0xA4 | 0xA5 if i.rep == REP_NONE => form(
+            Op::Movs,
+            if opc == 0xA4 { 8 } else { v },
+            Opnd::Mem,
+            Opnd::Mem,
+        ),
+        0xAA | 0xAB if i.rep == REP_NONE => form(
+            Op::Stos,
+            if opc == 0xAA { 8 } else { v },
+            Opnd::Mem,
+            Opnd::Reg(EAX as u8),
+        ),
+        0xAC | 0xAD if i.rep == REP_NONE => form(
+            Op::Lods,
+            if opc == 0xAC { 8 } else { v },
+            Opnd::Reg(EAX as u8),
+            Opnd::Mem,
         ),
         0xA8 => form(Op::Alu(TEST), 8, Opnd::Reg(EAX as u8), Opnd::Imm(i.imm)),
         0xA9 => form(Op::Alu(TEST), v, Opnd::Reg(EAX as u8), Opnd::Imm(i.imm)),
@@ -285,6 +315,10 @@ impl Gen {
     /// address in ADDR); this runs inside `with_memory`'s fast arm when the form has one, so a
     /// `br 0` at this level takes the slow arm.
     fn form_body(&mut self, i: &Instr, f: &Form) {
+        if f.is_string() {
+            self.string_form(i, f);
+            return;
+        }
         if f.has_mem() {
             self.ea(i);
             self.access(i.seg, f.mem_size(), f.writes_mem());
@@ -415,6 +449,7 @@ impl Gen {
                 self.write(f.dst, w);
             }
             Op::Div { signed } => self.div_form(f, signed),
+            Op::Lods | Op::Stos | Op::Movs => unreachable!("string forms return above"),
         }
     }
 
@@ -425,6 +460,46 @@ impl Gen {
         if let Opnd::Reg(r) = o {
             let full = if width == 8 { r & 3 } else { r & 7 };
             self.load_if_stale(full);
+        }
+    }
+
+    /// LODS, STOS, MOVS (no REP, 32-bit addresses): the slow arm unless DF = 0; the source at
+    /// seg:ESI (DS unless overridden), the destination at ES:EDI, each through the segment
+    /// check and the TLB; then ESI and EDI step forward.
+    fn string_form(&mut self, i: &Instr, f: &Form) {
+        let size = f.width / 8;
+        self.ins()
+            .local_get(CPU)
+            .i32_load(mem32(FLAG_BITS))
+            .i32_const(crate::cpu::flags::DF as i32)
+            .i32_and()
+            .br_if(0);
+        let (esi, edi) = (crate::cpu::ESI as u8, crate::cpu::EDI as u8);
+        if f.op != Op::Stos {
+            self.get(esi);
+            self.access(i.seg, size, false);
+            self.load(size);
+            self.ins().local_set(VAL);
+        }
+        if f.op == Op::Lods {
+            self.ins().local_get(VAL);
+            self.write(Opnd::Reg(EAX as u8), f.width);
+        } else {
+            self.get(edi);
+            self.access(Segment::ES as u8, size, true);
+            if f.op == Op::Movs {
+                self.ins().local_get(VAL);
+            } else {
+                self.read(Opnd::Reg(EAX as u8), f.width);
+            }
+            self.write(Opnd::Mem, f.width);
+        }
+        for (r, used) in [(esi, f.op != Op::Stos), (edi, f.op != Op::Lods)] {
+            if used {
+                self.get(r);
+                self.ins().i32_const(size as i32).i32_add();
+                self.set_reg(r);
+            }
         }
     }
 
