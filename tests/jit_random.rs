@@ -381,3 +381,31 @@ fn a_branch_to_the_next_instruction_goes_on_in_the_block() {
         sample::same_with_and_without(&code, slice, engine(), 1).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// Compiled code reaches memory through flat data segments with no segment check; a region
+/// compiled that way must stop using that shortcut the moment a segment stops being flat
+/// (here DS gets base 0x100 in the middle of the loop, in the flat unreal-mode setup).
+///
+/// ```text
+///   mov dword [0x8000],5 ; mov dword [0x8100],7 ; mov ecx,200 ; xor esi,esi
+/// again:
+///   mov ebx,[0x8000] ; add esi,ebx
+///   cmp ecx,100 ; jne skip
+///   mov ax,0x10 ; mov ds,ax      ; DS base 0x100: [0x8000] is now 0x8100
+/// skip:
+///   dec ecx ; jnz again
+///   hlt
+/// ```
+#[test]
+fn a_segment_load_in_a_compiled_loop_ends_the_flat_shortcut() {
+    let code = [
+        0xc7, 0x05, 0x00, 0x80, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0xc7, 0x05, 0x00, 0x81, 0x00,
+        0x00, 0x07, 0x00, 0x00, 0x00, 0xb9, 0xc8, 0x00, 0x00, 0x00, 0x31, 0xf6, 0x8b, 0x1d, 0x00,
+        0x80, 0x00, 0x00, 0x01, 0xde, 0x83, 0xf9, 0x64, 0x75, 0x06, 0x66, 0xb8, 0x10, 0x00, 0x8e,
+        0xd8, 0x49, 0x75, 0xea, 0xf4,
+    ];
+    let failures = failures(&code);
+    assert!(failures.is_empty(), "{failures:#?}");
+    let cpu = sample::same_with_and_without(&code, 100_000, engine(), 1).unwrap();
+    assert_eq!(cpu.regs[wasm86::cpu::ESI], 101 * 5 + 99 * 7);
+}

@@ -152,13 +152,15 @@ const STEP_FN: u32 = 0;
 
 /// Generate the module for `blocks` (entry `n` is `blocks[n]`), whose code comes from `pages`.
 /// `slot` identifies the region to `step`; `cs` is the code segment the region was compiled
-/// for (a jump past its limit faults, which is left to the interpreter).
+/// for (a jump past its limit faults, which is left to the interpreter); `flat` the data
+/// segments it may treat as flat.
 pub fn compile(
     blocks: &[RegionBlock],
     pages: &[super::RegionPage],
     memory: CpuMemory,
     slot: u32,
     cs: &SegCache,
+    flat: u8,
 ) -> RegionCode {
     let index_of = blocks
         .iter()
@@ -196,6 +198,7 @@ pub fn compile(
         slot,
         cs_base: cs.base,
         cs_limit: cs.limit,
+        flat,
         sync: Sync::ENTRY,
         has_step: false,
         store_flags: true,
@@ -323,6 +326,9 @@ struct Gen {
     slot: u32,
     cs_base: u32,
     cs_limit: u32,
+    /// The segments (bit n: segment n) the region was compiled flat for (see
+    /// `jit::flat_segments`): their accesses need no segment check.
+    flat: u8,
     /// Where the registers and the count are newest (see [`Sync`]).
     sync: Sync,
     /// The current block has called `step` (so its end must look at CHAIN).
@@ -1120,6 +1126,7 @@ impl Gen {
     /// fast path would not be taken: outside the segment's range, across a page, a TLB entry
     /// that is not there or does not give this access.
     fn access(&mut self, seg: u8, size: u32, write: bool) {
+        let flat = self.flat & (1 << (seg % 6)) != 0;
         let seg = SEGS + (seg as u64 % 6) * SEG_SIZE;
         let (lo, hi, perm) = if write {
             (SEG_WRITE_LO, SEG_WRITE_HI, WRITE_PERM)
@@ -1127,29 +1134,16 @@ impl Gen {
             (SEG_READ_LO, SEG_READ_HI, READ_PERM)
         };
         let tlb = self.mem_tlb;
+        if flat {
+            // A flat segment (the region is entered, and stays, only while it is one): the
+            // offset is the linear address and every offset is allowed; an access that
+            // would wrap past 4 GiB crosses a page, which takes the slow arm below.
+            self.ins().local_set(LIN);
+        } else {
+            self.segment_check(seg, lo, hi, size);
+        }
         self.ins()
-            .local_tee(T0)
-            // off < lo
-            .local_get(CPU)
-            .i32_load(mem32(seg + lo))
-            .i32_lt_u()
-            .br_if(0)
-            // off + size - 1 > hi, without wrapping
-            .local_get(T0)
-            .i64_extend_i32_u()
-            .i64_const(size as i64 - 1)
-            .i64_add()
-            .local_get(CPU)
-            .i32_load(mem32(seg + hi))
-            .i64_extend_i32_u()
-            .i64_gt_u()
-            .br_if(0)
-            // lin = base + off; not across a page
-            .local_get(CPU)
-            .i32_load(mem32(seg + SEG_BASE))
-            .local_get(T0)
-            .i32_add()
-            .local_tee(LIN)
+            .local_get(LIN)
             .i32_const(0xFFF)
             .i32_and()
             .i32_const(0x1000 - size as i32)
@@ -1191,6 +1185,34 @@ impl Gen {
             .i32_or()
             .i32_add()
             .local_set(ADDR);
+    }
+
+    /// The offset on the stack against the segment (at `seg` in the Cpu) for an access of
+    /// `size` bytes with the range fields `lo`/`hi`, then LIN = base + offset; branches to
+    /// depth 0 outside the range.
+    fn segment_check(&mut self, seg: u64, lo: u64, hi: u64, size: u32) {
+        self.ins()
+            .local_tee(T0)
+            // off < lo
+            .local_get(CPU)
+            .i32_load(mem32(seg + lo))
+            .i32_lt_u()
+            .br_if(0)
+            // off + size - 1 > hi, without wrapping
+            .local_get(T0)
+            .i64_extend_i32_u()
+            .i64_const(size as i64 - 1)
+            .i64_add()
+            .local_get(CPU)
+            .i32_load(mem32(seg + hi))
+            .i64_extend_i32_u()
+            .i64_gt_u()
+            .br_if(0)
+            .local_get(CPU)
+            .i32_load(mem32(seg + SEG_BASE))
+            .local_get(T0)
+            .i32_add()
+            .local_set(LIN);
     }
 
     /// Push the `size`-byte value at ADDR in RAM (zero-extended).

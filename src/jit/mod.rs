@@ -122,6 +122,8 @@ struct Region {
     cs_base: u32,
     cs_limit: u32,
     cs_big: bool,
+    /// The segments it was compiled flat for ([`flat_segments`]); it runs only while they are.
+    flat: u8,
     /// The first instruction of each block (entry n is `entries[n]`), and the index of its
     /// page in `pages`.
     entries: Vec<u32>,
@@ -158,6 +160,19 @@ impl Default for Jit {
     }
 }
 
+/// The segments (bit n: segment n) that are flat for data: base 0 and every offset readable
+/// and writable. Generated code reaches memory through them with no segment check.
+pub(crate) fn flat_segments(cpu: &Cpu) -> u8 {
+    let mut mask = 0;
+    for (n, s) in cpu.segs.iter().enumerate() {
+        let full = s.read_lo == 0 && s.write_lo == 0 && s.read_hi == u32::MAX;
+        if s.base == 0 && full && s.write_hi == u32::MAX {
+            mask |= 1 << n;
+        }
+    }
+    mask
+}
+
 impl Region {
     /// Whether no page of the region has been written since it was compiled.
     fn current(&self, mem: &crate::mem::Memory) -> bool {
@@ -167,37 +182,33 @@ impl Region {
     }
 
     /// Whether the region's entry `entry` is the block at linear `lin`, compiled for code
-    /// segment `cs`.
-    fn same_code(&self, entry: usize, lin: u32, cs: &SegCache) -> bool {
+    /// segment `cs` and the data segments that are flat now (`flat`).
+    fn same_code(&self, entry: usize, lin: u32, cs: &SegCache, flat: u8) -> bool {
         let page = self.entry_pages.get(entry).map(|&p| self.pages[p as usize]);
         page.is_some_and(|p| p.lin_page == lin >> 12)
             && self.cs_base == cs.base
             && self.cs_limit == cs.limit
             && self.cs_big == cs.big
+            && flat & self.flat == self.flat
     }
 }
 
 impl Jit {
     /// The slot of region `id` if it is alive, no page of it has been written since it was
     /// compiled, and its entry `entry` is the block at `lin` compiled for this code segment.
-    fn check(
-        &self,
-        id: u32,
-        entry: u32,
-        lin: u32,
-        cs: &SegCache,
-        mem: &crate::mem::Memory,
-    ) -> Option<usize> {
+    fn check(&self, id: u32, entry: u32, lin: u32, cs: &SegCache, cpu: &Cpu) -> Option<usize> {
         let slot = (id & ((1 << SLOT_BITS) - 1)) as usize;
         let r = self.regions.get(slot)?.as_ref()?;
-        let good = r.id == id && r.same_code(entry as usize, lin, cs) && r.current(mem);
+        let good = r.id == id
+            && r.same_code(entry as usize, lin, cs, flat_segments(cpu))
+            && r.current(&cpu.mem);
         good.then_some(slot)
     }
 
-    /// The instruction `step` is asked to run.
-    fn fallback(&self, slot: u32, index: u32) -> Option<Instr> {
+    /// The instruction `step` is asked to run, and the segments its region assumes flat.
+    fn fallback(&self, slot: u32, index: u32) -> Option<(Instr, u8)> {
         let r = self.regions.get(slot as usize)?.as_ref()?;
-        r.fallback.get(index as usize).copied()
+        r.fallback.get(index as usize).map(|&i| (i, r.flat))
     }
 }
 
@@ -269,10 +280,11 @@ impl Cpu {
                 self.free_region(slot);
                 continue;
             }
+            let flat = flat_segments(self);
             let found = (0..r.entries.len()).find(|&n| {
                 r.entries[n] == self.eip
                     && r.pages[r.entry_pages[n] as usize].phys_page == page
-                    && r.same_code(n, lin, cs)
+                    && r.same_code(n, lin, cs, flat)
             });
             if let Some(n) = found {
                 return Some((slot, n as u32));
@@ -296,7 +308,7 @@ impl Cpu {
         let block = self.icache.blocks[idx];
         let slot_entry = if block.jit != 0 {
             self.jit
-                .check(block.jit, block.jit_entry, lin, &cs, &self.mem)
+                .check(block.jit, block.jit_entry, lin, &cs, self)
                 .map(|slot| (slot, block.jit_entry))
         } else {
             None
@@ -458,7 +470,8 @@ impl Cpu {
             b.page = used.iter().position(|&n| n == b.page as usize)? as u8;
         }
         let pages: Vec<RegionPage> = used.iter().map(|&n| pages[n]).collect();
-        let code = codegen::compile(&blocks, &pages, memory, slot as u32, cs);
+        let flat = flat_segments(self);
+        let code = codegen::compile(&blocks, &pages, memory, slot as u32, cs, flat);
         let cpu_ptr = self as *mut Cpu;
         // `load` only compiles; it does not run code or touch the Cpu.
         let loaded = self.jit_engine.as_mut()?.load(cpu_ptr, &code.wasm);
@@ -503,6 +516,7 @@ impl Cpu {
             cs_base: cs.base,
             cs_limit: cs.limit,
             cs_big: cs.big,
+            flat,
             entries: blocks.iter().map(|b| b.eip).collect(),
             entry_pages: blocks.iter().map(|b| b.page).collect(),
             fallback: code.fallback,
@@ -515,7 +529,7 @@ impl Cpu {
 /// the region in `slot`, at `cpu.eip` (the generated code has stored the registers, EIP and
 /// the instruction count). Returns a `codegen::STEP_*` status.
 pub fn step(cpu: &mut Cpu, slot: u32, index: u32) -> u32 {
-    let Some(instr) = cpu.jit.fallback(slot, index) else {
+    let Some((instr, flat)) = cpu.jit.fallback(slot, index) else {
         // Cannot happen (a region is never replaced while it runs); leaving without running
         // the instruction is always correct: the interpreter runs it next.
         return codegen::STEP_LEAVE;
@@ -528,6 +542,8 @@ pub fn step(cpu: &mut Cpu, slot: u32, index: u32) -> u32 {
             codegen::STEP_FAULTED
         }
         Ok(()) if cpu.eip != next || cpu.stop_block => codegen::STEP_LEAVE,
+        // A segment the region treats as flat is not any more (a segment load): leave.
+        Ok(()) if flat_segments(cpu) & flat != flat => codegen::STEP_LEAVE,
         Ok(()) if cpu.must_stop_chaining() => codegen::STEP_CONTINUE_THEN_STOP,
         Ok(()) => codegen::STEP_CONTINUE,
     }
