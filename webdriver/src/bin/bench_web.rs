@@ -865,7 +865,8 @@ fn jit_problem(run: &Run) -> Option<String> {
 }
 
 /// For the line per run: what the compiling tier did in a wasm86-jit run (regions compiled, the
-/// share of the guest's instructions retired in compiled code), or `None`.
+/// share of the guest's instructions retired in compiled code, the time spent compiling per KB
+/// of guest code), or `None`.
 fn jit_note(run: &Run) -> Option<String> {
     if run.system != System::Wasm86Jit {
         return None;
@@ -881,6 +882,15 @@ fn jit_note(run: &Run) -> Option<String> {
             note.push_str(&format!(
                 ", {:.1}% of instructions in compiled code",
                 100.0 * c / all
+            ));
+        }
+    }
+    if let (Some(ms), Some(bytes)) = (num(jit, "compileMs"), num(jit, "guestBytes")) {
+        if bytes > 0.0 {
+            note.push_str(&format!(
+                ", {ms:.0} ms compiling {:.1} KB of guest code ({:.1} ms per KB)",
+                bytes / 1024.0,
+                ms / (bytes / 1024.0)
             ));
         }
     }
