@@ -813,14 +813,18 @@ async fn index_with_the_compiling_tier_boots_and_answers() {
             let stats = m.stats().await?;
             let share = num("compiledInstructions") / stats.instructions;
             if num("entries") < 1.0 || jit.get("compileMs").and_then(Value::as_f64).is_none() {
-                return Err(format!("{query}: stats().jit lacks entries or compileMs: {jit}"));
+                return Err(format!(
+                    "{query}: stats().jit lacks entries or compileMs: {jit}"
+                ));
             }
             if num("regionsCompiled") < 1.0 || share <= 0.05 {
                 return Err(format!("{query}: little or no compiled code ran: {jit}"));
             }
             let status = m.snapshot().await?.status.unwrap_or_default();
             if !status.contains("compiled") {
-                return Err(format!("{query}: the status line does not show the tier: {status:?}"));
+                return Err(format!(
+                    "{query}: the status line does not show the tier: {status:?}"
+                ));
             }
             println!(
                 "{query}: {:.0}% of {:.0} instructions compiled; {jit}; status {status:?}",
