@@ -745,6 +745,7 @@ fn every_guest_program_runs_the_same_with_the_compiling_tier() {
                 Some(Box::new(wasm86::jit::wasmi_engine::WasmiEngine::new())),
                 1,
             );
+            compiled.cpu.set_jit_first_start(true);
             let state = |c: &Cpu| {
                 (
                     c.regs,

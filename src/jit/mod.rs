@@ -77,6 +77,8 @@ const MAX_REGION_BLOCKS: usize = 64;
 /// Most pages one region's blocks come from (the page of the hot block and the pages its
 /// direct jumps and calls reach, as v86 does).
 const MAX_REGION_PAGES: usize = 4;
+/// The lowest threshold at which regions follow calls and span pages (see compile_region).
+const FAR_THRESHOLD: u32 = 100;
 /// Block starts before a block is compiled, unless the host chooses another threshold.
 pub const DEFAULT_THRESHOLD: u32 = 20_000;
 
@@ -136,6 +138,8 @@ struct Region {
 pub struct Jit {
     /// Block starts before compiling; 0 while the tier is off.
     pub(crate) threshold: u32,
+    /// Compile every block at its first start instead (tests: code that runs once compiled).
+    first_start: bool,
     regions: Vec<Option<Region>>,
     /// The slots of the regions compiled from each physical page.
     by_page: std::collections::HashMap<u32, Vec<usize>>,
@@ -150,6 +154,7 @@ impl Default for Jit {
     fn default() -> Self {
         Jit {
             threshold: 0,
+            first_start: false,
             regions: (0..MAX_REGIONS).map(|_| None).collect(),
             by_page: std::collections::HashMap::new(),
             next_slot: 0,
@@ -214,7 +219,7 @@ impl Jit {
 
 impl Cpu {
     /// Turn the compiling tier on with `engine`, compiling a block once it has started
-    /// `threshold` times (at least 1), or off (`None`).
+    /// `threshold` times (at least 1; it runs compiled from its next start), or off (`None`).
     pub fn set_jit(&mut self, engine: Option<Box<dyn Engine>>, threshold: u32) {
         self.drop_regions();
         self.jit.threshold = if engine.is_some() {
@@ -226,6 +231,12 @@ impl Cpu {
         self.jit.error = None;
         // Blocks start counting afresh.
         self.icache.flush();
+    }
+
+    /// Compile every block the first time it starts, not after `threshold` starts: for tests
+    /// that must run even code that runs only once compiled.
+    pub fn set_jit_first_start(&mut self, on: bool) {
+        self.jit.first_start = on;
     }
 
     /// The tier's counters.
@@ -320,7 +331,9 @@ impl Cpu {
                 b.jit = 0;
                 b.hits += 1;
                 let first = b.hits == 1;
-                let hot = b.hits >= self.jit.threshold;
+                // Compiled once it has started `threshold` times, and run compiled from the
+                // next start: code that only ever runs once (most of a boot) is never compiled.
+                let hot = b.hits > self.jit.threshold || self.jit.first_start;
                 // The first time a (newly decoded) block starts, it may already be part of a
                 // region compiled before: link it instead of counting.
                 let found = if first {
@@ -381,6 +394,7 @@ impl Cpu {
         let mut blocks: Vec<RegionBlock> = Vec::new();
         let mut queue = std::collections::VecDeque::from([self.eip]);
         let mut seen = std::collections::HashSet::from([self.eip]);
+        let mut called = std::collections::HashSet::new();
         let mut pages = vec![RegionPage {
             lin_page: lin >> 12,
             phys_page: phys >> 12,
@@ -413,6 +427,14 @@ impl Cpu {
             let Some((_, start, len)) = self.cached_block_at(p, eip, cs) else {
                 continue;
             };
+            // Across a call or onto another page only at thresholds that mean hot code: at the
+            // most eager ones every block is compiled the first time it runs, and following
+            // calls out of cold code would compile the same shared functions into thousands of
+            // overlapping regions, more than the cache holds, over and over.
+            let far = page != 0 || called.contains(&eip);
+            if far && self.jit.threshold < FAR_THRESHOLD {
+                continue;
+            }
             let instrs = arena[start..start + len].to_vec();
             let byte_len: u32 = instrs.iter().map(|i| i.len as u32).sum();
             let next = eip.wrapping_add(byte_len);
@@ -424,8 +446,10 @@ impl Cpu {
             for i in &instrs {
                 at = at.wrapping_add(i.len as u32);
                 match i.fast {
-                    fast::JMP_REL | fast::JCC | fast::CALL_REL => {
-                        successors.push(at.wrapping_add(i.imm))
+                    fast::JMP_REL | fast::JCC => successors.push(at.wrapping_add(i.imm)),
+                    fast::CALL_REL => {
+                        called.insert(at.wrapping_add(i.imm));
+                        successors.push(at.wrapping_add(i.imm));
                     }
                     _ if fast::is_fused(i) => successors.push(at.wrapping_add(i.imm2)),
                     _ => {}
