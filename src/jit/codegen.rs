@@ -710,13 +710,7 @@ impl Gen {
             Some(_) if !last && target == next => return false,
             Some(cc) if !last => {
                 self.branch_cond(i, cc);
-                self.ins().if_(BlockType::Empty);
-                self.depth += 1;
-                let saved = self.sync;
-                self.goto(k, target);
-                self.sync = saved;
-                self.ins().end();
-                self.depth -= 1;
+                self.goto_if(k, target);
                 return false;
             }
             Some(cc) => {
@@ -1023,17 +1017,8 @@ impl Gen {
                 });
                 // Back into a caller in this region: its return point is a block here.
                 for target in self.return_points.clone() {
-                    self.ins()
-                        .local_get(VAL)
-                        .i32_const(target as i32)
-                        .i32_eq()
-                        .if_(BlockType::Empty);
-                    self.depth += 1;
-                    let saved = self.sync;
-                    self.goto(k, target);
-                    self.sync = saved;
-                    self.ins().end();
-                    self.depth -= 1;
+                    self.ins().local_get(VAL).i32_const(target as i32).i32_eq();
+                    self.goto_if(k, target);
                 }
                 self.leave(Eip::In(VAL));
                 return Some(true);
@@ -1051,10 +1036,18 @@ impl Gen {
             return;
         }
         self.branch_cond(i, i.cc);
+        let saved = self.sync;
+        self.sync.pending += 2;
+        self.goto_if(k, target);
+        self.sync = saved;
+    }
+
+    /// Go to `target` ([`goto`](Self::goto)) if the condition on the stack holds; otherwise go
+    /// on, with what is known about the locals as it was before.
+    fn goto_if(&mut self, k: u32, target: u32) {
         self.ins().if_(BlockType::Empty);
         self.depth += 1;
         let saved = self.sync;
-        self.sync.pending += 2;
         self.goto(k, target);
         self.sync = saved;
         self.ins().end();

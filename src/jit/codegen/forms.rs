@@ -433,9 +433,7 @@ impl Gen {
                     Some(v) => {
                         self.ins().i64_const((v & mask(w)) as i32 as i64);
                         // The immediate is sign-extended from the operand width.
-                        if w == 16 {
-                            self.ins().i64_const(48).i64_shl().i64_const(48).i64_shr_s();
-                        }
+                        self.i64_sign_extend(w);
                     }
                     None => {
                         self.read(f.dst, w);
@@ -554,6 +552,34 @@ impl Gen {
         if width < 32 {
             let s = 32 - width as i32;
             self.ins().i32_const(s).i32_shl().i32_const(s).i32_shr_s();
+        }
+    }
+
+    /// Sign-extend the i64 on the stack from its low `width` bits.
+    fn i64_sign_extend(&mut self, width: u32) {
+        if width < 64 {
+            let s = 64 - width as i64;
+            self.ins().i64_const(s).i64_shl().i64_const(s).i64_shr_s();
+        }
+    }
+
+    /// Push the dividend of DIV/IDIV at `width` bits as an i64: AX for bytes, else DX:AX or
+    /// EDX:EAX (sign-extended for IDIV).
+    fn dividend(&mut self, width: u32, signed: bool) {
+        if width == 8 {
+            self.read(Opnd::Reg(EAX as u8), 16);
+            self.ins().i64_extend_i32_u();
+        } else {
+            self.read(Opnd::Reg(EDX as u8), width);
+            self.ins()
+                .i64_extend_i32_u()
+                .i64_const(width as i64)
+                .i64_shl();
+            self.read(Opnd::Reg(EAX as u8), width);
+            self.ins().i64_extend_i32_u().i64_or();
+        }
+        if signed {
+            self.i64_sign_extend(2 * width);
         }
     }
 
@@ -773,7 +799,6 @@ impl Gen {
     /// CF = OF = whether the product in W0 does not fit in `width` bits (signed or unsigned);
     /// T0 = its low half; the flags stored as Flags::set_explicit does for a multiplication.
     fn product_flags(&mut self, width: u32, signed: bool) {
-        let w = width as i64;
         self.ins().local_get(W0).i32_wrap_i64();
         if width < 32 {
             self.ins().i32_const(mask(width) as i32).i32_and();
@@ -782,11 +807,7 @@ impl Gen {
         // overflow: the product differs from its low half extended back
         self.ins().local_get(W0);
         if signed {
-            self.ins()
-                .i64_const(64 - w)
-                .i64_shl()
-                .i64_const(64 - w)
-                .i64_shr_s();
+            self.i64_sign_extend(width);
         } else {
             self.ins().i64_const(mask(width) as i64).i64_and();
         }
@@ -844,7 +865,6 @@ impl Gen {
     /// leaves them.
     fn div_form(&mut self, f: &Form, signed: bool) {
         let w = f.width;
-        let wl = w as i64;
         // W1 = divisor
         self.read(f.src, w);
         if signed {
@@ -857,23 +877,8 @@ impl Gen {
         if signed {
             self.ins().local_get(W1).i64_const(-1).i64_eq().br_if(0);
         }
-        // W0 = dividend (2w bits)
-        if w == 8 {
-            self.read(Opnd::Reg(EAX as u8), 16);
-            self.ins().i64_extend_i32_u();
-        } else {
-            self.read(Opnd::Reg(EDX as u8), w);
-            self.ins().i64_extend_i32_u().i64_const(wl).i64_shl();
-            self.read(Opnd::Reg(EAX as u8), w);
-            self.ins().i64_extend_i32_u().i64_or();
-        }
-        if signed && w < 32 {
-            self.ins()
-                .i64_const(64 - 2 * wl)
-                .i64_shl()
-                .i64_const(64 - 2 * wl)
-                .i64_shr_s();
-        }
+        // W0 = dividend
+        self.dividend(w, signed);
         self.ins().local_tee(W0).local_get(W1);
         if signed {
             self.ins().i64_div_s();
@@ -883,15 +888,9 @@ impl Gen {
         // The quotient must fit: W0 := quotient; out of range -> slow arm.
         self.ins().local_set(W0);
         if signed {
-            self.ins()
-                .local_get(W0)
-                .local_get(W0)
-                .i64_const(64 - wl)
-                .i64_shl()
-                .i64_const(64 - wl)
-                .i64_shr_s()
-                .i64_ne()
-                .br_if(0);
+            self.ins().local_get(W0).local_get(W0);
+            self.i64_sign_extend(w);
+            self.ins().i64_ne().br_if(0);
         } else {
             self.ins()
                 .local_get(W0)
@@ -900,22 +899,7 @@ impl Gen {
                 .br_if(0);
         }
         // The remainder from the dividend again.
-        if w == 8 {
-            self.read(Opnd::Reg(EAX as u8), 16);
-            self.ins().i64_extend_i32_u();
-        } else {
-            self.read(Opnd::Reg(EDX as u8), w);
-            self.ins().i64_extend_i32_u().i64_const(wl).i64_shl();
-            self.read(Opnd::Reg(EAX as u8), w);
-            self.ins().i64_extend_i32_u().i64_or();
-        }
-        if signed && w < 32 {
-            self.ins()
-                .i64_const(64 - 2 * wl)
-                .i64_shl()
-                .i64_const(64 - 2 * wl)
-                .i64_shr_s();
-        }
+        self.dividend(w, signed);
         self.ins().local_get(W1);
         if signed {
             self.ins().i64_rem_s();
