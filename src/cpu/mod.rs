@@ -161,6 +161,10 @@ pub struct Cpu {
     /// Data breakpoints (DR6 B0-B3 bits) hit by the current instruction, delivered as a #DB
     /// trap when it completes (see debug.rs).
     pub(crate) pending_db: u32,
+    /// Elements of a REP MOVS/STOS batch that compiled code already did before handing the
+    /// rest of the instruction to its handler, which counts them into the batch (0 otherwise;
+    /// see crate::jit::codegen::strings).
+    pub(crate) rep_done: u32,
     /// The compiling tier's regions and counters (a cache; see crate::jit).
     pub(crate) jit: crate::jit::Jit,
     /// The host's engine for compiled code, while the tier is on. Taken out while compiled
@@ -209,6 +213,7 @@ impl Cpu {
             jit: crate::jit::Jit::default(),
             jit_engine: None,
             pending_db: 0,
+            rep_done: 0,
         };
         cpu.reset();
         cpu

@@ -374,13 +374,14 @@ fn rep_batched<A: Width>(
     mut fast: impl FnMut(&mut Cpu, u32) -> u32,
     mut once: impl FnMut(&mut Cpu) -> Fault,
 ) -> Fault {
+    // Compiled code may have done part of this batch already (then TF and DF are clear).
+    let mut n = std::mem::take(&mut cpu.rep_done);
     let mut count = areg::<A>(cpu, ECX);
     if count == 0 {
         return Ok(());
     }
     let limit = batch(cpu);
     let use_fast = limit > 1 && !cpu.flags.sys(flags::DF);
-    let mut n = 0;
     loop {
         let k = match if use_fast {
             fast(cpu, count.min(limit - n))

@@ -18,7 +18,8 @@
 //! inline, with the lazy flags written exactly as the interpreter's handlers write them (and
 //! only where something may read them, [`flags_needed`]): register moves, LEA, the ALU group,
 //! INC/DEC, CDQ, IMUL, IDIV, shifts by an immediate, Jcc, JMP, fused compare-and-branch pairs,
-//! and the memory forms (moves, ALU with memory, PUSH/POP, CALL/RET), whose accesses go
+//! the generic forms of every width (`forms`), REP MOVS/STOS (`strings`), and the memory
+//! forms (moves, ALU with memory, PUSH/POP, CALL/RET), whose accesses go
 //! through the segment check and the TLB inline with the whole instruction handed to the
 //! interpreter when that fast path does not apply. Every other instruction is handed back to
 //! the interpreter through `step`, so the semantics are the interpreter's by construction.
@@ -30,6 +31,7 @@
 //! instruction run by `step` raised an exception, already delivered).
 
 mod forms;
+mod strings;
 
 use std::collections::HashMap;
 use std::mem::offset_of;
@@ -672,6 +674,9 @@ impl Gen {
     fn instr(&mut self, k: u32, i: &Instr, eip: u32, next: u32, last: bool) -> bool {
         if !branch_within_limit(i, next, self.cs_limit) {
             self.step(i, eip);
+            return false;
+        }
+        if self.rep_string(i, eip) {
             return false;
         }
         if let Some(ended) = self.memory_form(k, i, eip, next) {

@@ -555,7 +555,9 @@ impl Cpu {
 pub fn step(cpu: &mut Cpu, slot: u32, index: u32) -> u32 {
     let Some((instr, flat)) = cpu.jit.fallback(slot, index) else {
         // Cannot happen (a region is never replaced while it runs); leaving without running
-        // the instruction is always correct: the interpreter runs it next.
+        // the instruction is always correct: the interpreter runs it next, from the start
+        // of a batch if it is a REP instruction.
+        cpu.rep_done = 0;
         return codegen::STEP_LEAVE;
     };
     let next = cpu.eip.wrapping_add(instr.len as u32);
@@ -618,6 +620,48 @@ mod tests {
                 "{:?}",
                 cpu.jit_stats()
             );
+        }
+    }
+
+    /// REP MOVS and REP STOS, inline where they can be: every slice ends as the interpreter's
+    /// (the batch boundaries, so the retired count, included), and so does all of RAM.
+    #[test]
+    fn compiled_rep_strings_match_the_interpreter() {
+        let code = sample::rep_strings();
+        let mut plain = sample::cpu_running(&code);
+        while plain.run(1_000_000) != crate::cpu::RunExit::Halted {}
+        for (slice, threshold) in [
+            (100_000, 1),
+            (1000, 1),
+            (3, 1),
+            (1, 1),
+            (5, 1),
+            (11, 2),
+            (500, 3),
+        ] {
+            let cpu = same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), threshold)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(cpu.mem.ram == plain.mem.ram, "RAM differs (slice {slice})");
+            assert_eq!(cpu.instructions, plain.instructions);
+            // Short slices cut most blocks, which then run in the interpreter.
+            let stats = cpu.jit_stats();
+            assert!(
+                slice < 1000 || stats.compiled_instructions > cpu.instructions / 2,
+                "slice {slice}: {stats:?} of {}",
+                cpu.instructions
+            );
+        }
+    }
+
+    /// A REP STOSD that the generated code hands to its handler partway through a batch: the
+    /// batch still ends where the interpreter's does, which a slice ending right after it
+    /// shows (ECX at the slice's end).
+    #[test]
+    fn a_rep_handed_over_mid_batch_yields_where_the_interpreter_does() {
+        let code = sample::rep_handed_over();
+        for slice in 1..=40 {
+            same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), 1)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     }
 

@@ -191,8 +191,7 @@ pub(super) fn classify(i: &Instr) -> Option<Form> {
             Opnd::Reg(EAX as u8),
             Opnd::Reg((opc & 7) as u8),
         ),
-        // LODS/STOS/MOVS alone; with REP they run in the interpreter, which copies and fills
-        // whole runs in host memory.
+        // LODS/STOS/MOVS alone; REP MOVS/STOS are `strings`' (with REP LODS through `step`).
         0xA4 | 0xA5 if i.rep == REP_NONE => form(
             Op::Movs,
             if opc == 0xA4 { 8 } else { v },

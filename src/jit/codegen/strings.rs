@@ -1,0 +1,264 @@
+//! REP MOVS and REP STOS inline: whole runs within a page copied with `memory.copy` and filled
+//! with `memory.fill` (or a store loop for a word pattern whose bytes differ), page after page,
+//! through the TLB fast path; everything else is the interpreter's handler.
+//!
+//! The generated loop keeps the interpreter's accounting exactly (crate::cpu::string): one
+//! retired instruction per batch of `REP_BATCH` elements, after which the instruction restarts
+//! itself (EIP at it, the block ends, interrupts get in). When the loop cannot go on (DF = 1, a
+//! page whose TLB entry does not allow the access, a code page, MMIO, an element across a
+//! page, a copy whose destination overlaps the source ahead of it) it hands the rest to the
+//! handler through `step`, with the elements it already did in this batch in
+//! `Cpu::rep_done`, so the handler's batch ends where the interpreter's own would.
+//!
+//! Only 32-bit addresses through segments the region runs flat (the usual case in a 32-bit
+//! kernel and user space) are inlined: the offset is the linear address, so a page is the
+//! only limit on a run.
+
+use super::*;
+use crate::cpu::decode::REP_NONE;
+use crate::cpu::string::REP_BATCH;
+use crate::cpu::{EDI, ESI};
+
+const REP_DONE: u64 = offset_of!(Cpu, rep_done) as u64;
+
+impl Gen {
+    /// Emit `i` at `eip` if it is a REP MOVS or REP STOS this module inlines; false if not
+    /// (nothing emitted).
+    pub(super) fn rep_string(&mut self, i: &Instr, eip: u32) -> bool {
+        if i.rep == REP_NONE || !i.addr32 {
+            return false;
+        }
+        let movs = match i.opcode {
+            0xA4 | 0xA5 => true,
+            0xAA | 0xAB => false,
+            _ => return false,
+        };
+        let flat = |seg: u8| self.flat & (1 << (seg % 6)) != 0;
+        if !flat(Segment::ES as u8) || (movs && !flat(i.seg)) {
+            return false;
+        }
+        let size_log2 = match (i.opcode & 1, i.op32) {
+            (0, _) => 0,
+            (_, false) => 1,
+            (_, true) => 2,
+        };
+        // The loop changes ECX and EDI (and ESI), possibly before it hands the rest to the
+        // slow arm: that arm must store them, so they count as newer than the Cpu's from here.
+        for r in [EAX, ECX, ESI, EDI] {
+            self.load_if_stale(r as u8);
+        }
+        self.sync.dirty |= 1 << ECX | 1 << EDI | if movs { 1 << ESI } else { 0 };
+        self.with_memory(i, eip, |g| g.rep_loop(i, eip, movs, size_log2));
+        true
+    }
+
+    /// The fast arm (`br 0` here is the slow arm): runs of elements until ECX is 0 (then it
+    /// falls through, retired), the batch is full (then it exits with EIP at the instruction,
+    /// retired once), or a run cannot be done here (the slow arm, `rep_done` set).
+    fn rep_loop(&mut self, i: &Instr, eip: u32, movs: bool, size_log2: u32) {
+        let (ecx, esi, edi) = (R0 + ECX as u32, R0 + ESI as u32, R0 + EDI as u32);
+        let ram = self.mem_ram;
+        // Backwards (DF) or single-stepping (TF): the handler.
+        self.ins()
+            .local_get(CPU)
+            .i32_load(mem32(FLAG_BITS))
+            .i32_const((flags::DF | flags::TF) as i32)
+            .i32_and()
+            .br_if(0)
+            .i32_const(0)
+            .local_set(CNT);
+        // block $complete / loop $run / block $cannot
+        self.ins()
+            .block(BlockType::Empty)
+            .loop_(BlockType::Empty)
+            .block(BlockType::Empty);
+        self.depth += 3;
+        // Count exhausted: done (a count of 0 at the start does nothing and retires).
+        self.ins().local_get(ecx).i32_eqz().br_if(2);
+        // A full batch: retired once, EIP stays at the instruction, the block ends.
+        self.ins()
+            .local_get(CNT)
+            .i32_const(REP_BATCH as i32)
+            .i32_ge_u()
+            .if_(BlockType::Empty);
+        self.depth += 1;
+        let saved = self.sync;
+        self.ins()
+            .local_get(ICOUNT)
+            .i64_const(1)
+            .i64_add()
+            .local_set(ICOUNT);
+        self.exit(eip);
+        self.sync = saved;
+        self.ins().end();
+        self.depth -= 1;
+        // T4 = elements in this run: min(ECX, what is left of the batch, what fits in the
+        // destination's page and the source's).
+        self.ins()
+            .local_get(ecx)
+            .local_set(T4)
+            .i32_const(REP_BATCH as i32)
+            .local_get(CNT)
+            .i32_sub();
+        self.min_into_t4();
+        self.page_room(edi, size_log2);
+        if movs {
+            self.page_room(esi, size_log2);
+        }
+        self.ins().local_get(T4).i32_eqz().br_if(0);
+        // The source's and the destination's RAM addresses (T3, ADDR), or the slow arm.
+        if movs {
+            self.ins().local_get(esi);
+            self.access(i.seg, 1, false);
+            self.ins().local_get(ADDR).local_set(T3);
+        }
+        self.ins().local_get(edi);
+        self.access(Segment::ES as u8, 1, true);
+        // T1 = bytes in the run.
+        self.ins()
+            .local_get(T4)
+            .i32_const(size_log2 as i32)
+            .i32_shl()
+            .local_set(T1);
+        if movs {
+            // The destination inside the run ahead of the source: the elements replicate,
+            // which `memory.copy` (a memmove) would not do. The handler does.
+            self.ins()
+                .local_get(ADDR)
+                .local_get(T3)
+                .i32_sub()
+                .i32_const(1)
+                .i32_sub()
+                .local_get(T1)
+                .i32_const(1)
+                .i32_sub()
+                .i32_lt_u()
+                .br_if(0)
+                .local_get(ADDR)
+                .local_get(T3)
+                .local_get(T1)
+                .memory_copy(ram, ram);
+        } else {
+            self.fill(size_log2);
+        }
+        // The registers move past the run.
+        self.ins()
+            .local_get(edi)
+            .local_get(T1)
+            .i32_add()
+            .local_set(edi);
+        if movs {
+            self.ins()
+                .local_get(esi)
+                .local_get(T1)
+                .i32_add()
+                .local_set(esi);
+        }
+        self.ins()
+            .local_get(ecx)
+            .local_get(T4)
+            .i32_sub()
+            .local_set(ecx)
+            .local_get(CNT)
+            .local_get(T4)
+            .i32_add()
+            .local_set(CNT)
+            .br(1)
+            // $cannot: the handler does the rest of the batch.
+            .end()
+            .local_get(CPU)
+            .local_get(CNT)
+            .i32_store(mem32(REP_DONE))
+            .br(2)
+            .end()
+            .end();
+        self.depth -= 3;
+    }
+
+    /// T4 = min(T4, the value on the stack).
+    fn min_into_t4(&mut self) {
+        self.ins()
+            .local_tee(T2)
+            .local_get(T4)
+            .local_get(T2)
+            .local_get(T4)
+            .i32_lt_u()
+            .select()
+            .local_set(T4);
+    }
+
+    /// T4 = min(T4, whole elements from the address in `reg` to the end of its page).
+    fn page_room(&mut self, reg: u32, size_log2: u32) {
+        self.ins()
+            .i32_const(0x1000)
+            .local_get(reg)
+            .i32_const(0xFFF)
+            .i32_and()
+            .i32_sub()
+            .i32_const(size_log2 as i32)
+            .i32_shr_u();
+        self.min_into_t4();
+    }
+
+    /// STOS's run: T1 bytes at ADDR, each element AL/AX/EAX.
+    fn fill(&mut self, size_log2: u32) {
+        let ram = self.mem_ram;
+        let eax = R0 + EAX as u32;
+        if size_log2 == 0 {
+            self.ins()
+                .local_get(ADDR)
+                .local_get(eax)
+                .local_get(T1)
+                .memory_fill(ram);
+            return;
+        }
+        let mask = if size_log2 == 1 { 0xFFFF } else { u32::MAX };
+        let repeat = if size_log2 == 1 { 0x0101 } else { 0x0101_0101 };
+        // One byte repeated (zeros, above all): memory.fill; else the elements one by one.
+        self.ins()
+            .local_get(eax)
+            .i32_const(0xFF)
+            .i32_and()
+            .i32_const(repeat)
+            .i32_mul()
+            .local_get(eax)
+            .i32_const(mask as i32)
+            .i32_and()
+            .i32_eq()
+            .if_(BlockType::Empty)
+            .local_get(ADDR)
+            .local_get(eax)
+            .local_get(T1)
+            .memory_fill(ram)
+            .else_()
+            // T2 walks from ADDR to ADDR + T1 (T1 > 0: a run has at least one element).
+            .local_get(ADDR)
+            .local_tee(T2)
+            .local_get(T1)
+            .i32_add()
+            .local_set(T1)
+            .loop_(BlockType::Empty)
+            .local_get(T2)
+            .local_get(eax);
+        if size_log2 == 1 {
+            self.ins().i32_store16(mem_at(ram, 0, 0));
+        } else {
+            self.ins().i32_store(mem_at(ram, 0, 0));
+        }
+        self.ins()
+            .local_get(T2)
+            .i32_const(1 << size_log2)
+            .i32_add()
+            .local_tee(T2)
+            .local_get(T1)
+            .i32_lt_u()
+            .br_if(0)
+            .end()
+            // T1 back to the run's length.
+            .local_get(T1)
+            .local_get(ADDR)
+            .i32_sub()
+            .local_set(T1)
+            .end();
+    }
+}
