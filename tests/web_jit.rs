@@ -46,6 +46,22 @@ fn a_loop_rewritten_from_another_page_runs_the_new_code_in_the_browser() {
 }
 
 #[wasm_bindgen_test]
+fn compiled_rep_strings_match_the_interpreter_in_the_browser() {
+    let code = sample::rep_strings();
+    let mut plain = sample::cpu_running(&code);
+    while plain.run(1_000_000) != wasm86::cpu::RunExit::Halted {}
+    for (slice, threshold) in [(100_000, 1), (5, 1), (500, 3)] {
+        let cpu = sample::same_with_and_without(&code, slice, engine(), threshold)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cpu.mem.ram == plain.mem.ram, "RAM differs (slice {slice})");
+    }
+    for slice in 1..=40 {
+        sample::same_with_and_without(&sample::rep_handed_over(), slice, engine(), 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[wasm_bindgen_test]
 fn self_modifying_code_runs_the_new_code_in_the_browser() {
     let cpu = sample::same_with_and_without(sample::SELF_MODIFYING, 1000, engine(), 1)
         .unwrap_or_else(|e| panic!("{e}"));
