@@ -409,3 +409,51 @@ fn a_segment_load_in_a_compiled_loop_ends_the_flat_shortcut() {
     let cpu = sample::same_with_and_without(&code, 100_000, engine(), 1).unwrap();
     assert_eq!(cpu.regs[wasm86::cpu::ESI], 101 * 5 + 99 * 7);
 }
+
+/// A REPE CMPSB that compiled code hands to the interpreter's handler partway, whose first
+/// element then faults (#PF): the exception sees the flags of the last compare done inline,
+/// as it does under the interpreter alone (the EFLAGS it pushes are compared).
+///
+/// ```text
+///   mov ebp,4
+/// top:
+///   mov esi,0xa000 ; mov edi,0xbff0 ; mov ecx,16   ; equal bytes (zeros), within the page
+///   cmp ebp,1 ; jne skip
+///   mov ecx,40 ; add ebp,0 ; jmp skip               ; last pass: on into the absent page,
+/// skip:                                              ; with ZF = 0 from the ADD
+///   repe cmpsb
+///   dec ebp ; jnz top
+///   int 0x30
+/// ```
+#[test]
+fn a_rep_compare_handed_over_faults_with_the_flags_of_its_last_compare() {
+    let code = vec![
+        0xbd, 0x04, 0x00, 0x00, 0x00, 0xbe, 0x00, 0xa0, 0x00, 0x00, 0xbf, 0xf0, 0xbf, 0x00, 0x00,
+        0xb9, 0x10, 0x00, 0x00, 0x00, 0x83, 0xfd, 0x01, 0x75, 0x0a, 0xb9, 0x28, 0x00, 0x00, 0x00,
+        0x83, 0xc5, 0x00, 0xeb, 0x00, 0xf3, 0xa6, 0x4d, 0x75, 0xdd, 0xcd, 0x30,
+    ];
+    let p = Program {
+        seed: 0,
+        mode: Mode::Paged,
+        planned: Planned::PageNotPresent,
+        exit: random_program::CODE + code.len() as u32 - 2,
+        code,
+        data: vec![0; (random_program::DATA_END - random_program::DATA) as usize],
+        iterations: 4,
+        fault_pass: Some(3),
+        units: 0,
+    };
+    let plain = random_program::run_plain(&p, 1_000_000);
+    assert_eq!(
+        random_program::outcome(&p, &plain),
+        random_program::Outcome::Exception {
+            vector: 14,
+            error: Some(4)
+        }
+    );
+    for (slice, threshold) in [(100_000, 1), (7, 1), (1000, 2)] {
+        let cpu = random_program::same_with_and_without(&p, slice, engine(), threshold)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cpu.jit_stats().compiled_instructions > 0);
+    }
+}

@@ -55,9 +55,14 @@ fn compiled_rep_strings_match_the_interpreter_in_the_browser() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(cpu.mem.ram == plain.mem.ram, "RAM differs (slice {slice})");
     }
-    for slice in 1..=40 {
-        sample::same_with_and_without(&sample::rep_handed_over(), slice, engine(), 1)
-            .unwrap_or_else(|e| panic!("{e}"));
+    for (prefix, opcode) in [(0xF3, 0xAB), (0xF2, 0xAF)] {
+        for edi in [0x3C800, 0x3C001] {
+            let code = sample::rep_batches(prefix, opcode, edi);
+            for slice in 1..=40 {
+                sample::same_with_and_without(&code, slice, engine(), 1)
+                    .unwrap_or_else(|e| panic!("{opcode:#x} at {edi:#x}: {e}"));
+            }
+        }
     }
 }
 

@@ -106,12 +106,13 @@ fn rep_loop<A: Width>(
     i: &Instr,
     mut once: impl FnMut(&mut Cpu, &Instr) -> Fault<bool>,
 ) -> Fault {
+    // Compiled code may have done part of this batch already (then TF is clear).
+    let mut n = std::mem::take(&mut cpu.rep_done);
     let mut count = areg::<A>(cpu, ECX);
     if count == 0 {
         return Ok(());
     }
     let limit = batch(cpu);
-    let mut n = 0;
     loop {
         let go_on = once(cpu, i)?;
         count = count.wrapping_sub(1);

@@ -653,15 +653,32 @@ mod tests {
         }
     }
 
-    /// A REP STOSD that the generated code hands to its handler partway through a batch: the
-    /// batch still ends where the interpreter's does, which a slice ending right after it
-    /// shows (ECX at the slice's end).
+    /// REPE/REPNE CMPS and SCAS, inline where they can be, with their flags logged after each.
     #[test]
-    fn a_rep_handed_over_mid_batch_yields_where_the_interpreter_does() {
-        let code = sample::rep_handed_over();
-        for slice in 1..=40 {
-            same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), 1)
+    fn compiled_rep_compares_match_the_interpreter() {
+        let code = sample::rep_compares();
+        let mut plain = sample::cpu_running(&code);
+        while plain.run(1_000_000) != crate::cpu::RunExit::Halted {}
+        for (slice, threshold) in [(100_000, 1), (1000, 1), (1, 1), (5, 1), (13, 2), (500, 3)] {
+            let cpu = same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), threshold)
                 .unwrap_or_else(|e| panic!("{e}"));
+            assert!(cpu.mem.ram == plain.mem.ram, "RAM differs (slice {slice})");
+        }
+    }
+
+    /// REP STOSD and REPNE SCASD whose batches end in the generated code (aligned) or in the
+    /// handler it hands over to partway (misaligned): each batch still ends where the
+    /// interpreter's does, with its flags, which a slice ending right after it shows.
+    #[test]
+    fn rep_batches_end_where_the_interpreter_ends_them() {
+        for (prefix, opcode) in [(0xF3, 0xAB), (0xF2, 0xAF)] {
+            for edi in [0x3C800, 0x3C001] {
+                let code = sample::rep_batches(prefix, opcode, edi);
+                for slice in 1..=40 {
+                    same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), 1)
+                        .unwrap_or_else(|e| panic!("{opcode:#x} at {edi:#x}: {e}"));
+                }
+            }
         }
     }
 

@@ -1,6 +1,7 @@
-//! REP MOVS and REP STOS inline: whole runs within a page copied with `memory.copy` and filled
-//! with `memory.fill` (or a store loop for a word pattern whose bytes differ), page after page,
-//! through the TLB fast path; everything else is the interpreter's handler.
+//! The REP string instructions inline: REP MOVS and REP STOS as whole runs within a page,
+//! copied with `memory.copy` and filled with `memory.fill` (or a store loop for a word pattern
+//! whose bytes differ), and REPE/REPNE CMPS and SCAS as an element loop within each run, page
+//! after page through the TLB fast path; everything else is the interpreter's handler.
 //!
 //! The generated loop keeps the interpreter's accounting exactly (crate::cpu::string): one
 //! retired instruction per batch of `REP_BATCH` elements, after which the instruction restarts
@@ -8,18 +9,31 @@
 //! page whose TLB entry does not allow the access, a code page, MMIO, an element across a
 //! page, a copy whose destination overlaps the source ahead of it) it hands the rest to the
 //! handler through `step`, with the elements it already did in this batch in
-//! `Cpu::rep_done`, so the handler's batch ends where the interpreter's own would.
+//! `Cpu::rep_done`, so the handler's batch ends where the interpreter's own would (and a
+//! compare's flags stored, in case the handler's first element faults).
 //!
 //! Only 32-bit addresses through segments the region runs flat (the usual case in a 32-bit
 //! kernel and user space) are inlined: the offset is the linear address, so a page is the
-//! only limit on a run.
+//! only limit on a run. REP LODS (which hardly occurs) stays with the handler.
 
 use super::*;
-use crate::cpu::decode::REP_NONE;
+use crate::cpu::decode::{REP_NONE, REP_NZ};
 use crate::cpu::string::REP_BATCH;
 use crate::cpu::{EDI, ESI};
 
 const REP_DONE: u64 = offset_of!(Cpu, rep_done) as u64;
+
+/// The REP string instructions this module inlines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Movs,
+    Stos,
+    /// REPE (`repe`) or REPNE CMPS (`cmps`) or SCAS.
+    Compare {
+        cmps: bool,
+        repe: bool,
+    },
+}
 
 impl Gen {
     /// Emit `i` at `eip` if it is a REP MOVS or REP STOS this module inlines; false if not
@@ -28,13 +42,28 @@ impl Gen {
         if i.rep == REP_NONE || !i.addr32 {
             return false;
         }
-        let movs = match i.opcode {
-            0xA4 | 0xA5 => true,
-            0xAA | 0xAB => false,
+        // Which string instruction, and whether it reads seg:ESI.
+        let (kind, reads_esi) = match i.opcode {
+            0xA4 | 0xA5 => (Kind::Movs, true),
+            0xAA | 0xAB => (Kind::Stos, false),
+            0xA6 | 0xA7 => (
+                Kind::Compare {
+                    cmps: true,
+                    repe: i.rep != REP_NZ,
+                },
+                true,
+            ),
+            0xAE | 0xAF => (
+                Kind::Compare {
+                    cmps: false,
+                    repe: i.rep != REP_NZ,
+                },
+                false,
+            ),
             _ => return false,
         };
         let flat = |seg: u8| self.flat & (1 << (seg % 6)) != 0;
-        if !flat(Segment::ES as u8) || (movs && !flat(i.seg)) {
+        if !flat(Segment::ES as u8) || (reads_esi && !flat(i.seg)) {
             return false;
         }
         let size_log2 = match (i.opcode & 1, i.op32) {
@@ -47,8 +76,15 @@ impl Gen {
         for r in [EAX, ECX, ESI, EDI] {
             self.load_if_stale(r as u8);
         }
-        self.sync.dirty |= 1 << ECX | 1 << EDI | if movs { 1 << ESI } else { 0 };
-        self.with_memory(i, eip, |g| g.rep_loop(i, eip, movs, size_log2));
+        self.sync.dirty |= 1 << ECX | 1 << EDI | if reads_esi { 1 << ESI } else { 0 };
+        match kind {
+            Kind::Compare { cmps, repe } => self.with_memory(i, eip, |g| {
+                g.rep_compare_loop(i, eip, cmps, repe, size_log2)
+            }),
+            _ => self.with_memory(i, eip, |g| {
+                g.rep_loop(i, eip, kind == Kind::Movs, size_log2)
+            }),
+        }
         true
     }
 
@@ -173,6 +209,163 @@ impl Gen {
             .end()
             .end();
         self.depth -= 3;
+    }
+
+    /// REPE/REPNE CMPS or SCAS: like [`rep_loop`](Self::rep_loop), element by element within
+    /// each run (T3 the source, ADDR the destination), stopping after the first element whose
+    /// ZF is not `repe`. The flags are those of the last compare, stored from its operands
+    /// (VAL and LIN) when the instruction ends here, and always before an exit or the hand-over
+    /// (where the handler's first element may fault, or an interrupt may look at them).
+    fn rep_compare_loop(&mut self, i: &Instr, eip: u32, cmps: bool, repe: bool, size_log2: u32) {
+        let (ecx, esi, edi) = (R0 + ECX as u32, R0 + ESI as u32, R0 + EDI as u32);
+        let size = 1i32 << size_log2;
+        let width = 8u32 << size_log2;
+        self.ins()
+            .local_get(CPU)
+            .i32_load(mem32(FLAG_BITS))
+            .i32_const((flags::DF | flags::TF) as i32)
+            .i32_and()
+            .br_if(0)
+            .i32_const(0)
+            .local_set(CNT);
+        // block $complete / loop $run / block $cannot
+        self.ins()
+            .block(BlockType::Empty)
+            .loop_(BlockType::Empty)
+            .block(BlockType::Empty);
+        self.depth += 3;
+        self.ins().local_get(ecx).i32_eqz().br_if(2);
+        self.ins()
+            .local_get(CNT)
+            .i32_const(REP_BATCH as i32)
+            .i32_ge_u()
+            .if_(BlockType::Empty);
+        self.depth += 1;
+        let saved = self.sync;
+        self.compare_flags(width, true);
+        self.ins()
+            .local_get(ICOUNT)
+            .i64_const(1)
+            .i64_add()
+            .local_set(ICOUNT);
+        self.exit(eip);
+        self.sync = saved;
+        self.ins().end();
+        self.depth -= 1;
+        self.ins()
+            .local_get(ecx)
+            .local_set(T4)
+            .i32_const(REP_BATCH as i32)
+            .local_get(CNT)
+            .i32_sub();
+        self.min_into_t4();
+        self.page_room(edi, size_log2);
+        if cmps {
+            self.page_room(esi, size_log2);
+        }
+        self.ins().local_get(T4).i32_eqz().br_if(0);
+        if cmps {
+            self.ins().local_get(esi);
+            self.access(i.seg, 1, false);
+            self.ins().local_get(ADDR).local_set(T3);
+        }
+        self.ins().local_get(edi);
+        self.access(Segment::ES as u8, 1, false);
+        // loop $element: VAL = the source element (or the accumulator), LIN = ES:EDI's.
+        self.ins().loop_(BlockType::Empty);
+        self.depth += 1;
+        if cmps {
+            self.ins().local_get(T3);
+            self.load_at(size_log2);
+            self.ins()
+                .local_set(VAL)
+                .local_get(T3)
+                .i32_const(size)
+                .i32_add()
+                .local_set(T3)
+                .local_get(esi)
+                .i32_const(size)
+                .i32_add()
+                .local_set(esi);
+        } else {
+            self.ins()
+                .local_get(R0 + EAX as u32)
+                .i32_const((u32::MAX >> (32 - width)) as i32)
+                .i32_and()
+                .local_set(VAL);
+        }
+        self.ins().local_get(ADDR);
+        self.load_at(size_log2);
+        self.ins()
+            .local_set(LIN)
+            .local_get(ADDR)
+            .i32_const(size)
+            .i32_add()
+            .local_set(ADDR)
+            .local_get(edi)
+            .i32_const(size)
+            .i32_add()
+            .local_set(edi)
+            .local_get(ecx)
+            .i32_const(1)
+            .i32_sub()
+            .local_set(ecx)
+            .local_get(CNT)
+            .i32_const(1)
+            .i32_add()
+            .local_set(CNT)
+            .local_get(T4)
+            .i32_const(1)
+            .i32_sub()
+            .local_set(T4)
+            // ZF (equal) is not what the prefix repeats on: done.
+            .local_get(VAL)
+            .local_get(LIN);
+        if repe {
+            self.ins().i32_ne();
+        } else {
+            self.ins().i32_eq();
+        }
+        self.ins().br_if(3).local_get(T4).br_if(0).end();
+        self.depth -= 1;
+        self.ins().br(1).end();
+        // $cannot: the flags so far, then the handler does the rest of the batch.
+        self.compare_flags(width, true);
+        self.ins()
+            .local_get(CPU)
+            .local_get(CNT)
+            .i32_store(mem32(REP_DONE))
+            .br(2)
+            .end()
+            .end();
+        self.depth -= 3;
+        // $complete: the last compare's flags, if there was one.
+        self.compare_flags(width, false);
+    }
+
+    /// The flags of CMP VAL, LIN at `width` bits, if any element was compared (CNT > 0);
+    /// stored even where nothing in the block reads them if `always`.
+    fn compare_flags(&mut self, width: u32, always: bool) {
+        let store = self.store_flags;
+        self.store_flags |= always;
+        if self.store_flags {
+            self.ins().local_get(CNT).if_(BlockType::Empty);
+            self.depth += 1;
+            self.alu_values_w(CMP, Src::Local(VAL), Src::Local(LIN), width);
+            self.ins().end();
+            self.depth -= 1;
+        }
+        self.store_flags = store;
+    }
+
+    /// Push the element of 2^`size_log2` bytes at the RAM address on the stack.
+    fn load_at(&mut self, size_log2: u32) {
+        let ram = self.mem_ram;
+        match size_log2 {
+            0 => self.ins().i32_load8_u(mem_at(ram, 0, 0)),
+            1 => self.ins().i32_load16_u(mem_at(ram, 0, 0)),
+            _ => self.ins().i32_load(mem_at(ram, 0, 0)),
+        };
     }
 
     /// T4 = min(T4, the value on the stack).
