@@ -55,6 +55,15 @@ fn compiled_rep_strings_match_the_interpreter_in_the_browser() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(cpu.mem.ram == plain.mem.ram, "RAM differs (slice {slice})");
     }
+    let code = sample::rep_compares();
+    let mut plain = sample::cpu_running(&code);
+    while plain.run(1_000_000) != wasm86::cpu::RunExit::Halted {}
+    let cpu = sample::same_with_and_without(&code, 100_000, engine(), 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        cpu.mem.ram == plain.mem.ram,
+        "RAM differs after the compares"
+    );
     for (prefix, opcode) in [(0xF3, 0xAB), (0xF2, 0xAF)] {
         for edi in [0x3C800, 0x3C001] {
             let code = sample::rep_batches(prefix, opcode, edi);
