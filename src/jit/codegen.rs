@@ -439,7 +439,11 @@ impl Gen {
 
     fn block(&mut self, k: u32, b: &RegionBlock) {
         self.has_step = false;
-        self.depth = 0;
+        // The block's code is a wasm loop of its own, so that a branch back to its start (the
+        // innermost loops of a program) is a direct branch, not a trip through the dispatch
+        // loop's br_table. Its code always ends in a branch or a return.
+        self.ins().loop_(BlockType::Empty);
+        self.depth = 1;
         // Every way into a block (the prologue, a jump from another block) leaves the
         // registers and the count in their locals, possibly newer than the Cpu's.
         self.sync = Sync::ENTRY;
@@ -468,6 +472,7 @@ impl Gen {
             if self.instr(k, i, eip, next, last) {
                 // An unconditional branch, or the block's last conditional one: it went
                 // wherever the block goes next itself.
+                self.ins().end();
                 return;
             }
             eip = next;
@@ -475,6 +480,7 @@ impl Gen {
         // Fell off the end of the block (64 instructions, the page end, or an instruction
         // through `step` that went on to the next one).
         self.goto(k, eip);
+        self.ins().end();
     }
 
     /// Leave the function with EIP = `eip`: whatever the locals hold that the Cpu does not
@@ -538,6 +544,13 @@ impl Gen {
                     self.load_if_stale(r);
                 }
                 self.count_fresh();
+                if target == k {
+                    // Back to this block's start: its own loop (the outermost construct of
+                    // its code).
+                    let depth = self.depth - 1;
+                    self.ins().br(depth);
+                    return;
+                }
                 let page = self.block_page[target as usize];
                 if page != self.block_page[k as usize] {
                     self.same_page_mapping(page, eip);
