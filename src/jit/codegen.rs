@@ -148,6 +148,14 @@ const W1: u32 = 23;
 const T3: u32 = 24;
 const T4: u32 = 25;
 const CNT: u32 = 26;
+/// The TLB permission bits reads and writes need at this privilege level (Cpu::tlb_read_perm,
+/// Cpu::tlb_write_perm), loaded once on entry: they change only with CPL, EFLAGS.AC, CR0.AM or
+/// DR7, and every instruction that changes those ends the run of compiled code (`step` sees
+/// `stop_block`). A 0 (no fast path at all) is loaded as [`NO_PERM`].
+const PERM_R: u32 = 27;
+const PERM_W: u32 = 28;
+/// A bit no TLB tag has (tags hold the page and bits 0-4): a permission nothing passes.
+const NO_PERM: i32 = 0x800;
 
 /// Import index of `step`, and the function index of `run`.
 const STEP_FN: u32 = 0;
@@ -181,7 +189,7 @@ pub fn compile(
             (1, ValType::I64),
             (8, ValType::I32),
             (2, ValType::I64),
-            (3, ValType::I32),
+            (5, ValType::I32),
         ]),
         n: blocks.len() as u32,
         return_points: blocks
@@ -408,6 +416,16 @@ impl Gen {
                 .local_get(CPU)
                 .i32_load(mem32(REGS + 4 * r as u64))
                 .local_set(R0 + r);
+        }
+        for (perm, offset) in [(PERM_R, READ_PERM), (PERM_W, WRITE_PERM)] {
+            self.ins()
+                .local_get(CPU)
+                .i32_load(mem32(offset))
+                .local_tee(perm)
+                .i32_const(NO_PERM)
+                .local_get(perm)
+                .select()
+                .local_set(perm);
         }
         self.ins()
             .local_get(CPU)
@@ -1140,9 +1158,9 @@ impl Gen {
         let flat = self.flat & (1 << (seg % 6)) != 0;
         let seg = SEGS + (seg as u64 % 6) * SEG_SIZE;
         let (lo, hi, perm) = if write {
-            (SEG_WRITE_LO, SEG_WRITE_HI, WRITE_PERM)
+            (SEG_WRITE_LO, SEG_WRITE_HI, PERM_W)
         } else {
-            (SEG_READ_LO, SEG_READ_HI, READ_PERM)
+            (SEG_READ_LO, SEG_READ_HI, PERM_R)
         };
         let tlb = self.mem_tlb;
         if flat {
@@ -1171,20 +1189,17 @@ impl Gen {
             .i32_mul()
             .i32_add()
             .local_tee(ADDR)
-            // tag matches the page
+            // The tag names the page and has the permission bit: one test,
+            // (tag ^ (lin | perm)) & (0xFFFFF000 | perm) == 0.
             .i32_load(mem_at(tlb, TLB_TAG, 2))
             .local_get(LIN)
+            .local_get(perm)
+            .i32_or()
             .i32_xor()
+            .local_get(perm)
             .i32_const(0xFFFF_F000u32 as i32)
+            .i32_or()
             .i32_and()
-            .br_if(0)
-            // and allows this access
-            .local_get(ADDR)
-            .i32_load(mem_at(tlb, TLB_TAG, 2))
-            .local_get(CPU)
-            .i32_load(mem32(perm))
-            .i32_and()
-            .i32_eqz()
             .br_if(0)
             // ADDR = ram + (phys | page offset)
             .local_get(RAM)

@@ -682,6 +682,39 @@ mod tests {
         }
     }
 
+    /// A data breakpoint set while a loop runs compiled: the MOV to DR7 leaves the compiled
+    /// code (which loaded the TLB permissions on entry), the run loop then goes instruction by
+    /// instruction, and the next write traps (#DB) as without the tier.
+    ///
+    /// ```text
+    ///   mov dword [4], 0x0f00             ; #DB to the HLT at 0x0F00
+    ///   mov ecx, 100
+    /// top:
+    ///   mov [0x8000], ecx
+    ///   cmp ecx, 50 ; jne skip
+    ///   mov eax, 0x8000 ; mov dr0, eax
+    ///   mov eax, 0x000d0002 ; mov dr7, eax  ; DR0: 4-byte data writes, G0
+    ///   jmp skip
+    /// skip:
+    ///   dec ecx ; jnz top
+    ///   hlt
+    /// ```
+    #[test]
+    fn a_data_breakpoint_set_during_a_compiled_loop_traps() {
+        let code = [
+            0xc7, 0x05, 0x04, 0x00, 0x00, 0x00, 0x00, 0x0f, 0x00, 0x00, 0xb9, 0x64, 0x00, 0x00,
+            0x00, 0x89, 0x0d, 0x00, 0x80, 0x00, 0x00, 0x83, 0xf9, 0x32, 0x75, 0x12, 0xb8, 0x00,
+            0x80, 0x00, 0x00, 0x0f, 0x23, 0xc0, 0xb8, 0x02, 0x00, 0x0d, 0x00, 0x0f, 0x23, 0xf8,
+            0xeb, 0x00, 0x49, 0x75, 0xe0, 0xf4,
+        ];
+        for (slice, threshold) in [(100_000, 1), (7, 1), (1000, 3)] {
+            let cpu = same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), threshold)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((cpu.eip, cpu.regs[crate::cpu::ECX]), (0x0F01, 49));
+            assert!(cpu.jit_stats().compiled_instructions > 0);
+        }
+    }
+
     /// A compiled loop whose code is rewritten from another page while it runs.
     #[test]
     fn a_loop_rewritten_from_another_page_runs_the_new_code() {
