@@ -1243,8 +1243,13 @@ impl Gen {
 
     /// Push the `size`-byte value at ADDR in RAM (zero-extended).
     fn load(&mut self, size: u32) {
-        let ram = self.mem_ram;
         self.ins().local_get(ADDR);
+        self.load_from(size);
+    }
+
+    /// Push the `size`-byte value in RAM at the address on the stack (zero-extended).
+    fn load_from(&mut self, size: u32) {
+        let ram = self.mem_ram;
         match size {
             1 => self.ins().i32_load8_u(mem_at(ram, 0, 0)),
             2 => self.ins().i32_load16_u(mem_at(ram, 0, 0)),

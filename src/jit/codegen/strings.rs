@@ -28,38 +28,37 @@ const REP_DONE: u64 = offset_of!(Cpu, rep_done) as u64;
 enum Kind {
     Movs,
     Stos,
-    /// REPE (`repe`) or REPNE CMPS (`cmps`) or SCAS.
+    /// REPE (`repe`) or REPNE CMPS or SCAS.
     Compare {
-        cmps: bool,
         repe: bool,
     },
 }
 
+/// What the frame around a run needs to know of the instruction.
+#[derive(Clone, Copy)]
+struct Frame {
+    /// Elements of 2^size_log2 bytes.
+    size_log2: u32,
+    /// It reads seg:ESI (MOVS, CMPS).
+    reads_esi: bool,
+    /// A compare (CMPS, SCAS) of this width, whose flags the frame stores.
+    compare: Option<u32>,
+}
+
 impl Gen {
-    /// Emit `i` at `eip` if it is a REP MOVS or REP STOS this module inlines; false if not
+    /// Emit `i` at `eip` if it is a REP string instruction this module inlines; false if not
     /// (nothing emitted).
     pub(super) fn rep_string(&mut self, i: &Instr, eip: u32) -> bool {
         if i.rep == REP_NONE || !i.addr32 {
             return false;
         }
         // Which string instruction, and whether it reads seg:ESI.
+        let repe = i.rep != REP_NZ;
         let (kind, reads_esi) = match i.opcode {
             0xA4 | 0xA5 => (Kind::Movs, true),
             0xAA | 0xAB => (Kind::Stos, false),
-            0xA6 | 0xA7 => (
-                Kind::Compare {
-                    cmps: true,
-                    repe: i.rep != REP_NZ,
-                },
-                true,
-            ),
-            0xAE | 0xAF => (
-                Kind::Compare {
-                    cmps: false,
-                    repe: i.rep != REP_NZ,
-                },
-                false,
-            ),
+            0xA6 | 0xA7 => (Kind::Compare { repe }, true),
+            0xAE | 0xAF => (Kind::Compare { repe }, false),
             _ => return false,
         };
         let flat = |seg: u8| self.flat & (1 << (seg % 6)) != 0;
@@ -77,23 +76,38 @@ impl Gen {
             self.load_if_stale(r as u8);
         }
         self.sync.dirty |= 1 << ECX | 1 << EDI | if reads_esi { 1 << ESI } else { 0 };
-        match kind {
-            Kind::Compare { cmps, repe } => self.with_memory(i, eip, |g| {
-                g.rep_compare_loop(i, eip, cmps, repe, size_log2)
-            }),
-            _ => self.with_memory(i, eip, |g| {
-                g.rep_loop(i, eip, kind == Kind::Movs, size_log2)
-            }),
-        }
+        let frame = Frame {
+            size_log2,
+            reads_esi,
+            compare: match kind {
+                Kind::Compare { .. } => Some(8 << size_log2),
+                _ => None,
+            },
+        };
+        self.with_memory(i, eip, |g| {
+            g.rep_frame(i, eip, frame, |g| match kind {
+                Kind::Movs => g.copy_run(size_log2),
+                Kind::Stos => {
+                    g.run_bytes(size_log2);
+                    g.fill(size_log2);
+                    g.advance(R0 + EDI as u32);
+                    g.count_run();
+                }
+                Kind::Compare { repe } => g.compare_run(frame, repe),
+            })
+        });
         true
     }
 
-    /// The fast arm (`br 0` here is the slow arm): runs of elements until ECX is 0 (then it
-    /// falls through, retired), the batch is full (then it exits with EIP at the instruction,
-    /// retired once), or a run cannot be done here (the slow arm, `rep_done` set).
-    fn rep_loop(&mut self, i: &Instr, eip: u32, movs: bool, size_log2: u32) {
+    /// The fast arm (`br 0` here is the slow arm), around `run`, which does one run of T4
+    /// elements (at least one) from T3 (the source, if the instruction reads one) and ADDR (the
+    /// destination), moves ESI/EDI/ECX/CNT past them, and branches to depth 2 if the
+    /// instruction ends there (a compare that stops), to depth 0 if it cannot do the run. Runs
+    /// go on until ECX is 0 (then the arm falls through, retired), the batch is full (then it
+    /// exits with EIP at the instruction, retired once), or a run cannot be done here (the
+    /// slow arm, with `rep_done` set, and a compare's flags stored).
+    fn rep_frame(&mut self, i: &Instr, eip: u32, frame: Frame, run: impl FnOnce(&mut Gen)) {
         let (ecx, esi, edi) = (R0 + ECX as u32, R0 + ESI as u32, R0 + EDI as u32);
-        let ram = self.mem_ram;
         // Backwards (DF) or single-stepping (TF): the handler.
         self.ins()
             .local_get(CPU)
@@ -119,6 +133,9 @@ impl Gen {
             .if_(BlockType::Empty);
         self.depth += 1;
         let saved = self.sync;
+        if let Some(width) = frame.compare {
+            self.compare_flags(width, true);
+        }
         self.ins()
             .local_get(ICOUNT)
             .i64_const(1)
@@ -137,59 +154,89 @@ impl Gen {
             .local_get(CNT)
             .i32_sub();
         self.min_into_t4();
-        self.page_room(edi, size_log2);
-        if movs {
-            self.page_room(esi, size_log2);
+        self.page_room(edi, frame.size_log2);
+        if frame.reads_esi {
+            self.page_room(esi, frame.size_log2);
         }
         self.ins().local_get(T4).i32_eqz().br_if(0);
         // The source's and the destination's RAM addresses (T3, ADDR), or the slow arm.
-        if movs {
+        if frame.reads_esi {
             self.ins().local_get(esi);
             self.access(i.seg, 1, false);
             self.ins().local_get(ADDR).local_set(T3);
         }
         self.ins().local_get(edi);
-        self.access(Segment::ES as u8, 1, true);
-        // T1 = bytes in the run.
+        // Only MOVS and STOS write ES:EDI.
+        self.access(Segment::ES as u8, 1, frame.compare.is_none());
+        run(self);
+        self.ins()
+            .br(1)
+            // $cannot: the handler does the rest of the batch.
+            .end();
+        if let Some(width) = frame.compare {
+            self.compare_flags(width, true);
+        }
+        self.ins()
+            .local_get(CPU)
+            .local_get(CNT)
+            .i32_store(mem32(REP_DONE))
+            .br(2)
+            .end()
+            .end();
+        self.depth -= 3;
+        // $complete: a compare's flags, if there was one.
+        if let Some(width) = frame.compare {
+            self.compare_flags(width, false);
+        }
+    }
+
+    /// MOVS's run: T4 elements from T3 to ADDR, or the slow arm (`br 0`) if the destination
+    /// overlaps the run ahead of the source (the elements then replicate, which `memory.copy`,
+    /// a memmove, would not do; the handler does).
+    fn copy_run(&mut self, size_log2: u32) {
+        let ram = self.mem_ram;
+        self.run_bytes(size_log2);
+        self.ins()
+            .local_get(ADDR)
+            .local_get(T3)
+            .i32_sub()
+            .i32_const(1)
+            .i32_sub()
+            .local_get(T1)
+            .i32_const(1)
+            .i32_sub()
+            .i32_lt_u()
+            .br_if(0)
+            .local_get(ADDR)
+            .local_get(T3)
+            .local_get(T1)
+            .memory_copy(ram, ram);
+        self.advance(R0 + ESI as u32);
+        self.advance(R0 + EDI as u32);
+        self.count_run();
+    }
+
+    /// T1 = the bytes in the run (T4 elements).
+    fn run_bytes(&mut self, size_log2: u32) {
         self.ins()
             .local_get(T4)
             .i32_const(size_log2 as i32)
             .i32_shl()
             .local_set(T1);
-        if movs {
-            // The destination inside the run ahead of the source: the elements replicate,
-            // which `memory.copy` (a memmove) would not do. The handler does.
-            self.ins()
-                .local_get(ADDR)
-                .local_get(T3)
-                .i32_sub()
-                .i32_const(1)
-                .i32_sub()
-                .local_get(T1)
-                .i32_const(1)
-                .i32_sub()
-                .i32_lt_u()
-                .br_if(0)
-                .local_get(ADDR)
-                .local_get(T3)
-                .local_get(T1)
-                .memory_copy(ram, ram);
-        } else {
-            self.fill(size_log2);
-        }
-        // The registers move past the run.
+    }
+
+    /// Register local `reg` += T1: past the run.
+    fn advance(&mut self, reg: u32) {
         self.ins()
-            .local_get(edi)
+            .local_get(reg)
             .local_get(T1)
             .i32_add()
-            .local_set(edi);
-        if movs {
-            self.ins()
-                .local_get(esi)
-                .local_get(T1)
-                .i32_add()
-                .local_set(esi);
-        }
+            .local_set(reg);
+    }
+
+    /// ECX -= T4, CNT += T4: the run's elements are done.
+    fn count_run(&mut self) {
+        let ecx = R0 + ECX as u32;
         self.ins()
             .local_get(ecx)
             .local_get(T4)
@@ -198,85 +245,23 @@ impl Gen {
             .local_get(CNT)
             .local_get(T4)
             .i32_add()
-            .local_set(CNT)
-            .br(1)
-            // $cannot: the handler does the rest of the batch.
-            .end()
-            .local_get(CPU)
-            .local_get(CNT)
-            .i32_store(mem32(REP_DONE))
-            .br(2)
-            .end()
-            .end();
-        self.depth -= 3;
+            .local_set(CNT);
     }
 
-    /// REPE/REPNE CMPS or SCAS: like [`rep_loop`](Self::rep_loop), element by element within
-    /// each run (T3 the source, ADDR the destination), stopping after the first element whose
-    /// ZF is not `repe`. The flags are those of the last compare, stored from its operands
-    /// (VAL and LIN) when the instruction ends here, and always before an exit or the hand-over
-    /// (where the handler's first element may fault, or an interrupt may look at them).
-    fn rep_compare_loop(&mut self, i: &Instr, eip: u32, cmps: bool, repe: bool, size_log2: u32) {
+    /// CMPS's or SCAS's run: element by element, VAL the source element (or the accumulator)
+    /// and LIN ES:EDI's, stopping (to the frame's depth 2) after the first whose ZF is not
+    /// `repe`.
+    fn compare_run(&mut self, frame: Frame, repe: bool) {
         let (ecx, esi, edi) = (R0 + ECX as u32, R0 + ESI as u32, R0 + EDI as u32);
+        let size_log2 = frame.size_log2;
         let size = 1i32 << size_log2;
         let width = 8u32 << size_log2;
-        self.ins()
-            .local_get(CPU)
-            .i32_load(mem32(FLAG_BITS))
-            .i32_const((flags::DF | flags::TF) as i32)
-            .i32_and()
-            .br_if(0)
-            .i32_const(0)
-            .local_set(CNT);
-        // block $complete / loop $run / block $cannot
-        self.ins()
-            .block(BlockType::Empty)
-            .loop_(BlockType::Empty)
-            .block(BlockType::Empty);
-        self.depth += 3;
-        self.ins().local_get(ecx).i32_eqz().br_if(2);
-        self.ins()
-            .local_get(CNT)
-            .i32_const(REP_BATCH as i32)
-            .i32_ge_u()
-            .if_(BlockType::Empty);
-        self.depth += 1;
-        let saved = self.sync;
-        self.compare_flags(width, true);
-        self.ins()
-            .local_get(ICOUNT)
-            .i64_const(1)
-            .i64_add()
-            .local_set(ICOUNT);
-        self.exit(eip);
-        self.sync = saved;
-        self.ins().end();
-        self.depth -= 1;
-        self.ins()
-            .local_get(ecx)
-            .local_set(T4)
-            .i32_const(REP_BATCH as i32)
-            .local_get(CNT)
-            .i32_sub();
-        self.min_into_t4();
-        self.page_room(edi, size_log2);
-        if cmps {
-            self.page_room(esi, size_log2);
-        }
-        self.ins().local_get(T4).i32_eqz().br_if(0);
-        if cmps {
-            self.ins().local_get(esi);
-            self.access(i.seg, 1, false);
-            self.ins().local_get(ADDR).local_set(T3);
-        }
-        self.ins().local_get(edi);
-        self.access(Segment::ES as u8, 1, false);
-        // loop $element: VAL = the source element (or the accumulator), LIN = ES:EDI's.
+        // loop $element
         self.ins().loop_(BlockType::Empty);
         self.depth += 1;
-        if cmps {
+        if frame.reads_esi {
             self.ins().local_get(T3);
-            self.load_at(size_log2);
+            self.load_from(size as u32);
             self.ins()
                 .local_set(VAL)
                 .local_get(T3)
@@ -295,7 +280,7 @@ impl Gen {
                 .local_set(VAL);
         }
         self.ins().local_get(ADDR);
-        self.load_at(size_log2);
+        self.load_from(size as u32);
         self.ins()
             .local_set(LIN)
             .local_get(ADDR)
@@ -328,19 +313,6 @@ impl Gen {
         }
         self.ins().br_if(3).local_get(T4).br_if(0).end();
         self.depth -= 1;
-        self.ins().br(1).end();
-        // $cannot: the flags so far, then the handler does the rest of the batch.
-        self.compare_flags(width, true);
-        self.ins()
-            .local_get(CPU)
-            .local_get(CNT)
-            .i32_store(mem32(REP_DONE))
-            .br(2)
-            .end()
-            .end();
-        self.depth -= 3;
-        // $complete: the last compare's flags, if there was one.
-        self.compare_flags(width, false);
     }
 
     /// The flags of CMP VAL, LIN at `width` bits, if any element was compared (CNT > 0);
@@ -356,16 +328,6 @@ impl Gen {
             self.depth -= 1;
         }
         self.store_flags = store;
-    }
-
-    /// Push the element of 2^`size_log2` bytes at the RAM address on the stack.
-    fn load_at(&mut self, size_log2: u32) {
-        let ram = self.mem_ram;
-        match size_log2 {
-            0 => self.ins().i32_load8_u(mem_at(ram, 0, 0)),
-            1 => self.ins().i32_load16_u(mem_at(ram, 0, 0)),
-            _ => self.ins().i32_load(mem_at(ram, 0, 0)),
-        };
     }
 
     /// T4 = min(T4, the value on the stack).
