@@ -75,7 +75,7 @@ pub struct Flags {
 pub(crate) const RES_OFFSET: usize = std::mem::offset_of!(Flags, res);
 pub(crate) const CV_OFFSET: usize = std::mem::offset_of!(Flags, cv);
 pub(crate) const LOW_OFFSET: usize = std::mem::offset_of!(Flags, low);
-/// And of the word holding the other flags (DF, IF ...).
+/// The offset of the word holding the other flags (DF, IF ...).
 pub(crate) const BITS_OFFSET: usize = std::mem::offset_of!(Flags, bits);
 
 /// Where AF and SF live in `Flags::low`.

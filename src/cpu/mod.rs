@@ -161,9 +161,9 @@ pub struct Cpu {
     /// Data breakpoints (DR6 B0-B3 bits) hit by the current instruction, delivered as a #DB
     /// trap when it completes (see debug.rs).
     pub(crate) pending_db: u32,
-    /// Elements of a REP MOVS/STOS batch that compiled code already did before handing the
-    /// rest of the instruction to its handler, which counts them into the batch (0 otherwise;
-    /// see crate::jit::codegen::strings).
+    /// Elements of a REP string instruction's batch that compiled code already did before
+    /// handing the rest of the instruction to its handler, which counts them into the batch
+    /// (0 otherwise; see crate::jit::codegen::strings).
     pub(crate) rep_done: u32,
     /// The compiling tier's regions and counters (a cache; see crate::jit).
     pub(crate) jit: crate::jit::Jit,

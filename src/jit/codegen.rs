@@ -18,7 +18,7 @@
 //! inline, with the lazy flags written exactly as the interpreter's handlers write them (and
 //! only where something may read them, [`flags_needed`]): register moves, LEA, the ALU group,
 //! INC/DEC, CDQ, IMUL, IDIV, shifts by an immediate, Jcc, JMP, fused compare-and-branch pairs,
-//! the generic forms of every width (`forms`), REP MOVS/STOS (`strings`), and the memory
+//! the generic forms of every width (`forms`), REP MOVS/STOS/CMPS/SCAS (`strings`), and the memory
 //! forms (moves, ALU with memory, PUSH/POP, CALL/RET), whose accesses go
 //! through the segment check and the TLB inline with the whole instruction handed to the
 //! interpreter when that fast path does not apply. Every other instruction is handed back to
@@ -1137,6 +1137,16 @@ impl Gen {
         self.sync = after_fast;
         self.ins().end();
         self.depth -= 1;
+    }
+
+    /// Fall to the slow arm (depth 0) if any of the system flags `bits` (DF, TF ...) is set.
+    fn slow_arm_if_flags(&mut self, bits: u32) {
+        self.ins()
+            .local_get(CPU)
+            .i32_load(mem32(FLAG_BITS))
+            .i32_const(bits as i32)
+            .i32_and()
+            .br_if(0);
     }
 
     /// Fall to the slow arm unless SS is a 32-bit stack segment (ESP, not SP).

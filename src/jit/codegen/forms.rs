@@ -191,7 +191,8 @@ pub(super) fn classify(i: &Instr) -> Option<Form> {
             Opnd::Reg(EAX as u8),
             Opnd::Reg((opc & 7) as u8),
         ),
-        // LODS/STOS/MOVS alone; REP MOVS/STOS are `strings`' (with REP LODS through `step`).
+        // LODS/STOS/MOVS alone; the REP string instructions are `strings`' (REP LODS goes
+        // through `step`, as CMPS/SCAS without REP do).
         0xA4 | 0xA5 if i.rep == REP_NONE => form(
             Op::Movs,
             if opc == 0xA4 { 8 } else { v },
@@ -465,12 +466,7 @@ impl Gen {
     /// check and the TLB; then ESI and EDI step forward.
     fn string_form(&mut self, i: &Instr, f: &Form) {
         let size = f.width / 8;
-        self.ins()
-            .local_get(CPU)
-            .i32_load(mem32(FLAG_BITS))
-            .i32_const(crate::cpu::flags::DF as i32)
-            .i32_and()
-            .br_if(0);
+        self.slow_arm_if_flags(crate::cpu::flags::DF);
         let (esi, edi) = (crate::cpu::ESI as u8, crate::cpu::EDI as u8);
         if f.op != Op::Stos {
             self.get(esi);

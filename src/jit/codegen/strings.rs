@@ -28,21 +28,30 @@ const REP_DONE: u64 = offset_of!(Cpu, rep_done) as u64;
 enum Kind {
     Movs,
     Stos,
-    /// REPE (`repe`) or REPNE CMPS or SCAS.
+    /// REPE (`repe`) or REPNE CMPS (`cmps`) or SCAS.
     Compare {
+        cmps: bool,
         repe: bool,
     },
 }
 
-/// What the frame around a run needs to know of the instruction.
+/// One of them, with elements of 2^`size_log2` bytes.
 #[derive(Clone, Copy)]
 struct Frame {
-    /// Elements of 2^size_log2 bytes.
+    kind: Kind,
     size_log2: u32,
+}
+
+impl Frame {
     /// It reads seg:ESI (MOVS, CMPS).
-    reads_esi: bool,
-    /// A compare (CMPS, SCAS) of this width, whose flags the frame stores.
-    compare: Option<u32>,
+    fn reads_esi(&self) -> bool {
+        matches!(self.kind, Kind::Movs | Kind::Compare { cmps: true, .. })
+    }
+
+    /// The width of its compare (CMPS, SCAS), whose flags the frame stores.
+    fn compare(&self) -> Option<u32> {
+        matches!(self.kind, Kind::Compare { .. }).then_some(8 << self.size_log2)
+    }
 }
 
 impl Gen {
@@ -52,38 +61,31 @@ impl Gen {
         if i.rep == REP_NONE || !i.addr32 {
             return false;
         }
-        // Which string instruction, and whether it reads seg:ESI.
         let repe = i.rep != REP_NZ;
-        let (kind, reads_esi) = match i.opcode {
-            0xA4 | 0xA5 => (Kind::Movs, true),
-            0xAA | 0xAB => (Kind::Stos, false),
-            0xA6 | 0xA7 => (Kind::Compare { repe }, true),
-            0xAE | 0xAF => (Kind::Compare { repe }, false),
+        let kind = match i.opcode {
+            0xA4 | 0xA5 => Kind::Movs,
+            0xAA | 0xAB => Kind::Stos,
+            0xA6 | 0xA7 => Kind::Compare { cmps: true, repe },
+            0xAE | 0xAF => Kind::Compare { cmps: false, repe },
             _ => return false,
         };
-        let flat = |seg: u8| self.flat & (1 << (seg % 6)) != 0;
-        if !flat(Segment::ES as u8) || (reads_esi && !flat(i.seg)) {
-            return false;
-        }
         let size_log2 = match (i.opcode & 1, i.op32) {
             (0, _) => 0,
             (_, false) => 1,
             (_, true) => 2,
         };
+        let frame = Frame { kind, size_log2 };
+        let reads_esi = frame.reads_esi();
+        let flat = |seg: u8| self.flat & (1 << (seg % 6)) != 0;
+        if !flat(Segment::ES as u8) || (reads_esi && !flat(i.seg)) {
+            return false;
+        }
         // The loop changes ECX and EDI (and ESI), possibly before it hands the rest to the
         // slow arm: that arm must store them, so they count as newer than the Cpu's from here.
         for r in [EAX, ECX, ESI, EDI] {
             self.load_if_stale(r as u8);
         }
         self.sync.dirty |= 1 << ECX | 1 << EDI | if reads_esi { 1 << ESI } else { 0 };
-        let frame = Frame {
-            size_log2,
-            reads_esi,
-            compare: match kind {
-                Kind::Compare { .. } => Some(8 << size_log2),
-                _ => None,
-            },
-        };
         self.with_memory(i, eip, |g| {
             g.rep_frame(i, eip, frame, |g| match kind {
                 Kind::Movs => g.copy_run(size_log2),
@@ -93,7 +95,7 @@ impl Gen {
                     g.advance(R0 + EDI as u32);
                     g.count_run();
                 }
-                Kind::Compare { repe } => g.compare_run(frame, repe),
+                Kind::Compare { cmps, repe } => g.compare_run(cmps, repe, size_log2),
             })
         });
         true
@@ -109,14 +111,8 @@ impl Gen {
     fn rep_frame(&mut self, i: &Instr, eip: u32, frame: Frame, run: impl FnOnce(&mut Gen)) {
         let (ecx, esi, edi) = (R0 + ECX as u32, R0 + ESI as u32, R0 + EDI as u32);
         // Backwards (DF) or single-stepping (TF): the handler.
-        self.ins()
-            .local_get(CPU)
-            .i32_load(mem32(FLAG_BITS))
-            .i32_const((flags::DF | flags::TF) as i32)
-            .i32_and()
-            .br_if(0)
-            .i32_const(0)
-            .local_set(CNT);
+        self.slow_arm_if_flags(flags::DF | flags::TF);
+        self.ins().i32_const(0).local_set(CNT);
         // block $complete / loop $run / block $cannot
         self.ins()
             .block(BlockType::Empty)
@@ -133,7 +129,7 @@ impl Gen {
             .if_(BlockType::Empty);
         self.depth += 1;
         let saved = self.sync;
-        if let Some(width) = frame.compare {
+        if let Some(width) = frame.compare() {
             self.compare_flags(width, true);
         }
         self.ins()
@@ -155,25 +151,25 @@ impl Gen {
             .i32_sub();
         self.min_into_t4();
         self.page_room(edi, frame.size_log2);
-        if frame.reads_esi {
+        if frame.reads_esi() {
             self.page_room(esi, frame.size_log2);
         }
         self.ins().local_get(T4).i32_eqz().br_if(0);
         // The source's and the destination's RAM addresses (T3, ADDR), or the slow arm.
-        if frame.reads_esi {
+        if frame.reads_esi() {
             self.ins().local_get(esi);
             self.access(i.seg, 1, false);
             self.ins().local_get(ADDR).local_set(T3);
         }
         self.ins().local_get(edi);
         // Only MOVS and STOS write ES:EDI.
-        self.access(Segment::ES as u8, 1, frame.compare.is_none());
+        self.access(Segment::ES as u8, 1, frame.compare().is_none());
         run(self);
         self.ins()
             .br(1)
             // $cannot: the handler does the rest of the batch.
             .end();
-        if let Some(width) = frame.compare {
+        if let Some(width) = frame.compare() {
             self.compare_flags(width, true);
         }
         self.ins()
@@ -185,7 +181,7 @@ impl Gen {
             .end();
         self.depth -= 3;
         // $complete: a compare's flags, if there was one.
-        if let Some(width) = frame.compare {
+        if let Some(width) = frame.compare() {
             self.compare_flags(width, false);
         }
     }
@@ -249,70 +245,76 @@ impl Gen {
     }
 
     /// CMPS's or SCAS's run: element by element, VAL the source element (or the accumulator)
-    /// and LIN ES:EDI's, stopping (to the frame's depth 2) after the first whose ZF is not
-    /// `repe`.
-    fn compare_run(&mut self, frame: Frame, repe: bool) {
-        let (ecx, esi, edi) = (R0 + ECX as u32, R0 + ESI as u32, R0 + EDI as u32);
-        let size_log2 = frame.size_log2;
-        let size = 1i32 << size_log2;
+    /// and LIN ES:EDI's, until the first whose ZF is not `repe` (then to the frame's depth 2,
+    /// the instruction done) or the end of the run. Only the addresses and T4 move per
+    /// element; the registers and CNT move by the elements done afterwards.
+    fn compare_run(&mut self, cmps: bool, repe: bool, size_log2: u32) {
+        let size = 1u32 << size_log2;
         let width = 8u32 << size_log2;
-        // loop $element
-        self.ins().loop_(BlockType::Empty);
-        self.depth += 1;
-        if frame.reads_esi {
-            self.ins().local_get(T3);
-            self.load_from(size as u32);
-            self.ins()
-                .local_set(VAL)
-                .local_get(T3)
-                .i32_const(size)
-                .i32_add()
-                .local_set(T3)
-                .local_get(esi)
-                .i32_const(size)
-                .i32_add()
-                .local_set(esi);
+        // T1 = the run's length; block $stop / loop $element
+        self.ins()
+            .local_get(T4)
+            .local_set(T1)
+            .block(BlockType::Empty)
+            .loop_(BlockType::Empty);
+        self.depth += 2;
+        if cmps {
+            self.next_element(T3, size);
         } else {
             self.ins()
                 .local_get(R0 + EAX as u32)
                 .i32_const((u32::MAX >> (32 - width)) as i32)
-                .i32_and()
-                .local_set(VAL);
+                .i32_and();
         }
-        self.ins().local_get(ADDR);
-        self.load_from(size as u32);
+        self.ins().local_set(VAL);
+        self.next_element(ADDR, size);
         self.ins()
             .local_set(LIN)
-            .local_get(ADDR)
-            .i32_const(size)
-            .i32_add()
-            .local_set(ADDR)
-            .local_get(edi)
-            .i32_const(size)
-            .i32_add()
-            .local_set(edi)
-            .local_get(ecx)
-            .i32_const(1)
-            .i32_sub()
-            .local_set(ecx)
-            .local_get(CNT)
-            .i32_const(1)
-            .i32_add()
-            .local_set(CNT)
             .local_get(T4)
             .i32_const(1)
             .i32_sub()
+            .local_set(T4);
+        self.element_stops(repe);
+        self.ins().br_if(1).local_get(T4).br_if(0).end().end();
+        self.depth -= 2;
+        // T4 := the elements done; ECX, CNT, EDI and ESI past them.
+        self.ins()
+            .local_get(T1)
+            .local_get(T4)
+            .i32_sub()
             .local_set(T4)
-            // ZF (equal) is not what the prefix repeats on: done.
-            .local_get(VAL)
-            .local_get(LIN);
+            .local_get(T4)
+            .i32_const(size_log2 as i32)
+            .i32_shl()
+            .local_set(T1);
+        self.count_run();
+        self.advance(R0 + EDI as u32);
+        if cmps {
+            self.advance(R0 + ESI as u32);
+        }
+        self.element_stops(repe);
+        self.ins().br_if(2);
+    }
+
+    /// Push the element at the RAM address in `local` and move `local` past it (`size` bytes).
+    fn next_element(&mut self, local: u32, size: u32) {
+        self.ins().local_get(local);
+        self.load_from(size);
+        self.ins()
+            .local_get(local)
+            .i32_const(size as i32)
+            .i32_add()
+            .local_set(local);
+    }
+
+    /// Push whether the last compare (VAL, LIN) ends the instruction: ZF is not `repe`.
+    fn element_stops(&mut self, repe: bool) {
+        self.ins().local_get(VAL).local_get(LIN);
         if repe {
             self.ins().i32_ne();
         } else {
             self.ins().i32_eq();
         }
-        self.ins().br_if(3).local_get(T4).br_if(0).end();
-        self.depth -= 1;
     }
 
     /// The flags of CMP VAL, LIN at `width` bits, if any element was compared (CNT > 0);
