@@ -6,8 +6,9 @@
 //!
 //! - `cpu`, `tlb` and `ram` are the addresses of the `Cpu`, the TLB's entries and guest RAM in
 //!   their memories (in the browser all three are in the core's own memory, at their real
-//!   addresses; natively each has a memory laid over it, starting at 0). Every field is
-//!   reached at a constant offset.
+//!   addresses; natively each has a memory laid over it, starting at 0). The code is compiled
+//!   for the addresses they have (see [`CpuMemory`]) and has them built in as constants, so
+//!   that every field is reached at a constant address and none of them takes a register.
 //! - `limit` is the retired-instruction count the run must not pass: a block runs only if all
 //!   of it fits, exactly as the interpreter's run loop decides (a block that does not fit is
 //!   left to the interpreter, which runs part of it).
@@ -66,9 +67,10 @@ pub const STEP_FAULTED: u32 = 3;
 /// Where the generated code finds the `Cpu`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuMemory {
-    /// The importer's memory holds the `Cpu` at the address passed as `cpu` (the browser: the
-    /// core's own linear memory).
-    Shared,
+    /// The importer's memory holds the `Cpu`, the TLB's entries and guest RAM at these
+    /// addresses (the browser: the core's own linear memory). The code is compiled for them:
+    /// the run loop drops every region if one of them moves (`Jit::layout`).
+    Shared { cpu: u32, tlb: u32, ram: u32 },
     /// Memories of exactly the right size (page size 1) laid over the `Cpu`, the TLB's entries
     /// and guest RAM, each starting at address 0 (native hosts).
     Exact {
@@ -114,8 +116,6 @@ const SEG_READ_LO: u64 = offset_of!(SegCache, read_lo) as u64;
 const SEG_READ_HI: u64 = offset_of!(SegCache, read_hi) as u64;
 const SEG_WRITE_LO: u64 = offset_of!(SegCache, write_lo) as u64;
 const SEG_WRITE_HI: u64 = offset_of!(SegCache, write_hi) as u64;
-const READ_PERM: u64 = offset_of!(Cpu, tlb_read_perm) as u64;
-const WRITE_PERM: u64 = offset_of!(Cpu, tlb_write_perm) as u64;
 const TLB_ENTRY_SIZE: i32 = std::mem::size_of::<TlbEntry>() as i32;
 const TLB_TAG: u64 = offset_of!(TlbEntry, tag) as u64;
 const TLB_PHYS: u64 = offset_of!(TlbEntry, phys) as u64;
@@ -149,9 +149,10 @@ const T3: u32 = 24;
 const T4: u32 = 25;
 const CNT: u32 = 26;
 /// The TLB permission bits reads and writes need at this privilege level (Cpu::tlb_read_perm,
-/// Cpu::tlb_write_perm), loaded once on entry: they change only with CPL, EFLAGS.AC, CR0.AM or
-/// DR7, and every instruction that changes those ends the run of compiled code (`step` sees
-/// `stop_block`). A 0 (no fast path at all) is loaded as [`NO_PERM`].
+/// Cpu::tlb_write_perm), constants of the region: they change only with CPL, EFLAGS.AC, CR0.AM
+/// or DR7, every instruction that changes those ends the run of compiled code (`step` sees
+/// `stop_block`), and a region is entered only with the ones it was compiled for. A 0 (no
+/// fast path at all) is [`NO_PERM`].
 const PERM_R: u32 = 27;
 const PERM_W: u32 = 28;
 /// A bit no TLB tag has (tags hold the page and bits 0-4): a permission nothing passes.
@@ -171,6 +172,7 @@ pub fn compile(
     slot: u32,
     cs: &SegCache,
     flat: u8,
+    perms: [u32; 2],
 ) -> RegionCode {
     let index_of = blocks
         .iter()
@@ -178,8 +180,13 @@ pub fn compile(
         .map(|(n, b)| (b.eip, n as u32))
         .collect::<HashMap<u32, u32>>();
     let (mem_tlb, mem_ram) = match memory {
-        CpuMemory::Shared => (0, 0),
+        CpuMemory::Shared { .. } => (0, 0),
         CpuMemory::Exact { .. } => (1, 2),
+    };
+    // Each memory laid over its structure starts at it: the addresses are 0 there.
+    let addresses = match memory {
+        CpuMemory::Shared { cpu, tlb, ram } => [cpu, tlb, ram],
+        CpuMemory::Exact { .. } => [0; 3],
     };
     let mut g = Gen {
         mem_tlb,
@@ -206,6 +213,8 @@ pub fn compile(
         block_page: blocks.iter().map(|b| b.page).collect(),
         pages: pages.iter().map(|p| (p.lin_page, p.phys_page)).collect(),
         slot,
+        addresses,
+        perms,
         cs_base: cs.base,
         cs_limit: cs.limit,
         flat,
@@ -241,7 +250,7 @@ pub fn compile(
     module.section(&types);
     let mut imports = ImportSection::new();
     let mem = match memory {
-        CpuMemory::Shared => MemoryType {
+        CpuMemory::Shared { .. } => MemoryType {
             minimum: 1,
             maximum: None,
             memory64: false,
@@ -334,6 +343,11 @@ struct Gen {
     block_page: Vec<u8>,
     pages: Vec<(u32, u32)>,
     slot: u32,
+    /// The addresses of the `Cpu`, the TLB's entries and RAM in their memories.
+    addresses: [u32; 3],
+    /// The TLB permission bits reads and writes need (Cpu::tlb_read_perm/tlb_write_perm) when
+    /// the region was compiled; it runs only while they are the same (`Region::same_code`).
+    perms: [u32; 2],
     cs_base: u32,
     cs_limit: u32,
     /// The segments (bit n: segment n) the region was compiled flat for (see
@@ -411,21 +425,26 @@ impl Gen {
 
     /// The whole function: prologue, then the dispatch loop over the blocks.
     fn function(&mut self, blocks: &[RegionBlock]) {
+        // The parameters `cpu`, `tlb` and `ram`, and the permissions, are constants the region
+        // was compiled for. Set once from constants and never again, the locals are
+        // constants to V8's optimizing compiler too: every field access becomes one
+        // instruction with the address in its displacement, and none of them takes a register.
+        let [cpu, tlb, ram] = self.addresses;
+        let [read, write] = self.perms.map(|p| if p == 0 { NO_PERM } else { p as i32 });
+        for (local, value) in [
+            (CPU, cpu as i32),
+            (TLB, tlb as i32),
+            (RAM, ram as i32),
+            (PERM_R, read),
+            (PERM_W, write),
+        ] {
+            self.ins().i32_const(value).local_set(local);
+        }
         for r in 0..8u32 {
             self.ins()
                 .local_get(CPU)
                 .i32_load(mem32(REGS + 4 * r as u64))
                 .local_set(R0 + r);
-        }
-        for (perm, offset) in [(PERM_R, READ_PERM), (PERM_W, WRITE_PERM)] {
-            self.ins()
-                .local_get(CPU)
-                .i32_load(mem32(offset))
-                .local_tee(perm)
-                .i32_const(NO_PERM)
-                .local_get(perm)
-                .select()
-                .local_set(perm);
         }
         self.ins()
             .local_get(CPU)
@@ -608,8 +627,7 @@ impl Gen {
             // ... allows a read at this privilege level ...
             .local_get(TLB)
             .i32_load(mem_at(tlb, TLB_TAG + entry as u64, 2))
-            .local_get(CPU)
-            .i32_load(mem32(READ_PERM))
+            .local_get(PERM_R)
             .i32_and()
             .i32_eqz()
             .br_if(0)
@@ -1107,22 +1125,20 @@ impl Gen {
         fast: impl FnOnce(&mut Gen),
     ) {
         self.inline_count += 1;
-        self.flush_count();
+        // The count stays pending in both arms: the fast arm adds nothing at run time, and
+        // the slow arm, after `step` counted for the interpreter, sets ICOUNT back by what is
+        // pending, so that after the merge the count is ICOUNT + pending either way.
         self.count_fresh();
         let before = self.sync;
         // block $done / block $slow / fast arm / br $done / end $slow / slow arm / end $done
         self.ins().block(BlockType::Empty).block(BlockType::Empty);
         self.depth += 2;
         fast(self);
-        self.ins()
-            .local_get(ICOUNT)
-            .i64_const(retire)
-            .i64_add()
-            .local_set(ICOUNT)
-            .br(1)
-            .end();
+        self.sync.pending += retire as u32;
+        self.ins().br(1).end();
         self.depth -= 1;
         let after_fast = self.sync;
+        debug_assert!(!after_fast.count_stale);
         self.sync = before;
         self.step(i, eip);
         // Counted as inline (above): this `step` is only its slow arm.
@@ -1133,7 +1149,12 @@ impl Gen {
                 self.load_if_stale(r);
             }
         }
-        self.count_fresh();
+        self.ins()
+            .local_get(CPU)
+            .i64_load(mem64(INSTRUCTIONS))
+            .i64_const(after_fast.pending as i64)
+            .i64_sub()
+            .local_set(ICOUNT);
         self.sync = after_fast;
         self.ins().end();
         self.depth -= 1;

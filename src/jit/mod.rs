@@ -9,8 +9,9 @@
 //! from then on the run loop calls it whenever that block comes up, instead of interpreting.
 //!
 //! A region is keyed by everything its code assumes: the physical page and its write
-//! generation, the linear page it runs at (the jump targets are linear addresses), and the
-//! code segment's base, limit and default size. A write to the page (by the CPU or by DMA)
+//! generation, the linear page it runs at (the jump targets are linear addresses), the code
+//! segment's base, limit and default size, and the TLB permissions its accesses need (they
+//! follow CPL, EFLAGS.AC, CR0.AM and DR7) which its code has built in. A write to the page (by the CPU or by DMA)
 //! bumps the generation, so the blocks, and with them the link to the region, are dropped;
 //! the region's slot is reused later. Regions live in a fixed number of slots, replaced in
 //! order, so a long-running guest's compiled code stays bounded.
@@ -126,6 +127,9 @@ struct Region {
     cs_big: bool,
     /// The segments it was compiled flat for ([`flat_segments`]); it runs only while they are.
     flat: u8,
+    /// The TLB permissions it was compiled for (`Cpu::tlb_read_perm`, `tlb_write_perm`); it
+    /// runs only while they are the same.
+    perms: [u32; 2],
     /// The first instruction of each block (entry n is `entries[n]`), and the index of its
     /// page in `pages`.
     entries: Vec<u32>,
@@ -145,6 +149,11 @@ pub struct Jit {
     by_page: std::collections::HashMap<u32, Vec<usize>>,
     next_slot: usize,
     next_serial: u32,
+    /// Whether the engine runs generated code in the core's own memory (Engine::shared_memory).
+    shared: bool,
+    /// Where the `Cpu`, the TLB's entries and RAM were in that memory when the live regions
+    /// were compiled: their code has these addresses built in.
+    layout: [u32; 3],
     pub stats: JitStats,
     /// Why the tier turned itself off, if it did.
     pub error: Option<String>,
@@ -159,6 +168,8 @@ impl Default for Jit {
             by_page: std::collections::HashMap::new(),
             next_slot: 0,
             next_serial: 1,
+            shared: false,
+            layout: [0; 3],
             stats: JitStats::default(),
             error: None,
         }
@@ -187,14 +198,16 @@ impl Region {
     }
 
     /// Whether the region's entry `entry` is the block at linear `lin`, compiled for code
-    /// segment `cs` and the data segments that are flat now (`flat`).
-    fn same_code(&self, entry: usize, lin: u32, cs: &SegCache, flat: u8) -> bool {
+    /// segment `cs`, the data segments that are flat now (`flat`) and the TLB permissions
+    /// `perms`.
+    fn same_code(&self, entry: usize, lin: u32, cs: &SegCache, flat: u8, perms: [u32; 2]) -> bool {
         let page = self.entry_pages.get(entry).map(|&p| self.pages[p as usize]);
         page.is_some_and(|p| p.lin_page == lin >> 12)
             && self.cs_base == cs.base
             && self.cs_limit == cs.limit
             && self.cs_big == cs.big
             && flat & self.flat == self.flat
+            && perms == self.perms
     }
 }
 
@@ -205,7 +218,7 @@ impl Jit {
         let slot = (id & ((1 << SLOT_BITS) - 1)) as usize;
         let r = self.regions.get(slot)?.as_ref()?;
         let good = r.id == id
-            && r.same_code(entry as usize, lin, cs, flat_segments(cpu))
+            && r.same_code(entry as usize, lin, cs, flat_segments(cpu), cpu.tlb_perms())
             && r.current(&cpu.mem);
         good.then_some(slot)
     }
@@ -227,6 +240,8 @@ impl Cpu {
         } else {
             0
         };
+        self.jit.shared = engine.as_ref().is_some_and(|e| e.shared_memory());
+        self.jit.layout = self.jit_layout();
         self.jit_engine = engine;
         self.jit.error = None;
         // Blocks start counting afresh.
@@ -252,6 +267,26 @@ impl Cpu {
     /// Why the tier turned itself off, if it did.
     pub fn jit_error(&self) -> Option<&str> {
         self.jit.error.as_deref()
+    }
+
+    /// The TLB permissions reads and writes need now.
+    fn tlb_perms(&self) -> [u32; 2] {
+        [self.tlb_read_perm, self.tlb_write_perm]
+    }
+
+    /// Where generated code finds the `Cpu`, the TLB's entries and RAM: their addresses in the
+    /// core's memory with a shared engine, else 0 (each has a memory of its own).
+    fn jit_layout(&self) -> [u32; 3] {
+        if self.jit.shared {
+            // A shared engine runs in wasm32, where these pointers are the addresses.
+            [
+                self as *const Cpu as usize as u32,
+                self.mem.tlb.entries.as_ptr() as usize as u32,
+                self.mem.ram.as_ptr() as usize as u32,
+            ]
+        } else {
+            [0; 3]
+        }
     }
 
     fn drop_regions(&mut self) {
@@ -292,10 +327,11 @@ impl Cpu {
                 continue;
             }
             let flat = flat_segments(self);
+            let perms = self.tlb_perms();
             let found = (0..r.entries.len()).find(|&n| {
                 r.entries[n] == self.eip
                     && r.pages[r.entry_pages[n] as usize].phys_page == page
-                    && r.same_code(n, lin, cs, flat)
+                    && r.same_code(n, lin, cs, flat, perms)
             });
             if let Some(n) = found {
                 return Some((slot, n as u32));
@@ -314,6 +350,12 @@ impl Cpu {
         idx: usize,
         end: u64,
     ) -> Option<bool> {
+        let layout = self.jit_layout();
+        if layout != self.jit.layout {
+            // The Cpu (or RAM) moved: code compiled with the old addresses must not run.
+            self.drop_regions();
+            self.jit.layout = layout;
+        }
         let cs = self.segs[Segment::CS as usize];
         let lin = cs.base.wrapping_add(self.eip);
         let block = self.icache.blocks[idx];
@@ -478,7 +520,8 @@ impl Cpu {
         let slot = self.jit.next_slot;
         self.jit.next_slot = (slot + 1) % MAX_REGIONS;
         let memory = if engine.shared_memory() {
-            CpuMemory::Shared
+            let [cpu, tlb, ram] = self.jit.layout;
+            CpuMemory::Shared { cpu, tlb, ram }
         } else {
             CpuMemory::Exact {
                 bytes: std::mem::size_of::<Cpu>() as u32,
@@ -495,7 +538,8 @@ impl Cpu {
         }
         let pages: Vec<RegionPage> = used.iter().map(|&n| pages[n]).collect();
         let flat = flat_segments(self);
-        let code = codegen::compile(&blocks, &pages, memory, slot as u32, cs, flat);
+        let perms = self.tlb_perms();
+        let code = codegen::compile(&blocks, &pages, memory, slot as u32, cs, flat, perms);
         let cpu_ptr = self as *mut Cpu;
         // `load` only compiles; it does not run code or touch the Cpu.
         let loaded = self.jit_engine.as_mut()?.load(cpu_ptr, &code.wasm);
@@ -541,6 +585,7 @@ impl Cpu {
             cs_limit: cs.limit,
             cs_big: cs.big,
             flat,
+            perms,
             entries: blocks.iter().map(|b| b.eip).collect(),
             entry_pages: blocks.iter().map(|b| b.page).collect(),
             fallback: code.fallback,
@@ -713,6 +758,97 @@ mod tests {
             assert_eq!((cpu.eip, cpu.regs[crate::cpu::ECX]), (0x0F01, 49));
             assert!(cpu.jit_stats().compiled_instructions > 0);
         }
+    }
+
+    /// An engine that takes modules but, called, runs nothing (so the interpreter runs every
+    /// block), and counts the modules it was given and freed.
+    struct Recorder {
+        shared: bool,
+        loads: std::rc::Rc<std::cell::Cell<u32>>,
+        unloads: std::rc::Rc<std::cell::Cell<u32>>,
+    }
+
+    impl Recorder {
+        fn new(shared: bool) -> Self {
+            Recorder {
+                shared,
+                loads: Default::default(),
+                unloads: Default::default(),
+            }
+        }
+    }
+
+    impl super::Engine for Recorder {
+        fn shared_memory(&self) -> bool {
+            self.shared
+        }
+        fn load(&mut self, _cpu: *mut super::Cpu, _wasm: &[u8]) -> Result<u32, String> {
+            self.loads.set(self.loads.get() + 1);
+            Ok(self.loads.get())
+        }
+        unsafe fn call(
+            &mut self,
+            _handle: u32,
+            _cpu: *mut super::Cpu,
+            _limit: u64,
+            _entry: u32,
+        ) -> Result<u32, String> {
+            Ok(super::codegen::RAN)
+        }
+        fn unload(&mut self, _handle: u32) {
+            self.unloads.set(self.unloads.get() + 1);
+        }
+    }
+
+    /// The TLB permissions are built into a region's code: with other ones (another privilege
+    /// level, EFLAGS.AC) it is not entered, and the code is compiled again for them.
+    #[test]
+    fn a_region_runs_only_with_the_tlb_permissions_it_was_compiled_for() {
+        use crate::mem::tlb::{TLB_READ_USER, TLB_WRITE_USER};
+        let engine = Recorder::new(false);
+        let loads = engine.loads.clone();
+        let mut cpu = sample::cpu_running(sample::PRIMES);
+        cpu.set_jit(Some(Box::new(engine)), 1);
+        cpu.run(5000);
+        let compiled = loads.get();
+        assert!(compiled > 0);
+        cpu.run(5000);
+        assert_eq!(loads.get(), compiled, "the same code compiled again");
+        assert_ne!(cpu.tlb_perms(), [TLB_READ_USER, TLB_WRITE_USER]);
+        cpu.tlb_read_perm = TLB_READ_USER;
+        cpu.tlb_write_perm = TLB_WRITE_USER;
+        cpu.run(5000);
+        assert!(
+            loads.get() > compiled,
+            "no region compiled for the new permissions"
+        );
+    }
+
+    /// With an engine that runs generated code in the core's own memory, the addresses of the
+    /// Cpu, the TLB and RAM are built into the code: a Cpu that moves drops every region.
+    #[test]
+    fn regions_compiled_at_other_addresses_are_dropped() {
+        let engine = Recorder::new(true);
+        let (loads, unloads) = (engine.loads.clone(), engine.unloads.clone());
+        let mut cpu = Box::new(sample::cpu_running(sample::PRIMES));
+        cpu.set_jit(Some(Box::new(engine)), 1);
+        cpu.run(5000);
+        let compiled = loads.get();
+        assert!(compiled > 0);
+        assert_eq!(unloads.get(), 0);
+        // The old box keeps a Cpu of its own, so the moved one is at another address.
+        let mut moved = Box::new(std::mem::replace(&mut *cpu, super::Cpu::with_ram(4096)));
+        moved.run(5000);
+        assert_eq!(
+            unloads.get(),
+            compiled,
+            "regions of the old address still live"
+        );
+        assert!(loads.get() > compiled);
+        assert_eq!(
+            moved.jit_stats().regions_live,
+            (loads.get() - compiled) as u64
+        );
     }
 
     /// A compiled loop whose code is rewritten from another page while it runs.
