@@ -165,6 +165,10 @@ pub struct Cpu {
     /// handing the rest of the instruction to its handler, which counts them into the batch
     /// (0 otherwise; see crate::jit::codegen::strings).
     pub(crate) rep_done: u32,
+    /// Set by `crate::jit::step` when the instruction it ran leaves the run loop something to
+    /// do at the end of the block (an interrupt became due, ...): compiled code then ends the
+    /// block there instead of going on to the next. 0 whenever compiled code is entered.
+    pub(crate) jit_stop_at_block_end: u32,
     /// The compiling tier's regions and counters (a cache; see crate::jit).
     pub(crate) jit: crate::jit::Jit,
     /// The host's engine for compiled code, while the tier is on. Taken out while compiled
@@ -214,6 +218,7 @@ impl Cpu {
             jit_engine: None,
             pending_db: 0,
             rep_done: 0,
+            jit_stop_at_block_end: 0,
         };
         cpu.reset();
         cpu

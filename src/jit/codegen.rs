@@ -38,8 +38,9 @@ use std::collections::HashMap;
 use std::mem::offset_of;
 
 use wasm_encoder::{
-    BlockType, CodeSection, EntityType, ExportKind, ExportSection, Function, FunctionSection,
-    ImportSection, InstructionSink, MemArg, MemArgTarget, MemoryType, Module, TypeSection, ValType,
+    BlockType, BranchHint, BranchHints, CodeSection, EntityType, ExportKind, ExportSection,
+    Function, FunctionSection, ImportSection, InstructionSink, MemArg, MemArgTarget, MemoryType,
+    Module, TypeSection, ValType,
 };
 
 use crate::cpu::decode::Instr;
@@ -132,7 +133,7 @@ const RAM: u32 = 4;
 const R0: u32 = 5;
 const ICOUNT: u32 = 13;
 const STATE: u32 = 14;
-const CHAIN: u32 = 15;
+/// Local 15 is free.
 /// Scratch i32 locals.
 const T0: u32 = 16;
 const T1: u32 = 17;
@@ -160,6 +161,8 @@ const NO_PERM: i32 = 0x800;
 
 /// Import index of `step`, and the function index of `run`.
 const STEP_FN: u32 = 0;
+/// Where `step` leaves whether the block must end where it is (see `Gen::goto`).
+const STOP_AT_BLOCK_END: u64 = offset_of!(Cpu, jit_stop_at_block_end) as u64;
 
 /// Generate the module for `blocks` (entry `n` is `blocks[n]`), whose code comes from `pages`.
 /// `slot` identifies the region to `step`; `cs` is the code segment the region was compiled
@@ -225,6 +228,7 @@ pub fn compile(
         fallback: Vec::new(),
         inline_count: 0,
         step_count: 0,
+        hints: Vec::new(),
     };
     g.function(blocks);
     let mut f = g.f;
@@ -291,6 +295,10 @@ pub fn compile(
     let mut exports = ExportSection::new();
     exports.export("run", ExportKind::Func, STEP_FN + 1);
     module.section(&exports);
+    // The hints go before the code they describe.
+    let mut hints = BranchHints::new();
+    hints.function_hints(STEP_FN + 1, g.hints.iter().copied());
+    module.section(&hints);
     let mut code = CodeSection::new();
     code.function(&f);
     module.section(&code);
@@ -355,7 +363,8 @@ struct Gen {
     flat: u8,
     /// Where the registers and the count are newest (see [`Sync`]).
     sync: Sync,
-    /// The current block has called `step` (so its end must look at CHAIN).
+    /// The current block has called `step` (so its end must look at
+    /// `Cpu::jit_stop_at_block_end`).
     has_step: bool,
     /// Whether the flags the instruction being emitted computes must be stored (someone may
     /// read them: see [`flags_needed`]).
@@ -365,6 +374,8 @@ struct Gen {
     fallback: Vec<Instr>,
     inline_count: u32,
     step_count: u32,
+    /// Branches hinted not taken (the slow arms and exits), by offset in the function body.
+    hints: Vec<BranchHint>,
 }
 
 /// Where the newest register values and instruction count are while code is generated: in the
@@ -491,15 +502,14 @@ impl Gen {
             .i64_const(entries)
             .i64_add()
             .local_get(LIMIT)
-            .i64_gt_u()
-            .if_(BlockType::Empty);
+            .i64_gt_u();
+        self.if_unlikely();
         self.depth += 1;
         let saved = self.sync;
         self.exit(b.eip);
         self.sync = saved;
         self.ins().end();
         self.depth -= 1;
-        self.ins().i32_const(0).local_set(CHAIN);
         let needed = flags_needed(&b.instrs);
         let mut eip = b.eip;
         for (n, i) in b.instrs.iter().enumerate() {
@@ -565,7 +575,8 @@ impl Gen {
     /// chain to it, else exit.
     fn goto(&mut self, k: u32, eip: u32) {
         if self.has_step {
-            self.ins().local_get(CHAIN).if_(BlockType::Empty);
+            self.ins().local_get(CPU).i32_load(mem32(STOP_AT_BLOCK_END));
+            self.if_unlikely();
             self.depth += 1;
             let saved = self.sync;
             self.exit(eip);
@@ -622,23 +633,24 @@ impl Gen {
             .i32_const((lin_page << 12) as i32)
             .i32_xor()
             .i32_const(0xFFFF_F000u32 as i32)
-            .i32_and()
-            .br_if(0)
+            .i32_and();
+        self.br_if_unlikely(0);
+        self.ins()
             // ... allows a read at this privilege level ...
             .local_get(TLB)
             .i32_load(mem_at(tlb, TLB_TAG + entry as u64, 2))
             .local_get(PERM_R)
             .i32_and()
-            .i32_eqz()
-            .br_if(0)
+            .i32_eqz();
+        self.br_if_unlikely(0);
+        self.ins()
             // ... and maps it to the same physical page.
             .local_get(TLB)
             .i32_load(mem_at(tlb, TLB_PHYS + entry as u64, 2))
             .i32_const((phys_page << 12) as i32)
-            .i32_ne()
-            .br_if(0)
-            .br(1)
-            .end();
+            .i32_ne();
+        self.br_if_unlikely(0);
+        self.ins().br(1).end();
         self.depth -= 1;
         let saved = self.sync;
         self.exit(eip);
@@ -702,15 +714,14 @@ impl Gen {
             .call(STEP_FN)
             .local_tee(T0)
             .i32_const(STEP_LEAVE as i32)
-            .i32_ge_u()
-            .if_(BlockType::Empty)
+            .i32_ge_u();
+        self.if_unlikely();
+        self.ins()
             .local_get(T0)
             .i32_const(STEP_LEAVE as i32)
             .i32_sub()
             .return_()
-            .end()
-            .local_get(T0)
-            .local_set(CHAIN);
+            .end();
         self.sync.dirty = 0;
         self.sync.stale = 0xFF;
         self.sync.count_stale = true;
@@ -1060,11 +1071,8 @@ impl Gen {
                     g.access(ss, 4, false);
                     g.load(4);
                     // A return address past the CS limit faults (#GP): the slow arm.
-                    g.ins()
-                        .local_tee(VAL)
-                        .i32_const(limit as i32)
-                        .i32_gt_u()
-                        .br_if(0);
+                    g.ins().local_tee(VAL).i32_const(limit as i32).i32_gt_u();
+                    g.br_if_unlikely(0);
                     g.get(ESP as u8);
                     g.ins().i32_const(4).i32_add();
                     g.set_reg(ESP as u8);
@@ -1160,14 +1168,36 @@ impl Gen {
         self.depth -= 1;
     }
 
+    /// `br_if depth` to a slow arm or an exit, hinted as not taken: V8 then lays the target
+    /// out of line and keeps the registers for the path taken (the branch-hinting proposal,
+    /// in Chromium since 137).
+    fn br_if_unlikely(&mut self, depth: u32) {
+        self.hint_unlikely();
+        self.ins().br_if(depth);
+    }
+
+    /// `if` into a slow arm or an exit, hinted as not taken (see `br_if_unlikely`).
+    fn if_unlikely(&mut self) {
+        self.hint_unlikely();
+        self.ins().if_(BlockType::Empty);
+    }
+
+    /// The branch instruction emitted next is hinted not taken.
+    fn hint_unlikely(&mut self) {
+        self.hints.push(BranchHint {
+            branch_func_offset: self.f.byte_len() as u32,
+            branch_hint_value: 0,
+        });
+    }
+
     /// Fall to the slow arm (depth 0) if any of the system flags `bits` (DF, TF ...) is set.
     fn slow_arm_if_flags(&mut self, bits: u32) {
         self.ins()
             .local_get(CPU)
             .i32_load(mem32(FLAG_BITS))
             .i32_const(bits as i32)
-            .i32_and()
-            .br_if(0);
+            .i32_and();
+        self.br_if_unlikely(0);
     }
 
     /// Fall to the slow arm unless SS is a 32-bit stack segment (ESP, not SP).
@@ -1176,8 +1206,8 @@ impl Gen {
         self.ins()
             .local_get(CPU)
             .i32_load8_u(mem_at(0, ss + SEG_BIG, 0))
-            .i32_eqz()
-            .br_if(0);
+            .i32_eqz();
+        self.br_if_unlikely(0);
     }
 
     /// The offset on the stack is checked against segment `seg` for an access of `size` bytes
@@ -1207,8 +1237,9 @@ impl Gen {
             .i32_const(0xFFF)
             .i32_and()
             .i32_const(0x1000 - size as i32)
-            .i32_gt_u()
-            .br_if(0)
+            .i32_gt_u();
+        self.br_if_unlikely(0);
+        self.ins()
             // the TLB entry: ADDR = tlb + index * size
             .local_get(TLB)
             .local_get(LIN)
@@ -1230,8 +1261,9 @@ impl Gen {
             .local_get(perm)
             .i32_const(0xFFFF_F000u32 as i32)
             .i32_or()
-            .i32_and()
-            .br_if(0)
+            .i32_and();
+        self.br_if_unlikely(0);
+        self.ins()
             // ADDR = ram + (phys | page offset)
             .local_get(RAM)
             .local_get(ADDR)
@@ -1253,8 +1285,9 @@ impl Gen {
             // off < lo
             .local_get(CPU)
             .i32_load(mem32(seg + lo))
-            .i32_lt_u()
-            .br_if(0)
+            .i32_lt_u();
+        self.br_if_unlikely(0);
+        self.ins()
             // off + size - 1 > hi, without wrapping
             .local_get(T0)
             .i64_extend_i32_u()
@@ -1263,8 +1296,9 @@ impl Gen {
             .local_get(CPU)
             .i32_load(mem32(seg + hi))
             .i64_extend_i32_u()
-            .i64_gt_u()
-            .br_if(0)
+            .i64_gt_u();
+        self.br_if_unlikely(0);
+        self.ins()
             .local_get(CPU)
             .i32_load(mem32(seg + SEG_BASE))
             .local_get(T0)
@@ -1750,8 +1784,8 @@ impl Gen {
             .i64_const(i64::MIN)
             .i64_eq()
             .i32_and()
-            .i32_or()
-            .if_(BlockType::Empty);
+            .i32_or();
+        self.if_unlikely();
         self.depth += 1;
         // The interpreter raises #DE; `step` delivers it and the function returns, so the
         // end of this arm is never reached.
@@ -1769,8 +1803,8 @@ impl Gen {
             .local_get(W0)
             .i32_wrap_i64()
             .i64_extend_i32_s()
-            .i64_ne()
-            .if_(BlockType::Empty);
+            .i64_ne();
+        self.if_unlikely();
         self.depth += 1;
         let saved = self.sync;
         self.step(i, eip);

@@ -402,6 +402,7 @@ impl Cpu {
         let handle = self.jit.regions[slot].as_ref()?.handle;
         let mut engine = self.jit_engine.take()?;
         let before = self.instructions;
+        self.jit_stop_at_block_end = 0;
         // SAFETY: `self` is live and not otherwise used until `call` returns: the pointer is
         // the only access to it meanwhile (see Engine::call).
         let status = unsafe { engine.call(handle, self as *mut Cpu, end, entry) };
@@ -598,6 +599,12 @@ impl Cpu {
 /// the region in `slot`, at `cpu.eip` (the generated code has stored the registers, EIP and
 /// the instruction count). Returns a `codegen::STEP_*` status.
 pub fn step(cpu: &mut Cpu, slot: u32, index: u32) -> u32 {
+    let status = step_status(cpu, slot, index);
+    cpu.jit_stop_at_block_end = (status == codegen::STEP_CONTINUE_THEN_STOP) as u32;
+    status
+}
+
+fn step_status(cpu: &mut Cpu, slot: u32, index: u32) -> u32 {
     let Some((instr, flat)) = cpu.jit.fallback(slot, index) else {
         // Cannot happen (a region is never replaced while it runs); leaving without running
         // the instruction is always correct: the interpreter runs it next, from the start

@@ -868,9 +868,11 @@ impl Gen {
         } else {
             self.ins().i64_extend_i32_u();
         }
-        self.ins().local_tee(W1).i64_eqz().br_if(0);
+        self.ins().local_tee(W1).i64_eqz();
+        self.br_if_unlikely(0);
         if signed {
-            self.ins().local_get(W1).i64_const(-1).i64_eq().br_if(0);
+            self.ins().local_get(W1).i64_const(-1).i64_eq();
+            self.br_if_unlikely(0);
         }
         // W0 = dividend
         self.dividend(w, signed);
@@ -885,14 +887,14 @@ impl Gen {
         if signed {
             self.ins().local_get(W0).local_get(W0);
             self.i64_sign_extend(w);
-            self.ins().i64_ne().br_if(0);
+            self.ins().i64_ne();
         } else {
             self.ins()
                 .local_get(W0)
                 .i64_const(mask(w) as i64)
-                .i64_gt_u()
-                .br_if(0);
+                .i64_gt_u();
         }
+        self.br_if_unlikely(0);
         // The remainder from the dividend again.
         self.dividend(w, signed);
         self.ins().local_get(W1);

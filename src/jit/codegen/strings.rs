@@ -125,8 +125,8 @@ impl Gen {
         self.ins()
             .local_get(CNT)
             .i32_const(REP_BATCH as i32)
-            .i32_ge_u()
-            .if_(BlockType::Empty);
+            .i32_ge_u();
+        self.if_unlikely();
         self.depth += 1;
         let saved = self.sync;
         if let Some(width) = frame.compare() {
@@ -154,7 +154,8 @@ impl Gen {
         if frame.reads_esi() {
             self.page_room(esi, frame.size_log2);
         }
-        self.ins().local_get(T4).i32_eqz().br_if(0);
+        self.ins().local_get(T4).i32_eqz();
+        self.br_if_unlikely(0);
         // The source's and the destination's RAM addresses (T3, ADDR), or the slow arm.
         if frame.reads_esi() {
             self.ins().local_get(esi);
