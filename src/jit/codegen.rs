@@ -229,6 +229,7 @@ pub fn compile(
         inline_count: 0,
         step_count: 0,
         hints: Vec::new(),
+        written: 0,
     };
     g.function(blocks);
     let mut f = g.f;
@@ -376,6 +377,8 @@ struct Gen {
     step_count: u32,
     /// Branches hinted not taken (the slow arms and exits), by offset in the function body.
     hints: Vec<BranchHint>,
+    /// The registers written by the code emitted since the innermost `with_memory` began.
+    written: u8,
 }
 
 /// Where the newest register values and instruction count are while code is generated: in the
@@ -1141,7 +1144,10 @@ impl Gen {
         // block $done / block $slow / fast arm / br $done / end $slow / slow arm / end $done
         self.ins().block(BlockType::Empty).block(BlockType::Empty);
         self.depth += 2;
+        let outer_written = std::mem::take(&mut self.written);
         fast(self);
+        let written = self.written;
+        self.written |= outer_written;
         self.sync.pending += retire as u32;
         self.ins().br(1).end();
         self.depth -= 1;
@@ -1151,6 +1157,12 @@ impl Gen {
         self.step(i, eip);
         // Counted as inline (above): this `step` is only its slow arm.
         self.step_count -= 1;
+        // Back from `step`, the instruction has completed (a fault or a jump away returned
+        // from the function): it changed only the registers it writes, which are the ones
+        // the fast arm writes. The others are where they were before (in their locals unless
+        // stale then), so they need no load here and, the same value on both arms, no merge
+        // (a move) after them.
+        self.sync.stale = before.stale | written;
         // What the fast arm left in locals, load here too.
         for r in 0..8u8 {
             if after_fast.stale & (1 << r) == 0 {
@@ -1421,6 +1433,7 @@ impl Gen {
         self.ins().local_set(R0 + r as u32);
         self.sync.stale &= !(1 << r);
         self.sync.dirty |= 1 << r;
+        self.written |= 1 << r;
     }
 
     fn set_reg_from(&mut self, r: u8, src: Src) {

@@ -85,8 +85,11 @@ impl Gen {
         for r in [EAX, ECX, ESI, EDI] {
             self.load_if_stale(r as u8);
         }
-        self.sync.dirty |= 1 << ECX | 1 << EDI | if reads_esi { 1 << ESI } else { 0 };
+        let moved = 1 << ECX | 1 << EDI | if reads_esi { 1 << ESI } else { 0 };
+        self.sync.dirty |= moved;
         self.with_memory(i, eip, |g| {
+            // Moved in place, not through set_reg.
+            g.written |= moved;
             g.rep_frame(i, eip, frame, |g| match kind {
                 Kind::Movs => g.copy_run(size_log2),
                 Kind::Stos => {
