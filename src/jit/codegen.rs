@@ -119,7 +119,7 @@ const SEG_WRITE_LO: u64 = offset_of!(SegCache, write_lo) as u64;
 const SEG_WRITE_HI: u64 = offset_of!(SegCache, write_hi) as u64;
 const TLB_ENTRY_SIZE: i32 = std::mem::size_of::<TlbEntry>() as i32;
 const TLB_TAG: u64 = offset_of!(TlbEntry, tag) as u64;
-const TLB_PHYS: u64 = offset_of!(TlbEntry, phys) as u64;
+const TLB_DELTA: u64 = offset_of!(TlbEntry, delta) as u64;
 const TLB_INDEX_MASK: i32 = (TLB_ENTRIES - 1) as i32;
 
 // Locals. Parameters first: run(cpu, limit, entry, tlb, ram).
@@ -649,8 +649,8 @@ impl Gen {
         self.ins()
             // ... and maps it to the same physical page.
             .local_get(TLB)
-            .i32_load(mem_at(tlb, TLB_PHYS + entry as u64, 2))
-            .i32_const((phys_page << 12) as i32)
+            .i32_load(mem_at(tlb, TLB_DELTA + entry as u64, 2))
+            .i32_const(((phys_page << 12).wrapping_sub(lin_page << 12)) as i32)
             .i32_ne();
         self.br_if_unlikely(0);
         self.ins().br(1).end();
@@ -1225,8 +1225,8 @@ impl Gen {
     /// The offset on the stack is checked against segment `seg` for an access of `size` bytes
     /// (a write if `write`), turned into a linear address (LIN) and looked up in the TLB; the
     /// RAM address goes to ADDR. Branches to depth 0 (the slow arm) wherever the interpreter's
-    /// fast path would not be taken: outside the segment's range, across a page, a TLB entry
-    /// that is not there or does not give this access.
+    /// fast path would not be taken: outside the segment's range, across a page (or past 4
+    /// GiB), a TLB entry that is not there or does not give this access.
     fn access(&mut self, seg: u8, size: u32, write: bool) {
         let flat = self.flat & (1 << (seg % 6)) != 0;
         let seg = SEGS + (seg as u64 % 6) * SEG_SIZE;
@@ -1245,14 +1245,7 @@ impl Gen {
             self.segment_check(seg, lo, hi, size);
         }
         self.ins()
-            .local_get(LIN)
-            .i32_const(0xFFF)
-            .i32_and()
-            .i32_const(0x1000 - size as i32)
-            .i32_gt_u();
-        self.br_if_unlikely(0);
-        self.ins()
-            // the TLB entry: ADDR = tlb + index * size
+            // the TLB entry of the first byte's page: ADDR = tlb + index * size
             .local_get(TLB)
             .local_get(LIN)
             .i32_const(12)
@@ -1263,10 +1256,16 @@ impl Gen {
             .i32_mul()
             .i32_add()
             .local_tee(ADDR)
-            // The tag names the page and has the permission bit: one test,
-            // (tag ^ (lin | perm)) & (0xFFFFF000 | perm) == 0.
+            // One test: the tag names the page of the *last* byte and has the permission bit,
+            // (tag ^ (last | perm)) & (0xFFFFF000 | perm) == 0. An access that crosses into the
+            // next page fails it too: that page's entry is the next one, so this entry's tag
+            // cannot name it.
             .i32_load(mem_at(tlb, TLB_TAG, 2))
-            .local_get(LIN)
+            .local_get(LIN);
+        if size > 1 {
+            self.ins().i32_const(size as i32 - 1).i32_add();
+        }
+        self.ins()
             .local_get(perm)
             .i32_or()
             .i32_xor()
@@ -1276,14 +1275,12 @@ impl Gen {
             .i32_and();
         self.br_if_unlikely(0);
         self.ins()
-            // ADDR = ram + (phys | page offset)
+            // ADDR = ram + lin + delta (the physical address in RAM)
             .local_get(RAM)
-            .local_get(ADDR)
-            .i32_load(mem_at(tlb, TLB_PHYS, 2))
             .local_get(LIN)
-            .i32_const(0xFFF)
-            .i32_and()
-            .i32_or()
+            .local_get(ADDR)
+            .i32_load(mem_at(tlb, TLB_DELTA, 2))
+            .i32_add()
             .i32_add()
             .local_set(ADDR);
     }

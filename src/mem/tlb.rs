@@ -49,8 +49,16 @@ pub const PF_USER: u32 = 1 << 2;
 pub struct TlbEntry {
     /// Virtual page (bits 12..31) and permission bits (bits 0..4).
     pub tag: u32,
-    /// Physical page base address.
-    pub phys: u32,
+    /// The physical page's base address minus the virtual page's (wrapping): a linear address
+    /// in the page plus `delta` is its physical address, in one addition.
+    pub delta: u32,
+}
+
+impl TlbEntry {
+    /// The physical page's base address.
+    fn phys_page(&self) -> u32 {
+        (self.tag & 0xFFFF_F000).wrapping_add(self.delta)
+    }
 }
 
 /// The kind of memory access being translated.
@@ -111,7 +119,7 @@ impl Tlb {
     pub fn lookup(&self, lin: u32, perm: u32) -> Option<u32> {
         let e = self.entry(lin);
         if (e.tag ^ lin) & 0xFFFF_F000 == 0 && e.tag & perm != 0 {
-            Some(e.phys | (lin & 0xFFF))
+            Some(lin.wrapping_add(e.delta))
         } else {
             None
         }
@@ -143,7 +151,7 @@ impl Tlb {
     /// Physical page `page` now holds code: writes to it must take the slow path.
     pub fn revoke_writes_to(&mut self, page: u32) {
         for e in self.entries.iter_mut() {
-            if e.phys >> 12 == page {
+            if e.phys_page() >> 12 == page {
                 e.tag &= !(TLB_WRITE_SUPER | TLB_WRITE_USER);
             }
         }
@@ -184,7 +192,7 @@ impl Memory {
         let tag = (lin & 0xFFFF_F000) | perms | if global { TLB_GLOBAL } else { 0 };
         self.tlb.entries[((lin >> 12) & TLB_MASK) as usize] = TlbEntry {
             tag,
-            phys: phys_page,
+            delta: phys_page.wrapping_sub(lin & 0xFFFF_F000),
         };
     }
 
