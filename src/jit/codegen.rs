@@ -1772,9 +1772,68 @@ impl Gen {
     /// IDIV r32: EDX:EAX / r, quotient to EAX, remainder to EDX; a zero divisor or a quotient
     /// that does not fit goes through `step`, which raises #DE exactly as the interpreter does.
     fn idiv(&mut self, i: &Instr, eip: u32) {
-        // The good arm counts its own retirement in ICOUNT, so that must be current.
+        // The good arms count their own retirement in ICOUNT, so that must be current.
         self.flush_count();
         self.count_fresh();
+        // A dividend in the i32 range (EDX holds EAX's sign, as after CDQ), the usual case:
+        // one 32-bit division, the remainder from it by a multiply (a 64-bit division, and a
+        // second one for the remainder, are several times slower on the host). Each arm then
+        // finds the registers it reads in their locals, as the other does.
+        if (i.rm as usize) < ZERO_REG {
+            self.load_if_stale(i.rm & 7);
+        }
+        self.get(EDX as u8);
+        self.get(EAX as u8);
+        self.ins()
+            .i32_const(31)
+            .i32_shr_s()
+            .i32_eq()
+            .if_(BlockType::Empty);
+        self.depth += 1;
+        // #DE: divisor 0, or the smallest dividend by -1 (the only quotient that does not fit).
+        self.get(i.rm);
+        self.ins().local_tee(T1).i32_eqz();
+        self.get(EAX as u8);
+        self.ins()
+            .i32_const(i32::MIN)
+            .i32_eq()
+            .local_get(T1)
+            .i32_const(-1)
+            .i32_eq()
+            .i32_and()
+            .i32_or();
+        self.if_unlikely();
+        self.depth += 1;
+        let saved = self.sync;
+        self.step(i, eip);
+        self.ins().unreachable();
+        self.sync = saved;
+        self.ins().else_();
+        self.get(EAX as u8);
+        self.ins().local_get(T1).i32_div_s().local_set(T0);
+        self.get(EAX as u8);
+        self.ins().local_get(T0).local_get(T1).i32_mul().i32_sub();
+        self.set_reg(EDX as u8);
+        self.ins().local_get(T0);
+        self.set_reg(EAX as u8);
+        self.ins()
+            .local_get(ICOUNT)
+            .i64_const(1)
+            .i64_add()
+            .local_set(ICOUNT)
+            .end();
+        self.depth -= 1;
+        let fits = self.sync;
+        self.ins().else_();
+        self.idiv64(i, eip);
+        self.ins().end();
+        self.depth -= 1;
+        // Both good arms leave EAX and EDX in their locals; the rest is as before either.
+        debug_assert!(fits.stale == self.sync.stale && fits.dirty == self.sync.dirty);
+    }
+
+    /// IDIV r32 with a dividend of any size: a 64-bit division.
+    fn idiv64(&mut self, i: &Instr, eip: u32) {
         // W0 = dividend, W1 = divisor.
         self.get(EDX as u8);
         self.ins().i64_extend_i32_u().i64_const(32).i64_shl();

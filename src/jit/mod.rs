@@ -767,6 +767,67 @@ mod tests {
         }
     }
 
+    /// IDIV r32 compiled: a dividend in the i32 range (after CDQ), one that needs 64 bits
+    /// (EDX not EAX's sign), negative remainders, and #DE for the smallest dividend by -1,
+    /// as the interpreter does them.
+    ///
+    /// ```text
+    ///   mov esi, 6
+    /// top:
+    ///   mov eax, -7 ; cdq ; mov ecx, 2 ; idiv ecx             ; -3, -1
+    ///   mov [0x8000], eax ; mov [0x8004], edx
+    ///   mov eax, 100 ; mov edx, 5 ; mov ecx, 1000 ; idiv ecx  ; 64-bit dividend
+    ///   mov [0x8008], eax ; mov [0x800c], edx
+    ///   mov eax, 0x7fffffff ; cdq ; mov ecx, -1 ; idiv ecx
+    ///   mov [0x8010], eax ; mov [0x8014], edx
+    ///   mov edx, -5 ; mov eax, 0 ; mov ecx, 0x10000 ; idiv ecx ; negative 64-bit dividend
+    ///   mov [0x8018], eax ; mov [0x801c], edx
+    ///   dec esi ; jnz top
+    ///   mov eax, 0x80000000 ; cdq ; mov ecx, -1 ; idiv ecx    ; #DE
+    ///   hlt
+    /// ```
+    #[test]
+    fn compiled_idiv_matches_the_interpreter() {
+        let code = [
+            0xbe, 0x06, 0x00, 0x00, 0x00, 0xb8, 0xf9, 0xff, 0xff, 0xff, 0x99, 0xb9, 0x02, 0x00,
+            0x00, 0x00, 0xf7, 0xf9, 0xa3, 0x00, 0x80, 0x00, 0x00, 0x89, 0x15, 0x04, 0x80, 0x00,
+            0x00, 0xb8, 0x64, 0x00, 0x00, 0x00, 0xba, 0x05, 0x00, 0x00, 0x00, 0xb9, 0xe8, 0x03,
+            0x00, 0x00, 0xf7, 0xf9, 0xa3, 0x08, 0x80, 0x00, 0x00, 0x89, 0x15, 0x0c, 0x80, 0x00,
+            0x00, 0xb8, 0xff, 0xff, 0xff, 0x7f, 0x99, 0xb9, 0xff, 0xff, 0xff, 0xff, 0xf7, 0xf9,
+            0xa3, 0x10, 0x80, 0x00, 0x00, 0x89, 0x15, 0x14, 0x80, 0x00, 0x00, 0xba, 0xfb, 0xff,
+            0xff, 0xff, 0xb8, 0x00, 0x00, 0x00, 0x00, 0xb9, 0x00, 0x00, 0x01, 0x00, 0xf7, 0xf9,
+            0xa3, 0x18, 0x80, 0x00, 0x00, 0x89, 0x15, 0x1c, 0x80, 0x00, 0x00, 0x4e, 0x75, 0x95,
+            0xb8, 0x00, 0x00, 0x00, 0x80, 0x99, 0xb9, 0xff, 0xff, 0xff, 0xff, 0xf7, 0xf9, 0xf4,
+        ];
+        for (slice, threshold) in [(100_000, 1), (97, 1), (1000, 2)] {
+            let cpu = same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), threshold)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let word = |a: usize| u32::from_le_bytes(cpu.mem.ram[a..a + 4].try_into().unwrap());
+            let results: Vec<u32> = (0..8).map(|n| word(0x8000 + 4 * n)).collect();
+            assert_eq!(
+                results,
+                [
+                    -3i32 as u32,
+                    -1i32 as u32,
+                    21_474_836,
+                    580,
+                    0x8000_0001,
+                    0,
+                    -327_680i32 as u32,
+                    0
+                ]
+            );
+            // #DE delivered, with EDX:EAX as they were.
+            assert_eq!(cpu.eip, 0x0F01);
+            assert_eq!(cpu.regs[crate::cpu::EAX], 0x8000_0000);
+            assert!(
+                cpu.jit_stats().compiled_instructions > 0,
+                "slice {slice}, threshold {threshold}: {:?}",
+                cpu.jit_stats()
+            );
+        }
+    }
+
     /// An engine that takes modules but, called, runs nothing (so the interpreter runs every
     /// block), and counts the modules it was given and freed.
     struct Recorder {
