@@ -24,8 +24,9 @@
 //! through the segment check and the TLB inline with the whole instruction handed to the
 //! interpreter when that fast path does not apply. Every other instruction is handed back to
 //! the interpreter through `step`, so the semantics are the interpreter's by construction.
-//! Direct jumps to blocks of the region are branches to the dispatch loop, so a loop runs
-//! inside one function. A jump anywhere else, and every place where the interpreter's run loop
+//! Direct jumps to blocks of the region are branches: straight to a block placed later in the
+//! function (or to the block's own start), else to the dispatch loop, so a loop runs inside
+//! one function. A jump anywhere else, and every place where the interpreter's run loop
 //! would stop chaining blocks, is an exit with EIP stored.
 //!
 //! `run` returns [`RAN`] (state is in the `Cpu`, EIP at a block boundary) or [`FAULTED`] (an
@@ -230,6 +231,13 @@ pub fn compile(
         step_count: 0,
         hints: Vec::new(),
         written: 0,
+        flags_live_after: true,
+        entry_reads_flags: blocks
+            .iter()
+            .map(|b| reads_flags_at_entry(&b.instrs))
+            .collect(),
+        block_len: blocks.iter().map(|b| b.instrs.len() as u32).collect(),
+        deferred_flags: None,
     };
     g.function(blocks);
     let mut f = g.f;
@@ -379,6 +387,16 @@ struct Gen {
     hints: Vec<BranchHint>,
     /// The registers written by the code emitted since the innermost `with_memory` began.
     written: u8,
+    /// Whether the flags the instruction being emitted computes are read on the straight path
+    /// after it (see [`flags_needed`]).
+    flags_live_after: bool,
+    /// For each block, whether it may read the flags it is entered with
+    /// ([`reads_flags_at_entry`]), and its length in instructions.
+    entry_reads_flags: Vec<bool>,
+    block_len: Vec<u32>,
+    /// The width of lazy flags that a fused compare left in T0/T1 without storing them: each
+    /// way out of its branch stores them only if it needs them (see `defer_flags`).
+    deferred_flags: Option<u32>,
 }
 
 /// Where the newest register values and instruction count are while code is generated: in the
@@ -483,7 +501,9 @@ impl Gen {
         self.ins().end().unreachable();
     }
 
-    /// Branch depth of the dispatch loop from block `k`'s code.
+    /// Branch depth of the dispatch loop from block `k`'s code. (Block `k`'s code follows the
+    /// end of the dispatch's `k`-th innermost block and lies inside the `n - 1 - k` blocks
+    /// around that one: ending the `m`-th of those goes to block `k + 1 + m`'s code.)
     fn depth_dispatch(&self, k: u32) -> u32 {
         self.n - 1 - k + self.depth
     }
@@ -498,6 +518,7 @@ impl Gen {
         // Every way into a block (the prologue, a jump from another block) leaves the
         // registers and the count in their locals, possibly newer than the Cpu's.
         self.sync = Sync::ENTRY;
+        debug_assert!(self.deferred_flags.is_none());
         let entries = b.instrs.len() as i64;
         // The whole block must fit in the budget, as the interpreter's run loop decides.
         self.ins()
@@ -513,12 +534,13 @@ impl Gen {
         self.sync = saved;
         self.ins().end();
         self.depth -= 1;
-        let needed = flags_needed(&b.instrs);
+        let (needed, live_after) = flags_needed(&b.instrs);
         let mut eip = b.eip;
         for (n, i) in b.instrs.iter().enumerate() {
             let next = eip.wrapping_add(i.len as u32);
             let last = n + 1 == b.instrs.len();
             self.store_flags = needed[n];
+            self.flags_live_after = live_after[n];
             if self.instr(k, i, eip, next, last) {
                 // An unconditional branch, or the block's last conditional one: it went
                 // wherever the block goes next itself.
@@ -556,6 +578,9 @@ impl Gen {
     /// Bring the Cpu up to date: the registers the locals hold newer values of, and the count
     /// (the instructions retired inline added first).
     fn write_back(&mut self) {
+        if let Some(width) = self.deferred_flags {
+            self.store_deferred_flags(width);
+        }
         self.flush_count();
         for r in 0..8u8 {
             if self.sync.dirty & (1 << r) != 0 {
@@ -577,6 +602,25 @@ impl Gen {
     /// Go on at `eip`: the next block of the region if there is one and the run loop would
     /// chain to it, else exit.
     fn goto(&mut self, k: u32, eip: u32) {
+        let deferred = self.deferred_flags;
+        if let Some(width) = deferred {
+            // Stored now unless the way goes to a block of the region that computes its own
+            // flags before anything can see them.
+            let target_reads = self
+                .index_of
+                .get(&eip)
+                .is_none_or(|&t| self.entry_reads_flags[t as usize]);
+            if target_reads {
+                self.store_deferred_flags(width);
+                self.deferred_flags = None;
+            }
+        }
+        self.goto_stored(k, eip);
+        self.deferred_flags = deferred;
+    }
+
+    /// [`goto`](Self::goto) once the flags are where the way needs them.
+    fn goto_stored(&mut self, k: u32, eip: u32) {
         if self.has_step {
             self.ins().local_get(CPU).i32_load(mem32(STOP_AT_BLOCK_END));
             self.if_unlikely();
@@ -595,6 +639,26 @@ impl Gen {
                     self.load_if_stale(r);
                 }
                 self.count_fresh();
+                if self.deferred_flags.is_some() {
+                    // Flags not stored, for a block that computes its own before anything
+                    // can see them; but one that does not fit in the budget exits at its
+                    // start, where the run loop may deliver an interrupt (which pushes
+                    // EFLAGS): that exit is taken here, with the flags stored.
+                    let entries = self.block_len[target as usize] as i64;
+                    self.ins()
+                        .local_get(ICOUNT)
+                        .i64_const(entries)
+                        .i64_add()
+                        .local_get(LIMIT)
+                        .i64_gt_u();
+                    self.if_unlikely();
+                    self.depth += 1;
+                    let saved = self.sync;
+                    self.exit(eip);
+                    self.sync = saved;
+                    self.ins().end();
+                    self.depth -= 1;
+                }
                 if target == k {
                     // Back to this block's start: its own loop (the outermost construct of
                     // its code).
@@ -605,6 +669,13 @@ impl Gen {
                 let page = self.block_page[target as usize];
                 if page != self.block_page[k as usize] {
                     self.same_page_mapping(page, eip);
+                }
+                if target > k {
+                    // A later block: its code starts where the label of the dispatch
+                    // loop's block for it ends, which encloses this code: a direct branch.
+                    let depth = self.depth + target - k - 1;
+                    self.ins().br(depth);
+                    return;
                 }
                 let depth = self.depth_dispatch(k);
                 self.ins()
@@ -746,6 +817,7 @@ impl Gen {
             return ended;
         }
         let fused = k::is_fused(i);
+        let deferred = fused && inline_kind(i) && self.defer_flags(i);
         if !inline_kind(i) {
             let emitted = forms::classify(i).and_then(|f| self.generic(k, i, eip, next, &f));
             match emitted {
@@ -759,6 +831,10 @@ impl Gen {
             }
         } else if !self.inline_kind_form(i, eip) {
             return false;
+        }
+        if deferred {
+            // Every fused kind `inline_kind` lists is 32-bit.
+            self.flags_deferred(32);
         }
         // Branches: the Jcc alone, or the Jcc half of a fused pair.
         let (cc, disp) = match i.fast {
@@ -775,10 +851,14 @@ impl Gen {
         match cc {
             None => self.goto(k, target),
             // A branch to the next instruction: the interpreter's block goes on either way.
-            Some(_) if !last && target == next => return false,
+            Some(_) if !last && target == next => {
+                self.settle_deferred_flags();
+                return false;
+            }
             Some(cc) if !last => {
                 self.branch_cond(i, cc);
                 self.goto_if(k, target);
+                self.settle_deferred_flags();
                 return false;
             }
             Some(cc) => {
@@ -792,6 +872,7 @@ impl Gen {
                 self.goto(k, next);
                 self.ins().end();
                 self.depth -= 1;
+                self.deferred_flags = None;
                 // Both arms branched away; what follows the `if` is unreachable.
                 self.ins().unreachable();
             }
@@ -1010,6 +1091,7 @@ impl Gen {
                     g.access(seg, size, false);
                     g.load(size);
                     g.ins().local_set(VAL);
+                    let deferred = g.defer_flags(i);
                     match i.fast {
                         k::FUSED_CMP_M_R => g.alu_values(CMP, Src::Local(VAL), Src::Reg(i.reg)),
                         k::FUSED_CMP_M_I => g.alu_values(CMP, Src::Local(VAL), Src::Imm(i.imm)),
@@ -1017,7 +1099,11 @@ impl Gen {
                         k::FUSED_ALU8_M_R_CMP => g.cmp8(Src::Local(VAL), Some(i.reg), 0),
                         _ => g.cmp8(Src::Local(VAL), None, i.imm & 0xFF),
                     }
+                    if deferred {
+                        g.flags_deferred(size * 8);
+                    }
                     g.take_branch(k, i, target, next);
+                    g.settle_deferred_flags();
                 });
             }
             k::PUSH_R => {
@@ -1178,6 +1264,41 @@ impl Gen {
         self.sync = after_fast;
         self.ins().end();
         self.depth -= 1;
+    }
+
+    /// Start a fused compare whose branch is decided from its operands: if its flags would be
+    /// stored, they are computed into T0/T1 only, and stored on each way out that needs them
+    /// (`goto`, and `settle_deferred_flags` on the straight path). Returns whether it did.
+    fn defer_flags(&mut self, i: &Instr) -> bool {
+        let defer = self.store_flags && operand_condition(i, i.cc);
+        if defer {
+            self.store_flags = false;
+        }
+        defer
+    }
+
+    /// After the compare of a fused pair that `defer_flags` started: its flags (of `width`
+    /// bits) are now in T0/T1 only.
+    fn flags_deferred(&mut self, width: u32) {
+        self.store_flags = true;
+        self.deferred_flags = Some(width);
+    }
+
+    /// After the branch of a fused pair whose flags were deferred: on the straight path they
+    /// are stored if something after may read them.
+    fn settle_deferred_flags(&mut self) {
+        if let Some(width) = self.deferred_flags.take() {
+            if self.flags_live_after {
+                self.store_deferred_flags(width);
+            }
+        }
+    }
+
+    /// Store the lazy flags in T0/T1 (`width` bits), whatever `store_flags` says.
+    fn store_deferred_flags(&mut self, width: u32) {
+        let store = std::mem::replace(&mut self.store_flags, true);
+        self.store_flags_w(width);
+        self.store_flags = store;
     }
 
     /// `br_if depth` to a slow arm or an exit, hinted as not taken: V8 then lays the target
@@ -1910,6 +2031,39 @@ impl Gen {
     /// A fused compare or TEST leaves its operands in T2 (a) and the source, and its result in
     /// T0, so most conditions are one comparison of those; anything else reads the stored flags.
     fn branch_cond(&mut self, i: &Instr, cc: u8) {
+        if !operand_condition(i, cc) {
+            // The flags are in memory: whoever wrote them stored them (they are live).
+            self.cond(cc);
+            return;
+        }
+        if matches!(i.fast, k::FUSED_ALU8_M_R_CMP | k::FUSED_CMP_RM8_I_MEM) {
+            // CMP m8, r8/imm8 (cmp8): a, zero-extended, in T2; signed conditions compare the
+            // bytes sign-extended.
+            let signed = cc >> 1 >= 6;
+            self.ins().local_get(T2);
+            if signed {
+                self.ins().i32_extend8_s();
+            }
+            if i.fast == k::FUSED_ALU8_M_R_CMP {
+                self.get8(i.reg);
+            } else {
+                self.ins().i32_const((i.imm & 0xFF) as i32);
+            }
+            if signed {
+                self.ins().i32_extend8_s();
+            }
+            match cc >> 1 {
+                1 => self.ins().i32_lt_u(),
+                2 => self.ins().i32_eq(),
+                3 => self.ins().i32_le_u(),
+                6 => self.ins().i32_lt_s(),
+                _ => self.ins().i32_le_s(),
+            };
+            if cc & 1 != 0 {
+                self.ins().i32_eqz();
+            }
+            return;
+        }
         let (cmp, test) = match i.fast {
             k::FUSED_ALU_RR_CMP | k::FUSED_CMP_M_R => (Some(Src::Reg(i.reg)), false),
             k::FUSED_ALU_R_I_CMP | k::FUSED_ALU_A_I_CMP | k::FUSED_CMP_M_I => {
@@ -2141,19 +2295,55 @@ fn flag_use(i: &Instr) -> FlagUse {
 /// instruction after it may read them before another one computes them all again. Wherever
 /// the code may leave the block (its end, a branch taken) they are live: the next block may
 /// exit to the interpreter before it computes any.
-fn flags_needed(instrs: &[Instr]) -> Vec<bool> {
+///
+/// Also, for each instruction, whether they are read on the straight path after it (the rest of
+/// the block, then wherever it goes): a fused compare and branch whose condition comes from its
+/// operands stores them on each way out only where that way needs them (`Gen::deferred_flags`).
+fn flags_needed(instrs: &[Instr]) -> (Vec<bool>, Vec<bool>) {
     let mut live = true;
     let mut needed = vec![true; instrs.len()];
+    let mut live_after = vec![true; instrs.len()];
     for (n, i) in instrs.iter().enumerate().rev() {
         // A branch (a fused pair's too) may leave the block, and a fused pair whose
         // condition is not one comparison reads the stored flags itself.
         let branches = k::is_fused(i) || matches!(i.fast, k::JCC | k::JMP_REL);
         needed[n] = live || branches;
+        live_after[n] = live;
         live = match flag_use(i) {
             FlagUse::None => live,
             FlagUse::Writes => false,
             FlagUse::Reads => true,
         };
     }
-    needed
+    (needed, live_after)
+}
+
+/// Whether a block may read the flags it is entered with, or let the guest see them (a fault,
+/// an instruction through the interpreter), before it computes them all itself.
+fn reads_flags_at_entry(instrs: &[Instr]) -> bool {
+    for i in instrs {
+        match flag_use(i) {
+            FlagUse::None => continue,
+            FlagUse::Writes => return false,
+            FlagUse::Reads => return true,
+        }
+    }
+    true
+}
+
+/// Whether the branch of fused pair `i` with condition `cc` is decided from the compare's
+/// operands or result in locals (`Gen::branch_cond`), not from the stored flags.
+fn operand_condition(i: &Instr, cc: u8) -> bool {
+    match i.fast {
+        k::FUSED_ALU_RR_CMP
+        | k::FUSED_CMP_M_R
+        | k::FUSED_ALU_R_I_CMP
+        | k::FUSED_ALU_A_I_CMP
+        | k::FUSED_CMP_M_I
+        | k::FUSED_ALU_R_M_CMP
+        | k::FUSED_ALU8_M_R_CMP
+        | k::FUSED_CMP_RM8_I_MEM => matches!(cc >> 1, 1 | 2 | 3 | 6 | 7),
+        k::FUSED_ALU_RR_TEST | k::FUSED_ALU_R_I_AND | k::FUSED_TEST_R_I => cc >> 1 != 5,
+        _ => false,
+    }
 }

@@ -828,6 +828,35 @@ mod tests {
         }
     }
 
+    /// Loops closed by a fused compare and branch back to a block that computes its own flags
+    /// first: the compare's flags are not stored on that way, so every way out of compiled
+    /// code there (the budget running out at the loop's start, in slices of every size) must
+    /// store them, as the interpreter has them.
+    ///
+    /// ```text
+    ///   mov ecx, 0 ; mov ebx, 3000
+    /// top:
+    ///   add ecx, 1 ; cmp ecx, ebx ; jne top
+    ///   mov esi, 0x8000 ; mov byte [0x8bb7], 1 ; mov dl, 1
+    /// loop2:
+    ///   add esi, 1 ; cmp [esi-1], dl ; jne loop2
+    ///   hlt
+    /// ```
+    #[test]
+    fn flags_left_unstored_by_a_loop_branch_are_stored_where_compiled_code_exits() {
+        let code = [
+            0xb9, 0x00, 0x00, 0x00, 0x00, 0xbb, 0xb8, 0x0b, 0x00, 0x00, 0x83, 0xc1, 0x01, 0x39,
+            0xd9, 0x75, 0xf9, 0xbe, 0x00, 0x80, 0x00, 0x00, 0xc6, 0x05, 0xb7, 0x8b, 0x00, 0x00,
+            0x01, 0xb2, 0x01, 0x83, 0xc6, 0x01, 0x38, 0x56, 0xff, 0x75, 0xf8, 0xf4,
+        ];
+        for slice in [4, 5, 6, 7, 11, 100_000] {
+            let cpu = same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), 1)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(cpu.regs[crate::cpu::ESI], 0x8bb8);
+            assert!(cpu.jit_stats().compiled_instructions > 1000);
+        }
+    }
+
     /// An engine that takes modules but, called, runs nothing (so the interpreter runs every
     /// block), and counts the modules it was given and freed.
     struct Recorder {
