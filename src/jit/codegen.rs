@@ -519,21 +519,8 @@ impl Gen {
         // registers and the count in their locals, possibly newer than the Cpu's.
         self.sync = Sync::ENTRY;
         debug_assert!(self.deferred_flags.is_none());
-        let entries = b.instrs.len() as i64;
         // The whole block must fit in the budget, as the interpreter's run loop decides.
-        self.ins()
-            .local_get(ICOUNT)
-            .i64_const(entries)
-            .i64_add()
-            .local_get(LIMIT)
-            .i64_gt_u();
-        self.if_unlikely();
-        self.depth += 1;
-        let saved = self.sync;
-        self.exit(b.eip);
-        self.sync = saved;
-        self.ins().end();
-        self.depth -= 1;
+        self.exit_unless_it_fits(k, b.eip);
         let (needed, live_after) = flags_needed(&b.instrs);
         let mut eip = b.eip;
         for (n, i) in b.instrs.iter().enumerate() {
@@ -553,6 +540,31 @@ impl Gen {
         // through `step` that went on to the next one).
         self.goto(k, eip);
         self.ins().end();
+    }
+
+    /// Exit at `eip`, the start of block `k`, unless all of that block fits in the budget
+    /// (ICOUNT current).
+    fn exit_unless_it_fits(&mut self, k: u32, eip: u32) {
+        let entries = self.block_len[k as usize] as i64;
+        self.ins()
+            .local_get(ICOUNT)
+            .i64_const(entries)
+            .i64_add()
+            .local_get(LIMIT)
+            .i64_gt_u();
+        self.exit_if(eip);
+    }
+
+    /// Exit at `eip` if the condition on the stack holds (hinted not to); otherwise go on with
+    /// what is known about the locals as it was.
+    fn exit_if(&mut self, eip: u32) {
+        self.if_unlikely();
+        self.depth += 1;
+        let saved = self.sync;
+        self.exit(eip);
+        self.sync = saved;
+        self.ins().end();
+        self.depth -= 1;
     }
 
     /// Leave the function with EIP = `eip`: whatever the locals hold that the Cpu does not
@@ -623,13 +635,7 @@ impl Gen {
     fn goto_stored(&mut self, k: u32, eip: u32) {
         if self.has_step {
             self.ins().local_get(CPU).i32_load(mem32(STOP_AT_BLOCK_END));
-            self.if_unlikely();
-            self.depth += 1;
-            let saved = self.sync;
-            self.exit(eip);
-            self.sync = saved;
-            self.ins().end();
-            self.depth -= 1;
+            self.exit_if(eip);
         }
         match self.index_of.get(&eip) {
             Some(&target) => {
@@ -644,20 +650,7 @@ impl Gen {
                     // can see them; but one that does not fit in the budget exits at its
                     // start, where the run loop may deliver an interrupt (which pushes
                     // EFLAGS): that exit is taken here, with the flags stored.
-                    let entries = self.block_len[target as usize] as i64;
-                    self.ins()
-                        .local_get(ICOUNT)
-                        .i64_const(entries)
-                        .i64_add()
-                        .local_get(LIMIT)
-                        .i64_gt_u();
-                    self.if_unlikely();
-                    self.depth += 1;
-                    let saved = self.sync;
-                    self.exit(eip);
-                    self.sync = saved;
-                    self.ins().end();
-                    self.depth -= 1;
+                    self.exit_unless_it_fits(target, eip);
                 }
                 if target == k {
                     // Back to this block's start: its own loop (the outermost construct of
@@ -1923,27 +1916,17 @@ impl Gen {
             .i32_eq()
             .i32_and()
             .i32_or();
-        self.if_unlikely();
-        self.depth += 1;
-        let saved = self.sync;
-        self.step(i, eip);
-        self.ins().unreachable();
-        self.sync = saved;
-        self.ins().else_();
+        self.divide_error_if(i, eip);
         self.get(EAX as u8);
         self.ins().local_get(T1).i32_div_s().local_set(T0);
         self.get(EAX as u8);
-        self.ins().local_get(T0).local_get(T1).i32_mul().i32_sub();
-        self.set_reg(EDX as u8);
-        self.ins().local_get(T0);
-        self.set_reg(EAX as u8);
         self.ins()
-            .local_get(ICOUNT)
-            .i64_const(1)
-            .i64_add()
-            .local_set(ICOUNT)
-            .end();
-        self.depth -= 1;
+            .local_get(T0)
+            .local_get(T1)
+            .i32_mul()
+            .i32_sub()
+            .local_set(T3);
+        self.division_retires();
         let fits = self.sync;
         self.ins().else_();
         self.idiv64(i, eip);
@@ -1951,6 +1934,36 @@ impl Gen {
         self.depth -= 1;
         // Both good arms leave EAX and EDX in their locals; the rest is as before either.
         debug_assert!(fits.stale == self.sync.stale && fits.dirty == self.sync.dirty);
+    }
+
+    /// With a #DE condition on the stack: if it holds, the instruction goes through `step`,
+    /// which raises and delivers the exception as the interpreter does (the function returns
+    /// there, so that arm never ends); the `else` arm, for the division, is left open (the
+    /// caller ends it and takes 1 from `depth`).
+    fn divide_error_if(&mut self, i: &Instr, eip: u32) {
+        self.if_unlikely();
+        self.depth += 1;
+        let saved = self.sync;
+        self.step(i, eip);
+        self.ins().unreachable();
+        self.sync = saved;
+        self.ins().else_();
+    }
+
+    /// The good arm of IDIV r32 ends: the quotient (T0) to EAX, the remainder (T3) to EDX,
+    /// the instruction retired.
+    fn division_retires(&mut self) {
+        self.ins().local_get(T0);
+        self.set_reg(EAX as u8);
+        self.ins().local_get(T3);
+        self.set_reg(EDX as u8);
+        self.ins()
+            .local_get(ICOUNT)
+            .i64_const(1)
+            .i64_add()
+            .local_set(ICOUNT)
+            .end();
+        self.depth -= 1;
     }
 
     /// IDIV r32 with a dividend of any size: a 64-bit division.
@@ -1975,15 +1988,7 @@ impl Gen {
             .i64_eq()
             .i32_and()
             .i32_or();
-        self.if_unlikely();
-        self.depth += 1;
-        // The interpreter raises #DE; `step` delivers it and the function returns, so the
-        // end of this arm is never reached.
-        let saved = self.sync;
-        self.step(i, eip);
-        self.ins().unreachable();
-        self.sync = saved;
-        self.ins().else_();
+        self.divide_error_if(i, eip);
         self.ins()
             .local_get(W0)
             .local_get(W1)
@@ -1994,13 +1999,7 @@ impl Gen {
             .i32_wrap_i64()
             .i64_extend_i32_s()
             .i64_ne();
-        self.if_unlikely();
-        self.depth += 1;
-        let saved = self.sync;
-        self.step(i, eip);
-        self.ins().unreachable();
-        self.sync = saved;
-        self.ins().else_();
+        self.divide_error_if(i, eip);
         // The quotient fits; the remainder is recomputed from the registers.
         self.get(EDX as u8);
         self.ins().i64_extend_i32_u().i64_const(32).i64_shl();
@@ -2011,20 +2010,13 @@ impl Gen {
             .local_get(W1)
             .i64_rem_s()
             .i32_wrap_i64()
-            .local_set(T0)
+            .local_set(T3)
             .local_get(W0)
-            .i32_wrap_i64();
-        self.set_reg(EAX as u8);
-        self.ins().local_get(T0);
-        self.set_reg(EDX as u8);
-        self.ins()
-            .local_get(ICOUNT)
-            .i64_const(1)
-            .i64_add()
-            .local_set(ICOUNT)
-            .end()
-            .end();
-        self.depth -= 2;
+            .i32_wrap_i64()
+            .local_set(T0);
+        self.division_retires();
+        self.ins().end();
+        self.depth -= 1;
     }
 
     /// Push the condition `cc` of the branch `i` (a Jcc, or the branch half of a fused pair).
@@ -2052,13 +2044,7 @@ impl Gen {
             if signed {
                 self.ins().i32_extend8_s();
             }
-            match cc >> 1 {
-                1 => self.ins().i32_lt_u(),
-                2 => self.ins().i32_eq(),
-                3 => self.ins().i32_le_u(),
-                6 => self.ins().i32_lt_s(),
-                _ => self.ins().i32_le_s(),
-            };
+            self.compare_for(cc);
             if cc & 1 != 0 {
                 self.ins().i32_eqz();
             }
@@ -2079,13 +2065,7 @@ impl Gen {
             (Some(b), _, 1 | 2 | 3 | 6 | 7) => {
                 self.ins().local_get(T2);
                 self.push(b);
-                match cc >> 1 {
-                    1 => self.ins().i32_lt_u(),
-                    2 => self.ins().i32_eq(),
-                    3 => self.ins().i32_le_u(),
-                    6 => self.ins().i32_lt_s(),
-                    _ => self.ins().i32_le_s(),
-                };
+                self.compare_for(cc);
             }
             // TEST/AND: CF = OF = 0, so these depend on the result alone.
             (None, true, 2 | 3) => {
@@ -2109,6 +2089,18 @@ impl Gen {
         if negate {
             self.ins().i32_eqz();
         }
+    }
+
+    /// The comparison of the two values on the stack that decides condition `cc` (below, equal,
+    /// below or equal, less, less or equal; its negation is the caller's) after CMP of them.
+    fn compare_for(&mut self, cc: u8) {
+        match cc >> 1 {
+            1 => self.ins().i32_lt_u(),
+            2 => self.ins().i32_eq(),
+            3 => self.ins().i32_le_u(),
+            6 => self.ins().i32_lt_s(),
+            _ => self.ins().i32_le_s(),
+        };
     }
 
     /// Push condition `cc` (0/1) from the stored lazy flags (Flags::cond).
