@@ -134,29 +134,28 @@ const RAM: u32 = 4;
 const R0: u32 = 5;
 const ICOUNT: u32 = 13;
 const STATE: u32 = 14;
-/// Local 15 is free.
 /// Scratch i32 locals.
-const T0: u32 = 16;
-const T1: u32 = 17;
-const T2: u32 = 18;
+const T0: u32 = 15;
+const T1: u32 = 16;
+const T2: u32 = 17;
 /// A memory access: its linear address, its host address, the value read.
-const LIN: u32 = 19;
-const ADDR: u32 = 20;
-const VAL: u32 = 21;
+const LIN: u32 = 18;
+const ADDR: u32 = 19;
+const VAL: u32 = 20;
 /// Scratch i64 locals.
-const W0: u32 = 22;
-const W1: u32 = 23;
+const W0: u32 = 21;
+const W1: u32 = 22;
 /// More scratch i32 locals (the generic forms), and a shift's count.
-const T3: u32 = 24;
-const T4: u32 = 25;
-const CNT: u32 = 26;
+const T3: u32 = 23;
+const T4: u32 = 24;
+const CNT: u32 = 25;
 /// The TLB permission bits reads and writes need at this privilege level (Cpu::tlb_read_perm,
 /// Cpu::tlb_write_perm), constants of the region: they change only with CPL, EFLAGS.AC, CR0.AM
 /// or DR7, every instruction that changes those ends the run of compiled code (`step` sees
 /// `stop_block`), and a region is entered only with the ones it was compiled for. A 0 (no
 /// fast path at all) is [`NO_PERM`].
-const PERM_R: u32 = 27;
-const PERM_W: u32 = 28;
+const PERM_R: u32 = 26;
+const PERM_W: u32 = 27;
 /// A bit no TLB tag has (tags hold the page and bits 0-4): a permission nothing passes.
 const NO_PERM: i32 = 0x800;
 
@@ -196,10 +195,15 @@ pub fn compile(
         mem_tlb,
         mem_ram,
         f: Function::new([
+            // EAX..EDI
             (8, ValType::I32),
+            // ICOUNT
             (1, ValType::I64),
-            (8, ValType::I32),
+            // STATE, T0..T2, LIN, ADDR, VAL
+            (7, ValType::I32),
+            // W0, W1
             (2, ValType::I64),
+            // T3, T4, CNT, PERM_R, PERM_W
             (5, ValType::I32),
         ]),
         n: blocks.len() as u32,
@@ -234,7 +238,7 @@ pub fn compile(
         flags_live_after: true,
         entry_reads_flags: blocks
             .iter()
-            .map(|b| reads_flags_at_entry(&b.instrs))
+            .map(|b| flags_needed(&b.instrs).at_entry)
             .collect(),
         block_len: blocks.iter().map(|b| b.instrs.len() as u32).collect(),
         deferred_flags: None,
@@ -391,7 +395,7 @@ struct Gen {
     /// after it (see [`flags_needed`]).
     flags_live_after: bool,
     /// For each block, whether it may read the flags it is entered with
-    /// ([`reads_flags_at_entry`]), and its length in instructions.
+    /// ([`FlagLiveness::at_entry`]), and its length in instructions.
     entry_reads_flags: Vec<bool>,
     block_len: Vec<u32>,
     /// The width of lazy flags that a fused compare left in T0/T1 without storing them: each
@@ -521,13 +525,13 @@ impl Gen {
         debug_assert!(self.deferred_flags.is_none());
         // The whole block must fit in the budget, as the interpreter's run loop decides.
         self.exit_unless_it_fits(k, b.eip);
-        let (needed, live_after) = flags_needed(&b.instrs);
+        let liveness = flags_needed(&b.instrs);
         let mut eip = b.eip;
         for (n, i) in b.instrs.iter().enumerate() {
             let next = eip.wrapping_add(i.len as u32);
             let last = n + 1 == b.instrs.len();
-            self.store_flags = needed[n];
-            self.flags_live_after = live_after[n];
+            self.store_flags = liveness.needed[n];
+            self.flags_live_after = liveness.live_after[n];
             if self.instr(k, i, eip, next, last) {
                 // An unconditional branch, or the block's last conditional one: it went
                 // wherever the block goes next itself.
@@ -1211,7 +1215,7 @@ impl Gen {
         &mut self,
         i: &Instr,
         eip: u32,
-        retire: i64,
+        retire: u32,
         fast: impl FnOnce(&mut Gen),
     ) {
         self.inline_count += 1;
@@ -1227,7 +1231,7 @@ impl Gen {
         fast(self);
         let written = self.written;
         self.written |= outer_written;
-        self.sync.pending += retire as u32;
+        self.sync.pending += retire;
         self.ins().br(1).end();
         self.depth -= 1;
         let after_fast = self.sync;
@@ -1513,21 +1517,7 @@ impl Gen {
             .i32_and()
             .i32_or()
             .local_set(T1);
-        if !self.store_flags {
-            return;
-        }
-        self.ins()
-            .local_get(CPU)
-            .local_get(T0)
-            .i32_const(24)
-            .i32_shl()
-            .i32_store(mem32(RES))
-            .local_get(CPU)
-            .local_get(T1)
-            .i32_const(24)
-            .i32_shl()
-            .i32_store(mem32(CV));
-        self.store_low(8);
+        self.store_flags_w(8);
     }
 
     fn get(&mut self, r: u8) {
@@ -2028,65 +2018,49 @@ impl Gen {
             self.cond(cc);
             return;
         }
-        if matches!(i.fast, k::FUSED_ALU8_M_R_CMP | k::FUSED_CMP_RM8_I_MEM) {
-            // CMP m8, r8/imm8 (cmp8): a, zero-extended, in T2; signed conditions compare the
-            // bytes sign-extended.
-            let signed = cc >> 1 >= 6;
-            self.ins().local_get(T2);
-            if signed {
-                self.ins().i32_extend8_s();
+        // `operand_condition` admits CMP with below, equal, below or equal, less, less or
+        // equal, and TEST/AND with any condition but parity.
+        match i.fast {
+            k::FUSED_ALU8_M_R_CMP | k::FUSED_CMP_RM8_I_MEM => {
+                // CMP m8, r8/imm8 (cmp8): a, zero-extended, in T2; signed conditions compare
+                // the bytes sign-extended.
+                let signed = cc >> 1 >= 6;
+                self.ins().local_get(T2);
+                if signed {
+                    self.ins().i32_extend8_s();
+                }
+                if i.fast == k::FUSED_ALU8_M_R_CMP {
+                    self.get8(i.reg);
+                } else {
+                    self.ins().i32_const((i.imm & 0xFF) as i32);
+                }
+                if signed {
+                    self.ins().i32_extend8_s();
+                }
+                self.compare_for(cc);
             }
-            if i.fast == k::FUSED_ALU8_M_R_CMP {
-                self.get8(i.reg);
-            } else {
-                self.ins().i32_const((i.imm & 0xFF) as i32);
+            // TEST/AND: CF = OF = 0, so these depend on the result alone.
+            k::FUSED_ALU_RR_TEST | k::FUSED_ALU_R_I_AND | k::FUSED_TEST_R_I => {
+                match cc >> 1 {
+                    2 | 3 => self.ins().local_get(T0).i32_eqz(),
+                    4 | 6 => self.ins().local_get(T0).i32_const(0).i32_lt_s(),
+                    7 => self.ins().local_get(T0).i32_const(0).i32_le_s(),
+                    _ => self.ins().i32_const(0),
+                };
             }
-            if signed {
-                self.ins().i32_extend8_s();
-            }
-            self.compare_for(cc);
-            if cc & 1 != 0 {
-                self.ins().i32_eqz();
-            }
-            return;
-        }
-        let (cmp, test) = match i.fast {
-            k::FUSED_ALU_RR_CMP | k::FUSED_CMP_M_R => (Some(Src::Reg(i.reg)), false),
-            k::FUSED_ALU_R_I_CMP | k::FUSED_ALU_A_I_CMP | k::FUSED_CMP_M_I => {
-                (Some(Src::Imm(i.imm)), false)
-            }
-            k::FUSED_ALU_R_M_CMP => (Some(Src::Local(VAL)), false),
-            k::FUSED_ALU_RR_TEST | k::FUSED_ALU_R_I_AND | k::FUSED_TEST_R_I => (None, true),
-            _ => (None, false),
-        };
-        let negate = cc & 1 != 0;
-        match (cmp, test, cc >> 1) {
-            // CMP a, b: below, equal, below or equal, less, less or equal.
-            (Some(b), _, 1 | 2 | 3 | 6 | 7) => {
+            // CMP a, b at 32 bits: a in T2.
+            _ => {
+                let b = match i.fast {
+                    k::FUSED_ALU_RR_CMP | k::FUSED_CMP_M_R => Src::Reg(i.reg),
+                    k::FUSED_ALU_R_M_CMP => Src::Local(VAL),
+                    _ => Src::Imm(i.imm),
+                };
                 self.ins().local_get(T2);
                 self.push(b);
                 self.compare_for(cc);
             }
-            // TEST/AND: CF = OF = 0, so these depend on the result alone.
-            (None, true, 2 | 3) => {
-                self.ins().local_get(T0).i32_eqz();
-            }
-            (None, true, 4 | 6) => {
-                self.ins().local_get(T0).i32_const(0).i32_lt_s();
-            }
-            (None, true, 7) => {
-                self.ins().local_get(T0).i32_const(0).i32_le_s();
-            }
-            (None, true, 0 | 1) => {
-                self.ins().i32_const(0);
-            }
-            _ => {
-                // The flags are in memory: whoever wrote them stored them (they are live).
-                self.cond(cc);
-                return;
-            }
         }
-        if negate {
+        if cc & 1 != 0 {
             self.ins().i32_eqz();
         }
     }
@@ -2291,7 +2265,7 @@ fn flag_use(i: &Instr) -> FlagUse {
 /// Also, for each instruction, whether they are read on the straight path after it (the rest of
 /// the block, then wherever it goes): a fused compare and branch whose condition comes from its
 /// operands stores them on each way out only where that way needs them (`Gen::deferred_flags`).
-fn flags_needed(instrs: &[Instr]) -> (Vec<bool>, Vec<bool>) {
+fn flags_needed(instrs: &[Instr]) -> FlagLiveness {
     let mut live = true;
     let mut needed = vec![true; instrs.len()];
     let mut live_after = vec![true; instrs.len()];
@@ -2307,20 +2281,22 @@ fn flags_needed(instrs: &[Instr]) -> (Vec<bool>, Vec<bool>) {
             FlagUse::Reads => true,
         };
     }
-    (needed, live_after)
+    FlagLiveness {
+        needed,
+        live_after,
+        at_entry: live,
+    }
 }
 
-/// Whether a block may read the flags it is entered with, or let the guest see them (a fault,
-/// an instruction through the interpreter), before it computes them all itself.
-fn reads_flags_at_entry(instrs: &[Instr]) -> bool {
-    for i in instrs {
-        match flag_use(i) {
-            FlagUse::None => continue,
-            FlagUse::Writes => return false,
-            FlagUse::Reads => return true,
-        }
-    }
-    true
+/// What [`flags_needed`] finds for a block.
+struct FlagLiveness {
+    /// Per instruction: its flags must be stored where it computes them.
+    needed: Vec<bool>,
+    /// Per instruction: its flags are read on the straight path after it.
+    live_after: Vec<bool>,
+    /// The block may read the flags it is entered with, or let the guest see them (a fault,
+    /// an instruction through the interpreter), before it computes them all itself.
+    at_entry: bool,
 }
 
 /// Whether the branch of fused pair `i` with condition `cc` is decided from the compare's

@@ -11,10 +11,10 @@
 //! A region is keyed by everything its code assumes: the physical page and its write
 //! generation, the linear page it runs at (the jump targets are linear addresses), the code
 //! segment's base, limit and default size, and the TLB permissions its accesses need (they
-//! follow CPL, EFLAGS.AC, CR0.AM and DR7) which its code has built in. A write to the page (by the CPU or by DMA)
-//! bumps the generation, so the blocks, and with them the link to the region, are dropped;
-//! the region's slot is reused later. Regions live in a fixed number of slots, replaced in
-//! order, so a long-running guest's compiled code stays bounded.
+//! follow CPL, EFLAGS.AC, CR0.AM and DR7), which its code has built in. A write to the page
+//! (by the CPU or by DMA) bumps the generation, so the blocks, and with them the link to the
+//! region, are dropped; the region's slot is reused later. Regions live in a fixed number of
+//! slots, replaced in order, so a long-running guest's compiled code stays bounded.
 //!
 //! The generated code hands every instruction it does not inline to [`step`], which runs it
 //! through the interpreter's own run loop ([`crate::cpu::fast::run`]), so coverage is complete
@@ -632,16 +632,17 @@ mod tests {
     use super::sample::{self, same_with_and_without};
     use super::wasmi_engine::WasmiEngine;
 
+    /// `code` run compiled (the wasmi engine, at `threshold`) and interpreted, in slices of
+    /// `slice` instructions, matching at the end of each: the compiled CPU.
+    fn compiled_like_interpreted(code: &[u8], slice: u64, threshold: u32) -> super::Cpu {
+        same_with_and_without(code, slice, Box::new(WasmiEngine::new()), threshold)
+            .unwrap_or_else(|e| panic!("slice {slice}, threshold {threshold}: {e}"))
+    }
+
     #[test]
     fn compiled_primes_match_the_interpreter_slice_by_slice() {
         for (slice, threshold) in [(100_000, 1), (1000, 1), (37, 5), (1, 1), (5000, 50)] {
-            let cpu = same_with_and_without(
-                sample::PRIMES,
-                slice,
-                Box::new(WasmiEngine::new()),
-                threshold,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            let cpu = compiled_like_interpreted(sample::PRIMES, slice, threshold);
             assert_eq!(cpu.mem.ram[0x8000], sample::PRIMES_BELOW_300);
             // #DE was delivered: the HLT at 0x0F00 ran.
             assert_eq!(cpu.eip, 0x0F01);
@@ -660,13 +661,7 @@ mod tests {
     #[test]
     fn compiled_shifts_bytes_and_memory_compares_match_the_interpreter() {
         for (slice, threshold) in [(100_000, 1), (29, 1), (1, 1), (3000, 20)] {
-            let cpu = same_with_and_without(
-                sample::SHIFTS_AND_BYTES,
-                slice,
-                Box::new(WasmiEngine::new()),
-                threshold,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            let cpu = compiled_like_interpreted(sample::SHIFTS_AND_BYTES, slice, threshold);
             assert!(
                 cpu.jit_stats().inline_instructions > 20,
                 "{:?}",
@@ -691,8 +686,7 @@ mod tests {
             (11, 2),
             (500, 3),
         ] {
-            let cpu = same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), threshold)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let cpu = compiled_like_interpreted(&code, slice, threshold);
             assert!(cpu.mem.ram == plain.mem.ram, "RAM differs (slice {slice})");
             assert_eq!(cpu.instructions, plain.instructions);
             // Short slices cut most blocks, which then run in the interpreter.
@@ -712,8 +706,7 @@ mod tests {
         let mut plain = sample::cpu_running(&code);
         while plain.run(1_000_000) != crate::cpu::RunExit::Halted {}
         for (slice, threshold) in [(100_000, 1), (1000, 1), (1, 1), (5, 1), (13, 2), (500, 3)] {
-            let cpu = same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), threshold)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let cpu = compiled_like_interpreted(&code, slice, threshold);
             assert!(cpu.mem.ram == plain.mem.ram, "RAM differs (slice {slice})");
         }
     }
@@ -735,8 +728,8 @@ mod tests {
     }
 
     /// A data breakpoint set while a loop runs compiled: the MOV to DR7 leaves the compiled
-    /// code (which loaded the TLB permissions on entry), the run loop then goes instruction by
-    /// instruction, and the next write traps (#DB) as without the tier.
+    /// code (built for the TLB permissions without breakpoints), the run loop then goes
+    /// instruction by instruction, and the next write traps (#DB) as without the tier.
     ///
     /// ```text
     ///   mov dword [4], 0x0f00             ; #DB to the HLT at 0x0F00
@@ -760,8 +753,7 @@ mod tests {
             0xeb, 0x00, 0x49, 0x75, 0xe0, 0xf4,
         ];
         for (slice, threshold) in [(100_000, 1), (7, 1), (1000, 3)] {
-            let cpu = same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), threshold)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let cpu = compiled_like_interpreted(&code, slice, threshold);
             assert_eq!((cpu.eip, cpu.regs[crate::cpu::ECX]), (0x0F01, 49));
             assert!(cpu.jit_stats().compiled_instructions > 0);
         }
@@ -800,8 +792,7 @@ mod tests {
             0xb8, 0x00, 0x00, 0x00, 0x80, 0x99, 0xb9, 0xff, 0xff, 0xff, 0xff, 0xf7, 0xf9, 0xf4,
         ];
         for (slice, threshold) in [(100_000, 1), (97, 1), (1000, 2)] {
-            let cpu = same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), threshold)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let cpu = compiled_like_interpreted(&code, slice, threshold);
             let word = |a: usize| u32::from_le_bytes(cpu.mem.ram[a..a + 4].try_into().unwrap());
             let results: Vec<u32> = (0..8).map(|n| word(0x8000 + 4 * n)).collect();
             assert_eq!(
@@ -850,8 +841,7 @@ mod tests {
             0x01, 0xb2, 0x01, 0x83, 0xc6, 0x01, 0x38, 0x56, 0xff, 0x75, 0xf8, 0xf4,
         ];
         for slice in [4, 5, 6, 7, 11, 100_000] {
-            let cpu = same_with_and_without(&code, slice, Box::new(WasmiEngine::new()), 1)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let cpu = compiled_like_interpreted(&code, slice, 1);
             assert_eq!(cpu.regs[crate::cpu::ESI], 0x8bb8);
             assert!(cpu.jit_stats().compiled_instructions > 1000);
         }
@@ -952,13 +942,7 @@ mod tests {
     #[test]
     fn a_loop_rewritten_from_another_page_runs_the_new_code() {
         for (slice, threshold) in [(100_000, 1), (7, 1), (1000, 20)] {
-            let cpu = same_with_and_without(
-                &sample::cross_page_rewriter(),
-                slice,
-                Box::new(WasmiEngine::new()),
-                threshold,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            let cpu = compiled_like_interpreted(&sample::cross_page_rewriter(), slice, threshold);
             assert_eq!(cpu.regs[crate::cpu::ESI], sample::CROSS_PAGE_SUM);
             assert!(
                 cpu.jit_stats().regions_compiled > 1,
@@ -971,13 +955,7 @@ mod tests {
     /// The compiled region must be dropped when its code is rewritten, and the new code run.
     #[test]
     fn self_modifying_loop_runs_the_new_code() {
-        let cpu = same_with_and_without(
-            sample::SELF_MODIFYING,
-            1000,
-            Box::new(WasmiEngine::new()),
-            1,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let cpu = compiled_like_interpreted(sample::SELF_MODIFYING, 1000, 1);
         assert_eq!(cpu.regs[crate::cpu::ESI], (0..200).sum::<u32>());
     }
 }
