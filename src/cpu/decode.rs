@@ -33,6 +33,10 @@ pub struct Instr {
     pub imm2: u32,
     /// Length in bytes, prefixes included.
     pub len: u8,
+    /// Where the next instruction starts, as an offset from the start of the block this one was
+    /// decoded in (`len` for an instruction decoded alone). The run loop finds EIP from it, so
+    /// it keeps no EIP of its own from one instruction to the next.
+    pub end: u16,
     /// ModR/M reg field, or the register encoded in the opcode.
     pub reg: u8,
     /// ModR/M rm field (the register of register forms).
@@ -55,7 +59,7 @@ pub struct Instr {
     /// The opcode (0x0F-prefixed opcodes are 0x0Fxx).
     pub opcode: u16,
     /// The run loop's inline form of this instruction (see fast.rs), or `fast::NONE`.
-    pub fast: u8,
+    pub fast: super::fast::Kind,
     /// A compare fused with the conditional jump after it (fast.rs): the jump's condition
     /// code, and the length of the compare alone (`len` covers both).
     pub cc: u8,
@@ -74,6 +78,7 @@ impl Default for Instr {
             imm: 0,
             imm2: 0,
             len: 0,
+            end: 0,
             reg: 0,
             rm: 0,
             base: ZERO_REG as u8,
@@ -420,6 +425,7 @@ impl Cpu {
         }
         d.i.exec = exec;
         d.i.len = d.pos as u8;
+        d.i.end = d.pos as u16;
         d.i.fast = super::fast::classify(&d.i, d.is_reg);
         let ends = d.ends_block;
         Ok((d.i, ends))

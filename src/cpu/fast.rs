@@ -22,113 +22,123 @@ use super::exception::Fault;
 use super::operand::{MemRm, RegRm, W16, W32, W8};
 use super::{arith, control, data, muldiv, shift, Cpu, Segment, ESP};
 
-/// Not a fast form: call the handler pointer.
-pub const NONE: u8 = 0;
-
-// The kinds. ALU_<form>_<op>: OP r/m32, r32 (RR register r/m, M_R memory); OP r32, r/m32 (R_R
-// register, R_M memory); OP r/m32, imm (R_I register r/m, M_I memory); OP EAX, imm32 (A_I). FUSED_<kind>: that
-// compare fused with the Jcc after it.
-pub(crate) const MOV_RM_R_REG: u8 = 1;
-pub(crate) const MOV_RM_R_MEM: u8 = 2;
-pub(crate) const MOV_R_RM_MEM: u8 = 3;
-pub(crate) const MOV_R_IMM: u8 = 4;
-pub(crate) const MOV_RM_IMM_MEM: u8 = 5;
-pub(crate) const MOV_RM_R8_MEM: u8 = 6;
-pub(crate) const MOV_R_RM8_MEM: u8 = 7;
-pub(crate) const MOVZX_B_REG: u8 = 8;
-pub(crate) const MOVZX_B_MEM: u8 = 9;
-pub(crate) const MOVZX_W_REG: u8 = 10;
-pub(crate) const MOVZX_W_MEM: u8 = 11;
-pub(crate) const LEA: u8 = 12;
-pub(crate) const INC_R: u8 = 13;
-pub(crate) const DEC_R: u8 = 14;
-pub(crate) const INC_M: u8 = 15;
-pub(crate) const DEC_M: u8 = 16;
-pub(crate) const PUSH_R: u8 = 17;
-pub(crate) const POP_R: u8 = 18;
-pub(crate) const JCC: u8 = 19;
-pub(crate) const JMP_REL: u8 = 20;
-pub(crate) const CALL_REL: u8 = 21;
-pub(crate) const RET: u8 = 22;
-pub(crate) const IMUL_R_RM_REG: u8 = 23;
-pub(crate) const CMP_M_R: u8 = 24;
-pub(crate) const CMP_M_I: u8 = 25;
-pub(crate) const TEST_R_I: u8 = 26;
-pub(crate) const CMP_RM8_I_REG: u8 = 27;
-pub(crate) const CMP_RM8_I_MEM: u8 = 28;
-pub(crate) const TEST_RR8: u8 = 29;
-pub(crate) const SHIFT_I_R_ROL: u8 = 30;
-pub(crate) const SHIFT_I_R_ROR: u8 = 31;
-pub(crate) const SHIFT_I_R_SHL: u8 = 32;
-pub(crate) const SHIFT_I_R_SHR: u8 = 33;
-pub(crate) const SHIFT_I_R_SAR: u8 = 34;
-pub(crate) const SHIFT_CL_R_SHL: u8 = 35;
-pub(crate) const SHIFT_CL_R_SHR: u8 = 36;
-pub(crate) const ALU_RR_ADD: u8 = 37;
-pub(crate) const ALU_RR_SBB: u8 = 38;
-pub(crate) const ALU_RR_AND: u8 = 39;
-pub(crate) const ALU_RR_SUB: u8 = 40;
-pub(crate) const ALU_RR_XOR: u8 = 41;
-pub(crate) const ALU_RR_CMP: u8 = 42;
-pub(crate) const ALU_RR_TEST: u8 = 43;
-pub(crate) const ALU_R_M_ADD: u8 = 44;
-pub(crate) const ALU_R_M_OR: u8 = 45;
-pub(crate) const ALU_R_M_SUB: u8 = 46;
-pub(crate) const ALU_R_M_XOR: u8 = 47;
-pub(crate) const ALU_R_M_CMP: u8 = 48;
-pub(crate) const ALU_M_R_ADD: u8 = 49;
-pub(crate) const ALU_M_R_SUB: u8 = 50;
-pub(crate) const ALU_R_I_ADD: u8 = 51;
-pub(crate) const ALU_R_I_OR: u8 = 52;
-pub(crate) const ALU_R_I_AND: u8 = 53;
-pub(crate) const ALU_R_I_SUB: u8 = 54;
-pub(crate) const ALU_R_I_CMP: u8 = 55;
-pub(crate) const ALU_M_I_ADD: u8 = 56;
-pub(crate) const ALU_A_I_ADD: u8 = 57;
-pub(crate) const ALU_A_I_AND: u8 = 58;
-pub(crate) const ALU_A_I_CMP: u8 = 59;
-pub(crate) const ALU_A_I_TEST: u8 = 60;
-pub(crate) const CDQ: u8 = 61;
-pub(crate) const NOT_R: u8 = 62;
-pub(crate) const NEG_R: u8 = 63;
-pub(crate) const DIV_R: u8 = 64;
-pub(crate) const MUL_R: u8 = 65;
-pub(crate) const IDIV_R: u8 = 66;
-pub(crate) const SETCC_R: u8 = 67;
-pub(crate) const CMOV_R: u8 = 68;
-pub(crate) const ALU8_M_R_CMP: u8 = 69;
-pub(crate) const ALU8_R_I_AND: u8 = 70;
-pub(crate) const TEST8_A_I: u8 = 71;
-pub(crate) const MOV_RM_R8_REG: u8 = 72;
-pub(crate) const MOV_RM_IMM8_MEM: u8 = 73;
-pub(crate) const TEST8_R_I: u8 = 74;
-pub(crate) const TEST8_M_I: u8 = 75;
-pub(crate) const MOV_RM_R16_MEM: u8 = 76;
-pub(crate) const MOV_R_RM16_MEM: u8 = 77;
-pub(crate) const MOVSX_W_MEM: u8 = 78;
-pub(crate) const FUSED_ALU_RR_CMP: u8 = 79;
-pub(crate) const FUSED_ALU_RR_TEST: u8 = 80;
-pub(crate) const FUSED_ALU_R_I_CMP: u8 = 81;
-pub(crate) const FUSED_ALU_A_I_CMP: u8 = 82;
-pub(crate) const FUSED_ALU_R_M_CMP: u8 = 83;
-pub(crate) const FUSED_CMP_M_R: u8 = 84;
-pub(crate) const FUSED_CMP_M_I: u8 = 85;
-pub(crate) const FUSED_TEST_RR8: u8 = 86;
-pub(crate) const FUSED_CMP_RM8_I_REG: u8 = 87;
-pub(crate) const FUSED_CMP_RM8_I_MEM: u8 = 88;
-pub(crate) const FUSED_DEC_R: u8 = 89;
-pub(crate) const FUSED_ALU_R_I_AND: u8 = 90;
-pub(crate) const FUSED_TEST_R_I: u8 = 91;
-pub(crate) const FUSED_ALU8_M_R_CMP: u8 = 92;
-pub(crate) const FUSED_TEST8_R_I: u8 = 93;
-pub(crate) const FUSED_TEST8_M_I: u8 = 94;
+/// The fast form of an instruction: which arm of the run loop's `match` runs it. A field-less
+/// enum, so that the `match` covers every value and compiles to a jump table without a bounds
+/// check. The variants keep the constant-style names the rest of the crate uses them by.
+///
+/// ALU_<form>_<op>: OP r/m32, r32 (RR register r/m, M_R memory); OP r32, r/m32 (R_R register,
+/// R_M memory); OP r/m32, imm (R_I register r/m, M_I memory); OP EAX, imm32 (A_I).
+/// FUSED_<kind>: that compare fused with the Jcc after it. The numbering is dense, plain kinds
+/// first, then the fused ones.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// Not a fast form: call the handler pointer.
+    NONE = 0,
+    MOV_RM_R_REG,
+    MOV_RM_R_MEM,
+    MOV_R_RM_MEM,
+    MOV_R_IMM,
+    MOV_RM_IMM_MEM,
+    MOV_RM_R8_MEM,
+    MOV_R_RM8_MEM,
+    MOVZX_B_REG,
+    MOVZX_B_MEM,
+    MOVZX_W_REG,
+    MOVZX_W_MEM,
+    LEA,
+    INC_R,
+    DEC_R,
+    INC_M,
+    DEC_M,
+    PUSH_R,
+    POP_R,
+    JCC,
+    JMP_REL,
+    CALL_REL,
+    RET,
+    IMUL_R_RM_REG,
+    CMP_M_R,
+    CMP_M_I,
+    TEST_R_I,
+    CMP_RM8_I_REG,
+    CMP_RM8_I_MEM,
+    TEST_RR8,
+    SHIFT_I_R_ROL,
+    SHIFT_I_R_ROR,
+    SHIFT_I_R_SHL,
+    SHIFT_I_R_SHR,
+    SHIFT_I_R_SAR,
+    SHIFT_CL_R_SHL,
+    SHIFT_CL_R_SHR,
+    ALU_RR_ADD,
+    ALU_RR_SBB,
+    ALU_RR_AND,
+    ALU_RR_SUB,
+    ALU_RR_XOR,
+    ALU_RR_CMP,
+    ALU_RR_TEST,
+    ALU_R_M_ADD,
+    ALU_R_M_OR,
+    ALU_R_M_SUB,
+    ALU_R_M_XOR,
+    ALU_R_M_CMP,
+    ALU_M_R_ADD,
+    ALU_M_R_SUB,
+    ALU_R_I_ADD,
+    ALU_R_I_OR,
+    ALU_R_I_AND,
+    ALU_R_I_SUB,
+    ALU_R_I_CMP,
+    ALU_M_I_ADD,
+    ALU_A_I_ADD,
+    ALU_A_I_AND,
+    ALU_A_I_CMP,
+    ALU_A_I_TEST,
+    CDQ,
+    NOT_R,
+    NEG_R,
+    DIV_R,
+    MUL_R,
+    IDIV_R,
+    SETCC_R,
+    CMOV_R,
+    ALU8_M_R_CMP,
+    ALU8_R_I_AND,
+    TEST8_A_I,
+    MOV_RM_R8_REG,
+    MOV_RM_IMM8_MEM,
+    TEST8_R_I,
+    TEST8_M_I,
+    MOV_RM_R16_MEM,
+    MOV_R_RM16_MEM,
+    MOVSX_W_MEM,
+    FUSED_ALU_RR_CMP,
+    FUSED_ALU_RR_TEST,
+    FUSED_ALU_R_I_CMP,
+    FUSED_ALU_A_I_CMP,
+    FUSED_ALU_R_M_CMP,
+    FUSED_CMP_M_R,
+    FUSED_CMP_M_I,
+    FUSED_TEST_RR8,
+    FUSED_CMP_RM8_I_REG,
+    FUSED_CMP_RM8_I_MEM,
+    FUSED_DEC_R,
+    FUSED_ALU_R_I_AND,
+    FUSED_TEST_R_I,
+    FUSED_ALU8_M_R_CMP,
+    FUSED_TEST8_R_I,
+    FUSED_TEST8_M_I,
+}
+pub use Kind::*;
 /// The number of kinds (they are 1..=KINDS, densely).
 #[cfg(test)]
-const KINDS: u8 = FUSED_TEST8_M_I;
+const KINDS: u8 = FUSED_TEST8_M_I as u8;
 
 /// The flag-setting instructions that fuse with a following Jcc (compares, and the ALU
 /// operations loops end with), and the fused kind of each.
-const FUSABLE: [(u8, u8); 16] = [
+const FUSABLE: [(Kind, Kind); 16] = [
     (ALU_RR_CMP, FUSED_ALU_RR_CMP),
     (ALU_RR_TEST, FUSED_ALU_RR_TEST),
     (ALU_R_I_CMP, FUSED_ALU_R_I_CMP),
@@ -148,7 +158,7 @@ const FUSABLE: [(u8, u8); 16] = [
 ];
 
 /// The ALU kinds of one form in operation order (ADD OR ADC SBB AND SUB XOR CMP TEST).
-const ALU_RR: [u8; 9] = [
+const ALU_RR: [Kind; 9] = [
     ALU_RR_ADD,
     NONE,
     NONE,
@@ -159,7 +169,7 @@ const ALU_RR: [u8; 9] = [
     ALU_RR_CMP,
     ALU_RR_TEST,
 ];
-const ALU_R_M: [u8; 8] = [
+const ALU_R_M: [Kind; 8] = [
     ALU_R_M_ADD,
     ALU_R_M_OR,
     NONE,
@@ -169,9 +179,9 @@ const ALU_R_M: [u8; 8] = [
     ALU_R_M_XOR,
     ALU_R_M_CMP,
 ];
-const ALU_M_R: [u8; 7] = [ALU_M_R_ADD, NONE, NONE, NONE, NONE, ALU_M_R_SUB, NONE];
-const ALU_M_I: [u8; 7] = [ALU_M_I_ADD, NONE, NONE, NONE, NONE, NONE, NONE];
-const ALU_R_I: [u8; 8] = [
+const ALU_M_R: [Kind; 7] = [ALU_M_R_ADD, NONE, NONE, NONE, NONE, ALU_M_R_SUB, NONE];
+const ALU_M_I: [Kind; 7] = [ALU_M_I_ADD, NONE, NONE, NONE, NONE, NONE, NONE];
+const ALU_R_I: [Kind; 8] = [
     ALU_R_I_ADD,
     ALU_R_I_OR,
     NONE,
@@ -181,7 +191,7 @@ const ALU_R_I: [u8; 8] = [
     NONE,
     ALU_R_I_CMP,
 ];
-const ALU_A_I: [u8; 9] = [
+const ALU_A_I: [Kind; 9] = [
     ALU_A_I_ADD,
     NONE,
     NONE,
@@ -196,7 +206,7 @@ const ALU_A_I: [u8; 9] = [
 /// The fast kind of a decoded instruction, or [`NONE`]. `is_reg` says whether its ModR/M byte
 /// (if any) selected a register operand. Called only for instructions that decoded without
 /// error (so, for example, LOCK on a register form never gets here).
-pub fn classify(i: &Instr, is_reg: bool) -> u8 {
+pub fn classify(i: &Instr, is_reg: bool) -> Kind {
     let op = i.opcode;
     let mem = !is_reg;
     // The ALU operation of opcodes 00-3D is bits 3-5; of 80-83, the ModR/M reg field.
@@ -311,6 +321,7 @@ pub fn fuse(first: &Instr, second: &Instr) -> Option<Instr> {
         imm2: second.imm,
         first_len: first.len,
         len: first.len + second.len,
+        end: second.end,
         ..*first
     })
 }
@@ -318,18 +329,23 @@ pub fn fuse(first: &Instr, second: &Instr) -> Option<Instr> {
 /// Whether `i` is a fused compare and branch (two instructions).
 #[inline(always)]
 pub fn is_fused(i: &Instr) -> bool {
-    i.fast >= FIRST_FUSED
+    i.fast as u8 >= FIRST_FUSED as u8
 }
 
 /// The fused kinds are numbered after every plain kind, so one comparison tells them apart.
-const FIRST_FUSED: u8 = FUSED_ALU_RR_CMP;
+const FIRST_FUSED: Kind = FUSED_ALU_RR_CMP;
 const _: () = {
     let mut n = 0;
     while n < FUSABLE.len() {
-        assert!(FUSABLE[n].0 < FIRST_FUSED && FUSABLE[n].1 >= FIRST_FUSED);
+        assert!(
+            (FUSABLE[n].0 as u8) < FIRST_FUSED as u8 && FUSABLE[n].1 as u8 >= FIRST_FUSED as u8
+        );
         n += 1;
     }
-    assert!(MOVSX_W_MEM < FIRST_FUSED, "the last plain kind");
+    assert!(
+        MOVSX_W_MEM as u8 + 1 == FIRST_FUSED as u8,
+        "the last plain kind"
+    );
 };
 
 /// The compare of a fused pair, alone: for single-stepping, which must stop between the two.
@@ -341,6 +357,7 @@ pub fn first_of_fused(i: &Instr) -> Instr {
     Instr {
         fast: kind,
         len: i.first_len,
+        end: i.end - (i.len - i.first_len) as u16,
         ..*i
     }
 }
@@ -511,7 +528,7 @@ macro_rules! dispatch {
                 $i,
                 arith::alu_rm_i::<MemRm, W8, { arith::TEST }>
             )),
-            _ => $other!(($i.exec)($cpu, $i)),
+            NONE => $other!(($i.exec)($cpu, $i)),
         }
     };
 }
@@ -533,63 +550,103 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
 /// or ends the block, or they are all done. On a fault, EIP (and ESP, for instructions that may
 /// have changed it first) is rolled back to the faulting instruction, which did not retire, and
 /// the exception is returned for delivery.
-///
-/// EIP is kept in a local: only instructions that may read or change it (branches, and anything
-/// through the handler pointer) see `cpu.eip` updated before they run, and the straight-line
-/// forms between them pay no load, store or check for it. Every instruction still counts
-/// itself retired as it finishes, so a device or RDTSC sees exact time.
 #[inline(always)]
 pub(crate) fn run(cpu: &mut Cpu, instrs: &[Instr]) -> Fault {
-    let mut eip = cpu.eip;
-    for i in instrs {
-        let next = eip.wrapping_add(i.len as u32);
-        // The instruction ran to completion (it retires) or faulted (it did not: EIP back to it).
-        macro_rules! retire {
-            ($e:expr) => {{
-                if let Err(e) = $e {
-                    cpu.eip = eip;
-                    return Err(e);
-                }
-                cpu.instructions += 1;
-                eip = next;
-            }};
+    run_repeating(cpu, instrs, 0)
+}
+
+/// [`run`], and if `instrs` is a whole block and `repeat_until` is not 0: when the block
+/// branches back to its own start (a loop that is one block) and the run loop would run it again
+/// at once and whole, run it again here, while fewer than `repeat_until` instructions have
+/// retired. The run loop would find the same block again by a TLB probe and a cache probe, and
+/// would first ask [`Cpu::must_stop_chaining`]; the caller asks that once, before the first
+/// pass. Nothing that could change any of those answers (a code segment load, a CR3 or CR0
+/// write, INVLPG, a change of CPL, IF, TF or the debug registers, HLT, a write to decoded
+/// code, a device access that may raise an interrupt, a data breakpoint) happens without
+/// `stop_block` or a trip through the handler pointer, and a pass that made either one is not
+/// repeated.
+///
+/// EIP is not kept from one instruction to the next: each instruction knows where it ends in
+/// its block, so it is the block's start plus that. Only instructions that may read or change
+/// EIP (branches, and anything through the handler pointer) see `cpu.eip` updated before they
+/// run, and the straight-line forms between them pay nothing for it. Every instruction still
+/// counts itself retired as it finishes, so a device or RDTSC sees exact time.
+#[inline(always)]
+pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_until: u64) -> Fault {
+    let Some(first) = instrs.first() else {
+        return Ok(());
+    };
+    let block_start = cpu
+        .eip
+        .wrapping_sub(u32::from(first.end - u16::from(first.len)));
+    'pass: loop {
+        // No instruction went through the handler pointer in this pass.
+        let mut only_fast_forms = true;
+        for i in instrs {
+            let next = block_start.wrapping_add(u32::from(i.end));
+            // The instruction ran to completion (it retires) or faulted (it did not: EIP back
+            // to it).
+            macro_rules! retire {
+                ($e:expr) => {{
+                    if let Err(e) = $e {
+                        cpu.eip = next.wrapping_sub(u32::from(i.len));
+                        return Err(e);
+                    }
+                    cpu.instructions += 1;
+                }};
+            }
+            macro_rules! straight {
+                ($e:expr) => {{
+                    retire!($e);
+                    continue;
+                }};
+            }
+            macro_rules! writes {
+                ($e:expr) => {{
+                    retire!($e);
+                    if cpu.stop_block {
+                        cpu.eip = next;
+                        return Ok(());
+                    }
+                    continue;
+                }};
+            }
+            macro_rules! branch {
+                ($e:expr) => {{
+                    let esp = cpu.regs[ESP];
+                    cpu.eip = next;
+                    if let Err(e) = $e {
+                        cpu.eip = next.wrapping_sub(u32::from(i.len));
+                        cpu.regs[ESP] = esp;
+                        return Err(e);
+                    }
+                    cpu.instructions += 1;
+                    if cpu.eip != next || cpu.stop_block {
+                        let again = cpu.eip == block_start
+                            && repeat_until != 0
+                            && only_fast_forms
+                            && !cpu.stop_block
+                            && cpu.instructions + instrs.len() as u64 <= repeat_until;
+                        if again {
+                            continue 'pass;
+                        }
+                        return Ok(());
+                    }
+                    continue;
+                }};
+            }
+            macro_rules! other {
+                ($e:expr) => {{
+                    only_fast_forms = false;
+                    branch!($e)
+                }};
+            }
+            dispatch!(cpu, i, straight, writes, branch, other)
         }
-        macro_rules! straight {
-            ($e:expr) => {{
-                retire!($e);
-                continue;
-            }};
-        }
-        macro_rules! writes {
-            ($e:expr) => {{
-                retire!($e);
-                if cpu.stop_block {
-                    break;
-                }
-                continue;
-            }};
-        }
-        macro_rules! branch {
-            ($e:expr) => {{
-                let esp = cpu.regs[ESP];
-                cpu.eip = next;
-                if let Err(e) = $e {
-                    cpu.eip = eip;
-                    cpu.regs[ESP] = esp;
-                    return Err(e);
-                }
-                cpu.instructions += 1;
-                if cpu.eip != next || cpu.stop_block {
-                    return Ok(());
-                }
-                eip = next;
-                continue;
-            }};
-        }
-        dispatch!(cpu, i, straight, writes, branch, branch)
+        let last = &instrs[instrs.len() - 1];
+        cpu.eip = block_start.wrapping_add(u32::from(last.end));
+        return Ok(());
     }
-    cpu.eip = eip;
-    Ok(())
 }
 
 /// A fused compare and Jcc: the compare (which may fault: then neither retired), then the
@@ -673,7 +730,14 @@ mod tests {
         let mut a = cpu(code);
         a.flags.set_word(flags);
         let (first, _) = a.decode_one(0x1000).expect("decodes");
-        let second = a.decode_one(0x1000 + first.len as u32).ok().map(|(i, _)| i);
+        // Where each instruction ends in the block (decode_block sets it).
+        let second = a
+            .decode_one(0x1000 + first.len as u32)
+            .ok()
+            .map(|(i, _)| Instr {
+                end: first.end + u16::from(i.len),
+                ..i
+            });
         let fused = second.and_then(|s| fuse(&first, &s));
         let instr = fused.unwrap_or(first);
         a.eip += instr.len as u32;
@@ -708,7 +772,7 @@ mod tests {
             state(&a),
             "{code:02x?} from run, flags {flags:#x}"
         );
-        instr.fast
+        instr.fast as u8
     }
 
     /// C6 and C7 exist only as /0 (MOV); the other encodings are #UD, never a fast MOV.

@@ -148,8 +148,11 @@ impl Cpu {
                 }
                 break;
             }
-            arena.push(instr);
             off += len;
+            arena.push(Instr {
+                end: off as u16,
+                ..instr
+            });
             // A compare followed by a conditional jump becomes one fused instruction.
             let n = arena.len();
             if n - start >= 2 {

@@ -466,7 +466,16 @@ impl Cpu {
                 Some(true) => {}
                 Some(false) => ok = false,
                 None => {
-                    if let Err(e) = fast::run(self, instrs) {
+                    // A block that loops to itself repeats without the trip back here, while
+                    // the run loop would take it again whole (see fast::run_repeating). Not
+                    // with the compiling tier on: it counts every start of a block to find the
+                    // hot ones.
+                    let repeat = instrs.len() == len
+                        && !uncacheable
+                        && self.jit.threshold == 0
+                        && !self.must_stop_chaining();
+                    let repeat_until = if repeat { end } else { 0 };
+                    if let Err(e) = fast::run_repeating(self, instrs, repeat_until) {
                         self.debug_instruction_faulted(rf);
                         self.deliver_exception(e);
                         ok = false;
@@ -675,6 +684,26 @@ mod tests {
         cpu.eip = 0x1000;
         assert_eq!(cpu.run(100), RunExit::Halted);
         assert_eq!(*accesses.borrow(), vec![(0x0010, 2), (0x0020, 4)]);
+    }
+
+    #[test]
+    fn a_jump_back_to_the_same_offset_in_another_code_segment_runs_that_segment_s_code() {
+        let mut cpu = Cpu::with_ram(1 << 20);
+        #[rustfmt::skip]
+        let code = [
+            0x41,                         // 0x1000: inc cx
+            0xEA, 0x00, 0x10, 0x10, 0x00, // jmp far 0x0010:0x1000 (linear 0x1100)
+        ];
+        cpu.mem.load(0x1000, &code);
+        cpu.mem.load(0x1100, &[0xF4]); // hlt
+        cpu.segs[Segment::CS as usize] = SegCache::real(0);
+        cpu.eip = 0x1000;
+        assert_eq!(
+            cpu.run(1000),
+            RunExit::Halted,
+            "the block is not repeated: EIP is its start, but CS is not"
+        );
+        assert_eq!((cpu.regs[ECX], cpu.instructions), (1, 3));
     }
 
     #[test]

@@ -1796,7 +1796,7 @@ impl Gen {
     /// SHL/SHR/SAR r32, `count` (1-31; 0 changes nothing), with the flags the interpreter's
     /// shift sets (Flags::set_explicit: CF the last bit out; OF for SHL the top bit of the
     /// result XOR CF, for SHR the operand's top bit, for SAR 0; AF 0).
-    fn shift(&mut self, kind: u8, r: u8, count: u32) {
+    fn shift(&mut self, kind: k::Kind, r: u8, count: u32) {
         if count == 0 {
             return;
         }
