@@ -441,6 +441,9 @@ impl Cpu {
         let tf = self.flags.sys(flags::TF);
         let mut ok = true;
         let retired_before = self.instructions;
+        // Nothing needs the run loop before the block about to run (see must_stop_chaining):
+        // what lets a block that loops to itself repeat at once. Known of every chained block.
+        let mut chainable = !single_step && !uncacheable && !self.must_stop_chaining();
         loop {
             let budget = end.saturating_sub(self.instructions).max(1);
             let max = if single_step {
@@ -470,10 +473,7 @@ impl Cpu {
                     // the run loop would take it again whole (see fast::run_repeating). Not
                     // with the compiling tier on: it counts every start of a block to find the
                     // hot ones.
-                    let repeat = instrs.len() == len
-                        && !uncacheable
-                        && self.jit.threshold == 0
-                        && !self.must_stop_chaining();
+                    let repeat = chainable && instrs.len() == len && self.jit.threshold == 0;
                     let repeat_until = if repeat { end } else { 0 };
                     if let Err(e) = fast::run_repeating(self, instrs, repeat_until) {
                         self.debug_instruction_faulted(rf);
@@ -488,7 +488,10 @@ impl Cpu {
             // Chain into the block that follows, if it is decoded and nothing needs the run
             // loop first: one TLB probe and one cache probe instead of a trip through it.
             match self.chained_block(end) {
-                Some((i, s, l)) => (slot, start, len) = (i, s, l),
+                Some((i, s, l)) => {
+                    (slot, start, len) = (i, s, l);
+                    chainable = true;
+                }
                 None => break,
             }
         }
