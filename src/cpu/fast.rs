@@ -555,33 +555,34 @@ pub(crate) fn run(cpu: &mut Cpu, instrs: &[Instr]) -> Fault {
     run_repeating(cpu, instrs, 0)
 }
 
-/// [`run`], and if `instrs` is a whole block and `repeat_until` is not 0: when the block
-/// branches back to its own start (a loop that is one block) and the run loop would run it again
-/// at once and whole, run it again here, while fewer than `repeat_until` instructions have
-/// retired. The run loop would find the same block again by a TLB probe and a cache probe, and
-/// would first ask [`Cpu::must_stop_chaining`]; the caller asks that once, before the first
-/// pass. Nothing that could change any of those answers (a code segment load, a CR3 or CR0
-/// write, INVLPG, a change of CPL, IF, TF or the debug registers, HLT, a write to decoded
-/// code, a device access that may raise an interrupt, a data breakpoint) happens without
-/// `stop_block` or a trip through the handler pointer, and a pass that made either one is not
-/// repeated.
+/// [`run`], and if `instrs` is a whole block of fast forms only (no instruction through the
+/// handler pointer): when the block branches back to its own start (a loop that is one block)
+/// while fewer than `repeat_below` instructions have retired, run it again here. The caller
+/// sets `repeat_below` (0: never) so that this is exactly when the run loop would run the block
+/// again at once and whole: it would find the same block by a TLB probe and a cache probe,
+/// after asking [`Cpu::must_stop_chaining`], which the caller asks once, before the first pass.
+/// Nothing a fast form does could change any of those answers (a code segment load, a CR3 or
+/// CR0 write, INVLPG, a change of CPL, IF, TF or the debug registers, HLT, a device access that
+/// may raise an interrupt, a data breakpoint) except through `stop_block` (a write to decoded
+/// code or to a device, a data breakpoint), and a pass that set it is not repeated.
 ///
 /// EIP is not kept from one instruction to the next: each instruction knows where it ends in
 /// its block, so it is the block's start plus that. Only instructions that may read or change
 /// EIP (branches, and anything through the handler pointer) see `cpu.eip` updated before they
 /// run, and the straight-line forms between them pay nothing for it. Every instruction still
 /// counts itself retired as it finishes, so a device or RDTSC sees exact time.
+///
+/// What the loop keeps from one instruction to the next is kept small on purpose: V8 gives
+/// each such value a register or a stack slot it moves at every loop turn.
 #[inline(always)]
-pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_until: u64) -> Fault {
-    let Some(first) = instrs.first() else {
+pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) -> Fault {
+    let (Some(first), Some(last)) = (instrs.first(), instrs.last()) else {
         return Ok(());
     };
     let block_start = cpu
         .eip
         .wrapping_sub(u32::from(first.end - u16::from(first.len)));
     'pass: loop {
-        // No instruction went through the handler pointer in this pass.
-        let mut only_fast_forms = true;
         for i in instrs {
             let next = block_start.wrapping_add(u32::from(i.end));
             // The instruction ran to completion (it retires) or faulted (it did not: EIP back
@@ -623,10 +624,8 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_until: u64) 
                     cpu.instructions += 1;
                     if cpu.eip != next || cpu.stop_block {
                         let again = cpu.eip == block_start
-                            && repeat_until != 0
-                            && only_fast_forms
-                            && !cpu.stop_block
-                            && cpu.instructions + instrs.len() as u64 <= repeat_until;
+                            && cpu.instructions < repeat_below
+                            && !cpu.stop_block;
                         if again {
                             continue 'pass;
                         }
@@ -635,15 +634,8 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_until: u64) 
                     continue;
                 }};
             }
-            macro_rules! other {
-                ($e:expr) => {{
-                    only_fast_forms = false;
-                    branch!($e)
-                }};
-            }
-            dispatch!(cpu, i, straight, writes, branch, other)
+            dispatch!(cpu, i, straight, writes, branch, branch)
         }
-        let last = &instrs[instrs.len() - 1];
         cpu.eip = block_start.wrapping_add(u32::from(last.end));
         return Ok(());
     }

@@ -39,6 +39,9 @@ pub struct Block {
     pub gen: u32,
     /// Bytes covered, for the CS limit check.
     pub byte_len: u32,
+    /// Every instruction is a fast form (none goes through the handler pointer), so the run
+    /// loop may repeat the block when it loops to itself (see fast::run_repeating).
+    pub fast_only: bool,
     /// Where the block's instructions start in the arena.
     pub start: u32,
     /// How many instructions it has.
@@ -57,6 +60,7 @@ impl Default for Block {
             key: 0,
             gen: 0,
             byte_len: 0,
+            fast_only: false,
             start: 0,
             len: 0,
             hits: 0,
@@ -111,6 +115,8 @@ pub(crate) struct Decoded {
     pub len: usize,
     /// Bytes covered.
     pub byte_len: u32,
+    /// Every instruction is a fast form.
+    pub fast_only: bool,
     /// It must not be cached: a single instruction that straddles into the next page. Its
     /// instructions are dropped from the arena after it ran.
     pub uncacheable: bool,
@@ -169,6 +175,7 @@ impl Cpu {
             start,
             len: arena.len() - start,
             byte_len: off,
+            fast_only: arena[start..].iter().all(|i| i.fast != super::fast::NONE),
             uncacheable,
         })
     }

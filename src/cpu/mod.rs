@@ -423,6 +423,7 @@ impl Cpu {
                             key,
                             gen: self.mem.page_generation((phys >> 12) as usize),
                             byte_len: d.byte_len,
+                            fast_only: d.fast_only,
                             start: d.start as u32,
                             len: d.len as u32,
                             ..Default::default()
@@ -473,9 +474,13 @@ impl Cpu {
                     // the run loop would take it again whole (see fast::run_repeating). Not
                     // with the compiling tier on: it counts every start of a block to find the
                     // hot ones.
-                    let repeat = chainable && instrs.len() == len && self.jit.threshold == 0;
-                    let repeat_until = if repeat { end } else { 0 };
-                    if let Err(e) = fast::run_repeating(self, instrs, repeat_until) {
+                    let repeat = chainable
+                        && instrs.len() == len
+                        && self.jit.threshold == 0
+                        && self.icache.blocks[slot].fast_only;
+                    // Again while the whole block fits in the budget: instructions + len <= end.
+                    let repeat_below = if repeat { end - len as u64 + 1 } else { 0 };
+                    if let Err(e) = fast::run_repeating(self, instrs, repeat_below) {
                         self.debug_instruction_faulted(rf);
                         self.deliver_exception(e);
                         ok = false;
@@ -712,14 +717,22 @@ mod tests {
     #[test]
     fn a_block_that_loops_to_itself_stops_at_the_budget_and_sees_its_own_writes() {
         let mut cpu = Cpu::with_ram(1 << 20);
+        // 32-bit code, so that every instruction of the loop is a fast form and the run loop
+        // repeats the block itself (fast::run_repeating).
         #[rustfmt::skip]
         let code = [
-            0x41,                   // 0x1000: inc cx
-            0xC6, 0x06, 0x00, 0x20, 0x90, // mov byte [0x2000], 0x90
-            0xEB, 0xF8,             // jmp 0x1000
+            0x41,                                     // 0x1000: inc ecx
+            0xC7, 0x05, 0x00, 0x20, 0x00, 0x00,       // 0x1001: mov dword [0x2000],
+            0x90, 0x90, 0x90, 0x90,                   //         0x90909090
+            0xEB, 0xF3,                               // 0x100B: jmp 0x1000
+            0xF4,                                     // 0x100D: hlt
         ];
         cpu.mem.load(0x1000, &code);
-        cpu.segs[Segment::CS as usize] = SegCache::real(0);
+        let mut cs = SegCache::real(0);
+        cs.big = true;
+        cs.limit = u32::MAX;
+        cs.compute_ranges();
+        cpu.segs[Segment::CS as usize] = cs;
         cpu.eip = 0x1000;
         assert_eq!(cpu.run(1001), RunExit::Budget);
         assert_eq!(
@@ -727,16 +740,15 @@ mod tests {
             "stopped exactly at the budget, mid-loop"
         );
         assert_eq!(cpu.regs[ECX], 334);
-        // Now the loop overwrites its own jump (jmp -> nop nop at 0x1006 via [0x1006]) and falls
-        // through to a HLT.
-        cpu.mem.load(0x1008, &[0xF4]);
-        cpu.mem.load(0x1003, &[0x06, 0x10]); // mov byte [0x1006], 0x90
-        cpu.mem.load(0x1007, &[0x90]);
+        // Now the loop stores over its own jump (four NOPs at 0x100B) and runs on to the HLT.
+        cpu.mem.load(0x1003, &[0x0B, 0x10]);
+        cpu.mem.load(0x100F, &[0xF4]);
         cpu.eip = 0x1000;
         assert_eq!(
             cpu.run(1000),
             RunExit::Halted,
             "the modified loop ran out to its HLT"
         );
+        assert_eq!(cpu.regs[ECX], 335);
     }
 }
