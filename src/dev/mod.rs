@@ -17,6 +17,9 @@ pub mod sysctl;
 pub mod uart;
 pub mod vga;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 use serde::{Deserialize, Serialize};
 
 /// Virtual time in nanoseconds since machine reset.

@@ -586,46 +586,30 @@ impl Device for PciBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::{BoardSignals, IrqLines};
 
-    struct Rig {
-        pci: PciBus,
-        irq: IrqLines,
-        board: BoardSignals,
+    type Rig = crate::dev::testing::Rig<PciBus>;
+
+    fn rig() -> Rig {
+        Rig::new(PciBus::new())
     }
 
     impl Rig {
-        fn new() -> Self {
-            Rig {
-                pci: PciBus::new(),
-                irq: IrqLines::default(),
-                board: BoardSignals::default(),
-            }
-        }
         fn io_in(&mut self, port: u16, size: u8) -> u32 {
-            let mut ctx = DevCtx {
-                now: 0,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
-            self.pci.port_read(port - 0xCF8, size, &mut ctx)
+            self.read(port - 0xCF8, size)
         }
         fn io_out(&mut self, port: u16, size: u8, v: u32) {
-            let mut ctx = DevCtx {
-                now: 0,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
-            self.pci.port_write(port - 0xCF8, size, v, &mut ctx)
+            self.write(port - 0xCF8, size, v)
         }
         fn addr(dev: u8, func: u8, reg: u8) -> u32 {
             ADDR_ENABLE | (dev as u32) << 11 | (func as u32) << 8 | (reg as u32 & 0xFC)
         }
-        fn read(&mut self, dev: u8, func: u8, reg: u8, size: u8) -> u32 {
+        /// Read a function's configuration register through CONFIG_ADDRESS/CONFIG_DATA.
+        fn config_read(&mut self, dev: u8, func: u8, reg: u8, size: u8) -> u32 {
             self.io_out(0xCF8, 4, Self::addr(dev, func, reg));
             self.io_in(0xCFC + (reg & 3) as u16, size)
         }
-        fn write(&mut self, dev: u8, func: u8, reg: u8, size: u8, v: u32) {
+        /// Write a function's configuration register.
+        fn config_write(&mut self, dev: u8, func: u8, reg: u8, size: u8, v: u32) {
             self.io_out(0xCF8, 4, Self::addr(dev, func, reg));
             self.io_out(0xCFC + (reg & 3) as u16, size, v)
         }
@@ -633,22 +617,22 @@ mod tests {
 
     #[test]
     fn linux_style_scan_of_bus_0() {
-        let mut r = Rig::new();
+        let mut r = rig();
         // pci_direct_probe: CONFIG_ADDRESS reads back what was written.
         r.io_out(0xCF8, 4, 0x8000_0000);
         assert_eq!(r.io_in(0xCF8, 4), 0x8000_0000);
         let mut found = Vec::new();
         for dev in 0..32u8 {
             for func in 0..8u8 {
-                let id = r.read(dev, func, 0, 4);
+                let id = r.config_read(dev, func, 0, 4);
                 if id == 0xFFFF_FFFF {
                     if func == 0 {
                         break;
                     }
                     continue;
                 }
-                let class = r.read(dev, func, 0x08, 4) >> 8;
-                let hdr = r.read(dev, func, 0x0E, 1) as u8;
+                let class = r.config_read(dev, func, 0x08, 4) >> 8;
+                let hdr = r.config_read(dev, func, 0x0E, 1) as u8;
                 found.push((dev, func, id, class, hdr));
                 if func == 0 && hdr & 0x80 == 0 {
                     break;
@@ -663,12 +647,12 @@ mod tests {
             ]
         );
         // Word and byte reads at every offset agree with the dword.
-        let d = r.read(0, 0, 0, 4);
-        assert_eq!(r.read(0, 0, 2, 2), d >> 16);
-        assert_eq!(r.read(0, 0, 3, 1), d >> 24);
-        assert_eq!(r.read(0, 0, 1, 2), (d >> 8) & 0xFFFF);
-        assert_eq!(r.read(0, 0, 8, 1), 0x02); // 440FX revision
-                                              // Other buses and a disabled address read all ones.
+        let d = r.config_read(0, 0, 0, 4);
+        assert_eq!(r.config_read(0, 0, 2, 2), d >> 16);
+        assert_eq!(r.config_read(0, 0, 3, 1), d >> 24);
+        assert_eq!(r.config_read(0, 0, 1, 2), (d >> 8) & 0xFFFF);
+        assert_eq!(r.config_read(0, 0, 8, 1), 0x02); // 440FX revision
+                                                     // Other buses and a disabled address read all ones.
 
         r.io_out(0xCF8, 4, ADDR_ENABLE | 1 << 16);
         assert_eq!(r.io_in(0xCFC, 4), 0xFFFF_FFFF);
@@ -678,52 +662,52 @@ mod tests {
 
     #[test]
     fn read_only_ids_and_writable_registers() {
-        let mut r = Rig::new();
-        r.write(0, 0, 0, 4, 0);
-        r.write(0, 0, 8, 4, 0);
-        r.write(1, 0, 0x0E, 1, 0);
-        assert_eq!(r.read(0, 0, 0, 4), 0x1237_8086);
-        assert_eq!(r.read(0, 0, 8, 4), 0x0600_0002);
-        assert_eq!(r.read(1, 0, 0x0E, 1), 0x80);
+        let mut r = rig();
+        r.config_write(0, 0, 0, 4, 0);
+        r.config_write(0, 0, 8, 4, 0);
+        r.config_write(1, 0, 0x0E, 1, 0);
+        assert_eq!(r.config_read(0, 0, 0, 4), 0x1237_8086);
+        assert_eq!(r.config_read(0, 0, 8, 4), 0x0600_0002);
+        assert_eq!(r.config_read(1, 0, 0x0E, 1), 0x80);
         // Interrupt line is writable, pin is not.
-        r.write(1, 0, 0x3C, 2, 0xFF0B);
-        assert_eq!(r.read(1, 0, 0x3C, 2), 0x000B);
+        r.config_write(1, 0, 0x3C, 2, 0xFF0B);
+        assert_eq!(r.config_read(1, 0, 0x3C, 2), 0x000B);
         // PIIX3 PIRQ routing: default disabled; route PIRQB to IRQ 11.
-        assert_eq!(r.read(1, 0, 0x60, 4), 0x8080_8080);
-        assert_eq!(r.pci.pirq_route(1), None);
-        r.write(1, 0, 0x61, 1, 0x0B);
-        assert_eq!(r.read(1, 0, 0x60, 4), 0x8080_0B80);
-        assert_eq!(r.pci.pirq_route(1), Some(11));
+        assert_eq!(r.config_read(1, 0, 0x60, 4), 0x8080_8080);
+        assert_eq!(r.dev.pirq_route(1), None);
+        r.config_write(1, 0, 0x61, 1, 0x0B);
+        assert_eq!(r.config_read(1, 0, 0x60, 4), 0x8080_0B80);
+        assert_eq!(r.dev.pirq_route(1), Some(11));
         // i440FX PAM registers.
-        r.write(0, 0, 0x59, 1, 0x30);
-        assert_eq!(r.pci.pam()[0], 0x30);
+        r.config_write(0, 0, 0x59, 1, 0x30);
+        assert_eq!(r.dev.pam()[0], 0x30);
         // Writes to a missing function go nowhere.
-        r.write(5, 0, 0x3C, 1, 0x0A);
-        assert_eq!(r.read(5, 0, 0, 4), 0xFFFF_FFFF);
+        r.config_write(5, 0, 0x3C, 1, 0x0A);
+        assert_eq!(r.config_read(5, 0, 0, 4), 0xFFFF_FFFF);
     }
 
     #[test]
     fn status_error_bits_are_write_one_to_clear() {
-        let mut r = Rig::new();
-        r.pci
+        let mut r = rig();
+        r.dev
             .function_mut(0)
             .unwrap()
             .raise_status(STS_RCV_MASTER_ABORT | STS_PARITY_ERROR);
-        assert_eq!(r.read(0, 0, 6, 2), 0xA280);
+        assert_eq!(r.config_read(0, 0, 6, 2), 0xA280);
         // Writing 0 changes nothing; writing the DEVSEL bits changes nothing.
-        r.write(0, 0, 6, 2, 0x0000);
-        r.write(0, 0, 6, 2, 0x0200);
-        assert_eq!(r.read(0, 0, 6, 2), 0xA280);
+        r.config_write(0, 0, 6, 2, 0x0000);
+        r.config_write(0, 0, 6, 2, 0x0200);
+        assert_eq!(r.config_read(0, 0, 6, 2), 0xA280);
         // A dword write of command with status 0x2000 clears only that bit.
-        r.write(0, 0, 4, 4, 0x2000_0006);
-        assert_eq!(r.read(0, 0, 4, 4), 0x8280_0006);
-        r.write(0, 0, 7, 1, 0x80);
-        assert_eq!(r.read(0, 0, 6, 2), 0x0280);
+        r.config_write(0, 0, 4, 4, 0x2000_0006);
+        assert_eq!(r.config_read(0, 0, 4, 4), 0x8280_0006);
+        r.config_write(0, 0, 7, 1, 0x80);
+        assert_eq!(r.config_read(0, 0, 6, 2), 0x0280);
     }
 
     #[test]
     fn bar_sizing_on_an_added_function() {
-        let mut r = Rig::new();
+        let mut r = rig();
         let mut f = PciConfig::new(devfn(3, 0), 0x1234, 0x1111, 0x0300, 0, 2);
         f.set_bar(
             0,
@@ -734,38 +718,38 @@ mod tests {
         );
         f.set_bar(2, PciBar::Io { size: 32 });
         f.set_interrupt_pin(1);
-        r.pci.add(f.clone()).unwrap();
-        assert_eq!(r.pci.add(f), Err(SlotTaken(devfn(3, 0))));
-        assert_eq!(r.read(3, 0, 0, 4), 0x1111_1234);
-        assert_eq!(r.read(3, 0, 0x3D, 1), 1);
+        r.dev.add(f.clone()).unwrap();
+        assert_eq!(r.dev.add(f), Err(SlotTaken(devfn(3, 0))));
+        assert_eq!(r.config_read(3, 0, 0, 4), 0x1111_1234);
+        assert_eq!(r.config_read(3, 0, 0x3D, 1), 1);
         // Size probe as Linux's __pci_read_base: save, write ~0, read, restore.
-        let orig = r.read(3, 0, 0x10, 4);
+        let orig = r.config_read(3, 0, 0x10, 4);
         assert_eq!(orig, 0x8);
-        r.write(3, 0, 0x10, 4, 0xFFFF_FFFF);
-        assert_eq!(r.read(3, 0, 0x10, 4), 0xFF00_0008);
-        r.write(3, 0, 0x10, 4, 0xE000_0000);
-        assert_eq!(r.read(3, 0, 0x10, 4), 0xE000_0008);
+        r.config_write(3, 0, 0x10, 4, 0xFFFF_FFFF);
+        assert_eq!(r.config_read(3, 0, 0x10, 4), 0xFF00_0008);
+        r.config_write(3, 0, 0x10, 4, 0xE000_0000);
+        assert_eq!(r.config_read(3, 0, 0x10, 4), 0xE000_0008);
         assert_eq!(
-            r.pci.function(devfn(3, 0)).unwrap().bar_address(0),
+            r.dev.function(devfn(3, 0)).unwrap().bar_address(0),
             Some(0xE000_0000)
         );
-        r.write(3, 0, 0x18, 4, 0xFFFF_FFFF);
-        assert_eq!(r.read(3, 0, 0x18, 4), 0xFFFF_FFE1);
-        r.write(3, 0, 0x18, 2, 0xC041);
-        assert_eq!(r.read(3, 0, 0x18, 4), 0xFFFF_C041 & 0xFFFF_FFE1);
+        r.config_write(3, 0, 0x18, 4, 0xFFFF_FFFF);
+        assert_eq!(r.config_read(3, 0, 0x18, 4), 0xFFFF_FFE1);
+        r.config_write(3, 0, 0x18, 2, 0xC041);
+        assert_eq!(r.config_read(3, 0, 0x18, 4), 0xFFFF_C041 & 0xFFFF_FFE1);
         // Unimplemented BAR 1 reads zero even after all ones.
-        r.write(3, 0, 0x14, 4, 0xFFFF_FFFF);
-        assert_eq!(r.read(3, 0, 0x14, 4), 0);
-        assert_eq!(r.pci.take_changed(), [devfn(3, 0)]);
-        assert!(r.pci.take_changed().is_empty());
-        r.write(3, 0, 4, 2, CMD_IO as u32 | CMD_MEMORY as u32);
-        assert_eq!(r.pci.function(devfn(3, 0)).unwrap().command(), 3);
-        assert_eq!(r.pci.take_changed(), [devfn(3, 0)]);
+        r.config_write(3, 0, 0x14, 4, 0xFFFF_FFFF);
+        assert_eq!(r.config_read(3, 0, 0x14, 4), 0);
+        assert_eq!(r.dev.take_changed(), [devfn(3, 0)]);
+        assert!(r.dev.take_changed().is_empty());
+        r.config_write(3, 0, 4, 2, CMD_IO as u32 | CMD_MEMORY as u32);
+        assert_eq!(r.dev.function(devfn(3, 0)).unwrap().command(), 3);
+        assert_eq!(r.dev.take_changed(), [devfn(3, 0)]);
     }
 
     #[test]
     fn cf9_reset_control() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.io_out(0xCF9, 1, RC_SYS_RST as u32);
         assert!(!r.board.reset);
         assert_eq!(r.io_in(0xCF9, 1), 0x02);
@@ -780,7 +764,7 @@ mod tests {
 
     #[test]
     fn every_offset_and_size_is_safe() {
-        let mut r = Rig::new();
+        let mut r = rig();
         for reg in 0..=255u8 {
             for size in [1u8, 2, 4, 3, 0] {
                 for lane in 0..8u16 {
@@ -791,9 +775,9 @@ mod tests {
             }
         }
         // IDs survived.
-        assert_eq!(r.read(1, 0, 0, 4), 0x7000_8086);
+        assert_eq!(r.config_read(1, 0, 0, 4), 0x7000_8086);
         // The state round-trips through serde.
-        let json = serde_json::to_string(&r.pci).unwrap();
+        let json = serde_json::to_string(&r.dev).unwrap();
         let back: PciBus = serde_json::from_str(&json).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), json);
     }

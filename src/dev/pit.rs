@@ -689,52 +689,27 @@ impl Device for Pit {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{BoardSignals, IrqLines};
     use super::*;
 
     /// A PIT with the IRQ lines and board signals it drives, at a settable virtual time.
-    struct Rig {
-        pit: Pit,
-        irq: IrqLines,
-        board: BoardSignals,
-        now: Nanos,
+    type Rig = crate::dev::testing::Rig<Pit>;
+
+    fn rig() -> Rig {
+        Rig::new(Pit::new())
     }
 
     impl Rig {
-        fn new() -> Self {
-            Rig {
-                pit: Pit::new(),
-                irq: IrqLines::default(),
-                board: BoardSignals::default(),
-                now: 0,
-            }
+        /// OUT to the PIT's port `port` (0x40-0x43).
+        fn pit_out(&mut self, port: u16, v: u8) {
+            self.outb(port - 0x40, v);
         }
-        fn ctx(&mut self) -> (&mut Pit, DevCtx<'_>) {
-            let ctx = DevCtx {
-                now: self.now,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
-            (&mut self.pit, ctx)
+        /// IN from the PIT's port `port` (0x40-0x43).
+        fn pit_in(&mut self, port: u16) -> u8 {
+            self.inb(port - 0x40)
         }
-        fn out(&mut self, port: u16, v: u8) {
-            let (pit, mut ctx) = self.ctx();
-            pit.port_write(port - 0x40, 1, v.into(), &mut ctx);
-        }
-        fn inb(&mut self, port: u16) -> u8 {
-            let (pit, mut ctx) = self.ctx();
-            pit.port_read(port - 0x40, 1, &mut ctx) as u8
-        }
-        fn advance_to(&mut self, now: Nanos) {
-            self.now = now;
-            let (pit, mut ctx) = self.ctx();
-            pit.advance(&mut ctx);
-        }
-        /// Run to the next deadline; returns the IRQ0 level there.
-        fn step(&mut self) -> (Nanos, bool) {
-            let d = self.pit.next_deadline().expect("a deadline");
-            assert!(d >= self.now);
-            self.advance_to(d);
+        /// Run to the next deadline; returns it and the IRQ0 level there.
+        fn step_irq0(&mut self) -> (Nanos, bool) {
+            let d = self.step();
             (d, self.irq.get(0))
         }
     }
@@ -753,24 +728,24 @@ mod tests {
 
     #[test]
     fn mode2_periodic_irq0_edges_at_the_right_times() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.now = 1000; // tick 1
                       // Linux setup_pit_timer: mode 2, LSB/MSB, LATCH = 1193 (HZ=1000).
-        r.out(0x43, 0x34);
-        r.out(0x40, (1193 & 0xFF) as u8);
-        r.out(0x40, (1193 >> 8) as u8);
+        r.pit_out(0x43, 0x34);
+        r.pit_out(0x40, (1193 & 0xFF) as u8);
+        r.pit_out(0x40, (1193 >> 8) as u8);
         assert!(r.irq.get(0), "mode 2 OUT is high");
         // Loaded at tick 2; OUT low at tick 2+1192, high again at tick 2+1193.
-        let (d, level) = r.step();
+        let (d, level) = r.step_irq0();
         assert_eq!(d, ticks_to_ns(2 + 1192));
         assert!(!level);
-        let (d, level) = r.step();
+        let (d, level) = r.step_irq0();
         assert_eq!(d, ticks_to_ns(2 + 1193));
         assert!(level);
-        let (d, level) = r.step();
+        let (d, level) = r.step_irq0();
         assert_eq!(d, ticks_to_ns(2 + 2 * 1193 - 1));
         assert!(!level);
-        let (d2, level) = r.step();
+        let (d2, level) = r.step_irq0();
         assert!(level);
         // A 999.847 us period.
         assert!((999_846..=999_848).contains(&(d2 - ticks_to_ns(2 + 1193))));
@@ -778,117 +753,117 @@ mod tests {
 
     #[test]
     fn counter_latch_and_read_back() {
-        let mut r = Rig::new();
-        r.out(0x43, 0x34);
-        r.out(0x40, 0xA9);
-        r.out(0x40, 0x04); // 1193
-                           // Same tick as the write: the count is not loaded yet (null count set).
-        r.out(0x43, 0xC2); // read back count and status of channel 0
-        assert_eq!(r.inb(0x40), 0x80 | 0x40 | 0x34);
-        assert_eq!(r.inb(0x40), 0xA9);
-        assert_eq!(r.inb(0x40), 0x04);
+        let mut r = rig();
+        r.pit_out(0x43, 0x34);
+        r.pit_out(0x40, 0xA9);
+        r.pit_out(0x40, 0x04); // 1193
+                               // Same tick as the write: the count is not loaded yet (null count set).
+        r.pit_out(0x43, 0xC2); // read back count and status of channel 0
+        assert_eq!(r.pit_in(0x40), 0x80 | 0x40 | 0x34);
+        assert_eq!(r.pit_in(0x40), 0xA9);
+        assert_eq!(r.pit_in(0x40), 0x04);
         // 100 ticks after the load (loaded at tick 1): count 1193 - 100.
         r.now = ticks_to_ns(101);
-        r.out(0x43, 0x00); // latch channel 0
+        r.pit_out(0x43, 0x00); // latch channel 0
         r.now = ticks_to_ns(500); // the latch holds
-        let lo = r.inb(0x40);
-        let hi = r.inb(0x40);
+        let lo = r.pit_in(0x40);
+        let hi = r.pit_in(0x40);
         assert_eq!(u16::from_le_bytes([lo, hi]), 1093);
         // Live reads now see the current count.
-        let lo = r.inb(0x40);
-        let hi = r.inb(0x40);
+        let lo = r.pit_in(0x40);
+        let hi = r.pit_in(0x40);
         assert_eq!(u16::from_le_bytes([lo, hi]), 1193 - 499);
         // Read back status only: null count clear now.
-        r.out(0x43, 0xE2 | 0x20);
-        assert_eq!(r.inb(0x40), 0x80 | 0x34);
+        r.pit_out(0x43, 0xE2 | 0x20);
+        assert_eq!(r.pit_in(0x40), 0x80 | 0x34);
         // A second latch before reading is ignored.
-        r.out(0x43, 0x00);
+        r.pit_out(0x43, 0x00);
         r.now = ticks_to_ns(600);
-        r.out(0x43, 0x00);
-        let lo = r.inb(0x40);
-        let hi = r.inb(0x40);
+        r.pit_out(0x43, 0x00);
+        let lo = r.pit_in(0x40);
+        let hi = r.pit_in(0x40);
         assert_eq!(u16::from_le_bytes([lo, hi]), 1193 - 499);
     }
 
     #[test]
     fn mode0_one_shot_raises_irq0_once() {
-        let mut r = Rig::new();
-        r.out(0x43, 0x30);
+        let mut r = rig();
+        r.pit_out(0x43, 0x30);
         assert!(!r.irq.get(0));
-        r.out(0x40, 100);
-        r.out(0x40, 0);
+        r.pit_out(0x40, 100);
+        r.pit_out(0x40, 0);
         assert!(!r.irq.get(0));
-        let (d, level) = r.step();
+        let (d, level) = r.step_irq0();
         assert_eq!(d, ticks_to_ns(101));
         assert!(level);
-        assert_eq!(r.pit.next_deadline(), None);
+        assert_eq!(r.dev.next_deadline(), None);
         // The counter wraps after terminal count.
         r.now = ticks_to_ns(103);
-        r.out(0x43, 0x00);
-        assert_eq!(r.inb(0x40), 0xFE);
-        assert_eq!(r.inb(0x40), 0xFF);
+        r.pit_out(0x43, 0x00);
+        assert_eq!(r.pit_in(0x40), 0xFE);
+        assert_eq!(r.pit_in(0x40), 0xFF);
         // A new control word drops OUT.
-        r.out(0x43, 0x30);
+        r.pit_out(0x43, 0x30);
         assert!(!r.irq.get(0));
     }
 
     #[test]
     fn mode0_first_byte_stops_counting() {
-        let mut r = Rig::new();
-        r.out(0x43, 0x30);
-        r.out(0x40, 0x10);
-        r.out(0x40, 0x00);
+        let mut r = rig();
+        r.pit_out(0x43, 0x30);
+        r.pit_out(0x40, 0x10);
+        r.pit_out(0x40, 0x00);
         r.now = ticks_to_ns(6);
-        r.out(0x40, 0x20); // LSB of a new count: counting stops at 16 - 5
+        r.pit_out(0x40, 0x20); // LSB of a new count: counting stops at 16 - 5
         r.now = ticks_to_ns(50);
-        r.out(0x43, 0x00);
-        assert_eq!(r.inb(0x40), 11);
-        assert_eq!(r.inb(0x40), 0);
-        assert_eq!(r.pit.next_deadline(), None);
-        r.out(0x40, 0x00); // MSB: load 0x20 at tick 51
-        assert_eq!(r.step().0, ticks_to_ns(51 + 0x20));
+        r.pit_out(0x43, 0x00);
+        assert_eq!(r.pit_in(0x40), 11);
+        assert_eq!(r.pit_in(0x40), 0);
+        assert_eq!(r.dev.next_deadline(), None);
+        r.pit_out(0x40, 0x00); // MSB: load 0x20 at tick 51
+        assert_eq!(r.step_irq0().0, ticks_to_ns(51 + 0x20));
         assert!(r.irq.get(0));
     }
 
     #[test]
     fn missed_pulse_still_produces_an_edge() {
-        let mut r = Rig::new();
-        r.out(0x43, 0x34);
-        r.out(0x40, 10);
-        r.out(0x40, 0);
+        let mut r = rig();
+        r.pit_out(0x43, 0x34);
+        r.pit_out(0x40, 10);
+        r.pit_out(0x40, 0);
         assert!(r.irq.get(0));
         // The board is late: OUT fell at tick 10 and rose at tick 11.
         r.advance_to(ticks_to_ns(15));
         assert!(!r.irq.get(0), "forced low to make an edge");
-        assert_eq!(r.pit.next_deadline(), Some(ticks_to_ns(15)));
+        assert_eq!(r.dev.next_deadline(), Some(ticks_to_ns(15)));
         r.advance_to(ticks_to_ns(15));
         assert!(r.irq.get(0));
-        assert_eq!(r.pit.next_deadline(), Some(ticks_to_ns(20)));
+        assert_eq!(r.dev.next_deadline(), Some(ticks_to_ns(20)));
     }
 
     #[test]
     fn mode3_square_wave_counts_by_two() {
-        let mut r = Rig::new();
+        let mut r = rig();
         // BIOS: mode 3, count 0 (65536): 18.2 Hz.
-        r.out(0x43, 0x36);
-        r.out(0x40, 0);
-        r.out(0x40, 0);
-        let (d, level) = r.step();
+        r.pit_out(0x43, 0x36);
+        r.pit_out(0x40, 0);
+        r.pit_out(0x40, 0);
+        let (d, level) = r.step_irq0();
         assert_eq!(d, ticks_to_ns(1 + 32768));
         assert!(!level);
-        let (d, level) = r.step();
+        let (d, level) = r.step_irq0();
         assert_eq!(d, ticks_to_ns(1 + 65536));
         assert!(level);
         r.now = ticks_to_ns(1 + 65536 + 10);
-        r.out(0x43, 0x00);
-        let lo = r.inb(0x40);
-        let hi = r.inb(0x40);
+        r.pit_out(0x43, 0x00);
+        let lo = r.pit_in(0x40);
+        let hi = r.pit_in(0x40);
         assert_eq!(u16::from_le_bytes([lo, hi]), 65516);
         // Odd count 5: high for 3 ticks, low for 2.
-        r.out(0x43, 0x16); // channel 0, LSB only, mode 3
-        r.out(0x40, 5);
+        r.pit_out(0x43, 0x16); // channel 0, LSB only, mode 3
+        r.pit_out(0x40, 5);
         let t0 = ns_to_ticks(r.now) + 1;
-        let ch = &r.pit.channels[0];
+        let ch = &r.dev.channels[0];
         let outs: Vec<bool> = (t0..t0 + 10).map(|t| ch.out_at(t)).collect();
         assert_eq!(
             outs,
@@ -900,33 +875,33 @@ mod tests {
 
     #[test]
     fn bcd_counting() {
-        let mut r = Rig::new();
-        r.out(0x43, 0x31); // channel 0, LSB/MSB, mode 0, BCD
-        r.out(0x40, 0x00);
-        r.out(0x40, 0x10); // 1000 decimal
+        let mut r = rig();
+        r.pit_out(0x43, 0x31); // channel 0, LSB/MSB, mode 0, BCD
+        r.pit_out(0x40, 0x00);
+        r.pit_out(0x40, 0x10); // 1000 decimal
         r.now = ticks_to_ns(1 + 11);
-        r.out(0x43, 0x00);
-        assert_eq!(r.inb(0x40), 0x89);
-        assert_eq!(r.inb(0x40), 0x09);
-        assert_eq!(r.step().0, ticks_to_ns(1 + 1000));
+        r.pit_out(0x43, 0x00);
+        assert_eq!(r.pit_in(0x40), 0x89);
+        assert_eq!(r.pit_in(0x40), 0x09);
+        assert_eq!(r.step_irq0().0, ticks_to_ns(1 + 1000));
         r.now = ticks_to_ns(1 + 1001);
-        r.out(0x43, 0x00);
-        assert_eq!(r.inb(0x40), 0x99);
-        assert_eq!(r.inb(0x40), 0x99);
+        r.pit_out(0x43, 0x00);
+        assert_eq!(r.pit_in(0x40), 0x99);
+        assert_eq!(r.pit_in(0x40), 0x99);
     }
 
     #[test]
     fn mode4_strobe_and_gate_triggered_modes_1_and_5() {
-        let mut r = Rig::new();
-        r.out(0x43, 0x38); // channel 0, mode 4
-        r.out(0x40, 5);
-        r.out(0x40, 0);
-        assert_eq!(r.step(), (ticks_to_ns(6), false));
-        assert_eq!(r.step(), (ticks_to_ns(7), true));
-        assert_eq!(r.pit.next_deadline(), None);
+        let mut r = rig();
+        r.pit_out(0x43, 0x38); // channel 0, mode 4
+        r.pit_out(0x40, 5);
+        r.pit_out(0x40, 0);
+        assert_eq!(r.step_irq0(), (ticks_to_ns(6), false));
+        assert_eq!(r.step_irq0(), (ticks_to_ns(7), true));
+        assert_eq!(r.dev.next_deadline(), None);
 
         // Channel 2, mode 1: OUT low from the trigger until terminal count.
-        let ch = &mut r.pit.channels[2];
+        let ch = &mut r.dev.channels[2];
         ch.program(0xB2 & 0x3F);
         ch.write(4, 100);
         ch.write(0, 100);
@@ -956,8 +931,8 @@ mod tests {
 
     #[test]
     fn gate_low_stops_mode2_and_holds_out_high() {
-        let mut r = Rig::new();
-        let ch = &mut r.pit.channels[2];
+        let mut r = rig();
+        let ch = &mut r.dev.channels[2];
         ch.set_gate(true, 0);
         ch.program(0xB4 & 0x3F); // mode 2, LSB/MSB
         ch.write(10, 0);
@@ -975,17 +950,17 @@ mod tests {
 
     #[test]
     fn new_count_in_mode2_takes_effect_at_end_of_cycle() {
-        let mut r = Rig::new();
-        r.out(0x43, 0x34);
-        r.out(0x40, 100);
-        r.out(0x40, 0);
+        let mut r = rig();
+        r.pit_out(0x43, 0x34);
+        r.pit_out(0x40, 100);
+        r.pit_out(0x40, 0);
         r.now = ticks_to_ns(30);
-        r.out(0x40, 50);
-        r.out(0x40, 0);
-        assert_eq!(r.pit.next_deadline(), Some(ticks_to_ns(100)));
-        assert_eq!(r.step(), (ticks_to_ns(100), false));
-        assert_eq!(r.step(), (ticks_to_ns(101), true));
-        assert_eq!(r.step(), (ticks_to_ns(150), false));
+        r.pit_out(0x40, 50);
+        r.pit_out(0x40, 0);
+        assert_eq!(r.dev.next_deadline(), Some(ticks_to_ns(100)));
+        assert_eq!(r.step_irq0(), (ticks_to_ns(100), false));
+        assert_eq!(r.step_irq0(), (ticks_to_ns(101), true));
+        assert_eq!(r.step_irq0(), (ticks_to_ns(150), false));
     }
 
     /// The board's loop as the module docs describe it: advance at each deadline (or every
@@ -1004,7 +979,7 @@ mod tests {
         }
         pic.set_irq_levels(r.irq.levels());
         let mut taken = Vec::new();
-        while let Some(d) = r.pit.next_deadline() {
+        while let Some(d) = r.dev.next_deadline() {
             let at = match late_ns {
                 Some(step) if d > r.now => (d.div_ceil(step) * step).max(d),
                 _ => d,
@@ -1025,10 +1000,10 @@ mod tests {
 
     #[test]
     fn periodic_irq0_through_the_pic() {
-        let mut r = Rig::new();
-        r.out(0x43, 0x34);
-        r.out(0x40, (1193 & 0xFF) as u8);
-        r.out(0x40, (1193 >> 8) as u8);
+        let mut r = rig();
+        r.pit_out(0x43, 0x34);
+        r.pit_out(0x40, (1193 & 0xFF) as u8);
+        r.pit_out(0x40, (1193 >> 8) as u8);
         let taken = run_with_pic(&mut r, 10_000_000, None);
         assert_eq!(taken.len(), 10);
         assert_eq!(taken[0], ticks_to_ns(1 + 1193));
@@ -1037,10 +1012,10 @@ mod tests {
 
     #[test]
     fn late_board_still_gets_one_edge_per_catch_up() {
-        let mut r = Rig::new();
-        r.out(0x43, 0x34);
-        r.out(0x40, (1193 & 0xFF) as u8);
-        r.out(0x40, (1193 >> 8) as u8);
+        let mut r = rig();
+        r.pit_out(0x43, 0x34);
+        r.pit_out(0x40, (1193 & 0xFF) as u8);
+        r.pit_out(0x40, (1193 >> 8) as u8);
         // The board only looks every 2.7 ms: each look after missed pulses yields one edge.
         let taken = run_with_pic(&mut r, 10_000_000, Some(2_700_000));
         assert_eq!(taken, [2_700_000, 5_400_000, 8_100_000]);
@@ -1048,30 +1023,30 @@ mod tests {
 
     #[test]
     fn linux_oneshot_mode4_interrupts_once_per_programmed_delta() {
-        let mut r = Rig::new();
+        let mut r = rig();
         // pit_set_oneshot, then pit_next_event(500) twice.
-        r.out(0x43, 0x38);
-        r.out(0x40, 0xF4);
-        r.out(0x40, 0x01);
+        r.pit_out(0x43, 0x38);
+        r.pit_out(0x40, 0xF4);
+        r.pit_out(0x40, 0x01);
         let taken = run_with_pic(&mut r, 5_000_000, None);
         assert_eq!(taken, [ticks_to_ns(1 + 500 + 1)]);
         let t = ns_to_ticks(r.now);
-        r.out(0x40, 0xF4);
-        r.out(0x40, 0x01);
+        r.pit_out(0x40, 0xF4);
+        r.pit_out(0x40, 0x01);
         let taken = run_with_pic(&mut r, 10_000_000, None);
         assert_eq!(taken, [ticks_to_ns(t + 1 + 500 + 1)]);
     }
 
     #[test]
     fn any_guest_input_is_harmless() {
-        let mut r = Rig::new();
+        let mut r = rig();
         for v in 0..=255u8 {
             for port in 0x40..=0x43 {
                 r.now += 977;
-                r.out(port, v);
+                r.pit_out(port, v);
                 r.inb(port);
-                r.out(port, v.wrapping_mul(37));
-                if let Some(d) = r.pit.next_deadline() {
+                r.pit_out(port, v.wrapping_mul(37));
+                if let Some(d) = r.dev.next_deadline() {
                     r.advance_to(d.max(r.now));
                 }
             }

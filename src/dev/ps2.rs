@@ -1183,61 +1183,14 @@ impl Device for Port64<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::{BoardSignals, IrqLines};
 
-    struct Rig {
-        kc: I8042,
-        irq: IrqLines,
-        board: BoardSignals,
-        now: Nanos,
+    type Rig = crate::dev::testing::Rig<I8042>;
+
+    fn rig() -> Rig {
+        Rig::new(I8042::new())
     }
 
     impl Rig {
-        fn new() -> Self {
-            Rig {
-                kc: I8042::new(),
-                irq: IrqLines::default(),
-                board: BoardSignals::default(),
-                now: 0,
-            }
-        }
-        fn inb(&mut self, off: u16) -> u8 {
-            let now = self.now;
-            let mut ctx = DevCtx {
-                now,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
-            self.kc.port_read(off, 1, &mut ctx) as u8
-        }
-        fn outb(&mut self, off: u16, v: u8) {
-            let now = self.now;
-            let mut ctx = DevCtx {
-                now,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
-            self.kc.port_write(off, 1, v as u32, &mut ctx)
-        }
-        fn advance_to(&mut self, t: Nanos) {
-            self.now = t;
-            let mut ctx = DevCtx {
-                now: t,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
-            self.kc.advance(&mut ctx);
-        }
-        /// Let time pass through every deadline up to `t`.
-        fn run_to(&mut self, t: Nanos) {
-            while let Some(d) = self.kc.next_deadline() {
-                if d > t {
-                    break;
-                }
-                self.advance_to(d.max(self.now));
-            }
-            self.advance_to(t);
-        }
         /// Read one byte as a polling driver does: wait for OBF, read 0x60.
         fn read_byte(&mut self) -> Option<u8> {
             for _ in 0..100 {
@@ -1253,19 +1206,14 @@ mod tests {
             std::iter::from_fn(|| self.read_byte()).collect()
         }
         fn key(&mut self, make: &[u8], pressed: bool) {
-            let now = self.now;
-            let mut ctx = DevCtx {
-                now,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
-            self.kc.key_event(make, pressed, &mut ctx);
+            let (kc, mut ctx) = self.ctx();
+            kc.key_event(make, pressed, &mut ctx);
         }
     }
 
     #[test]
     fn self_test_and_command_byte() {
-        let mut r = Rig::new();
+        let mut r = rig();
         assert_eq!(r.inb(PORT_CMD), STS_INH | STS_SYS);
         r.outb(PORT_CMD, CMD_SELF_TEST);
         assert_eq!(r.inb(PORT_CMD), STS_INH | STS_SYS | STS_A2 | STS_OBF);
@@ -1300,7 +1248,7 @@ mod tests {
 
     #[test]
     fn keyboard_reset_and_identify_with_and_without_translation() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.outb(PORT_DATA, 0xFF);
         assert!(r.irq.get(1));
         assert_eq!(r.read_all(), [ACK, BAT_OK]);
@@ -1321,7 +1269,7 @@ mod tests {
         r.outb(PORT_DATA, 0xED);
         r.outb(PORT_DATA, 0x07);
         assert_eq!(r.read_all(), [ACK, ACK]);
-        assert_eq!(r.kc.kbd.leds, 7);
+        assert_eq!(r.dev.kbd.leds, 7);
         r.outb(PORT_DATA, 0xEE);
         assert_eq!(r.read_all(), [0xEE]);
         r.outb(PORT_DATA, 0xFE);
@@ -1338,7 +1286,7 @@ mod tests {
 
     #[test]
     fn key_press_is_translated_to_set1_one_irq_per_byte() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.key(&[0x1C], true); // 'A'
         assert!(r.irq.get(1));
         assert_eq!(r.inb(PORT_DATA), 0x1E);
@@ -1381,7 +1329,7 @@ mod tests {
 
     #[test]
     fn typematic_repeat_after_delay() {
-        let mut r = Rig::new();
+        let mut r = rig();
         // 0xF3 0x20: delay 500 ms, 30 characters/s (33.3 ms).
         r.outb(PORT_DATA, 0xF3);
         r.outb(PORT_DATA, 0x20);
@@ -1389,7 +1337,7 @@ mod tests {
         let t0 = r.now;
         r.key(&[0x1C], true);
         assert_eq!(r.read_all(), [0x1E]);
-        assert_eq!(r.kc.next_deadline(), Some(t0 + 500_000_000));
+        assert_eq!(r.dev.next_deadline(), Some(t0 + 500_000_000));
         r.run_to(t0 + 499_000_000);
         assert_eq!(r.inb(PORT_CMD) & STS_OBF, 0);
         r.run_to(t0 + 500_000_000);
@@ -1399,14 +1347,14 @@ mod tests {
         assert_eq!(r.read_all(), [0x1E, 0x1E]);
         r.key(&[0x1C], false);
         assert_eq!(r.read_all(), [0x9E]);
-        assert_eq!(r.kc.next_deadline(), None);
+        assert_eq!(r.dev.next_deadline(), None);
         r.run_to(t0 + 2_000_000_000);
         assert_eq!(r.inb(PORT_CMD) & STS_OBF, 0);
     }
 
     #[test]
     fn a20_and_reset_through_output_port() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.outb(PORT_CMD, CMD_READ_OUTPUT);
         assert_eq!(r.read_all(), [0xCF]);
         r.outb(PORT_CMD, CMD_WRITE_OUTPUT);
@@ -1415,7 +1363,7 @@ mod tests {
         assert!(!r.board.reset);
         r.outb(PORT_CMD, CMD_A20_ON);
         assert_eq!(r.board.a20, Some(true));
-        assert!(r.kc.a20());
+        assert!(r.dev.a20());
         r.outb(PORT_CMD, CMD_A20_OFF);
         assert_eq!(r.board.a20, Some(false));
         r.outb(PORT_CMD, CMD_READ_OUTPUT);
@@ -1432,7 +1380,7 @@ mod tests {
 
     #[test]
     fn intellimouse_detection_and_four_byte_packet() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.outb(PORT_CMD, CMD_WRITE_CB);
         r.outb(PORT_DATA, 0x47); // both IRQs, XLAT, SYS
         let send = |r: &mut Rig, b: u8| {
@@ -1465,7 +1413,7 @@ mod tests {
             irq: &mut r.irq,
             board: &mut r.board,
         };
-        r.kc.mouse_move(5, -3, 1, 1, &mut ctx);
+        r.dev.mouse_move(5, -3, 1, 1, &mut ctx);
         assert!(r.irq.get(12));
         assert_eq!(r.read_all(), [0x09, 5, 3, 1]);
         // Left 300 (overflow), down 2: X sign+overflow, Y sign.
@@ -1475,7 +1423,7 @@ mod tests {
             irq: &mut r.irq,
             board: &mut r.board,
         };
-        r.kc.mouse_move(-300, 2, 0, 0, &mut ctx);
+        r.dev.mouse_move(-300, 2, 0, 0, &mut ctx);
         assert_eq!(r.read_all(), [0x08 | 0x10 | 0x40 | 0x20, 0x00, 0xFE, 0x00]);
         // Remote mode: packets only on request.
         send(&mut r, 0xF0);
@@ -1485,7 +1433,7 @@ mod tests {
             irq: &mut r.irq,
             board: &mut r.board,
         };
-        r.kc.mouse_move(1, 0, 0, 2, &mut ctx);
+        r.dev.mouse_move(1, 0, 0, 2, &mut ctx);
         assert_eq!(r.inb(PORT_CMD) & STS_OBF, 0);
         send(&mut r, 0xEB);
         assert_eq!(r.read_all(), [ACK, 0x0A, 1, 0, 0]);
@@ -1500,7 +1448,7 @@ mod tests {
 
     #[test]
     fn disabled_keyboard_holds_its_bytes() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.outb(PORT_CMD, CMD_KBD_DISABLE);
         r.key(&[0x1C], true);
         assert_eq!(r.inb(PORT_CMD) & STS_OBF, 0);
@@ -1510,16 +1458,16 @@ mod tests {
 
     #[test]
     fn port64_view_and_a_held_key_over_a_long_idle() {
-        let mut r = Rig::new();
+        let mut r = rig();
         {
             let mut ctx = DevCtx {
                 now: 0,
                 irq: &mut r.irq,
                 board: &mut r.board,
             };
-            Port64(&mut r.kc).port_write(0, 1, CMD_SELF_TEST as u32, &mut ctx);
+            Port64(&mut r.dev).port_write(0, 1, CMD_SELF_TEST as u32, &mut ctx);
             assert_eq!(
-                Port64(&mut r.kc).port_read(0, 1, &mut ctx) as u8 & STS_OBF,
+                Port64(&mut r.dev).port_read(0, 1, &mut ctx) as u8 & STS_OBF,
                 STS_OBF
             );
         }
@@ -1532,13 +1480,13 @@ mod tests {
         let bytes = r.read_all();
         assert_eq!(bytes.len(), 16);
         assert!(bytes.chunks(2).all(|c| c == [0xE0, 0x48]));
-        let next = r.kc.next_deadline().unwrap();
+        let next = r.dev.next_deadline().unwrap();
         assert!(next > r.now && next <= r.now + 91_666_667);
     }
 
     #[test]
     fn any_port_any_sequence_never_panics() {
-        let mut r = Rig::new();
+        let mut r = rig();
         let mut x: u32 = 12345;
         for _ in 0..20000 {
             x = x.wrapping_mul(1103515245).wrapping_add(12345);
@@ -1552,19 +1500,19 @@ mod tests {
                 board: &mut r.board,
             };
             if x & 0x100 != 0 {
-                r.kc.port_write(off, size, v as u32, &mut ctx);
+                r.dev.port_write(off, size, v as u32, &mut ctx);
             } else {
-                r.kc.port_read(off, size, &mut ctx);
+                r.dev.port_read(off, size, &mut ctx);
             }
             if x & 0x7000 == 0 {
-                r.kc.key_event(&[v, v], x & 1 != 0, &mut ctx);
-                r.kc.mouse_move(v as i32 * 50, -(v as i32), 3, v, &mut ctx);
+                r.dev.key_event(&[v, v], x & 1 != 0, &mut ctx);
+                r.dev.mouse_move(v as i32 * 50, -(v as i32), 3, v, &mut ctx);
             }
             r.now += 1000;
             r.board.reset = false;
         }
         // The state round-trips through serde.
-        let json = serde_json::to_string(&r.kc).unwrap();
+        let json = serde_json::to_string(&r.dev).unwrap();
         let back: I8042 = serde_json::from_str(&json).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), json);
     }

@@ -609,53 +609,30 @@ impl Device for Rtc {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{BoardSignals, IrqLines};
     use super::*;
 
     /// 2024-02-29 23:59:58 UTC, a Thursday.
     const T0: i64 = 1_709_251_198;
 
-    struct Rig {
-        rtc: Rtc,
-        irq: IrqLines,
-        board: BoardSignals,
-        now: Nanos,
+    type Rig = crate::dev::testing::Rig<Rtc>;
+
+    fn rig() -> Rig {
+        Rig::new(Rtc::new(T0))
     }
 
     impl Rig {
-        fn new() -> Self {
-            Rig {
-                rtc: Rtc::new(T0),
-                irq: IrqLines::default(),
-                board: BoardSignals::default(),
-                now: 0,
-            }
+        /// Read CMOS register `reg` (index to port 0x70, data from 0x71).
+        fn read_reg(&mut self, reg: u8) -> u8 {
+            self.outb(0, reg);
+            self.inb(1)
         }
-        fn ctx(&mut self) -> (&mut Rtc, DevCtx<'_>) {
-            let ctx = DevCtx {
-                now: self.now,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
-            (&mut self.rtc, ctx)
-        }
-        fn read(&mut self, reg: u8) -> u8 {
-            let (rtc, mut ctx) = self.ctx();
-            rtc.port_write(0, 1, reg.into(), &mut ctx);
-            rtc.port_read(1, 1, &mut ctx) as u8
-        }
-        fn write(&mut self, reg: u8, v: u8) {
-            let (rtc, mut ctx) = self.ctx();
-            rtc.port_write(0, 1, reg.into(), &mut ctx);
-            rtc.port_write(1, 1, v.into(), &mut ctx);
+        /// Write CMOS register `reg`.
+        fn write_reg(&mut self, reg: u8, v: u8) {
+            self.outb(0, reg);
+            self.outb(1, v);
         }
         fn time(&mut self) -> [u8; 7] {
-            [0, 2, 4, 6, 7, 8, 9].map(|r| self.read(r))
-        }
-        fn advance_to(&mut self, now: Nanos) {
-            self.now = now;
-            let (rtc, mut ctx) = self.ctx();
-            rtc.advance(&mut ctx);
+            [0, 2, 4, 6, 7, 8, 9].map(|r| self.read_reg(r))
         }
     }
 
@@ -685,12 +662,12 @@ mod tests {
 
     #[test]
     fn reads_time_in_bcd_and_advances_across_the_leap_day() {
-        let mut r = Rig::new();
+        let mut r = rig();
         assert_eq!(r.time(), [0x58, 0x59, 0x23, 5, 0x29, 0x02, 0x24]);
-        assert_eq!(r.read(NV_CENTURY), 0x20);
+        assert_eq!(r.read_reg(NV_CENTURY), 0x20);
         r.now = 2 * NS_PER_SEC;
         assert_eq!(r.time(), [0x00, 0x00, 0x00, 6, 0x01, 0x03, 0x24]);
-        assert_eq!(r.rtc.unix_time(), T0 + 2);
+        assert_eq!(r.dev.unix_time(), T0 + 2);
         // Whole days of virtual time later.
         r.now = (2 + 86_400 * 3) * NS_PER_SEC;
         assert_eq!(r.time(), [0x00, 0x00, 0x00, 2, 0x04, 0x03, 0x24]);
@@ -698,10 +675,10 @@ mod tests {
 
     #[test]
     fn binary_and_12_hour_modes() {
-        let mut r = Rig::new();
+        let mut r = rig();
         // The guest switches to binary 12-hour mode and sets 11:59:59 PM, Dec 31 1999.
-        r.write(REG_B, B_SET | B_DM_BINARY);
-        r.write(NV_CENTURY, 19);
+        r.write_reg(REG_B, B_SET | B_DM_BINARY);
+        r.write_reg(NV_CENTURY, 19);
         for (reg, v) in [
             (0, 59),
             (2, 59),
@@ -711,137 +688,137 @@ mod tests {
             (8, 12),
             (9, 99),
         ] {
-            r.write(reg, v);
+            r.write_reg(reg, v);
         }
         r.now = 5 * NS_PER_SEC;
-        assert_eq!(r.read(REG_SECONDS), 59, "SET holds the clock");
-        r.write(REG_B, B_DM_BINARY);
+        assert_eq!(r.read_reg(REG_SECONDS), 59, "SET holds the clock");
+        r.write_reg(REG_B, B_DM_BINARY);
         r.now = 6 * NS_PER_SEC;
         assert_eq!(r.time(), [0, 0, 12, 7, 1, 1, 0]); // 12 AM, Jan 1 2000
-        assert_eq!(r.read(NV_CENTURY), 20);
+        assert_eq!(r.read_reg(NV_CENTURY), 20);
         r.now = (6 + 13 * 3600) * NS_PER_SEC;
-        assert_eq!(r.read(REG_HOURS), 1 | 0x80); // 1 PM
-                                                 // BCD 12-hour: 12 PM is 0x92.
-        r.write(REG_B, 0);
-        r.write(REG_HOURS, 0x92);
-        assert_eq!(r.rtc.read_time().hour, 12);
-        r.write(REG_HOURS, 0x12);
-        assert_eq!(r.rtc.read_time().hour, 0);
+        assert_eq!(r.read_reg(REG_HOURS), 1 | 0x80); // 1 PM
+                                                     // BCD 12-hour: 12 PM is 0x92.
+        r.write_reg(REG_B, 0);
+        r.write_reg(REG_HOURS, 0x92);
+        assert_eq!(r.dev.read_time().hour, 12);
+        r.write_reg(REG_HOURS, 0x12);
+        assert_eq!(r.dev.read_time().hour, 0);
     }
 
     #[test]
     fn uip_is_set_for_244us_before_each_update() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.now = NS_PER_SEC - UIP_LEAD_NS - 1;
-        assert_eq!(r.read(REG_A), 0x26);
+        assert_eq!(r.read_reg(REG_A), 0x26);
         r.now = NS_PER_SEC - UIP_LEAD_NS;
-        assert_eq!(r.read(REG_A), 0x26 | A_UIP);
-        assert_eq!(r.read(REG_SECONDS), 0x58);
+        assert_eq!(r.read_reg(REG_A), 0x26 | A_UIP);
+        assert_eq!(r.read_reg(REG_SECONDS), 0x58);
         r.now = NS_PER_SEC;
-        assert_eq!(r.read(REG_A), 0x26);
-        assert_eq!(r.read(REG_SECONDS), 0x59);
+        assert_eq!(r.read_reg(REG_A), 0x26);
+        assert_eq!(r.read_reg(REG_SECONDS), 0x59);
         // SET inhibits updates: no UIP.
-        r.write(REG_B, B_SET | B_24H);
+        r.write_reg(REG_B, B_SET | B_24H);
         r.now = 2 * NS_PER_SEC - 1000;
-        assert_eq!(r.read(REG_A), 0x26);
+        assert_eq!(r.read_reg(REG_A), 0x26);
     }
 
     #[test]
     fn periodic_interrupt_at_the_register_a_rate() {
-        let mut r = Rig::new();
+        let mut r = rig();
         // Linux rtc-cmos: 64 Hz (RS = 10), PIE on.
-        r.write(REG_A, A_DV_32K | 10);
-        r.write(REG_B, B_24H | B_PIE);
+        r.write_reg(REG_A, A_DV_32K | 10);
+        r.write_reg(REG_B, B_24H | B_PIE);
         let period = NS_PER_SEC / 64;
-        let d = r.rtc.next_deadline().unwrap();
+        let d = r.dev.next_deadline().unwrap();
         assert_eq!(d, period);
         r.advance_to(d - 1);
         assert!(!r.irq.get(8));
         r.advance_to(d);
         assert!(r.irq.get(8));
-        assert_eq!(r.rtc.next_deadline(), None, "nothing new until C is read");
-        assert_eq!(r.read(REG_C), C_IRQF | C_PF);
+        assert_eq!(r.dev.next_deadline(), None, "nothing new until C is read");
+        assert_eq!(r.read_reg(REG_C), C_IRQF | C_PF);
         assert!(!r.irq.get(8));
-        assert_eq!(r.read(REG_C), 0);
-        assert_eq!(r.rtc.next_deadline(), Some(2 * period));
+        assert_eq!(r.read_reg(REG_C), 0);
+        assert_eq!(r.dev.next_deadline(), Some(2 * period));
         // 8192 Hz (RS = 3): 122.07 us.
-        r.write(REG_A, A_DV_32K | 3);
-        let d = r.rtc.next_deadline().unwrap();
-        let prev = r.rtc.time_of_cycle(r.rtc.periodic_seen / 4 * 4);
+        r.write_reg(REG_A, A_DV_32K | 3);
+        let d = r.dev.next_deadline().unwrap();
+        let prev = r.dev.time_of_cycle(r.dev.periodic_seen / 4 * 4);
         assert!((122_070..=122_071).contains(&(d - prev)));
         // PF is set even without PIE, but IRQ8 stays low.
-        r.write(REG_B, B_24H);
+        r.write_reg(REG_B, B_24H);
         r.now += NS_PER_SEC / 100;
-        assert_eq!(r.read(REG_C), C_PF);
+        assert_eq!(r.read_reg(REG_C), C_PF);
         assert!(!r.irq.get(8));
     }
 
     #[test]
     fn update_ended_interrupt_each_second() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.now = 300_000_000;
-        r.write(REG_B, B_24H | B_UIE);
-        assert_eq!(r.rtc.next_deadline(), Some(NS_PER_SEC));
+        r.write_reg(REG_B, B_24H | B_UIE);
+        assert_eq!(r.dev.next_deadline(), Some(NS_PER_SEC));
         r.advance_to(NS_PER_SEC);
         assert!(r.irq.get(8));
         // PF too: the 1024 Hz periodic flag runs whether or not PIE is set.
-        assert_eq!(r.read(REG_C), C_IRQF | C_PF | C_UF);
-        assert_eq!(r.read(REG_SECONDS), 0x59);
-        assert_eq!(r.rtc.next_deadline(), Some(2 * NS_PER_SEC));
+        assert_eq!(r.read_reg(REG_C), C_IRQF | C_PF | C_UF);
+        assert_eq!(r.read_reg(REG_SECONDS), 0x59);
+        assert_eq!(r.dev.next_deadline(), Some(2 * NS_PER_SEC));
         r.advance_to(2 * NS_PER_SEC);
         // 00:00:00 also matches the power-on alarm registers (all zero): AF.
-        assert_eq!(r.read(REG_C), C_IRQF | C_PF | C_AF | C_UF);
-        assert_eq!(r.read(REG_SECONDS), 0x00);
+        assert_eq!(r.read_reg(REG_C), C_IRQF | C_PF | C_AF | C_UF);
+        assert_eq!(r.read_reg(REG_SECONDS), 0x00);
         // Setting SET clears UIE.
-        r.write(REG_B, B_SET | B_24H | B_UIE);
-        assert_eq!(r.read(REG_B), B_SET | B_24H);
-        assert_eq!(r.rtc.next_deadline(), None);
+        r.write_reg(REG_B, B_SET | B_24H | B_UIE);
+        assert_eq!(r.read_reg(REG_B), B_SET | B_24H);
+        assert_eq!(r.dev.next_deadline(), None);
     }
 
     #[test]
     fn alarm_with_dont_care_fields() {
-        let mut r = Rig::new();
+        let mut r = rig();
         // Alarm at hh:00:05 for any hour.
-        r.write(REG_SECONDS_ALARM, 0x05);
-        r.write(REG_MINUTES_ALARM, 0x00);
-        r.write(REG_HOURS_ALARM, 0xFF);
-        r.write(REG_B, B_24H | B_AIE);
+        r.write_reg(REG_SECONDS_ALARM, 0x05);
+        r.write_reg(REG_MINUTES_ALARM, 0x00);
+        r.write_reg(REG_HOURS_ALARM, 0xFF);
+        r.write_reg(REG_B, B_24H | B_AIE);
         let mut t = 0;
         while !r.irq.get(8) {
-            t = r.rtc.next_deadline().unwrap();
+            t = r.dev.next_deadline().unwrap();
             r.advance_to(t);
         }
         assert_eq!(t, 7 * NS_PER_SEC); // 23:59:58 + 7 s = 00:00:05
-        assert_eq!(r.read(REG_C), C_IRQF | C_PF | C_AF | C_UF);
+        assert_eq!(r.read_reg(REG_C), C_IRQF | C_PF | C_AF | C_UF);
         assert_eq!(r.time()[..3], [0x05, 0x00, 0x00]);
         // Without AIE the flag is still set, found by a lazy read an hour later.
-        r.write(REG_B, B_24H);
+        r.write_reg(REG_B, B_24H);
         r.now = 7 * NS_PER_SEC + 3600 * NS_PER_SEC;
-        assert_eq!(r.read(REG_C), C_PF | C_AF | C_UF);
+        assert_eq!(r.read_reg(REG_C), C_PF | C_AF | C_UF);
         assert!(!r.irq.get(8));
         // An alarm that never matches.
-        r.write(REG_SECONDS_ALARM, 0x61);
-        r.write(REG_A, A_DV_32K); // periodic rate off: no PF
+        r.write_reg(REG_SECONDS_ALARM, 0x61);
+        r.write_reg(REG_A, A_DV_32K); // periodic rate off: no PF
         r.now += 10 * NS_PER_SEC;
-        assert_eq!(r.read(REG_C), C_UF);
+        assert_eq!(r.read_reg(REG_C), C_UF);
     }
 
     #[test]
     fn divider_reset_stops_the_clock() {
-        let mut r = Rig::new();
-        r.write(REG_A, 0x70);
+        let mut r = rig();
+        r.write_reg(REG_A, 0x70);
         r.now = 10 * NS_PER_SEC;
-        assert_eq!(r.read(REG_SECONDS), 0x58);
-        r.write(REG_A, 0x26);
+        assert_eq!(r.read_reg(REG_SECONDS), 0x58);
+        r.write_reg(REG_A, 0x26);
         r.now += 499_999_999;
-        assert_eq!(r.read(REG_SECONDS), 0x58);
+        assert_eq!(r.read_reg(REG_SECONDS), 0x58);
         r.now += 1;
-        assert_eq!(r.read(REG_SECONDS), 0x59);
+        assert_eq!(r.read_reg(REG_SECONDS), 0x59);
     }
 
     #[test]
     fn nmi_mask_and_register_d() {
-        let mut r = Rig::new();
+        let mut r = rig();
         let (rtc, mut ctx) = r.ctx();
         rtc.port_write(0, 1, 0x8D, &mut ctx);
         assert!(rtc.nmi_masked());
@@ -854,44 +831,47 @@ mod tests {
 
     #[test]
     fn nvram_memory_size_and_checksum() {
-        let mut r = Rig::new();
-        r.rtc.set_memory_size(128 << 20);
-        assert_eq!(r.read(NV_BASE_MEM_LO), 0x80);
-        assert_eq!(r.read(NV_BASE_MEM_HI), 0x02);
-        assert_eq!([r.read(0x17), r.read(0x18)], [0x00, 0xFC]);
-        assert_eq!([r.read(0x30), r.read(0x31)], [0x00, 0xFC]);
-        assert_eq!([r.read(0x34), r.read(0x35)], [0x00, 0x07]); // 112 MiB / 64 KiB
-        r.rtc.set_memory_size(8 << 20);
-        assert_eq!([r.read(0x17), r.read(0x18)], [0x00, 0x1C]); // 7168 KiB
-        assert_eq!([r.read(0x34), r.read(0x35)], [0, 0]);
-        let sum: u16 = (0x10..=0x2D).map(|i| u16::from(r.read(i))).sum();
-        assert_eq!(u16::from_be_bytes([r.read(0x2E), r.read(0x2F)]), sum);
+        let mut r = rig();
+        r.dev.set_memory_size(128 << 20);
+        assert_eq!(r.read_reg(NV_BASE_MEM_LO), 0x80);
+        assert_eq!(r.read_reg(NV_BASE_MEM_HI), 0x02);
+        assert_eq!([r.read_reg(0x17), r.read_reg(0x18)], [0x00, 0xFC]);
+        assert_eq!([r.read_reg(0x30), r.read_reg(0x31)], [0x00, 0xFC]);
+        assert_eq!([r.read_reg(0x34), r.read_reg(0x35)], [0x00, 0x07]); // 112 MiB / 64 KiB
+        r.dev.set_memory_size(8 << 20);
+        assert_eq!([r.read_reg(0x17), r.read_reg(0x18)], [0x00, 0x1C]); // 7168 KiB
+        assert_eq!([r.read_reg(0x34), r.read_reg(0x35)], [0, 0]);
+        let sum: u16 = (0x10..=0x2D).map(|i| u16::from(r.read_reg(i))).sum();
+        assert_eq!(
+            u16::from_be_bytes([r.read_reg(0x2E), r.read_reg(0x2F)]),
+            sum
+        );
         assert_eq!(sum, 0x02 + 0x80 + 0x02 + 0x1C);
-        assert_eq!(r.read(NV_SHUTDOWN), 0);
-        assert_eq!(r.read(NV_FLOPPY_TYPES), 0);
-        r.write(0x50, 0xAB);
-        assert_eq!(r.read(0x50), 0xAB);
+        assert_eq!(r.read_reg(NV_SHUTDOWN), 0);
+        assert_eq!(r.read_reg(NV_FLOPPY_TYPES), 0);
+        r.write_reg(0x50, 0xAB);
+        assert_eq!(r.read_reg(0x50), 0xAB);
     }
 
     #[test]
     fn any_guest_input_is_harmless() {
-        let mut r = Rig::new();
+        let mut r = rig();
         for reg in 0..=255u8 {
             for v in [0u8, 0x0F, 0x55, 0x7F, 0x80, 0x99, 0xC0, 0xFF] {
                 r.now += 7_777_777;
-                r.write(reg, v);
-                r.read(reg);
-                r.read(REG_SECONDS);
-                if let Some(d) = r.rtc.next_deadline() {
+                r.write_reg(reg, v);
+                r.read_reg(reg);
+                r.read_reg(REG_SECONDS);
+                if let Some(d) = r.dev.next_deadline() {
                     r.advance_to(d.max(r.now));
                 }
             }
         }
-        r.rtc.cmos.truncate(3);
-        r.read(0x50);
-        r.write(0x50, 1);
+        r.dev.cmos.truncate(3);
+        r.read_reg(0x50);
+        r.write_reg(0x50, 1);
         r.now = u64::MAX;
-        r.read(REG_C);
+        r.read_reg(REG_C);
         let mut far = Rtc::new(i64::MAX);
         far.set_memory_size(u64::MAX);
         let _ = Rtc::new(i64::MIN).unix_time();

@@ -166,66 +166,50 @@ impl Device for PostCode {
 #[cfg(test)]
 mod tests {
     use super::super::pit::ticks_to_ns;
-    use super::super::{BoardSignals, IrqLines};
     use super::*;
 
-    struct Rig {
-        pit: Pit,
-        irq: IrqLines,
-        board: BoardSignals,
-        now: Nanos,
+    type Rig = crate::dev::testing::Rig<Pit>;
+
+    fn rig() -> Rig {
+        Rig::new(Pit::new())
     }
 
     impl Rig {
-        fn new() -> Self {
-            Rig {
-                pit: Pit::new(),
-                irq: IrqLines::default(),
-                board: BoardSignals::default(),
-                now: 0,
-            }
-        }
-        fn outb(&mut self, port: u16, v: u8) {
-            let mut ctx = DevCtx {
-                now: self.now,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
+        /// OUT to port `port`: 0x61 (port B), else the PIT's 0x40-0x43.
+        fn port_out(&mut self, port: u16, v: u8) {
+            let (pit, mut ctx) = self.ctx();
             match port {
-                0x61 => Port61(&mut self.pit).port_write(0, 1, v.into(), &mut ctx),
-                _ => self.pit.port_write(port - 0x40, 1, v.into(), &mut ctx),
+                0x61 => Port61(pit).port_write(0, 1, v.into(), &mut ctx),
+                _ => pit.port_write(port - 0x40, 1, v.into(), &mut ctx),
             }
         }
-        fn inb(&mut self, port: u16) -> u8 {
-            let mut ctx = DevCtx {
-                now: self.now,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
+        /// IN from port `port`: 0x61 (port B), else the PIT's 0x40-0x43.
+        fn port_in(&mut self, port: u16) -> u8 {
+            let (pit, mut ctx) = self.ctx();
             (match port {
-                0x61 => Port61(&mut self.pit).port_read(0, 1, &mut ctx),
-                _ => self.pit.port_read(port - 0x40, 1, &mut ctx),
+                0x61 => Port61(pit).port_read(0, 1, &mut ctx),
+                _ => pit.port_read(port - 0x40, 1, &mut ctx),
             }) as u8
         }
     }
 
     #[test]
     fn linux_pit_calibration_polls_channel2_output() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.now = 5_000;
         // pit_calibrate_tsc(): gate high, speaker off, mode 0, 50 ms.
-        let v = (r.inb(0x61) & !PORTB_SPEAKER_DATA) | PORTB_TIMER2_GATE;
-        r.outb(0x61, v);
-        r.outb(0x43, 0xB0);
+        let v = (r.port_in(0x61) & !PORTB_SPEAKER_DATA) | PORTB_TIMER2_GATE;
+        r.port_out(0x61, v);
+        r.port_out(0x43, 0xB0);
         let latch: u16 = 59659;
-        r.outb(0x42, latch as u8);
-        r.outb(0x42, (latch >> 8) as u8);
+        r.port_out(0x42, latch as u8);
+        r.port_out(0x42, (latch >> 8) as u8);
         let t0 = 5; // tick of the write; loaded at t0 + 1
         r.now = ticks_to_ns(t0 + latch as u64);
-        assert_eq!(r.inb(0x61) & PORTB_TIMER2_OUT, 0);
-        assert_eq!(r.inb(0x61) & PORTB_TIMER2_GATE, PORTB_TIMER2_GATE);
+        assert_eq!(r.port_in(0x61) & PORTB_TIMER2_OUT, 0);
+        assert_eq!(r.port_in(0x61) & PORTB_TIMER2_GATE, PORTB_TIMER2_GATE);
         r.now = ticks_to_ns(t0 + 1 + latch as u64);
-        assert_eq!(r.inb(0x61) & PORTB_TIMER2_OUT, PORTB_TIMER2_OUT);
+        assert_eq!(r.port_in(0x61) & PORTB_TIMER2_OUT, PORTB_TIMER2_OUT);
         // About 50 ms of virtual time.
         assert_eq!(r.now / 1_000_000, 50);
         // Channel 2 never touches IRQ0.
@@ -234,93 +218,83 @@ mod tests {
 
     #[test]
     fn quick_pit_calibrate_reads_the_msb_going_down() {
-        let mut r = Rig::new();
-        r.outb(0x61, PORTB_TIMER2_GATE);
-        r.outb(0x43, 0xB0);
-        r.outb(0x42, 0xFF);
-        r.outb(0x42, 0xFF);
+        let mut r = rig();
+        r.port_out(0x61, PORTB_TIMER2_GATE);
+        r.port_out(0x43, 0xB0);
+        r.port_out(0x42, 0xFF);
+        r.port_out(0x42, 0xFF);
         for k in [1u64, 256, 512, 10_000] {
             r.now = ticks_to_ns(k + 1);
-            r.inb(0x42); // LSB
-            let msb = r.inb(0x42);
+            r.port_in(0x42); // LSB
+            let msb = r.port_in(0x42);
             assert_eq!(u64::from(msb), (0xFFFF - k) >> 8);
         }
     }
 
     #[test]
     fn gate_low_holds_channel2() {
-        let mut r = Rig::new();
-        r.outb(0x43, 0xB0);
-        r.outb(0x42, 100);
-        r.outb(0x42, 0);
+        let mut r = rig();
+        r.port_out(0x43, 0xB0);
+        r.port_out(0x42, 100);
+        r.port_out(0x42, 0);
         r.now = ticks_to_ns(500);
-        assert_eq!(r.inb(0x61) & PORTB_TIMER2_OUT, 0, "gate low: no counting");
-        r.outb(0x61, PORTB_TIMER2_GATE); // counting resumes at tick 501
+        assert_eq!(
+            r.port_in(0x61) & PORTB_TIMER2_OUT,
+            0,
+            "gate low: no counting"
+        );
+        r.port_out(0x61, PORTB_TIMER2_GATE); // counting resumes at tick 501
         r.now = ticks_to_ns(600);
-        assert_eq!(r.inb(0x61) & PORTB_TIMER2_OUT, 0);
+        assert_eq!(r.port_in(0x61) & PORTB_TIMER2_OUT, 0);
         r.now = ticks_to_ns(601);
-        assert_eq!(r.inb(0x61) & PORTB_TIMER2_OUT, PORTB_TIMER2_OUT);
+        assert_eq!(r.port_in(0x61) & PORTB_TIMER2_OUT, PORTB_TIMER2_OUT);
     }
 
     #[test]
     fn port_b_bits_and_refresh_toggle() {
-        let mut r = Rig::new();
-        r.outb(0x61, 0xFF);
-        assert_eq!(r.inb(0x61) & 0xCF, 0x0F);
-        assert!(r.pit.port_b.speaker_data());
-        let a = r.inb(0x61) & PORTB_REFRESH_TOGGLE;
+        let mut r = rig();
+        r.port_out(0x61, 0xFF);
+        assert_eq!(r.port_in(0x61) & 0xCF, 0x0F);
+        assert!(r.dev.port_b.speaker_data());
+        let a = r.port_in(0x61) & PORTB_REFRESH_TOGGLE;
         r.now += REFRESH_TOGGLE_NS;
-        let b = r.inb(0x61) & PORTB_REFRESH_TOGGLE;
+        let b = r.port_in(0x61) & PORTB_REFRESH_TOGGLE;
         r.now += REFRESH_TOGGLE_NS;
-        let c = r.inb(0x61) & PORTB_REFRESH_TOGGLE;
+        let c = r.port_in(0x61) & PORTB_REFRESH_TOGGLE;
         assert_ne!(a, b);
         assert_eq!(a, c);
-        r.outb(0x61, 0x00);
-        assert_eq!(r.inb(0x61) & 0x0F, 0);
+        r.port_out(0x61, 0x00);
+        assert_eq!(r.port_in(0x61) & 0x0F, 0);
     }
 
     #[test]
     fn port_a_drives_a20_and_reset() {
-        let mut pa = PortA::default();
-        let mut irq = IrqLines::default();
-        let mut board = BoardSignals::default();
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut irq,
-            board: &mut board,
-        };
-        let v = pa.port_read(0, 1, &mut ctx);
-        pa.port_write(0, 1, v | 0x02, &mut ctx);
-        assert_eq!(ctx.board.a20, Some(true));
-        assert!(!ctx.board.reset);
-        assert_eq!(pa.port_read(0, 1, &mut ctx), 0x02);
-        pa.port_write(0, 1, 0x03, &mut ctx);
-        assert!(ctx.board.reset);
-        *ctx.board = BoardSignals::default();
-        pa.port_write(0, 1, 0x01, &mut ctx); // bit 0 already set: no new reset
-        assert!(!ctx.board.reset);
-        assert_eq!(ctx.board.a20, Some(false));
-        pa.port_write(0, 1, 0x00, &mut ctx);
-        pa.port_write(0, 1, 0x01, &mut ctx);
-        assert!(ctx.board.reset);
+        let mut pa = crate::dev::testing::Rig::new(PortA::default());
+        let v = pa.read(0, 1);
+        pa.write(0, 1, v | 0x02);
+        assert_eq!(pa.board.a20, Some(true));
+        assert!(!pa.board.reset);
+        assert_eq!(pa.read(0, 1), 0x02);
+        pa.write(0, 1, 0x03);
+        assert!(pa.board.reset);
+        pa.board = Default::default();
+        pa.write(0, 1, 0x01); // bit 0 already set: no new reset
+        assert!(!pa.board.reset);
+        assert_eq!(pa.board.a20, Some(false));
+        pa.write(0, 1, 0x00);
+        pa.write(0, 1, 0x01);
+        assert!(pa.board.reset);
     }
 
     #[test]
     fn post_code_reads_back() {
-        let mut p = PostCode::default();
-        let mut irq = IrqLines::default();
-        let mut board = BoardSignals::default();
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut irq,
-            board: &mut board,
-        };
-        p.port_write(0, 1, 0x55, &mut ctx);
-        assert_eq!(p.port_read(0, 1, &mut ctx), 0x55);
-        p.port_write(0, 2, 0x1234, &mut ctx);
-        assert_eq!(p.port_read(0, 1, &mut ctx), 0x34);
-        assert_eq!(p.last, 0x34);
-        assert_eq!(p.port_read(3, 1, &mut ctx), 0xFF);
+        let mut p = crate::dev::testing::Rig::new(PostCode::default());
+        p.write(0, 1, 0x55);
+        assert_eq!(p.read(0, 1), 0x55);
+        p.write(0, 2, 0x1234);
+        assert_eq!(p.read(0, 1), 0x34);
+        assert_eq!(p.dev.last, 0x34);
+        assert_eq!(p.read(3, 1), 0xFF);
     }
 }
 

@@ -668,67 +668,18 @@ impl Device for Uart {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::{BoardSignals, IrqLines};
 
     /// A UART on COM1 with the machine state a test drives it through.
-    struct Rig {
-        uart: Uart,
-        irq: IrqLines,
-        board: BoardSignals,
-        now: Nanos,
+    type Rig = crate::dev::testing::Rig<Uart>;
+
+    fn rig() -> Rig {
+        Rig::new(Uart::new(4))
     }
 
     impl Rig {
-        fn new() -> Self {
-            Rig {
-                uart: Uart::new(4),
-                irq: IrqLines::default(),
-                board: BoardSignals::default(),
-                now: 0,
-            }
-        }
-        fn inb(&mut self, off: u16) -> u8 {
-            let mut ctx = DevCtx {
-                now: self.now,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
-            self.uart.port_read(off, 1, &mut ctx) as u8
-        }
-        fn outb(&mut self, off: u16, v: u8) {
-            let mut ctx = DevCtx {
-                now: self.now,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
-            self.uart.port_write(off, 1, v as u32, &mut ctx)
-        }
-        fn advance_to(&mut self, t: Nanos) {
-            self.now = t;
-            let mut ctx = DevCtx {
-                now: t,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
-            self.uart.advance(&mut ctx);
-        }
-        /// Advance through every deadline up to `t`, as the run loop does.
-        fn run_to(&mut self, t: Nanos) {
-            while let Some(d) = self.uart.next_deadline() {
-                if d > t {
-                    break;
-                }
-                self.advance_to(d);
-            }
-            self.advance_to(t);
-        }
         fn receive(&mut self, b: u8) {
-            let mut ctx = DevCtx {
-                now: self.now,
-                irq: &mut self.irq,
-                board: &mut self.board,
-            };
-            self.uart.receive_byte(b, &mut ctx);
+            let (uart, mut ctx) = self.ctx();
+            uart.receive_byte(b, &mut ctx);
         }
         fn irq(&self) -> bool {
             self.irq.get(4)
@@ -744,7 +695,7 @@ mod tests {
 
     #[test]
     fn linux_autoconfig_probe_detects_16550a() {
-        let mut r = Rig::new();
+        let mut r = rig();
         // IER existence test.
         let saved = r.inb(REG_IER);
         r.outb(REG_IER, 0);
@@ -781,12 +732,12 @@ mod tests {
         r.outb(REG_IER, 0x12);
         assert_eq!((r.inb(REG_DATA), r.inb(REG_IER)), (0x34, 0x12));
         r.outb(REG_LCR, 3);
-        assert_eq!(r.uart.baud(), 1_843_200 / 16 / 0x1234);
+        assert_eq!(r.dev.baud(), 1_843_200 / 16 / 0x1234);
     }
 
     #[test]
     fn loopback_msr_follows_mcr_with_delta_bits() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.inb(REG_MSR); // clear deltas
         r.outb(REG_MCR, MCR_LOOP);
         // All outputs off: CTS/DSR/DCD dropped, so their deltas are set.
@@ -799,21 +750,21 @@ mod tests {
         assert_eq!(r.inb(REG_MSR), 0);
         // Loopback data returns to the receiver; the host sees nothing.
         r.outb(REG_LCR, 0x03);
-        r.uart.set_fast(true);
+        r.dev.set_fast(true);
         r.outb(REG_DATA, 0x42);
         assert_eq!(r.inb(REG_LSR) & LSR_DR, LSR_DR);
         assert_eq!(r.inb(REG_DATA), 0x42);
-        assert!(r.uart.take_output().is_empty());
-        assert!(!r.uart.can_receive());
+        assert!(r.dev.take_output().is_empty());
+        assert!(!r.dev.can_receive());
     }
 
     #[test]
     fn transmit_at_baud_rate_with_thre_interrupts() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.setup_115200();
         r.outb(REG_IIR_FCR, FCR_ENABLE | FCR_CLEAR_RX | FCR_CLEAR_TX);
         r.outb(REG_MCR, MCR_DTR | MCR_RTS | MCR_OUT2);
-        let ct = r.uart.char_time();
+        let ct = r.dev.char_time();
         // 86805 ns per character at 115200 8N1.
         assert_eq!(ct, 10 * 16 * 1_000_000_000 / 1_843_200);
         // Linux's THRE test: enable ETBEI, IIR shows THRI; reading IIR clears it;
@@ -832,9 +783,9 @@ mod tests {
         }
         assert!(!r.irq());
         assert_eq!(r.inb(REG_LSR) & (LSR_THRE | LSR_TEMT), 0);
-        assert_eq!(r.uart.next_deadline(), Some(ct));
+        assert_eq!(r.dev.next_deadline(), Some(ct));
         r.run_to(ct * 5 + 1);
-        assert_eq!(r.uart.take_output(), b"Hello");
+        assert_eq!(r.dev.take_output(), b"Hello");
         assert_eq!(r.inb(REG_IIR_FCR), 0xC1);
         // After 15 character times the FIFO is empty (last byte in the shift register).
         r.run_to(ct * 15);
@@ -843,9 +794,9 @@ mod tests {
         assert_eq!(r.inb(REG_IIR_FCR), 0xC2);
         assert!(!r.irq());
         r.run_to(ct * 16);
-        assert_eq!(r.uart.take_output(), b", 16550A!!!");
+        assert_eq!(r.dev.take_output(), b", 16550A!!!");
         assert_eq!(r.inb(REG_LSR) & 0x60, LSR_THRE | LSR_TEMT);
-        assert_eq!(r.uart.next_deadline(), None);
+        assert_eq!(r.dev.next_deadline(), None);
         // Writing THR clears a pending THRE interrupt.
         r.outb(REG_DATA, b'x');
         assert_eq!(r.inb(REG_IIR_FCR), 0xC2); // x moved to TSR, THR empty again
@@ -860,14 +811,14 @@ mod tests {
 
     #[test]
     fn non_fifo_mode_at_9600_7e2() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.outb(REG_LCR, LCR_DLAB);
         r.outb(REG_DATA, 12);
         r.outb(REG_IER, 0);
         // 7 data bits, even parity, 2 stop bits: 11 bits per character.
         r.outb(REG_LCR, 0x02 | LCR_STOP | LCR_PARITY | 0x10);
-        assert_eq!(r.uart.baud(), 9600);
-        let ct = r.uart.char_time();
+        assert_eq!(r.dev.baud(), 9600);
+        let ct = r.dev.char_time();
         assert_eq!(ct, 1_145_833);
         r.outb(REG_MCR, MCR_OUT2);
         r.outb(REG_IER, IER_ETBEI);
@@ -884,35 +835,35 @@ mod tests {
         assert_eq!(r.inb(REG_LSR) & (LSR_THRE | LSR_TEMT), LSR_THRE);
         r.run_to(2 * ct);
         assert_eq!(r.inb(REG_LSR) & (LSR_THRE | LSR_TEMT), LSR_THRE | LSR_TEMT);
-        assert_eq!(r.uart.take_output(), [0x41, b'B']);
+        assert_eq!(r.dev.take_output(), [0x41, b'B']);
     }
 
     #[test]
     fn fast_mode_delivers_at_once() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.outb(REG_LCR, 0x03); // 8 data bits (reset state is 5)
-        r.uart.set_fast(true);
+        r.dev.set_fast(true);
         for b in b"ok\n" {
             r.outb(REG_DATA, *b);
         }
         let mut buf = [0u8; 2];
-        assert_eq!(r.uart.drain_output(&mut buf), 2);
+        assert_eq!(r.dev.drain_output(&mut buf), 2);
         assert_eq!(&buf, b"ok");
-        assert_eq!(r.uart.take_output(), b"\n");
+        assert_eq!(r.dev.take_output(), b"\n");
         assert_eq!(r.inb(REG_LSR), LSR_THRE | LSR_TEMT);
     }
 
     #[test]
     fn receive_trigger_level_and_character_timeout() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.setup_115200();
         // FIFO on, trigger level 8.
         r.outb(REG_IIR_FCR, FCR_ENABLE | FCR_CLEAR_RX | 0x80);
         r.outb(REG_MCR, MCR_OUT2);
         r.outb(REG_IER, IER_ERBFI);
-        let ct = r.uart.char_time();
+        let ct = r.dev.char_time();
         for (i, b) in (b'a'..=b'g').enumerate() {
-            assert!(r.uart.can_receive());
+            assert!(r.dev.can_receive());
             r.now = i as u64 * ct;
             r.receive(b);
         }
@@ -929,7 +880,7 @@ mod tests {
         assert!(!r.irq());
         // Four character times later the timeout interrupt fires.
         let t_read = r.now;
-        assert_eq!(r.uart.next_deadline(), Some(t_read + 4 * ct));
+        assert_eq!(r.dev.next_deadline(), Some(t_read + 4 * ct));
         r.run_to(t_read + 4 * ct - 1);
         assert!(!r.irq());
         r.run_to(t_read + 4 * ct);
@@ -947,14 +898,14 @@ mod tests {
 
     #[test]
     fn overrun_sets_oe_and_line_status_interrupt() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.outb(REG_IIR_FCR, FCR_ENABLE);
         r.outb(REG_MCR, MCR_OUT2);
         r.outb(REG_IER, IER_ELSI | IER_ERBFI);
         for i in 0..16 {
             r.receive(i);
         }
-        assert!(!r.uart.can_receive());
+        assert!(!r.dev.can_receive());
         r.receive(0xEE);
         assert_eq!(r.inb(REG_IIR_FCR), 0xC6);
         assert_eq!(r.inb(REG_LSR), LSR_DR | LSR_OE | LSR_THRE | LSR_TEMT);
@@ -974,7 +925,7 @@ mod tests {
 
     #[test]
     fn modem_status_interrupt_and_break() {
-        let mut r = Rig::new();
+        let mut r = rig();
         r.outb(REG_MCR, MCR_OUT2);
         r.inb(REG_MSR);
         r.outb(REG_IER, IER_EDSSI | IER_ELSI);
@@ -984,7 +935,7 @@ mod tests {
                 irq: &mut r.irq,
                 board: &mut r.board,
             };
-            r.uart.set_modem_inputs(MSR_CTS | MSR_DSR, &mut ctx);
+            r.dev.set_modem_inputs(MSR_CTS | MSR_DSR, &mut ctx);
         }
         assert!(r.irq());
         assert_eq!(r.inb(REG_IIR_FCR), IIR_MSI);
@@ -996,7 +947,7 @@ mod tests {
                 irq: &mut r.irq,
                 board: &mut r.board,
             };
-            r.uart.receive_break(&mut ctx);
+            r.dev.receive_break(&mut ctx);
         }
         assert_eq!(r.inb(REG_IIR_FCR), IIR_RLSI);
         assert_eq!(
@@ -1008,7 +959,7 @@ mod tests {
 
     #[test]
     fn any_port_any_size_never_panics() {
-        let mut r = Rig::new();
+        let mut r = rig();
         for off in 0..16u16 {
             for size in [1u8, 2, 4, 3, 0] {
                 for v in [0u32, 0xFFFF_FFFF, 0x80, 0x1F] {
@@ -1017,8 +968,8 @@ mod tests {
                         irq: &mut r.irq,
                         board: &mut r.board,
                     };
-                    r.uart.port_write(off, size, v, &mut ctx);
-                    r.uart.port_read(off, size, &mut ctx);
+                    r.dev.port_write(off, size, v, &mut ctx);
+                    r.dev.port_read(off, size, &mut ctx);
                     r.now += 1000;
                 }
             }
@@ -1030,7 +981,7 @@ mod tests {
         r.outb(REG_DATA, 1);
         r.run_to(u64::MAX / 2);
         // The state round-trips through serde.
-        let json = serde_json::to_string(&r.uart).unwrap();
+        let json = serde_json::to_string(&r.dev).unwrap();
         let back: Uart = serde_json::from_str(&json).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), json);
     }
