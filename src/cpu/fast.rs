@@ -31,7 +31,7 @@ use super::{arith, control, data, muldiv, shift, Cpu, Segment, ESP};
 /// FUSED_<kind>: that compare fused with the Jcc after it. The numbering is dense, plain kinds
 /// first, then the fused ones.
 #[allow(non_camel_case_types)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
     /// Not a fast form: call the handler pointer.

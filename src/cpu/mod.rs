@@ -716,7 +716,6 @@ mod tests {
 
     #[test]
     fn a_block_that_loops_to_itself_stops_at_the_budget_and_sees_its_own_writes() {
-        let mut cpu = Cpu::with_ram(1 << 20);
         // 32-bit code, so that every instruction of the loop is a fast form and the run loop
         // repeats the block itself (fast::run_repeating).
         #[rustfmt::skip]
@@ -727,13 +726,7 @@ mod tests {
             0xEB, 0xF3,                               // 0x100B: jmp 0x1000
             0xF4,                                     // 0x100D: hlt
         ];
-        cpu.mem.load(0x1000, &code);
-        let mut cs = SegCache::real(0);
-        cs.big = true;
-        cs.limit = u32::MAX;
-        cs.compute_ranges();
-        cpu.segs[Segment::CS as usize] = cs;
-        cpu.eip = 0x1000;
+        let mut cpu = crate::jit::sample::cpu_running(&code);
         assert_eq!(cpu.run(1001), RunExit::Budget);
         assert_eq!(
             cpu.instructions, 1001,
