@@ -31,6 +31,21 @@ pub trait Bus {
     }
     /// The legacy FERR#/IRQ13 output of the x87 changed (used when CR0.NE is clear).
     fn fpu_error(&mut self, _asserted: bool) {}
+    /// Changes of the physical memory map made by device accesses since the last call (a PCI
+    /// BAR moved), in order. The CPU asks after every OUT and applies them to its page map
+    /// before the next instruction, so an access right after the BAR write reaches the new
+    /// place.
+    fn take_mmio_changes(&mut self) -> Vec<MmioChange> {
+        Vec::new()
+    }
+}
+
+/// A physical range that became MMIO (`mmio`) or plain memory again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioChange {
+    pub start: u32,
+    pub len: u32,
+    pub mmio: bool,
 }
 
 /// A bus with nothing on it: ports read as all ones (an undriven ISA bus), writes are ignored,

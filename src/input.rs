@@ -21,8 +21,8 @@
 //! could be lost (bytes still waiting, the guest disabled the keyboard interface or scanning)
 //! without knowing the controller's internals.
 
-use crate::dev::ps2::{self, I8042, PORT_CMD, STS_AUXB, STS_OBF};
-use crate::dev::{BoardSignals, DevCtx, Device, IrqLines, Nanos};
+use crate::dev::ps2::{self, BASE, I8042, PORT_CMD, STS_AUXB, STS_OBF};
+use crate::dev::{At, BoardSignals, DevCtx, Device, IrqLines, Nanos};
 use crate::keymap;
 use crate::machine::Machine;
 use std::collections::VecDeque;
@@ -50,7 +50,7 @@ pub trait InputSink {
 impl InputSink for Machine {
     fn keyboard_accepts(&mut self, first: KeyEvent) -> bool {
         let now = self.now();
-        keyboard_accepts(&self.board().i8042, now, first)
+        keyboard_accepts(&self.board().i8042.borrow(), now, first)
     }
     fn key_event(&mut self, (make, pressed): KeyEvent) {
         Machine::key_event(self, make, pressed);
@@ -77,12 +77,12 @@ pub fn keyboard_accepts(kc: &I8042, now: Nanos, first: KeyEvent) -> bool {
         irq: &mut irq,
         board: &mut board,
     };
-    let status = probe.port_read(PORT_CMD, 1, &mut ctx) as u8;
+    let status = probe.read(At::new(BASE, PORT_CMD.into()), 1, &mut ctx) as u8;
     if status & STS_OBF != 0 {
         return false;
     }
     probe.key_event(first.0, first.1, &mut ctx);
-    let status = probe.port_read(PORT_CMD, 1, &mut ctx) as u8;
+    let status = probe.read(At::new(BASE, PORT_CMD.into()), 1, &mut ctx) as u8;
     status & STS_OBF != 0 && status & STS_AUXB == 0
 }
 
@@ -231,16 +231,16 @@ mod tests {
         /// The guest writes a controller command (port 0x64) or a keyboard byte (port 0x60).
         fn kc_write(&mut self, port: u16, v: u8) {
             let (mut ctx, kc, _) = self.ctx();
-            kc.port_write(port, 1, u32::from(v), &mut ctx);
+            kc.write(At::new(BASE, port.into()), 1, u32::from(v), &mut ctx);
         }
 
         /// The guest polls the keyboard controller once and reads a byte if there is one.
         fn guest_poll_keyboard(&mut self) -> Option<u8> {
             let (mut ctx, kc, _) = self.ctx();
-            if kc.port_read(PORT_CMD, 1, &mut ctx) as u8 & STS_OBF == 0 {
+            if kc.read(At::new(BASE, PORT_CMD.into()), 1, &mut ctx) as u8 & STS_OBF == 0 {
                 return None;
             }
-            let b = kc.port_read(PORT_DATA, 1, &mut ctx) as u8;
+            let b = kc.read(At::new(BASE, PORT_DATA.into()), 1, &mut ctx) as u8;
             self.kbd_seen.push(b);
             Some(b)
         }
@@ -248,8 +248,8 @@ mod tests {
         /// The guest polls the UART once and reads a byte if there is one.
         fn guest_poll_serial(&mut self) {
             let (mut ctx, _, uart) = self.ctx();
-            if uart.port_read(REG_LSR, 1, &mut ctx) as u8 & 0x01 != 0 {
-                let b = uart.port_read(REG_DATA, 1, &mut ctx) as u8;
+            if uart.read(At::new(0x3F8, REG_LSR.into()), 1, &mut ctx) as u8 & 0x01 != 0 {
+                let b = uart.read(At::new(0x3F8, REG_DATA.into()), 1, &mut ctx) as u8;
                 self.serial_seen.push(b);
             }
         }
@@ -422,7 +422,7 @@ mod tests {
         {
             // The guest selects 8-bit characters (the reset value is 5 bits).
             let (mut ctx, _, uart) = rig.ctx();
-            uart.port_write(REG_LCR, 1, 0x03, &mut ctx);
+            uart.write(At::new(0x3F8, REG_LCR.into()), 1, 0x03, &mut ctx);
         }
         // Without the FIFO the receiver holds one byte.
         assert_eq!(input.send_serial(&data), 0);
@@ -438,7 +438,7 @@ mod tests {
         rig.serial_seen.clear();
         {
             let (mut ctx, _, uart) = rig.ctx();
-            uart.port_write(REG_IIR_FCR, 1, 0x01, &mut ctx);
+            uart.write(At::new(0x3F8, REG_IIR_FCR.into()), 1, 0x01, &mut ctx);
         }
         input.send_serial(&data);
         let t = rig.now;

@@ -1,4 +1,5 @@
-//! The board: the CPU with its RAM, the PC devices on the port bus, virtual time and the run loop.
+//! The board: the CPU with its RAM, the PC devices on the port and MMIO buses, virtual time and
+//! the run loop.
 //!
 //! # Ownership
 //!
@@ -8,17 +9,20 @@
 //! `Rc<RefCell<Board>>`: the CPU holds a thin [`BoardBus`] wrapper, the machine holds the other
 //! handle. Both run on one thread and never overlap (the CPU touches the board only inside
 //! `Cpu::run`, the machine only between runs), so a `RefCell` borrow never fails; its cost is
-//! one flag check per port access, which is negligible next to a device access. A downcast
-//! through `Any` would also work but needs a core trait change and gives nothing more.
+//! one flag check per port access, which is negligible next to a device access. Inside the
+//! board each device is shared the same way between the bus ranges it answers at and the
+//! board's typed handle on it (see [`crate::dev::bus`]).
 //!
 //! # Memory map
 //!
 //! Guest RAM is plain RAM except the VGA's legacy window 0xA0000-0xBFFFF and its linear
-//! framebuffer (PCI BAR0 of the display function, [`vga::LFB_DEFAULT`] at reset), which are MMIO
-//! pages served by [`Vga`]; when the guest moves BAR0, the pages follow after the CPU slice that
-//! moved it. There is no BIOS (Linux is booted directly, see [`crate::boot`]), so 0xC0000-0xFFFFF
-//! is RAM. The e820 map the loader hands Linux marks 0x9FC00-0xFFFFF reserved, so the kernel
-//! leaves it alone.
+//! framebuffer (PCI BAR0 of the display function, [`vga::LFB_DEFAULT`] at reset), which are
+//! ranges of the MMIO bus served by [`Vga`], and MMIO pages in the CPU's page map. When the guest
+//! moves BAR0, the board moves the range on the bus and hands the change to the CPU with the
+//! access that moved it ([`crate::bus::Bus::take_mmio_changes`]), so the next instruction
+//! already sees the new map. There is no BIOS (Linux is booted directly, see [`crate::boot`]),
+//! so 0xC0000-0xFFFFF is RAM. The e820 map the loader hands Linux marks 0x9FC00-0xFFFFF
+//! reserved, so the kernel leaves it alone.
 //!
 //! # Time
 //!
@@ -31,18 +35,19 @@
 //! ([`Machine::run_realtime`]). Nothing here reads a clock: the host passes time in.
 
 use crate::block::BlockBackend;
-use crate::bus::Bus;
+use crate::bus::{Bus, MmioChange};
 use crate::cpu::{flags, Cpu, RunExit};
-use crate::dev::ide::{self, Drive, Ide, IdeAt, IdeWindow};
+use crate::dev::bus::{shared, DeviceBus, MapError, Shared};
+use crate::dev::ide::{self, Drive, Ide};
 use crate::dev::pci::PciBus;
 use crate::dev::pic::PicPair;
-use crate::dev::pit::Pit;
-use crate::dev::ps2::{self, I8042};
+use crate::dev::pit::{Pit, PORT_B};
+use crate::dev::ps2::I8042;
 use crate::dev::rtc::Rtc;
-use crate::dev::sysctl::{CoprocessorLatch, Port61, PortA, PostCode};
+use crate::dev::sysctl::{CoprocessorLatch, PortA, PostCode};
 use crate::dev::uart::Uart;
-use crate::dev::vga::{self, Dispi, Vga};
-use crate::dev::{BoardSignals, DevCtx, Device, IrqLines, MapError, Nanos, PortBus};
+use crate::dev::vga::{self, Vga};
+use crate::dev::{all_ones, BoardSignals, DevCtx, Device, IrqLines, Nanos, Timed};
 use crate::mem::PageKind;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -55,7 +60,6 @@ pub const COM2_BASE: u16 = 0x2F8;
 pub const COM2_IRQ: u8 = 3;
 /// Ports of the devices that are not self-describing.
 const PIT_BASE: u16 = 0x40;
-const PORT_B: u16 = 0x61;
 const I8042_DATA: u16 = 0x60;
 const I8042_CMD: u16 = 0x64;
 const RTC_BASE: u16 = 0x70;
@@ -91,87 +95,6 @@ pub const MAX_IDLE_SKIP_NS: Nanos = 100_000_000;
 /// Bound on the device service passes at one instant (the PIT asks for a second pass to make a
 /// missed IRQ0 edge; nothing needs more than a few).
 const MAX_SERVICE_PASSES: usize = 8;
-
-/// Who answers a port range (the id [`PortBus`] routes to).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-enum Dev {
-    PicMaster,
-    PicSlave,
-    Elcr,
-    Pit,
-    PortB,
-    I8042Data,
-    I8042Cmd,
-    Rtc,
-    PostCode,
-    PortA,
-    Com1,
-    Com2,
-    Pci,
-    Coprocessor,
-    Vga,
-    VgaDispi,
-    IdeCmd0,
-    IdeCtl0,
-    IdeCmd1,
-    IdeCtl1,
-    /// The IDE bus-master window: mapped where the guest puts BAR4 (see `Board::remap_ide`).
-    IdeBm,
-}
-
-impl Dev {
-    const ALL: [Dev; 21] = [
-        Dev::PicMaster,
-        Dev::PicSlave,
-        Dev::Elcr,
-        Dev::Pit,
-        Dev::PortB,
-        Dev::I8042Data,
-        Dev::I8042Cmd,
-        Dev::Rtc,
-        Dev::PostCode,
-        Dev::PortA,
-        Dev::Com1,
-        Dev::Com2,
-        Dev::Pci,
-        Dev::Coprocessor,
-        Dev::Vga,
-        Dev::VgaDispi,
-        Dev::IdeCmd0,
-        Dev::IdeCtl0,
-        Dev::IdeCmd1,
-        Dev::IdeCtl1,
-        Dev::IdeBm,
-    ];
-
-    /// The port window the device answers at: (first port, length).
-    fn range(self) -> (u16, u32) {
-        match self {
-            Dev::PicMaster => PicPair::RANGES[0],
-            Dev::PicSlave => PicPair::RANGES[1],
-            Dev::Elcr => PicPair::RANGES[2],
-            Dev::Pit => (PIT_BASE, 4),
-            Dev::PortB => (PORT_B, 1),
-            Dev::I8042Data => (I8042_DATA, 1),
-            Dev::I8042Cmd => (I8042_CMD, 1),
-            Dev::Rtc => (RTC_BASE, 2),
-            Dev::PostCode => (POST_PORT, 1),
-            Dev::PortA => (PORT_A, 1),
-            Dev::Com1 => (COM1_BASE, 8),
-            Dev::Com2 => (COM2_BASE, 8),
-            Dev::Pci => (PCI_BASE, 8),
-            Dev::Coprocessor => (COPROCESSOR_PORT, 1),
-            Dev::Vga => (vga::PORT_BASE, vga::PORT_LEN),
-            Dev::VgaDispi => (vga::DISPI_BASE, vga::DISPI_LEN),
-            Dev::IdeCmd0 => (ide::PRIMARY_BASE, 8),
-            Dev::IdeCtl0 => (ide::PRIMARY_CTL, 1),
-            Dev::IdeCmd1 => (ide::SECONDARY_BASE, 8),
-            Dev::IdeCtl1 => (ide::SECONDARY_CTL, 1),
-            Dev::IdeBm => (ide::BM_DEFAULT_BASE, ide::BM_SIZE),
-        }
-    }
-}
 
 /// How virtual time relates to the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,8 +174,10 @@ impl Clock {
     }
 }
 
-/// The devices of the PC and the wiring between them: the port bus, the IRQ lines, the board
-/// signals and the virtual time of the access in progress.
+/// The devices of the PC and the wiring between them: the port-I/O and MMIO buses, the devices
+/// driven by time, the IRQ lines, the board signals and the virtual time of the access in
+/// progress. Each device is built and wired in one place, [`Board::new`]; the board keeps a
+/// typed handle on each for the host and the run loop.
 pub struct Board {
     /// Virtual time of the current access or service pass.
     pub now: Nanos,
@@ -261,35 +186,74 @@ pub struct Board {
     pub irq: IrqLines,
     /// Reset and A20 requests, collected until the machine acts on them.
     pub signals: BoardSignals,
-    ports: PortBus,
-    pub pic: PicPair,
-    pub pit: Pit,
-    pub rtc: Rtc,
-    pub com1: Uart,
-    pub com2: Uart,
-    pub i8042: I8042,
-    pub pci: PciBus,
-    pub port_a: PortA,
-    pub post: PostCode,
+    ports: DeviceBus,
+    memory: DeviceBus,
+    /// The devices driven by time, in the order they are advanced at one instant.
+    timed: Vec<Rc<RefCell<dyn Timed>>>,
+    pub pic: Shared<PicPair>,
+    pub pit: Shared<Pit>,
+    pub rtc: Shared<Rtc>,
+    pub com1: Shared<Uart>,
+    pub com2: Shared<Uart>,
+    pub i8042: Shared<I8042>,
+    pub pci: Shared<PciBus>,
+    pub port_a: Shared<PortA>,
+    pub post: Shared<PostCode>,
     /// FERR# → IRQ13 latch, cleared through port 0xF0.
-    pub coprocessor: CoprocessorLatch,
+    pub coprocessor: Shared<CoprocessorLatch>,
     /// The display adapter.
-    pub vga: Vga,
-    /// Where the linear framebuffer's MMIO pages are mapped (follows PCI BAR0).
-    lfb_base: u32,
+    pub vga: Shared<Vga>,
     /// The PIIX3 IDE controller (PCI 00:01.1) and its drives.
-    pub ide: Ide,
+    pub ide: Shared<Ide>,
+    /// Where the linear framebuffer is mapped on the MMIO bus (follows PCI BAR0 of the
+    /// display; None while the BAR is 0 or placed over another device).
+    lfb_at: Option<u32>,
     /// Where the IDE bus-master window is mapped (None while BAR4 or I/O decode is off).
-    ide_bm_at: Option<u16>,
+    ide_bm_at: Option<u32>,
+    /// Changes of the MMIO map not yet handed to the CPU's page map.
+    mmio_changes: Vec<MmioChange>,
+}
+
+/// Builds the buses while [`Board::new`] adds the devices.
+struct Wiring {
+    ports: DeviceBus,
+    memory: DeviceBus,
+    timed: Vec<Rc<RefCell<dyn Timed>>>,
+}
+
+impl Wiring {
+    /// Add `device` at the port ranges `ranges` (base, length).
+    fn device<T: Device + 'static>(
+        &mut self,
+        device: T,
+        ranges: &[(u16, u32)],
+    ) -> Result<Shared<T>, MapError> {
+        let device = shared(device);
+        for &(base, len) in ranges {
+            self.ports.map(base.into(), len, device.clone())?;
+        }
+        Ok(device)
+    }
+
+    /// [`Wiring::device`], for a device driven by virtual time.
+    fn timed<T: Device + Timed + 'static>(
+        &mut self,
+        device: T,
+        ranges: &[(u16, u32)],
+    ) -> Result<Shared<T>, MapError> {
+        let device = self.device(device, ranges)?;
+        self.timed.push(device.clone());
+        Ok(device)
+    }
 }
 
 impl Board {
     fn new(config: &MachineConfig) -> Result<Board, MapError> {
-        let mut ports = PortBus::default();
-        for d in Dev::ALL {
-            let (start, len) = d.range();
-            ports.map(start, len, d as usize)?;
-        }
+        let mut w = Wiring {
+            ports: DeviceBus::ports(),
+            memory: DeviceBus::memory(),
+            timed: Vec::new(),
+        };
         let mut rtc = Rtc::new(config.rtc_unix_seconds);
         rtc.set_memory_size(config.ram_bytes as u64);
         let mut com1 = Uart::new(COM1_IRQ);
@@ -301,6 +265,41 @@ impl Board {
             .expect("slot 2 is free on a fresh bus");
         // The slot is free on a fresh bus.
         let _ = pci.add(ide::pci_config());
+
+        // Every device and where it answers. The timed ones are advanced in this order when
+        // their deadlines fall at the same instant.
+        let pic = w.device(PicPair::new(), &PicPair::RANGES)?;
+        let pit = w.timed(Pit::new(), &[(PIT_BASE, 4), (PORT_B, 1)])?;
+        let rtc = w.timed(rtc, &[(RTC_BASE, 2)])?;
+        let com1 = w.timed(com1, &[(COM1_BASE, 8)])?;
+        let com2 = w.timed(com2, &[(COM2_BASE, 8)])?;
+        let i8042 = w.timed(I8042::new(), &[(I8042_DATA, 1), (I8042_CMD, 1)])?;
+        let pci = w.device(pci, &[(PCI_BASE, 8)])?;
+        let post = w.device(PostCode::default(), &[(POST_PORT, 1)])?;
+        let port_a = w.device(PortA::default(), &[(PORT_A, 1)])?;
+        let coprocessor = w.device(CoprocessorLatch::default(), &[(COPROCESSOR_PORT, 1)])?;
+        let vga = w.device(
+            Vga::new(),
+            &[
+                (vga::PORT_BASE, vga::PORT_LEN),
+                (vga::DISPI_BASE, vga::DISPI_LEN),
+            ],
+        )?;
+        w.memory
+            .map(vga::LEGACY_BASE, vga::LEGACY_LEN, vga.clone())?;
+        // The framebuffer and the bus-master window follow their PCI BARs (follow_bars).
+        w.memory
+            .map(vga::LFB_DEFAULT, vga::VRAM_SIZE as u32, vga.clone())?;
+        let ide = w.device(
+            Ide::new(),
+            &[
+                (ide::PRIMARY_BASE, 8),
+                (ide::PRIMARY_CTL, 1),
+                (ide::SECONDARY_BASE, 8),
+                (ide::SECONDARY_CTL, 1),
+                (ide::BM_DEFAULT_BASE, ide::BM_SIZE),
+            ],
+        )?;
         Ok(Board {
             now: 0,
             clock: Clock {
@@ -310,119 +309,148 @@ impl Board {
             },
             irq: IrqLines::default(),
             signals: BoardSignals::default(),
-            ports,
-            pic: PicPair::new(),
-            pit: Pit::new(),
+            ports: w.ports,
+            memory: w.memory,
+            timed: w.timed,
+            pic,
+            pit,
             rtc,
             com1,
             com2,
-            i8042: I8042::new(),
+            i8042,
             pci,
-            port_a: PortA::default(),
-            post: PostCode::default(),
-            coprocessor: CoprocessorLatch::default(),
-            vga: Vga::new(),
-            lfb_base: vga::LFB_DEFAULT,
-            ide: Ide::new(),
-            ide_bm_at: Some(ide::BM_DEFAULT_BASE),
+            port_a,
+            post,
+            coprocessor,
+            vga,
+            ide,
+            lfb_at: Some(vga::LFB_DEFAULT),
+            ide_bm_at: Some(ide::BM_DEFAULT_BASE.into()),
+            mmio_changes: Vec::new(),
         })
     }
 
-    fn dev_from_id(id: usize) -> Option<Dev> {
-        Dev::ALL.get(id).copied()
+    /// The MMIO ranges mapped now, as (base, length).
+    pub fn mmio_ranges(&self) -> Vec<(u32, u32)> {
+        self.memory.ranges().collect()
     }
 
-    /// Run `f` on device `d` with a context at the current virtual time.
-    fn with_device<R>(&mut self, d: Dev, f: impl FnOnce(&mut dyn Device, &mut DevCtx) -> R) -> R {
+    /// Run `f` on `device` at the current virtual time (a host event: input, output, storage),
+    /// then feed the IRQ lines to the PIC.
+    fn on_device<T: ?Sized, R>(
+        &mut self,
+        device: &Shared<T>,
+        f: impl FnOnce(&mut T, &mut DevCtx) -> R,
+    ) -> R {
         let mut ctx = DevCtx {
             now: self.now,
             irq: &mut self.irq,
             board: &mut self.signals,
         };
-        let r = match d {
-            Dev::PicMaster => f(&mut self.pic.at(PicPair::RANGES[0].0), &mut ctx),
-            Dev::PicSlave => f(&mut self.pic.at(PicPair::RANGES[1].0), &mut ctx),
-            Dev::Elcr => f(&mut self.pic.at(PicPair::RANGES[2].0), &mut ctx),
-            Dev::Pit => f(&mut self.pit, &mut ctx),
-            Dev::PortB => f(&mut Port61(&mut self.pit), &mut ctx),
-            Dev::I8042Data => f(&mut self.i8042, &mut ctx),
-            Dev::I8042Cmd => f(&mut ps2::Port64(&mut self.i8042), &mut ctx),
-            Dev::Rtc => f(&mut self.rtc, &mut ctx),
-            Dev::PostCode => f(&mut self.post, &mut ctx),
-            Dev::PortA => f(&mut self.port_a, &mut ctx),
-            Dev::Com1 => f(&mut self.com1, &mut ctx),
-            Dev::Com2 => f(&mut self.com2, &mut ctx),
-            Dev::Pci => f(&mut self.pci, &mut ctx),
-            Dev::Coprocessor => f(&mut self.coprocessor, &mut ctx),
-            Dev::Vga => f(&mut self.vga, &mut ctx),
-            Dev::VgaDispi => f(&mut Dispi(&mut self.vga), &mut ctx),
-            Dev::IdeCmd0 => f(&mut IdeAt(&mut self.ide, IdeWindow::Command(0)), &mut ctx),
-            Dev::IdeCtl0 => f(&mut IdeAt(&mut self.ide, IdeWindow::Control(0)), &mut ctx),
-            Dev::IdeCmd1 => f(&mut IdeAt(&mut self.ide, IdeWindow::Command(1)), &mut ctx),
-            Dev::IdeCtl1 => f(&mut IdeAt(&mut self.ide, IdeWindow::Control(1)), &mut ctx),
-            Dev::IdeBm => f(&mut IdeAt(&mut self.ide, IdeWindow::BusMaster), &mut ctx),
-        };
-        // A device access or time step may have moved an IRQ line.
-        self.pic.set_irq_levels(self.irq.levels());
+        let r = f(&mut device.borrow_mut(), &mut ctx);
+        self.pic.borrow_mut().set_irq_levels(self.irq.levels());
         r
     }
 
-    /// Follow the guest's placement of the IDE bus-master BAR (checked after each PCI
-    /// configuration write; compares with the current mapping, so other functions' change
-    /// notifications are left for their owners).
-    fn remap_ide(&mut self) {
-        // The function's command register and IDE timing decode bits gate the device itself.
-        if let Some(f) = self.pci.function(ide::IDE_DEVFN) {
-            self.ide.sync_pci(f);
+    /// A guest read on the port bus (`memory` false) or the MMIO bus; all ones where nothing
+    /// answers.
+    fn bus_read(&mut self, memory: bool, addr: u32, size: u8) -> u32 {
+        let mut ctx = DevCtx {
+            now: self.now,
+            irq: &mut self.irq,
+            board: &mut self.signals,
+        };
+        let bus = if memory { &self.memory } else { &self.ports };
+        let v = bus.read(addr, size, &mut ctx);
+        // A device access may have moved an IRQ line.
+        self.pic.borrow_mut().set_irq_levels(self.irq.levels());
+        v.unwrap_or_else(|| all_ones(size))
+    }
+
+    /// A guest write on the port bus or the MMIO bus.
+    fn bus_write(&mut self, memory: bool, addr: u32, size: u8, value: u32) {
+        let mut ctx = DevCtx {
+            now: self.now,
+            irq: &mut self.irq,
+            board: &mut self.signals,
+        };
+        let bus = if memory { &self.memory } else { &self.ports };
+        bus.write(addr, size, value, &mut ctx);
+        self.pic.borrow_mut().set_irq_levels(self.irq.levels());
+        if !memory && addr.wrapping_sub(PCI_BASE.into()) < 8 {
+            self.follow_bars();
         }
-        let want = self.pci.function(ide::IDE_DEVFN).and_then(|f| {
-            let on = f.command() & crate::dev::pci::CMD_IO != 0;
-            let addr = f.bar_address(ide::BM_BAR)?;
-            (on && addr != 0 && addr <= 0xFFFF - ide::BM_SIZE).then_some(addr as u16)
-        });
-        if want == self.ide_bm_at {
-            return;
+    }
+
+    /// Map the windows that PCI BARs place where the guest put them, at once: the IDE
+    /// bus-master registers (BAR4 of the IDE function) on the port bus and the framebuffer
+    /// (BAR0 of the display) on the MMIO bus. Called after every guest access to the
+    /// configuration ports; compares with the current mapping, so an unchanged BAR costs
+    /// nothing. A BAR placed over another device's range is not decoded.
+    fn follow_bars(&mut self) {
+        let (bm, lfb) = {
+            let pci = self.pci.borrow();
+            // The function's command register and IDE timing decode bits gate the device.
+            if let Some(f) = pci.function(ide::IDE_DEVFN) {
+                self.ide.borrow_mut().sync_pci(f);
+            }
+            let bm = pci.function(ide::IDE_DEVFN).and_then(|f| {
+                let on = f.command() & crate::dev::pci::CMD_IO != 0;
+                let addr = f.bar_address(ide::BM_BAR)?;
+                (on && addr != 0 && addr <= 0xFFFF - ide::BM_SIZE).then_some(addr)
+            });
+            // A BAR at 0 is being sized or disabled: decode nothing.
+            let lfb = pci
+                .function(vga::PCI_DEVFN)
+                .and_then(|f| f.bar_address(0))
+                .filter(|&a| a != 0);
+            (bm, lfb)
+        };
+        if bm != self.ide_bm_at {
+            if let Some(old) = self.ide_bm_at.take() {
+                let _ = self.ports.unmap(old);
+            }
+            let ide: Rc<RefCell<dyn Device>> = self.ide.clone();
+            self.ide_bm_at = bm.filter(|&a| self.ports.map(a, ide::BM_SIZE, ide.clone()).is_ok());
         }
-        self.ports.unmap(Dev::IdeBm as usize);
-        // A BAR placed over another device's ports is not decoded.
-        self.ide_bm_at =
-            want.filter(|&a| self.ports.map(a, ide::BM_SIZE, Dev::IdeBm as usize).is_ok());
+        if lfb != self.lfb_at {
+            let len = vga::VRAM_SIZE as u32;
+            if let Some(old) = self.lfb_at.take() {
+                let _ = self.memory.unmap(old);
+                self.mmio_changes.push(MmioChange {
+                    start: old,
+                    len,
+                    mmio: false,
+                });
+            }
+            let vga: Rc<RefCell<dyn Device>> = self.vga.clone();
+            self.lfb_at = lfb.filter(|&a| self.memory.map(a, len, vga.clone()).is_ok());
+            // What the old window covered and is still mapped (the legacy window) stays MMIO.
+            for (start, len) in self.memory.ranges() {
+                self.mmio_changes.push(MmioChange {
+                    start,
+                    len,
+                    mmio: true,
+                });
+            }
+        }
     }
 
     /// Run armed IDE DMA transfers against guest RAM (between CPU slices: the CPU owns RAM
     /// while it runs).
     fn run_ide_dma(&mut self, mem: &mut crate::mem::Memory) {
-        if !self.ide.dma_ready() {
+        if !self.ide.borrow().dma_ready() {
             return;
         }
-        let mut ctx = DevCtx {
-            now: self.now,
-            irq: &mut self.irq,
-            board: &mut self.signals,
-        };
-        self.ide.run_dma(mem, &mut ctx);
-        self.pic.set_irq_levels(self.irq.levels());
-    }
-
-    /// The devices that are driven by time.
-    const TIMED: [Dev; 5] = [Dev::Pit, Dev::Rtc, Dev::Com1, Dev::Com2, Dev::I8042Data];
-
-    fn deadline_of(&self, d: Dev) -> Option<Nanos> {
-        match d {
-            Dev::Pit => self.pit.next_deadline(),
-            Dev::Rtc => self.rtc.next_deadline(),
-            Dev::Com1 => self.com1.next_deadline(),
-            Dev::Com2 => self.com2.next_deadline(),
-            Dev::I8042Data => self.i8042.next_deadline(),
-            _ => None,
-        }
+        let ide = self.ide.clone();
+        self.on_device(&ide, |ide, ctx| ide.run_dma(mem, ctx));
     }
 
     /// The nearest time at which a device must be advanced.
     pub fn next_deadline(&self) -> Option<Nanos> {
-        Self::TIMED
+        self.timed
             .iter()
-            .filter_map(|&d| self.deadline_of(d))
+            .filter_map(|d| d.borrow().next_deadline())
             .min()
     }
 
@@ -433,9 +461,19 @@ impl Board {
         self.now = self.now.max(now);
         for _ in 0..MAX_SERVICE_PASSES {
             let mut any = false;
-            for d in Self::TIMED {
-                if self.deadline_of(d).is_some_and(|t| t <= self.now) {
-                    self.with_device(d, |dev, ctx| dev.advance(ctx));
+            for device in &self.timed {
+                if device
+                    .borrow()
+                    .next_deadline()
+                    .is_some_and(|t| t <= self.now)
+                {
+                    let mut ctx = DevCtx {
+                        now: self.now,
+                        irq: &mut self.irq,
+                        board: &mut self.signals,
+                    };
+                    device.borrow_mut().advance(&mut ctx);
+                    self.pic.borrow_mut().set_irq_levels(self.irq.levels());
                     any = true;
                 }
             }
@@ -449,11 +487,6 @@ impl Board {
 /// The CPU's view of the board: a shared handle (see the module comment for why).
 pub struct BoardBus(Rc<RefCell<Board>>);
 
-/// All ones of an access of `size` bytes: what an undriven ISA bus reads.
-fn all_ones(size: u8) -> u32 {
-    u32::MAX >> (32 - 8 * u32::from(size.clamp(1, 4)))
-}
-
 impl Bus for BoardBus {
     fn set_instructions(&mut self, instructions: u64) {
         let mut b = self.0.borrow_mut();
@@ -466,73 +499,39 @@ impl Bus for BoardBus {
     }
 
     fn io_read(&mut self, port: u16, size: u8) -> u32 {
-        let mut b = self.0.borrow_mut();
-        match b
-            .ports
-            .route(port)
-            .and_then(|(id, off)| Some((Board::dev_from_id(id)?, off)))
-        {
-            Some((d, off)) => b.with_device(d, |dev, ctx| dev.port_read(off, size, ctx)),
-            None => all_ones(size),
-        }
+        self.0.borrow_mut().bus_read(false, port.into(), size)
     }
 
     fn io_write(&mut self, port: u16, size: u8, value: u32) {
-        let mut b = self.0.borrow_mut();
-        if let Some((d, off)) = b
-            .ports
-            .route(port)
-            .and_then(|(id, off)| Some((Board::dev_from_id(id)?, off)))
-        {
-            b.with_device(d, |dev, ctx| dev.port_write(off, size, value, ctx));
-            if d == Dev::Pci {
-                b.remap_ide();
-            }
-        }
+        self.0
+            .borrow_mut()
+            .bus_write(false, port.into(), size, value);
     }
 
     fn mmio_read(&mut self, addr: u32, size: u8) -> u32 {
-        let mut b = self.0.borrow_mut();
-        if addr.wrapping_sub(vga::LEGACY_BASE) < vga::LEGACY_LEN {
-            return b.vga.mem_read(addr, size);
-        }
-        let lfb = addr.wrapping_sub(b.lfb_base);
-        if lfb < vga::VRAM_SIZE as u32 {
-            return b.vga.lfb_read(lfb, size);
-        }
-        all_ones(size)
+        self.0.borrow_mut().bus_read(true, addr, size)
     }
 
     fn mmio_write(&mut self, addr: u32, size: u8, value: u32) {
-        let mut b = self.0.borrow_mut();
-        if addr.wrapping_sub(vga::LEGACY_BASE) < vga::LEGACY_LEN {
-            b.vga.mem_write(addr, size, value);
-            return;
-        }
-        let lfb = addr.wrapping_sub(b.lfb_base);
-        if lfb < vga::VRAM_SIZE as u32 {
-            b.vga.lfb_write(lfb, size, value);
-        }
+        self.0.borrow_mut().bus_write(true, addr, size, value);
+    }
+
+    fn take_mmio_changes(&mut self) -> Vec<MmioChange> {
+        std::mem::take(&mut self.0.borrow_mut().mmio_changes)
     }
 
     fn interrupt_pending(&self) -> bool {
-        self.0.borrow().pic.interrupt_pending()
+        self.0.borrow().pic.borrow().interrupt_pending()
     }
 
     fn acknowledge_interrupt(&mut self) -> u8 {
-        self.0.borrow_mut().pic.acknowledge()
+        self.0.borrow().pic.borrow_mut().acknowledge()
     }
 
     fn fpu_error(&mut self, asserted: bool) {
-        let mut board = self.0.borrow_mut();
-        let b = &mut *board;
-        let mut ctx = DevCtx {
-            now: b.now,
-            irq: &mut b.irq,
-            board: &mut b.signals,
-        };
-        b.coprocessor.ferr(asserted, &mut ctx);
-        b.pic.set_irq_levels(b.irq.levels());
+        let mut b = self.0.borrow_mut();
+        let latch = b.coprocessor.clone();
+        b.on_device(&latch, |latch, ctx| latch.ferr(asserted, ctx));
     }
 }
 
@@ -586,39 +585,14 @@ impl Machine {
             Board::new(&config).expect("the board's port ranges do not overlap"),
         ));
         let mut cpu = Cpu::new(config.ram_bytes, Box::new(BoardBus(Rc::clone(&board))));
-        cpu.mem
-            .map(vga::LEGACY_BASE, vga::LEGACY_LEN, PageKind::Mmio);
-        cpu.mem
-            .map(vga::LFB_DEFAULT, vga::VRAM_SIZE as u32, PageKind::Mmio);
+        for (start, len) in board.borrow().mmio_ranges() {
+            cpu.mem.map(start, len, PageKind::Mmio);
+        }
         Machine {
             cpu,
             board,
             config,
             rate_sample: None,
-        }
-    }
-
-    /// Keep the linear framebuffer's MMIO pages where the guest put PCI BAR0 (pages it leaves
-    /// go back to RAM where RAM is, unmapped elsewhere).
-    fn sync_lfb(&mut self) {
-        let mut b = self.board.borrow_mut();
-        let bar = b
-            .pci
-            .function(vga::PCI_DEVFN)
-            .and_then(|f| f.bar_address(0))
-            .unwrap_or(0);
-        if bar != b.lfb_base {
-            let len = vga::VRAM_SIZE as u32;
-            self.cpu.mem.map(b.lfb_base, len, PageKind::Ram);
-            // A BAR at 0 is being sized or disabled: decode nothing.
-            if bar != 0 {
-                self.cpu.mem.map(bar, len, PageKind::Mmio);
-            }
-            // The legacy window stays MMIO whatever the BAR covered.
-            self.cpu
-                .mem
-                .map(vga::LEGACY_BASE, vga::LEGACY_LEN, PageKind::Mmio);
-            b.lfb_base = bar;
         }
     }
 
@@ -643,9 +617,20 @@ impl Machine {
     pub fn reset(&mut self) {
         let now = self.now();
         let mut fresh = Board::new(&self.config).expect("the board's port ranges do not overlap");
-        // Drives and their media survive a reset.
-        fresh.ide = std::mem::take(&mut self.board.borrow_mut().ide);
-        fresh.ide.reset();
+        {
+            let old = self.board.borrow();
+            // Drives and their media survive a reset.
+            std::mem::swap(&mut *fresh.ide.borrow_mut(), &mut *old.ide.borrow_mut());
+            fresh.ide.borrow_mut().reset();
+            // The memory map goes back to its power-on state (the framebuffer where BAR0 is
+            // at reset).
+            for (start, len) in old.mmio_ranges() {
+                self.cpu.mem.map(start, len, PageKind::Ram);
+            }
+            for (start, len) in fresh.mmio_ranges() {
+                self.cpu.mem.map(start, len, PageKind::Mmio);
+            }
+        }
         fresh.now = now;
         fresh.clock.rebase(now, self.cpu.instructions);
         // Devices count time from their own reset only where they say so; give them the clock.
@@ -771,7 +756,6 @@ impl Machine {
                 budget = budget.min(clock.instructions_for(l.saturating_sub(now)));
             }
             let exit = self.cpu.run(budget);
-            self.sync_lfb();
             match exit {
                 RunExit::Budget => {}
                 RunExit::Shutdown => {
@@ -806,7 +790,7 @@ impl Machine {
                         // out while it happens.
                         (Some(d), None)
                             if can_wake
-                                && !self.board.borrow().ide.waiting_for_host()
+                                && !self.board.borrow().ide.borrow().waiting_for_host()
                                 && !idle_since.is_some_and(|(i, t)| {
                                     i == self.cpu.instructions
                                         && now.saturating_sub(t) >= MAX_IDLE_SKIP_NS
@@ -862,12 +846,12 @@ impl Machine {
     /// Put a drive at IDE position `slot` (0 = primary master /dev/sda, 1 = primary slave,
     /// 2 = secondary master, 3 = secondary slave).
     pub fn attach_drive(&mut self, slot: usize, drive: Drive) {
-        self.board.borrow_mut().ide.attach(slot, drive);
+        self.board.borrow().ide.borrow_mut().attach(slot, drive);
     }
 
     /// Insert a disc into the CD-ROM drive at `slot`; false if there is no CD-ROM drive there.
     pub fn insert_cdrom(&mut self, slot: usize, disc: Box<dyn BlockBackend>) -> bool {
-        match self.board.borrow_mut().ide.drive_mut(slot) {
+        match self.board.borrow().ide.borrow_mut().drive_mut(slot) {
             Some(Drive::Atapi(cd)) => {
                 cd.insert(disc);
                 true
@@ -878,7 +862,7 @@ impl Machine {
 
     /// Eject the disc of the CD-ROM drive at `slot` (the host's eject button).
     pub fn eject_cdrom(&mut self, slot: usize) -> bool {
-        match self.board.borrow_mut().ide.drive_mut(slot) {
+        match self.board.borrow().ide.borrow_mut().drive_mut(slot) {
             Some(Drive::Atapi(cd)) => {
                 cd.eject();
                 true
@@ -890,51 +874,40 @@ impl Machine {
     /// The host has the data a block backend answered "pending" for: pending drive reads are
     /// retried (and complete with their interrupt if the data is there now).
     pub fn storage_wake(&mut self) {
+        self.with_device(|b| b.ide.clone(), |ide, ctx| ide.wake(ctx));
+    }
+
+    /// A device of the board, with a device context at the current virtual time; the IRQ lines
+    /// it drives reach the PIC afterwards (as after a guest access).
+    fn with_device<T: ?Sized, R>(
+        &mut self,
+        which: impl FnOnce(&Board) -> Shared<T>,
+        f: impl FnOnce(&mut T, &mut DevCtx) -> R,
+    ) -> R {
         let now = self.now();
         let mut b = self.board.borrow_mut();
         b.now = b.now.max(now);
-        let b = &mut *b;
-        let mut ctx = DevCtx {
-            now: b.now,
-            irq: &mut b.irq,
-            board: &mut b.signals,
-        };
-        b.ide.wake(&mut ctx);
-        b.pic.set_irq_levels(b.irq.levels());
+        let device = which(&b);
+        b.on_device(&device, f)
     }
 
     /// The UART at index `n` (0 = COM1, 1 = COM2).
     fn with_uart<R>(&mut self, n: usize, f: impl FnOnce(&mut Uart, &mut DevCtx) -> R) -> R {
-        let now = self.now();
-        let mut b = self.board.borrow_mut();
-        b.now = b.now.max(now);
-        let b = &mut *b;
-        let mut ctx = DevCtx {
-            now: b.now,
-            irq: &mut b.irq,
-            board: &mut b.signals,
-        };
-        let uart = if n == 0 { &mut b.com1 } else { &mut b.com2 };
-        let r = f(uart, &mut ctx);
-        b.pic.set_irq_levels(b.irq.levels());
-        r
+        self.with_device(
+            |b| {
+                if n == 0 {
+                    b.com1.clone()
+                } else {
+                    b.com2.clone()
+                }
+            },
+            f,
+        )
     }
 
-    /// The keyboard controller, with a device context at the current virtual time; the IRQ
-    /// lines it drives reach the PIC afterwards (as after a guest access).
+    /// The keyboard controller.
     fn with_i8042<R>(&mut self, f: impl FnOnce(&mut I8042, &mut DevCtx) -> R) -> R {
-        let now = self.now();
-        let mut b = self.board.borrow_mut();
-        b.now = b.now.max(now);
-        let b = &mut *b;
-        let mut ctx = DevCtx {
-            now: b.now,
-            irq: &mut b.irq,
-            board: &mut b.signals,
-        };
-        let r = f(&mut b.i8042, &mut ctx);
-        b.pic.set_irq_levels(b.irq.levels());
-        r
+        self.with_device(|b| b.i8042.clone(), f)
     }
 
     /// A key of the PS/2 keyboard goes down or up: `make` is its scan code set 2 make sequence
@@ -992,6 +965,52 @@ mod tests {
         m.cpu.segs[crate::cpu::Segment::CS as usize] = crate::cpu::SegCache::real(0);
         m.cpu.eip = 0x1000;
         m
+    }
+
+    /// The guest moves the framebuffer's BAR and stores to the new place with the very next
+    /// instruction, in the same CPU slice: the store reaches the display, and the old place
+    /// decodes nothing.
+    #[test]
+    fn a_moved_framebuffer_answers_at_its_new_place_from_the_next_instruction() {
+        let mut m = with_code(&[
+            0xBA, 0xF8, 0x0C, // mov dx, 0xCF8
+            0x66, 0xB8, 0x10, 0x10, 0x00, 0x80, // mov eax, 0x80001010 (00:02.0, BAR0)
+            0x66, 0xEF, // out dx, eax
+            0xB2, 0xFC, // mov dl, 0xFC
+            0x66, 0xB8, 0x00, 0x00, 0x00, 0xD0, // mov eax, 0xD0000000
+            0x66, 0xEF, // out dx, eax
+            0x66, 0xB8, 0x44, 0x33, 0x22, 0x11, // mov eax, 0x11223344
+            0x67, 0x66, 0xA3, 0x08, 0x00, 0x00, 0xD0, // mov [0xD0000008], eax
+            0xF4, // hlt
+        ]);
+        // Unreal mode: DS reaches the whole 4 GiB.
+        let mut ds = crate::cpu::SegCache::real(0);
+        ds.limit = u32::MAX;
+        ds.compute_ranges();
+        m.cpu.segs[crate::cpu::Segment::DS as usize] = ds;
+        let before = m.cpu.instructions;
+        assert!(matches!(m.run(100), Stop::Idle { .. }));
+        assert_eq!(m.cpu.instructions - before, 9, "one slice, to the HLT");
+        let vga = m.board().vga.clone();
+        assert_eq!(vga.borrow_mut().lfb_read(8, 4), 0x1122_3344);
+        assert_eq!(m.cpu.mem.kind(0xD000_0000), PageKind::Mmio);
+        assert_ne!(m.cpu.mem.kind(vga::LFB_DEFAULT), PageKind::Mmio);
+        let cpu = &mut m.cpu;
+        assert_eq!(
+            cpu.mem.read_phys(&mut *cpu.bus, vga::LFB_DEFAULT + 8, 4),
+            u32::MAX
+        );
+        assert_eq!(
+            m.board().mmio_ranges(),
+            vec![
+                (vga::LEGACY_BASE, vga::LEGACY_LEN),
+                (0xD000_0000, vga::VRAM_SIZE as u32)
+            ]
+        );
+        // A reset puts the framebuffer back where BAR0 starts.
+        m.reset();
+        assert_eq!(m.cpu.mem.kind(vga::LFB_DEFAULT), PageKind::Mmio);
+        assert_ne!(m.cpu.mem.kind(0xD000_0000), PageKind::Mmio);
     }
 
     #[test]

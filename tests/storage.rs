@@ -157,7 +157,7 @@ fn linux_reads_and_writes_the_disk_with_dma_and_mounts_the_cdrom() {
     // Linux uses DMA: the transfer mode libata chose, and the controller's own count.
     let out = con.run("cat /sys/class/ata_device/dev1.0/xfer_mode", 5);
     assert!(out.contains("XFER_MW_DMA_2"), "{out}");
-    let dma = con.machine.board().ide.dma_count();
+    let dma = con.machine.board().ide.borrow().dma_count();
     assert!(dma[0] > 10, "DMA transfers on the primary channel: {dma:?}");
 
     // The CD-ROM: ISO 9660, a file read back, read by DMA too.
@@ -170,12 +170,13 @@ fn linux_reads_and_writes_the_disk_with_dma_and_mounts_the_cdrom() {
     assert!(out.contains(&md5_hex(&iso)), "{out}");
 
     // The guest's writes live in the overlay; the image bytes on disk are untouched.
-    let board = con.machine.board();
-    let Some(Drive::Ata(d)) = board.ide.drive(0) else {
+    let ide = con.machine.board().ide.clone();
+    let ide = ide.borrow();
+    let Some(Drive::Ata(d)) = ide.drive(0) else {
         panic!("no disk")
     };
     assert!(d.overlay().dirty_count() > 0);
-    drop(board);
+    drop(ide);
     assert!(read("disk.img") == disk, "the source image changed");
 }
 
@@ -296,8 +297,9 @@ fn linux_reads_the_cdrom_by_dma() {
     assert!(out.contains("XFER_MW_DMA_2"), "{out}");
 
     let counts = |con: &Console| {
-        let b = con.machine.board();
-        (b.ide.dma_count()[1], b.ide.pio_read_count()[1])
+        let ide = con.machine.board().ide.clone();
+        let ide = ide.borrow();
+        (ide.dma_count()[1], ide.pio_read_count()[1])
     };
 
     // A file through ISO 9660, from a cold cache.

@@ -145,8 +145,9 @@ fn run(name: &str, source: &str) -> Machine {
 
 /// What the display shows and the frame's size.
 fn frame(m: &Machine) -> (DisplayMode, usize, usize) {
-    let b = m.board();
-    (b.vga.display_mode(), b.vga.width(), b.vga.height())
+    let vga = m.board().vga.clone();
+    let vga = vga.borrow();
+    (vga.display_mode(), vga.width(), vga.height())
 }
 
 /// Read guest physical memory.
@@ -157,10 +158,10 @@ fn phys(m: &mut Machine, addr: u32, size: u8) -> u32 {
 
 /// The RGBA pixel at (x, y) of the rendered frame.
 fn pixel(m: &Machine, x: usize, y: usize) -> [u8; 4] {
-    let b = m.board();
-    let w = b.vga.width();
-    let i = (y * w + x) * 4;
-    b.vga.framebuffer()[i..i + 4].try_into().unwrap()
+    let vga = m.board().vga.clone();
+    let vga = vga.borrow();
+    let i = (y * vga.width() + x) * 4;
+    vga.framebuffer()[i..i + 4].try_into().unwrap()
 }
 
 const RED: [u8; 4] = [255, 0, 0, 255];
@@ -202,7 +203,7 @@ colours: db 63,0,0, 0,63,0, 0,0,63, 63,63,63
 {MODE13_TABLES}"
     );
     let m = run("mode13", &src);
-    assert!(m.board().vga.render());
+    assert!(m.board().vga.borrow_mut().render());
     assert_eq!(frame(&m), (DisplayMode::Color256, 320, 200));
     assert_eq!(pixel(&m, 0, 0), RED);
     assert_eq!(pixel(&m, 319, 1), GREEN);
@@ -212,7 +213,7 @@ colours: db 63,0,0, 0,63,0, 0,0,63, 63,63,63
     assert_eq!(pixel(&m, 4, 6), BLUE);
     assert_eq!(pixel(&m, 10, 199), WHITE);
     // Nothing changed since: nothing to redraw.
-    assert!(!m.board().vga.render());
+    assert!(!m.board().vga.borrow_mut().render());
 }
 
 #[test]
@@ -276,7 +277,7 @@ fn planar_mode_12h_write_modes_map_mask_and_bit_mask() {
 {MODE12_TABLES}"
     );
     let mut m = run("mode12", &src);
-    m.board().vga.render();
+    m.board().vga.borrow_mut().render();
     assert_eq!(frame(&m), (DisplayMode::Planar16, 640, 480));
     let light_red = [255, 85, 85, 255];
     let blue = [0, 0, 170, 255];
@@ -344,7 +345,7 @@ dispi:
     assert_eq!(phys(&mut m, 0x500, 2), 0xB0C5);
     // The LFB at PCI BAR0: pixel (1,0) blue.
     m.cpu.bus.mmio_write(0xE000_0004, 4, 0x0000_00FF);
-    assert!(m.board().vga.render());
+    assert!(m.board().vga.borrow_mut().render());
     assert_eq!(frame(&m), (DisplayMode::Vbe { bpp: 32 }, 320, 240));
     assert_eq!(pixel(&m, 0, 0), RED);
     assert_eq!(pixel(&m, 1, 0), BLUE);
@@ -357,7 +358,7 @@ dispi:
     m.cpu
         .bus
         .mmio_write(0xE000_0000 + 100 * 1280 + 10, 2, 0x00FF);
-    assert!(m.board().vga.render());
+    assert!(m.board().vga.borrow_mut().render());
     assert_eq!(pixel(&m, 2, 100), WHITE);
     assert_eq!(pixel(&m, 0, 0), RED);
 }
@@ -392,7 +393,7 @@ fn linux_vgacon_shows_the_boot_messages_on_the_text_screen() {
         );
     }
     let serial = String::from_utf8_lossy(&serial).replace('\r', "");
-    let screen = m.board().vga.screen_text();
+    let screen = m.board().vga.borrow_mut().screen_text();
     assert_eq!(screen.len(), 25, "80x25 text mode");
     let screen_joined = screen.join("\n");
     // The last kernel lines on the serial console are on the screen too.
@@ -408,7 +409,8 @@ fn linux_vgacon_shows_the_boot_messages_on_the_text_screen() {
             "{l:?} not on the screen:\n{screen_joined}"
         );
     }
-    let mut b = m.board();
-    b.vga.render();
-    assert_eq!((b.vga.width(), b.vga.height()), (720, 400));
+    let vga = m.board().vga.clone();
+    let mut vga = vga.borrow_mut();
+    vga.render();
+    assert_eq!((vga.width(), vga.height()), (720, 400));
 }

@@ -328,6 +328,14 @@ impl Cpu {
     pub fn port_out(&mut self, port: u16, size: u8, v: u32) {
         self.bus.set_instructions(self.instructions);
         self.bus.io_write(port, size, v);
+        for c in self.bus.take_mmio_changes() {
+            let kind = if c.mmio {
+                PageKind::Mmio
+            } else {
+                PageKind::Ram
+            };
+            self.mem.map(c.start, c.len, kind);
+        }
         self.refresh_intr();
         self.stop_block = true;
     }

@@ -33,7 +33,7 @@
 
 use super::atapi::{self, Cdrom, Reply, Sense, CD_SECTOR};
 use super::pci::{self, PciBar, PciConfig};
-use super::{DevCtx, Device};
+use super::{all_ones, At, DevCtx, Device};
 use crate::block::{BlockBackend, BlockError, Overlay, ReadStatus, SECTOR};
 use serde::{Deserialize, Serialize};
 
@@ -1548,8 +1548,19 @@ pub enum IdeWindow {
     BusMaster,
 }
 
-/// A port window of the controller, as a [`Device`] for the board's port bus.
-pub struct IdeAt<'a>(pub &'a mut Ide, pub IdeWindow);
+impl IdeWindow {
+    /// The window a range starting at port `base` is: the legacy channels' fixed ports, or
+    /// else the bus-master registers (wherever the guest put BAR4).
+    pub fn at(base: u32) -> IdeWindow {
+        match base {
+            b if b == u32::from(PRIMARY_BASE) => IdeWindow::Command(0),
+            b if b == u32::from(PRIMARY_CTL) => IdeWindow::Control(0),
+            b if b == u32::from(SECONDARY_BASE) => IdeWindow::Command(1),
+            b if b == u32::from(SECONDARY_CTL) => IdeWindow::Control(1),
+            _ => IdeWindow::BusMaster,
+        }
+    }
+}
 
 impl Ide {
     /// A controller with no drives.
@@ -1649,11 +1660,11 @@ impl Ide {
     }
 }
 
-impl IdeAt<'_> {
-    /// Whether the function answers this window under its PCI configuration.
-    fn decodes(&self) -> bool {
-        let g = self.0.gate;
-        g.io && match self.1 {
+impl Ide {
+    /// Whether the function answers `window` under its PCI configuration.
+    fn decodes(&self, window: IdeWindow) -> bool {
+        let g = self.gate;
+        g.io && match window {
             IdeWindow::Command(n) | IdeWindow::Control(n) => {
                 g.decode.get(n).copied().unwrap_or(false)
             }
@@ -1662,14 +1673,18 @@ impl IdeAt<'_> {
     }
 }
 
-impl Device for IdeAt<'_> {
-    fn port_read(&mut self, offset: u16, size: u8, ctx: &mut DevCtx) -> u32 {
-        if !self.decodes() {
+/// The controller on the port bus, at its four legacy windows and the bus-master window (see
+/// [`IdeWindow::at`]).
+impl Device for Ide {
+    fn read(&mut self, at: At, size: u8, ctx: &mut DevCtx) -> u32 {
+        let window = IdeWindow::at(at.base);
+        if !self.decodes(window) {
             // Nobody claims the cycle: the bus floats.
-            return u32::MAX >> (32 - 8 * u32::from(size.clamp(1, 4)));
+            return all_ones(size);
         }
-        match self.1 {
-            IdeWindow::Command(n) => match self.0.channels.get_mut(n) {
+        let offset = at.offset as u16;
+        match window {
+            IdeWindow::Command(n) => match self.channels.get_mut(n) {
                 Some(ch) if offset < 8 => {
                     let v = ch.read_reg(offset, size, ctx);
                     if offset == REG_DATA {
@@ -1682,17 +1697,12 @@ impl Device for IdeAt<'_> {
                 _ => 0xFFFF_FFFF,
             },
             // Guest reads the alternate status (no interrupt acknowledge).
-            IdeWindow::Control(n) => self
-                .0
-                .channels
-                .get(n)
-                .map_or(0xFF, |c| c.alt_status())
-                .into(),
+            IdeWindow::Control(n) => self.channels.get(n).map_or(0xFF, |c| c.alt_status()).into(),
             IdeWindow::BusMaster => {
                 let mut v = 0u32;
                 for i in 0..u16::from(size.clamp(1, 4)) {
                     let off = offset.wrapping_add(i);
-                    let b = match self.0.channels.get((off / 8) as usize) {
+                    let b = match self.channels.get((off / 8) as usize) {
                         Some(ch) => ch.bm_read((off % 8) as u8),
                         None => 0xFF,
                     };
@@ -1703,13 +1713,15 @@ impl Device for IdeAt<'_> {
         }
     }
 
-    fn port_write(&mut self, offset: u16, size: u8, value: u32, ctx: &mut DevCtx) {
-        if !self.decodes() {
+    fn write(&mut self, at: At, size: u8, value: u32, ctx: &mut DevCtx) {
+        let window = IdeWindow::at(at.base);
+        if !self.decodes(window) {
             return;
         }
-        match self.1 {
+        let offset = at.offset as u16;
+        match window {
             IdeWindow::Command(n) => {
-                if let Some(ch) = self.0.channels.get_mut(n) {
+                if let Some(ch) = self.channels.get_mut(n) {
                     if offset < 8 {
                         ch.write_reg(offset, size, value, ctx);
                     }
@@ -1717,14 +1729,14 @@ impl Device for IdeAt<'_> {
             }
             // Guest writes the device control register.
             IdeWindow::Control(n) => {
-                if let Some(ch) = self.0.channels.get_mut(n) {
+                if let Some(ch) = self.channels.get_mut(n) {
                     ch.write_control(value as u8, ctx);
                 }
             }
             IdeWindow::BusMaster => {
                 for i in 0..u16::from(size.clamp(1, 4)) {
                     let off = offset.wrapping_add(i);
-                    if let Some(ch) = self.0.channels.get_mut((off / 8) as usize) {
+                    if let Some(ch) = self.channels.get_mut((off / 8) as usize) {
                         ch.bm_write((off % 8) as u8, (value >> (8 * i)) as u8);
                     }
                 }
@@ -1765,32 +1777,31 @@ mod tests {
             h.ide.attach(0, Drive::Ata(d));
             h
         }
-        fn window(port: u16) -> (IdeWindow, u16) {
-            match port {
-                0x1F0..=0x1F7 => (IdeWindow::Command(0), port - 0x1F0),
-                0x170..=0x177 => (IdeWindow::Command(1), port - 0x170),
-                0x3F6 => (IdeWindow::Control(0), 0),
-                0x376 => (IdeWindow::Control(1), 0),
-                _ => (IdeWindow::BusMaster, port - BM_DEFAULT_BASE),
-            }
+        /// Where `port` is: the range it is in (as the board maps them) and the offset.
+        fn window(port: u16) -> At {
+            let base = match port {
+                0x1F0..=0x1F7 => 0x1F0,
+                0x170..=0x177 => 0x170,
+                0x3F6 | 0x376 => port,
+                _ => BM_DEFAULT_BASE,
+            };
+            At::new(base.into(), (port - base).into())
         }
         fn out(&mut self, port: u16, size: u8, v: u32) {
-            let (w, off) = Self::window(port);
             let mut ctx = DevCtx {
                 now: 0,
                 irq: &mut self.irq,
                 board: &mut self.sig,
             };
-            IdeAt(&mut self.ide, w).port_write(off, size, v, &mut ctx);
+            self.ide.write(Self::window(port), size, v, &mut ctx);
         }
         fn inp(&mut self, port: u16, size: u8) -> u32 {
-            let (w, off) = Self::window(port);
             let mut ctx = DevCtx {
                 now: 0,
                 irq: &mut self.irq,
                 board: &mut self.sig,
             };
-            IdeAt(&mut self.ide, w).port_read(off, size, &mut ctx)
+            self.ide.read(Self::window(port), size, &mut ctx)
         }
         fn outb(&mut self, port: u16, v: u8) {
             self.out(port, 1, v.into());

@@ -1,12 +1,15 @@
-//! PC devices. Each device is one file, a plain serde-serialisable struct, reached through the
-//! port-I/O bus ([`PortBus`]) by offset, and driven by virtual time: a device that needs time
-//! says when it next needs to be called ([`Device::next_deadline`]) and the board's run loop
-//! calls [`Device::advance`] at that virtual time. Devices never poll and never read a clock.
+//! PC devices. Each device is a plain serde-serialisable struct in its own file (or folder),
+//! reached through the port-I/O bus or the MMIO bus ([`bus::DeviceBus`]), which tells it the
+//! base and offset of every access ([`At`]), and driven by virtual time: a device that needs
+//! time implements [`Timed`], says when it next needs to be called
+//! ([`Timed::next_deadline`]), and the board's run loop calls [`Timed::advance`] at that virtual
+//! time. Devices never poll and never read a clock.
 //!
 //! Interrupt requests are explicit lines: a device raises or lowers an ISA IRQ line in
 //! [`IrqLines`], and the board feeds those levels into the 8259 PIC pair.
 
 pub mod atapi;
+pub mod bus;
 pub mod ide;
 pub mod pci;
 pub mod pic;
@@ -69,84 +72,51 @@ pub struct DevCtx<'a> {
     pub board: &'a mut BoardSignals,
 }
 
-/// A device on the port-I/O bus. Offsets are relative to the start of the range the device was
-/// mapped at; `size` is 1, 2 or 4 bytes.
+/// Where an access landed: the first address of the bus range it was routed through (a port,
+/// or a physical address on the MMIO bus) and its offset in that range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct At {
+    pub base: u32,
+    pub offset: u32,
+}
+
+impl At {
+    /// The access at `offset` in the range that starts at `base`.
+    pub fn new(base: u32, offset: u32) -> At {
+        At { base, offset }
+    }
+
+    /// The address accessed.
+    pub fn addr(self) -> u32 {
+        self.base.wrapping_add(self.offset)
+    }
+}
+
+/// A device on a bus; `size` is 1, 2 or 4 bytes.
 pub trait Device {
-    /// A guest IN.
-    fn port_read(&mut self, offset: u16, size: u8, ctx: &mut DevCtx) -> u32;
-    /// A guest OUT.
-    fn port_write(&mut self, offset: u16, size: u8, value: u32, ctx: &mut DevCtx);
+    /// A guest read (IN, or a load from MMIO).
+    fn read(&mut self, at: At, size: u8, ctx: &mut DevCtx) -> u32;
+    /// A guest write (OUT, or a store to MMIO).
+    fn write(&mut self, at: At, size: u8, value: u32, ctx: &mut DevCtx);
+}
+
+/// A device driven by virtual time (the `Steppable` shape): the board asks each for its next
+/// deadline and advances it there.
+pub trait Timed {
     /// The next virtual time at which the device must be advanced, if any.
-    fn next_deadline(&self) -> Option<Nanos> {
-        None
-    }
+    fn next_deadline(&self) -> Option<Nanos>;
     /// Bring the device's state up to `ctx.now` (timers fire, interrupts are raised).
-    fn advance(&mut self, _ctx: &mut DevCtx) {}
+    fn advance(&mut self, ctx: &mut DevCtx);
 }
 
-/// Error when mapping a port range.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum MapError {
-    #[error("port range {start:#06x}..{end:#06x} overlaps a range already mapped")]
-    Overlap { start: u16, end: u32 },
-    #[error("empty port range at {0:#06x}")]
-    Empty(u16),
-}
-
-/// Maps port ranges to device indices (the board owns the devices; the bus only routes).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct PortBus {
-    /// (first port, one past the last port, device id), sorted by first port.
-    ranges: Vec<(u16, u32, usize)>,
-}
-
-impl PortBus {
-    /// Route `[start, start+len)` to device `id`; overlapping ranges are rejected.
-    pub fn map(&mut self, start: u16, len: u32, id: usize) -> Result<(), MapError> {
-        if len == 0 {
-            return Err(MapError::Empty(start));
-        }
-        let end = start as u32 + len;
-        if self
-            .ranges
-            .iter()
-            .any(|&(s, e, _)| (start as u32) < e && (s as u32) < end)
-        {
-            return Err(MapError::Overlap { start, end });
-        }
-        let pos = self.ranges.partition_point(|&(s, _, _)| s < start);
-        self.ranges.insert(pos, (start, end, id));
-        Ok(())
-    }
-
-    /// Remove every range routed to device `id` (a PCI BAR moved).
-    pub fn unmap(&mut self, id: usize) {
-        self.ranges.retain(|&(_, _, d)| d != id);
-    }
-
-    /// The device and offset that port `port` reaches, if any.
-    pub fn route(&self, port: u16) -> Option<(usize, u16)> {
-        let pos = self.ranges.partition_point(|&(s, _, _)| s <= port);
-        let &(s, e, id) = self.ranges.get(pos.checked_sub(1)?)?;
-        ((port as u32) < e).then_some((id, port - s))
-    }
+/// All ones on an access of `size` bytes: what a bus nothing drives reads.
+pub fn all_ones(size: u8) -> u32 {
+    u32::MAX >> (32 - 8 * u32::from(size.clamp(1, 4)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bus_routes_by_range_and_rejects_overlap() {
-        let mut bus = PortBus::default();
-        bus.map(0x20, 2, 0).unwrap();
-        bus.map(0x40, 4, 1).unwrap();
-        assert_eq!(bus.route(0x21), Some((0, 1)));
-        assert_eq!(bus.route(0x43), Some((1, 3)));
-        assert_eq!(bus.route(0x22), None);
-        assert_eq!(bus.route(0x10), None);
-        assert!(matches!(bus.map(0x41, 1, 2), Err(MapError::Overlap { .. })));
-    }
 
     #[test]
     fn irq_lines_hold_levels() {

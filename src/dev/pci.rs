@@ -13,7 +13,7 @@
 //! [`PciBus::take_changed`]. Behaviour beyond masks goes through the [`PciFunction`] trait,
 //! whose default methods implement the standard semantics.
 
-use super::{DevCtx, Device};
+use super::{At, DevCtx, Device};
 use serde::{Deserialize, Serialize};
 
 // Port offsets from 0xCF8.
@@ -549,7 +549,8 @@ fn size_mask(size: u8) -> u32 {
 }
 
 impl Device for PciBus {
-    fn port_read(&mut self, offset: u16, size: u8, _ctx: &mut DevCtx) -> u32 {
+    fn read(&mut self, at: At, size: u8, _ctx: &mut DevCtx) -> u32 {
+        let offset = at.offset as u16;
         match (offset, size) {
             // Guest reads back CONFIG_ADDRESS.
             (PORT_ADDRESS, 4) => self.address,
@@ -562,7 +563,8 @@ impl Device for PciBus {
         }
     }
 
-    fn port_write(&mut self, offset: u16, size: u8, value: u32, ctx: &mut DevCtx) {
+    fn write(&mut self, at: At, size: u8, value: u32, ctx: &mut DevCtx) {
+        let offset = at.offset as u16;
         match (offset, size) {
             // Guest selects a function and register.
             (PORT_ADDRESS, 4) => self.address = value & 0x80FF_FFFC,
@@ -590,7 +592,7 @@ mod tests {
     type Rig = crate::dev::testing::Rig<PciBus>;
 
     fn rig() -> Rig {
-        Rig::new(PciBus::new())
+        Rig::new(PciBus::new(), 0xCF8)
     }
 
     impl Rig {

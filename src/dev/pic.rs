@@ -5,17 +5,10 @@
 //!
 //! # Wiring for the board
 //!
-//! The pair answers at three separate port windows, so it is not one [`Device`] at one range.
-//! The board keeps the [`PicPair`] as a concrete field (it needs [`PicPair::interrupt_pending`] and
-//! [`PicPair::acknowledge`] for the CPU's INTR/INTA anyway), maps each window in [`PicPair::RANGES`]
-//! to its own bus id, and dispatches an access at `(id, offset)` through the view
-//! `pic.at(base)`, which implements [`Device`] and turns the offset back into the absolute port:
-//!
-//! ```ignore
-//! for (base, len) in PicPair::RANGES { bus.map(base, len, PIC_IDS_START + i)? }
-//! // on an access routed to one of those ids:
-//! pic.at(base).port_write(offset, size, value, &mut ctx);
-//! ```
+//! The pair answers at three separate port windows ([`PicPair::RANGES`]); the board maps each
+//! of them to the one [`PicPair`], which implements [`Device`] and finds the port from the base
+//! and offset of the access. The board also keeps a handle on it for the CPU's INTR/INTA
+//! ([`PicPair::interrupt_pending`], [`PicPair::acknowledge`]).
 //!
 //! After every device access or time step the board feeds `irq.levels()` to
 //! [`PicPair::set_irq_levels`] (the port view also does so itself before each access), then asks
@@ -33,7 +26,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{DevCtx, Device};
+use super::{At, DevCtx, Device};
 
 /// First port of the master's command/data pair.
 pub const MASTER_BASE: u16 = 0x20;
@@ -433,7 +426,7 @@ impl PicPair {
     }
 
     /// A guest byte read at absolute port `port` (0xFF outside the pair's windows).
-    pub fn read(&mut self, port: u16) -> u8 {
+    pub fn read_port(&mut self, port: u16) -> u8 {
         let v = match port {
             0x20..=0x21 => self.master.read(port - MASTER_BASE),
             0xA0..=0xA1 => self.slave.read(port - SLAVE_BASE),
@@ -447,7 +440,7 @@ impl PicPair {
     }
 
     /// A guest byte write at absolute port `port` (ignored outside the pair's windows).
-    pub fn write(&mut self, port: u16, v: u8) {
+    pub fn write_port(&mut self, port: u16, v: u8) {
         match port {
             0x20..=0x21 => self.master.write(port - MASTER_BASE, v),
             0xA0..=0xA1 => self.slave.write(port - SLAVE_BASE, v),
@@ -458,39 +451,30 @@ impl PicPair {
         }
         self.cascade();
     }
-
-    /// The [`Device`] view of the window starting at `base` (one of [`PicPair::RANGES`]).
-    pub fn at(&mut self, base: u16) -> PicPorts<'_> {
-        PicPorts { pic: self, base }
-    }
 }
 
-/// One port window of a [`PicPair`]; offsets are relative to `base`. Wider accesses read or
-/// write consecutive ports, low byte first.
-pub struct PicPorts<'a> {
-    pic: &'a mut PicPair,
-    base: u16,
-}
-
-impl Device for PicPorts<'_> {
-    fn port_read(&mut self, offset: u16, size: u8, ctx: &mut DevCtx) -> u32 {
-        self.pic.set_irq_levels(ctx.irq.levels());
-        let port = self.base.wrapping_add(offset);
+/// The pair on the port bus, mapped at each of [`PicPair::RANGES`]; an access reaches the port
+/// its range's base and offset name. Wider accesses read or write consecutive ports, low byte
+/// first.
+impl Device for PicPair {
+    fn read(&mut self, at: At, size: u8, ctx: &mut DevCtx) -> u32 {
+        self.set_irq_levels(ctx.irq.levels());
+        let port = at.addr() as u16;
         (0..size.min(4)).fold(0, |acc, i| {
-            acc | u32::from(self.pic.read(port.wrapping_add(i.into()))) << (8 * i)
+            acc | u32::from(self.read_port(port.wrapping_add(i.into()))) << (8 * i)
         })
     }
 
-    fn port_write(&mut self, offset: u16, size: u8, value: u32, ctx: &mut DevCtx) {
-        self.pic.set_irq_levels(ctx.irq.levels());
-        let port = self.base.wrapping_add(offset);
+    fn write(&mut self, at: At, size: u8, value: u32, ctx: &mut DevCtx) {
+        self.set_irq_levels(ctx.irq.levels());
+        let port = at.addr() as u16;
         for (i, byte) in value
             .to_le_bytes()
             .into_iter()
             .take(size.into())
             .enumerate()
         {
-            self.pic.write(port.wrapping_add(i as u16), byte);
+            self.write_port(port.wrapping_add(i as u16), byte);
         }
     }
 }
@@ -502,28 +486,28 @@ mod tests {
 
     /// Linux's init_8259A(): mask all, ICW1-4 on both chips (vectors 0x30/0x38), restore masks.
     fn linux_init(pic: &mut PicPair, auto_eoi: bool) {
-        pic.write(0x21, 0xFF);
-        pic.write(0xA1, 0xFF);
-        pic.write(0x20, 0x11);
-        pic.write(0x21, 0x30);
-        pic.write(0x21, 1 << 2);
-        pic.write(0x21, if auto_eoi { 0x03 } else { 0x01 });
-        pic.write(0xA0, 0x11);
-        pic.write(0xA1, 0x38);
-        pic.write(0xA1, 0x02);
-        pic.write(0xA1, 0x01);
-        pic.write(0x21, 0x00);
-        pic.write(0xA1, 0x00);
+        pic.write_port(0x21, 0xFF);
+        pic.write_port(0xA1, 0xFF);
+        pic.write_port(0x20, 0x11);
+        pic.write_port(0x21, 0x30);
+        pic.write_port(0x21, 1 << 2);
+        pic.write_port(0x21, if auto_eoi { 0x03 } else { 0x01 });
+        pic.write_port(0xA0, 0x11);
+        pic.write_port(0xA1, 0x38);
+        pic.write_port(0xA1, 0x02);
+        pic.write_port(0xA1, 0x01);
+        pic.write_port(0x21, 0x00);
+        pic.write_port(0xA1, 0x00);
     }
 
     fn isr(pic: &mut PicPair, port: u16) -> u8 {
-        pic.write(port, 0x0B);
-        pic.read(port)
+        pic.write_port(port, 0x0B);
+        pic.read_port(port)
     }
 
     fn irr(pic: &mut PicPair, port: u16) -> u8 {
-        pic.write(port, 0x0A);
-        pic.read(port)
+        pic.write_port(port, 0x0A);
+        pic.read_port(port)
     }
 
     #[test]
@@ -544,9 +528,9 @@ mod tests {
         assert!(!pic.interrupt_pending());
 
         // mask_and_ack_8259A: read IMR, write it back, specific EOI.
-        let imr = pic.read(0x21);
-        pic.write(0x21, imr);
-        pic.write(0x20, 0x60);
+        let imr = pic.read_port(0x21);
+        pic.write_port(0x21, imr);
+        pic.write_port(0x20, 0x60);
         assert_eq!(isr(&mut pic, 0x20), 0x00);
         // The line is still high: no new edge, no new interrupt.
         assert!(!pic.interrupt_pending());
@@ -564,8 +548,8 @@ mod tests {
         assert_eq!(pic.acknowledge(), 0x3C);
         assert_eq!(isr(&mut pic, 0x20), 0x04);
         assert_eq!(isr(&mut pic, 0xA0), 0x10);
-        pic.write(0xA0, 0x64);
-        pic.write(0x20, 0x62);
+        pic.write_port(0xA0, 0x64);
+        pic.write_port(0x20, 0x62);
         assert_eq!(isr(&mut pic, 0x20), 0);
         assert_eq!(isr(&mut pic, 0xA0), 0);
         assert!(!pic.interrupt_pending());
@@ -582,9 +566,9 @@ mod tests {
         pic.set_irq_levels((1 << 1) | (1 << 3) | 1);
         assert_eq!(pic.acknowledge(), 0x30, "IRQ0 nests over IRQ1");
         assert_eq!(isr(&mut pic, 0x20), 0x03);
-        pic.write(0x20, 0x20); // non-specific EOI ends IRQ0
+        pic.write_port(0x20, 0x20); // non-specific EOI ends IRQ0
         assert!(!pic.interrupt_pending());
-        pic.write(0x20, 0x20); // ends IRQ1
+        pic.write_port(0x20, 0x20); // ends IRQ1
         assert!(pic.interrupt_pending());
         assert_eq!(pic.acknowledge(), 0x33);
     }
@@ -593,26 +577,26 @@ mod tests {
     fn elcr_level_lines_follow_level_and_forced_edge_bits() {
         let mut pic = PicPair::new();
         linux_init(&mut pic, false);
-        pic.write(0x4D0, 0xFF);
-        pic.write(0x4D1, 0xFF);
-        assert_eq!(pic.read(0x4D0), 0xF8);
-        assert_eq!(pic.read(0x4D1), 0xDE);
+        pic.write_port(0x4D0, 0xFF);
+        pic.write_port(0x4D1, 0xFF);
+        assert_eq!(pic.read_port(0x4D0), 0xF8);
+        assert_eq!(pic.read_port(0x4D1), 0xDE);
         // IRQ11 level-triggered: still high after EOI, so it interrupts again.
         pic.set_irq_levels(1 << 11);
         assert_eq!(pic.acknowledge(), 0x3B);
-        pic.write(0xA0, 0x20);
-        pic.write(0x20, 0x20);
+        pic.write_port(0xA0, 0x20);
+        pic.write_port(0x20, 0x20);
         assert!(pic.interrupt_pending());
         assert_eq!(pic.acknowledge(), 0x3B);
-        pic.write(0xA0, 0x20);
-        pic.write(0x20, 0x20);
+        pic.write_port(0xA0, 0x20);
+        pic.write_port(0x20, 0x20);
         pic.set_irq_levels(0);
         assert!(!pic.interrupt_pending());
         // IRQ4 back to edge: one interrupt per rising edge.
-        pic.write(0x4D0, 0x00);
+        pic.write_port(0x4D0, 0x00);
         pic.set_irq_levels(1 << 4);
         assert_eq!(pic.acknowledge(), 0x34);
-        pic.write(0x20, 0x20);
+        pic.write_port(0x20, 0x20);
         assert!(!pic.interrupt_pending());
     }
 
@@ -642,11 +626,11 @@ mod tests {
     fn poll_mode_acknowledges_and_reports() {
         let mut pic = PicPair::new();
         linux_init(&mut pic, false);
-        pic.write(0x20, 0x0C);
-        assert_eq!(pic.read(0x20), 0x00);
+        pic.write_port(0x20, 0x0C);
+        assert_eq!(pic.read_port(0x20), 0x00);
         pic.set_irq_levels(1 << 6);
-        pic.write(0x20, 0x0C);
-        assert_eq!(pic.read(0x20), 0x86);
+        pic.write_port(0x20, 0x0C);
+        assert_eq!(pic.read_port(0x20), 0x86);
         assert_eq!(isr(&mut pic, 0x20), 0x40);
         assert!(!pic.interrupt_pending());
     }
@@ -665,15 +649,15 @@ mod tests {
         let mut pic = PicPair::new();
         linux_init(&mut pic, false);
         // IRQ3 lowest priority: IRQ4 now beats IRQ0.
-        pic.write(0x20, 0xC3);
+        pic.write_port(0x20, 0xC3);
         pic.set_irq_levels((1 << 4) | 1);
         assert_eq!(pic.acknowledge(), 0x34);
         // Rotate on non-specific EOI: IRQ4 becomes lowest, IRQ5 highest.
-        pic.write(0x20, 0xA0);
+        pic.write_port(0x20, 0xA0);
         assert_eq!(pic.master.highest_priority, 5);
         assert_eq!(pic.acknowledge(), 0x30);
         // Rotate on specific EOI of IRQ0.
-        pic.write(0x20, 0xE0);
+        pic.write_port(0x20, 0xE0);
         assert_eq!(pic.master.highest_priority, 1);
         assert_eq!(isr(&mut pic, 0x20), 0);
     }
@@ -684,12 +668,12 @@ mod tests {
         linux_init(&mut pic, false);
         pic.set_irq_levels(1);
         assert_eq!(pic.acknowledge(), 0x30);
-        pic.write(0x21, 0x01); // mask IRQ0 (in service)
-        pic.write(0x20, 0x68); // special mask mode on
+        pic.write_port(0x21, 0x01); // mask IRQ0 (in service)
+        pic.write_port(0x20, 0x68); // special mask mode on
         pic.set_irq_levels(1 | (1 << 3));
         assert_eq!(pic.acknowledge(), 0x33);
         assert_eq!(isr(&mut pic, 0x20), 0x09);
-        pic.write(0x20, 0x48); // special mask mode off
+        pic.write_port(0x20, 0x48); // special mask mode off
         assert!(!pic.master.special_mask);
     }
 
@@ -702,14 +686,14 @@ mod tests {
             !pic.interrupt_pending(),
             "line high through init is not an edge"
         );
-        pic.write(0x21, 0x5A);
-        pic.write(0x20, 0x11);
-        assert_eq!(pic.read(0x21), 0x00);
+        pic.write_port(0x21, 0x5A);
+        pic.write_port(0x20, 0x11);
+        assert_eq!(pic.read_port(0x21), 0x00);
         assert_eq!(pic.master.init_step, 1);
     }
 
     #[test]
-    fn port_view_routes_offsets_and_syncs_lines() {
+    fn each_window_reaches_its_ports_and_syncs_lines() {
         let mut pic = PicPair::new();
         let mut irq = IrqLines::default();
         let mut board = BoardSignals::default();
@@ -718,18 +702,20 @@ mod tests {
             irq: &mut irq,
             board: &mut board,
         };
+        let master = u32::from(MASTER_BASE);
+        let slave = u32::from(SLAVE_BASE);
+        let elcr = u32::from(ELCR_BASE);
         for (port, v) in [(0x20, 0x11), (0x21, 0x08), (0x21, 0x04), (0x21, 0x01)] {
-            let (base, _) = PicPair::RANGES[0];
-            pic.at(base).port_write(port - base, 1, v, &mut ctx);
+            pic.write(At::new(master, port - master), 1, v, &mut ctx);
         }
-        pic.at(SLAVE_BASE).port_write(1, 1, 0xA5, &mut ctx);
-        pic.at(MASTER_BASE).port_write(1, 1, 0x3C, &mut ctx);
-        assert_eq!(pic.at(SLAVE_BASE).port_read(1, 1, &mut ctx), 0xA5);
+        pic.write(At::new(slave, 1), 1, 0xA5, &mut ctx);
+        pic.write(At::new(master, 1), 1, 0x3C, &mut ctx);
+        assert_eq!(pic.read(At::new(slave, 1), 1, &mut ctx), 0xA5);
         // A word read at 0x20 gives IRR then IMR.
         ctx.irq.set(1, true);
-        assert_eq!(pic.at(MASTER_BASE).port_read(0, 2, &mut ctx), 0x3C02);
-        pic.at(ELCR_BASE).port_write(1, 1, 0xFF, &mut ctx);
-        assert_eq!(pic.at(ELCR_BASE).port_read(0, 2, &mut ctx), 0xDE00);
+        assert_eq!(pic.read(At::new(master, 0), 2, &mut ctx), 0x3C02);
+        pic.write(At::new(elcr, 1), 1, 0xFF, &mut ctx);
+        assert_eq!(pic.read(At::new(elcr, 0), 2, &mut ctx), 0xDE00);
         assert_eq!(pic.acknowledge(), 0x09);
     }
 
@@ -738,8 +724,8 @@ mod tests {
         let mut pic = PicPair::new();
         for port in [0x20u16, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1, 0x22, 0xFFFF] {
             for v in 0..=255u8 {
-                pic.write(port, v);
-                pic.read(port);
+                pic.write_port(port, v);
+                pic.read_port(port);
                 pic.set_irq_levels(u16::from(v) * 0x0101);
                 if pic.interrupt_pending() {
                     pic.acknowledge();
@@ -754,8 +740,8 @@ mod tests {
             board: &mut board,
         };
         for size in 0..=8 {
-            pic.at(0xFFFF).port_write(0xFFFF, size, u32::MAX, &mut ctx);
-            pic.at(0xFFFF).port_read(0xFFFF, size, &mut ctx);
+            pic.write(At::new(0xFFFF, 0xFFFF), size, u32::MAX, &mut ctx);
+            pic.read(At::new(0xFFFF, 0xFFFF), size, &mut ctx);
         }
     }
 }

@@ -5,14 +5,13 @@
 //! count and OUT level at any later tick. Channel 0's OUT drives IRQ0; [`Pit::next_deadline`] is
 //! the next time OUT0 changes, so the board calls [`Pit::advance`] then and the line follows.
 //! Channel 1 (DRAM refresh) has no output wired. Channel 2's gate and output belong to system
-//! control port B (0x61), which is served by the PIT too, through the view in
-//! [`super::sysctl::Port61`].
+//! control port B (0x61), which is served by the PIT too (see [`super::sysctl`]).
 //!
 //! # Wiring for the board
 //!
-//! Map 0x40-0x43 (`bus.map(0x40, 4, PIT)`) to the [`Pit`] itself (it implements [`Device`]), and
-//! 0x61 (`bus.map(0x61, 1, PORT_B)`) to `Port61(&mut pit)`. After each access or advance, hand
-//! `irq.levels()` to the PIC and re-read `next_deadline()`.
+//! Map both 0x40-0x43 and [`PORT_B`] to the [`Pit`] (it implements [`Device`], and tells the
+//! two apart by the base of the access), and register it as [`Timed`]. After each access or
+//! advance, hand `irq.levels()` to the PIC and re-read `next_deadline()`.
 //!
 //! # IRQ0 edges
 //!
@@ -30,7 +29,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::sysctl::PortB;
-use super::{DevCtx, Device, Nanos};
+use super::{At, DevCtx, Device, Nanos, Timed};
 
 /// The input clock, in Hz.
 pub const PIT_HZ: u64 = 1_193_182;
@@ -651,16 +650,29 @@ impl Pit {
     }
 }
 
+/// Port B's address: the PIT answers there too (see [`super::sysctl`]).
+pub const PORT_B: u16 = 0x61;
+const PORT_B_WINDOW: u32 = PORT_B as u32;
+
+/// The PIT at its range (0x40-0x43), and port B at [`PORT_B`].
 impl Device for Pit {
-    fn port_read(&mut self, offset: u16, size: u8, ctx: &mut DevCtx) -> u32 {
+    fn read(&mut self, at: At, size: u8, ctx: &mut DevCtx) -> u32 {
+        if at.base == PORT_B_WINDOW {
+            return self.port_b_read(at.offset, ctx);
+        }
         self.sync(ctx);
         let t = self.synced_tick;
         (0..size.min(4)).fold(0, |acc, i| {
-            acc | u32::from(self.read_reg(offset.wrapping_add(i.into()), t)) << (8 * i)
+            let reg = (at.offset as u16).wrapping_add(i.into());
+            acc | u32::from(self.read_reg(reg, t)) << (8 * i)
         })
     }
 
-    fn port_write(&mut self, offset: u16, size: u8, value: u32, ctx: &mut DevCtx) {
+    fn write(&mut self, at: At, size: u8, value: u32, ctx: &mut DevCtx) {
+        if at.base == PORT_B_WINDOW {
+            self.port_b_write(at.offset, value, ctx);
+            return;
+        }
         self.sync(ctx);
         let t = self.synced_tick;
         for (i, byte) in value
@@ -669,11 +681,13 @@ impl Device for Pit {
             .take(size.into())
             .enumerate()
         {
-            self.write_reg(offset.wrapping_add(i as u16), byte, t);
+            self.write_reg((at.offset as u16).wrapping_add(i as u16), byte, t);
         }
         self.sync(ctx);
     }
+}
 
+impl Timed for Pit {
     fn next_deadline(&self) -> Option<Nanos> {
         if self.irq0_raise_pending {
             return Some(self.synced_ns);
@@ -695,7 +709,7 @@ mod tests {
     type Rig = crate::dev::testing::Rig<Pit>;
 
     fn rig() -> Rig {
-        Rig::new(Pit::new())
+        Rig::new(Pit::new(), 0x40)
     }
 
     impl Rig {
@@ -975,7 +989,7 @@ mod tests {
             (0x21, 0x01),
             (0x21, 0),
         ] {
-            pic.write(port, v);
+            pic.write_port(port, v);
         }
         pic.set_irq_levels(r.irq.levels());
         let mut taken = Vec::new();
@@ -991,7 +1005,7 @@ mod tests {
             pic.set_irq_levels(r.irq.levels());
             if pic.interrupt_pending() {
                 assert_eq!(pic.acknowledge(), 0x30);
-                pic.write(0x20, 0x20);
+                pic.write_port(0x20, 0x20);
                 taken.push(r.now);
             }
         }
@@ -1053,8 +1067,10 @@ mod tests {
         }
         let (pit, mut ctx) = r.ctx();
         for size in 0..=8 {
-            pit.port_write(0xFFFF, size, u32::MAX, &mut ctx);
-            pit.port_read(0xFFFE, size, &mut ctx);
+            pit.write(At::new(0x40, 0xFFFF), size, u32::MAX, &mut ctx);
+            pit.read(At::new(0x40, 0xFFFE), size, &mut ctx);
+            pit.write(At::new(PORT_B_WINDOW, 0xFFFF), size, u32::MAX, &mut ctx);
+            pit.read(At::new(PORT_B_WINDOW, 0xFFFE), size, &mut ctx);
         }
         ctx.now = u64::MAX;
         pit.advance(&mut ctx);

@@ -2,12 +2,11 @@
 //! IntelliMouse Explorer), at ports 0x60 (data, offset 0) and 0x64 (status/command, offset 4).
 //! # Wiring for the board
 //!
-//! Port 0x61 between the two belongs to the PIT (system control port B), so map 0x60
-//! (`bus.map(0x60, 1, KBD)`) to the [`I8042`] itself (offset 0 is the data port) and 0x64
-//! (`bus.map(0x64, 1, KBD_CMD)`) to the view `Port64(&mut i8042)`. (Mapped as one range
-//! 0x60..0x65 the controller also works: offset 4 is the command port.) After each access or
-//! advance, hand `irq.levels()` to the PIC and re-read `next_deadline()`; apply
-//! `BoardSignals::a20` and `reset`.
+//! Port 0x61 between the two belongs to the PIT (system control port B), so the board maps
+//! 0x60 and 0x64 as two one-port ranges to the one [`I8042`], which finds the port from the
+//! address of the access ([`BASE`] plus [`PORT_DATA`] or [`PORT_CMD`]), and registers it as
+//! [`Timed`]. After each access or advance, hand `irq.levels()` to the PIC and re-read
+//! `next_deadline()`; apply `BoardSignals::a20` and `reset`.
 //!
 //! The keyboard speaks scan code set 2 internally; the controller translates to set 1 when the
 //! command byte's XLAT bit is set, with the standard 8042 translation table.
@@ -18,10 +17,12 @@
 //! about a millisecond on the wire), so the line visibly drops between bytes and an
 //! edge-triggered PIC sees one edge per byte.
 
-use super::{DevCtx, Device, Nanos};
+use super::{At, DevCtx, Device, Nanos, Timed};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
+/// The data port, 0x60: the controller's ports are at offsets from it.
+pub const BASE: u32 = 0x60;
 // Port offsets (from 0x60).
 /// Data port 0x60.
 pub const PORT_DATA: u16 = 0;
@@ -1085,7 +1086,8 @@ impl I8042 {
 }
 
 impl Device for I8042 {
-    fn port_read(&mut self, offset: u16, size: u8, ctx: &mut DevCtx) -> u32 {
+    fn read(&mut self, at: At, size: u8, ctx: &mut DevCtx) -> u32 {
+        let offset = at.addr().wrapping_sub(BASE) as u16;
         self.service(ctx);
         let v = match offset {
             // Guest reads the output buffer; the next byte follows after REFILL_DELAY.
@@ -1113,7 +1115,8 @@ impl Device for I8042 {
         v | fill
     }
 
-    fn port_write(&mut self, offset: u16, _size: u8, value: u32, ctx: &mut DevCtx) {
+    fn write(&mut self, at: At, _size: u8, value: u32, ctx: &mut DevCtx) {
+        let offset = at.addr().wrapping_sub(BASE) as u16;
         self.service(ctx);
         let v = value as u8;
         match offset {
@@ -1132,7 +1135,9 @@ impl Device for I8042 {
         }
         self.service(ctx);
     }
+}
 
+impl Timed for I8042 {
     fn next_deadline(&self) -> Option<Nanos> {
         let refill = if self.obuf.is_none() && self.has_waiting() {
             self.refill_at
@@ -1161,25 +1166,6 @@ impl I8042 {
     }
 }
 
-/// Port 0x64 on its own: the board maps it as a separate one-port range (0x61 sits between
-/// the data and command ports), so this view turns offset 0 into the controller's command port.
-pub struct Port64<'a>(pub &'a mut I8042);
-
-impl Device for Port64<'_> {
-    fn port_read(&mut self, _offset: u16, size: u8, ctx: &mut DevCtx) -> u32 {
-        self.0.port_read(PORT_CMD, size, ctx)
-    }
-    fn port_write(&mut self, _offset: u16, size: u8, value: u32, ctx: &mut DevCtx) {
-        self.0.port_write(PORT_CMD, size, value, ctx)
-    }
-    fn next_deadline(&self) -> Option<Nanos> {
-        self.0.next_deadline()
-    }
-    fn advance(&mut self, ctx: &mut DevCtx) {
-        self.0.advance(ctx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1187,7 +1173,7 @@ mod tests {
     type Rig = crate::dev::testing::Rig<I8042>;
 
     fn rig() -> Rig {
-        Rig::new(I8042::new())
+        Rig::new(I8042::new(), BASE)
     }
 
     impl Rig {
@@ -1457,20 +1443,11 @@ mod tests {
     }
 
     #[test]
-    fn port64_view_and_a_held_key_over_a_long_idle() {
+    fn the_command_port_as_its_own_range_and_a_held_key_over_a_long_idle() {
         let mut r = rig();
-        {
-            let mut ctx = DevCtx {
-                now: 0,
-                irq: &mut r.irq,
-                board: &mut r.board,
-            };
-            Port64(&mut r.dev).port_write(0, 1, CMD_SELF_TEST as u32, &mut ctx);
-            assert_eq!(
-                Port64(&mut r.dev).port_read(0, 1, &mut ctx) as u8 & STS_OBF,
-                STS_OBF
-            );
-        }
+        // The board maps 0x64 as a range of its own.
+        r.write_at(0x64, 0, 1, CMD_SELF_TEST.into());
+        assert_eq!(r.read_at(0x64, 0, 1) as u8 & STS_OBF, STS_OBF);
         assert_eq!(r.read_all(), [0x55]);
         // A key held for an hour of virtual time: the buffer holds what fits (5 repeats of
         // E0 75 plus the first), never more, and the next repeat is still on the period grid.
@@ -1490,7 +1467,7 @@ mod tests {
         let mut x: u32 = 12345;
         for _ in 0..20000 {
             x = x.wrapping_mul(1103515245).wrapping_add(12345);
-            let off = ((x >> 8) % 6) as u16;
+            let off = (x >> 8) % 6;
             let v = (x >> 16) as u8;
             let size = [1u8, 2, 4][(x % 3) as usize];
             let now = r.now;
@@ -1500,9 +1477,9 @@ mod tests {
                 board: &mut r.board,
             };
             if x & 0x100 != 0 {
-                r.dev.port_write(off, size, v as u32, &mut ctx);
+                r.dev.write(At::new(BASE, off), size, v as u32, &mut ctx);
             } else {
-                r.dev.port_read(off, size, &mut ctx);
+                r.dev.read(At::new(BASE, off), size, &mut ctx);
             }
             if x & 0x7000 == 0 {
                 r.dev.key_event(&[v, v], x & 1 != 0, &mut ctx);

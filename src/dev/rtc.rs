@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{DevCtx, Device, Nanos};
+use super::{At, DevCtx, Device, Nanos, Timed};
 
 /// Offset of the index port (0x70): bits 6-0 select a register, bit 7 masks NMI.
 const PORT_INDEX: u16 = 0;
@@ -550,7 +550,8 @@ impl Rtc {
 }
 
 impl Device for Rtc {
-    fn port_read(&mut self, offset: u16, _size: u8, ctx: &mut DevCtx) -> u32 {
+    fn read(&mut self, at: At, _size: u8, ctx: &mut DevCtx) -> u32 {
+        let offset = at.offset as u16;
         self.catch_up(ctx.now);
         self.update_irq(ctx);
         match offset {
@@ -570,7 +571,8 @@ impl Device for Rtc {
         .into()
     }
 
-    fn port_write(&mut self, offset: u16, _size: u8, value: u32, ctx: &mut DevCtx) {
+    fn write(&mut self, at: At, _size: u8, value: u32, ctx: &mut DevCtx) {
+        let offset = at.offset as u16;
         self.catch_up(ctx.now);
         let v = value as u8;
         match offset {
@@ -585,7 +587,9 @@ impl Device for Rtc {
         }
         self.update_irq(ctx);
     }
+}
 
+impl Timed for Rtc {
     fn next_deadline(&self) -> Option<Nanos> {
         let b = self.get(REG_B);
         if self.get(REG_C) & C_IRQF != 0 || !self.running() {
@@ -617,7 +621,7 @@ mod tests {
     type Rig = crate::dev::testing::Rig<Rtc>;
 
     fn rig() -> Rig {
-        Rig::new(Rtc::new(T0))
+        Rig::new(Rtc::new(T0), 0x70)
     }
 
     impl Rig {
@@ -819,14 +823,13 @@ mod tests {
     #[test]
     fn nmi_mask_and_register_d() {
         let mut r = rig();
-        let (rtc, mut ctx) = r.ctx();
-        rtc.port_write(0, 1, 0x8D, &mut ctx);
-        assert!(rtc.nmi_masked());
-        assert_eq!(rtc.port_read(1, 1, &mut ctx), 0x80);
-        rtc.port_write(0, 1, 0x0D, &mut ctx);
-        assert!(!rtc.nmi_masked());
-        rtc.port_write(1, 1, 0, &mut ctx);
-        assert_eq!(rtc.port_read(1, 1, &mut ctx), 0x80);
+        r.outb(0, 0x8D);
+        assert!(r.dev.nmi_masked());
+        assert_eq!(r.inb(1), 0x80);
+        r.outb(0, 0x0D);
+        assert!(!r.dev.nmi_masked());
+        r.outb(1, 0);
+        assert_eq!(r.inb(1), 0x80);
     }
 
     #[test]

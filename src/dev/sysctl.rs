@@ -5,8 +5,8 @@
 //! Port 0x61 gates PIT channel 2 (bit 0) and reads its output (bit 5), so its state is part of
 //! the [`Pit`]: channel 2's gate is the PIT's, and the other latched bits are the [`PortB`]
 //! stored in [`Pit::port_b`]. One snapshot of the PIT holds the whole timer/speaker path and no
-//! device reaches into another. The board maps 0x61 (`bus.map(0x61, 1, PORT_B)`) and dispatches
-//! through the view `Port61(&mut pit)`, which implements [`Device`].
+//! device reaches into another. The board maps [`super::pit::PORT_B`] to the PIT, which serves
+//! it with [`Pit::port_b_read`] and [`Pit::port_b_write`].
 //!
 //! # Port A and the POST port
 //!
@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::pit::Pit;
-use super::{DevCtx, Device, Nanos};
+use super::{all_ones, At, DevCtx, Device, Nanos};
 
 /// Port B bit 0: PIT channel 2 gate.
 pub const PORTB_TIMER2_GATE: u8 = 0x01;
@@ -68,43 +68,41 @@ pub fn refresh_toggle(now: Nanos) -> bool {
     (now / REFRESH_TOGGLE_NS) & 1 != 0
 }
 
-/// Port 0x61 as a [`Device`], a view of the [`Pit`] that owns its state.
-pub struct Port61<'a>(pub &'a mut Pit);
-
-impl Port61<'_> {
+/// Port 0x61, served by the [`Pit`] that owns its state.
+impl Pit {
     /// The port's value at virtual time `now`.
-    pub fn value(&self, now: Nanos) -> u8 {
-        let mut v = self.0.port_b.latched & PORTB_LATCHED;
-        if self.0.gate2() {
+    pub fn port_b_value(&self, now: Nanos) -> u8 {
+        let mut v = self.port_b.latched & PORTB_LATCHED;
+        if self.gate2() {
             v |= PORTB_TIMER2_GATE;
         }
         if refresh_toggle(now) {
             v |= PORTB_REFRESH_TOGGLE;
         }
-        if self.0.out2(now) {
+        if self.out2(now) {
             v |= PORTB_TIMER2_OUT;
         }
         v
     }
-}
 
-impl Device for Port61<'_> {
-    fn port_read(&mut self, offset: u16, _size: u8, ctx: &mut DevCtx) -> u32 {
+    /// A guest read at `offset` in port B's one-port range.
+    pub fn port_b_read(&mut self, offset: u32, ctx: &mut DevCtx) -> u32 {
         match offset {
             // Guest polls the channel 2 output or the refresh toggle (delay loops, calibration).
-            0 => self.value(ctx.now).into(),
+            0 => self.port_b_value(ctx.now).into(),
             _ => 0xFF,
         }
     }
 
-    fn port_write(&mut self, offset: u16, _size: u8, value: u32, ctx: &mut DevCtx) {
+    /// A guest write at `offset` in port B's one-port range.
+    pub fn port_b_write(&mut self, offset: u32, value: u32, ctx: &mut DevCtx) {
         if offset != 0 {
             return;
         }
         // Guest sets the channel 2 gate, the speaker enable and the check disables.
         let v = value as u8;
-        self.0.port_b.latched = v & PORTB_LATCHED;
-        self.0.set_gate2(v & PORTB_TIMER2_GATE != 0, ctx.now);
+        self.port_b.latched = v & PORTB_LATCHED;
+        self.set_gate2(v & PORTB_TIMER2_GATE != 0, ctx.now);
     }
 }
 
@@ -116,16 +114,16 @@ pub struct PortA {
 }
 
 impl Device for PortA {
-    fn port_read(&mut self, offset: u16, _size: u8, _ctx: &mut DevCtx) -> u32 {
-        match offset {
+    fn read(&mut self, at: At, _size: u8, _ctx: &mut DevCtx) -> u32 {
+        match at.offset {
             // Guest reads the A20/reset bits back (before a read-modify-write).
             0 => self.value.into(),
             _ => 0xFF,
         }
     }
 
-    fn port_write(&mut self, offset: u16, _size: u8, value: u32, ctx: &mut DevCtx) {
-        if offset != 0 {
+    fn write(&mut self, at: At, _size: u8, value: u32, ctx: &mut DevCtx) {
+        if at.offset != 0 {
             return;
         }
         // Guest switches A20 and/or requests a fast reset.
@@ -147,17 +145,17 @@ pub struct PostCode {
 }
 
 impl Device for PostCode {
-    fn port_read(&mut self, offset: u16, _size: u8, _ctx: &mut DevCtx) -> u32 {
-        match offset {
+    fn read(&mut self, at: At, _size: u8, _ctx: &mut DevCtx) -> u32 {
+        match at.offset {
             // Guest reads the last POST code back.
             0 => self.last.into(),
             _ => 0xFF,
         }
     }
 
-    fn port_write(&mut self, offset: u16, _size: u8, value: u32, _ctx: &mut DevCtx) {
+    fn write(&mut self, at: At, _size: u8, value: u32, _ctx: &mut DevCtx) {
         // Firmware reports progress (or Linux's outb_p delays).
-        if offset == 0 {
+        if at.offset == 0 {
             self.last = value as u8;
         }
     }
@@ -165,30 +163,28 @@ impl Device for PostCode {
 
 #[cfg(test)]
 mod tests {
-    use super::super::pit::ticks_to_ns;
+    use super::super::pit::{ticks_to_ns, PORT_B};
     use super::*;
 
     type Rig = crate::dev::testing::Rig<Pit>;
 
     fn rig() -> Rig {
-        Rig::new(Pit::new())
+        Rig::new(Pit::new(), 0x40)
     }
 
     impl Rig {
         /// OUT to port `port`: 0x61 (port B), else the PIT's 0x40-0x43.
         fn port_out(&mut self, port: u16, v: u8) {
-            let (pit, mut ctx) = self.ctx();
             match port {
-                0x61 => Port61(pit).port_write(0, 1, v.into(), &mut ctx),
-                _ => pit.port_write(port - 0x40, 1, v.into(), &mut ctx),
+                PORT_B => self.write_at(PORT_B.into(), 0, 1, v.into()),
+                p => self.write_at(0x40, u32::from(p) - 0x40, 1, v.into()),
             }
         }
         /// IN from port `port`: 0x61 (port B), else the PIT's 0x40-0x43.
         fn port_in(&mut self, port: u16) -> u8 {
-            let (pit, mut ctx) = self.ctx();
             (match port {
-                0x61 => Port61(pit).port_read(0, 1, &mut ctx),
-                _ => pit.port_read(port - 0x40, 1, &mut ctx),
+                PORT_B => self.read_at(PORT_B.into(), 0, 1),
+                p => self.read_at(0x40, u32::from(p) - 0x40, 1),
             }) as u8
         }
     }
@@ -269,7 +265,7 @@ mod tests {
 
     #[test]
     fn port_a_drives_a20_and_reset() {
-        let mut pa = crate::dev::testing::Rig::new(PortA::default());
+        let mut pa = crate::dev::testing::Rig::new(PortA::default(), 0x92);
         let v = pa.read(0, 1);
         pa.write(0, 1, v | 0x02);
         assert_eq!(pa.board.a20, Some(true));
@@ -288,7 +284,7 @@ mod tests {
 
     #[test]
     fn post_code_reads_back() {
-        let mut p = crate::dev::testing::Rig::new(PostCode::default());
+        let mut p = crate::dev::testing::Rig::new(PostCode::default(), 0x80);
         p.write(0, 1, 0x55);
         assert_eq!(p.read(0, 1), 0x55);
         p.write(0, 2, 0x1234);
@@ -322,12 +318,12 @@ impl CoprocessorLatch {
 }
 
 impl Device for CoprocessorLatch {
-    fn port_read(&mut self, _offset: u16, size: u8, _ctx: &mut DevCtx) -> u32 {
+    fn read(&mut self, _at: At, size: u8, _ctx: &mut DevCtx) -> u32 {
         // Write-only: nothing drives the bus on a read.
-        u32::MAX >> (32 - 8 * size.clamp(1, 4) as u32)
+        all_ones(size)
     }
 
-    fn port_write(&mut self, _offset: u16, _size: u8, _value: u32, ctx: &mut DevCtx) {
+    fn write(&mut self, _at: At, _size: u8, _value: u32, ctx: &mut DevCtx) {
         // The IRQ13 handler acknowledges the coprocessor error: clear the latch.
         self.latched = false;
         ctx.irq.set(FERR_IRQ, false);
@@ -354,8 +350,8 @@ mod coprocessor_latch_tests {
         // FNCLEX drops FERR#, but the latch holds the request.
         latch.ferr(false, &mut ctx);
         assert!(ctx.irq.get(FERR_IRQ));
-        latch.port_write(0, 1, 0, &mut ctx);
+        latch.write(At::new(0xF0, 0), 1, 0, &mut ctx);
         assert!(!ctx.irq.get(FERR_IRQ) && !latch.latched);
-        assert_eq!(latch.port_read(0, 1, &mut ctx), 0xFF);
+        assert_eq!(latch.read(At::new(0xF0, 0), 1, &mut ctx), 0xFF);
     }
 }

@@ -2,21 +2,25 @@
 //! access and time step what the board would give it (the interrupt lines, the board signals
 //! and the virtual time), with the lines and signals left for the test to look at.
 
-use super::{BoardSignals, DevCtx, Device, IrqLines, Nanos};
+use super::{At, BoardSignals, DevCtx, Device, IrqLines, Nanos, Timed};
 
-/// One device on its own, at virtual time `now`.
+/// One device on its own, mapped at `base`, at virtual time `now`.
 pub(crate) struct Rig<D> {
     pub dev: D,
+    /// Where the device's (first) range starts: offsets in [`Rig::read`] and
+    /// [`Rig::write`] are relative to it.
+    pub base: u32,
     pub irq: IrqLines,
     pub board: BoardSignals,
     pub now: Nanos,
 }
 
-impl<D: Device> Rig<D> {
-    /// `dev` at time 0, every line low.
-    pub fn new(dev: D) -> Self {
+impl<D> Rig<D> {
+    /// `dev` mapped at `base`, at time 0, every line low.
+    pub fn new(dev: D, base: u32) -> Self {
         Rig {
             dev,
+            base,
             irq: IrqLines::default(),
             board: BoardSignals::default(),
             now: 0,
@@ -32,17 +36,29 @@ impl<D: Device> Rig<D> {
         };
         (&mut self.dev, ctx)
     }
+}
 
-    /// A guest IN of `size` bytes at `offset` in the device's range.
-    pub fn read(&mut self, offset: u16, size: u8) -> u32 {
+impl<D: Device> Rig<D> {
+    /// A guest read of `size` bytes at `offset` in the range at `base`.
+    pub fn read_at(&mut self, base: u32, offset: u32, size: u8) -> u32 {
         let (dev, mut ctx) = self.ctx();
-        dev.port_read(offset, size, &mut ctx)
+        dev.read(At::new(base, offset), size, &mut ctx)
     }
 
-    /// A guest OUT of `size` bytes at `offset` in the device's range.
-    pub fn write(&mut self, offset: u16, size: u8, value: u32) {
+    /// A guest write of `size` bytes at `offset` in the range at `base`.
+    pub fn write_at(&mut self, base: u32, offset: u32, size: u8, value: u32) {
         let (dev, mut ctx) = self.ctx();
-        dev.port_write(offset, size, value, &mut ctx);
+        dev.write(At::new(base, offset), size, value, &mut ctx);
+    }
+
+    /// A guest read of `size` bytes at `offset` in the device's range.
+    pub fn read(&mut self, offset: u16, size: u8) -> u32 {
+        self.read_at(self.base, offset.into(), size)
+    }
+
+    /// A guest write of `size` bytes at `offset` in the device's range.
+    pub fn write(&mut self, offset: u16, size: u8, value: u32) {
+        self.write_at(self.base, offset.into(), size, value);
     }
 
     /// A byte IN at `offset`.
@@ -54,7 +70,9 @@ impl<D: Device> Rig<D> {
     pub fn outb(&mut self, offset: u16, value: u8) {
         self.write(offset, 1, value.into());
     }
+}
 
+impl<D: Timed> Rig<D> {
     /// Set the clock to `t` and bring the device up to it (one call of `advance`).
     pub fn advance_to(&mut self, t: Nanos) {
         self.now = t;

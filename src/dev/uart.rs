@@ -18,7 +18,7 @@
 //! loopback mode OUT2 is forced inactive (data sheet: the modem control outputs are forced to
 //! their inactive levels), so a UART in loopback never raises its IRQ line.
 
-use super::{DevCtx, Device, Nanos};
+use super::{At, DevCtx, Device, Nanos, Timed};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -618,7 +618,8 @@ impl Uart {
 }
 
 impl Device for Uart {
-    fn port_read(&mut self, offset: u16, size: u8, ctx: &mut DevCtx) -> u32 {
+    fn read(&mut self, at: At, size: u8, ctx: &mut DevCtx) -> u32 {
+        let offset = at.offset as u16;
         self.run_until(ctx.now);
         // Wider accesses are split into byte accesses, as the ISA bus does.
         let mut v = 0u32;
@@ -635,7 +636,8 @@ impl Device for Uart {
         v
     }
 
-    fn port_write(&mut self, offset: u16, size: u8, value: u32, ctx: &mut DevCtx) {
+    fn write(&mut self, at: At, size: u8, value: u32, ctx: &mut DevCtx) {
+        let offset = at.offset as u16;
         self.run_until(ctx.now);
         for i in 0..size.min(4) as u16 {
             let off = offset.wrapping_add(i);
@@ -645,7 +647,9 @@ impl Device for Uart {
         }
         self.update_irq(ctx);
     }
+}
 
+impl Timed for Uart {
     fn next_deadline(&self) -> Option<Nanos> {
         let tx = self.tsr.map(|(_, t)| t);
         let rx = if self.timeout_pending {
@@ -673,7 +677,7 @@ mod tests {
     type Rig = crate::dev::testing::Rig<Uart>;
 
     fn rig() -> Rig {
-        Rig::new(Uart::new(4))
+        Rig::new(Uart::new(4), 0x3F8)
     }
 
     impl Rig {
@@ -960,7 +964,7 @@ mod tests {
     #[test]
     fn any_port_any_size_never_panics() {
         let mut r = rig();
-        for off in 0..16u16 {
+        for off in 0..16u32 {
             for size in [1u8, 2, 4, 3, 0] {
                 for v in [0u32, 0xFFFF_FFFF, 0x80, 0x1F] {
                     let mut ctx = DevCtx {
@@ -968,8 +972,8 @@ mod tests {
                         irq: &mut r.irq,
                         board: &mut r.board,
                     };
-                    r.dev.port_write(off, size, v, &mut ctx);
-                    r.dev.port_read(off, size, &mut ctx);
+                    r.dev.write(At::new(0x3F8, off), size, v, &mut ctx);
+                    r.dev.read(At::new(0x3F8, off), size, &mut ctx);
                     r.now += 1000;
                 }
             }

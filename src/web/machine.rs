@@ -273,29 +273,30 @@ impl Machine {
 
     /// Bring the displayed frame up to date; true if it may have changed.
     pub fn render(&mut self) -> bool {
-        let mut board = self.core.board();
-        board.vga.tick_frame();
-        board.vga.render()
+        let board = self.core.board();
+        let mut vga = board.vga.borrow_mut();
+        vga.tick_frame();
+        vga.render()
     }
 
     /// Width of the frame in pixels.
     pub fn width(&self) -> u32 {
-        self.core.board().vga.width() as u32
+        self.core.board().vga.borrow().width() as u32
     }
 
     /// Height of the frame in pixels.
     pub fn height(&self) -> u32 {
-        self.core.board().vga.height() as u32
+        self.core.board().vga.borrow().height() as u32
     }
 
     /// The frame as `width * height * 4` RGBA bytes (a copy).
     pub fn framebuffer(&self) -> Vec<u8> {
-        self.core.board().vga.framebuffer().to_vec()
+        self.core.board().vga.borrow().framebuffer().to_vec()
     }
 
     /// The VGA text screen, rows joined by "\n" (trailing blanks trimmed); "" in graphics modes.
     pub fn screen_text(&self) -> String {
-        self.core.board().vga.screen_text().join("\n")
+        self.core.board().vga.borrow().screen_text().join("\n")
     }
 
     /// What the guest wrote to COM1 since the last call.

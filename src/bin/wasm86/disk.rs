@@ -98,8 +98,9 @@ pub fn url_of(p: &Path) -> Option<&str> {
 
 /// Write the guest's changes to the disk at `slot` into `path`; returns the sectors written.
 pub fn write_back(machine: &Machine, slot: usize, path: &Path) -> Result<usize, String> {
-    let board = machine.board();
-    let Some(Drive::Ata(disk)) = board.ide.drive(slot) else {
+    let ide = machine.board().ide.clone();
+    let ide = ide.borrow();
+    let Some(Drive::Ata(disk)) = ide.drive(slot) else {
         return Ok(0);
     };
     let overlay = disk.overlay();

@@ -6,7 +6,7 @@ use wasm86::machine::Machine;
 
 /// Print the text-mode screen on stdout (nothing in graphics modes), framed by marker lines.
 pub fn print_text(machine: &Machine) {
-    let rows = machine.board().vga.screen_text();
+    let rows = machine.board().vga.borrow().screen_text();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "\r\n----- screen -----\r");
     for r in rows {
@@ -17,8 +17,8 @@ pub fn print_text(machine: &Machine) {
 
 /// Render the display and write it to `path` as an RGBA PNG.
 pub fn write_png(machine: &Machine, path: &Path) -> Result<(), String> {
-    let mut board = machine.board();
-    let vga = &mut board.vga;
+    let vga = machine.board().vga.clone();
+    let mut vga = vga.borrow_mut();
     vga.render();
     let (w, h) = (vga.width() as u32, vga.height() as u32);
     let err = |e: &dyn std::fmt::Display| format!("screenshot {}: {e}", path.display());

@@ -23,7 +23,7 @@ mod render;
 mod text;
 
 use crate::dev::pci::{devfn, PciBar, PciConfig};
-use crate::dev::{DevCtx, Device};
+use crate::dev::{At, DevCtx, Device};
 use serde::{Deserialize, Serialize};
 
 pub use render::DisplayMode;
@@ -766,40 +766,49 @@ impl Vga {
     }
 }
 
-/// The legacy register ports (mapped at [`PORT_BASE`]).
+/// The VGA on both buses, told apart by the base of the access: the legacy register ports at
+/// [`PORT_BASE`], the DISPI index (offset 0) and data (offset 1) ports at [`DISPI_BASE`], the
+/// legacy memory window at [`LEGACY_BASE`], and the linear framebuffer wherever the guest put
+/// PCI BAR0. The BAR is aligned to the framebuffer's 16 MiB size and never decoded at 0, so it
+/// cannot start at any of the other three.
 impl Device for Vga {
-    fn port_read(&mut self, offset: u16, size: u8, _ctx: &mut DevCtx) -> u32 {
-        (0..u16::from(size.clamp(1, 4))).fold(0, |v, i| {
-            v | u32::from(self.reg_read(PORT_BASE + offset.wrapping_add(i))) << (8 * i)
-        })
+    fn read(&mut self, at: At, size: u8, _ctx: &mut DevCtx) -> u32 {
+        match at.base {
+            PORT_WINDOW => (0..u16::from(size.clamp(1, 4))).fold(0, |v, i| {
+                let port = (at.addr() as u16).wrapping_add(i);
+                v | u32::from(self.reg_read(port)) << (8 * i)
+            }),
+            DISPI_WINDOW => match at.offset {
+                0 => u32::from(self.dispi_index),
+                _ => u32::from(self.dispi_read()),
+            },
+            LEGACY_BASE => self.mem_read(at.addr(), size),
+            _ => self.lfb_read(at.offset, size),
+        }
     }
 
-    fn port_write(&mut self, offset: u16, size: u8, value: u32, _ctx: &mut DevCtx) {
-        // A word OUT to an index port writes the index, then the data port.
-        for i in 0..u16::from(size.clamp(1, 4)) {
-            self.reg_write(PORT_BASE + offset.wrapping_add(i), (value >> (8 * i)) as u8);
+    fn write(&mut self, at: At, size: u8, value: u32, _ctx: &mut DevCtx) {
+        match at.base {
+            // A word OUT to an index port writes the index, then the data port.
+            PORT_WINDOW => {
+                for i in 0..u16::from(size.clamp(1, 4)) {
+                    let port = (at.addr() as u16).wrapping_add(i);
+                    self.reg_write(port, (value >> (8 * i)) as u8);
+                }
+            }
+            DISPI_WINDOW => match at.offset {
+                0 => self.dispi_index = value as u16,
+                _ => self.dispi_write(value as u16),
+            },
+            LEGACY_BASE => self.mem_write(at.addr(), size, value),
+            _ => self.lfb_write(at.offset, size, value),
         }
     }
 }
 
-/// The DISPI index (offset 0) and data (offset 1) ports of a [`Vga`], mapped at [`DISPI_BASE`].
-pub struct Dispi<'a>(pub &'a mut Vga);
-
-impl Device for Dispi<'_> {
-    fn port_read(&mut self, offset: u16, _size: u8, _ctx: &mut DevCtx) -> u32 {
-        match offset {
-            0 => u32::from(self.0.dispi_index),
-            _ => u32::from(self.0.dispi_read()),
-        }
-    }
-
-    fn port_write(&mut self, offset: u16, _size: u8, value: u32, _ctx: &mut DevCtx) {
-        match offset {
-            0 => self.0.dispi_index = value as u16,
-            _ => self.0.dispi_write(value as u16),
-        }
-    }
-}
+/// [`PORT_BASE`] and [`DISPI_BASE`] as bus addresses.
+const PORT_WINDOW: u32 = PORT_BASE as u32;
+const DISPI_WINDOW: u32 = DISPI_BASE as u32;
 
 #[cfg(test)]
 mod tests {
@@ -813,11 +822,17 @@ mod tests {
             irq: &mut irq,
             board: &mut board,
         };
-        if port >= PORT_BASE {
-            v.port_write(port - PORT_BASE, size, value, &mut ctx);
+        let base = if port >= PORT_BASE {
+            PORT_BASE
         } else {
-            Dispi(v).port_write(port - DISPI_BASE, size, value, &mut ctx);
-        }
+            DISPI_BASE
+        };
+        v.write(
+            At::new(base.into(), (port - base).into()),
+            size,
+            value,
+            &mut ctx,
+        );
     }
 
     fn inp(v: &mut Vga, port: u16) -> u32 {
@@ -827,7 +842,7 @@ mod tests {
             irq: &mut irq,
             board: &mut board,
         };
-        v.port_read(port - PORT_BASE, 1, &mut ctx)
+        v.read(At::new(PORT_WINDOW, (port - PORT_BASE).into()), 1, &mut ctx)
     }
 
     #[test]
