@@ -14,5 +14,6 @@ pub mod jit;
 pub mod keymap;
 pub mod machine;
 pub mod mem;
+pub mod state;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -66,3 +66,72 @@ fn initrd_none_boots_the_bundled_kernel_alone() {
     assert!(ok, "{out}");
     assert!(!out.contains("Unpacking initramfs"), "{out}");
 }
+
+/// The CLI with `args`, no input: (success, stdout, stderr).
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasm86"))
+        .args(args)
+        .args(["--timeout", "120"])
+        .output()
+        .expect("wasm86 runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `instructions=N` that `--stats` prints.
+fn instructions(stderr: &str) -> u64 {
+    let at = stderr.find("instructions=").expect("--stats output") + "instructions=".len();
+    stderr[at..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count")
+}
+
+#[test]
+fn a_state_saved_at_until_resumes_into_exactly_the_run_that_would_have_followed() {
+    let dir = std::env::temp_dir().join(format!("wasm86-cli-{}-state", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("boot.state");
+    let state = state.to_str().unwrap();
+    let (ok, first, err) = run(&[
+        "--until",
+        "Freeing unused",
+        "--save-state",
+        state,
+        "--stats",
+    ]);
+    assert!(ok && err.contains("state saved to"), "{err}");
+    let (ok, resumed, err_resumed) = run(&["--load-state", state, "--until", "/ # ", "--stats"]);
+    assert!(ok, "{err_resumed}");
+    let (ok, straight, err_straight) = run(&["--until", "/ # ", "--stats"]);
+    assert!(ok, "{err_straight}");
+    assert_eq!(first + &resumed, straight, "the serial output differs");
+    assert_eq!(instructions(&err_resumed), instructions(&err_straight));
+
+    // Not a state file, and a state that needs a disk it was not given.
+    let kernel = images().join("bzImage");
+    let (ok, _, err) = run(&["--load-state", kernel.to_str().unwrap()]);
+    assert!(!ok && err.contains("not a wasm86 state file"), "{err}");
+    let disk = disk_copy("state");
+    let with_disk = dir.join("disk.state");
+    let (ok, _, err) = run(&[
+        "--hda",
+        disk.to_str().unwrap(),
+        "--until",
+        "Run /init",
+        "--save-state",
+        with_disk.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["--load-state", with_disk.to_str().unwrap()]);
+    assert!(!ok && err.contains("needs the disk image slot 0"), "{err}");
+    assert!(err.contains("disk.img"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(d) = disk.parent() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

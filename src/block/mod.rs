@@ -183,6 +183,21 @@ impl Overlay {
     pub fn dirty_count(&self) -> usize {
         self.sectors.len()
     }
+
+    /// The source image, while attached.
+    pub fn base_mut(&mut self) -> Option<&mut (dyn BlockBackend + 'static)> {
+        self.base.as_deref_mut()
+    }
+
+    /// Attach the source image again (an overlay restored from a snapshot has none). It must
+    /// be as large as the image the overlay was made over; if not, it is handed back.
+    pub fn reattach(&mut self, base: Box<dyn BlockBackend>) -> Result<(), Box<dyn BlockBackend>> {
+        if base.len() != self.len {
+            return Err(base);
+        }
+        self.base = Some(base);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

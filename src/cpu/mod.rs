@@ -31,6 +31,7 @@ pub mod control;
 pub mod data;
 pub mod muldiv;
 pub mod shift;
+pub mod state;
 pub mod string;
 pub mod system;
 pub mod x87;

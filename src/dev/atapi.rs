@@ -154,6 +154,11 @@ impl Cdrom {
         }
     }
 
+    /// The disc, if one is in the drive.
+    pub fn media_mut(&mut self) -> Option<&mut Overlay> {
+        self.media.as_mut()
+    }
+
     /// Whether a disc is in the drive.
     pub fn has_media(&self) -> bool {
         self.media.is_some()

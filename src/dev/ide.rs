@@ -458,6 +458,14 @@ pub enum Drive {
 }
 
 impl Drive {
+    /// The drive's image: the disk, or the CD-ROM's disc if one is in.
+    pub fn image_mut(&mut self) -> Option<&mut Overlay> {
+        match self {
+            Drive::Ata(disk) => Some(&mut disk.disk),
+            Drive::Atapi(cd) => cd.media_mut(),
+        }
+    }
+
     fn is_atapi(&self) -> bool {
         matches!(self, Drive::Atapi(_))
     }
@@ -1638,6 +1646,14 @@ impl Ide {
     /// Whether a drive waits for bytes its backend is still fetching (it answered "pending").
     pub fn waiting_for_host(&self) -> bool {
         self.channels.iter().any(|ch| ch.pending.is_some())
+    }
+
+    /// Whether channel `n`'s selected drive is in the middle of a command (BSY or DRQ in its
+    /// status, as the guest would read it).
+    pub fn busy(&self, n: usize) -> bool {
+        self.channels
+            .get(n)
+            .is_some_and(|ch| ch.alt_status() & (ST_BSY | ST_DRQ) != 0)
     }
 
     /// Whether a DMA transfer is armed, started, and allowed on the bus (the board then calls

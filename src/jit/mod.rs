@@ -289,7 +289,7 @@ impl Cpu {
         }
     }
 
-    fn drop_regions(&mut self) {
+    pub(crate) fn drop_regions(&mut self) {
         for slot in 0..self.jit.regions.len() {
             self.free_region(slot);
         }

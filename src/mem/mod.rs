@@ -114,6 +114,14 @@ impl Memory {
         }
     }
 
+    /// Treat every page as written: what was decoded from RAM (blocks, compiled code) is stale.
+    /// For RAM replaced wholesale (a snapshot restored).
+    pub fn forget_code(&mut self) {
+        for page in 0..self.code_page.len() {
+            self.invalidate_code_page(page);
+        }
+    }
+
     /// Whether page `page` holds decoded code.
     #[inline]
     pub fn is_code_page(&self, page: usize) -> bool {

@@ -1,6 +1,7 @@
 //! `wasm86` without a subcommand: boot Linux directly with the serial console (COM1) on the
-//! terminal. Output of COM1 goes to stdout; stdin goes to COM1 (the terminal in raw mode when
-//! stdin is a terminal: Ctrl-A then X quits, Ctrl-A Ctrl-A sends a Ctrl-A).
+//! terminal, or resume a saved state (`--load-state`). Output of COM1 goes to stdout; stdin goes
+//! to COM1 (the terminal in raw mode when stdin is a terminal: Ctrl-A then X quits, Ctrl-A S
+//! saves the state to the `--save-state` file, Ctrl-A Ctrl-A sends a Ctrl-A).
 //!
 //! Exit codes: 0 when `--until` text appeared or the guest reset (unless `--keep-running`),
 //! 1 on errors (a missing or bad kernel/initrd, bad options), 2 when `--timeout` ran out.
@@ -71,6 +72,16 @@ pub struct BootArgs {
     /// for URLs).
     #[arg(long)]
     pub write_back: bool,
+    /// Write the whole machine's state to PATH when the run ends (at --until, at --timeout, on
+    /// Ctrl-A X) and whenever Ctrl-A S is typed in the console. Disk images are not in it:
+    /// the guest's changes to them are.
+    #[arg(long, value_name = "PATH")]
+    pub save_state: Option<PathBuf>,
+    /// Resume the machine saved in PATH instead of booting a kernel. Give the same --hda,
+    /// --hdb and --cdrom images as when it was saved (they are checked); --memory and the
+    /// kernel options do not apply.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["kernel", "initrd"])]
+    pub load_state: Option<PathBuf>,
 }
 
 /// The default kernel command line.
@@ -235,6 +246,45 @@ pub(crate) fn machine_config(memory_mib: u32, realtime: bool) -> MachineConfig {
     }
 }
 
+/// The machine saved in `path`, with the images given again.
+fn resume(path: &Path, realtime: bool, images: Vec<crate::disk::Image>) -> Result<Machine, String> {
+    let file = read_file("--load-state", path)?;
+    let mode = if realtime {
+        TimeMode::Realtime
+    } else {
+        TimeMode::Deterministic
+    };
+    let names: Vec<(usize, String)> = images
+        .iter()
+        .map(|i| (i.slot, i.path.display().to_string()))
+        .collect();
+    let disks = images.into_iter().map(|i| (i.slot, i.backend)).collect();
+    let mut m = Machine::restore_state(&file, mode, disks)
+        .map_err(|e| format!("--load-state {}: {e}", path.display()))?;
+    for (slot, name) in names {
+        m.set_disk_name(slot, &name);
+    }
+    Ok(m)
+}
+
+/// Write the machine's state to `path` (through a temporary file beside it, so an interrupted
+/// save never leaves half a state under the name).
+fn save(machine: &mut Machine, path: &Path) -> Result<String, String> {
+    let state = machine.save_state();
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, &state)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("--save-state {}: {e}", path.display()))?;
+    Ok(format!(
+        "state saved to {} ({} bytes, at instruction {})",
+        path.display(),
+        state.len(),
+        machine.cpu.instructions
+    ))
+}
+
 /// Run the default command.
 pub fn run(args: &BootArgs) -> ExitCode {
     match run_inner(args) {
@@ -266,11 +316,17 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
     } else {
         ""
     };
-    let kernel = (
-        kernel_path.clone(),
-        read_file("kernel", &kernel_path).map_err(|e| format!("{e}{hint}"))?,
-    );
-    let initrd = match initrd_path {
+    // A resumed machine needs a kernel only to boot again after a reset (--keep-running).
+    let needs_kernel = args.load_state.is_none() || args.keep_running;
+    let kernel = if needs_kernel {
+        Some((
+            kernel_path.clone(),
+            read_file("kernel", &kernel_path).map_err(|e| format!("{e}{hint}"))?,
+        ))
+    } else {
+        None
+    };
+    let initrd = match initrd_path.filter(|_| needs_kernel) {
         Some(p) => Some((
             p.clone(),
             read_file("initrd", &p).map_err(|e| format!("{e}{hint}"))?,
@@ -292,9 +348,17 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         }
     }
 
-    let mut machine = Machine::new(machine_config(args.memory, args.realtime));
-    let mut remotes = crate::disk::attach(&mut machine, &args.hda, &args.hdb, &args.cdrom)?;
-    boot(&mut machine, &kernel, &initrd, &args.append)?;
+    let (mut remotes, images) = crate::disk::open(&args.hda, &args.hdb, &args.cdrom)?;
+    let mut machine = match (&args.load_state, &kernel) {
+        (Some(path), _) => resume(path, args.realtime, images)?,
+        (None, Some(kernel)) => {
+            let mut m = Machine::new(machine_config(args.memory, args.realtime));
+            crate::disk::attach(&mut m, images)?;
+            boot(&mut m, kernel, &initrd, &args.append)?;
+            m
+        }
+        (None, None) => unreachable!("a kernel is read whenever no state is loaded"),
+    };
 
     let interactive = std::io::stdin().is_terminal();
     let _raw = if interactive {
@@ -344,7 +408,9 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
                 break 'run Outcome::Reset(cause);
             }
             eprintln!("\r\nwasm86: guest reset ({cause:?}); booting again\r");
-            boot(&mut machine, &kernel, &initrd, &args.append)?;
+            if let Some(kernel) = &kernel {
+                boot(&mut machine, kernel, &initrd, &args.append)?;
+            }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break 'run Outcome::Timeout;
@@ -382,6 +448,15 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
                             ctrl_a = false;
                             match b {
                                 b'x' | b'X' => break 'run Outcome::Quit,
+                                b's' | b'S' => match &args.save_state {
+                                    Some(path) => match save(&mut machine, path) {
+                                        Ok(msg) => eprint!("\r\nwasm86: {msg}\r\n"),
+                                        Err(e) => eprint!("\r\nwasm86: {e}\r\n"),
+                                    },
+                                    None => {
+                                        eprint!("\r\nwasm86: no --save-state PATH was given\r\n")
+                                    }
+                                },
                                 0x01 => pending.push_back(b),
                                 _ => {}
                             }
@@ -407,6 +482,11 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
     };
     drop(stdout);
     drop(_raw);
+
+    if let Some(path) = &args.save_state {
+        let msg = save(&mut machine, path)?;
+        eprintln!("wasm86: {msg}");
+    }
 
     if args.screen_text {
         crate::screen::print_text(&machine);

@@ -61,34 +61,57 @@ impl BlockBackend for FileBackend {
     }
 }
 
-/// Attach `--hda`, `--hdb` (primary master/slave, /dev/sda, /dev/sdb) and `--cdrom`
-/// (secondary master, /dev/sr0). Each is a file, or an `http://` URL streamed by the returned
-/// [`Remotes`] (which the run loop must service).
-pub fn attach(
-    machine: &mut Machine,
+/// An image an option names, opened: the drive slot it goes to, the option, its path or URL,
+/// and its bytes.
+pub struct Image {
+    pub slot: usize,
+    pub what: &'static str,
+    pub path: PathBuf,
+    pub backend: Box<dyn BlockBackend>,
+}
+
+/// Open `--hda`, `--hdb` (primary master/slave, /dev/sda, /dev/sdb) and `--cdrom` (secondary
+/// master, /dev/sr0). Each is a file, or an `http://` URL streamed by the returned [`Remotes`]
+/// (which the run loop must service).
+pub fn open(
     hda: &Option<PathBuf>,
     hdb: &Option<PathBuf>,
     cdrom: &Option<PathBuf>,
-) -> Result<Remotes, String> {
+) -> Result<(Remotes, Vec<Image>), String> {
     let mut remotes = Remotes::default();
-    let mut open = |what: &'static str, p: &Path| -> Result<Box<dyn BlockBackend>, String> {
-        match url_of(p) {
-            Some(url) => remotes.open(what, url),
-            None => Ok(Box::new(FileBackend::open(what, p)?)),
-        }
-    };
-    for (slot, what, path) in [(0, "--hda", hda), (1, "--hdb", hdb)] {
+    let mut images = Vec::new();
+    for (slot, what, path) in [(0, "--hda", hda), (1, "--hdb", hdb), (2, "--cdrom", cdrom)] {
         if let Some(p) = path {
-            let backend = open(what, p)?;
-            let disk = AtaDisk::new(backend).map_err(|e| format!("{what} {}: {e}", p.display()))?;
-            machine.attach_drive(slot, Drive::Ata(disk));
+            let backend = match url_of(p) {
+                Some(url) => remotes.open(what, url)?,
+                None => Box::new(FileBackend::open(what, p)?),
+            };
+            images.push(Image {
+                slot,
+                what,
+                path: p.clone(),
+                backend,
+            });
         }
     }
-    if let Some(p) = cdrom {
-        let backend = open("--cdrom", p)?;
-        machine.attach_drive(2, Drive::Atapi(Cdrom::with_disc(backend)));
+    Ok((remotes, images))
+}
+
+/// Put `images` (from [`open`]) into a new machine's drives: disks in slots 0 and 1, the
+/// CD-ROM in slot 2.
+pub fn attach(machine: &mut Machine, images: Vec<Image>) -> Result<(), String> {
+    for image in images {
+        machine.set_disk_name(image.slot, &image.path.display().to_string());
+        let drive = if image.slot == 2 {
+            Drive::Atapi(Cdrom::with_disc(image.backend))
+        } else {
+            let disk = AtaDisk::new(image.backend)
+                .map_err(|e| format!("{} {}: {e}", image.what, image.path.display()))?;
+            Drive::Ata(disk)
+        };
+        machine.attach_drive(image.slot, drive);
     }
-    Ok(remotes)
+    Ok(())
 }
 
 /// The URL an image option names, if it is one (`scheme://...`) rather than a file.

@@ -215,6 +215,22 @@ impl Default for Vga {
 }
 
 impl Vga {
+    /// Video memory (for snapshots: serialising a `Vga` leaves it out).
+    pub fn vram(&self) -> &[u8] {
+        &self.vram
+    }
+
+    /// Replace video memory (a snapshot restored); the next frame is drawn afresh. `vram` must
+    /// be [`VRAM_SIZE`] bytes; other sizes are cut or zero-filled to it.
+    pub fn set_vram(&mut self, mut vram: Vec<u8>) {
+        vram.resize(VRAM_SIZE, 0);
+        self.vram = vram;
+        self.dirty.fill(u64::MAX);
+        self.font_dirty = true;
+        self.palette_dirty = true;
+        self.out = render::Output::default();
+    }
+
     /// The adapter as a BIOS leaves it after setting mode 3 (80x25 colour text, 9x16 cells),
     /// with the 8x16 CP437 font in plane 2, so a directly booted kernel has a text console.
     pub fn new() -> Vga {

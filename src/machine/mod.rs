@@ -34,6 +34,8 @@
 //! to the host so it can sleep, and the host's clock pulls virtual time forward at the next call
 //! ([`Machine::run_realtime`]). Nothing here reads a clock: the host passes time in.
 
+mod snapshot;
+
 use crate::block::BlockBackend;
 use crate::bus::{Bus, MmioChange};
 use crate::cpu::{flags, Cpu, RunExit};
@@ -49,6 +51,7 @@ use crate::dev::uart::Uart;
 use crate::dev::vga::{self, Vga};
 use crate::dev::{all_ones, BoardSignals, DevCtx, Device, IrqLines, Nanos, Timed};
 use crate::mem::PageKind;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -138,7 +141,7 @@ impl Default for MachineConfig {
 /// `base_ns + (instructions - base_instructions) * ps_per_instruction / 1000`. Skipping idle time
 /// moves the base forward; in real-time mode the rate follows the host (see
 /// [`Machine::run_realtime`]).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Clock {
     base_ns: Nanos,
     base_instructions: u64,
@@ -214,7 +217,34 @@ pub struct Board {
     mmio_changes: Vec<MmioChange>,
 }
 
-/// Builds the buses while [`Board::new`] adds the devices.
+/// The board's state: virtual time, the lines and signals, every device's state and where the
+/// windows that PCI BARs place are mapped. The devices are the board's own handles: serialising
+/// a state reads them, deserialising one builds new devices (see [`Board::assemble`]). The
+/// display's video memory and the drives' source images are not in it (the snapshot file
+/// holds the first, the host passes the second again).
+#[derive(Serialize, Deserialize)]
+pub struct BoardState {
+    now: Nanos,
+    clock: Clock,
+    irq: IrqLines,
+    signals: BoardSignals,
+    pic: Shared<PicPair>,
+    pit: Shared<Pit>,
+    rtc: Shared<Rtc>,
+    com1: Shared<Uart>,
+    com2: Shared<Uart>,
+    i8042: Shared<I8042>,
+    pci: Shared<PciBus>,
+    port_a: Shared<PortA>,
+    post: Shared<PostCode>,
+    coprocessor: Shared<CoprocessorLatch>,
+    vga: Shared<Vga>,
+    ide: Shared<Ide>,
+    lfb_at: Option<u32>,
+    ide_bm_at: Option<u32>,
+}
+
+/// Builds the buses while [`Board::assemble`] maps the devices.
 struct Wiring {
     ports: DeviceBus,
     memory: DeviceBus,
@@ -222,38 +252,33 @@ struct Wiring {
 }
 
 impl Wiring {
-    /// Add `device` at the port ranges `ranges` (base, length).
+    /// Map `device` at the port ranges `ranges` (base, length).
     fn device<T: Device + 'static>(
         &mut self,
-        device: T,
+        device: &Shared<T>,
         ranges: &[(u16, u32)],
-    ) -> Result<Shared<T>, MapError> {
-        let device = shared(device);
+    ) -> Result<(), MapError> {
         for &(base, len) in ranges {
             self.ports.map(base.into(), len, device.clone())?;
         }
-        Ok(device)
+        Ok(())
     }
 
     /// [`Wiring::device`], for a device driven by virtual time.
     fn timed<T: Device + Timed + 'static>(
         &mut self,
-        device: T,
+        device: &Shared<T>,
         ranges: &[(u16, u32)],
-    ) -> Result<Shared<T>, MapError> {
-        let device = self.device(device, ranges)?;
+    ) -> Result<(), MapError> {
+        self.device(device, ranges)?;
         self.timed.push(device.clone());
-        Ok(device)
+        Ok(())
     }
 }
 
 impl Board {
+    /// The board at power-on.
     fn new(config: &MachineConfig) -> Result<Board, MapError> {
-        let mut w = Wiring {
-            ports: DeviceBus::ports(),
-            memory: DeviceBus::memory(),
-            timed: Vec::new(),
-        };
         let mut rtc = Rtc::new(config.rtc_unix_seconds);
         rtc.set_memory_size(config.ram_bytes as u64);
         let mut com1 = Uart::new(COM1_IRQ);
@@ -265,42 +290,7 @@ impl Board {
             .expect("slot 2 is free on a fresh bus");
         // The slot is free on a fresh bus.
         let _ = pci.add(ide::pci_config());
-
-        // Every device and where it answers. The timed ones are advanced in this order when
-        // their deadlines fall at the same instant.
-        let pic = w.device(PicPair::new(), &PicPair::RANGES)?;
-        let pit = w.timed(Pit::new(), &[(PIT_BASE, 4), (PORT_B, 1)])?;
-        let rtc = w.timed(rtc, &[(RTC_BASE, 2)])?;
-        let com1 = w.timed(com1, &[(COM1_BASE, 8)])?;
-        let com2 = w.timed(com2, &[(COM2_BASE, 8)])?;
-        let i8042 = w.timed(I8042::new(), &[(I8042_DATA, 1), (I8042_CMD, 1)])?;
-        let pci = w.device(pci, &[(PCI_BASE, 8)])?;
-        let post = w.device(PostCode::default(), &[(POST_PORT, 1)])?;
-        let port_a = w.device(PortA::default(), &[(PORT_A, 1)])?;
-        let coprocessor = w.device(CoprocessorLatch::default(), &[(COPROCESSOR_PORT, 1)])?;
-        let vga = w.device(
-            Vga::new(),
-            &[
-                (vga::PORT_BASE, vga::PORT_LEN),
-                (vga::DISPI_BASE, vga::DISPI_LEN),
-            ],
-        )?;
-        w.memory
-            .map(vga::LEGACY_BASE, vga::LEGACY_LEN, vga.clone())?;
-        // The framebuffer and the bus-master window follow their PCI BARs (follow_bars).
-        w.memory
-            .map(vga::LFB_DEFAULT, vga::VRAM_SIZE as u32, vga.clone())?;
-        let ide = w.device(
-            Ide::new(),
-            &[
-                (ide::PRIMARY_BASE, 8),
-                (ide::PRIMARY_CTL, 1),
-                (ide::SECONDARY_BASE, 8),
-                (ide::SECONDARY_CTL, 1),
-                (ide::BM_DEFAULT_BASE, ide::BM_SIZE),
-            ],
-        )?;
-        Ok(Board {
+        Board::assemble(BoardState {
             now: 0,
             clock: Clock {
                 base_ns: 0,
@@ -309,25 +299,117 @@ impl Board {
             },
             irq: IrqLines::default(),
             signals: BoardSignals::default(),
+            pic: shared(PicPair::new()),
+            pit: shared(Pit::new()),
+            rtc: shared(rtc),
+            com1: shared(com1),
+            com2: shared(com2),
+            i8042: shared(I8042::new()),
+            pci: shared(pci),
+            port_a: shared(PortA::default()),
+            post: shared(PostCode::default()),
+            coprocessor: shared(CoprocessorLatch::default()),
+            vga: shared(Vga::new()),
+            ide: shared(Ide::new()),
+            lfb_at: Some(vga::LFB_DEFAULT),
+            ide_bm_at: Some(ide::BM_DEFAULT_BASE.into()),
+        })
+    }
+
+    /// The board of `state`, every device mapped where it answers: the one place that says
+    /// which device is where.
+    fn assemble(state: BoardState) -> Result<Board, MapError> {
+        let mut w = Wiring {
+            ports: DeviceBus::ports(),
+            memory: DeviceBus::memory(),
+            timed: Vec::new(),
+        };
+        let s = &state;
+        // The timed devices are advanced in this order when their deadlines fall at the same
+        // instant.
+        w.device(&s.pic, &PicPair::RANGES)?;
+        w.timed(&s.pit, &[(PIT_BASE, 4), (PORT_B, 1)])?;
+        w.timed(&s.rtc, &[(RTC_BASE, 2)])?;
+        w.timed(&s.com1, &[(COM1_BASE, 8)])?;
+        w.timed(&s.com2, &[(COM2_BASE, 8)])?;
+        w.timed(&s.i8042, &[(I8042_DATA, 1), (I8042_CMD, 1)])?;
+        w.device(&s.pci, &[(PCI_BASE, 8)])?;
+        w.device(&s.post, &[(POST_PORT, 1)])?;
+        w.device(&s.port_a, &[(PORT_A, 1)])?;
+        w.device(&s.coprocessor, &[(COPROCESSOR_PORT, 1)])?;
+        w.device(
+            &s.vga,
+            &[
+                (vga::PORT_BASE, vga::PORT_LEN),
+                (vga::DISPI_BASE, vga::DISPI_LEN),
+            ],
+        )?;
+        w.memory
+            .map(vga::LEGACY_BASE, vga::LEGACY_LEN, s.vga.clone())?;
+        w.device(
+            &s.ide,
+            &[
+                (ide::PRIMARY_BASE, 8),
+                (ide::PRIMARY_CTL, 1),
+                (ide::SECONDARY_BASE, 8),
+                (ide::SECONDARY_CTL, 1),
+            ],
+        )?;
+        // The windows PCI BARs place (follow_bars moves them).
+        if let Some(at) = s.lfb_at {
+            w.memory.map(at, vga::VRAM_SIZE as u32, s.vga.clone())?;
+        }
+        if let Some(at) = s.ide_bm_at {
+            w.ports.map(at, ide::BM_SIZE, s.ide.clone())?;
+        }
+        Ok(Board {
+            now: state.now,
+            clock: state.clock,
+            irq: state.irq,
+            signals: state.signals,
             ports: w.ports,
             memory: w.memory,
             timed: w.timed,
-            pic,
-            pit,
-            rtc,
-            com1,
-            com2,
-            i8042,
-            pci,
-            port_a,
-            post,
-            coprocessor,
-            vga,
-            ide,
-            lfb_at: Some(vga::LFB_DEFAULT),
-            ide_bm_at: Some(ide::BM_DEFAULT_BASE.into()),
+            pic: state.pic,
+            pit: state.pit,
+            rtc: state.rtc,
+            com1: state.com1,
+            com2: state.com2,
+            i8042: state.i8042,
+            pci: state.pci,
+            port_a: state.port_a,
+            post: state.post,
+            coprocessor: state.coprocessor,
+            vga: state.vga,
+            ide: state.ide,
+            lfb_at: state.lfb_at,
+            ide_bm_at: state.ide_bm_at,
             mmio_changes: Vec::new(),
         })
+    }
+
+    /// The board's state (sharing the device handles: serialise it before the devices change).
+    fn state(&self) -> BoardState {
+        BoardState {
+            now: self.now,
+            clock: self.clock,
+            irq: self.irq,
+            signals: self.signals,
+            pic: self.pic.clone(),
+            pit: self.pit.clone(),
+            rtc: self.rtc.clone(),
+            com1: self.com1.clone(),
+            com2: self.com2.clone(),
+            i8042: self.i8042.clone(),
+            pci: self.pci.clone(),
+            port_a: self.port_a.clone(),
+            post: self.post.clone(),
+            coprocessor: self.coprocessor.clone(),
+            vga: self.vga.clone(),
+            ide: self.ide.clone(),
+            lfb_at: self.lfb_at,
+            ide_bm_at: self.ide_bm_at,
+        }
     }
 
     /// The MMIO ranges mapped now, as (base, length).
@@ -564,6 +646,8 @@ pub struct Machine {
     config: MachineConfig,
     /// Real time: where the host's speed was last measured.
     rate_sample: Option<RateSample>,
+    /// The names (paths, URLs) the host gave the drives' images, by slot, for snapshots.
+    disk_names: [String; 4],
 }
 
 /// Real time: a host clock reading and the instruction count then.
@@ -581,9 +665,14 @@ impl Machine {
     /// A machine in its power-on state.
     pub fn new(config: MachineConfig) -> Machine {
         // The port map is fixed and overlap-free; a failure here is a bug in this file.
-        let board = Rc::new(RefCell::new(
-            Board::new(&config).expect("the board's port ranges do not overlap"),
-        ));
+        let board = Board::new(&config).expect("the board's port ranges do not overlap");
+        Machine::with_board(config, board)
+    }
+
+    /// A machine with the CPU at power-on and `board`, its MMIO ranges marked in the CPU's
+    /// page map.
+    fn with_board(config: MachineConfig, board: Board) -> Machine {
+        let board = Rc::new(RefCell::new(board));
         let mut cpu = Cpu::new(config.ram_bytes, Box::new(BoardBus(Rc::clone(&board))));
         for (start, len) in board.borrow().mmio_ranges() {
             cpu.mem.map(start, len, PageKind::Mmio);
@@ -593,6 +682,7 @@ impl Machine {
             board,
             config,
             rate_sample: None,
+            disk_names: Default::default(),
         }
     }
 

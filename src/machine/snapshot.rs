@@ -1,0 +1,174 @@
+//! Saving a whole machine to a state file and starting one from it (the file format is in
+//! [`crate::state`]).
+//!
+//! A state is taken between runs (never inside `Cpu::run`), so the CPU is at an instruction
+//! boundary and every device is as the board left it. A machine restored from it and run on
+//! with the same inputs retires the same instructions and prints the same bytes as the machine
+//! that was saved would have: everything that decides what happens next is in the state, and
+//! what is left out (decoded blocks, the TLB, compiled code, the rendered frame) is rebuilt on
+//! demand without changing what the guest sees.
+
+use super::{Board, BoardState, Machine, MachineConfig, TimeMode, DETERMINISTIC_EPOCH};
+use crate::block::BlockBackend;
+use crate::cpu::state::CpuState;
+use crate::dev::vga;
+use crate::state::{self, DiskIdentity, StateError, StateFile};
+use serde::{Deserialize, Serialize};
+
+/// The largest RAM a state may ask for (the 32-bit physical space below the MMIO hole).
+const MAX_RAM: u64 = 3 << 30;
+
+/// Everything but memory and the source images (see [`crate::state`]).
+#[derive(Serialize, Deserialize)]
+struct MachineState {
+    ram_bytes: u64,
+    ns_per_instruction: u64,
+    fast_serial: bool,
+    cpu: CpuState,
+    board: BoardState,
+}
+
+impl Machine {
+    /// Tell the machine what the image at drive `slot` is called (its path or URL), so that a
+    /// saved state names it and a restore can say which image it wants.
+    pub fn set_disk_name(&mut self, slot: usize, name: &str) {
+        if let Some(n) = self.disk_names.get_mut(slot) {
+            *n = name.to_string();
+        }
+    }
+
+    /// The machine's whole state as a state file (see [`crate::state`]).
+    pub fn save_state(&mut self) -> Vec<u8> {
+        let board = self.board.borrow();
+        let machine = MachineState {
+            ram_bytes: self.cpu.mem.ram.len() as u64,
+            ns_per_instruction: self.config.ns_per_instruction,
+            fast_serial: self.config.fast_serial,
+            cpu: self.cpu.state(),
+            board: board.state(),
+        };
+        // Serialising plain data into a Vec cannot fail.
+        let machine = postcard::to_stdvec(&machine).unwrap_or_default();
+        let mut disks = Vec::new();
+        {
+            let mut ide = board.ide.borrow_mut();
+            for slot in 0..4 {
+                let image = ide
+                    .drive_mut(slot)
+                    .and_then(|d| d.image_mut())
+                    .and_then(|o| o.base_mut());
+                if let Some(image) = image {
+                    disks.push(DiskIdentity::of(slot, &self.disk_names[slot], image));
+                }
+            }
+        }
+        let vga = board.vga.borrow();
+        state::write(&StateFile {
+            machine,
+            ram: &self.cpu.mem.ram,
+            vram: vga.vram(),
+            disks,
+        })
+    }
+
+    /// A machine from the state file `file`, with the drives' source images given again as
+    /// (slot, image): each must be the image the saved drive had (checked by its size and the
+    /// CRC of its ends), and every drive with media needs one. `time_mode` is the host's
+    /// choice; the rest of the configuration comes from the file. On any error, nothing is
+    /// built.
+    pub fn restore_state(
+        file: &[u8],
+        time_mode: TimeMode,
+        disks: Vec<(usize, Box<dyn BlockBackend>)>,
+    ) -> Result<Machine, StateError> {
+        let parsed = state::read(file)?;
+        let saved: MachineState = postcard::from_bytes(&parsed.machine)
+            .map_err(|e| StateError::Corrupt(format!("the machine's state: {e}")))?;
+        if saved.ram_bytes == 0
+            || saved.ram_bytes > MAX_RAM
+            || !saved.ram_bytes.is_multiple_of(4096)
+        {
+            return Err(StateError::Corrupt(format!(
+                "a RAM size of {} bytes",
+                saved.ram_bytes
+            )));
+        }
+        if saved.ns_per_instruction == 0 || saved.cpu.cpl > 3 {
+            return Err(StateError::Corrupt(
+                "impossible CPU timing or privilege".into(),
+            ));
+        }
+        let ram = state::decode_memory("RAM", parsed.ram_pages, saved.ram_bytes as usize)?;
+        let vram = state::decode_memory("video memory", parsed.vram_pages, vga::VRAM_SIZE)?;
+        let board = Board::assemble(saved.board)
+            .map_err(|e| StateError::Corrupt(format!("the devices' ranges: {e}")))?;
+        board.vga.borrow_mut().set_vram(vram);
+        attach_images(&board, &parsed.disks, disks)?;
+        let config = MachineConfig {
+            ram_bytes: saved.ram_bytes as usize,
+            ns_per_instruction: saved.ns_per_instruction,
+            time_mode,
+            // The clock the RTC shows is in its state.
+            rtc_unix_seconds: DETERMINISTIC_EPOCH,
+            fast_serial: saved.fast_serial,
+        };
+        let mut m = Machine::with_board(config, board);
+        m.cpu.mem.ram.copy_from_slice(&ram);
+        m.cpu.set_state(&saved.cpu);
+        for d in &parsed.disks {
+            m.set_disk_name(d.slot, &d.name);
+        }
+        // A drive that was waiting for a streamed read asks its new image again.
+        m.storage_wake();
+        Ok(m)
+    }
+}
+
+/// Give each drive of `board` that has media its image from `given`, checked against the
+/// identity the state recorded for that slot.
+fn attach_images(
+    board: &Board,
+    saved: &[DiskIdentity],
+    given: Vec<(usize, Box<dyn BlockBackend>)>,
+) -> Result<(), StateError> {
+    let mut given: Vec<Option<(usize, Box<dyn BlockBackend>)>> =
+        given.into_iter().map(Some).collect();
+    let mut ide = board.ide.borrow_mut();
+    for slot in 0..4 {
+        let Some(overlay) = ide.drive_mut(slot).and_then(|d| d.image_mut()) else {
+            continue;
+        };
+        let identity = saved
+            .iter()
+            .find(|d| d.slot == slot)
+            .cloned()
+            .unwrap_or(DiskIdentity {
+                slot,
+                size: overlay.len(),
+                edges_crc: None,
+                name: String::new(),
+            });
+        let Some((_, mut image)) = given
+            .iter_mut()
+            .find(|g| g.as_ref().is_some_and(|(s, _)| *s == slot))
+            .and_then(Option::take)
+        else {
+            return Err(StateError::DiskMissing(identity));
+        };
+        if let Err(found) = identity.check(image.as_mut()) {
+            return Err(StateError::DiskMismatch {
+                expected: identity,
+                found,
+            });
+        }
+        if overlay.reattach(image).is_err() {
+            return Err(StateError::Corrupt(format!(
+                "drive {slot}'s overlay does not have the size its image has"
+            )));
+        }
+    }
+    match given.into_iter().flatten().next() {
+        Some((slot, _)) => Err(StateError::DiskUnexpected(slot)),
+        None => Ok(()),
+    }
+}
