@@ -98,7 +98,7 @@ build-wasm32:
 wasm:
 	$(WASM_PACK) build --release --target web --out-dir pkg
 
-site: wasm
+site: wasm build
 	scripts/site.sh
 
 run: setup site build

@@ -4,7 +4,9 @@
 #   site/                    www/ (index.html, course-notes.html, the JS front-end)
 #   site/pkg/                wasm86.js + wasm86_bg.wasm (wasm-pack --target web output in pkg/)
 #   site/vendor/xterm/       xterm.mjs, xterm.css, addon-fit.mjs, LICENSE (from node_modules)
-#   site/images/             bzImage, initramfs.cpio.gz, disk.img, cdrom.iso
+#   site/images/             bzImage, initramfs.cpio.gz, disk.img, cdrom.iso, and linux.state:
+#                            the bundled Linux saved at its shell prompt by the native build
+#                            (target/release/wasm86), for ?state=images/linux.state
 #
 # The result is plain files: copy it to any static web server (one that honours Range requests,
 # so that disks stream). Inputs are checked first, and a missing one is named with the command
@@ -38,6 +40,9 @@ done
 
 [ -d www ] || die "www/ missing: run this from a wasm86 checkout"
 
+wasm86=target/release/wasm86
+[ -x "$wasm86" ] || die "$wasm86 missing: build it first with 'make build' (it saves images/linux.state)"
+
 tmp="$out.tmp.$$"
 trap 'rm -rf "$tmp"' EXIT
 rm -rf "$tmp"
@@ -50,6 +55,18 @@ cp "$xterm/LICENSE" "$tmp/vendor/xterm/LICENSE"
 for f in bzImage initramfs.cpio.gz disk.img cdrom.iso; do
     cp --reflink=auto "images/$f" "$tmp/images/"
 done
+
+# The bundled Linux at its shell prompt, with the page's default configuration (64 MiB, its
+# command line), saved after the kernel's last boot message (its switch to the TSC clocksource,
+# about a second after the prompt) so that nothing interrupts the first command typed. The run
+# is deterministic: the same build and images give the same file.
+if ! "$wasm86" --memory 64 --append "console=ttyS0 console=tty0 nomodeset" \
+    --until $'Switched to clocksource tsc\r' --timeout 300 \
+    --save-state "$tmp/images/linux.state" </dev/null >"$tmp/state.log" 2>&1; then
+    tail -5 "$tmp/state.log" >&2
+    die "saving the bundled Linux at its prompt failed (the log is above)"
+fi
+rm -f "$tmp/state.log"
 
 rm -rf "$out"
 mv "$tmp" "$out"

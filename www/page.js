@@ -44,6 +44,7 @@ function refreshStatus() {
     $("pause").disabled = !(state === "running" || state === "paused");
     $("pause").textContent = state === "paused" ? "Resume" : "Pause";
     $("reset").disabled = state === "idle" || state === "loading";
+    $("save").disabled = !(state === "running" || state === "paused");
   });
 }
 for (const ev of ["state", "stats", "progress", "restart"]) controller.addEventListener(ev, refreshStatus);
@@ -56,14 +57,15 @@ function showError() {
 controller.addEventListener("error", showError);
 controller.addEventListener("restart", showError);
 
-controller.addEventListener("message", (e) => {
+function showNote(text) {
   const li = document.createElement("li");
-  li.textContent = e.detail.text;
+  li.textContent = text;
   $("notes").append(li);
   $("notes").hidden = false;
   // Only the latest few matter.
   while ($("notes").children.length > 5) $("notes").firstElementChild.remove();
-});
+}
+controller.addEventListener("message", (e) => showNote(e.detail.text));
 controller.addEventListener("restart", () => {
   $("notes").replaceChildren();
   $("notes").hidden = true;
@@ -79,6 +81,26 @@ document.addEventListener("fullscreenchange", () => {
   if (document.fullscreenElement === screenBox) $("screen").focus();
 });
 $("keyboard").onclick = () => $("text-input").focus();
+
+// ---- saved states ----
+
+$("save").onclick = async () => {
+  try {
+    const state = await controller.saveState();
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([state], { type: "application/octet-stream" }));
+    a.download = `wasm86-${new Date().toISOString().replace(/[:.]/g, "-")}.state`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+  } catch (err) {
+    showNote(`Save failed: ${err.message}`);
+  }
+};
+$("restore").addEventListener("change", (e) => {
+  const file = e.target.files && e.target.files[0];
+  e.target.value = "";
+  if (file) controller.restoreState(file);
+});
 
 // ---- local disk images: the file picker and drag and drop ----
 

@@ -285,6 +285,9 @@ export function createTerminal(
   controller.addEventListener("boot", () =>
     note("Booting Linux: the kernel unpacks itself first (a few quiet seconds).")
   );
+  controller.addEventListener("restored", () =>
+    note("Restored a saved machine: it goes on where it was saved (press Enter for a new prompt).")
+  );
   if (showMessages) controller.addEventListener("message", (e) => note(e.detail.text));
   term.onData((data) => controller.sendSerial(data));
   term.onBinary((data) => controller.sendSerial(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));

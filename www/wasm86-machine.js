@@ -10,12 +10,13 @@
 // machine starts when it is clicked, or when it scrolls into view (start="click" waits for the
 // click), so a page with ten of them downloads nothing until the reader gets there.
 // `run="COMMAND"` types COMMAND + Enter on the serial console once the shell prompt ("# ") shows,
-// after every boot. `element.machine` is the automation API (see wasm86.js).
+// after every boot (at once when the machine starts from a saved state, `state="URL"`).
+// `element.machine` is the automation API (see wasm86.js).
 
 import { MachineController, resolveOptions } from "./wasm86.js";
 import { ScreenView, bindKeyboard, bindMouse, createTerminal, toggleFullscreen, XTERM_CSS } from "./ui.js";
 
-const OPTION_ATTRS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "jit", "jit-threshold"];
+const OPTION_ATTRS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "jit", "jit-threshold", "state"];
 
 /** A shell prompt: "# " at the end of the output, or followed by busybox's cursor-position query
  * ESC[6n (kernel messages may come right after it). */
@@ -286,6 +287,13 @@ class Wasm86MachineElement extends HTMLElement {
     c.addEventListener("boot", () => {
       this._runArmed = true;
       tail = "";
+    });
+    // A machine restored from a state starts where it was saved, for the states pages use at
+    // its shell prompt, which it printed before it was saved: the command goes at once.
+    c.addEventListener("restored", () => {
+      this._runArmed = false;
+      const command = this.getAttribute("run");
+      if (command) c.sendSerial(`${command}\n`);
     });
     c.addEventListener("serial", (e) => {
       const command = this.getAttribute("run");

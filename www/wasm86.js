@@ -4,7 +4,7 @@
 //
 // The automation API (the same on `window.wasm86` and on each widget's `.machine`):
 //   serialText() screenText() sendSerial(text) typeText(text) stats() pause() resume() reset()
-//   start() ready error()
+//   start() ready error() saveState() restoreState(state)
 // stats() is {instructions, mips, downloadedBytes, state, jit}, state one of
 // "idle" | "loading" | "running" | "paused" | "error"; jit is null while the compiling tier is
 // off, else its counters (regionsCompiled, regionsLive, guestBytes, wasmBytes,
@@ -22,6 +22,8 @@ export const DEFAULTS = Object.freeze({
   hda: null,
   hdb: null,
   cdrom: null,
+  // A saved machine to start from instead of booting (a state file: URL, File, Blob or bytes).
+  state: null,
   // The compiling tier (hot guest code to WebAssembly): on; `jit=0` turns it off,
   // `jit-threshold=N` compiles a block once it has started N times (1: most eager; null: the
   // emulator's default).
@@ -59,6 +61,12 @@ export function resolveOptions(given, base = document.baseURI) {
     else if (typeof v !== "string") out[name] = v; // a File or Blob
     else out[name] = url(name, v);
   }
+  const state = given.state;
+  if (state !== undefined) {
+    if (state === null || state === "" || state === "none") out.state = null;
+    else if (typeof state !== "string") out.state = state; // a File, Blob or bytes
+    else out.state = url("state", state);
+  }
   if (given.append !== undefined && given.append !== null) out.append = String(given.append);
   // A command line that names the root file system (root=/dev/sda) asks for it: the bundled
   // initramfs would ignore it (it is a whole userland and never mounts another root), so it is
@@ -89,11 +97,11 @@ export function resolveOptions(given, base = document.baseURI) {
 }
 
 /** Options from the page's query string: kernel initrd append hda hdb cdrom memory jit
- * jit-threshold. */
+ * jit-threshold state. */
 export function optionsFromQuery(search = location.search, base = location.href) {
   const q = new URLSearchParams(search);
   const given = {};
-  for (const name of ["kernel", "initrd", "append", "hda", "hdb", "cdrom", "memory", "jit", "jit-threshold"]) {
+  for (const name of ["kernel", "initrd", "append", "hda", "hdb", "cdrom", "memory", "jit", "jit-threshold", "state"]) {
     if (q.has(name)) given[name] = q.get(name);
   }
   return resolveOptions(given, base);
@@ -126,8 +134,9 @@ export function formatCount(n) {
  * instructionsBefore}: the guest wrote these bytes to COM1 while its retired-instruction count went
  * from instructionsBefore to instructions, one run() slice of ~1-2 ms), "frame"
  * ({width, height, data: Uint8ClampedArray}), "screentext", "stats", "progress", "message" ({text}),
- * "error" ({message}), "boot" (the kernel was loaded: first start, reset, guest reboot), "restart"
- * (a new machine replaces the old one: mirrors were cleared).
+ * "error" ({message}), "boot" (the kernel was loaded: first start, reset, guest reboot),
+ * "restored" (the machine started from a saved state instead), "restart" (a new machine replaces
+ * the old one: mirrors were cleared).
  */
 export class MachineController extends EventTarget {
   constructor(options = {}) {
@@ -136,6 +145,8 @@ export class MachineController extends EventTarget {
     this._worker = null;
     this._wantPaused = false;
     this._framesOn = true;
+    this._saves = new Map(); // save request id -> {resolve, reject}
+    this._nextSave = 1;
     this._clear();
   }
 
@@ -228,6 +239,27 @@ export class MachineController extends EventTarget {
     return this._ready;
   }
 
+  /** The whole machine as a state file (a Promise of an ArrayBuffer): registers, devices, RAM,
+   * the screen and the guest's changes to its disks (not the disk images themselves). Rejects
+   * when there is no running machine. */
+  saveState() {
+    if (!this._worker || this._state === "error" || this._state === "idle" || this._state === "loading") {
+      return Promise.reject(new Error(`there is no running machine to save (it is ${this._state})`));
+    }
+    const id = this._nextSave++;
+    return new Promise((resolve, reject) => {
+      this._saves.set(id, { resolve, reject });
+      this._send({ type: "save", id });
+    });
+  }
+
+  /** Replace the machine by the one saved in `state` (an ArrayBuffer, typed array, Blob, File or
+   * URL), with this machine's disk images (they must be the ones it was saved with). Returns
+   * `ready`, which rejects with the reason a bad state is refused. */
+  restoreState(state) {
+    return this.restart({ state });
+  }
+
   /** Resolves when the machine is running; rejects with the Error shown on the page. */
   get ready() {
     return this._ready;
@@ -296,6 +328,8 @@ export class MachineController extends EventTarget {
       this._worker = null;
     }
     clearInterval(this._watchdog);
+    for (const { reject } of this._saves.values()) reject(new Error("the machine was stopped before it was saved"));
+    this._saves.clear();
   }
 
   _spawn() {
@@ -320,7 +354,7 @@ export class MachineController extends EventTarget {
       this._terminate();
     };
     worker.onmessageerror = () => this._fail("The emulator's worker sent a message that could not be read.");
-    const { kernel, initrd, append, memory, hda, hdb, cdrom, jit, jitThreshold } = this.options;
+    const { kernel, initrd, append, memory, hda, hdb, cdrom, jit, jitThreshold, state } = this.options;
     worker.postMessage({
       type: "start",
       options: {
@@ -334,6 +368,7 @@ export class MachineController extends EventTarget {
         cdrom,
         jit,
         jitThreshold,
+        state,
         paused: this._wantPaused,
       },
     });
@@ -382,6 +417,16 @@ export class MachineController extends EventTarget {
       case "boot":
         this._emit("boot", {});
         break;
+      case "restored":
+        this._emit("restored", {});
+        break;
+      case "saved": {
+        const waiting = this._saves.get(msg.id);
+        this._saves.delete(msg.id);
+        if (waiting && msg.error) waiting.reject(new Error(msg.error));
+        else if (waiting) waiting.resolve(msg.buffer);
+        break;
+      }
       case "progress":
         this._files.set(msg.file.label, msg.file);
         this._emit("progress", msg.file);

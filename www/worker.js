@@ -10,7 +10,10 @@
 // Protocol, page -> worker:   {type: "start", options} | "pause" | "resume" | "reset"
 //   | {type: "serial", bytes} | {type: "type", text} | {type: "key", code, pressed}
 //   | {type: "mouse", dx, dy, dz, buttons} | {type: "frameDone"} | {type: "frames", on}
+//   | {type: "save", id}
 // worker -> page:   {type: "state", state} | {type: "progress", file} | {type: "update", ...}
+//   | {type: "saved", id, buffer} or {type: "saved", id, error} (the answer to "save": a state
+//     file, see src/state)
 //     (update.serial: bytes; update.serialInstructions: [[end offset, instructions before, after]]
 //     per run() slice that wrote some of them: where each slice's bytes end, and the retired-
 //     instruction counts at that slice's start and end)
@@ -135,6 +138,15 @@ function handle(msg) {
       break;
     case "frameDone":
       frameInFlight = false;
+      break;
+    case "save":
+      if (!machine || crashed) {
+        post({ type: "saved", id: msg.id, error: "there is no running machine to save" });
+      } else {
+        // Between turns: the machine is at an instruction boundary.
+        const bytes = machine.save_state();
+        post({ type: "saved", id: msg.id, buffer: bytes.buffer }, [bytes.buffer]);
+      }
       break;
     case "frames":
       framesOn = !!msg.on;
@@ -265,6 +277,27 @@ async function openDisk(slot, source) {
   }
 }
 
+/** What a state option is called in messages. */
+function stateName(source) {
+  if (typeof source === "string") return `state ${source}`;
+  return `state ${source && source.name ? source.name : "(given by the page)"}`;
+}
+
+/** The bytes of a saved state: a URL (downloaded with progress), a File or Blob, or bytes. */
+async function loadState(source) {
+  if (typeof source === "string") return download("state", source);
+  if (source instanceof ArrayBuffer) return new Uint8Array(source);
+  if (ArrayBuffer.isView(source)) return new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
+  const name = source.name || "saved state";
+  post({ type: "progress", file: { label: "state", name, loaded: 0, total: source.size, local: true, done: false } });
+  const bytes = new Uint8Array(await source.arrayBuffer());
+  post({
+    type: "progress",
+    file: { label: "state", name, loaded: bytes.length, total: bytes.length, local: true, done: true },
+  });
+  return bytes;
+}
+
 async function start(options) {
   if (machine || state === "loading") return;
   setState("loading");
@@ -280,23 +313,52 @@ async function start(options) {
     );
   }
 
-  // Everything is fetched at once; the kernel and initrd are needed whole before boot.
+  // Everything is fetched at once; the kernel and initrd are needed whole before boot, and
+  // only for a reboot when the machine starts from a saved state.
   const kernelP = download("kernel", options.kernel);
   const initrdP = options.initrd ? download("initrd", options.initrd) : Promise.resolve(undefined);
+  const stateP = options.state ? loadState(options.state) : null;
   const diskPs = [];
   for (const slot of ["hda", "hdb", "cdrom"]) {
     if (options[slot]) diskPs.push(openDisk(slot, options[slot]).then((d) => ({ slot, ...d })));
   }
   // Settle all before throwing, so a second failure does not become an unhandled rejection.
-  const results = await Promise.allSettled([kernelP, initrdP, ...diskPs]);
+  const needed = stateP ? [stateP, ...diskPs] : [kernelP, initrdP, ...diskPs];
+  if (stateP) {
+    kernelP.catch(() => {});
+    initrdP.catch(() => {});
+  }
+  const results = await Promise.allSettled(needed);
   const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
   if (failed.length) throw new Error(failed.join("\n"));
-  const [kernel, initrd, ...disks] = results.map((r) => r.value);
+  const values = results.map((r) => r.value);
+  const disks = stateP ? values.slice(1) : values.slice(2);
 
-  try {
-    machine = new wasm.Machine(options.memory);
-  } catch (err) {
-    throw new Error(`Could not create the machine: ${describe(err)}`);
+  if (stateP) {
+    const bySlot = Object.fromEntries(disks.map((d) => [d.slot, d.disk]));
+    try {
+      machine = wasm.Machine.fromState(values[0], bySlot.hda, bySlot.hdb, bySlot.cdrom);
+    } catch (err) {
+      throw new Error(`${stateName(options.state)}: ${describe(err)}`);
+    }
+    // The kernel the page would boot is the one a reset boots.
+    Promise.all([kernelP, initrdP]).then(
+      ([kernel, initrd]) => {
+        if (!machine) return;
+        try {
+          machine.set_kernel(kernel, initrd, options.append);
+        } catch (err) {
+          post({ type: "message", text: `Reset cannot boot ${options.kernel}: ${describe(err)}` });
+        }
+      },
+      (err) => post({ type: "message", text: `Reset will not work: ${err.message}` })
+    );
+  } else {
+    try {
+      machine = new wasm.Machine(options.memory);
+    } catch (err) {
+      throw new Error(`Could not create the machine: ${describe(err)}`);
+    }
   }
   jitOn = !!options.jit;
   if (jitOn) {
@@ -307,6 +369,7 @@ async function start(options) {
       post({ type: "message", text: `The compiling tier stays off: ${describe(err)}` });
     }
   }
+  const [kernel, initrd] = stateP ? [null, null] : values;
   for (const { slot, disk, name, local } of disks) {
     const info = {
       label: slot,
@@ -318,24 +381,31 @@ async function start(options) {
       done: true,
     };
     // A warning (e.g. the server ignores Range) comes through take_messages() once attached.
-    try {
-      if (slot === "cdrom") machine.insert_cdrom(disk);
-      else machine.attach_disk(slot === "hda" ? 0 : 1, disk);
-    } catch (err) {
-      throw new Error(`${slot} ${name}: ${describe(err)}`);
+    // A restored machine got its disks from fromState.
+    if (!stateP) {
+      try {
+        if (slot === "cdrom") machine.insert_cdrom(disk);
+        else machine.attach_disk(slot === "hda" ? 0 : 1, disk);
+      } catch (err) {
+        throw new Error(`${slot} ${name}: ${describe(err)}`);
+      }
     }
     post({ type: "progress", file: info });
   }
-  try {
-    machine.load_linux(kernel, initrd, options.append);
-  } catch (err) {
-    // The API says "kernel: ..." or "initrd ...": add which file that was.
-    const why = describe(err);
-    if (why.startsWith("kernel: ")) throw new Error(`kernel ${options.kernel}: ${why.slice(8)}`);
-    if (why.startsWith("initrd")) throw new Error(`${why} (initrd ${options.initrd})`);
-    throw new Error(`kernel ${options.kernel}: ${why}`);
+  if (stateP) {
+    post({ type: "restored" });
+  } else {
+    try {
+      machine.load_linux(kernel, initrd, options.append);
+    } catch (err) {
+      // The API says "kernel: ..." or "initrd ...": add which file that was.
+      const why = describe(err);
+      if (why.startsWith("kernel: ")) throw new Error(`kernel ${options.kernel}: ${why.slice(8)}`);
+      if (why.startsWith("initrd")) throw new Error(`${why} (initrd ${options.initrd})`);
+      throw new Error(`kernel ${options.kernel}: ${why}`);
+    }
+    post({ type: "boot" });
   }
-  post({ type: "boot" });
 
   for (const msg of pendingInput.splice(0)) applyInput(msg);
   clockBase = performance.now();

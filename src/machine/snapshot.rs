@@ -98,7 +98,6 @@ impl Machine {
                 "impossible CPU timing or privilege".into(),
             ));
         }
-        let ram = state::decode_memory("RAM", parsed.ram_pages, saved.ram_bytes as usize)?;
         let vram = state::decode_memory("video memory", parsed.vram_pages, vga::VRAM_SIZE)?;
         let board = Board::assemble(saved.board)
             .map_err(|e| StateError::Corrupt(format!("the devices' ranges: {e}")))?;
@@ -113,7 +112,7 @@ impl Machine {
             fast_serial: saved.fast_serial,
         };
         let mut m = Machine::with_board(config, board);
-        m.cpu.mem.ram.copy_from_slice(&ram);
+        state::decode_memory_into("RAM", parsed.ram_pages, &mut m.cpu.mem.ram)?;
         m.cpu.set_state(&saved.cpu);
         for d in &parsed.disks {
             m.set_disk_name(d.slot, &d.name);

@@ -258,7 +258,14 @@ pub fn read(file: &[u8]) -> Result<ParsedState<'_>, StateError> {
 
 /// Memory of `len` bytes from its pages in a file (`what` names it in errors).
 pub fn decode_memory(what: &str, pages: &[u8], len: usize) -> Result<Vec<u8>, StateError> {
-    decode_pages(pages, len).map_err(|e| StateError::Corrupt(format!("{what}: {e}")))
+    let mut out = vec![0; len];
+    decode_memory_into(what, pages, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_memory`] into `out` (all of it is written: pages left out are zeroed).
+pub fn decode_memory_into(what: &str, pages: &[u8], out: &mut [u8]) -> Result<(), StateError> {
+    decode_pages(pages, out).map_err(|e| StateError::Corrupt(format!("{what}: {e}")))
 }
 
 fn section(out: &mut Vec<u8>, tag: [u8; 4], body: &[u8]) {
@@ -311,9 +318,9 @@ fn encode_pages(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The inverse of [`encode_pages`], for memory of `len` bytes.
-fn decode_pages(body: &[u8], len: usize) -> Result<Vec<u8>, String> {
-    let pages = len.div_ceil(PAGE);
+/// The inverse of [`encode_pages`], into `out`.
+fn decode_pages(body: &[u8], out: &mut [u8]) -> Result<(), String> {
+    let pages = out.len().div_ceil(PAGE);
     let mut r = Reader { data: body, at: 0 };
     let count = r.u32("").map_err(|_| "no page count".to_string())? as usize;
     if count != pages {
@@ -333,16 +340,15 @@ fn decode_pages(body: &[u8], len: usize) -> Result<Vec<u8>, String> {
             present * PAGE
         ));
     }
-    let mut out = vec![0u8; len];
     let mut src = data.chunks(PAGE);
     for (i, page) in out.chunks_mut(PAGE).enumerate() {
-        if bitmap[i / 8] & (1 << (i % 8)) != 0 {
-            if let Some(p) = src.next() {
-                page.copy_from_slice(&p[..page.len()]);
-            }
+        let present = bitmap[i / 8] & (1 << (i % 8)) != 0;
+        match if present { src.next() } else { None } {
+            Some(p) => page.copy_from_slice(&p[..page.len()]),
+            None => page.fill(0),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Reads a file front to back, checking every length against what is left.

@@ -164,6 +164,72 @@ impl Machine {
         o.into()
     }
 
+    /// A machine from a state file (saved by `save_state` here or by the CLI's `--save-state`),
+    /// in real-time mode, with the images its drives had given again (each is checked against
+    /// the one it was saved with). Throws with a message naming what is wrong: not a state
+    /// file, truncated, corrupt, from a newer wasm86, a missing or different disk image.
+    #[wasm_bindgen(js_name = fromState)]
+    pub fn from_state(
+        state: &[u8],
+        hda: Option<Disk>,
+        hdb: Option<Disk>,
+        cdrom: Option<Disk>,
+    ) -> Result<Machine, JsError> {
+        let mut given = Vec::new();
+        let mut registered = Vec::new();
+        for (slot, label, disk) in [
+            (0, "hda", hda),
+            (1, "hdb", hdb),
+            (CDROM_SLOT, "cdrom", cdrom),
+        ] {
+            if let Some(disk) = disk {
+                let (downloaded, warning) = (disk.whole_download(), disk.warning.clone());
+                let name = disk.name.clone();
+                let (backend, stream) = into_backend(disk.source);
+                given.push((slot, backend));
+                registered.push((slot, label, name, downloaded, stream, warning));
+            }
+        }
+        let core = Core::restore_state(state, TimeMode::Realtime, given)
+            .map_err(|e| error(format!("state: {e}")))?;
+        let mut m = Machine {
+            core,
+            input: HostInput::default(),
+            kernel: None,
+            disks: Vec::new(),
+            messages: Messages::default(),
+            epoch_ms: None,
+        };
+        for (slot, label, name, downloaded, stream, warning) in registered {
+            m.core.set_disk_name(slot, &name);
+            m.register(label, downloaded, stream, warning);
+        }
+        Ok(m)
+    }
+
+    /// The whole machine as a state file (see `fromState`; the CLI's `--load-state` reads it
+    /// too). Disk images are not in it, the guest's changes to them are.
+    pub fn save_state(&mut self) -> Vec<u8> {
+        self.core.save_state()
+    }
+
+    /// The kernel a restored machine boots when it is reset or the guest reboots (a machine
+    /// started with `load_linux` has one already). Nothing is loaded now.
+    pub fn set_kernel(
+        &mut self,
+        kernel: Vec<u8>,
+        initrd: Option<Vec<u8>>,
+        append: String,
+    ) -> Result<(), JsError> {
+        linux::parse_header(&kernel).map_err(|e| error(format!("kernel: {e}")))?;
+        self.kernel = Some(Kernel {
+            image: kernel,
+            initrd,
+            append,
+        });
+        Ok(())
+    }
+
     /// Load a Linux bzImage, an optional initrd and the kernel command line, and start the
     /// kernel (the machine is reset first). Throws with a plain message if the kernel is not a
     /// bzImage (the machine is then left as it was), does not fit in RAM, and so on.
@@ -233,7 +299,10 @@ impl Machine {
     /// clock: call again after yielding), "idle" (the guest waits for time or input), or
     /// "reset" (the guest rebooted or triple-faulted; the kernel was booted again).
     pub fn run(&mut self, host_now_ms: f64, max_instructions: f64) -> String {
-        let epoch = *self.epoch_ms.get_or_insert(host_now_ms);
+        // Virtual time goes on from where it is (0 for a new machine; a restored one resumes at
+        // its saved time).
+        let virtual_ms = self.core.now() as f64 / 1e6;
+        let epoch = *self.epoch_ms.get_or_insert(host_now_ms - virtual_ms);
         // `as` saturates (NaN and negatives become 0), so any number is a valid input.
         let host_ns = ((host_now_ms - epoch) * 1e6) as u64;
         let budget = max_instructions as u64;
@@ -437,10 +506,15 @@ impl Machine {
     /// After a reset: drop queued input and boot the kernel again.
     fn reboot(&mut self) {
         self.input.clear();
-        if let Some(k) = &self.kernel {
-            if let Err(e) = boot(&mut self.core, k) {
-                self.message(format!("reset: booting the kernel again failed: {e}"));
+        match &self.kernel {
+            Some(k) => {
+                if let Err(e) = boot(&mut self.core, k) {
+                    self.message(format!("reset: booting the kernel again failed: {e}"));
+                }
             }
+            None => self.message(
+                "reset: this machine was restored from a state and has no kernel to boot (yet)",
+            ),
         }
     }
 }

@@ -836,3 +836,77 @@ async fn index_with_the_compiling_tier_boots_and_answers() {
         .await;
     }
 }
+
+/// A state saved natively (`make site` saves the bundled Linux at its prompt with the CLI's
+/// `--save-state`) restores in the page with `?state=`, and its shell answers at once; the
+/// page's own `saveState()` and `restoreState()` take the machine back to where it was saved
+/// (a file written after the save is gone again); reset() then boots the kernel; and a file
+/// that is not a state is refused in plain words.
+#[tokio::test(flavor = "current_thread")]
+async fn a_state_saved_by_the_cli_restores_in_the_page_which_saves_and_restores_its_own() {
+    run(|env| async move {
+        let t0 = env.goto("/?state=images/linux.state").await?;
+        let m = env.index_machine();
+        m.wait_for(
+            "stats().state == \"running\" from the saved state",
+            boot_timeout(),
+            |s| s.stats.clone().filter(|st| st.state == "running"),
+        )
+        .await?;
+        serial_command(&m, "echo restored-$((6*7))", "restored-42").await?;
+        let answered = t0.elapsed().as_secs_f64();
+        let size = site_file_size("images/linux.state")?;
+
+        serial_command(&m, "echo kept > /tmp/mark; cat /tmp/mark", "kept").await?;
+        let saved = m
+            .call(
+                "return m.saveState().then(b => { window.__saved = b; return b.byteLength; });",
+                vec![],
+            )
+            .await?;
+        let saved_bytes = saved.as_f64().unwrap_or(0.0);
+        if saved_bytes < 1e5 {
+            return Err(format!("saveState() gave {saved:?}, not a state file"));
+        }
+        serial_command(&m, "echo changed > /tmp/mark; cat /tmp/mark", "changed").await?;
+        m.call(
+            "return m.restoreState(window.__saved).then(() => true);",
+            vec![],
+        )
+        .await?;
+        m.wait_for("running again after restoreState()", boot_timeout(), |s| {
+            s.stats.clone().filter(|st| st.state == "running")
+        })
+        .await?;
+        serial_command(&m, "cat /tmp/mark", "kept").await?;
+
+        // The kernel the page boots is the one reset() boots.
+        let len = m.snapshot().await?.serial.len();
+        m.act("reset", vec![]).await?;
+        let mut cleared = false;
+        m.wait_for(
+            "a fresh boot (\"Linux version\" then the prompt) after reset()",
+            boot_timeout(),
+            |s| {
+                cleared |= s.serial.len() < len;
+                let t = s.serial.get(if cleared { 0 } else { len }..)?;
+                let banner = t.find("Linux version")?;
+                t[banner..].contains(PROMPT).then_some(())
+            },
+        )
+        .await?;
+        wait_kernel_settled(&m).await;
+        serial_command(&m, "echo $((6*7))", "42").await?;
+
+        let text = expect_page_error(&env, "?state=images/bzImage").await?;
+        if !text.contains("not a wasm86 state file") {
+            return Err(format!("?state=images/bzImage: #error says {text:?}"));
+        }
+        println!(
+            "state: {size} bytes; a command answered {answered:.1} s after the page load; \
+             saveState() gave {saved_bytes} bytes"
+        );
+        Ok(())
+    })
+    .await;
+}

@@ -375,6 +375,10 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         .timeout
         .map(|t| wall_start + Duration::from_secs_f64(t.min(1e9)));
     let run_start = Instant::now();
+    // Real time: the host clock as virtual time, going on from the machine's own (a resumed
+    // machine is not made to wait until the host catches up with its saved time).
+    let time_base = machine.now();
+    let host_now = || time_base + run_start.elapsed().as_nanos() as u64;
     // Real time reads the host clock once per slice: short slices keep virtual time close to
     // it (a busy guest would otherwise fall behind and lose timer ticks, as the browser host
     // found), and so do streamed disks, whose fetches happen between slices.
@@ -387,7 +391,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
 
     let outcome = 'run: loop {
         let stop = if args.realtime {
-            let host = run_start.elapsed().as_nanos() as u64;
+            let host = host_now();
             machine.run_realtime(host, slice)
         } else {
             machine.run(slice)
@@ -419,7 +423,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         // Input: take what stdin has (waiting briefly when the guest is idle).
         let idle_wait = match stop {
             Stop::Idle { next_deadline } if args.realtime => {
-                let host = run_start.elapsed().as_nanos() as u64;
+                let host = host_now();
                 let until = next_deadline.unwrap_or(host + 10_000_000);
                 Some(Duration::from_nanos(
                     until.saturating_sub(host).min(10_000_000),
@@ -427,7 +431,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
             }
             Stop::Idle { .. } => Some(Duration::from_millis(2)),
             Stop::Budget if args.realtime => {
-                let host = run_start.elapsed().as_nanos() as u64;
+                let host = host_now();
                 let ahead = machine.now().saturating_sub(host);
                 (ahead > 1_000_000).then(|| Duration::from_nanos(ahead.min(10_000_000)))
             }
