@@ -82,20 +82,76 @@ document.addEventListener("fullscreenchange", () => {
 });
 $("keyboard").onclick = () => $("text-input").focus();
 
-// ---- saved states ----
+// ---- saved states: a download, and the browser's own storage (IndexedDB) ----
+
+/** The page's saved machine in this browser: {state: ArrayBuffer, savedAt: ms}, or null. */
+const stored = {
+  open() {
+    return new Promise((resolve, reject) => {
+      const req = indexedDB.open("wasm86", 1);
+      req.onupgradeneeded = () => req.result.createObjectStore("states");
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+  },
+  async run(mode, f) {
+    const db = await this.open();
+    try {
+      return await new Promise((resolve, reject) => {
+        const tx = db.transaction("states", mode);
+        const req = f(tx.objectStore("states"));
+        tx.oncomplete = () => resolve(req.result);
+        tx.onerror = tx.onabort = () => reject(tx.error);
+      });
+    } finally {
+      db.close();
+    }
+  },
+  get() {
+    return this.run("readonly", (s) => s.get("page")).then((v) => v || null);
+  },
+  put(state) {
+    return this.run("readwrite", (s) => s.put({ state, savedAt: Date.now() }, "page"));
+  },
+};
+
+async function showStored() {
+  let saved = null;
+  try {
+    saved = await stored.get();
+  } catch {
+    // No IndexedDB (a private window may refuse it): the download still works.
+  }
+  $("resume-saved").hidden = !saved;
+  if (saved) $("resume-saved").title = `Start the machine saved in this browser on ${new Date(saved.savedAt).toLocaleString()}`;
+}
 
 $("save").onclick = async () => {
+  let state;
   try {
-    const state = await controller.saveState();
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(new Blob([state], { type: "application/octet-stream" }));
-    a.download = `wasm86-${new Date().toISOString().replace(/[:.]/g, "-")}.state`;
-    a.click();
-    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+    state = await controller.saveState();
   } catch (err) {
     showNote(`Save failed: ${err.message}`);
+    return;
   }
+  try {
+    await stored.put(state);
+    await showStored();
+  } catch (err) {
+    showNote(`The browser did not keep the saved machine (${err && err.message}); it is downloaded.`);
+  }
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([state], { type: "application/octet-stream" }));
+  a.download = `wasm86-${new Date().toISOString().replace(/[:.]/g, "-")}.state`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
 };
+$("resume-saved").onclick = async () => {
+  const saved = await stored.get().catch(() => null);
+  if (saved) controller.restoreState(saved.state);
+  else showStored();
+};
+showStored();
 $("restore").addEventListener("change", (e) => {
   const file = e.target.files && e.target.files[0];
   e.target.value = "";

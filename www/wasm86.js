@@ -23,6 +23,8 @@ export const DEFAULTS = Object.freeze({
   hdb: null,
   cdrom: null,
   // A saved machine to start from instead of booting (a state file: URL, File, Blob or bytes).
+  // Unless the boot is asked for (state=none, or any of the kernel, initrd, append, memory or
+  // disk options), the page starts from the bundled Linux saved at its prompt (DEFAULT_STATE).
   state: null,
   // The compiling tier (hot guest code to WebAssembly): on; `jit=0` turns it off,
   // `jit-threshold=N` compiles a block once it has started N times (1: most eager; null: the
@@ -30,6 +32,13 @@ export const DEFAULTS = Object.freeze({
   jit: true,
   jitThreshold: null,
 });
+
+/** The bundled Linux saved at its shell prompt with the default options (`make site` makes it). */
+export const DEFAULT_STATE = new URL("images/linux.state", here).href;
+
+/** The options that choose what boots: giving any of them boots instead of restoring the
+ * default state (that state was saved with the defaults, and with no disks). */
+const BOOT_OPTIONS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom"];
 
 /** The emulator package (wasm-pack --target web output), next to this module. */
 const PKG_URL = new URL("pkg/wasm86.js", here).href;
@@ -66,6 +75,8 @@ export function resolveOptions(given, base = document.baseURI) {
     if (state === null || state === "" || state === "none") out.state = null;
     else if (typeof state !== "string") out.state = state; // a File, Blob or bytes
     else out.state = url("state", state);
+  } else if (!BOOT_OPTIONS.some((name) => given[name] !== undefined)) {
+    out.state = DEFAULT_STATE;
   }
   if (given.append !== undefined && given.append !== null) out.append = String(given.append);
   // A command line that names the root file system (root=/dev/sda) asks for it: the bundled
@@ -300,11 +311,13 @@ export class MachineController extends EventTarget {
     this._send({ type: "frames", on: this._framesOn });
   }
 
-  /** Stop the machine and start a new one with changed options (e.g. a dropped disk image). */
+  /** Stop the machine and start a new one with changed options (e.g. a dropped disk image). A
+   * change of what boots (a kernel, a disk, ...) without a state boots afresh. */
   restart(changes = {}) {
     if (this._fatal) return this._ready;
     this._terminate();
-    this.options = { ...this.options, ...changes };
+    const boots = BOOT_OPTIONS.some((name) => name in changes);
+    this.options = { ...this.options, ...(boots && !("state" in changes) ? { state: null } : {}), ...changes };
     this._clear();
     this.dispatchEvent(new CustomEvent("restart"));
     this._setState("idle");
@@ -369,6 +382,8 @@ export class MachineController extends EventTarget {
         jit,
         jitThreshold,
         state,
+        // The bundled state may be missing from a site copied without it: then boot.
+        stateIsDefault: state === DEFAULT_STATE,
         paused: this._wantPaused,
       },
     });

@@ -317,7 +317,14 @@ async function start(options) {
   // only for a reboot when the machine starts from a saved state.
   const kernelP = download("kernel", options.kernel);
   const initrdP = options.initrd ? download("initrd", options.initrd) : Promise.resolve(undefined);
-  const stateP = options.state ? loadState(options.state) : null;
+  let stateP = options.state ? loadState(options.state) : null;
+  if (stateP && options.stateIsDefault) {
+    // The site's own saved Linux: if it cannot be had, boot instead (after saying why).
+    stateP = stateP.catch((err) => {
+      post({ type: "message", text: `Booting instead of restoring the saved Linux: ${err.message}` });
+      return null;
+    });
+  }
   const diskPs = [];
   for (const slot of ["hda", "hdb", "cdrom"]) {
     if (options[slot]) diskPs.push(openDisk(slot, options[slot]).then((d) => ({ slot, ...d })));
@@ -328,7 +335,12 @@ async function start(options) {
     kernelP.catch(() => {});
     initrdP.catch(() => {});
   }
-  const results = await Promise.allSettled(needed);
+  let results = await Promise.allSettled(needed);
+  if (stateP && results[0].status === "fulfilled" && results[0].value === null) {
+    // No default state: boot the kernel after all.
+    stateP = null;
+    results = await Promise.allSettled([kernelP, initrdP, ...diskPs]);
+  }
   const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
   if (failed.length) throw new Error(failed.join("\n"));
   const values = results.map((r) => r.value);

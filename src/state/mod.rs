@@ -54,7 +54,7 @@ const IDENTITY_EDGE: u64 = 64 << 10;
 /// Why a state could not be restored.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {
-    #[error("not a wasm86 state file (it does not start with {MAGIC:?})")]
+    #[error("not a wasm86 state file (it does not start with \"WASM86ST\")")]
     NotAState,
     #[error("the state file is truncated ({0})")]
     Truncated(&'static str),

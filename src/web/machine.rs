@@ -190,8 +190,9 @@ impl Machine {
                 registered.push((slot, label, name, downloaded, stream, warning));
             }
         }
+        // The caller says which file it was.
         let core = Core::restore_state(state, TimeMode::Realtime, given)
-            .map_err(|e| error(format!("state: {e}")))?;
+            .map_err(|e| error(e.to_string()))?;
         let mut m = Machine {
             core,
             input: HostInput::default(),

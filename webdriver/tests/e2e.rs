@@ -4,11 +4,12 @@
 //! `cargo test --release --manifest-path webdriver/Cargo.toml -- --test-threads=1`
 //! (after `make site build`). See webdriver/README.md.
 
+use base64::Engine;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use wasm86_webdriver::{
-    boot_timeout, has_line, non_black_pixels, plain, run, site_file_size, Env, Machine, Res,
-    Snapshot,
+    boot_timeout, has_line, non_black_pixels, plain, run, site_file_size, wasm86_bin, Env, Machine,
+    Res, Snapshot,
 };
 
 /// The bundled Linux's shell prompt (initramfs, /etc/profile).
@@ -161,12 +162,13 @@ async fn assert_canvas_not_blank(env: &Env, screenshot: &[u8]) -> Res<String> {
     ))
 }
 
-/// The index page boots the bundled Linux; the keyboard (tty1, the VGA console) and the
-/// serial console both answer a command; stats count; the canvas shows the console.
+/// The index page boots the bundled Linux (`state=none`: a cold boot instead of the saved
+/// one); the keyboard (tty1, the VGA console) and the serial console both answer a command;
+/// stats count; the canvas shows the console.
 #[tokio::test(flavor = "current_thread")]
 async fn index_boots_to_a_shell_that_answers_keyboard_and_serial() {
     run(|env| async move {
-        let t0 = env.goto("/").await?;
+        let t0 = env.goto("/?state=none").await?;
         // Main-thread tasks from here on (the page must stay responsive while the guest runs).
         env.js(
             "window.__e2eLong = [];\n\
@@ -517,12 +519,17 @@ fn union_len(ranges: &[(u64, u64)]) -> u64 {
     total + cur.map_or(0, |(a, b)| b + 1 - a)
 }
 
-/// Requests for the widgets' boot files (kernel, initrd) seen by the server so far.
+/// Requests for the widgets' boot files (saved state, kernel, initrd) seen by the server so far.
 fn boot_file_requests(env: &Env) -> Vec<String> {
     env.server
         .requests()
         .into_iter()
-        .filter(|r| r.contains("bzImage") || r.contains("initramfs") || r.contains(".img"))
+        .filter(|r| {
+            r.contains("bzImage")
+                || r.contains("initramfs")
+                || r.contains(".img")
+                || r.contains(".state")
+        })
         .collect()
 }
 
@@ -582,7 +589,7 @@ async fn course_notes_widgets_start_on_demand_and_run_independently() {
         let timed = env
             .js(
                 "return performance.getEntriesByType('resource').map(e => e.name)\n\
-                   .filter(n => /bzImage|initramfs|\\.img$|\\.iso$/.test(n));",
+                   .filter(n => /bzImage|initramfs|\\.img$|\\.iso$|\\.state$/.test(n));",
                 vec![],
             )
             .await?;
@@ -698,7 +705,7 @@ async fn course_notes_widgets_start_on_demand_and_run_independently() {
 #[tokio::test(flavor = "current_thread")]
 async fn pause_resume_and_reset_control_the_machine() {
     run(|env| async move {
-        env.goto("/").await?;
+        env.goto("/?state=none").await?;
         let m = env.index_machine();
         wait_prompt(&m, 0, boot_timeout()).await?;
 
@@ -784,7 +791,7 @@ async fn pause_resume_and_reset_control_the_machine() {
 #[tokio::test(flavor = "current_thread")]
 async fn index_with_the_compiling_tier_boots_and_answers() {
     run(|env| async move {
-        env.goto("/?jit=0").await?;
+        env.goto("/?jit=0&state=none").await?;
         let m = env.index_machine();
         wait_prompt(&m, 0, boot_timeout()).await?;
         let jit = m.call("return m.stats().jit;", vec![]).await?;
@@ -794,7 +801,7 @@ async fn index_with_the_compiling_tier_boots_and_answers() {
         Ok(())
     })
     .await;
-    for query in ["/?jit-threshold=1", "/?jit=1"] {
+    for query in ["/?jit-threshold=1&state=none", "/?jit=1&state=none"] {
         run(move |env| async move {
             env.goto(query).await?;
             let m = env.index_machine();
@@ -837,15 +844,63 @@ async fn index_with_the_compiling_tier_boots_and_answers() {
     }
 }
 
-/// A state saved natively (`make site` saves the bundled Linux at its prompt with the CLI's
-/// `--save-state`) restores in the page with `?state=`, and its shell answers at once; the
-/// page's own `saveState()` and `restoreState()` take the machine back to where it was saved
-/// (a file written after the save is gone again); reset() then boots the kernel; and a file
-/// that is not a state is refused in plain words.
+/// Wait (up to 30 s) until the page script `body` returns true.
+async fn wait_js(env: &Env, what: &str, body: &str) -> Res<()> {
+    let t0 = Instant::now();
+    loop {
+        if env.js(body, vec![]).await?.as_bool() == Some(true) {
+            return Ok(());
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            return Err(format!("no {what} within 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Resume the state in `file` with the native CLI, type `input` on its serial console, and
+/// wait for `until` in its output; the output.
+async fn native_resume(file: &std::path::Path, input: &str, until: &str) -> Res<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(wasm86_bin()?)
+        .arg("--load-state")
+        .arg(file)
+        .args(["--until", until, "--timeout", "120"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("wasm86 --load-state: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .await
+            .map_err(|e| format!("typing into wasm86: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| format!("wasm86 --load-state: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || !text.contains(until) {
+        return Err(format!(
+            "wasm86 --load-state {} did not print {until:?}: {}\n{text}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(text)
+}
+
+/// The page starts from the bundled Linux saved at its prompt natively (`make site` saves it
+/// with the CLI's `--save-state`): no boot runs, and its shell answers at once; the page's own
+/// `saveState()` and `restoreState()` take the machine back to where it was saved (a file
+/// written after the save is gone again); reset() then boots the kernel; and `?state=` with a
+/// file that is not a state is refused in plain words.
 #[tokio::test(flavor = "current_thread")]
-async fn a_state_saved_by_the_cli_restores_in_the_page_which_saves_and_restores_its_own() {
+async fn the_page_starts_from_the_cli_s_saved_linux_and_saves_and_restores_its_own() {
     run(|env| async move {
-        let t0 = env.goto("/?state=images/linux.state").await?;
+        let t0 = env.goto("/").await?;
         let m = env.index_machine();
         m.wait_for(
             "stats().state == \"running\" from the saved state",
@@ -855,6 +910,13 @@ async fn a_state_saved_by_the_cli_restores_in_the_page_which_saves_and_restores_
         .await?;
         serial_command(&m, "echo restored-$((6*7))", "restored-42").await?;
         let answered = t0.elapsed().as_secs_f64();
+        let snap = m.snapshot().await?;
+        if snap.serial.contains("Linux version") {
+            return Err(format!(
+                "the page booted Linux instead of starting from the saved state\n{}",
+                m.describe(&snap)
+            ));
+        }
         let size = site_file_size("images/linux.state")?;
 
         serial_command(&m, "echo kept > /tmp/mark; cat /tmp/mark", "kept").await?;
@@ -880,6 +942,69 @@ async fn a_state_saved_by_the_cli_restores_in_the_page_which_saves_and_restores_
         .await?;
         serial_command(&m, "cat /tmp/mark", "kept").await?;
 
+        // The page's state resumes natively too: the CLI's shell answers, with the file.
+        let b64 = m
+            .call(
+                "const b = new Uint8Array(window.__saved); let s = '';\n\
+                 for (let i = 0; i < b.length; i += 0x8000)\n\
+                   s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));\n\
+                 return btoa(s);",
+                vec![],
+            )
+            .await?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap_or_default())
+            .map_err(|e| format!("saveState() bytes: {e}"))?;
+        let file = std::env::temp_dir().join(format!("wasm86-e2e-{}.state", std::process::id()));
+        std::fs::write(&file, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+        let native = native_resume(
+            &file,
+            "echo native-$((7*8)) $(cat /tmp/mark)\n",
+            "native-56 kept",
+        )
+        .await;
+        let _ = std::fs::remove_file(&file);
+        let native = native?;
+
+        // Save (the button keeps the machine in the browser), reload, Resume saved: the machine
+        // goes on where it was saved.
+        serial_command(&m, "echo by-button > /tmp/mark; cat /tmp/mark", "by-button").await?;
+        env.js(
+            "document.getElementById('save').click(); return null;",
+            vec![],
+        )
+        .await?;
+        wait_js(
+            &env,
+            "the Resume saved button after Save",
+            "return !document.getElementById('resume-saved').hidden;",
+        )
+        .await?;
+        env.goto("/").await?;
+        let m = env.index_machine();
+        wait_js(
+            &env,
+            "the Resume saved button after the reload",
+            "return !document.getElementById('resume-saved').hidden;",
+        )
+        .await?;
+        // The page started on its own (from the bundled state); then the button replaces it.
+        m.call("return m.ready.then(() => true);", vec![]).await?;
+        env.js(
+            "window.__restored = 0;\n\
+             wasm86.addEventListener('restored', () => window.__restored++);\n\
+             document.getElementById('resume-saved').click(); return null;",
+            vec![],
+        )
+        .await?;
+        wait_js(
+            &env,
+            "the saved machine running after Resume saved",
+            "return window.__restored > 0 && wasm86.stats().state === 'running';",
+        )
+        .await?;
+        serial_command(&m, "cat /tmp/mark", "by-button").await?;
+
         // The kernel the page boots is the one reset() boots.
         let len = m.snapshot().await?.serial.len();
         m.act("reset", vec![]).await?;
@@ -904,7 +1029,10 @@ async fn a_state_saved_by_the_cli_restores_in_the_page_which_saves_and_restores_
         }
         println!(
             "state: {size} bytes; a command answered {answered:.1} s after the page load; \
-             saveState() gave {saved_bytes} bytes"
+             saveState() gave {saved_bytes} bytes, which the CLI resumed ({} bytes of output); \
+             the `?state=` of a kernel: {}",
+            native.len(),
+            text.trim()
         );
         Ok(())
     })
