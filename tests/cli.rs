@@ -1,6 +1,8 @@
 //! The command line as a user runs it: `wasm86 --hda IMAGE --append "... root=/dev/sda"` boots
 //! the disk's own userland (not the bundled initramfs) and leaves the image file unchanged.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -134,4 +136,47 @@ fn a_state_saved_at_until_resumes_into_exactly_the_run_that_would_have_followed(
     if let Some(d) = disk.parent() {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+#[test]
+fn a_recorded_session_replays_exactly_and_a_changed_one_says_where_it_diverged() {
+    use wasm86::state::replay::{Event, Recording};
+    let dir = std::env::temp_dir().join(format!("wasm86-cli-{}-replay", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = dir.join("session.rec");
+    let rec_arg = rec.to_str().unwrap();
+    let (ok, recorded, err) = common::run_cli(
+        &["--record", rec_arg, "--until", "rec-42", "--timeout", "120"],
+        "/ # ",
+        || {},
+        "echo rec-$((6*7))\n",
+    );
+    assert!(ok && err.contains("recorded"), "{err}");
+    let (ok, replayed, err) = run(&["--replay", rec_arg]);
+    assert!(ok, "{err}");
+    assert!(err.contains("the same as recorded"), "{err}");
+    assert_eq!(replayed, recorded, "the replay printed something else");
+
+    // The same input one instruction later: the replay notices at that input.
+    let mut r = Recording::from_bytes(&std::fs::read(&rec).unwrap()).unwrap();
+    let Some(Event::Serial { at, .. }) = r
+        .events
+        .iter_mut()
+        .find(|e| matches!(e, Event::Serial { .. }))
+    else {
+        panic!("no serial input was recorded")
+    };
+    *at += 1;
+    let changed = dir.join("changed.rec");
+    std::fs::write(&changed, r.to_bytes()).unwrap();
+    let (ok, _, err) = run(&["--replay", changed.to_str().unwrap()]);
+    assert!(!ok && err.contains("diverged at instruction"), "{err}");
+    // A damaged file is refused.
+    let mut bytes = std::fs::read(&rec).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&changed, &bytes).unwrap();
+    let (ok, _, err) = run(&["--replay", changed.to_str().unwrap()]);
+    assert!(!ok && err.contains("corrupt"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

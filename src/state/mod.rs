@@ -28,6 +28,8 @@
 //! is checked before anything is decoded, and a decoded state that is impossible (a size that
 //! does not match the configuration) is refused with a [`StateError`].
 
+pub mod replay;
+
 use crate::block::BlockBackend;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
