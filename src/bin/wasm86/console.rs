@@ -387,7 +387,13 @@ fn replay(args: &BootArgs, path: &Path) -> Result<ExitCode, String> {
 }
 
 /// The machine saved in `path`, with the images given again.
-fn resume(path: &Path, realtime: bool, images: Vec<crate::disk::Image>) -> Result<Machine, String> {
+fn resume(
+    path: &Path,
+    realtime: bool,
+    stats: bool,
+    images: Vec<crate::disk::Image>,
+) -> Result<Machine, String> {
+    let t0 = Instant::now();
     let file = read_file("--load-state", path)?;
     let mode = if realtime {
         TimeMode::Realtime
@@ -404,13 +410,23 @@ fn resume(path: &Path, realtime: bool, images: Vec<crate::disk::Image>) -> Resul
     for (slot, name) in names {
         m.set_disk_name(slot, &name);
     }
+    if stats {
+        eprintln!(
+            "wasm86: restored {} ({} bytes) in {:.0} ms",
+            path.display(),
+            file.len(),
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+    }
     Ok(m)
 }
 
 /// Write the machine's state to `path` (through a temporary file beside it, so an interrupted
 /// save never leaves half a state under the name).
 fn save(machine: &mut Machine, path: &Path) -> Result<String, String> {
+    let t0 = Instant::now();
     let state = machine.save_state();
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
@@ -418,7 +434,7 @@ fn save(machine: &mut Machine, path: &Path) -> Result<String, String> {
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| format!("--save-state {}: {e}", path.display()))?;
     Ok(format!(
-        "state saved to {} ({} bytes, at instruction {})",
+        "state saved to {} ({} bytes, at instruction {}, in {ms:.0} ms)",
         path.display(),
         state.len(),
         machine.cpu.instructions
@@ -493,7 +509,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
 
     let (mut remotes, images) = crate::disk::open(&args.hda, &args.hdb, &args.cdrom)?;
     let mut machine = match (&args.load_state, &kernel) {
-        (Some(path), _) => resume(path, args.realtime, images)?,
+        (Some(path), _) => resume(path, args.realtime, args.stats, images)?,
         (None, Some(kernel)) => {
             let mut m = Machine::new(machine_config(args.memory, args.realtime));
             crate::disk::attach(&mut m, images)?;
