@@ -1,6 +1,7 @@
 //! Saved states: a machine saved at any point and restored in a fresh one runs on exactly as
-//! the original does (same instructions retired, same serial bytes, same RAM and screen), with
-//! the bundled Linux busy booting, at its prompt, and reading its disk by DMA; and bad state
+//! the original does (same instructions retired, same serial bytes, same RAM and screen, text
+//! or graphics), with the bundled Linux busy booting (into the Bochs VBE framebuffer), at its
+//! prompt, and reading its disk by DMA; and bad state
 //! files and wrong disks are refused with the error that names the problem.
 //!
 //! Run with `cargo test --release --test snapshot`. Guards are instruction budgets.
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use wasm86::block::{BlockBackend, MemBackend};
 use wasm86::boot::linux;
 use wasm86::dev::ide::{AtaDisk, Drive};
+use wasm86::dev::vga::DisplayMode;
 use wasm86::machine::{Machine, MachineConfig, TimeMode};
 use wasm86::state::StateError;
 
@@ -81,17 +83,29 @@ impl Driver {
 }
 
 /// What two runs must agree on.
-fn fingerprint(m: &Machine, d: &Driver) -> (u64, Vec<u8>, u64, Vec<String>) {
-    let ram = m
-        .cpu
-        .mem
-        .ram
-        .iter()
-        .fold(0xCBF2_9CE4_8422_2325u64, |h, &b| {
+fn fingerprint(m: &Machine, d: &Driver) -> (u64, Vec<u8>, u64, Vec<String>, u64) {
+    let hash = |bytes: &[u8]| {
+        bytes.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
-        });
-    let screen = m.board().vga.borrow().screen_text();
-    (m.cpu.instructions, d.out.clone(), ram, screen)
+        })
+    };
+    let vga = m.board().vga.clone();
+    let mut vga = vga.borrow_mut();
+    vga.render();
+    let frame = hash(vga.framebuffer());
+    (
+        m.cpu.instructions,
+        d.out.clone(),
+        hash(&m.cpu.mem.ram),
+        vga.screen_text(),
+        frame,
+    )
+}
+
+/// Whether the display shows a graphics mode (Linux's Bochs framebuffer console).
+fn in_graphics_mode(m: &Machine) -> bool {
+    let mode = m.board().vga.borrow().display_mode();
+    !matches!(mode, DisplayMode::Text | DisplayMode::Blank)
 }
 
 #[test]
@@ -130,6 +144,19 @@ fn a_machine_saved_at_its_prompt_answers_a_command_after_restore_and_saves_the_s
     }
     let state = a.save_state();
     let mut b = Machine::restore_state(&state, TimeMode::Deterministic, vec![]).unwrap();
+    // The display was in a graphics mode (the framebuffer console): the restored one shows the
+    // same frame.
+    assert!(
+        in_graphics_mode(&a),
+        "the display is not in a graphics mode"
+    );
+    let frame = |m: &Machine| {
+        let vga = m.board().vga.clone();
+        let mut vga = vga.borrow_mut();
+        vga.render();
+        (vga.width(), vga.height(), vga.framebuffer().to_vec())
+    };
+    assert!(frame(&a) == frame(&b), "the restored frame differs");
     // Restoring and saving again gives the very same file.
     assert!(
         b.save_state() == state,

@@ -18,6 +18,7 @@
 //     per run() slice that wrote some of them: where each slice's bytes end, and the retired-
 //     instruction counts at that slice's start and end)
 //   | {type: "started"} (once, running) | {type: "boot"} (the kernel was loaded: start, reset, reboot)
+//   | {type: "restored"} (the machine started from a saved state instead of a boot)
 //   | {type: "frame", width, height, buffer} | {type: "message", text} | {type: "error", message}
 
 /** Wall time one turn may run the guest before yielding (ms). */

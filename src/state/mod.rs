@@ -39,8 +39,8 @@ use std::io::{Read, Write};
 
 /// The file's first bytes.
 pub const MAGIC: &[u8; 8] = b"WASM86ST";
-/// The format this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The format this build writes and reads (2: the VGA's renderer flags are no longer saved).
+pub const VERSION: u32 = 2;
 
 /// Section tags.
 const MACH: [u8; 4] = *b"MACH";

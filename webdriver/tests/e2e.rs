@@ -902,6 +902,19 @@ async fn the_page_starts_from_the_cli_s_saved_linux_and_saves_and_restores_its_o
     run(|env| async move {
         let t0 = env.goto("/").await?;
         let m = env.index_machine();
+        // In the page's own clock (ms since navigation began): when the machine was running,
+        // and when the answer to the first command arrived.
+        m.call(
+            "window.__answerAt = null;\n\
+             m.ready.then(() => { window.__readyAt = performance.now(); });\n\
+             m.addEventListener('serial', () => {\n\
+               if (window.__answerAt === null && /restored-42\\r?\\n/.test(m.serialText()))\n\
+                 window.__answerAt = performance.now();\n\
+             });\n\
+             return null;",
+            vec![],
+        )
+        .await?;
         m.wait_for(
             "stats().state == \"running\" from the saved state",
             boot_timeout(),
@@ -910,6 +923,9 @@ async fn the_page_starts_from_the_cli_s_saved_linux_and_saves_and_restores_its_o
         .await?;
         serial_command(&m, "echo restored-$((6*7))", "restored-42").await?;
         let answered = t0.elapsed().as_secs_f64();
+        let page_times = env
+            .js("return [window.__readyAt, window.__answerAt];", vec![])
+            .await?;
         let snap = m.snapshot().await?;
         if snap.serial.contains("Linux version") {
             return Err(format!(
@@ -922,20 +938,27 @@ async fn the_page_starts_from_the_cli_s_saved_linux_and_saves_and_restores_its_o
         serial_command(&m, "echo kept > /tmp/mark; cat /tmp/mark", "kept").await?;
         let saved = m
             .call(
-                "return m.saveState().then(b => { window.__saved = b; return b.byteLength; });",
+                "const t = performance.now();\n\
+                 return m.saveState().then(b => { window.__saved = b;\n\
+                   return [b.byteLength, performance.now() - t]; });",
                 vec![],
             )
             .await?;
-        let saved_bytes = saved.as_f64().unwrap_or(0.0);
+        let saved_bytes = saved[0].as_f64().unwrap_or(0.0);
+        let save_ms = saved[1].as_f64().unwrap_or(f64::NAN);
         if saved_bytes < 1e5 {
             return Err(format!("saveState() gave {saved:?}, not a state file"));
         }
         serial_command(&m, "echo changed > /tmp/mark; cat /tmp/mark", "changed").await?;
-        m.call(
-            "return m.restoreState(window.__saved).then(() => true);",
-            vec![],
-        )
-        .await?;
+        let restore_ms = m
+            .call(
+                "const t = performance.now();\n\
+                 return m.restoreState(window.__saved).then(() => performance.now() - t);",
+                vec![],
+            )
+            .await?
+            .as_f64()
+            .unwrap_or(f64::NAN);
         m.wait_for("running again after restoreState()", boot_timeout(), |s| {
             s.stats.clone().filter(|st| st.state == "running")
         })
@@ -1028,9 +1051,13 @@ async fn the_page_starts_from_the_cli_s_saved_linux_and_saves_and_restores_its_o
             return Err(format!("?state=images/bzImage: #error says {text:?}"));
         }
         println!(
-            "state: {size} bytes; a command answered {answered:.1} s after the page load; \
-             saveState() gave {saved_bytes} bytes, which the CLI resumed ({} bytes of output); \
-             the `?state=` of a kernel: {}",
+            "state: {size} bytes; in the page's clock the machine ran {:.0} ms and answered \
+             the first command {:.0} ms after navigation began (the test saw the answer {answered:.1} \
+             s after it asked for the page); saveState() gave {saved_bytes} bytes in \
+             {save_ms:.0} ms, restoreState() ran it again after {restore_ms:.0} ms, and the CLI \
+             resumed it ({} bytes of output); the `?state=` of a kernel: {}",
+            page_times[0].as_f64().unwrap_or(f64::NAN),
+            page_times[1].as_f64().unwrap_or(f64::NAN),
             native.len(),
             text.trim()
         );

@@ -189,15 +189,23 @@ pub struct Vga {
     /// Dirty 4 KiB pages of VRAM since the last render (one bit per page).
     #[serde(skip, default = "new_dirty")]
     pub(crate) dirty: Vec<u64>,
-    /// Plane 2 (the font) was written since the last render.
+    /// Plane 2 (the font) was written since the last render. Like the dirty pages, a cache of
+    /// the renderer's, not state: a restored adapter draws everything afresh.
+    #[serde(skip, default = "all_dirty")]
     pub(crate) font_dirty: bool,
-    /// The palette or attribute registers changed since the last render.
+    /// The palette or attribute registers changed since the last render (a cache, as above).
+    #[serde(skip, default = "all_dirty")]
     pub(crate) palette_dirty: bool,
     /// Frames the host has shown (drives blinking).
     pub(crate) frame: u64,
     /// Rendering state (the frame and what it was drawn from).
     #[serde(skip)]
     pub(crate) out: render::Output,
+}
+
+/// A renderer cache flag after a restore: everything must be drawn again.
+fn all_dirty() -> bool {
+    true
 }
 
 fn new_vram() -> Vec<u8> {
