@@ -60,6 +60,10 @@ pub struct BoardSignals {
     pub reset: bool,
     /// New state of the A20 gate, if a device changed it (i8042 output port, port 0x92 bit 1).
     pub a20: Option<bool>,
+    /// The guest wrote PCI configuration space: a BAR may have moved (the board maps the
+    /// windows again before the next instruction). Never set between accesses, so not state.
+    #[serde(skip)]
+    pub pci_config_written: bool,
 }
 
 /// What a device sees of the machine during an access or a time step.

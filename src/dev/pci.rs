@@ -578,7 +578,10 @@ impl Device for PciBus {
                 self.reset_control = v & (RC_SYS_RST | RC_FULL_RST);
             }
             // Guest writes configuration data.
-            (4..=7, _) => self.data_write(offset - PORT_DATA, size, value),
+            (4..=7, _) => {
+                self.data_write(offset - PORT_DATA, size, value);
+                ctx.board.pci_config_written = true;
+            }
             // Other accesses to 0xCF8-0xCFB are ignored.
             _ => {}
         }

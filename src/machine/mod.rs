@@ -434,41 +434,61 @@ impl Board {
         r
     }
 
-    /// A guest read on the port bus (`memory` false) or the MMIO bus; all ones where nothing
-    /// answers.
-    fn bus_read(&mut self, memory: bool, addr: u32, size: u8) -> u32 {
+    /// A guest IN; all ones where nothing answers.
+    fn port_read(&mut self, port: u16, size: u8) -> u32 {
         let mut ctx = DevCtx {
             now: self.now,
             irq: &mut self.irq,
             board: &mut self.signals,
         };
-        let bus = if memory { &self.memory } else { &self.ports };
-        let v = bus.read(addr, size, &mut ctx);
+        let v = self.ports.read(port.into(), size, &mut ctx);
         // A device access may have moved an IRQ line.
         self.pic.borrow_mut().set_irq_levels(self.irq.levels());
         v.unwrap_or_else(|| all_ones(size))
     }
 
-    /// A guest write on the port bus or the MMIO bus.
-    fn bus_write(&mut self, memory: bool, addr: u32, size: u8, value: u32) {
+    /// A guest OUT.
+    fn port_write(&mut self, port: u16, size: u8, value: u32) {
         let mut ctx = DevCtx {
             now: self.now,
             irq: &mut self.irq,
             board: &mut self.signals,
         };
-        let bus = if memory { &self.memory } else { &self.ports };
-        bus.write(addr, size, value, &mut ctx);
+        self.ports.write(port.into(), size, value, &mut ctx);
         self.pic.borrow_mut().set_irq_levels(self.irq.levels());
-        if !memory && addr.wrapping_sub(PCI_BASE.into()) < 8 {
+        if std::mem::take(&mut self.signals.pci_config_written) {
             self.follow_bars();
         }
     }
 
+    /// A guest load from MMIO; all ones where nothing answers. The devices on the MMIO bus (the
+    /// display) drive no interrupt line, so the PIC is not fed: this is the framebuffer
+    /// console's path, one access per byte.
+    fn mmio_read(&mut self, addr: u32, size: u8) -> u32 {
+        let mut ctx = DevCtx {
+            now: self.now,
+            irq: &mut self.irq,
+            board: &mut self.signals,
+        };
+        let v = self.memory.read(addr, size, &mut ctx);
+        v.unwrap_or_else(|| all_ones(size))
+    }
+
+    /// A guest store to MMIO (see [`Board::mmio_read`]).
+    fn mmio_write(&mut self, addr: u32, size: u8, value: u32) {
+        let mut ctx = DevCtx {
+            now: self.now,
+            irq: &mut self.irq,
+            board: &mut self.signals,
+        };
+        self.memory.write(addr, size, value, &mut ctx);
+    }
+
     /// Map the windows that PCI BARs place where the guest put them, at once: the IDE
     /// bus-master registers (BAR4 of the IDE function) on the port bus and the framebuffer
-    /// (BAR0 of the display) on the MMIO bus. Called after every guest access to the
-    /// configuration ports; compares with the current mapping, so an unchanged BAR costs
-    /// nothing. A BAR placed over another device's range is not decoded.
+    /// (BAR0 of the display) on the MMIO bus. Called after every guest write to configuration
+    /// space (the PCI bus signals it); compares with the current mapping, so an unchanged BAR
+    /// costs nothing. A BAR placed over another device's range is not decoded.
     fn follow_bars(&mut self) {
         let (bm, lfb) = {
             let pci = self.pci.borrow();
@@ -581,21 +601,19 @@ impl Bus for BoardBus {
     }
 
     fn io_read(&mut self, port: u16, size: u8) -> u32 {
-        self.0.borrow_mut().bus_read(false, port.into(), size)
+        self.0.borrow_mut().port_read(port, size)
     }
 
     fn io_write(&mut self, port: u16, size: u8, value: u32) {
-        self.0
-            .borrow_mut()
-            .bus_write(false, port.into(), size, value);
+        self.0.borrow_mut().port_write(port, size, value);
     }
 
     fn mmio_read(&mut self, addr: u32, size: u8) -> u32 {
-        self.0.borrow_mut().bus_read(true, addr, size)
+        self.0.borrow_mut().mmio_read(addr, size)
     }
 
     fn mmio_write(&mut self, addr: u32, size: u8, value: u32) {
-        self.0.borrow_mut().bus_write(true, addr, size, value);
+        self.0.borrow_mut().mmio_write(addr, size, value);
     }
 
     fn take_mmio_changes(&mut self) -> Vec<MmioChange> {

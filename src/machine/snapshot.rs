@@ -128,10 +128,8 @@ impl Machine {
 fn attach_images(
     board: &Board,
     saved: &[DiskIdentity],
-    given: Vec<(usize, Box<dyn BlockBackend>)>,
+    mut given: Vec<(usize, Box<dyn BlockBackend>)>,
 ) -> Result<(), StateError> {
-    let mut given: Vec<Option<(usize, Box<dyn BlockBackend>)>> =
-        given.into_iter().map(Some).collect();
     let mut ide = board.ide.borrow_mut();
     for slot in 0..4 {
         let Some(overlay) = ide.drive_mut(slot).and_then(|d| d.image_mut()) else {
@@ -147,13 +145,10 @@ fn attach_images(
                 edges_crc: None,
                 name: String::new(),
             });
-        let Some((_, mut image)) = given
-            .iter_mut()
-            .find(|g| g.as_ref().is_some_and(|(s, _)| *s == slot))
-            .and_then(Option::take)
-        else {
+        let Some(at) = given.iter().position(|(s, _)| *s == slot) else {
             return Err(StateError::DiskMissing(identity));
         };
+        let (_, mut image) = given.swap_remove(at);
         if let Err(found) = identity.check(image.as_mut()) {
             return Err(StateError::DiskMismatch {
                 expected: identity,
@@ -166,8 +161,8 @@ fn attach_images(
             )));
         }
     }
-    match given.into_iter().flatten().next() {
-        Some((slot, _)) => Err(StateError::DiskUnexpected(slot)),
+    match given.first() {
+        Some((slot, _)) => Err(StateError::DiskUnexpected(*slot)),
         None => Ok(()),
     }
 }

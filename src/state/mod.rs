@@ -58,6 +58,8 @@ const IDENTITY_EDGE: u64 = 64 << 10;
 pub enum StateError {
     #[error("not a wasm86 state file (it does not start with \"WASM86ST\")")]
     NotAState,
+    #[error("not a wasm86 recording (it does not start with \"WASM86RP\")")]
+    NotARecording,
     #[error("the state file is truncated ({0})")]
     Truncated(&'static str),
     #[error(
@@ -188,28 +190,11 @@ pub fn write(state: &StateFile) -> Vec<u8> {
 /// Read a file written by [`write`], checking its header, its sections' lengths and its
 /// checksum.
 pub fn read(file: &[u8]) -> Result<ParsedState<'_>, StateError> {
-    if file.len() < MAGIC.len() || &file[..MAGIC.len()] != MAGIC {
-        // A prefix of the magic is a truncated state file, anything else a foreign one.
-        return Err(if MAGIC.starts_with(file) {
-            StateError::Truncated("in the header")
-        } else {
-            StateError::NotAState
-        });
-    }
+    check_header(file, MAGIC, VERSION, StateError::NotAState)?;
     let mut r = Reader {
         data: file,
-        at: MAGIC.len(),
+        at: MAGIC.len() + 4,
     };
-    let version = r.u32("in the header")?;
-    if version > VERSION {
-        return Err(StateError::NewerVersion {
-            found: version,
-            supported: VERSION,
-        });
-    }
-    if version != VERSION {
-        return Err(StateError::UnknownVersion(version));
-    }
     let mut sections: Vec<([u8; 4], &[u8])> = Vec::new();
     loop {
         let start = r.at;
@@ -276,7 +261,39 @@ fn section(out: &mut Vec<u8>, tag: [u8; 4], body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-fn crc32(bytes: &[u8]) -> u32 {
+/// Check that `file` starts with `magic` and then `version` (a u32): a prefix of the magic is a
+/// truncated file, other bytes `foreign`, another version says which.
+fn check_header(
+    file: &[u8],
+    magic: &[u8; 8],
+    version: u32,
+    foreign: StateError,
+) -> Result<(), StateError> {
+    if file.len() < magic.len() || &file[..magic.len()] != magic {
+        return Err(if magic.starts_with(file) {
+            StateError::Truncated("in the header")
+        } else {
+            foreign
+        });
+    }
+    let found = file
+        .get(magic.len()..magic.len() + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(StateError::Truncated("in the header"))?;
+    if found > version {
+        return Err(StateError::NewerVersion {
+            found,
+            supported: version,
+        });
+    }
+    if found != version {
+        return Err(StateError::UnknownVersion(found));
+    }
+    Ok(())
+}
+
+/// CRC-32 of `bytes` (the files' checksums, and the fingerprint of a recorded run's output).
+pub fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = flate2::Crc::new();
     crc.update(bytes);
     crc.sum()

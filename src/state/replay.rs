@@ -15,7 +15,7 @@
 //! u32         CRC-32 of everything before it
 //! ```
 
-use super::StateError;
+use super::{check_header, crc32, StateError};
 use serde::{Deserialize, Serialize};
 
 /// The file's first bytes.
@@ -64,30 +64,12 @@ impl Recording {
 
     /// Read the file form, checking its magic, version, length and checksum.
     pub fn from_bytes(file: &[u8]) -> Result<Recording, StateError> {
-        if file.len() < MAGIC.len() || &file[..MAGIC.len()] != MAGIC {
-            return Err(if MAGIC.starts_with(file) {
-                StateError::Truncated("in the header")
-            } else {
-                StateError::Corrupt(
-                    "not a wasm86 recording (it does not start with \"WASM86RP\")".into(),
-                )
-            });
-        }
+        check_header(file, MAGIC, VERSION, StateError::NotARecording)?;
         let word = |at: usize| -> Result<u32, StateError> {
             file.get(at..at + 4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .ok_or(StateError::Truncated("in the header"))
         };
-        let version = word(8)?;
-        if version > VERSION {
-            return Err(StateError::NewerVersion {
-                found: version,
-                supported: VERSION,
-            });
-        }
-        if version != VERSION {
-            return Err(StateError::UnknownVersion(version));
-        }
         let len = word(12)? as usize;
         let end = 16usize
             .checked_add(len)
@@ -105,13 +87,6 @@ impl Recording {
         postcard::from_bytes(&file[16..end])
             .map_err(|e| StateError::Corrupt(format!("the recording: {e}")))
     }
-}
-
-/// CRC-32 of `bytes` (the recording's checksum, and the fingerprint of a run's output).
-pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = flate2::Crc::new();
-    crc.update(bytes);
-    crc.sum()
 }
 
 #[cfg(test)]
@@ -157,9 +132,9 @@ mod tests {
             Recording::from_bytes(&newer),
             Err(StateError::NewerVersion { found: 9, .. })
         ));
-        assert!(matches!(
+        assert_eq!(
             Recording::from_bytes(b"WASM86STnot a recording"),
-            Err(StateError::Corrupt(_))
-        ));
+            Err(StateError::NotARecording)
+        );
     }
 }

@@ -98,14 +98,7 @@ impl Machine {
         });
         // The CD-ROM drive is always there, so a disc can be inserted later.
         core.attach_drive(CDROM_SLOT, Drive::Atapi(Cdrom::empty()));
-        Ok(Machine {
-            core,
-            input: HostInput::default(),
-            kernel: None,
-            disks: Vec::new(),
-            messages: Messages::default(),
-            epoch_ms: None,
-        })
+        Ok(Machine::with_core(core))
     }
 
     /// Turn the compiling tier on (a block is compiled once it has started `threshold` times;
@@ -193,14 +186,7 @@ impl Machine {
         // The caller says which file it was.
         let core = Core::restore_state(state, TimeMode::Realtime, given)
             .map_err(|e| error(e.to_string()))?;
-        let mut m = Machine {
-            core,
-            input: HostInput::default(),
-            kernel: None,
-            disks: Vec::new(),
-            messages: Messages::default(),
-            epoch_ms: None,
-        };
+        let mut m = Machine::with_core(core);
         for (slot, label, name, downloaded, stream, warning) in registered {
             m.core.set_disk_name(slot, &name);
             m.register(label, downloaded, stream, warning);
@@ -222,12 +208,7 @@ impl Machine {
         initrd: Option<Vec<u8>>,
         append: String,
     ) -> Result<(), JsError> {
-        linux::parse_header(&kernel).map_err(|e| error(format!("kernel: {e}")))?;
-        self.kernel = Some(Kernel {
-            image: kernel,
-            initrd,
-            append,
-        });
+        self.kernel = Some(Kernel::checked(kernel, initrd, append)?);
         Ok(())
     }
 
@@ -240,12 +221,7 @@ impl Machine {
         initrd: Option<Vec<u8>>,
         append: String,
     ) -> Result<(), JsError> {
-        linux::parse_header(&kernel).map_err(|e| error(format!("kernel: {e}")))?;
-        let k = Kernel {
-            image: kernel,
-            initrd,
-            append,
-        };
+        let k = Kernel::checked(kernel, initrd, append)?;
         self.core.reset();
         self.input.clear();
         self.kernel = None;
@@ -302,8 +278,10 @@ impl Machine {
     pub fn run(&mut self, host_now_ms: f64, max_instructions: f64) -> String {
         // Virtual time goes on from where it is (0 for a new machine; a restored one resumes at
         // its saved time).
-        let virtual_ms = self.core.now() as f64 / 1e6;
-        let epoch = *self.epoch_ms.get_or_insert(host_now_ms - virtual_ms);
+        let core = &self.core;
+        let epoch = *self
+            .epoch_ms
+            .get_or_insert_with(|| host_now_ms - core.now() as f64 / 1e6);
         // `as` saturates (NaN and negatives become 0), so any number is a valid input.
         let host_ns = ((host_now_ms - epoch) * 1e6) as u64;
         let budget = max_instructions as u64;
@@ -446,8 +424,32 @@ impl Machine {
     }
 }
 
+impl Kernel {
+    /// A kernel to boot, if `image` is a bzImage.
+    fn checked(image: Vec<u8>, initrd: Option<Vec<u8>>, append: String) -> Result<Kernel, JsError> {
+        linux::parse_header(&image).map_err(|e| error(format!("kernel: {e}")))?;
+        Ok(Kernel {
+            image,
+            initrd,
+            append,
+        })
+    }
+}
+
 /// Rust-side access for tests and other Rust hosts (not exported to JavaScript).
 impl Machine {
+    /// A machine around `core`, with no kernel, disks or input yet.
+    fn with_core(core: Core) -> Machine {
+        Machine {
+            core,
+            input: HostInput::default(),
+            kernel: None,
+            disks: Vec::new(),
+            messages: Messages::default(),
+            epoch_ms: None,
+        }
+    }
+
     /// The emulated PC.
     pub fn core(&self) -> &Core {
         &self.core
