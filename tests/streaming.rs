@@ -96,24 +96,26 @@ fn stat(stderr: &str, key: &str) -> u64 {
 }
 
 /// Boot the bundled kernel with the streamed image as root and run `commands` from its
-/// userland; the CLI's success, stdout and stderr.
-fn boot_from(url: &str, commands: &str) -> (bool, String, String) {
+/// userland (more CLI options in `extra`); the CLI's success, stdout and stderr.
+fn boot_from(url: &str, commands: &str, extra: &[&str]) -> (bool, String, String) {
     let kernel = bundled("bzImage");
     let hda = format!("{url}big.img");
+    let mut args = vec![
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--append",
+        "console=ttyS0 root=/dev/sda rw",
+        "--hda",
+        &hda,
+        "--until",
+        "DONE42",
+        "--timeout",
+        "600",
+        "--stats",
+    ];
+    args.extend_from_slice(extra);
     run_cli(
-        &[
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--append",
-            "console=ttyS0 root=/dev/sda rw",
-            "--hda",
-            &hda,
-            "--until",
-            "DONE42",
-            "--timeout",
-            "600",
-            "--stats",
-        ],
+        &args,
         "/ # ",
         || {},
         &format!("{commands}; echo DONE$((6*7))\n"),
@@ -135,7 +137,10 @@ fn boots_from_a_streamed_disk_fetching_only_what_it_reads() {
     if filler.is_some() {
         commands.push_str("; head -c 262144 /data/filler.bin | md5sum");
     }
-    let (ok, out, err) = boot_from(&server.url, &commands);
+    // Recorded: the fetches' timing is the host's, so the drive's late answers go into the
+    // recording, and a replay from the image file prints the same.
+    let rec = dir.join("streamed.rec");
+    let (ok, out, err) = boot_from(&server.url, &commands, &["--record", rec.to_str().unwrap()]);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("wasm86 disk root is up"), "{out}");
     assert!(out.contains("hello from the wasm86 disk"), "{out}");
@@ -168,6 +173,34 @@ fn boots_from_a_streamed_disk_fetching_only_what_it_reads() {
         std::fs::read(dir.join("big.img")).unwrap() == image,
         "the served image changed"
     );
+    let recording = wasm86::state::replay::Recording::from_bytes(&std::fs::read(&rec).unwrap())
+        .expect("a recording");
+    assert!(
+        !recording.disk_answers.is_empty(),
+        "no late answers recorded"
+    );
+    let file = dir.join("big.img");
+    let replay = Command::new(env!("CARGO_BIN_EXE_wasm86"))
+        .args([
+            "--replay",
+            rec.to_str().unwrap(),
+            "--hda",
+            file.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let replay_err = String::from_utf8_lossy(&replay.stderr);
+    assert!(
+        replay.status.success() && replay_err.contains("the same as recorded"),
+        "{replay_err}"
+    );
+    // The recording began at power-on, so the replay prints all the run printed.
+    assert_eq!(
+        String::from_utf8_lossy(&replay.stdout),
+        out,
+        "the replay printed something else"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -175,7 +208,7 @@ fn boots_from_a_streamed_disk_fetching_only_what_it_reads() {
 fn a_server_without_range_support_gets_a_whole_download_and_a_warning() {
     let (dir, image, _) = big_image("norange");
     let server = Server::start(&dir, &["--no-range"]);
-    let (ok, out, err) = boot_from(&server.url, "cat /hello.txt");
+    let (ok, out, err) = boot_from(&server.url, "cat /hello.txt", &[]);
     assert!(ok, "{out}\n{err}");
     assert!(
         err.contains("the server ignores Range requests; downloading the whole image (64.0 MiB)"),

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The outcome of a read that did not fail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadStatus {
     /// The buffer holds the data.
     Ready,
@@ -33,7 +33,7 @@ pub enum ReadStatus {
 }
 
 /// A read that cannot be satisfied.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum BlockError {
     /// The range lies (partly) beyond the end of the image.
     #[error("read of {len} bytes at {offset} beyond the end of the image")]
@@ -86,6 +86,14 @@ impl BlockBackend for MemBackend {
     }
 }
 
+/// Sees every answer an overlay's source image gives, and may change it: a recorded run logs
+/// the answers that depend on the host (a streamed read still pending, a fetch that failed),
+/// and its replay gives them again at the same reads (see [`crate::state::replay`]).
+pub trait ReadTap {
+    /// The image answered `answer` to the overlay's next read; the drive gets what this returns.
+    fn answer(&mut self, answer: Result<ReadStatus, BlockError>) -> Result<ReadStatus, BlockError>;
+}
+
 /// Size of an overlay sector (the ATA logical sector).
 pub const SECTOR: usize = 512;
 
@@ -99,6 +107,9 @@ pub struct Overlay {
     len: u64,
     /// Sectors the guest wrote, by sector number.
     sectors: BTreeMap<u64, Vec<u8>>,
+    /// A recorder or a replay watching the image's answers (host-side, not serialised).
+    #[serde(skip)]
+    tap: Option<Box<dyn ReadTap>>,
 }
 
 impl std::fmt::Debug for Overlay {
@@ -106,6 +117,7 @@ impl std::fmt::Debug for Overlay {
         f.debug_struct("Overlay")
             .field("len", &self.len)
             .field("dirty_sectors", &self.sectors.len())
+            .field("tapped", &self.tap.is_some())
             .finish()
     }
 }
@@ -117,6 +129,7 @@ impl Overlay {
             base: Some(base),
             len,
             sectors: BTreeMap::new(),
+            tap: None,
         }
     }
 
@@ -146,7 +159,11 @@ impl Overlay {
                 return Err(BlockError::Io("image detached".into()));
             };
             if avail > 0 {
-                if let ReadStatus::Pending = base.read(offset, &mut buf[..avail])? {
+                let mut answer = base.read(offset, &mut buf[..avail]);
+                if let Some(tap) = self.tap.as_mut() {
+                    answer = tap.answer(answer);
+                }
+                if let ReadStatus::Pending = answer? {
                     return Ok(ReadStatus::Pending);
                 }
             }
@@ -187,6 +204,12 @@ impl Overlay {
     /// The source image, while attached.
     pub fn base_mut(&mut self) -> Option<&mut (dyn BlockBackend + 'static)> {
         self.base.as_deref_mut()
+    }
+
+    /// Put `tap` between the image and the drive (`None` takes it away); returns the one that
+    /// was there.
+    pub fn set_tap(&mut self, tap: Option<Box<dyn ReadTap>>) -> Option<Box<dyn ReadTap>> {
+        std::mem::replace(&mut self.tap, tap)
     }
 
     /// Attach the source image again (an overlay restored from a snapshot has none). It must

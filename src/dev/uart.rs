@@ -227,6 +227,11 @@ impl Uart {
         self.fast = fast;
     }
 
+    /// The characters transmitted and not taken yet.
+    pub fn output(&self) -> &[u8] {
+        &self.output
+    }
+
     /// Take the characters transmitted so far.
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.output)

@@ -34,6 +34,7 @@
 //! to the host so it can sleep, and the host's clock pulls virtual time forward at the next call
 //! ([`Machine::run_realtime`]). Nothing here reads a clock: the host passes time in.
 
+mod record;
 mod snapshot;
 
 use crate::block::BlockBackend;
@@ -51,6 +52,7 @@ use crate::dev::uart::Uart;
 use crate::dev::vga::{self, Vga};
 use crate::dev::{all_ones, BoardSignals, DevCtx, Device, IrqLines, Nanos, Timed};
 use crate::mem::PageKind;
+use crate::state::replay::{Event, Recorder, Recording};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -666,6 +668,10 @@ pub struct Machine {
     rate_sample: Option<RateSample>,
     /// The names (paths, URLs) the host gave the drives' images, by slot, for snapshots.
     disk_names: [String; 4],
+    /// The recording being made, if one is (see `record.rs`).
+    recorder: Option<Recorder>,
+    /// A recording that ended and was not taken yet.
+    ended_recording: Option<Recording>,
 }
 
 /// Real time: a host clock reading and the instruction count then.
@@ -701,6 +707,8 @@ impl Machine {
             config,
             rate_sample: None,
             disk_names: Default::default(),
+            recorder: None,
+            ended_recording: None,
         }
     }
 
@@ -723,6 +731,7 @@ impl Machine {
     /// Power-cycle the CPU and devices. RAM keeps its contents (a warm reset); virtual time
     /// continues.
     pub fn reset(&mut self) {
+        self.record(|at| Event::Reset { at });
         let now = self.now();
         let mut fresh = Board::new(&self.config).expect("the board's port ranges do not overlap");
         {
@@ -750,6 +759,10 @@ impl Machine {
     /// Deterministic run: execute up to about `max_instructions` instructions (a slice may end a
     /// block later), servicing devices at their deadlines and skipping idle time.
     pub fn run(&mut self, max_instructions: u64) -> Stop {
+        self.record(|_| Event::Run {
+            budget: max_instructions,
+            host_ns: None,
+        });
         self.run_inner(max_instructions, None)
     }
 
@@ -765,6 +778,10 @@ impl Machine {
     /// A lag beyond [`MAX_CATCH_UP_NS`] (the host was suspended, a browser tab was in the
     /// background) is dropped instead of replayed.
     pub fn run_realtime(&mut self, host_now: Nanos, max_instructions: u64) -> Stop {
+        self.record(|_| Event::Run {
+            budget: max_instructions,
+            host_ns: Some(host_now),
+        });
         let now = self.now();
         if host_now.saturating_sub(now) > MAX_CATCH_UP_NS {
             self.skip_to(host_now - MAX_CATCH_UP_NS);
@@ -954,11 +971,14 @@ impl Machine {
     /// Put a drive at IDE position `slot` (0 = primary master /dev/sda, 1 = primary slave,
     /// 2 = secondary master, 3 = secondary slave).
     pub fn attach_drive(&mut self, slot: usize, drive: Drive) {
+        // A replay would not have the new image.
+        self.end_recording();
         self.board.borrow().ide.borrow_mut().attach(slot, drive);
     }
 
     /// Insert a disc into the CD-ROM drive at `slot`; false if there is no CD-ROM drive there.
     pub fn insert_cdrom(&mut self, slot: usize, disc: Box<dyn BlockBackend>) -> bool {
+        self.end_recording();
         match self.board.borrow().ide.borrow_mut().drive_mut(slot) {
             Some(Drive::Atapi(cd)) => {
                 cd.insert(disc);
@@ -970,6 +990,7 @@ impl Machine {
 
     /// Eject the disc of the CD-ROM drive at `slot` (the host's eject button).
     pub fn eject_cdrom(&mut self, slot: usize) -> bool {
+        self.end_recording();
         match self.board.borrow().ide.borrow_mut().drive_mut(slot) {
             Some(Drive::Atapi(cd)) => {
                 cd.eject();
@@ -982,6 +1003,7 @@ impl Machine {
     /// The host has the data a block backend answered "pending" for: pending drive reads are
     /// retried (and complete with their interrupt if the data is there now).
     pub fn storage_wake(&mut self) {
+        self.record(|at| Event::StorageWake { at });
         self.with_device(|b| b.ide.clone(), |ide, ctx| ide.wake(ctx));
     }
 
@@ -1023,18 +1045,34 @@ impl Machine {
     /// real keyboard (its buffer overruns): hosts that must not lose any pace them with
     /// [`crate::input::HostInput`].
     pub fn key_event(&mut self, make: &[u8], pressed: bool) {
+        self.record(|at| Event::Key {
+            at,
+            make: make.to_vec(),
+            pressed,
+        });
         self.with_i8042(|kc, ctx| kc.key_event(make, pressed, ctx));
     }
 
     /// The PS/2 mouse moved (`dx` right, `dy` down, `dz` wheel down, in counts) and/or its
     /// buttons changed (bit 0 left, 1 right, 2 middle, 3 fourth, 4 fifth).
     pub fn mouse_move(&mut self, dx: i32, dy: i32, dz: i32, buttons: u8) {
+        self.record(|at| Event::Mouse {
+            at,
+            dx,
+            dy,
+            dz,
+            buttons,
+        });
         self.with_i8042(|kc, ctx| kc.mouse_move(dx, dy, dz, buttons, ctx));
     }
 
     /// Characters the guest sent on serial port `n` (0 = COM1, 1 = COM2) since the last call.
     pub fn serial_output(&mut self, n: usize) -> Vec<u8> {
-        self.with_uart(n, |u, _| u.take_output())
+        let out = self.with_uart(n, |u, _| u.take_output());
+        if let Some(r) = self.recorder.as_mut().filter(|_| n == 0) {
+            r.output(&out);
+        }
+        out
     }
 
     /// Whether serial port `n` can take another character from the host now.
@@ -1045,13 +1083,22 @@ impl Machine {
     /// A character arrives on serial port `n`. Returns false (and drops it) if the receiver is
     /// full: callers that must not lose input check [`Machine::serial_can_receive`] first.
     pub fn serial_input(&mut self, n: usize, byte: u8) -> bool {
-        self.with_uart(n, |u, ctx| {
+        let at = self.cpu.instructions;
+        let taken = self.with_uart(n, |u, ctx| {
             let ok = u.can_receive();
             if ok {
                 u.receive_byte(byte, ctx);
             }
             ok
-        })
+        });
+        if taken {
+            self.record(|_| Event::Serial {
+                at,
+                port: n as u8,
+                byte,
+            });
+        }
+        taken
     }
 }
 

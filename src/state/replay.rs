@@ -2,9 +2,15 @@
 //! that the run can be replayed exactly. wasm86's machine is deterministic: given the same
 //! state and the same calls (how far to run, with which host clock in real-time mode, which
 //! input at which instruction), it retires the same instructions and prints the same bytes. A
-//! recording is that list of calls; replaying it makes them again and checks, at every input,
-//! that the machine is where it was when the input came, so a replay that diverges says at
-//! which instruction.
+//! recording is that list of calls, plus what the drives' images answered where the answer
+//! depended on the host (a streamed read still on its way, a fetch that failed); replaying it
+//! makes the calls again, gives the drives the same answers at the same reads, and checks, at
+//! every input, that the machine is where it was when the input came, so a replay that
+//! diverges says at which instruction.
+//!
+//! The machine records itself ([`crate::machine::Machine::start_recording`]): every host,
+//! the CLI and the page alike, gets its keys, mouse, serial bytes, clock readings and disk
+//! wake-ups recorded without doing anything for it.
 //!
 //! # File layout (little-endian)
 //!
@@ -16,12 +22,17 @@
 //! ```
 
 use super::{check_header, crc32, StateError};
+use crate::block::{BlockError, ReadStatus, ReadTap};
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
 
 /// The file's first bytes.
 pub const MAGIC: &[u8; 8] = b"WASM86RP";
-/// The format this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The format this build writes and reads (2: keys, mouse, resets, disk wake-ups and the
+/// drives' answers).
+pub const VERSION: u32 = 2;
 
 /// One thing the host did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +42,48 @@ pub enum Event {
     Run { budget: u64, host_ns: Option<u64> },
     /// A byte taken by serial port `port` when `at` instructions had retired.
     Serial { at: u64, port: u8, byte: u8 },
+    /// A PS/2 key went down or up (`make`: its scan code set 2 make sequence).
+    Key {
+        at: u64,
+        make: Vec<u8>,
+        pressed: bool,
+    },
+    /// The PS/2 mouse moved or its buttons changed.
+    Mouse {
+        at: u64,
+        dx: i32,
+        dy: i32,
+        dz: i32,
+        buttons: u8,
+    },
+    /// The host had data for the drives (`Machine::storage_wake`).
+    StorageWake { at: u64 },
+    /// The host pressed reset (`Machine::reset`).
+    Reset { at: u64 },
+}
+
+impl Event {
+    /// The instruction count at which an input came (`None` for a run).
+    pub fn at(&self) -> Option<u64> {
+        match *self {
+            Event::Run { .. } => None,
+            Event::Serial { at, .. }
+            | Event::Key { at, .. }
+            | Event::Mouse { at, .. }
+            | Event::StorageWake { at }
+            | Event::Reset { at } => Some(at),
+        }
+    }
+}
+
+/// What a drive's image answered to one of its reads, where that was not the data: the read
+/// is the `read`-th (from 0) that drive `slot` made of its image since the recording began.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskAnswer {
+    pub slot: u8,
+    pub read: u64,
+    /// `Ok(Pending)` (the bytes were still being fetched) or the error the drive got.
+    pub answer: Result<ReadStatus, BlockError>,
 }
 
 /// A run: where it started, what the host did, and how it ended.
@@ -41,6 +94,8 @@ pub struct Recording {
     /// Real-time mode (the runs carry host clock readings).
     pub realtime: bool,
     pub events: Vec<Event>,
+    /// The drives' answers that were not data, in the order they came.
+    pub disk_answers: Vec<DiskAnswer>,
     /// Instructions retired at the end.
     pub end_instructions: u64,
     /// The serial output of the run (COM1): its length and CRC-32.
@@ -89,6 +144,140 @@ impl Recording {
     }
 }
 
+/// A recording being made (see [`crate::machine::Machine::start_recording`]).
+pub struct Recorder {
+    recording: Recording,
+    output: flate2::Crc,
+    answers: Rc<RefCell<Vec<DiskAnswer>>>,
+}
+
+impl Recorder {
+    /// A recording of a machine that is now in the state `start`.
+    pub fn new(start: Vec<u8>, realtime: bool) -> Recorder {
+        Recorder {
+            recording: Recording {
+                start,
+                realtime,
+                events: Vec::new(),
+                disk_answers: Vec::new(),
+                end_instructions: 0,
+                output_len: 0,
+                output_crc: 0,
+            },
+            output: flate2::Crc::new(),
+            answers: Rc::default(),
+        }
+    }
+
+    /// The host did `event`.
+    pub fn event(&mut self, event: Event) {
+        self.recording.events.push(event);
+    }
+
+    /// The host took `bytes` of COM1 output.
+    pub fn output(&mut self, bytes: &[u8]) {
+        self.output.update(bytes);
+    }
+
+    /// What goes between drive `slot`'s image and the drive while recording.
+    pub fn tap(&self, slot: usize) -> Box<dyn ReadTap> {
+        Box::new(Tape {
+            slot: slot as u8,
+            reads: 0,
+            answers: Rc::clone(&self.answers),
+        })
+    }
+
+    /// The recording, ended when `end_instructions` had retired (`pending_output`: COM1 output
+    /// the host has not taken yet).
+    pub fn finish(mut self, end_instructions: u64, pending_output: &[u8]) -> Recording {
+        self.output.update(pending_output);
+        self.recording.end_instructions = end_instructions;
+        self.recording.output_len = u64::from(self.output.amount());
+        self.recording.output_crc = self.output.sum();
+        self.recording.disk_answers = self.answers.take();
+        self.recording
+    }
+}
+
+/// Logs the answers of one drive's image that were not data.
+struct Tape {
+    slot: u8,
+    reads: u64,
+    answers: Rc<RefCell<Vec<DiskAnswer>>>,
+}
+
+impl ReadTap for Tape {
+    fn answer(&mut self, answer: Result<ReadStatus, BlockError>) -> Result<ReadStatus, BlockError> {
+        if answer != Ok(ReadStatus::Ready) {
+            self.answers.borrow_mut().push(DiskAnswer {
+                slot: self.slot,
+                read: self.reads,
+                answer: answer.clone(),
+            });
+        }
+        self.reads += 1;
+        answer
+    }
+}
+
+/// Where a replay went another way than the recording.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the replay diverged at instruction {at}: {why}")]
+pub struct Divergence {
+    /// Instructions retired when it was seen.
+    pub at: u64,
+    pub why: String,
+}
+
+/// Gives one drive the recorded answers at the reads that had them, and notes a read whose
+/// data the replay's image does not have at once (the recording had it).
+pub(crate) struct Playback {
+    reads: u64,
+    answers: VecDeque<DiskAnswer>,
+    trouble: Rc<RefCell<Option<String>>>,
+}
+
+impl Playback {
+    /// The playback taps for every drive of `rec`, by slot, and the cell where they report a
+    /// read that went another way.
+    pub(crate) fn for_recording(
+        rec: &Recording,
+        slots: usize,
+    ) -> (Vec<Playback>, Rc<RefCell<Option<String>>>) {
+        let trouble = Rc::new(RefCell::new(None));
+        let taps = (0..slots)
+            .map(|slot| Playback {
+                reads: 0,
+                answers: rec
+                    .disk_answers
+                    .iter()
+                    .filter(|a| usize::from(a.slot) == slot)
+                    .cloned()
+                    .collect(),
+                trouble: Rc::clone(&trouble),
+            })
+            .collect();
+        (taps, trouble)
+    }
+}
+
+impl ReadTap for Playback {
+    fn answer(&mut self, answer: Result<ReadStatus, BlockError>) -> Result<ReadStatus, BlockError> {
+        let read = self.reads;
+        self.reads += 1;
+        if self.answers.front().is_some_and(|a| a.read == read) {
+            return self.answers.pop_front().map_or(answer, |a| a.answer);
+        }
+        if answer != Ok(ReadStatus::Ready) {
+            self.trouble.borrow_mut().get_or_insert_with(|| {
+                format!("the image answered {answer:?} to a read the recording had the data for")
+            });
+        }
+        answer
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,7 +296,26 @@ mod tests {
                     port: 0,
                     byte: b'l',
                 },
+                Event::Key {
+                    at: 2_000_010,
+                    make: vec![0xe0, 0x75],
+                    pressed: true,
+                },
+                Event::Mouse {
+                    at: 2_000_011,
+                    dx: -3,
+                    dy: 4,
+                    dz: 0,
+                    buttons: 1,
+                },
+                Event::StorageWake { at: 2_000_012 },
+                Event::Reset { at: 2_000_013 },
             ],
+            disk_answers: vec![DiskAnswer {
+                slot: 2,
+                read: 7,
+                answer: Err(BlockError::Io("gone".into())),
+            }],
             end_instructions: 9,
             output_len: 4,
             output_crc: crc32(b"ls\r\n"),
