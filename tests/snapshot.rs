@@ -273,3 +273,47 @@ fn bad_state_files_are_refused_with_what_is_wrong() {
     assert_eq!(restore(&read("bzImage")), Some(StateError::NotAState));
     assert!(restore(&good).is_none());
 }
+
+#[path = "programs/ticker.rs"]
+mod ticker;
+
+/// The ticker program saved at `ticker::SAVE_AT`, as natively saved and checked in: the
+/// browser tests (tests/web.rs) save the same machine in Chromium and compare with it, and
+/// restore it there.
+const TICKER_STATE: &str = "tests/data/ticker.state";
+
+#[test]
+fn a_state_is_the_same_file_on_every_platform_and_restores_from_the_checked_in_one() {
+    let mut a = ticker::machine();
+    let before = ticker::run_to(&mut a, ticker::SAVE_AT);
+    let state = a.save_state();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(TICKER_STATE);
+    if std::env::var_os("WASM86_BLESS").is_some() {
+        std::fs::write(&path, &state).unwrap();
+    }
+    let checked_in = std::fs::read(&path).unwrap();
+    assert!(
+        checked_in == state,
+        "the ticker's state is not the checked-in {TICKER_STATE} ({} bytes, now {}): the state \
+         format or a device's state changed. If on purpose, bump state::VERSION where old files \
+         no longer read, and regenerate the file with `WASM86_BLESS=1 cargo test --release \
+         --test snapshot`",
+        checked_in.len(),
+        state.len()
+    );
+    // The file restores to a machine that runs on as the saved one does.
+    let mut b = Machine::restore_state(&checked_in, TimeMode::Deterministic, vec![]).unwrap();
+    let rest_a = ticker::run_to(&mut a, ticker::END_AT);
+    let rest_b = ticker::run_to(&mut b, ticker::END_AT);
+    assert_eq!(rest_a, rest_b);
+    assert_eq!(a.cpu.instructions, b.cpu.instructions);
+    assert!(a.cpu.mem.ram == b.cpu.mem.ram, "RAM differs");
+    // The program ran as meant: its loop, its ticks at 100 Hz (10 ms of virtual time is
+    // 1,000,000 instructions at 10 ns), one letter per tick.
+    let (turns, ticks) = ticker::counters(&a);
+    assert!(
+        turns > 1_000_000 && (25..=35).contains(&ticks),
+        "{turns} {ticks}"
+    );
+    assert_eq!(before.len() + rest_a.len(), usize::from(ticks));
+}

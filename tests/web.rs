@@ -457,6 +457,91 @@ fn bad_machines_kernels_and_disks_throw() {
     m.mouse(i32::MAX, i32::MIN, 7, 0xFF);
 }
 
+// ---- saved states and recordings across platforms ----
+
+#[path = "programs/ticker.rs"]
+mod ticker;
+
+/// The ticker program saved natively at `ticker::SAVE_AT` (tests/snapshot.rs checks it).
+const TICKER_STATE: &[u8] = include_bytes!("data/ticker.state");
+
+#[wasm_bindgen_test]
+fn a_state_saved_in_chromium_is_the_native_file_and_the_native_file_restores_here() {
+    use wasm86::machine::{Machine as Core, TimeMode};
+    let mut a = ticker::machine();
+    ticker::run_to(&mut a, ticker::SAVE_AT);
+    let state = a.save_state();
+    // The very bytes the native build saved: so a state saved here restores natively (where
+    // that file is restored), and the other way round.
+    assert!(
+        state == TICKER_STATE,
+        "Chromium saved {} bytes, natively {}",
+        state.len(),
+        TICKER_STATE.len()
+    );
+    let mut b = Core::restore_state(TICKER_STATE, TimeMode::Deterministic, vec![]).unwrap();
+    let rest_a = ticker::run_to(&mut a, ticker::END_AT);
+    let rest_b = ticker::run_to(&mut b, ticker::END_AT);
+    assert_eq!(rest_a, rest_b);
+    assert_eq!(a.cpu.instructions, b.cpu.instructions);
+    assert!(a.cpu.mem.ram == b.cpu.mem.ram, "RAM differs");
+    assert_eq!(ticker::counters(&a), ticker::counters(&b));
+}
+
+#[wasm_bindgen_test]
+async fn a_run_recorded_in_the_browser_replays_exactly() {
+    use wasm86::machine::{Machine as Core, TimeMode};
+    use wasm86::state::replay::{Event, Recording};
+    // Wait for 4 keyboard bytes, then 2 serial bytes, storing them at 0x2000 and 0x2100.
+    #[rustfmt::skip]
+    let mut m = with_program(&[
+        0xFA,                   // cli
+        0xBA, 0xFB, 0x03,       // mov dx, 0x3FB (LCR)
+        0xB0, 0x03, 0xEE,       // mov al, 3 ; out dx, al (8 bits)
+        0xBF, 0x00, 0x20,       // mov di, 0x2000
+        0xE4, 0x64,             // k: in al, 0x64
+        0xA8, 0x01,             // test al, 1
+        0x74, 0xFA,             // jz k
+        0xE4, 0x60,             // in al, 0x60
+        0xAA,                   // stosb
+        0x81, 0xFF, 0x04, 0x20, // cmp di, 0x2004
+        0x75, 0xF1,             // jne k
+        0xBF, 0x00, 0x21,       // mov di, 0x2100
+        0xBA, 0xFD, 0x03,       // s: mov dx, 0x3FD (LSR)
+        0xEC,                   // in al, dx
+        0xA8, 0x01,             // test al, 1 (data ready)
+        0x74, 0xF8,             // jz s
+        0xBA, 0xF8, 0x03,       // mov dx, 0x3F8
+        0xEC,                   // in al, dx
+        0xAA,                   // stosb
+        0x81, 0xFF, 0x02, 0x21, // cmp di, 0x2102
+        0x75, 0xED,             // jne s
+        0xFA, 0xF4,             // cli ; hlt
+    ]);
+    m.run(now_ms(), 100.0);
+    m.start_recording();
+    assert!(m.is_recording());
+    m.type_text("Ab");
+    // Real time: the inputs land wherever the host's clock puts them.
+    sleep(3).await;
+    m.send_serial(b"ok");
+    run_until_halted(&mut m, 5_000.0).await;
+    let file = m.stop_recording().expect("a recording");
+    assert!(m.stop_recording().is_none(), "the recording was taken");
+    let rec = Recording::from_bytes(&file).unwrap();
+    assert!(rec.realtime);
+    let keys = rec.events.iter().filter(|e| matches!(e, Event::Key { .. }));
+    // Shift, A, A up, Shift up, B, B up.
+    assert_eq!(keys.count(), 6, "{:?}", rec.events);
+
+    let mut b = Core::restore_state(&rec.start, TimeMode::Realtime, vec![]).unwrap();
+    assert_eq!(b.replay(&rec, |_| {}), Ok(()));
+    assert_eq!(b.cpu.instructions, m.core().cpu.instructions);
+    assert_eq!(ram(&m, 0x2000, 4), [0x2A, 0x1E, 0x9E, 0xAA]);
+    assert_eq!(b.cpu.mem.ram[0x2000..0x2004], ram(&m, 0x2000, 4));
+    assert_eq!(&b.cpu.mem.ram[0x2100..0x2102], b"ok");
+}
+
 // ---- Linux in the browser ----
 
 /// Run `m` until `done` says so; returns the serial output collected meanwhile.

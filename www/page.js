@@ -45,9 +45,11 @@ function refreshStatus() {
     $("pause").textContent = state === "paused" ? "Resume" : "Pause";
     $("reset").disabled = state === "idle" || state === "loading";
     $("save").disabled = !(state === "running" || state === "paused");
+    $("record").disabled = !(state === "running" || state === "paused");
   });
 }
 for (const ev of ["state", "stats", "progress", "restart"]) controller.addEventListener(ev, refreshStatus);
+controller.addEventListener("restart", () => showRecording(false));
 
 function showError() {
   const message = controller.error();
@@ -140,11 +142,41 @@ $("save").onclick = async () => {
   } catch (err) {
     showNote(`The browser did not keep the saved machine (${err && err.message}); it is downloaded.`);
   }
+  download(state, "state");
+};
+
+/** Offer `bytes` as a download named wasm86-<time>.<extension>. */
+function download(bytes, extension) {
   const a = document.createElement("a");
-  a.href = URL.createObjectURL(new Blob([state], { type: "application/octet-stream" }));
-  a.download = `wasm86-${new Date().toISOString().replace(/[:.]/g, "-")}.state`;
+  a.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+  a.download = `wasm86-${new Date().toISOString().replace(/[:.]/g, "-")}.${extension}`;
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+// ---- recording: Record starts, Stop recording downloads the file for `wasm86 --replay` ----
+
+let recording = false;
+function showRecording(on) {
+  recording = on;
+  $("record").textContent = on ? "Stop recording" : "Record";
+  $("record").classList.toggle("active", on);
+}
+$("record").onclick = async () => {
+  try {
+    if (!recording) {
+      await controller.startRecording();
+      showRecording(true);
+      showNote("Recording: everything from now on goes into the recording; press Stop recording to download it.");
+      return;
+    }
+    showRecording(false);
+    const rec = await controller.stopRecording();
+    if (rec) download(rec, "rec");
+  } catch (err) {
+    showRecording(false);
+    showNote(`Recording failed: ${err.message}`);
+  }
 };
 $("resume-saved").onclick = async () => {
   const saved = await stored.get().catch(() => null);

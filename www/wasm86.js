@@ -4,7 +4,7 @@
 //
 // The automation API (the same on `window.wasm86` and on each widget's `.machine`):
 //   serialText() screenText() sendSerial(text) typeText(text) stats() pause() resume() reset()
-//   start() ready error() saveState() restoreState(state)
+//   start() ready error() saveState() restoreState(state) startRecording() stopRecording()
 // stats() is {instructions, mips, downloadedBytes, state, jit}, state one of
 // "idle" | "loading" | "running" | "paused" | "error"; jit is null while the compiling tier is
 // off, else its counters (regionsCompiled, regionsLive, guestBytes, wasmBytes,
@@ -156,8 +156,8 @@ export class MachineController extends EventTarget {
     this._worker = null;
     this._wantPaused = false;
     this._framesOn = true;
-    this._saves = new Map(); // save request id -> {resolve, reject}
-    this._nextSave = 1;
+    this._requests = new Map(); // save/record request id -> {resolve, reject}
+    this._nextRequest = 1;
     this._clear();
   }
 
@@ -254,14 +254,29 @@ export class MachineController extends EventTarget {
    * the screen and the guest's changes to its disks (not the disk images themselves). Rejects
    * when there is no running machine. */
   saveState() {
-    if (!this._worker || this._state === "error" || this._state === "idle" || this._state === "loading") {
+    if (!this._running()) {
       return Promise.reject(new Error(`there is no running machine to save (it is ${this._state})`));
     }
-    const id = this._nextSave++;
-    return new Promise((resolve, reject) => {
-      this._saves.set(id, { resolve, reject });
-      this._send({ type: "save", id });
-    });
+    return this._request({ type: "save" });
+  }
+
+  /** Start recording the run from here (a Promise, resolved once it runs): the machine as it is
+   * and every input from now on, for `wasm86 --replay FILE` to repeat exactly. A reboot or a
+   * disc change ends the recording (a replay cannot load the kernel or the disc again). */
+  startRecording() {
+    if (!this._running()) {
+      return Promise.reject(new Error(`there is no running machine to record (it is ${this._state})`));
+    }
+    return this._request({ type: "record", on: true }).then(() => undefined);
+  }
+
+  /** End the recording: a Promise of the recording file (an ArrayBuffer), or of null if none was
+   * started. */
+  stopRecording() {
+    if (!this._running()) {
+      return Promise.reject(new Error(`there is no running machine (it is ${this._state})`));
+    }
+    return this._request({ type: "record", on: false }).then((buffer) => buffer || null);
   }
 
   /** Replace the machine by the one saved in `state` (an ArrayBuffer, typed array, Blob, File or
@@ -331,6 +346,20 @@ export class MachineController extends EventTarget {
 
   // ---- internals ----
 
+  /** Whether there is a machine to save or record (running or paused). */
+  _running() {
+    return !(!this._worker || this._state === "error" || this._state === "idle" || this._state === "loading");
+  }
+
+  /** Send `msg` with a fresh id; a Promise of the worker's answer's buffer. */
+  _request(msg) {
+    const id = this._nextRequest++;
+    return new Promise((resolve, reject) => {
+      this._requests.set(id, { resolve, reject });
+      this._send({ ...msg, id });
+    });
+  }
+
   _send(msg, transfer) {
     if (this._worker) this._worker.postMessage(msg, transfer || []);
   }
@@ -341,8 +370,8 @@ export class MachineController extends EventTarget {
       this._worker = null;
     }
     clearInterval(this._watchdog);
-    for (const { reject } of this._saves.values()) reject(new Error("the machine was stopped before it was saved"));
-    this._saves.clear();
+    for (const { reject } of this._requests.values()) reject(new Error("the machine was stopped before it answered"));
+    this._requests.clear();
   }
 
   _spawn() {
@@ -435,9 +464,10 @@ export class MachineController extends EventTarget {
       case "restored":
         this._emit("restored", {});
         break;
-      case "saved": {
-        const waiting = this._saves.get(msg.id);
-        this._saves.delete(msg.id);
+      case "saved":
+      case "recorded": {
+        const waiting = this._requests.get(msg.id);
+        this._requests.delete(msg.id);
         if (waiting && msg.error) waiting.reject(new Error(msg.error));
         else if (waiting) waiting.resolve(msg.buffer);
         break;

@@ -10,10 +10,13 @@
 // Protocol, page -> worker:   {type: "start", options} | "pause" | "resume" | "reset"
 //   | {type: "serial", bytes} | {type: "type", text} | {type: "key", code, pressed}
 //   | {type: "mouse", dx, dy, dz, buttons} | {type: "frameDone"} | {type: "frames", on}
-//   | {type: "save", id}
+//   | {type: "save", id} | {type: "record", id, on}
 // worker -> page:   {type: "state", state} | {type: "progress", file} | {type: "update", ...}
 //   | {type: "saved", id, buffer} or {type: "saved", id, error} (the answer to "save": a state
 //     file, see src/state)
+//   | {type: "recorded", id, on, buffer} or {type: "recorded", id, error} (the answer to
+//     "record": on=true, recording started; on=false, buffer is the recording (a WASM86RP file,
+//     see src/state/replay.rs) or absent if none was started)
 //     (update.serial: bytes; update.serialInstructions: [[end offset, instructions before, after]]
 //     per run() slice that wrote some of them: where each slice's bytes end, and the retired-
 //     instruction counts at that slice's start and end)
@@ -147,6 +150,19 @@ function handle(msg) {
         // Between turns: the machine is at an instruction boundary.
         const bytes = machine.save_state();
         post({ type: "saved", id: msg.id, buffer: bytes.buffer }, [bytes.buffer]);
+      }
+      break;
+    case "record":
+      if (!machine || crashed) {
+        post({ type: "recorded", id: msg.id, error: "there is no running machine to record" });
+      } else if (msg.on) {
+        // Between turns: the recording starts at an instruction boundary.
+        machine.start_recording();
+        post({ type: "recorded", id: msg.id, on: true });
+      } else {
+        const bytes = machine.stop_recording();
+        if (bytes) post({ type: "recorded", id: msg.id, on: false, buffer: bytes.buffer }, [bytes.buffer]);
+        else post({ type: "recorded", id: msg.id, on: false });
       }
       break;
     case "frames":

@@ -21,6 +21,9 @@ impl Machine {
         self.end_recording();
         self.ended_recording = None;
         let start = self.save_state();
+        // The real-time clock's last speed sample is not in a state: start measuring afresh,
+        // as the machine restored from `start` for a replay will.
+        self.rate_sample = None;
         let recorder = Recorder::new(start, self.config.time_mode == TimeMode::Realtime);
         self.set_taps(|slot| Some(recorder.tap(slot)));
         self.recorder = Some(recorder);

@@ -200,6 +200,26 @@ impl Machine {
         self.core.save_state()
     }
 
+    /// Start recording the run from here: the machine as it is now and everything the page
+    /// gives it from now on (keys, mouse, serial bytes, the clock readings, when streamed disk
+    /// data arrived), so that `wasm86 --replay FILE` (with the disks as files) repeats it
+    /// exactly. A recording already running is dropped.
+    pub fn start_recording(&mut self) {
+        self.core.start_recording();
+    }
+
+    /// Whether a recording runs (it ends by itself when the machine reboots or a disc changes:
+    /// a replay could not load the kernel or the disc again).
+    pub fn is_recording(&self) -> bool {
+        self.core.is_recording()
+    }
+
+    /// The recording since `start_recording` as a file (ended now if it still runs), or
+    /// undefined if none was started.
+    pub fn stop_recording(&mut self) -> Option<Vec<u8>> {
+        self.core.take_recording().map(|r| r.to_bytes())
+    }
+
     /// The kernel a restored machine boots when it is reset or the guest reboots (a machine
     /// started with `load_linux` has one already). Nothing is loaded now.
     pub fn set_kernel(
@@ -263,8 +283,12 @@ impl Machine {
         }
         let (downloaded, warning) = (disk.whole_download(), disk.warning.clone());
         let (backend, stream) = into_backend(disk.source);
+        let recording = self.core.is_recording();
         if !self.core.insert_cdrom(CDROM_SLOT, backend) {
             return Err(error("cdrom: the machine has no CD-ROM drive"));
+        }
+        if recording {
+            self.message("recording: a disc was inserted, so the recording ends there");
         }
         self.register("cdrom", downloaded, stream, warning);
         Ok(())
@@ -508,6 +532,11 @@ impl Machine {
 
     /// After a reset: drop queued input and boot the kernel again.
     fn reboot(&mut self) {
+        if self.core.is_recording() {
+            // Loading the kernel into RAM is not something a replay can do.
+            self.core.end_recording();
+            self.message("recording: the machine rebooted, so the recording ends there");
+        }
         self.input.clear();
         match &self.kernel {
             Some(k) => {

@@ -1065,3 +1065,121 @@ async fn the_page_starts_from_the_cli_s_saved_linux_and_saves_and_restores_its_o
     })
     .await;
 }
+
+/// The bytes of the ArrayBuffer the page script `body` resolves to (sent back as base64).
+async fn page_bytes(m: &Machine, what: &str, body: &str) -> Res<Vec<u8>> {
+    let b64 = m
+        .call(
+            &format!(
+                "return ({body}).then(buf => {{ if (!buf) return null;\n\
+                   const b = new Uint8Array(buf); let s = '';\n\
+                   for (let i = 0; i < b.length; i += 0x8000)\n\
+                     s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));\n\
+                   return btoa(s); }});"
+            ),
+            vec![],
+        )
+        .await?;
+    let b64 = b64
+        .as_str()
+        .ok_or_else(|| format!("{what} gave {b64:?}, not bytes"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("{what} bytes: {e}"))
+}
+
+/// A session recorded in the page (a command on the serial console, one typed on the PS/2
+/// keyboard) replays natively with `wasm86 --replay`: the same instructions and output. The
+/// page's Record button toggles and says what it does.
+#[tokio::test(flavor = "current_thread")]
+async fn a_session_recorded_in_the_page_replays_natively() {
+    run(|env| async move {
+        env.goto("/").await?;
+        let m = env.index_machine();
+        m.wait_for("stats().state == \"running\"", boot_timeout(), |s| {
+            s.stats.clone().filter(|st| st.state == "running")
+        })
+        .await?;
+        serial_command(&m, "echo before", "before").await?;
+        m.call("return m.startRecording().then(() => true);", vec![])
+            .await?;
+        serial_command(&m, "echo rec-$((6*7))", "rec-42").await?;
+        // The shell on the screen (tty1) reads the keyboard; it answers on the serial line.
+        m.act(
+            "typeText",
+            vec![Value::from("echo kb-$((6*7)) > /dev/ttyS0\n")],
+        )
+        .await?;
+        m.wait_for(
+            "kb-42 from the keyboard's shell",
+            Duration::from_secs(30),
+            |s| s.serial.contains("kb-42").then_some(()),
+        )
+        .await?;
+        let t = Instant::now();
+        let rec = page_bytes(&m, "stopRecording()", "m.stopRecording()").await?;
+        let stop_ms = t.elapsed().as_millis();
+        if !rec.starts_with(b"WASM86RP") {
+            return Err(format!(
+                "stopRecording() gave {} bytes, not a recording",
+                rec.len()
+            ));
+        }
+        let file = std::env::temp_dir().join(format!("wasm86-e2e-{}.rec", std::process::id()));
+        std::fs::write(&file, &rec).map_err(|e| format!("{}: {e}", file.display()))?;
+        let t = Instant::now();
+        let out = tokio::process::Command::new(wasm86_bin()?)
+            .arg("--replay")
+            .arg(&file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| format!("wasm86 --replay: {e}"));
+        let _ = std::fs::remove_file(&file);
+        let out = out?;
+        let replay_ms = t.elapsed().as_millis();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || !stderr.contains("the same as recorded") {
+            return Err(format!("wasm86 --replay failed: {stderr}\n{stdout}"));
+        }
+        if !stdout.contains("rec-42") || !stdout.contains("kb-42") || stdout.contains("before") {
+            return Err(format!(
+                "the replay printed what was not recorded, or missed some:\n{stdout}"
+            ));
+        }
+
+        // The button: Record, then Stop recording (which downloads the file).
+        env.js(
+            "document.getElementById('record').click(); return null;",
+            vec![],
+        )
+        .await?;
+        wait_js(
+            &env,
+            "the Record button turning into Stop recording",
+            "return document.getElementById('record').textContent === 'Stop recording';",
+        )
+        .await?;
+        env.js(
+            "document.getElementById('record').click(); return null;",
+            vec![],
+        )
+        .await?;
+        wait_js(
+            &env,
+            "the Record button back",
+            "return document.getElementById('record').textContent === 'Record';",
+        )
+        .await?;
+        println!(
+            "recorded in the page: {} bytes (mostly the starting state); stopRecording() took \
+             {stop_ms} ms including the transfer to the test; wasm86 --replay took {replay_ms} \
+             ms: {}",
+            rec.len(),
+            stderr.trim()
+        );
+        Ok(())
+    })
+    .await;
+}
