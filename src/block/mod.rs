@@ -112,6 +112,19 @@ pub struct Overlay {
     tap: Option<Box<dyn ReadTap>>,
 }
 
+/// A copy of the guest's changes without the image or a tap (host handles): the overlay as
+/// plain state, which a snapshot holds and a host re-attaches an image to.
+impl Clone for Overlay {
+    fn clone(&self) -> Overlay {
+        Overlay {
+            base: None,
+            len: self.len,
+            sectors: self.sectors.clone(),
+            tap: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for Overlay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Overlay")
@@ -199,6 +212,28 @@ impl Overlay {
     /// Number of changed sectors.
     pub fn dirty_count(&self) -> usize {
         self.sectors.len()
+    }
+
+    /// Whether every changed sector is a whole sector inside the image (a state file that says
+    /// otherwise is corrupt).
+    pub fn check(&self) -> Result<(), String> {
+        let sectors = self.len.div_ceil(SECTOR as u64);
+        match self
+            .sectors
+            .iter()
+            .find(|(&s, d)| d.len() != SECTOR || s >= sectors)
+        {
+            Some((s, d)) => Err(format!(
+                "changed sector {s} of {} bytes in an image of {sectors} sectors",
+                d.len()
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the source image is attached.
+    pub fn has_base(&self) -> bool {
+        self.base.is_some()
     }
 
     /// The source image, while attached.

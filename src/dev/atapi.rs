@@ -99,7 +99,7 @@ enum MediaEvent {
 }
 
 /// An ATAPI CD-ROM drive.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Cdrom {
     /// The disc (read-only; the overlay stays empty).
     media: Option<Overlay>,
@@ -155,6 +155,11 @@ impl Cdrom {
     }
 
     /// The disc, if one is in the drive.
+    pub fn media(&self) -> Option<&Overlay> {
+        self.media.as_ref()
+    }
+
+    /// The disc, mutably.
     pub fn media_mut(&mut self) -> Option<&mut Overlay> {
         self.media.as_mut()
     }

@@ -25,6 +25,45 @@ pub(crate) mod testing;
 
 use serde::{Deserialize, Serialize};
 
+/// A device's state as plain data, apart from its caches and the host's handles (the rust-vmm
+/// `vm-superio` shape): what a saved state holds of it, and all it is rebuilt from.
+pub trait Snapshot: Sized {
+    /// The state: plain data, no caches, no host handles.
+    type State: Clone + Serialize + for<'de> Deserialize<'de>;
+    /// The device's state now.
+    fn state(&self) -> Self::State;
+    /// The device in `state`. A state no guest could have brought it to (a corrupt or forged
+    /// file) is an error saying what is wrong, so that nothing indexes out of range later.
+    fn from_state(state: Self::State) -> Result<Self, String>;
+}
+
+/// Devices that hold nothing but their registers (no caches, no host handles, no value that
+/// is an index into something of another size) are their own state.
+macro_rules! registers_are_state {
+    ($($device:ty),* $(,)?) => {$(
+        impl Snapshot for $device {
+            type State = $device;
+            fn state(&self) -> $device {
+                self.clone()
+            }
+            fn from_state(state: $device) -> Result<$device, String> {
+                Ok(state)
+            }
+        }
+    )*};
+}
+
+registers_are_state!(
+    pic::PicPair,
+    pit::Pit,
+    rtc::Rtc,
+    uart::Uart,
+    ps2::I8042,
+    sysctl::PortA,
+    sysctl::PostCode,
+    sysctl::CoprocessorLatch,
+);
+
 /// Virtual time in nanoseconds since machine reset.
 pub type Nanos = u64;
 

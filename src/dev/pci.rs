@@ -13,7 +13,7 @@
 //! [`PciBus::take_changed`]. Behaviour beyond masks goes through the [`PciFunction`] trait,
 //! whose default methods implement the standard semantics.
 
-use super::{At, DevCtx, Device};
+use super::{At, DevCtx, Device, Snapshot};
 use serde::{Deserialize, Serialize};
 
 // Port offsets from 0xCF8.
@@ -409,6 +409,21 @@ pub struct PciBus {
     changed: Vec<u8>,
 }
 
+/// The bus holds only registers; on the way in, its functions must be in devfn order, once
+/// each (lookups search them).
+impl Snapshot for PciBus {
+    type State = PciBus;
+    fn state(&self) -> PciBus {
+        self.clone()
+    }
+    fn from_state(bus: PciBus) -> Result<PciBus, String> {
+        if bus.functions.windows(2).any(|w| w[0].devfn >= w[1].devfn) {
+            return Err("PCI functions out of order or repeated".into());
+        }
+        Ok(bus)
+    }
+}
+
 impl Default for PciBus {
     fn default() -> Self {
         Self::new()
@@ -593,6 +608,20 @@ mod tests {
     use super::*;
 
     type Rig = crate::dev::testing::Rig<PciBus>;
+
+    #[test]
+    fn a_bus_state_with_functions_out_of_order_is_refused() {
+        let mut bus = PciBus::new();
+        bus.add(PciConfig::new(devfn(3, 0), 0x8086, 0x7010, 0x0101, 0x80, 0))
+            .unwrap();
+        bus.add(PciConfig::new(devfn(4, 0), 0x1234, 0x1111, 0x0300, 0, 0))
+            .unwrap();
+        assert!(PciBus::from_state(bus.state()).is_ok());
+        let mut swapped = bus.state();
+        let last = swapped.functions.len() - 1;
+        swapped.functions.swap(last - 1, last);
+        assert!(PciBus::from_state(swapped).is_err());
+    }
 
     fn rig() -> Rig {
         Rig::new(PciBus::new(), 0xCF8)

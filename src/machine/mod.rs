@@ -50,7 +50,7 @@ use crate::dev::rtc::Rtc;
 use crate::dev::sysctl::{CoprocessorLatch, PortA, PostCode};
 use crate::dev::uart::Uart;
 use crate::dev::vga::{self, Vga};
-use crate::dev::{all_ones, BoardSignals, DevCtx, Device, IrqLines, Nanos, Timed};
+use crate::dev::{all_ones, BoardSignals, DevCtx, Device, IrqLines, Nanos, Snapshot, Timed};
 use crate::mem::PageKind;
 use crate::state::replay::{Event, Recorder, Recording};
 use serde::{Deserialize, Serialize};
@@ -219,13 +219,34 @@ pub struct Board {
     mmio_changes: Vec<MmioChange>,
 }
 
-/// The board's state: virtual time, the lines and signals, every device's state and where the
-/// windows that PCI BARs place are mapped. The devices are the board's own handles: serialising
-/// a state reads them, deserialising one builds new devices (see [`Board::assemble`]). The
-/// display's video memory and the drives' source images are not in it (the snapshot file
-/// holds the first, the host passes the second again).
+/// The board's state: virtual time, the lines and signals, every device's state (see
+/// [`Snapshot`]) and where the windows that PCI BARs place are mapped. Plain data: the display's
+/// video memory and the drives' source images are not in it (the snapshot file holds the
+/// first, the host passes the second again).
 #[derive(Serialize, Deserialize)]
 pub struct BoardState {
+    now: Nanos,
+    clock: Clock,
+    irq: IrqLines,
+    signals: BoardSignals,
+    pic: <PicPair as Snapshot>::State,
+    pit: <Pit as Snapshot>::State,
+    rtc: <Rtc as Snapshot>::State,
+    com1: <Uart as Snapshot>::State,
+    com2: <Uart as Snapshot>::State,
+    i8042: <I8042 as Snapshot>::State,
+    pci: <PciBus as Snapshot>::State,
+    port_a: <PortA as Snapshot>::State,
+    post: <PostCode as Snapshot>::State,
+    coprocessor: <CoprocessorLatch as Snapshot>::State,
+    vga: <Vga as Snapshot>::State,
+    ide: <Ide as Snapshot>::State,
+    lfb_at: Option<u32>,
+    ide_bm_at: Option<u32>,
+}
+
+/// The board's devices before they are wired: what [`Board::assemble`] maps.
+struct Devices {
     now: Nanos,
     clock: Clock,
     irq: IrqLines,
@@ -292,7 +313,7 @@ impl Board {
             .expect("slot 2 is free on a fresh bus");
         // The slot is free on a fresh bus.
         let _ = pci.add(ide::pci_config());
-        Board::assemble(BoardState {
+        Board::assemble(Devices {
             now: 0,
             clock: Clock {
                 base_ns: 0,
@@ -320,7 +341,7 @@ impl Board {
 
     /// The board of `state`, every device mapped where it answers: the one place that says
     /// which device is where.
-    fn assemble(state: BoardState) -> Result<Board, MapError> {
+    fn assemble(state: Devices) -> Result<Board, MapError> {
         let mut w = Wiring {
             ports: DeviceBus::ports(),
             memory: DeviceBus::memory(),
@@ -390,28 +411,59 @@ impl Board {
         })
     }
 
-    /// The board's state (sharing the device handles: serialise it before the devices change).
+    /// The board's state.
     fn state(&self) -> BoardState {
         BoardState {
             now: self.now,
             clock: self.clock,
             irq: self.irq,
             signals: self.signals,
-            pic: self.pic.clone(),
-            pit: self.pit.clone(),
-            rtc: self.rtc.clone(),
-            com1: self.com1.clone(),
-            com2: self.com2.clone(),
-            i8042: self.i8042.clone(),
-            pci: self.pci.clone(),
-            port_a: self.port_a.clone(),
-            post: self.post.clone(),
-            coprocessor: self.coprocessor.clone(),
-            vga: self.vga.clone(),
-            ide: self.ide.clone(),
+            pic: self.pic.borrow().state(),
+            pit: self.pit.borrow().state(),
+            rtc: self.rtc.borrow().state(),
+            com1: self.com1.borrow().state(),
+            com2: self.com2.borrow().state(),
+            i8042: self.i8042.borrow().state(),
+            pci: self.pci.borrow().state(),
+            port_a: self.port_a.borrow().state(),
+            post: self.post.borrow().state(),
+            coprocessor: self.coprocessor.borrow().state(),
+            vga: self.vga.borrow().state(),
+            ide: self.ide.borrow().state(),
             lfb_at: self.lfb_at,
             ide_bm_at: self.ide_bm_at,
         }
+    }
+
+    /// The board in `state`, each device rebuilt from its state and wired; an impossible
+    /// state is an error naming what is wrong.
+    fn from_state(state: BoardState) -> Result<Board, String> {
+        fn device<T: Snapshot>(what: &str, state: T::State) -> Result<Shared<T>, String> {
+            T::from_state(state)
+                .map(shared)
+                .map_err(|e| format!("the {what}: {e}"))
+        }
+        Board::assemble(Devices {
+            now: state.now,
+            clock: state.clock,
+            irq: state.irq,
+            signals: state.signals,
+            pic: device("interrupt controllers", state.pic)?,
+            pit: device("timer", state.pit)?,
+            rtc: device("real-time clock", state.rtc)?,
+            com1: device("first serial port", state.com1)?,
+            com2: device("second serial port", state.com2)?,
+            i8042: device("keyboard controller", state.i8042)?,
+            pci: device("PCI bus", state.pci)?,
+            port_a: device("system control port", state.port_a)?,
+            post: device("POST code port", state.post)?,
+            coprocessor: device("coprocessor latch", state.coprocessor)?,
+            vga: device("display", state.vga)?,
+            ide: device("IDE controller", state.ide)?,
+            lfb_at: state.lfb_at,
+            ide_bm_at: state.ide_bm_at,
+        })
+        .map_err(|e| format!("the devices' ranges: {e}"))
     }
 
     /// The MMIO ranges mapped now, as (base, length).

@@ -99,8 +99,7 @@ impl Machine {
             ));
         }
         let vram = state::decode_memory("video memory", parsed.vram_pages, vga::VRAM_SIZE)?;
-        let board = Board::assemble(saved.board)
-            .map_err(|e| StateError::Corrupt(format!("the devices' ranges: {e}")))?;
+        let board = Board::from_state(saved.board).map_err(StateError::Corrupt)?;
         board.vga.borrow_mut().set_vram(vram);
         attach_images(&board, &parsed.disks, disks)?;
         let config = MachineConfig {
@@ -164,5 +163,44 @@ fn attach_images(
     match given.first() {
         Some((slot, _)) => Err(StateError::DiskUnexpected(*slot)),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file of `m` with its saved machine changed by `change` (and a right checksum).
+    fn forged(m: &mut Machine, change: impl FnOnce(&mut MachineState)) -> Vec<u8> {
+        let file = m.save_state();
+        let parsed = state::read(&file).unwrap();
+        let mut saved: MachineState = postcard::from_bytes(&parsed.machine).unwrap();
+        change(&mut saved);
+        let vga = m.board.borrow().vga.clone();
+        let vga = vga.borrow();
+        state::write(&StateFile {
+            machine: postcard::to_stdvec(&saved).unwrap(),
+            ram: &m.cpu.mem.ram,
+            vram: vga.vram(),
+            disks: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_well_formed_file_with_an_impossible_device_state_is_refused_by_name() {
+        let mut m = Machine::new(MachineConfig {
+            ram_bytes: 1 << 20,
+            ..MachineConfig::default()
+        });
+        let ok = forged(&mut m, |_| {});
+        assert!(Machine::restore_state(&ok, TimeMode::Deterministic, vec![]).is_ok());
+        let bad = forged(&mut m, |s| s.board.vga.dac.truncate(3));
+        let e = Machine::restore_state(&bad, TimeMode::Deterministic, vec![])
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, StateError::Corrupt(ref why) if why.contains("the display")),
+            "{e}"
+        );
     }
 }

@@ -15,7 +15,7 @@ pub enum ImageError {
 }
 
 /// An ATA hard disk.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AtaDisk {
     pub(super) disk: Overlay,
     /// Capacity in 512-byte sectors.
@@ -184,7 +184,7 @@ pub(super) fn words_to_bytes(w: &[u16; 256]) -> Vec<u8> {
 }
 
 /// A drive on a channel.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Drive {
     Ata(AtaDisk),
     Atapi(Cdrom),
@@ -192,6 +192,14 @@ pub enum Drive {
 
 impl Drive {
     /// The drive's image: the disk, or the CD-ROM's disc if one is in.
+    pub fn image(&self) -> Option<&Overlay> {
+        match self {
+            Drive::Ata(disk) => Some(&disk.disk),
+            Drive::Atapi(cd) => cd.media(),
+        }
+    }
+
+    /// The drive's image, mutably.
     pub fn image_mut(&mut self) -> Option<&mut Overlay> {
         match self {
             Drive::Ata(disk) => Some(&mut disk.disk),

@@ -41,8 +41,11 @@ impl TaskFile {
     }
 }
 
+/// The largest transfer one command makes: 65536 sectors (an LBA48 count of 0).
+const MAX_TRANSFER: usize = 65536 * SECTOR;
+
 /// A drive position with its registers.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(super) struct Slot {
     pub(super) drive: Option<Drive>,
     pub(super) tf: TaskFile,
@@ -108,7 +111,7 @@ pub(super) enum Xfer {
 }
 
 /// One IDE channel.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Channel {
     pub(super) irq: u8,
     pub(super) slots: [Slot; 2],
@@ -153,6 +156,35 @@ impl Channel {
         };
         c.reset_drives();
         c
+    }
+
+    /// Whether the channel is in a state a guest could have brought it to: its positions lie
+    /// in its buffer, the drive numbers are 0 or 1, a pending read is not larger than any
+    /// command transfers, and the drives' changed sectors are whole sectors.
+    pub(super) fn check(&self) -> Result<(), String> {
+        if self.active > 1 || self.pending.is_some_and(|l| l.drive > 1) {
+            return Err("a drive number other than 0 or 1".into());
+        }
+        if self.pos > self.end || self.end > self.buf.len() {
+            return Err(format!(
+                "transfer position {} and end {} beyond its {}-byte buffer",
+                self.pos,
+                self.end,
+                self.buf.len()
+            ));
+        }
+        if self.xfer == Xfer::Packet && self.buf.len() < 12 {
+            return Err("a command packet buffer shorter than 12 bytes".into());
+        }
+        if self.pending.is_some_and(|l| l.bytes > MAX_TRANSFER) {
+            return Err("a pending read larger than any command transfers".into());
+        }
+        for slot in &self.slots {
+            if let Some(image) = slot.drive.as_ref().and_then(Drive::image) {
+                image.check()?;
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn sel(&self) -> usize {

@@ -48,7 +48,7 @@ pub use channel::Channel;
 
 use super::atapi::{self, Cdrom, Reply, Sense, CD_SECTOR};
 use super::pci::{self, PciBar, PciConfig};
-use super::{all_ones, At, DevCtx, Device};
+use super::{all_ones, At, DevCtx, Device, Snapshot};
 use crate::block::{BlockBackend, BlockError, Overlay, ReadStatus, SECTOR};
 use serde::{Deserialize, Serialize};
 
@@ -249,11 +249,28 @@ impl Default for PciGate {
 }
 
 /// The controller: two channels.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ide {
     channels: [Channel; 2],
     #[serde(default)]
     gate: PciGate,
+}
+
+/// The controller holds no caches. Its state is a copy without the drives' images (host
+/// handles; a host re-attaches them), checked on the way in.
+impl Snapshot for Ide {
+    type State = Ide;
+    fn state(&self) -> Ide {
+        self.clone()
+    }
+    fn from_state(ide: Ide) -> Result<Ide, String> {
+        for (n, channel) in ide.channels.iter().enumerate() {
+            channel
+                .check()
+                .map_err(|e| format!("IDE channel {n}: {e}"))?;
+        }
+        Ok(ide)
+    }
 }
 
 impl Default for Ide {

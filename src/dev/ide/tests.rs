@@ -827,3 +827,49 @@ fn atapi_identify_offers_dma_and_reports_the_selected_mode() {
     assert_eq!(w[63], 0x0407);
     assert_eq!(w[88] & 0xFF00, 0);
 }
+
+#[test]
+fn a_state_is_a_copy_without_images_and_impossible_states_are_refused() {
+    let mut h = H::with_disk(64);
+    // Some guest writes, so the overlay has changed sectors.
+    h.ide.channels[0].slots[0]
+        .drive
+        .as_mut()
+        .and_then(Drive::image_mut)
+        .unwrap()
+        .write(3, &[0x5A; 512]);
+    let state = h.ide.state();
+    let image = state.channels[0].slots[0]
+        .drive
+        .as_ref()
+        .and_then(Drive::image);
+    assert!(image.is_some_and(|o| !o.has_base() && o.dirty_count() == 1));
+    assert!(Ide::from_state(state.clone()).is_ok());
+
+    let refused = |f: &dyn Fn(&mut Ide)| {
+        let mut bad = state.clone();
+        f(&mut bad);
+        Ide::from_state(bad).err().unwrap_or_default()
+    };
+    assert!(refused(&|i| i.channels[1].end = 4).contains("beyond its"));
+    assert!(refused(&|i| {
+        i.channels[0].buf = vec![0; 8];
+        i.channels[0].pos = 9;
+        i.channels[0].end = 8;
+    })
+    .contains("beyond its"));
+    assert!(refused(&|i| i.channels[0].active = 2).contains("drive number"));
+    assert!(refused(&|i| {
+        i.channels[0].xfer = channel::Xfer::Packet;
+        i.channels[0].buf = vec![0; 4];
+    })
+    .contains("packet"));
+    assert!(refused(&|i| {
+        let disk = i.channels[0].slots[0]
+            .drive
+            .as_mut()
+            .and_then(Drive::image_mut);
+        disk.unwrap().write(64, &[1; 512]);
+    })
+    .contains("changed sector 64"));
+}

@@ -23,13 +23,15 @@ mod render;
 mod text;
 
 use crate::dev::pci::{devfn, PciBar, PciConfig};
-use crate::dev::{At, DevCtx, Device};
+use crate::dev::{At, DevCtx, Device, Snapshot};
 use serde::{Deserialize, Serialize};
 
 pub use render::DisplayMode;
 
 /// Total video memory (planar memory is its first 256 KiB).
 pub const VRAM_SIZE: usize = 16 << 20;
+/// Bytes of the DAC palette: 256 entries of three components.
+const DAC_BYTES: usize = 256 * 3;
 /// The planar memory: 4 planes of 64 KiB, interleaved.
 const PLANAR_SIZE: usize = 256 << 10;
 /// The legacy memory window.
@@ -152,9 +154,28 @@ fn expand4(bits: u8) -> u32 {
     v
 }
 
-/// The VGA adapter (registers, video memory, DISPI state and the rendered frame).
-#[derive(Clone, Serialize, Deserialize)]
+/// The VGA adapter: its registers ([`VgaState`]), video memory, and what the renderer keeps
+/// between frames.
 pub struct Vga {
+    /// Everything a guest set but video memory: the state a snapshot holds.
+    pub(crate) regs: VgaState,
+    /// Video memory.
+    pub(crate) vram: Vec<u8>,
+    /// Dirty 4 KiB pages of VRAM since the last render (one bit per page).
+    pub(crate) dirty: Vec<u64>,
+    /// Plane 2 (the font) was written since the last render. Like the dirty pages, a cache of
+    /// the renderer's, not state: a restored adapter draws everything afresh.
+    pub(crate) font_dirty: bool,
+    /// The palette or attribute registers changed since the last render (a cache, as above).
+    pub(crate) palette_dirty: bool,
+    /// Rendering state (the frame and what it was drawn from).
+    pub(crate) out: render::Output,
+}
+
+/// The adapter's registers and DAC (everything but video memory, which a state file holds in
+/// its own section): plain data, apart from the renderer's caches.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VgaState {
     pub(crate) misc: u8,
     pub(crate) seq_index: u8,
     pub(crate) seq: [u8; 8],
@@ -183,29 +204,8 @@ pub struct Vga {
     latch: u32,
     pub(crate) dispi_index: u16,
     pub(crate) dispi: [u16; DISPI_REGS],
-    /// Video memory.
-    #[serde(skip, default = "new_vram")]
-    pub(crate) vram: Vec<u8>,
-    /// Dirty 4 KiB pages of VRAM since the last render (one bit per page).
-    #[serde(skip, default = "new_dirty")]
-    pub(crate) dirty: Vec<u64>,
-    /// Plane 2 (the font) was written since the last render. Like the dirty pages, a cache of
-    /// the renderer's, not state: a restored adapter draws everything afresh.
-    #[serde(skip, default = "all_dirty")]
-    pub(crate) font_dirty: bool,
-    /// The palette or attribute registers changed since the last render (a cache, as above).
-    #[serde(skip, default = "all_dirty")]
-    pub(crate) palette_dirty: bool,
     /// Frames the host has shown (drives blinking).
     pub(crate) frame: u64,
-    /// Rendering state (the frame and what it was drawn from).
-    #[serde(skip)]
-    pub(crate) out: render::Output,
-}
-
-/// A renderer cache flag after a restore: everything must be drawn again.
-fn all_dirty() -> bool {
-    true
 }
 
 fn new_vram() -> Vec<u8> {
@@ -214,6 +214,28 @@ fn new_vram() -> Vec<u8> {
 
 fn new_dirty() -> Vec<u64> {
     vec![u64::MAX; DIRTY_WORDS]
+}
+
+/// The adapter's state is its registers; video memory travels apart (a state file compresses
+/// it page by page), and the renderer's caches start over (everything is drawn afresh).
+impl Snapshot for Vga {
+    type State = VgaState;
+    fn state(&self) -> VgaState {
+        self.regs.clone()
+    }
+    fn from_state(regs: VgaState) -> Result<Vga, String> {
+        if regs.dac.len() != DAC_BYTES || regs.dac_component > 2 {
+            return Err(format!(
+                "a palette of {} bytes, at component {}",
+                regs.dac.len(),
+                regs.dac_component
+            ));
+        }
+        // Video memory is as at power-on until the host gives the saved one (`set_vram`).
+        let mut vga = Vga::new();
+        vga.regs = regs;
+        Ok(vga)
+    }
 }
 
 impl Default for Vga {
@@ -243,32 +265,34 @@ impl Vga {
     /// with the 8x16 CP437 font in plane 2, so a directly booted kernel has a text console.
     pub fn new() -> Vga {
         let mut v = Vga {
-            misc: 0x67,
-            seq_index: 0,
-            seq: [0x03, 0x00, 0x03, 0x00, 0x02, 0, 0, 0],
-            crtc_index: 0,
-            crtc: [0; 0x20],
-            gc_index: 0,
-            gc: [0; 16],
-            ac_index: AC_INDEX_PAS,
-            ac_data_next: false,
-            ac: [0; 0x15],
-            dac_mask: 0xFF,
-            dac_read_index: 0,
-            dac_write_index: 0,
-            dac_component: 0,
-            dac_reading: false,
-            dac: vec![0; 768],
-            feature: 0,
-            retrace: false,
-            latch: 0,
-            dispi_index: 0,
-            dispi: [0; DISPI_REGS],
+            regs: VgaState {
+                misc: 0x67,
+                seq_index: 0,
+                seq: [0x03, 0x00, 0x03, 0x00, 0x02, 0, 0, 0],
+                crtc_index: 0,
+                crtc: [0; 0x20],
+                gc_index: 0,
+                gc: [0; 16],
+                ac_index: AC_INDEX_PAS,
+                ac_data_next: false,
+                ac: [0; 0x15],
+                dac_mask: 0xFF,
+                dac_read_index: 0,
+                dac_write_index: 0,
+                dac_component: 0,
+                dac_reading: false,
+                dac: vec![0; DAC_BYTES],
+                feature: 0,
+                retrace: false,
+                latch: 0,
+                dispi_index: 0,
+                dispi: [0; DISPI_REGS],
+                frame: 0,
+            },
             vram: new_vram(),
             dirty: new_dirty(),
             font_dirty: true,
             palette_dirty: true,
-            frame: 0,
             out: render::Output::default(),
         };
         // Mode 3 CRTC: 80 columns, 400 scan lines of 16-line characters, cursor lines 14-15.
@@ -276,23 +300,23 @@ impl Vga {
             0x5F, 0x4F, 0x50, 0x82, 0x55, 0x81, 0xBF, 0x1F, 0x00, 0x4F, 0x0D, 0x0E, 0x00, 0x00,
             0x00, 0x00, 0x9C, 0x8E, 0x8F, 0x28, 0x1F, 0x96, 0xB9, 0xA3, 0xFF,
         ];
-        v.crtc[..25].copy_from_slice(&CRTC3);
+        v.regs.crtc[..25].copy_from_slice(&CRTC3);
         const GC3: [u8; 9] = [0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x0E, 0x0F, 0xFF];
-        v.gc[..9].copy_from_slice(&GC3);
+        v.regs.gc[..9].copy_from_slice(&GC3);
         const AC3: [u8; 0x15] = [
             0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x14, 0x07, 0x38, 0x39, 0x3A, 0x3B, 0x3C, 0x3D,
             0x3E, 0x3F, 0x0C, 0x00, 0x0F, 0x08, 0x00,
         ];
-        v.ac = AC3;
+        v.regs.ac = AC3;
         // The standard 64-colour EGA palette in the first 64 DAC entries (what the attribute
         // palette above indexes), as the BIOS loads it for mode 3.
         for i in 0..64usize {
             let c = |hi: usize, lo: usize| -> u8 {
                 (((i >> hi) & 1) * 0x2A + ((i >> lo) & 1) * 0x15) as u8
             };
-            v.dac[i * 3] = c(2, 5);
-            v.dac[i * 3 + 1] = c(1, 4);
-            v.dac[i * 3 + 2] = c(0, 3);
+            v.regs.dac[i * 3] = c(2, 5);
+            v.regs.dac[i * 3 + 1] = c(1, 4);
+            v.regs.dac[i * 3 + 2] = c(0, 3);
         }
         // The font in plane 2, 32 bytes per glyph.
         for ch in 0..256 {
@@ -306,11 +330,11 @@ impl Vga {
             v.vram[cell * 4] = b' ';
             v.vram[cell * 4 + 1] = 0x07;
         }
-        v.dispi[DISPI_ID] = DISPI_ID5;
-        v.dispi[DISPI_XRES] = 640;
-        v.dispi[DISPI_YRES] = 480;
-        v.dispi[DISPI_BPP] = 8;
-        v.dispi[DISPI_VIDEO_MEMORY_64K] = (VRAM_SIZE >> 16) as u16;
+        v.regs.dispi[DISPI_ID] = DISPI_ID5;
+        v.regs.dispi[DISPI_XRES] = 640;
+        v.regs.dispi[DISPI_YRES] = 480;
+        v.regs.dispi[DISPI_BPP] = 8;
+        v.regs.dispi[DISPI_VIDEO_MEMORY_64K] = (VRAM_SIZE >> 16) as u16;
         v
     }
 
@@ -356,7 +380,7 @@ impl Vga {
     }
 
     fn vbe_enabled(&self) -> bool {
-        self.dispi[DISPI_ENABLE] & DISPI_ENABLED != 0
+        self.regs.dispi[DISPI_ENABLE] & DISPI_ENABLED != 0
     }
 
     /// The window offset of legacy address `addr` under the GR6 memory map, if it decodes.
@@ -365,7 +389,7 @@ impl Vga {
         if a >= LEGACY_LEN {
             return None;
         }
-        match (self.gc[GR_MISC] >> 2) & 3 {
+        match (self.regs.gc[GR_MISC] >> 2) & 3 {
             0 => Some(a),
             1 => (a < 0x10000).then_some(a),
             2 => (0x10000..0x18000).contains(&a).then(|| a - 0x10000),
@@ -380,30 +404,30 @@ impl Vga {
         };
         if self.vbe_enabled() {
             // Banked VBE window: 64 KiB of linear VRAM.
-            let i = (usize::from(self.dispi[DISPI_BANK]) << 16) + (off as usize & 0xFFFF);
+            let i = (usize::from(self.regs.dispi[DISPI_BANK]) << 16) + (off as usize & 0xFFFF);
             return self.vram.get(i).copied().unwrap_or(0xFF);
         }
-        if self.seq[SR_MEM_MODE] & SR_MEM_CHAIN4 != 0 {
+        if self.regs.seq[SR_MEM_MODE] & SR_MEM_CHAIN4 != 0 {
             return self.vram[off as usize % PLANAR_SIZE];
         }
-        let (offset, odd_even) = if self.gc[GR_MODE] & 0x10 != 0 {
+        let (offset, odd_even) = if self.regs.gc[GR_MODE] & 0x10 != 0 {
             ((off >> 1) as usize & 0xFFFF, Some(off & 1))
         } else {
             (off as usize & 0xFFFF, None)
         };
         let b = &self.vram[offset * 4..offset * 4 + 4];
-        self.latch = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        self.regs.latch = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if let Some(lsb) = odd_even {
-            let plane = (self.gc[GR_READ_MAP] & 2) as u32 | lsb;
-            return (self.latch >> (8 * plane)) as u8;
+            let plane = (self.regs.gc[GR_READ_MAP] & 2) as u32 | lsb;
+            return (self.regs.latch >> (8 * plane)) as u8;
         }
-        if self.gc[GR_MODE] & 0x08 == 0 {
+        if self.regs.gc[GR_MODE] & 0x08 == 0 {
             // Read mode 0: the plane that the read map select names.
-            (self.latch >> (8 * (self.gc[GR_READ_MAP] & 3))) as u8
+            (self.regs.latch >> (8 * (self.regs.gc[GR_READ_MAP] & 3))) as u8
         } else {
             // Read mode 1: a bit is set where all planes that "care" match the colour compare.
-            let cmp = (self.latch ^ expand4(self.gc[GR_COLOR_COMPARE]))
-                & expand4(self.gc[GR_COLOR_DONT_CARE]);
+            let cmp = (self.regs.latch ^ expand4(self.regs.gc[GR_COLOR_COMPARE]))
+                & expand4(self.regs.gc[GR_COLOR_DONT_CARE]);
             let r = cmp | cmp >> 16;
             !((r | r >> 8) as u8)
         }
@@ -415,15 +439,15 @@ impl Vga {
             return;
         };
         if self.vbe_enabled() {
-            let i = (usize::from(self.dispi[DISPI_BANK]) << 16) + (off as usize & 0xFFFF);
+            let i = (usize::from(self.regs.dispi[DISPI_BANK]) << 16) + (off as usize & 0xFFFF);
             if let Some(b) = self.vram.get_mut(i) {
                 *b = value;
                 self.mark_dirty(i);
             }
             return;
         }
-        let map_mask = self.seq[SR_MAP_MASK] & 0x0F;
-        if self.seq[SR_MEM_MODE] & SR_MEM_CHAIN4 != 0 {
+        let map_mask = self.regs.seq[SR_MAP_MASK] & 0x0F;
+        if self.regs.seq[SR_MEM_MODE] & SR_MEM_CHAIN4 != 0 {
             let i = off as usize % PLANAR_SIZE;
             if map_mask & (1 << (i & 3)) != 0 {
                 self.vram[i] = value;
@@ -434,7 +458,7 @@ impl Vga {
             }
             return;
         }
-        if self.seq[SR_MEM_MODE] & SR_MEM_ODD_EVEN_OFF == 0 {
+        if self.regs.seq[SR_MEM_MODE] & SR_MEM_ODD_EVEN_OFF == 0 {
             // Odd/even: even addresses reach plane 0 (or 2), odd ones plane 1 (or 3).
             let plane = (off & 1) as usize;
             let offset = (off >> 1) as usize & 0xFFFF;
@@ -451,7 +475,7 @@ impl Vga {
             return;
         }
         let offset = off as usize & 0xFFFF;
-        let gr = &self.gc;
+        let gr = &self.regs.gc;
         let rotate = |v: u8| v.rotate_right(u32::from(gr[GR_ROTATE] & 7));
         let mut bit_mask = gr[GR_BIT_MASK];
         let val: u32 = match gr[GR_MODE] & 3 {
@@ -462,7 +486,7 @@ impl Vga {
                 (v & !en) | (expand4(gr[GR_SET_RESET]) & en)
             }
             // Write mode 1: the latches, unchanged.
-            1 => self.latch,
+            1 => self.regs.latch,
             // Write mode 2: the data's low 4 bits are a colour, one bit per plane.
             2 => expand4(value),
             _ => {
@@ -476,12 +500,12 @@ impl Vga {
         } else {
             let v = match (gr[GR_ROTATE] >> 3) & 3 {
                 0 => val,
-                1 => val & self.latch,
-                2 => val | self.latch,
-                _ => val ^ self.latch,
+                1 => val & self.regs.latch,
+                2 => val | self.regs.latch,
+                _ => val ^ self.regs.latch,
             };
             let bm = u32::from(bit_mask) * 0x0101_0101;
-            (v & bm) | (self.latch & !bm)
+            (v & bm) | (self.regs.latch & !bm)
         };
         let wm = expand4(map_mask);
         let i = offset * 4;
@@ -531,59 +555,63 @@ impl Vga {
     // ----- registers -----
 
     fn color_addressing(&self) -> bool {
-        self.misc & MISC_COLOR != 0
+        self.regs.misc & MISC_COLOR != 0
     }
 
     /// Read one legacy register port.
     fn reg_read(&mut self, port: u16) -> u8 {
         let color = self.color_addressing();
         match port {
-            AC_WRITE => self.ac_index,
+            AC_WRITE => self.regs.ac_index,
             AC_READ => self
+                .regs
                 .ac
-                .get(usize::from(self.ac_index & 0x1F))
+                .get(usize::from(self.regs.ac_index & 0x1F))
                 .copied()
                 .unwrap_or(0),
             // Input status 0: the switch sense bit reads as a colour monitor.
             MISC_WRITE => 0x10,
-            SEQ_INDEX => self.seq_index,
+            SEQ_INDEX => self.regs.seq_index,
             SEQ_DATA => self
+                .regs
                 .seq
-                .get(usize::from(self.seq_index))
+                .get(usize::from(self.regs.seq_index))
                 .copied()
                 .unwrap_or(0xFF),
-            DAC_MASK => self.dac_mask,
+            DAC_MASK => self.regs.dac_mask,
             // DAC state: 3 after a read index was written, 0 after a write index.
             DAC_READ_INDEX => {
-                if self.dac_reading {
+                if self.regs.dac_reading {
                     3
                 } else {
                     0
                 }
             }
-            DAC_WRITE_INDEX => self.dac_write_index,
+            DAC_WRITE_INDEX => self.regs.dac_write_index,
             DAC_DATA => {
                 // The guest reads the palette: one component at a time, then the next entry.
-                let i = usize::from(self.dac_read_index) * 3 + usize::from(self.dac_component);
-                let v = self.dac[i];
-                self.dac_component += 1;
-                if self.dac_component == 3 {
-                    self.dac_component = 0;
-                    self.dac_read_index = self.dac_read_index.wrapping_add(1);
+                let i = usize::from(self.regs.dac_read_index) * 3
+                    + usize::from(self.regs.dac_component);
+                let v = self.regs.dac[i];
+                self.regs.dac_component += 1;
+                if self.regs.dac_component == 3 {
+                    self.regs.dac_component = 0;
+                    self.regs.dac_read_index = self.regs.dac_read_index.wrapping_add(1);
                 }
                 v
             }
-            FEATURE_READ => self.feature,
-            MISC_READ => self.misc,
-            GC_INDEX => self.gc_index,
+            FEATURE_READ => self.regs.feature,
+            MISC_READ => self.regs.misc,
+            GC_INDEX => self.regs.gc_index,
             GC_DATA => self
+                .regs
                 .gc
-                .get(usize::from(self.gc_index))
+                .get(usize::from(self.regs.gc_index))
                 .copied()
                 .unwrap_or(0xFF),
-            CRTC_INDEX_COLOR if color => self.crtc_index,
+            CRTC_INDEX_COLOR if color => self.regs.crtc_index,
             CRTC_DATA_COLOR if color => self.crtc_read(),
-            CRTC_INDEX_MONO if !color => self.crtc_index,
+            CRTC_INDEX_MONO if !color => self.regs.crtc_index,
             CRTC_DATA_MONO if !color => self.crtc_read(),
             STATUS1_COLOR if color => self.status1(),
             STATUS1_MONO if !color => self.status1(),
@@ -592,18 +620,19 @@ impl Vga {
     }
 
     fn crtc_read(&self) -> u8 {
-        self.crtc
-            .get(usize::from(self.crtc_index))
+        self.regs
+            .crtc
+            .get(usize::from(self.regs.crtc_index))
             .copied()
             .unwrap_or(0xFF)
     }
 
     /// Input status 1: the guest polls retrace; reading also resets the attribute flip-flop.
     fn status1(&mut self) -> u8 {
-        self.ac_data_next = false;
-        self.retrace = !self.retrace;
+        self.regs.ac_data_next = false;
+        self.regs.retrace = !self.regs.retrace;
         // Bit 3: vertical retrace; bit 0: display disabled (true during retrace too).
-        if self.retrace {
+        if self.regs.retrace {
             0x09
         } else {
             0x00
@@ -615,76 +644,78 @@ impl Vga {
         let color = self.color_addressing();
         match port {
             AC_WRITE => {
-                if !self.ac_data_next {
+                if !self.regs.ac_data_next {
                     // Guest selects an attribute register (and the palette address source).
-                    if (self.ac_index ^ v) & AC_INDEX_PAS != 0 {
+                    if (self.regs.ac_index ^ v) & AC_INDEX_PAS != 0 {
                         self.palette_dirty = true;
                     }
-                    self.ac_index = v & 0x3F;
-                } else if let Some(r) = self.ac.get_mut(usize::from(self.ac_index & 0x1F)) {
+                    self.regs.ac_index = v & 0x3F;
+                } else if let Some(r) = self.regs.ac.get_mut(usize::from(self.regs.ac_index & 0x1F))
+                {
                     *r = v;
                     self.palette_dirty = true;
                 }
-                self.ac_data_next = !self.ac_data_next;
+                self.regs.ac_data_next = !self.regs.ac_data_next;
             }
-            MISC_WRITE => self.misc = v,
-            SEQ_INDEX => self.seq_index = v & 7,
+            MISC_WRITE => self.regs.misc = v,
+            SEQ_INDEX => self.regs.seq_index = v & 7,
             SEQ_DATA => {
-                if let Some(r) = self.seq.get_mut(usize::from(self.seq_index)) {
+                if let Some(r) = self.regs.seq.get_mut(usize::from(self.regs.seq_index)) {
                     *r = v;
                 }
             }
             DAC_MASK => {
-                self.dac_mask = v;
+                self.regs.dac_mask = v;
                 self.palette_dirty = true;
             }
             DAC_READ_INDEX => {
-                self.dac_read_index = v;
-                self.dac_component = 0;
-                self.dac_reading = true;
+                self.regs.dac_read_index = v;
+                self.regs.dac_component = 0;
+                self.regs.dac_reading = true;
             }
             DAC_WRITE_INDEX => {
-                self.dac_write_index = v;
-                self.dac_component = 0;
-                self.dac_reading = false;
+                self.regs.dac_write_index = v;
+                self.regs.dac_component = 0;
+                self.regs.dac_reading = false;
             }
             DAC_DATA => {
                 // The guest loads the palette: 6-bit red, green, blue, then the next entry.
-                let i = usize::from(self.dac_write_index) * 3 + usize::from(self.dac_component);
-                self.dac[i] = v & 0x3F;
+                let i = usize::from(self.regs.dac_write_index) * 3
+                    + usize::from(self.regs.dac_component);
+                self.regs.dac[i] = v & 0x3F;
                 self.palette_dirty = true;
-                self.dac_component += 1;
-                if self.dac_component == 3 {
-                    self.dac_component = 0;
-                    self.dac_write_index = self.dac_write_index.wrapping_add(1);
+                self.regs.dac_component += 1;
+                if self.regs.dac_component == 3 {
+                    self.regs.dac_component = 0;
+                    self.regs.dac_write_index = self.regs.dac_write_index.wrapping_add(1);
                 }
             }
-            GC_INDEX => self.gc_index = v & 0x0F,
+            GC_INDEX => self.regs.gc_index = v & 0x0F,
             GC_DATA => {
-                if let Some(r) = self.gc.get_mut(usize::from(self.gc_index)) {
+                if let Some(r) = self.regs.gc.get_mut(usize::from(self.regs.gc_index)) {
                     *r = v;
                 }
             }
-            CRTC_INDEX_COLOR if color => self.crtc_index = v & 0x1F,
+            CRTC_INDEX_COLOR if color => self.regs.crtc_index = v & 0x1F,
             CRTC_DATA_COLOR if color => self.crtc_write(v),
-            CRTC_INDEX_MONO if !color => self.crtc_index = v & 0x1F,
+            CRTC_INDEX_MONO if !color => self.regs.crtc_index = v & 0x1F,
             CRTC_DATA_MONO if !color => self.crtc_write(v),
-            STATUS1_COLOR if color => self.feature = v,
-            STATUS1_MONO if !color => self.feature = v,
+            STATUS1_COLOR if color => self.regs.feature = v,
+            STATUS1_MONO if !color => self.regs.feature = v,
             _ => {}
         }
     }
 
     fn crtc_write(&mut self, v: u8) {
-        let i = usize::from(self.crtc_index);
+        let i = usize::from(self.regs.crtc_index);
         // CR7 bit 7 (protect) locks registers 0-7 except CR7's line compare bit 4.
-        if i <= 7 && self.crtc[0x11] & 0x80 != 0 {
+        if i <= 7 && self.regs.crtc[0x11] & 0x80 != 0 {
             if i == 7 {
-                self.crtc[7] = (self.crtc[7] & !0x10) | (v & 0x10);
+                self.regs.crtc[7] = (self.regs.crtc[7] & !0x10) | (v & 0x10);
             }
             return;
         }
-        if let Some(r) = self.crtc.get_mut(i) {
+        if let Some(r) = self.regs.crtc.get_mut(i) {
             *r = v;
         }
     }
@@ -692,82 +723,82 @@ impl Vga {
     // ----- DISPI -----
 
     fn dispi_read(&self) -> u16 {
-        let i = usize::from(self.dispi_index);
-        let caps = self.dispi[DISPI_ENABLE] & DISPI_GETCAPS != 0;
+        let i = usize::from(self.regs.dispi_index);
+        let caps = self.regs.dispi[DISPI_ENABLE] & DISPI_GETCAPS != 0;
         match i {
             DISPI_XRES if caps => DISPI_MAX_XRES,
             DISPI_YRES if caps => DISPI_MAX_YRES,
             DISPI_BPP if caps => DISPI_MAX_BPP,
-            _ => self.dispi.get(i).copied().unwrap_or(0),
+            _ => self.regs.dispi.get(i).copied().unwrap_or(0),
         }
     }
 
     /// Bytes per scan line of the VBE mode.
     pub(crate) fn vbe_stride(&self) -> usize {
-        let bpp = usize::from(self.dispi[DISPI_BPP]);
-        (usize::from(self.dispi[DISPI_VIRT_WIDTH]) * bpp).div_ceil(8)
+        let bpp = usize::from(self.regs.dispi[DISPI_BPP]);
+        (usize::from(self.regs.dispi[DISPI_VIRT_WIDTH]) * bpp).div_ceil(8)
     }
 
     fn dispi_write(&mut self, v: u16) {
-        let i = usize::from(self.dispi_index);
+        let i = usize::from(self.regs.dispi_index);
         match i {
             // Guest negotiates the interface version.
-            DISPI_ID if (0xB0C0..=DISPI_ID5).contains(&v) => self.dispi[DISPI_ID] = v,
+            DISPI_ID if (0xB0C0..=DISPI_ID5).contains(&v) => self.regs.dispi[DISPI_ID] = v,
             DISPI_XRES | DISPI_YRES => {
-                self.dispi[i] = v.min(if i == DISPI_XRES {
+                self.regs.dispi[i] = v.min(if i == DISPI_XRES {
                     DISPI_MAX_XRES
                 } else {
                     DISPI_MAX_YRES
                 })
             }
             DISPI_BPP => {
-                self.dispi[i] = match v {
+                self.regs.dispi[i] = match v {
                     0 => 8,
                     4 | 8 | 15 | 16 | 24 | 32 => v,
-                    _ => self.dispi[i],
+                    _ => self.regs.dispi[i],
                 }
             }
             DISPI_ENABLE => {
                 let was = self.vbe_enabled();
-                self.dispi[DISPI_ENABLE] = v;
+                self.regs.dispi[DISPI_ENABLE] = v;
                 if v & DISPI_ENABLED != 0 && !was {
                     // Guest switches the mode on: the virtual screen is the visible one.
-                    self.dispi[DISPI_VIRT_WIDTH] = self.dispi[DISPI_XRES];
-                    self.dispi[DISPI_X_OFFSET] = 0;
-                    self.dispi[DISPI_Y_OFFSET] = 0;
+                    self.regs.dispi[DISPI_VIRT_WIDTH] = self.regs.dispi[DISPI_XRES];
+                    self.regs.dispi[DISPI_X_OFFSET] = 0;
+                    self.regs.dispi[DISPI_Y_OFFSET] = 0;
                     self.update_virt_height();
                     if v & DISPI_NOCLEARMEM == 0 {
                         self.vram.fill(0);
                     }
                     self.dirty.fill(u64::MAX);
                     // The bank window at 0xA0000 (64 KiB, graphics), as the VBE BIOS sets it.
-                    self.gc[GR_MISC] = (self.gc[GR_MISC] & !0x0C) | 0x05;
+                    self.regs.gc[GR_MISC] = (self.regs.gc[GR_MISC] & !0x0C) | 0x05;
                 }
                 self.palette_dirty = true;
             }
             DISPI_BANK => {
                 // Banks of 64 KiB; out-of-range banks are kept and read as all ones.
-                self.dispi[i] = v;
+                self.regs.dispi[i] = v;
             }
             DISPI_VIRT_WIDTH => {
-                self.dispi[i] = v;
+                self.regs.dispi[i] = v;
                 self.update_virt_height();
             }
-            DISPI_X_OFFSET | DISPI_Y_OFFSET => self.dispi[i] = v,
+            DISPI_X_OFFSET | DISPI_Y_OFFSET => self.regs.dispi[i] = v,
             _ => {}
         }
     }
 
     fn update_virt_height(&mut self) {
         let stride = self.vbe_stride().max(1);
-        self.dispi[DISPI_VIRT_HEIGHT] = (VRAM_SIZE / stride).min(0xFFFF) as u16;
+        self.regs.dispi[DISPI_VIRT_HEIGHT] = (VRAM_SIZE / stride).min(0xFFFF) as u16;
     }
 
     // ----- host side -----
 
     /// The host showed another frame (advances cursor and text blinking).
     pub fn tick_frame(&mut self) {
-        self.frame = self.frame.wrapping_add(1);
+        self.regs.frame = self.regs.frame.wrapping_add(1);
     }
 
     /// The visible text of a text mode, one string per row (trailing blanks trimmed); empty in
@@ -803,7 +834,7 @@ impl Device for Vga {
                 v | u32::from(self.reg_read(port)) << (8 * i)
             }),
             DISPI_WINDOW => match at.offset {
-                0 => u32::from(self.dispi_index),
+                0 => u32::from(self.regs.dispi_index),
                 _ => u32::from(self.dispi_read()),
             },
             LEGACY_BASE => self.mem_read(at.addr(), size),
@@ -821,7 +852,7 @@ impl Device for Vga {
                 }
             }
             DISPI_WINDOW => match at.offset {
-                0 => self.dispi_index = value as u16,
+                0 => self.regs.dispi_index = value as u16,
                 _ => self.dispi_write(value as u16),
             },
             LEGACY_BASE => self.mem_write(at.addr(), size, value),
@@ -838,6 +869,23 @@ const DISPI_WINDOW: u32 = DISPI_BASE as u32;
 mod tests {
     use super::*;
     use crate::dev::{BoardSignals, IrqLines};
+
+    #[test]
+    fn the_state_is_the_registers_and_a_palette_of_another_size_is_refused() {
+        let mut v = Vga::new();
+        out(&mut v, 0x3C8, 1, 5);
+        out(&mut v, 0x3C9, 1, 0x2A);
+        let state = v.state();
+        let back = Vga::from_state(state.clone()).unwrap();
+        assert_eq!(back.regs.dac[15], 0x2A);
+        assert_eq!(back.regs.dac_component, 1);
+        let mut short = state.clone();
+        short.dac.truncate(700);
+        assert!(Vga::from_state(short).is_err());
+        let mut component = state;
+        component.dac_component = 3;
+        assert!(Vga::from_state(component).is_err());
+    }
 
     fn out(v: &mut Vga, port: u16, size: u8, value: u32) {
         let (mut irq, mut board) = (IrqLines::default(), BoardSignals::default());
@@ -902,8 +950,8 @@ mod tests {
         inp(&mut v, 0x3DA); // reset: next write is an index again
         out(&mut v, 0x3C0, 1, 0x32); // index 0x12 with PAS
         out(&mut v, 0x3C0, 1, 0x05); // data
-        assert_eq!(v.ac[0x12], 0x05);
-        assert_eq!(v.ac[1], 0x01);
+        assert_eq!(v.regs.ac[0x12], 0x05);
+        assert_eq!(v.regs.ac[1], 0x01);
         assert_eq!(inp(&mut v, 0x3C0), 0x32);
     }
 
@@ -925,12 +973,12 @@ mod tests {
     fn crtc_follows_misc_output_addressing() {
         let mut v = Vga::new();
         out(&mut v, 0x3D4, 2, 0x120E); // cursor high = 0x12 (colour addressing)
-        assert_eq!(v.crtc[0x0E], 0x12);
+        assert_eq!(v.regs.crtc[0x0E], 0x12);
         out(&mut v, 0x3B4, 2, 0x340E); // mono port: ignored
-        assert_eq!(v.crtc[0x0E], 0x12);
+        assert_eq!(v.regs.crtc[0x0E], 0x12);
         out(&mut v, 0x3C2, 1, 0x66); // mono addressing
         out(&mut v, 0x3B4, 2, 0x340E);
-        assert_eq!(v.crtc[0x0E], 0x34);
+        assert_eq!(v.regs.crtc[0x0E], 0x34);
     }
 
     #[test]

@@ -64,24 +64,24 @@ pub(crate) struct TextLayout {
 }
 
 fn vertical_display_end(v: &Vga) -> usize {
-    let c = &v.crtc;
+    let c = &v.regs.crtc;
     usize::from(c[0x12]) | usize::from(c[7] & 0x02) << 7 | usize::from(c[7] & 0x40) << 3
 }
 
 fn start_address(v: &Vga) -> usize {
-    usize::from(v.crtc[0x0C]) << 8 | usize::from(v.crtc[0x0D])
+    usize::from(v.regs.crtc[0x0C]) << 8 | usize::from(v.regs.crtc[0x0D])
 }
 
 /// The text grid, if the adapter is in a text mode.
 pub(crate) fn text_layout(v: &Vga) -> Option<TextLayout> {
-    if v.vbe_enabled() || v.gc[GR_MISC] & 1 != 0 {
+    if v.vbe_enabled() || v.regs.gc[GR_MISC] & 1 != 0 {
         return None;
     }
-    let char_h = usize::from(v.crtc[9] & 0x1F) + 1;
+    let char_h = usize::from(v.regs.crtc[9] & 0x1F) + 1;
     Some(TextLayout {
         start: start_address(v),
-        stride: usize::from(v.crtc[0x13]) * 2,
-        cols: usize::from(v.crtc[1]) + 1,
+        stride: usize::from(v.regs.crtc[0x13]) * 2,
+        cols: usize::from(v.regs.crtc[1]) + 1,
         rows: (vertical_display_end(v) + 1) / char_h,
     })
 }
@@ -89,39 +89,39 @@ pub(crate) fn text_layout(v: &Vga) -> Option<TextLayout> {
 fn layout(v: &Vga) -> Layout {
     let mut l = Layout::default();
     if v.vbe_enabled() {
-        let bpp = v.dispi[DISPI_BPP];
+        let bpp = v.regs.dispi[DISPI_BPP];
         let bytes = usize::from(bpp).div_ceil(8);
         l.mode = DisplayMode::Vbe { bpp };
-        l.width = usize::from(v.dispi[DISPI_XRES]);
-        l.height = usize::from(v.dispi[DISPI_YRES]);
+        l.width = usize::from(v.regs.dispi[DISPI_XRES]);
+        l.height = usize::from(v.regs.dispi[DISPI_YRES]);
         l.stride = v.vbe_stride();
-        l.start = usize::from(v.dispi[DISPI_Y_OFFSET]) * l.stride
-            + usize::from(v.dispi[DISPI_X_OFFSET]) * bytes;
+        l.start = usize::from(v.regs.dispi[DISPI_Y_OFFSET]) * l.stride
+            + usize::from(v.regs.dispi[DISPI_X_OFFSET]) * bytes;
         return l;
     }
-    if v.ac_index & AC_INDEX_PAS == 0 || v.seq[SR_CLOCK] & 0x20 != 0 {
+    if v.regs.ac_index & AC_INDEX_PAS == 0 || v.regs.seq[SR_CLOCK] & 0x20 != 0 {
         return l;
     }
     let raw_height = vertical_display_end(v) + 1;
-    let chars = usize::from(v.crtc[1]) + 1;
+    let chars = usize::from(v.regs.crtc[1]) + 1;
     l.start = start_address(v);
-    l.stride = usize::from(v.crtc[0x13]) * 2;
+    l.stride = usize::from(v.regs.crtc[0x13]) * 2;
     if let Some(t) = text_layout(v) {
         l.mode = DisplayMode::Text;
-        l.char_w = if v.seq[SR_CLOCK] & 1 != 0 { 8 } else { 9 };
-        l.char_h = usize::from(v.crtc[9] & 0x1F) + 1;
+        l.char_w = if v.regs.seq[SR_CLOCK] & 1 != 0 { 8 } else { 9 };
+        l.char_h = usize::from(v.regs.crtc[9] & 0x1F) + 1;
         l.cols = t.cols;
         l.rows = t.rows;
         l.width = l.cols * l.char_w;
         l.height = l.rows * l.char_h;
-        l.blink_on = (v.frame / 16).is_multiple_of(2);
-        let cursor_on = (v.frame / 8).is_multiple_of(2);
-        let loc = usize::from(v.crtc[0x0E]) << 8 | usize::from(v.crtc[0x0F]);
+        l.blink_on = (v.regs.frame / 16).is_multiple_of(2);
+        let cursor_on = (v.regs.frame / 8).is_multiple_of(2);
+        let loc = usize::from(v.regs.crtc[0x0E]) << 8 | usize::from(v.regs.crtc[0x0F]);
         let (first, last) = (
-            usize::from(v.crtc[0x0A] & 0x1F),
-            usize::from(v.crtc[0x0B] & 0x1F),
+            usize::from(v.regs.crtc[0x0A] & 0x1F),
+            usize::from(v.regs.crtc[0x0B] & 0x1F),
         );
-        if cursor_on && v.crtc[0x0A] & 0x20 == 0 && first <= last && l.stride > 0 {
+        if cursor_on && v.regs.crtc[0x0A] & 0x20 == 0 && first <= last && l.stride > 0 {
             let rel = loc.wrapping_sub(l.start);
             let (r, c) = (rel / l.stride, rel % l.stride);
             if r < l.rows && c < l.cols {
@@ -130,37 +130,43 @@ fn layout(v: &Vga) -> Layout {
         }
         return l;
     }
-    let rep = (usize::from(v.crtc[9] & 0x1F) + 1) * if v.crtc[9] & 0x80 != 0 { 2 } else { 1 };
+    let rep =
+        (usize::from(v.regs.crtc[9] & 0x1F) + 1) * if v.regs.crtc[9] & 0x80 != 0 { 2 } else { 1 };
     l.height = raw_height / rep;
-    let lc_raw = usize::from(v.crtc[0x18])
-        | usize::from(v.crtc[7] & 0x10) << 4
-        | usize::from(v.crtc[9] & 0x40) << 3;
+    let lc_raw = usize::from(v.regs.crtc[0x18])
+        | usize::from(v.regs.crtc[7] & 0x10) << 4
+        | usize::from(v.regs.crtc[9] & 0x40) << 3;
     l.line_compare = lc_raw.div_ceil(rep);
-    l.pan_reset_at_compare = v.ac[0x10] & 0x20 != 0;
-    if v.gc[GR_MODE] & 0x40 != 0 || v.ac[0x10] & 0x40 != 0 {
+    l.pan_reset_at_compare = v.regs.ac[0x10] & 0x20 != 0;
+    if v.regs.gc[GR_MODE] & 0x40 != 0 || v.regs.ac[0x10] & 0x40 != 0 {
         l.mode = DisplayMode::Color256;
         l.width = chars * 4;
-        l.pan = usize::from(v.ac[0x13] >> 1 & 3);
+        l.pan = usize::from(v.regs.ac[0x13] >> 1 & 3);
     } else {
         l.mode = DisplayMode::Planar16;
         l.width = chars * 8;
-        l.pan = usize::from(v.ac[0x13] & 7);
+        l.pan = usize::from(v.regs.ac[0x13] & 7);
     }
     l
 }
 
 /// 8-bit RGBA of DAC entry `i`.
 fn dac_rgba(v: &Vga, i: u8) -> [u8; 4] {
-    let i = usize::from(i & v.dac_mask) * 3;
+    let i = usize::from(i & v.regs.dac_mask) * 3;
     let c = |x: u8| (x << 2) | (x >> 4);
-    [c(v.dac[i]), c(v.dac[i + 1]), c(v.dac[i + 2]), 0xFF]
+    [
+        c(v.regs.dac[i]),
+        c(v.regs.dac[i + 1]),
+        c(v.regs.dac[i + 2]),
+        0xFF,
+    ]
 }
 
 /// The DAC index a 4-bit colour goes to through the attribute palette.
 fn attr_color(v: &Vga, color: u8) -> u8 {
-    let p = v.ac[usize::from(color & v.ac[0x12] & 0x0F)];
-    let sel = v.ac[0x14];
-    let low = if v.ac[0x10] & 0x80 != 0 {
+    let p = v.regs.ac[usize::from(color & v.regs.ac[0x12] & 0x0F)];
+    let sel = v.regs.ac[0x14];
+    let low = if v.regs.ac[0x10] & 0x80 != 0 {
         (p & 0x0F) | (sel & 3) << 4
     } else {
         p & 0x3F
@@ -238,9 +244,9 @@ impl Vga {
         let pal: Vec<[u8; 4]> = (0..16)
             .map(|c| dac_rgba(self, attr_color(self, c)))
             .collect();
-        let blink_enabled = self.ac[0x10] & 0x08 != 0;
-        let line_graphics = self.ac[0x10] & 0x04 != 0;
-        let cm = self.seq[SR_CHARMAP];
+        let blink_enabled = self.regs.ac[0x10] & 0x08 != 0;
+        let line_graphics = self.regs.ac[0x10] & 0x04 != 0;
+        let cm = self.regs.seq[SR_CHARMAP];
         let map_off = |n: u8| (usize::from(n & 3) * 2 + usize::from(n >> 2)) * 0x2000;
         let map_a = map_off((cm >> 2 & 3) | (cm >> 3 & 4));
         let map_b = map_off((cm & 3) | (cm >> 2 & 4));
