@@ -481,8 +481,8 @@ impl Device for PicPair {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{BoardSignals, IrqLines};
     use super::*;
+    use crate::dev::testing::Rig;
 
     /// Linux's init_8259A(): mask all, ICW1-4 on both chips (vectors 0x30/0x38), restore masks.
     fn linux_init(pic: &mut PicPair, auto_eoi: bool) {
@@ -694,29 +694,22 @@ mod tests {
 
     #[test]
     fn each_window_reaches_its_ports_and_syncs_lines() {
-        let mut pic = PicPair::new();
-        let mut irq = IrqLines::default();
-        let mut board = BoardSignals::default();
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut irq,
-            board: &mut board,
-        };
         let master = u32::from(MASTER_BASE);
         let slave = u32::from(SLAVE_BASE);
         let elcr = u32::from(ELCR_BASE);
+        let mut r = Rig::new(PicPair::new(), master);
         for (port, v) in [(0x20, 0x11), (0x21, 0x08), (0x21, 0x04), (0x21, 0x01)] {
-            pic.write(At::new(master, port - master), 1, v, &mut ctx);
+            r.write_at(master, port - master, 1, v);
         }
-        pic.write(At::new(slave, 1), 1, 0xA5, &mut ctx);
-        pic.write(At::new(master, 1), 1, 0x3C, &mut ctx);
-        assert_eq!(pic.read(At::new(slave, 1), 1, &mut ctx), 0xA5);
+        r.write_at(slave, 1, 1, 0xA5);
+        r.write_at(master, 1, 1, 0x3C);
+        assert_eq!(r.read_at(slave, 1, 1), 0xA5);
         // A word read at 0x20 gives IRR then IMR.
-        ctx.irq.set(1, true);
-        assert_eq!(pic.read(At::new(master, 0), 2, &mut ctx), 0x3C02);
-        pic.write(At::new(elcr, 1), 1, 0xFF, &mut ctx);
-        assert_eq!(pic.read(At::new(elcr, 0), 2, &mut ctx), 0xDE00);
-        assert_eq!(pic.acknowledge(), 0x09);
+        r.irq.set(1, true);
+        assert_eq!(r.read_at(master, 0, 2), 0x3C02);
+        r.write_at(elcr, 1, 1, 0xFF);
+        assert_eq!(r.read_at(elcr, 0, 2), 0xDE00);
+        assert_eq!(r.dev.acknowledge(), 0x09);
     }
 
     #[test]
@@ -732,16 +725,10 @@ mod tests {
                 }
             }
         }
-        let mut irq = IrqLines::default();
-        let mut board = BoardSignals::default();
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut irq,
-            board: &mut board,
-        };
+        let mut r = Rig::new(pic, 0xFFFF);
         for size in 0..=8 {
-            pic.write(At::new(0xFFFF, 0xFFFF), size, u32::MAX, &mut ctx);
-            pic.read(At::new(0xFFFF, 0xFFFF), size, &mut ctx);
+            r.write(0xFFFF, size, u32::MAX);
+            r.read(0xFFFF, size);
         }
     }
 }

@@ -333,25 +333,18 @@ impl Device for CoprocessorLatch {
 #[cfg(test)]
 mod coprocessor_latch_tests {
     use super::*;
-    use crate::dev::{BoardSignals, IrqLines};
+    use crate::dev::testing::Rig;
 
     #[test]
     fn ferr_raises_irq13_until_port_f0_is_written() {
-        let mut irq = IrqLines::default();
-        let mut board = BoardSignals::default();
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut irq,
-            board: &mut board,
-        };
-        let mut latch = CoprocessorLatch::default();
-        latch.ferr(true, &mut ctx);
-        assert!(ctx.irq.get(FERR_IRQ));
+        let mut r = Rig::new(CoprocessorLatch::default(), 0xF0);
+        r.with(|latch, ctx| latch.ferr(true, ctx));
+        assert!(r.irq.get(FERR_IRQ));
         // FNCLEX drops FERR#, but the latch holds the request.
-        latch.ferr(false, &mut ctx);
-        assert!(ctx.irq.get(FERR_IRQ));
-        latch.write(At::new(0xF0, 0), 1, 0, &mut ctx);
-        assert!(!ctx.irq.get(FERR_IRQ) && !latch.latched);
-        assert_eq!(latch.read(At::new(0xF0, 0), 1, &mut ctx), 0xFF);
+        r.with(|latch, ctx| latch.ferr(false, ctx));
+        assert!(r.irq.get(FERR_IRQ));
+        r.outb(0, 0);
+        assert!(!r.irq.get(FERR_IRQ) && !r.dev.latched);
+        assert_eq!(r.inb(0), 0xFF);
     }
 }

@@ -15,6 +15,17 @@ pub(crate) struct Rig<D> {
     pub now: Nanos,
 }
 
+/// Run `f` with what an access at time 0 sees of a machine whose lines are all low, for tests
+/// that keep their device themselves (and look only at what it returns or holds).
+pub(crate) fn at_power_on<R>(f: impl FnOnce(&mut DevCtx) -> R) -> R {
+    let (mut irq, mut board) = (IrqLines::default(), BoardSignals::default());
+    f(&mut DevCtx {
+        now: 0,
+        irq: &mut irq,
+        board: &mut board,
+    })
+}
+
 impl<D> Rig<D> {
     /// `dev` mapped at `base`, at time 0, every line low.
     pub fn new(dev: D, base: u32) -> Self {
@@ -25,6 +36,13 @@ impl<D> Rig<D> {
             board: BoardSignals::default(),
             now: 0,
         }
+    }
+
+    /// Call `f` on the device with what the machine gives it at `now` (a host event: a key, a
+    /// modem line, a wake-up).
+    pub fn with<R>(&mut self, f: impl FnOnce(&mut D, &mut DevCtx) -> R) -> R {
+        let (dev, mut ctx) = self.ctx();
+        f(dev, &mut ctx)
     }
 
     /// The device and what an access or a time step at `now` sees of the machine.

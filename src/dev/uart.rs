@@ -939,24 +939,14 @@ mod tests {
         r.inb(REG_MSR);
         r.outb(REG_IER, IER_EDSSI | IER_ELSI);
         {
-            let mut ctx = DevCtx {
-                now: 0,
-                irq: &mut r.irq,
-                board: &mut r.board,
-            };
-            r.dev.set_modem_inputs(MSR_CTS | MSR_DSR, &mut ctx);
+            r.with(|d, ctx| d.set_modem_inputs(MSR_CTS | MSR_DSR, ctx));
         }
         assert!(r.irq());
         assert_eq!(r.inb(REG_IIR_FCR), IIR_MSI);
         assert_eq!(r.inb(REG_MSR), MSR_CTS | MSR_DSR | MSR_DDCD);
         assert_eq!(r.inb(REG_IIR_FCR), IIR_NO_INT);
         {
-            let mut ctx = DevCtx {
-                now: 0,
-                irq: &mut r.irq,
-                board: &mut r.board,
-            };
-            r.dev.receive_break(&mut ctx);
+            r.with(|d, ctx| d.receive_break(ctx));
         }
         assert_eq!(r.inb(REG_IIR_FCR), IIR_RLSI);
         assert_eq!(
@@ -972,13 +962,8 @@ mod tests {
         for off in 0..16u32 {
             for size in [1u8, 2, 4, 3, 0] {
                 for v in [0u32, 0xFFFF_FFFF, 0x80, 0x1F] {
-                    let mut ctx = DevCtx {
-                        now: r.now,
-                        irq: &mut r.irq,
-                        board: &mut r.board,
-                    };
-                    r.dev.write(At::new(0x3F8, off), size, v, &mut ctx);
-                    r.dev.read(At::new(0x3F8, off), size, &mut ctx);
+                    r.write(off as u16, size, v);
+                    r.read(off as u16, size);
                     r.now += 1000;
                 }
             }

@@ -3,12 +3,11 @@
 
 use super::*;
 use crate::block::MemBackend;
-use crate::dev::{BoardSignals, IrqLines};
+use crate::dev::testing::Rig;
 
+/// The controller on the shared device rig, with guest memory for its DMA.
 struct H {
-    ide: Ide,
-    irq: IrqLines,
-    sig: BoardSignals,
+    rig: Rig<Ide>,
     mem: Vec<u8>,
 }
 
@@ -19,16 +18,14 @@ fn pattern(len: usize) -> Vec<u8> {
 impl H {
     fn new() -> H {
         H {
-            ide: Ide::new(),
-            irq: IrqLines::default(),
-            sig: BoardSignals::default(),
+            rig: Rig::new(Ide::new(), 0x1F0),
             mem: vec![0; 1 << 20],
         }
     }
     fn with_disk(sectors: usize) -> H {
         let mut h = H::new();
         let d = AtaDisk::new(Box::new(MemBackend::new(pattern(sectors * 512)))).unwrap();
-        h.ide.attach(0, Drive::Ata(d));
+        h.rig.dev.attach(0, Drive::Ata(d));
         h
     }
     /// Where `port` is: the range it is in (as the board maps them) and the offset.
@@ -42,20 +39,12 @@ impl H {
         At::new(base.into(), (port - base).into())
     }
     fn out(&mut self, port: u16, size: u8, v: u32) {
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut self.irq,
-            board: &mut self.sig,
-        };
-        self.ide.write(Self::window(port), size, v, &mut ctx);
+        let at = Self::window(port);
+        self.rig.write_at(at.base, at.offset, size, v);
     }
     fn inp(&mut self, port: u16, size: u8) -> u32 {
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut self.irq,
-            board: &mut self.sig,
-        };
-        self.ide.read(Self::window(port), size, &mut ctx)
+        let at = Self::window(port);
+        self.rig.read_at(at.base, at.offset, size)
     }
     fn outb(&mut self, port: u16, v: u8) {
         self.out(port, 1, v.into());
@@ -80,12 +69,8 @@ impl H {
         v
     }
     fn dma(&mut self) {
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut self.irq,
-            board: &mut self.sig,
-        };
-        self.ide.run_dma(&mut self.mem, &mut ctx);
+        let (ide, mut ctx) = self.rig.ctx();
+        ide.run_dma(&mut self.mem, &mut ctx);
     }
 }
 
@@ -94,10 +79,10 @@ fn identify_reports_capacity_lba48_and_dma_modes() {
     let mut h = H::with_disk(8192);
     h.outb(0x1F6, 0xA0);
     h.outb(0x1F7, CMD_IDENTIFY);
-    assert!(h.irq.get(14));
+    assert!(h.rig.irq.get(14));
     let st = h.inb(0x1F7);
     assert_eq!(st & (ST_BSY | ST_DRQ | ST_DRDY), ST_DRQ | ST_DRDY);
-    assert!(!h.irq.get(14), "status read acknowledges");
+    assert!(!h.rig.irq.get(14), "status read acknowledges");
     let id = h.read_words(0x1F0, 256);
     let w = |i: usize| u16::from_le_bytes([id[2 * i], id[2 * i + 1]]);
     assert_eq!(w(0), 0x0040);
@@ -113,11 +98,11 @@ fn identify_reports_capacity_lba48_and_dma_modes() {
 fn pio_write_then_read_back_lba28_and_lba48() {
     let mut h = H::with_disk(1024);
     h.ata28(CMD_WRITE_SECTORS, 5, 2);
-    assert!(!h.irq.get(14), "no interrupt before the first block");
+    assert!(!h.rig.irq.get(14), "no interrupt before the first block");
     for i in 0..128u32 {
         h.out(0x1F0, 4, 0xA5A5_0000 | i);
     }
-    assert!(h.irq.get(14) && h.inb(0x1F7) & ST_DRQ != 0);
+    assert!(h.rig.irq.get(14) && h.inb(0x1F7) & ST_DRQ != 0);
     for i in 0..128u32 {
         h.out(0x1F0, 4, 0x5A5A_0000 | i);
     }
@@ -146,7 +131,7 @@ fn pio_write_then_read_back_lba28_and_lba48() {
     assert_eq!(&data[512..516], &[0, 0, 0xA5, 0xA5]);
     assert_eq!(&data[1024..1028], &[0, 0, 0x5A, 0x5A]);
     // The source image did not change.
-    let Some(Drive::Ata(d)) = h.ide.drive(0) else {
+    let Some(Drive::Ata(d)) = h.rig.dev.drive(0) else {
         panic!()
     };
     assert_eq!(d.overlay().dirty_count(), 2);
@@ -179,7 +164,7 @@ fn read_multiple_gives_blocks_of_the_set_size() {
     h.ata28(CMD_READ_MULTIPLE, 0, 6);
     h.inb(0x1F7);
     let a = h.read_words(0x1F0, 4 * 256);
-    assert!(h.irq.get(14), "second block interrupts");
+    assert!(h.rig.irq.get(14), "second block interrupts");
     h.inb(0x1F7);
     let b = h.read_words(0x1F0, 2 * 256);
     assert_eq!([a, b].concat(), pattern(64 * 512)[..6 * 512].to_vec());
@@ -204,13 +189,13 @@ fn dma_read_and_write_through_a_prd_table() {
     h.outb(BM_DEFAULT_BASE + 2, BM_ST_ERROR | BM_ST_INTR);
     h.ata28(CMD_READ_DMA, 10, 3);
     h.outb(BM_DEFAULT_BASE, BM_CMD_START | BM_CMD_WRITE);
-    assert!(h.ide.dma_ready());
+    assert!(h.rig.dev.dma_ready());
     h.dma();
     let src = pattern(256 * 512);
     assert_eq!(&h.mem[0x2000..0x2200], &src[10 * 512..11 * 512]);
     assert_eq!(&h.mem[0x8000..0x8400], &src[11 * 512..13 * 512]);
     assert_eq!(h.inb(BM_DEFAULT_BASE + 2) & 7, BM_ST_INTR);
-    assert!(h.irq.get(14));
+    assert!(h.rig.irq.get(14));
     assert_eq!(h.inb(0x1F7) & (ST_BSY | ST_DRQ | ST_ERR), 0);
     h.outb(BM_DEFAULT_BASE, 0);
     // Write the same memory back two sectors further on.
@@ -221,7 +206,7 @@ fn dma_read_and_write_through_a_prd_table() {
     h.ata28(CMD_READ_SECTORS, 21, 1);
     h.inb(0x1F7);
     assert_eq!(h.read_words(0x1F0, 256), src[11 * 512..12 * 512].to_vec());
-    assert_eq!(h.ide.dma_count()[0], 2);
+    assert_eq!(h.rig.dev.dma_count()[0], 2);
 }
 
 #[test]
@@ -257,7 +242,7 @@ fn bad_prd_tables_give_errors_not_hangs() {
 fn soft_reset_shows_signatures_and_absent_slave_reads_zero() {
     let mut h = H::with_disk(64);
     let cd = Cdrom::with_disc(Box::new(MemBackend::new(vec![0; 4096])));
-    h.ide.attach(3, Drive::Atapi(cd));
+    h.rig.dev.attach(3, Drive::Atapi(cd));
     h.outb(0x3F6, CTL_SRST);
     assert_eq!(h.inb(0x1F7) & ST_BSY, ST_BSY);
     h.outb(0x3F6, 0);
@@ -291,13 +276,13 @@ fn nien_masks_the_interrupt_line() {
     let mut h = H::with_disk(64);
     h.outb(0x3F6, CTL_NIEN);
     h.ata28(CMD_FLUSH_CACHE, 0, 0);
-    assert!(!h.irq.get(14));
+    assert!(!h.rig.irq.get(14));
     h.outb(0x3F6, 0);
-    assert!(h.irq.get(14), "INTRQ was pending");
+    assert!(h.rig.irq.get(14), "INTRQ was pending");
     assert_eq!(h.inb(0x3F6) & ST_ERR, 0);
-    assert!(h.irq.get(14), "alternate status does not acknowledge");
+    assert!(h.rig.irq.get(14), "alternate status does not acknowledge");
     h.inb(0x1F7);
-    assert!(!h.irq.get(14));
+    assert!(!h.rig.irq.get(14));
 }
 
 fn packet(h: &mut H, cdb: &[u8], limit: u16, dma: bool) {
@@ -319,12 +304,12 @@ fn packet(h: &mut H, cdb: &[u8], limit: u16, dma: bool) {
 fn atapi_inquiry_and_read10_by_pio_and_dma() {
     let mut h = H::new();
     let disc = pattern(10 * 2048);
-    h.ide.attach(
+    h.rig.dev.attach(
         2,
         Drive::Atapi(Cdrom::with_disc(Box::new(MemBackend::new(disc.clone())))),
     );
     packet(&mut h, &[0x12, 0, 0, 0, 36], 0x1000, false);
-    assert!(h.irq.get(15));
+    assert!(h.rig.irq.get(15));
     assert_eq!(h.inb(0x177) & ST_DRQ, ST_DRQ);
     assert_eq!(h.inb(0x174) as u16 | (h.inb(0x175) as u16) << 8, 36);
     let inq = h.read_words(0x170, 18);
@@ -382,19 +367,15 @@ fn pending_reads_stay_busy_until_the_host_wakes_the_drive() {
         data: pattern(8 * 512),
         released: released.clone(),
     };
-    h.ide
+    h.rig
+        .dev
         .attach(0, Drive::Ata(AtaDisk::new(Box::new(slow)).unwrap()));
     h.ata28(CMD_READ_SECTORS, 1, 1);
     assert_eq!(h.inb(0x1F7) & ST_BSY, ST_BSY);
-    assert!(!h.irq.get(14));
+    assert!(!h.rig.irq.get(14));
     released.set(true);
-    let mut ctx = DevCtx {
-        now: 0,
-        irq: &mut h.irq,
-        board: &mut h.sig,
-    };
-    h.ide.wake(&mut ctx);
-    assert!(h.irq.get(14));
+    h.wake();
+    assert!(h.rig.irq.get(14));
     assert_eq!(h.inb(0x1F7) & (ST_BSY | ST_DRQ), ST_DRQ);
     assert_eq!(
         h.read_words(0x1F0, 256),
@@ -464,30 +445,26 @@ impl H {
     fn with_scripted_disk(sectors: usize, plan: &[Answer]) -> (H, Plan) {
         let mut h = H::new();
         let (b, plan) = scripted(pattern(sectors * 512), plan);
-        h.ide.attach(0, Drive::Ata(AtaDisk::new(b).unwrap()));
+        h.rig.dev.attach(0, Drive::Ata(AtaDisk::new(b).unwrap()));
         (h, plan)
     }
     /// A CD (secondary master) over a scripted backend.
     fn with_scripted_cd(sectors: usize, plan: &[Answer]) -> (H, Plan) {
         let mut h = H::new();
         let (b, plan) = scripted(pattern(sectors * CD_SECTOR), plan);
-        h.ide.attach(2, Drive::Atapi(Cdrom::with_disc(b)));
+        h.rig.dev.attach(2, Drive::Atapi(Cdrom::with_disc(b)));
         (h, plan)
     }
     fn wake(&mut self) {
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut self.irq,
-            board: &mut self.sig,
-        };
-        self.ide.wake(&mut ctx);
+        let (ide, mut ctx) = self.rig.ctx();
+        ide.wake(&mut ctx);
     }
     fn pci(&mut self, command: u16, idetim_hi: [u8; 2]) {
         let mut c = pci_config();
         c.set16(pci::CFG_COMMAND, command);
         c.set8(0x41, idetim_hi[0]);
         c.set8(0x43, idetim_hi[1]);
-        self.ide.sync_pci(&c);
+        self.rig.dev.sync_pci(&c);
     }
 }
 
@@ -498,21 +475,21 @@ fn pending_pio_read_keeps_bsy_until_wake_then_interrupts_for_each_block() {
     let (mut h, plan) = H::with_scripted_disk(64, &[Pending, Ready, Pending, Ready]);
     h.ata28(CMD_READ_SECTORS, 3, 2);
     assert_eq!(h.inb(0x3F6), ST_BSY, "BSY alone while the backend fetches");
-    assert!(!h.irq.get(14));
+    assert!(!h.rig.irq.get(14));
     assert_eq!(h.inp(0x1F0, 2), 0xFFFF, "no data before DRQ");
     // A command written while BSY is ignored.
     h.outb(0x1F7, CMD_IDENTIFY);
     assert_eq!(h.inb(0x3F6), ST_BSY);
     h.wake();
-    assert!(h.irq.get(14), "the wake completes with an interrupt");
+    assert!(h.rig.irq.get(14), "the wake completes with an interrupt");
     assert_eq!(h.inb(0x1F7) & (ST_BSY | ST_DRQ | ST_ERR), ST_DRQ);
     let src = pattern(64 * 512);
     assert_eq!(h.read_words(0x1F0, 256), src[3 * 512..4 * 512].to_vec());
     // The second block is pending too: BSY again, no interrupt until it arrives.
     assert_eq!(h.inb(0x3F6), ST_BSY);
-    assert!(!h.irq.get(14));
+    assert!(!h.rig.irq.get(14));
     h.wake();
-    assert!(h.irq.get(14));
+    assert!(h.rig.irq.get(14));
     assert_eq!(h.inb(0x1F7) & (ST_BSY | ST_DRQ), ST_DRQ);
     assert_eq!(h.read_words(0x1F0, 256), src[4 * 512..5 * 512].to_vec());
     assert_eq!(h.inb(0x1F7) & (ST_BSY | ST_DRQ | ST_ERR), 0);
@@ -525,22 +502,22 @@ fn pending_dma_read_moves_nothing_until_wake_then_completes() {
     prd(&mut h, &[(0x2000, 1536, true)]);
     h.ata28(CMD_READ_DMA, 10, 3);
     h.outb(BM_DEFAULT_BASE, BM_CMD_START | BM_CMD_WRITE);
-    assert!(!h.ide.dma_ready());
+    assert!(!h.rig.dev.dma_ready());
     h.dma();
     assert!(h.mem[0x2000..0x2600].iter().all(|&b| b == 0));
     assert_eq!(h.inb(0x3F6), ST_BSY);
     assert_eq!(h.inb(BM_DEFAULT_BASE + 2) & 7, BM_ST_ACTIVE);
-    assert!(!h.irq.get(14));
+    assert!(!h.rig.irq.get(14));
     h.wake();
     // The data is in the drive; the engine moves it when the board next runs DMA.
-    assert!(h.ide.dma_ready() && !h.irq.get(14));
+    assert!(h.rig.dev.dma_ready() && !h.rig.irq.get(14));
     h.dma();
     let src = pattern(64 * 512);
     assert_eq!(&h.mem[0x2000..0x2600], &src[10 * 512..13 * 512]);
-    assert!(h.irq.get(14));
+    assert!(h.rig.irq.get(14));
     assert_eq!(h.inb(BM_DEFAULT_BASE + 2) & 7, BM_ST_INTR);
     assert_eq!(h.inb(0x1F7) & (ST_BSY | ST_DRQ | ST_ERR), 0);
-    assert_eq!(h.ide.dma_count()[0], 1);
+    assert_eq!(h.rig.dev.dma_count()[0], 1);
 }
 
 #[test]
@@ -550,14 +527,14 @@ fn pending_atapi_reads_keep_bsy_until_wake_by_pio_and_by_dma() {
     // PIO: READ(10) of one sector at LBA 5.
     packet(&mut h, &[0x28, 0, 0, 0, 0, 5, 0, 0, 1], 0xFFFE, false);
     assert_eq!(h.inb(0x376), ST_BSY);
-    assert!(!h.irq.get(15));
+    assert!(!h.rig.irq.get(15));
     h.wake();
-    assert!(h.irq.get(15));
+    assert!(h.rig.irq.get(15));
     assert_eq!(h.inb(0x177) & (ST_BSY | ST_DRQ), ST_DRQ);
     assert_eq!(h.inb(0x172), IR_IO, "data phase");
     assert_eq!(h.inb(0x174) as usize | (h.inb(0x175) as usize) << 8, 2048);
     assert_eq!(h.read_words(0x170, 1024), src[5 * 2048..6 * 2048].to_vec());
-    assert!(h.irq.get(15), "status phase interrupts");
+    assert!(h.rig.irq.get(15), "status phase interrupts");
     assert_eq!(h.inb(0x177) & (ST_BSY | ST_DRQ | ST_ERR), 0);
     assert_eq!(h.inb(0x172), IR_IO | IR_COD);
     // DMA: two sectors at LBA 7.
@@ -568,15 +545,15 @@ fn pending_atapi_reads_keep_bsy_until_wake_by_pio_and_by_dma() {
     h.dma();
     assert!(h.mem[0x4000..0x5000].iter().all(|&b| b == 0));
     assert_eq!(h.inb(0x376), ST_BSY);
-    assert!(!h.irq.get(15));
+    assert!(!h.rig.irq.get(15));
     h.wake();
     h.dma();
     assert_eq!(&h.mem[0x4000..0x5000], &src[7 * 2048..9 * 2048]);
-    assert!(h.irq.get(15));
+    assert!(h.rig.irq.get(15));
     assert_eq!(h.inb(0x177) & (ST_BSY | ST_DRQ | ST_ERR), 0);
     assert_eq!(h.inb(0x172), IR_IO | IR_COD);
     assert_eq!(h.inb(BM_DEFAULT_BASE + 8 + 2) & BM_ST_INTR, BM_ST_INTR);
-    assert_eq!(h.ide.dma_count()[1], 1);
+    assert_eq!(h.rig.dev.dma_count()[1], 1);
 }
 
 #[test]
@@ -584,7 +561,7 @@ fn failed_ata_reads_are_unc_with_the_failing_lba_by_pio_and_dma() {
     // PIO, LBA28: the error, the interrupt, the address of the failed sector.
     let (mut h, _) = H::with_scripted_disk(0x20000, &[Fail]);
     h.ata28(CMD_READ_SECTORS, 0x12345, 1);
-    assert!(h.irq.get(14));
+    assert!(h.rig.irq.get(14));
     assert_eq!(h.inb(0x1F7), ST_DRDY | ST_ERR);
     assert_eq!(h.inb(0x1F1), ER_UNC);
     assert_eq!(
@@ -603,7 +580,7 @@ fn failed_ata_reads_are_unc_with_the_failing_lba_by_pio_and_dma() {
     h.ata28(CMD_READ_SECTORS, 8, 2);
     h.inb(0x1F7);
     h.read_words(0x1F0, 256);
-    assert!(h.irq.get(14));
+    assert!(h.rig.irq.get(14));
     assert_eq!((h.inb(0x1F7), h.inb(0x1F1)), (ST_DRDY | ST_ERR, ER_UNC));
     assert_eq!(h.inb(0x1F3), 9);
 
@@ -612,13 +589,13 @@ fn failed_ata_reads_are_unc_with_the_failing_lba_by_pio_and_dma() {
     prd(&mut h, &[(0x2000, 512, true)]);
     h.ata28(CMD_READ_DMA, 4, 1);
     h.outb(BM_DEFAULT_BASE, BM_CMD_START | BM_CMD_WRITE);
-    assert!(!h.ide.dma_ready());
+    assert!(!h.rig.dev.dma_ready());
     h.dma();
     assert!(h.mem[0x2000..0x2200].iter().all(|&b| b == 0));
-    assert!(h.irq.get(14));
+    assert!(h.rig.irq.get(14));
     assert_eq!(h.inb(BM_DEFAULT_BASE + 2) & BM_ST_INTR, BM_ST_INTR);
     assert_eq!((h.inb(0x1F7), h.inb(0x1F1)), (ST_DRDY | ST_ERR, ER_UNC));
-    assert_eq!(h.ide.dma_count()[0], 0);
+    assert_eq!(h.rig.dev.dma_count()[0], 0);
 
     // LBA48: the high address bytes in the previous registers (HOB).
     let (mut h, _) = H::with_scripted_disk(64, &[Fail]);
@@ -664,7 +641,7 @@ fn a_pending_read_that_then_fails_ends_with_an_error_interrupt() {
     h.outb(BM_DEFAULT_BASE, BM_CMD_START | BM_CMD_WRITE);
     assert_eq!(h.inb(0x3F6), ST_BSY);
     h.wake();
-    assert!(h.irq.get(14));
+    assert!(h.rig.irq.get(14));
     assert_eq!((h.inb(0x1F7), h.inb(0x1F1)), (ST_DRDY | ST_ERR, ER_UNC));
     h.dma();
     assert!(h.mem[0x2000..0x2200].iter().all(|&b| b == 0));
@@ -673,7 +650,7 @@ fn a_pending_read_that_then_fails_ends_with_an_error_interrupt() {
     packet(&mut h, &[0x28, 0, 0, 0, 0, 1, 0, 0, 1], 0xFFFE, false);
     assert_eq!(h.inb(0x376), ST_BSY);
     h.wake();
-    assert!(h.irq.get(15));
+    assert!(h.rig.irq.get(15));
     assert_eq!(h.inb(0x177) & (ST_BSY | ST_DRQ | ST_ERR), ST_ERR);
     assert_eq!(h.inb(0x171) >> 4, atapi::SK_MEDIUM_ERROR);
 }
@@ -683,12 +660,12 @@ fn a_disc_ejected_while_a_read_waits_ends_it_not_ready() {
     let (mut h, _) = H::with_scripted_cd(4, &[Pending]);
     packet(&mut h, &[0x28, 0, 0, 0, 0, 1, 0, 0, 1], 0xFFFE, false);
     assert_eq!(h.inb(0x376), ST_BSY);
-    let Some(Drive::Atapi(cd)) = h.ide.drive_mut(2) else {
+    let Some(Drive::Atapi(cd)) = h.rig.dev.drive_mut(2) else {
         panic!()
     };
     cd.eject();
     h.wake();
-    assert!(h.irq.get(15));
+    assert!(h.rig.irq.get(15));
     assert_eq!(h.inb(0x177), ST_DRDY | ST_ERR);
     assert_eq!(h.inb(0x171) >> 4, atapi::SK_NOT_READY);
 }
@@ -697,7 +674,7 @@ fn a_disc_ejected_while_a_read_waits_ends_it_not_ready() {
 fn failed_atapi_reads_are_check_condition_medium_error_by_pio_and_dma() {
     let (mut h, _) = H::with_scripted_cd(8, &[Fail, Fail]);
     packet(&mut h, &[0x28, 0, 0, 0, 0, 2, 0, 0, 1], 0xFFFE, false);
-    assert!(h.irq.get(15));
+    assert!(h.rig.irq.get(15));
     assert_eq!(h.inb(0x177), ST_DRDY | ST_ERR, "CHECK CONDITION");
     assert_eq!(h.inb(0x171), atapi::SK_MEDIUM_ERROR << 4);
     assert_eq!(h.inb(0x172), IR_IO | IR_COD, "status phase, no data");
@@ -717,7 +694,7 @@ fn failed_atapi_reads_are_check_condition_medium_error_by_pio_and_dma() {
     h.outb(BM_DEFAULT_BASE + 8, BM_CMD_START | BM_CMD_WRITE);
     h.dma();
     assert!(h.mem[0x4000..0x4800].iter().all(|&b| b == 0));
-    assert!(h.irq.get(15));
+    assert!(h.rig.irq.get(15));
     assert_eq!(h.inb(0x177), ST_DRDY | ST_ERR);
     assert_eq!(h.inb(0x171) >> 4, atapi::SK_MEDIUM_ERROR);
     assert_eq!(h.inb(BM_DEFAULT_BASE + 8 + 2) & BM_ST_INTR, BM_ST_INTR);
@@ -735,10 +712,10 @@ fn dma_waits_while_bus_mastering_is_disabled() {
     prd(&mut h, &[(0x2000, 512, true)]);
     h.ata28(CMD_READ_DMA, 1, 1);
     h.outb(BM_DEFAULT_BASE, BM_CMD_START | BM_CMD_WRITE);
-    assert!(!h.ide.dma_ready(), "the bus master cannot get the bus");
+    assert!(!h.rig.dev.dma_ready(), "the bus master cannot get the bus");
     h.dma();
     assert!(h.mem[0x2000..0x2200].iter().all(|&b| b == 0));
-    assert!(!h.irq.get(14));
+    assert!(!h.rig.irq.get(14));
     assert_eq!(
         h.inb(BM_DEFAULT_BASE + 2) & 7,
         BM_ST_ACTIVE,
@@ -747,10 +724,10 @@ fn dma_waits_while_bus_mastering_is_disabled() {
     assert_eq!(h.inb(0x3F6) & (ST_BSY | ST_DRQ), ST_DRQ);
     // The guest turns bus mastering on: the transfer proceeds.
     h.pci(pci::CMD_IO | pci::CMD_MASTER, [0x80, 0x80]);
-    assert!(h.ide.dma_ready());
+    assert!(h.rig.dev.dma_ready());
     h.dma();
     assert_eq!(&h.mem[0x2000..0x2200], &pattern(64 * 512)[512..1024]);
-    assert!(h.irq.get(14));
+    assert!(h.rig.irq.get(14));
     assert_eq!(h.inb(BM_DEFAULT_BASE + 2) & 7, BM_ST_INTR);
     // Writes from memory wait too.
     h.pci(pci::CMD_IO, [0x80, 0x80]);
@@ -760,10 +737,10 @@ fn dma_waits_while_bus_mastering_is_disabled() {
     h.outb(BM_DEFAULT_BASE + 2, BM_ST_INTR);
     h.outb(BM_DEFAULT_BASE, BM_CMD_START);
     h.dma();
-    assert_eq!(h.ide.dma_count()[0], 1);
+    assert_eq!(h.rig.dev.dma_count()[0], 1);
     h.pci(pci::CMD_IO | pci::CMD_MASTER, [0x80, 0x80]);
     h.dma();
-    assert_eq!(h.ide.dma_count()[0], 2);
+    assert_eq!(h.rig.dev.dma_count()[0], 2);
     h.ata28(CMD_READ_SECTORS, 2, 1);
     h.inb(0x1F7);
     assert_eq!(h.read_words(0x1F0, 256), vec![0xAB; 512]);
@@ -780,7 +757,7 @@ fn io_space_enable_and_idetim_decode_gate_the_ports() {
     assert_eq!(h.inp(BM_DEFAULT_BASE + 4, 4), 0xFFFF_FFFF);
     h.out(BM_DEFAULT_BASE + 4, 4, 0x3000);
     h.ata28(CMD_IDENTIFY, 0, 0);
-    assert!(!h.irq.get(14), "the command went nowhere");
+    assert!(!h.rig.irq.get(14), "the command went nowhere");
     // On again: the earlier PRD address stands; the ignored command did nothing.
     h.pci(pci::CMD_IO | pci::CMD_MASTER, [0x80, 0x80]);
     assert_eq!(h.inp(BM_DEFAULT_BASE + 4, 4), 0x1000);
@@ -791,14 +768,14 @@ fn io_space_enable_and_idetim_decode_gate_the_ports() {
     assert_eq!(h.inp(0x1F0, 2), 0xFFFF);
     assert_eq!(h.inp(BM_DEFAULT_BASE + 4, 4), 0x1000);
     // A controller reset turns everything back on, as the PCI function resets.
-    h.ide.reset();
+    h.rig.dev.reset();
     assert_eq!(h.inb(0x1F7), ST_DRDY | ST_DSC);
 }
 
 #[test]
 fn atapi_identify_offers_dma_and_reports_the_selected_mode() {
     let mut h = H::new();
-    h.ide.attach(
+    h.rig.dev.attach(
         2,
         Drive::Atapi(Cdrom::with_disc(Box::new(MemBackend::new(vec![0; 4096])))),
     );
@@ -832,13 +809,13 @@ fn atapi_identify_offers_dma_and_reports_the_selected_mode() {
 fn a_state_is_a_copy_without_images_and_impossible_states_are_refused() {
     let mut h = H::with_disk(64);
     // Some guest writes, so the overlay has changed sectors.
-    h.ide.channels[0].slots[0]
+    h.rig.dev.channels[0].slots[0]
         .drive
         .as_mut()
         .and_then(Drive::image_mut)
         .unwrap()
         .write(3, &[0x5A; 512]);
-    let state = h.ide.state();
+    let state = h.rig.dev.state();
     let image = state.channels[0].slots[0]
         .drive
         .as_ref()

@@ -1,7 +1,7 @@
 //! The i8042, keyboard and mouse, driven through their ports as a guest does.
 
 use super::*;
-use crate::dev::{At, DevCtx, Device, Timed};
+use crate::dev::{At, Device, Timed};
 
 type Rig = crate::dev::testing::Rig<I8042>;
 
@@ -226,33 +226,16 @@ fn intellimouse_detection_and_four_byte_packet() {
     send(&mut r, 0xF4);
     assert_eq!(r.read_all(), [ACK]);
     // Right 5, up 3 (host dy -3), wheel down 1, left button.
-    let now = r.now;
-    let mut ctx = DevCtx {
-        now,
-        irq: &mut r.irq,
-        board: &mut r.board,
-    };
-    r.dev.mouse_move(5, -3, 1, 1, &mut ctx);
+    r.with(|d, ctx| d.mouse_move(5, -3, 1, 1, ctx));
     assert!(r.irq.get(12));
     assert_eq!(r.read_all(), [0x09, 5, 3, 1]);
     // Left 300 (overflow), down 2: X sign+overflow, Y sign.
-    let now = r.now;
-    let mut ctx = DevCtx {
-        now,
-        irq: &mut r.irq,
-        board: &mut r.board,
-    };
-    r.dev.mouse_move(-300, 2, 0, 0, &mut ctx);
+    r.with(|d, ctx| d.mouse_move(-300, 2, 0, 0, ctx));
     assert_eq!(r.read_all(), [0x08 | 0x10 | 0x40 | 0x20, 0x00, 0xFE, 0x00]);
     // Remote mode: packets only on request.
     send(&mut r, 0xF0);
     assert_eq!(r.read_all(), [ACK]);
-    let mut ctx = DevCtx {
-        now: r.now,
-        irq: &mut r.irq,
-        board: &mut r.board,
-    };
-    r.dev.mouse_move(1, 0, 0, 2, &mut ctx);
+    r.with(|d, ctx| d.mouse_move(1, 0, 0, 2, ctx));
     assert_eq!(r.inb(PORT_CMD) & STS_OBF, 0);
     send(&mut r, 0xEB);
     assert_eq!(r.read_all(), [ACK, 0x0A, 1, 0, 0]);
@@ -303,20 +286,15 @@ fn any_port_any_sequence_never_panics() {
         let off = (x >> 8) % 6;
         let v = (x >> 16) as u8;
         let size = [1u8, 2, 4][(x % 3) as usize];
-        let now = r.now;
-        let mut ctx = DevCtx {
-            now,
-            irq: &mut r.irq,
-            board: &mut r.board,
-        };
+        let (dev, mut ctx) = r.ctx();
         if x & 0x100 != 0 {
-            r.dev.write(At::new(BASE, off), size, v as u32, &mut ctx);
+            dev.write(At::new(BASE, off), size, v as u32, &mut ctx);
         } else {
-            r.dev.read(At::new(BASE, off), size, &mut ctx);
+            dev.read(At::new(BASE, off), size, &mut ctx);
         }
         if x & 0x7000 == 0 {
-            r.dev.key_event(&[v, v], x & 1 != 0, &mut ctx);
-            r.dev.mouse_move(v as i32 * 50, -(v as i32), 3, v, &mut ctx);
+            dev.key_event(&[v, v], x & 1 != 0, &mut ctx);
+            dev.mouse_move(v as i32 * 50, -(v as i32), 3, v, &mut ctx);
         }
         r.now += 1000;
         r.board.reset = false;

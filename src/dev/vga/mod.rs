@@ -868,7 +868,7 @@ const DISPI_WINDOW: u32 = DISPI_BASE as u32;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::{BoardSignals, IrqLines};
+    use crate::dev::testing::at_power_on;
 
     #[test]
     fn the_state_is_the_registers_and_a_palette_of_another_size_is_refused() {
@@ -888,33 +888,18 @@ mod tests {
     }
 
     fn out(v: &mut Vga, port: u16, size: u8, value: u32) {
-        let (mut irq, mut board) = (IrqLines::default(), BoardSignals::default());
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut irq,
-            board: &mut board,
-        };
         let base = if port >= PORT_BASE {
             PORT_BASE
         } else {
             DISPI_BASE
         };
-        v.write(
-            At::new(base.into(), (port - base).into()),
-            size,
-            value,
-            &mut ctx,
-        );
+        let at = At::new(base.into(), (port - base).into());
+        at_power_on(|ctx| v.write(at, size, value, ctx));
     }
 
     fn inp(v: &mut Vga, port: u16) -> u32 {
-        let (mut irq, mut board) = (IrqLines::default(), BoardSignals::default());
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut irq,
-            board: &mut board,
-        };
-        v.read(At::new(PORT_WINDOW, (port - PORT_BASE).into()), 1, &mut ctx)
+        let at = At::new(PORT_WINDOW, (port - PORT_BASE).into());
+        at_power_on(|ctx| v.read(at, 1, ctx))
     }
 
     #[test]
