@@ -204,7 +204,9 @@ pub fn parse_header(image: &[u8]) -> Result<SetupHeader, LoadError> {
     let payload_offset = (setup_sects as usize + 1) * 512;
     let syssize = u64::from(le32(image, HDR_SYSSIZE)) * 16;
     let expected = payload_offset as u64 + syssize;
-    if (image.len() as u64) < expected || image.len() <= payload_offset {
+    // syssize counts 16-byte paragraphs, rounded up: the file may end up to 15 bytes before
+    // (memtest86+'s does; QEMU and the boot loaders load such a file whole).
+    if (image.len() as u64) < expected.saturating_sub(15) || image.len() <= payload_offset {
         return Err(LoadError::Truncated {
             expected: expected.max(payload_offset as u64 + 1),
             actual: image.len() as u64,
@@ -475,6 +477,23 @@ mod tests {
         );
         assert!(matches!(
             load(&mut cpu, &img[..0x240], None, ""),
+            Err(LoadError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn a_file_that_ends_inside_its_last_paragraph_loads_whole() {
+        let mut cpu = Cpu::with_ram(16 << 20);
+        let payload: Vec<u8> = (0..8190u32).map(|i| (i * 7) as u8).collect();
+        let img = fake_bzimage(0x020F, &payload);
+        assert_eq!(le32(&img, HDR_SYSSIZE), 512, "rounded up to 8192 bytes");
+        load(&mut cpu, &img, None, "").unwrap();
+        let at = KERNEL_ADDR as usize;
+        assert_eq!(cpu.mem.ram[at..at + payload.len()], payload[..]);
+        // A whole paragraph missing is a truncated file.
+        let short = fake_bzimage(0x020F, &[0x90; 8192]);
+        assert!(matches!(
+            load(&mut cpu, &short[..short.len() - 16], None, ""),
             Err(LoadError::Truncated { .. })
         ));
     }
