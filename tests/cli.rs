@@ -180,3 +180,26 @@ fn a_recorded_session_replays_exactly_and_a_changed_one_says_where_it_diverged()
     assert!(!ok && err.contains("corrupt"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn what_the_guest_writes_to_ports_e9_and_402_goes_to_the_debugcon_file() {
+    let file = std::env::temp_dir().join(format!("wasm86-cli-{}-debugcon", std::process::id()));
+    let path = file.to_str().unwrap();
+    // /dev/port: a byte written at offset N is an OUT to port N (0xE9 = 233, 0x402 = 1026).
+    let (ok, out, err) = common::run_cli(
+        &["--debugcon", path, "--until", "DEBUG42", "--timeout", "120"],
+        "/ # ",
+        || {},
+        "printf A | dd of=/dev/port bs=1 seek=233 2>/dev/null; \
+         printf B | dd of=/dev/port bs=1 seek=1026 2>/dev/null; echo DEBUG$((6*7))\n",
+    );
+    assert!(ok, "{out}\n{err}");
+    let written = std::fs::read(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(written, b"AB", "{out}");
+    let (ok, _, err) = run(&["--debugcon", "/nonexistent/dir/x"]);
+    assert!(
+        !ok && err.contains("--debugcon /nonexistent/dir/x"),
+        "{err}"
+    );
+}

@@ -10,6 +10,7 @@
 
 pub mod atapi;
 pub mod bus;
+pub mod debugcon;
 pub mod ide;
 pub mod pci;
 pub mod pic;

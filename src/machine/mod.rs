@@ -41,6 +41,7 @@ use crate::block::BlockBackend;
 use crate::bus::{Bus, MmioChange};
 use crate::cpu::{flags, Cpu, RunExit};
 use crate::dev::bus::{shared, DeviceBus, MapError, Shared};
+use crate::dev::debugcon::{self, DebugConsole};
 use crate::dev::ide::{self, Drive, Ide};
 use crate::dev::pci::PciBus;
 use crate::dev::pic::PicPair;
@@ -204,6 +205,8 @@ pub struct Board {
     pub pci: Shared<PciBus>,
     pub port_a: Shared<PortA>,
     pub post: Shared<PostCode>,
+    /// The debug console (ports 0xE9 and 0x402).
+    pub debugcon: Shared<DebugConsole>,
     /// FERR# → IRQ13 latch, cleared through port 0xF0.
     pub coprocessor: Shared<CoprocessorLatch>,
     /// The display adapter.
@@ -358,6 +361,12 @@ impl Board {
         w.timed(&s.i8042, &[(I8042_DATA, 1), (I8042_CMD, 1)])?;
         w.device(&s.pci, &[(PCI_BASE, 8)])?;
         w.device(&s.post, &[(POST_PORT, 1)])?;
+        // The debug console holds no state: each board has a fresh one.
+        let debugcon = shared(DebugConsole::default());
+        w.device(
+            &debugcon,
+            &[(debugcon::PORT_E9, 1), (debugcon::PORT_402, 1)],
+        )?;
         w.device(&s.port_a, &[(PORT_A, 1)])?;
         w.device(&s.coprocessor, &[(COPROCESSOR_PORT, 1)])?;
         w.device(
@@ -402,6 +411,7 @@ impl Board {
             pci: state.pci,
             port_a: state.port_a,
             post: state.post,
+            debugcon,
             coprocessor: state.coprocessor,
             vga: state.vga,
             ide: state.ide,
@@ -1125,6 +1135,11 @@ impl Machine {
             r.output(&out);
         }
         out
+    }
+
+    /// What the guest wrote to the debug console (ports 0xE9 and 0x402) since the last call.
+    pub fn debug_output(&mut self) -> Vec<u8> {
+        self.with_device(|b| b.debugcon.clone(), |d, _| d.take_output())
     }
 
     /// Whether serial port `n` can take another character from the host now.

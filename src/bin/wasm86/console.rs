@@ -56,6 +56,10 @@ pub struct BootArgs {
     /// At exit, print the VGA text-mode screen on stdout.
     #[arg(long)]
     pub screen_text: bool,
+    /// Write what the guest sends to the debug console (ports 0xE9 and 0x402, where firmware
+    /// prints its log) to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub debugcon: Option<PathBuf>,
     /// Disk image for the primary IDE master (Linux: /dev/sda): a file, or an
     /// http://host:port/path URL streamed with Range requests (only the parts the guest reads
     /// are fetched). Opened read-only: the guest's writes go to an in-memory overlay and are
@@ -471,6 +475,13 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
     if args.record.is_some() {
         machine.start_recording();
     }
+    let mut debugcon = match &args.debugcon {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .map_err(|e| format!("--debugcon {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
 
     let outcome = 'run: loop {
         let stop = if args.realtime {
@@ -480,6 +491,13 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         };
         // Streamed disks: fetch what the drives asked for during the slice.
         remotes.service(&mut machine, deadline);
+        if let Some(file) = debugcon.as_mut() {
+            let out = machine.debug_output();
+            if !out.is_empty() {
+                file.write_all(&out)
+                    .map_err(|e| format!("--debugcon: {e}"))?;
+            }
+        }
         let out = machine.serial_output(0);
         if !out.is_empty() {
             // Raw mode turns off the terminal's LF → CRLF; the guest's tty already sends CRLF.
