@@ -232,11 +232,14 @@ fn a_disk_that_answers_late_replays_with_the_recorded_answers_from_a_plain_image
     assert_eq!(out, host.out[from..]);
     assert_eq!(fnv(&b.cpu.mem.ram), fnv(&m.cpu.mem.ram), "RAM differs");
 
-    // Without them the guest gets its data earlier, and the replay notices.
-    let mut eager = rec.clone();
-    eager.disk_answers.clear();
-    let (result, _, _) = replayed(&eager, plain());
-    assert!(result.is_err(), "a replay without the late answers matched");
+    // The recorded answers are what the drive gets: the same recording with its last late
+    // answer turned into a failed read gives the guest an I/O error there, and the replay
+    // says where it went another way.
+    let mut failing = rec.clone();
+    let last = failing.disk_answers.last_mut().unwrap();
+    last.answer = Err(BlockError::Io("gone".into()));
+    let (result, _, _) = replayed(&failing, plain());
+    assert!(result.is_err(), "a replay with a failed read matched");
     // And an image that is itself late where the recording had data is a divergence too.
     let mut fresh = Fetches::default();
     fresh.have.clear();

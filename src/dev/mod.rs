@@ -11,6 +11,7 @@
 pub mod atapi;
 pub mod bus;
 pub mod debugcon;
+pub mod dma;
 pub mod ide;
 pub mod pci;
 pub mod pic;

@@ -42,6 +42,7 @@ use crate::bus::{Bus, MmioChange};
 use crate::cpu::{flags, Cpu, RunExit};
 use crate::dev::bus::{shared, DeviceBus, MapError, Shared};
 use crate::dev::debugcon::{self, DebugConsole};
+use crate::dev::dma::{self, Dma};
 use crate::dev::ide::{self, Drive, Ide};
 use crate::dev::pci::PciBus;
 use crate::dev::pic::PicPair;
@@ -207,6 +208,8 @@ pub struct Board {
     pub post: Shared<PostCode>,
     /// The debug console (ports 0xE9 and 0x402).
     pub debugcon: Shared<DebugConsole>,
+    /// The two 8237A DMA controllers and their page registers.
+    pub dma: Shared<Dma>,
     /// FERR# → IRQ13 latch, cleared through port 0xF0.
     pub coprocessor: Shared<CoprocessorLatch>,
     /// The display adapter.
@@ -242,6 +245,7 @@ pub struct BoardState {
     port_a: <PortA as Snapshot>::State,
     post: <PostCode as Snapshot>::State,
     coprocessor: <CoprocessorLatch as Snapshot>::State,
+    dma: <Dma as Snapshot>::State,
     vga: <Vga as Snapshot>::State,
     ide: <Ide as Snapshot>::State,
     lfb_at: Option<u32>,
@@ -264,6 +268,7 @@ struct Devices {
     port_a: Shared<PortA>,
     post: Shared<PostCode>,
     coprocessor: Shared<CoprocessorLatch>,
+    dma: Shared<Dma>,
     vga: Shared<Vga>,
     ide: Shared<Ide>,
     lfb_at: Option<u32>,
@@ -335,6 +340,7 @@ impl Board {
             port_a: shared(PortA::default()),
             post: shared(PostCode::default()),
             coprocessor: shared(CoprocessorLatch::default()),
+            dma: shared(Dma::new()),
             vga: shared(Vga::new()),
             ide: shared(Ide::new()),
             lfb_at: Some(vga::LFB_DEFAULT),
@@ -369,6 +375,14 @@ impl Board {
         )?;
         w.device(&s.port_a, &[(PORT_A, 1)])?;
         w.device(&s.coprocessor, &[(COPROCESSOR_PORT, 1)])?;
+        w.device(
+            &s.dma,
+            &[
+                (dma::DMA1_BASE, dma::DMA1_LEN),
+                (dma::DMA2_BASE, dma::DMA2_LEN),
+                (dma::PAGE_BASE, dma::PAGE_LEN),
+            ],
+        )?;
         w.device(
             &s.vga,
             &[
@@ -413,6 +427,7 @@ impl Board {
             post: state.post,
             debugcon,
             coprocessor: state.coprocessor,
+            dma: state.dma,
             vga: state.vga,
             ide: state.ide,
             lfb_at: state.lfb_at,
@@ -438,6 +453,7 @@ impl Board {
             port_a: self.port_a.borrow().state(),
             post: self.post.borrow().state(),
             coprocessor: self.coprocessor.borrow().state(),
+            dma: self.dma.borrow().state(),
             vga: self.vga.borrow().state(),
             ide: self.ide.borrow().state(),
             lfb_at: self.lfb_at,
@@ -468,6 +484,7 @@ impl Board {
             port_a: device("system control port", state.port_a)?,
             post: device("POST code port", state.post)?,
             coprocessor: device("coprocessor latch", state.coprocessor)?,
+            dma: device("DMA controllers", state.dma)?,
             vga: device("display", state.vga)?,
             ide: device("IDE controller", state.ide)?,
             lfb_at: state.lfb_at,

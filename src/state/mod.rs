@@ -39,8 +39,9 @@ use std::io::{Read, Write};
 
 /// The file's first bytes.
 pub const MAGIC: &[u8; 8] = b"WASM86ST";
-/// The format this build writes and reads (2: the VGA's renderer flags are no longer saved).
-pub const VERSION: u32 = 2;
+/// The format this build writes and reads (2: the VGA's renderer flags are no longer saved;
+/// 3: the DMA controllers).
+pub const VERSION: u32 = 3;
 
 /// Section tags.
 const MACH: [u8; 4] = *b"MACH";
