@@ -7,6 +7,9 @@ pub trait Bus {
     fn io_read(&mut self, port: u16, size: u8) -> u32;
     /// OUT to `port`.
     fn io_write(&mut self, port: u16, size: u8, value: u32);
+    /// Right after an OUT: carry out what a device started that works on guest memory at once
+    /// (fw_cfg's DMA, which the guest polls for in a loop).
+    fn run_port_dma(&mut self, _mem: &mut crate::mem::Memory) {}
     /// Read from a physical address the memory map marks as MMIO.
     fn mmio_read(&mut self, addr: u32, size: u8) -> u32;
     /// Write to a physical address the memory map marks as MMIO.

@@ -328,6 +328,7 @@ impl Cpu {
     pub fn port_out(&mut self, port: u16, size: u8, v: u32) {
         self.bus.set_instructions(self.instructions);
         self.bus.io_write(port, size, v);
+        self.bus.run_port_dma(&mut self.mem);
         for c in self.bus.take_mmio_changes() {
             let kind = if c.mmio {
                 PageKind::Mmio

@@ -43,6 +43,7 @@ use crate::cpu::{flags, Cpu, RunExit};
 use crate::dev::bus::{shared, DeviceBus, MapError, Shared};
 use crate::dev::debugcon::{self, DebugConsole};
 use crate::dev::dma::{self, Dma};
+use crate::dev::fw_cfg::{self, FwCfg};
 use crate::dev::ide::{self, Drive, Ide};
 use crate::dev::pci::PciBus;
 use crate::dev::pic::PicPair;
@@ -210,6 +211,8 @@ pub struct Board {
     pub debugcon: Shared<DebugConsole>,
     /// The two 8237A DMA controllers and their page registers.
     pub dma: Shared<Dma>,
+    /// QEMU's firmware configuration device (ports 0x510, 0x511 and 0x514).
+    pub fw_cfg: Shared<FwCfg>,
     /// FERR# → IRQ13 latch, cleared through port 0xF0.
     pub coprocessor: Shared<CoprocessorLatch>,
     /// The display adapter.
@@ -246,6 +249,7 @@ pub struct BoardState {
     post: <PostCode as Snapshot>::State,
     coprocessor: <CoprocessorLatch as Snapshot>::State,
     dma: <Dma as Snapshot>::State,
+    fw_cfg: <FwCfg as Snapshot>::State,
     vga: <Vga as Snapshot>::State,
     ide: <Ide as Snapshot>::State,
     lfb_at: Option<u32>,
@@ -269,6 +273,7 @@ struct Devices {
     post: Shared<PostCode>,
     coprocessor: Shared<CoprocessorLatch>,
     dma: Shared<Dma>,
+    fw_cfg: Shared<FwCfg>,
     vga: Shared<Vga>,
     ide: Shared<Ide>,
     lfb_at: Option<u32>,
@@ -341,6 +346,7 @@ impl Board {
             post: shared(PostCode::default()),
             coprocessor: shared(CoprocessorLatch::default()),
             dma: shared(Dma::new()),
+            fw_cfg: shared(FwCfg::for_pc(config.ram_bytes as u64, "")),
             vga: shared(Vga::new()),
             ide: shared(Ide::new()),
             lfb_at: Some(vga::LFB_DEFAULT),
@@ -381,6 +387,13 @@ impl Board {
                 (dma::DMA1_BASE, dma::DMA1_LEN),
                 (dma::DMA2_BASE, dma::DMA2_LEN),
                 (dma::PAGE_BASE, dma::PAGE_LEN),
+            ],
+        )?;
+        w.device(
+            &s.fw_cfg,
+            &[
+                (fw_cfg::PORT_BASE, fw_cfg::PORT_LEN),
+                (fw_cfg::DMA_BASE, fw_cfg::DMA_LEN),
             ],
         )?;
         w.device(
@@ -428,6 +441,7 @@ impl Board {
             debugcon,
             coprocessor: state.coprocessor,
             dma: state.dma,
+            fw_cfg: state.fw_cfg,
             vga: state.vga,
             ide: state.ide,
             lfb_at: state.lfb_at,
@@ -454,6 +468,7 @@ impl Board {
             post: self.post.borrow().state(),
             coprocessor: self.coprocessor.borrow().state(),
             dma: self.dma.borrow().state(),
+            fw_cfg: self.fw_cfg.borrow().state(),
             vga: self.vga.borrow().state(),
             ide: self.ide.borrow().state(),
             lfb_at: self.lfb_at,
@@ -485,6 +500,7 @@ impl Board {
             post: device("POST code port", state.post)?,
             coprocessor: device("coprocessor latch", state.coprocessor)?,
             dma: device("DMA controllers", state.dma)?,
+            fw_cfg: device("firmware configuration", state.fw_cfg)?,
             vga: device("display", state.vga)?,
             ide: device("IDE controller", state.ide)?,
             lfb_at: state.lfb_at,
@@ -695,6 +711,14 @@ impl Bus for BoardBus {
 
     fn mmio_write(&mut self, addr: u32, size: u8, value: u32) {
         self.0.borrow_mut().mmio_write(addr, size, value);
+    }
+
+    fn run_port_dma(&mut self, mem: &mut crate::mem::Memory) {
+        let fw_cfg = self.0.borrow().fw_cfg.clone();
+        let mut fw_cfg = fw_cfg.borrow_mut();
+        if fw_cfg.dma_pending() {
+            fw_cfg.run_dma(mem);
+        }
     }
 
     fn take_mmio_changes(&mut self) -> Vec<MmioChange> {
@@ -1204,6 +1228,41 @@ mod tests {
         m.cpu.segs[crate::cpu::Segment::CS as usize] = crate::cpu::SegCache::real(0);
         m.cpu.eip = 0x1000;
         m
+    }
+
+    /// A guest asks fw_cfg for the RAM size by DMA (as SeaBIOS does) and reads the answer with
+    /// the very next instruction: the transfer is done when the OUT that starts it retires.
+    #[test]
+    fn fw_cfg_dma_is_done_when_the_out_that_starts_it_retires() {
+        #[rustfmt::skip]
+        let mut m = with_code(&[
+            0xBA, 0x14, 0x05,                         // mov dx, 0x514
+            0x66, 0x31, 0xC0,                         // xor eax, eax
+            0x66, 0xEF,                               // out dx, eax (address, high half)
+            0xBA, 0x18, 0x05,                         // mov dx, 0x518
+            0x66, 0xB8, 0x00, 0x00, 0x30, 0x00,       // mov eax, 0x00300000 (0x3000, BE)
+            0x66, 0xEF,                               // out dx, eax (low half: go)
+            0x66, 0xA1, 0x00, 0x31,                   // mov eax, [0x3100]
+            0x66, 0x8B, 0x1E, 0x00, 0x30,             // mov ebx, [0x3000] (control)
+            0xF4,                                     // hlt
+        ]);
+        // The descriptor: select RAM_SIZE and read 8 bytes to 0x3100.
+        let control = (u32::from(fw_cfg::RAM_SIZE) << 16) | 0x08 | 0x02;
+        let mut desc = control.to_be_bytes().to_vec();
+        desc.extend_from_slice(&8u32.to_be_bytes());
+        desc.extend_from_slice(&0x3100u64.to_be_bytes());
+        m.cpu.mem.load(0x3000, &desc);
+        m.cpu.mem.load(0x3100, &[0xEE; 8]);
+        m.run(100);
+        assert!(m.cpu.halted);
+        let ram = m.config().ram_bytes as u64;
+        assert_eq!(m.cpu.regs[crate::cpu::EAX], ram as u32);
+        assert_eq!(
+            m.cpu.regs[crate::cpu::EBX],
+            0,
+            "the control word cleared: done"
+        );
+        assert_eq!(m.cpu.mem.ram[0x3100..0x3108], ram.to_le_bytes());
     }
 
     /// The guest moves the framebuffer's BAR and stores to the new place with the very next

@@ -40,7 +40,7 @@ use std::io::{Read, Write};
 /// The file's first bytes.
 pub const MAGIC: &[u8; 8] = b"WASM86ST";
 /// The format this build writes and reads (2: the VGA's renderer flags are no longer saved;
-/// 3: the DMA controllers).
+/// 3: the DMA controllers and fw_cfg).
 pub const VERSION: u32 = 3;
 
 /// Section tags.
