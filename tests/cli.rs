@@ -203,3 +203,25 @@ fn what_the_guest_writes_to_ports_e9_and_402_goes_to_the_debugcon_file() {
         "{err}"
     );
 }
+
+#[test]
+fn until_screen_ends_the_run_when_the_vga_text_shows_it_and_stats_give_the_post_code() {
+    let (ok, _, err) = run(&[
+        "--append",
+        "console=ttyS0 console=tty0 nomodeset",
+        "--until-screen",
+        "Run /init as init process",
+        "--screen-text",
+        "--stats",
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("post=0x"), "{err}");
+    // It stopped there: the boot had not printed its last message yet.
+    assert!(instructions(&err) < 250_000_000, "{err}");
+    // Text that never shows: the timeout ends the run (exit 2).
+    let out = Command::new(env!("CARGO_BIN_EXE_wasm86"))
+        .args(["--until-screen", "never shown", "--timeout", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

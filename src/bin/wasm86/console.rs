@@ -36,11 +36,15 @@ pub struct BootArgs {
     /// Exit 0 as soon as the serial output contains TEXT.
     #[arg(long, value_name = "TEXT")]
     pub until: Option<String>,
+    /// Exit 0 as soon as the VGA text screen shows TEXT (on one row).
+    #[arg(long, value_name = "TEXT")]
+    pub until_screen: Option<String>,
     /// Exit 2 when this much wall time has passed.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
-    /// Print `instructions=N virtual_ms=N wall_ms=N mips=X` on stderr at exit (and, with
-    /// disks streamed over HTTP, `bytes_fetched=N image_bytes=N requests=N ...`).
+    /// Print `instructions=N virtual_ms=N wall_ms=N mips=X post=0xNN` (the last POST code) on
+    /// stderr at exit (and, with disks streamed over HTTP, `bytes_fetched=N image_bytes=N
+    /// requests=N ...`).
     #[arg(long)]
     pub stats: bool,
     /// Let virtual time follow the host clock (default: deterministic, a fixed time per
@@ -507,6 +511,12 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
                 break 'run Outcome::Until;
             }
         }
+        if let Some(text) = &args.until_screen {
+            let shown = machine.board().vga.borrow().screen_text();
+            if shown.iter().any(|row| row.contains(text.as_str())) {
+                break 'run Outcome::Until;
+            }
+        }
         if let Stop::Reset(cause) = stop {
             if !args.keep_running {
                 break 'run Outcome::Reset(cause);
@@ -621,8 +631,9 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         let wall = wall_start.elapsed();
         let instr = machine.cpu.instructions;
         let secs = run_start.elapsed().as_secs_f64().max(1e-9);
+        let post = machine.board().post.borrow().last;
         eprintln!(
-            "instructions={instr} virtual_ms={} wall_ms={} mips={:.1}",
+            "instructions={instr} virtual_ms={} wall_ms={} mips={:.1} post={post:#04x}",
             machine.now() / 1_000_000,
             wall.as_millis(),
             instr as f64 / secs / 1e6
