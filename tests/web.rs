@@ -191,11 +191,11 @@ async fn a_key_reaches_the_guest_as_set1() {
     assert!(m.take_messages().is_empty());
 }
 
-#[wasm_bindgen_test]
-async fn typed_text_and_serial_input_reach_the_guest() {
-    // Read 6 keyboard bytes to 0x2000, then 3 serial bytes (COM1, 8N1) to 0x2100.
+/// A program that reads `keys` bytes from the keyboard controller to 0x2000, then `serial`
+/// bytes from COM1 (8N1) to 0x2100, then halts.
+fn keys_then_serial(keys: u8, serial: u8) -> Vec<u8> {
     #[rustfmt::skip]
-    let mut m = with_program(&[
+    let code = vec![
         0xFA,                   // cli
         0xBA, 0xFB, 0x03,       // mov dx, 0x3FB (LCR)
         0xB0, 0x03, 0xEE,       // mov al, 3 ; out dx, al (8 bits)
@@ -205,7 +205,7 @@ async fn typed_text_and_serial_input_reach_the_guest() {
         0x74, 0xFA,             // jz k
         0xE4, 0x60,             // in al, 0x60
         0xAA,                   // stosb
-        0x81, 0xFF, 0x06, 0x20, // cmp di, 0x2006
+        0x81, 0xFF, keys, 0x20, // cmp di, 0x2000 + keys
         0x75, 0xF1,             // jne k
         0xBF, 0x00, 0x21,       // mov di, 0x2100
         0xBA, 0xFD, 0x03,       // s: mov dx, 0x3FD (LSR)
@@ -215,10 +215,17 @@ async fn typed_text_and_serial_input_reach_the_guest() {
         0xBA, 0xF8, 0x03,       // mov dx, 0x3F8
         0xEC,                   // in al, dx
         0xAA,                   // stosb
-        0x81, 0xFF, 0x03, 0x21, // cmp di, 0x2103
+        0x81, 0xFF, serial, 0x21, // cmp di, 0x2100 + serial
         0x75, 0xED,             // jne s
         0xFA, 0xF4,             // cli ; hlt
-    ]);
+    ];
+    code
+}
+
+#[wasm_bindgen_test]
+async fn typed_text_and_serial_input_reach_the_guest() {
+    // Read 6 keyboard bytes to 0x2000, then 3 serial bytes (COM1, 8N1) to 0x2100.
+    let mut m = with_program(&keys_then_serial(6, 3));
     m.type_text("Ab");
     m.type_text("é");
     // Serial bytes sent before the guest set 8-bit characters would arrive cut to 5 bits (the
@@ -493,31 +500,7 @@ async fn a_run_recorded_in_the_browser_replays_exactly() {
     use wasm86::machine::{Machine as Core, TimeMode};
     use wasm86::state::replay::{Event, Recording};
     // Wait for 4 keyboard bytes, then 2 serial bytes, storing them at 0x2000 and 0x2100.
-    #[rustfmt::skip]
-    let mut m = with_program(&[
-        0xFA,                   // cli
-        0xBA, 0xFB, 0x03,       // mov dx, 0x3FB (LCR)
-        0xB0, 0x03, 0xEE,       // mov al, 3 ; out dx, al (8 bits)
-        0xBF, 0x00, 0x20,       // mov di, 0x2000
-        0xE4, 0x64,             // k: in al, 0x64
-        0xA8, 0x01,             // test al, 1
-        0x74, 0xFA,             // jz k
-        0xE4, 0x60,             // in al, 0x60
-        0xAA,                   // stosb
-        0x81, 0xFF, 0x04, 0x20, // cmp di, 0x2004
-        0x75, 0xF1,             // jne k
-        0xBF, 0x00, 0x21,       // mov di, 0x2100
-        0xBA, 0xFD, 0x03,       // s: mov dx, 0x3FD (LSR)
-        0xEC,                   // in al, dx
-        0xA8, 0x01,             // test al, 1 (data ready)
-        0x74, 0xF8,             // jz s
-        0xBA, 0xF8, 0x03,       // mov dx, 0x3F8
-        0xEC,                   // in al, dx
-        0xAA,                   // stosb
-        0x81, 0xFF, 0x02, 0x21, // cmp di, 0x2102
-        0x75, 0xED,             // jne s
-        0xFA, 0xF4,             // cli ; hlt
-    ]);
+    let mut m = with_program(&keys_then_serial(4, 2));
     m.run(now_ms(), 100.0);
     m.start_recording();
     assert!(m.is_recording());

@@ -1150,28 +1150,19 @@ async fn a_session_recorded_in_the_page_replays_natively() {
         }
 
         // The button: Record, then Stop recording (which downloads the file).
-        env.js(
-            "document.getElementById('record').click(); return null;",
-            vec![],
-        )
-        .await?;
-        wait_js(
-            &env,
-            "the Record button turning into Stop recording",
-            "return document.getElementById('record').textContent === 'Stop recording';",
-        )
-        .await?;
-        env.js(
-            "document.getElementById('record').click(); return null;",
-            vec![],
-        )
-        .await?;
-        wait_js(
-            &env,
-            "the Record button back",
-            "return document.getElementById('record').textContent === 'Record';",
-        )
-        .await?;
+        for label in ["Stop recording", "Record"] {
+            env.js(
+                "document.getElementById('record').click(); return null;",
+                vec![],
+            )
+            .await?;
+            wait_js(
+                &env,
+                &format!("the Record button saying {label:?}"),
+                &format!("return document.getElementById('record').textContent === {label:?};"),
+            )
+            .await?;
+        }
         println!(
             "recorded in the page: {} bytes (mostly the starting state); stopRecording() took \
              {stop_ms} ms including the transfer to the test; wasm86 --replay took {replay_ms} \
