@@ -225,3 +225,32 @@ fn until_screen_ends_the_run_when_the_vga_text_shows_it_and_stats_give_the_post_
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_floppy_image_is_checked_and_a_saved_machine_asks_for_it_again() {
+    let dir = std::env::temp_dir().join(format!("wasm86-cli-{}-fda", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fda = dir.join("a.img");
+    std::fs::write(&fda, vec![0xF6u8; 1_474_560]).unwrap();
+    let fda = fda.to_str().unwrap();
+    let (ok, _, err) = run(&["--fda", env!("CARGO_MANIFEST_DIR")]);
+    assert!(!ok && err.contains("--fda"), "{err}");
+    let toml = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let (ok, _, err) = run(&["--fda", toml]);
+    assert!(!ok && err.contains("a floppy image must be"), "{err}");
+    let (ok, _, err) = run(&["--fda", "http://127.0.0.1:9/a.img"]);
+    assert!(!ok && err.contains("must be a file"), "{err}");
+
+    let state = dir.join("s.state");
+    let state = state.to_str().unwrap();
+    let (ok, _, err) = run(&["--fda", fda, "--until", "Run /init", "--save-state", state]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["--load-state", state]);
+    assert!(
+        !ok && err.contains("slot 4 (fda)") && err.contains("a.img"),
+        "{err}"
+    );
+    let (ok, out, err) = run(&["--load-state", state, "--fda", fda, "--until", "/ # "]);
+    assert!(ok && out.contains("/ # "), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

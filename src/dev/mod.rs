@@ -12,6 +12,7 @@ pub mod atapi;
 pub mod bus;
 pub mod debugcon;
 pub mod dma;
+pub mod fdc;
 pub mod fw_cfg;
 pub mod ide;
 pub mod pci;

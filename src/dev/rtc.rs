@@ -302,6 +302,26 @@ impl Rtc {
         self.update_checksum();
     }
 
+    /// CMOS byte `index` as it is stored (the host's view, no side effects).
+    pub fn nvram(&self, index: u8) -> u8 {
+        self.get(index)
+    }
+
+    /// The diskette drives' types (register 0x10: A: in the high nibble, B: in the low; 4 is
+    /// 1.44 MB, 0 none) and the equipment byte's diskette bits, as a BIOS set them up.
+    pub fn set_floppy_types(&mut self, a: u8, b: u8) {
+        self.set(NV_FLOPPY_TYPES, (a & 0xF) << 4 | (b & 0xF));
+        let drives = u8::from(a != 0) + u8::from(b != 0);
+        let equipment = self.get(NV_EQUIPMENT) & 0x3E;
+        let bits = if drives == 0 {
+            0
+        } else {
+            (drives - 1) << 6 | 1
+        };
+        self.set(NV_EQUIPMENT, equipment | bits);
+        self.update_checksum();
+    }
+
     fn binary(&self) -> bool {
         self.get(REG_B) & B_DM_BINARY != 0
     }

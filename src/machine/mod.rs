@@ -37,12 +37,13 @@
 mod record;
 mod snapshot;
 
-use crate::block::BlockBackend;
+use crate::block::{BlockBackend, Overlay};
 use crate::bus::{Bus, MmioChange};
 use crate::cpu::{flags, Cpu, RunExit};
 use crate::dev::bus::{shared, DeviceBus, MapError, Shared};
 use crate::dev::debugcon::{self, DebugConsole};
 use crate::dev::dma::{self, Dma};
+use crate::dev::fdc::{self, Diskette, Fdc};
 use crate::dev::fw_cfg::{self, FwCfg};
 use crate::dev::ide::{self, Drive, Ide};
 use crate::dev::pci::PciBus;
@@ -213,6 +214,8 @@ pub struct Board {
     pub dma: Shared<Dma>,
     /// QEMU's firmware configuration device (ports 0x510, 0x511 and 0x514).
     pub fw_cfg: Shared<FwCfg>,
+    /// The floppy disk controller and its drives.
+    pub fdc: Shared<Fdc>,
     /// FERR# → IRQ13 latch, cleared through port 0xF0.
     pub coprocessor: Shared<CoprocessorLatch>,
     /// The display adapter.
@@ -250,6 +253,7 @@ pub struct BoardState {
     coprocessor: <CoprocessorLatch as Snapshot>::State,
     dma: <Dma as Snapshot>::State,
     fw_cfg: <FwCfg as Snapshot>::State,
+    fdc: <Fdc as Snapshot>::State,
     vga: <Vga as Snapshot>::State,
     ide: <Ide as Snapshot>::State,
     lfb_at: Option<u32>,
@@ -274,6 +278,7 @@ struct Devices {
     coprocessor: Shared<CoprocessorLatch>,
     dma: Shared<Dma>,
     fw_cfg: Shared<FwCfg>,
+    fdc: Shared<Fdc>,
     vga: Shared<Vga>,
     ide: Shared<Ide>,
     lfb_at: Option<u32>,
@@ -347,6 +352,7 @@ impl Board {
             coprocessor: shared(CoprocessorLatch::default()),
             dma: shared(Dma::new()),
             fw_cfg: shared(FwCfg::for_pc(config.ram_bytes as u64, "")),
+            fdc: shared(Fdc::new()),
             vga: shared(Vga::new()),
             ide: shared(Ide::new()),
             lfb_at: Some(vga::LFB_DEFAULT),
@@ -396,6 +402,7 @@ impl Board {
                 (fw_cfg::DMA_BASE, fw_cfg::DMA_LEN),
             ],
         )?;
+        w.device(&s.fdc, &[(fdc::BASE, fdc::LEN), (fdc::DIR_PORT, 1)])?;
         w.device(
             &s.vga,
             &[
@@ -442,6 +449,7 @@ impl Board {
             coprocessor: state.coprocessor,
             dma: state.dma,
             fw_cfg: state.fw_cfg,
+            fdc: state.fdc,
             vga: state.vga,
             ide: state.ide,
             lfb_at: state.lfb_at,
@@ -469,6 +477,7 @@ impl Board {
             coprocessor: self.coprocessor.borrow().state(),
             dma: self.dma.borrow().state(),
             fw_cfg: self.fw_cfg.borrow().state(),
+            fdc: self.fdc.borrow().state(),
             vga: self.vga.borrow().state(),
             ide: self.ide.borrow().state(),
             lfb_at: self.lfb_at,
@@ -501,6 +510,7 @@ impl Board {
             coprocessor: device("coprocessor latch", state.coprocessor)?,
             dma: device("DMA controllers", state.dma)?,
             fw_cfg: device("firmware configuration", state.fw_cfg)?,
+            fdc: device("floppy controller", state.fdc)?,
             vga: device("display", state.vga)?,
             ide: device("IDE controller", state.ide)?,
             lfb_at: state.lfb_at,
@@ -635,6 +645,36 @@ impl Board {
         }
     }
 
+    /// Run `f` on the image (the copy-on-write overlay) of image slot `slot` (see
+    /// [`IMAGE_SLOTS`]), if that drive has media.
+    pub fn with_image<R>(&self, slot: usize, f: impl FnOnce(&mut Overlay) -> R) -> Option<R> {
+        if slot < FLOPPY_SLOT {
+            let mut ide = self.ide.borrow_mut();
+            ide.drive_mut(slot).and_then(|d| d.image_mut()).map(f)
+        } else {
+            let mut fdc = self.fdc.borrow_mut();
+            fdc.diskette_mut(slot - FLOPPY_SLOT)
+                .map(|d| f(d.image_mut()))
+        }
+    }
+
+    /// Carry out the transfers an OUT just started: fw_cfg's DMA, and a floppy transfer
+    /// through the 8237A (both complete before the OUT retires, as their guests expect).
+    fn run_port_dma(&mut self, mem: &mut crate::mem::Memory) {
+        {
+            let mut fw_cfg = self.fw_cfg.borrow_mut();
+            if fw_cfg.dma_pending() {
+                fw_cfg.run_dma(mem);
+            }
+        }
+        if self.fdc.borrow().dma_pending() {
+            let (fdc, dma) = (self.fdc.clone(), self.dma.clone());
+            self.on_device(&fdc, |fdc, ctx| {
+                fdc.run_dma(&mut dma.borrow_mut(), mem, ctx)
+            });
+        }
+    }
+
     /// Run armed IDE DMA transfers against guest RAM (between CPU slices: the CPU owns RAM
     /// while it runs).
     fn run_ide_dma(&mut self, mem: &mut crate::mem::Memory) {
@@ -714,11 +754,7 @@ impl Bus for BoardBus {
     }
 
     fn run_port_dma(&mut self, mem: &mut crate::mem::Memory) {
-        let fw_cfg = self.0.borrow().fw_cfg.clone();
-        let mut fw_cfg = fw_cfg.borrow_mut();
-        if fw_cfg.dma_pending() {
-            fw_cfg.run_dma(mem);
-        }
+        self.0.borrow_mut().run_port_dma(mem);
     }
 
     fn take_mmio_changes(&mut self) -> Vec<MmioChange> {
@@ -739,6 +775,12 @@ impl Bus for BoardBus {
         b.on_device(&latch, |latch, ctx| latch.ferr(asserted, ctx));
     }
 }
+
+/// Image slots: the IDE positions 0-3 (primary master, primary slave, secondary master,
+/// secondary slave), then floppy drives A: and B:.
+pub const IMAGE_SLOTS: usize = 6;
+/// The image slot of floppy drive A:.
+pub const FLOPPY_SLOT: usize = 4;
 
 /// Why the machine reset itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -769,8 +811,9 @@ pub struct Machine {
     config: MachineConfig,
     /// Real time: where the host's speed was last measured.
     rate_sample: Option<RateSample>,
-    /// The names (paths, URLs) the host gave the drives' images, by slot, for snapshots.
-    disk_names: [String; 4],
+    /// The names (paths, URLs) the host gave the drives' images, by image slot (see
+    /// [`IMAGE_SLOTS`]), for snapshots.
+    disk_names: [String; IMAGE_SLOTS],
     /// The recording being made, if one is (see `record.rs`).
     recorder: Option<Recorder>,
     /// A recording that ended and was not taken yet.
@@ -842,6 +885,11 @@ impl Machine {
             // Drives and their media survive a reset.
             std::mem::swap(&mut *fresh.ide.borrow_mut(), &mut *old.ide.borrow_mut());
             fresh.ide.borrow_mut().reset();
+            std::mem::swap(&mut *fresh.fdc.borrow_mut(), &mut *old.fdc.borrow_mut());
+            let mut fdc = fresh.fdc.borrow_mut();
+            fdc.power_on();
+            let mut rtc = fresh.rtc.borrow_mut();
+            rtc.set_floppy_types(fdc.cmos_type(0), fdc.cmos_type(1));
             // The memory map goes back to its power-on state (the framebuffer where BAR0 is
             // at reset).
             for (start, len) in old.mmio_ranges() {
@@ -1091,6 +1139,17 @@ impl Machine {
         }
     }
 
+    /// Put a diskette into floppy drive `n` (0 = A:, 1 = B:) or take it out (`None`). The
+    /// CMOS drive types follow (a drive with a diskette is one of its size).
+    pub fn insert_floppy(&mut self, n: usize, disk: Option<Diskette>) {
+        self.end_recording();
+        let b = self.board.borrow();
+        let mut fdc = b.fdc.borrow_mut();
+        fdc.insert(n, disk);
+        let (a, bt) = (fdc.cmos_type(0), fdc.cmos_type(1));
+        b.rtc.borrow_mut().set_floppy_types(a, bt);
+    }
+
     /// Eject the disc of the CD-ROM drive at `slot` (the host's eject button).
     pub fn eject_cdrom(&mut self, slot: usize) -> bool {
         self.end_recording();
@@ -1228,6 +1287,63 @@ mod tests {
         m.cpu.segs[crate::cpu::Segment::CS as usize] = crate::cpu::SegCache::real(0);
         m.cpu.eip = 0x1000;
         m
+    }
+
+    /// A boot sector read as a BIOS reads it: the guest programs DMA channel 2 and sends READ
+    /// DATA to the floppy controller, polling its status; the sector lands at 0x7C00 and the
+    /// result bytes say it ended normally, at terminal count.
+    #[test]
+    fn a_guest_reads_a_floppy_sector_by_dma() {
+        #[rustfmt::skip]
+        let mut m = with_code(&[
+            0xFA, 0xFC,                   // cli ; cld
+            0xB0, 0x1C, 0xBA, 0xF2, 0x03, 0xEE, // DOR: out of reset, DMA gate, motor A
+            0xB0, 0xC0, 0xE6, 0xD6,       // DMA2 mode: channel 4 cascade
+            0xB0, 0x00, 0xE6, 0xD4,       // DMA2: unmask channel 4
+            0xB0, 0x06, 0xE6, 0x0A,       // mask channel 2
+            0xB0, 0x00, 0xE6, 0x0C,       // clear the flip-flop
+            0xB0, 0x46, 0xE6, 0x0B,       // channel 2: single, write to memory
+            0xB0, 0x00, 0xE6, 0x04,       // address 0x7C00
+            0xB0, 0x7C, 0xE6, 0x04,
+            0xB0, 0x00, 0xE6, 0x81,       // page 0
+            0xB0, 0xFF, 0xE6, 0x05,       // count 511
+            0xB0, 0x01, 0xE6, 0x05,
+            0xB0, 0x02, 0xE6, 0x0A,       // unmask channel 2
+            0xBE, 0x00, 0x12,             // mov si, 0x1200 (the command)
+            0xB9, 0x09, 0x00,             // mov cx, 9
+            0xBA, 0xF4, 0x03,             // send: mov dx, 0x3F4
+            0xEC, 0x24, 0xC0, 0x3C, 0x80, 0x75, 0xF9, // until RQM and not DIO
+            0xBA, 0xF5, 0x03, 0xAC, 0xEE, // out 0x3F5, [si++]
+            0xE2, 0xEF,                   // loop send
+            0xBF, 0x00, 0x30,             // mov di, 0x3000 (the results)
+            0xB9, 0x07, 0x00,             // mov cx, 7
+            0xBA, 0xF4, 0x03,             // result: mov dx, 0x3F4
+            0xEC, 0x24, 0xC0, 0x3C, 0xC0, 0x75, 0xF9, // until RQM and DIO
+            0xBA, 0xF5, 0x03, 0xEC, 0xAA, // [di++] = in 0x3F5
+            0xE2, 0xEF,                   // loop result
+            0xF4,                         // hlt
+        ]);
+        // READ DATA, MFM: drive 0 head 0, C0 H0 R1, 512 bytes, EOT 18.
+        m.cpu
+            .mem
+            .load(0x1200, &[0x46, 0x00, 0, 0, 1, 2, 18, 0x1B, 0xFF]);
+        let mut image = vec![0u8; 1_474_560];
+        for (i, b) in image.iter_mut().enumerate().take(512) {
+            *b = (i * 5 + 1) as u8;
+        }
+        let disk = Diskette::new(
+            Box::new(crate::block::MemBackend::new(image.clone())),
+            false,
+        );
+        m.insert_floppy(0, Some(disk.unwrap()));
+        m.run(100_000);
+        assert!(m.cpu.halted, "the program finished");
+        assert_eq!(m.cpu.mem.ram[0x7C00..0x7E00], image[..512]);
+        assert_eq!(m.cpu.mem.ram[0x3000..0x3007], [0x00, 0, 0, 0, 0, 2, 2]);
+        // The CMOS says A: is a 1.44 MB drive (type 4) and B: is absent.
+        let cmos = m.board().rtc.clone();
+        assert_eq!(cmos.borrow().nvram(0x10), 0x40);
+        assert_eq!(cmos.borrow().nvram(0x14) & 0xC1, 0x01, "one diskette drive");
     }
 
     /// A guest asks fw_cfg for the RAM size by DMA (as SeaBIOS does) and reads the answer with

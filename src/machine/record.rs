@@ -8,12 +8,9 @@
 //! something a replay cannot do again (changes a disc, loads a kernel into RAM itself) ends the
 //! recording first: what was recorded up to there stays replayable.
 
-use super::{Machine, TimeMode};
+use super::{Machine, TimeMode, IMAGE_SLOTS};
 use crate::block::ReadTap;
 use crate::state::replay::{Divergence, Event, Playback, Recorder, Recording};
-
-/// The IDE slots a recording taps.
-const SLOTS: usize = 4;
 
 impl Machine {
     /// Start recording from now (a recording already running is ended and dropped).
@@ -60,11 +57,8 @@ impl Machine {
     /// Put a tap (or none) between each drive and its image.
     fn set_taps(&mut self, mut tap: impl FnMut(usize) -> Option<Box<dyn ReadTap>>) {
         let board = self.board.borrow();
-        let mut ide = board.ide.borrow_mut();
-        for slot in 0..SLOTS {
-            if let Some(overlay) = ide.drive_mut(slot).and_then(|d| d.image_mut()) {
-                overlay.set_tap(tap(slot));
-            }
+        for slot in 0..IMAGE_SLOTS {
+            board.with_image(slot, |overlay| overlay.set_tap(tap(slot)));
         }
     }
 
@@ -76,7 +70,7 @@ impl Machine {
         rec: &Recording,
         mut output: impl FnMut(&[u8]),
     ) -> Result<(), Divergence> {
-        let (taps, trouble) = Playback::for_recording(rec, SLOTS);
+        let (taps, trouble) = Playback::for_recording(rec, IMAGE_SLOTS);
         let mut taps = taps.into_iter().map(Some).collect::<Vec<_>>();
         self.set_taps(|slot| taps[slot].take().map(|t| Box::new(t) as Box<dyn ReadTap>));
         let result = self.replay_events(rec, &mut output, &trouble);

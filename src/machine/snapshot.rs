@@ -8,7 +8,9 @@
 //! what is left out (decoded blocks, the TLB, compiled code, the rendered frame) is rebuilt on
 //! demand without changing what the guest sees.
 
-use super::{Board, BoardState, Machine, MachineConfig, TimeMode, DETERMINISTIC_EPOCH};
+use super::{
+    Board, BoardState, Machine, MachineConfig, TimeMode, DETERMINISTIC_EPOCH, IMAGE_SLOTS,
+};
 use crate::block::BlockBackend;
 use crate::cpu::state::CpuState;
 use crate::dev::vga;
@@ -49,19 +51,16 @@ impl Machine {
         };
         // Serialising plain data into a Vec cannot fail.
         let machine = postcard::to_stdvec(&machine).unwrap_or_default();
-        let mut disks = Vec::new();
-        {
-            let mut ide = board.ide.borrow_mut();
-            for slot in 0..4 {
-                let image = ide
-                    .drive_mut(slot)
-                    .and_then(|d| d.image_mut())
-                    .and_then(|o| o.base_mut());
-                if let Some(image) = image {
-                    disks.push(DiskIdentity::of(slot, &self.disk_names[slot], image));
-                }
-            }
-        }
+        let disks = (0..IMAGE_SLOTS)
+            .filter_map(|slot| {
+                board
+                    .with_image(slot, |o| {
+                        o.base_mut()
+                            .map(|image| DiskIdentity::of(slot, &self.disk_names[slot], image))
+                    })
+                    .flatten()
+            })
+            .collect();
         let vga = board.vga.borrow();
         state::write(&StateFile {
             machine,
@@ -129,36 +128,35 @@ fn attach_images(
     saved: &[DiskIdentity],
     mut given: Vec<(usize, Box<dyn BlockBackend>)>,
 ) -> Result<(), StateError> {
-    let mut ide = board.ide.borrow_mut();
-    for slot in 0..4 {
-        let Some(overlay) = ide.drive_mut(slot).and_then(|d| d.image_mut()) else {
-            continue;
-        };
-        let identity = saved
-            .iter()
-            .find(|d| d.slot == slot)
-            .cloned()
-            .unwrap_or(DiskIdentity {
-                slot,
-                size: overlay.len(),
-                edges_crc: None,
-                name: String::new(),
-            });
-        let Some(at) = given.iter().position(|(s, _)| *s == slot) else {
-            return Err(StateError::DiskMissing(identity));
-        };
-        let (_, mut image) = given.swap_remove(at);
-        if let Err(found) = identity.check(image.as_mut()) {
-            return Err(StateError::DiskMismatch {
-                expected: identity,
-                found,
-            });
-        }
-        if overlay.reattach(image).is_err() {
-            return Err(StateError::Corrupt(format!(
-                "drive {slot}'s overlay does not have the size its image has"
-            )));
-        }
+    for slot in 0..IMAGE_SLOTS {
+        let attached = board.with_image(slot, |overlay| {
+            let identity = saved
+                .iter()
+                .find(|d| d.slot == slot)
+                .cloned()
+                .unwrap_or(DiskIdentity {
+                    slot,
+                    size: overlay.len(),
+                    edges_crc: None,
+                    name: String::new(),
+                });
+            let Some(at) = given.iter().position(|(s, _)| *s == slot) else {
+                return Err(StateError::DiskMissing(identity));
+            };
+            let (_, mut image) = given.swap_remove(at);
+            if let Err(found) = identity.check(image.as_mut()) {
+                return Err(StateError::DiskMismatch {
+                    expected: identity,
+                    found,
+                });
+            }
+            overlay.reattach(image).map_err(|_| {
+                StateError::Corrupt(format!(
+                    "drive {slot}'s overlay does not have the size its image has"
+                ))
+            })
+        });
+        attached.unwrap_or(Ok(()))?;
     }
     match given.first() {
         Some((slot, _)) => Err(StateError::DiskUnexpected(*slot)),

@@ -107,7 +107,20 @@ impl std::fmt::Display for DiskIdentity {
         } else {
             &self.name
         };
-        write!(f, "slot {}: {name}, {} bytes", self.slot, self.size)?;
+        let drive = match self.slot {
+            0 => "hda",
+            1 => "hdb",
+            2 => "cdrom",
+            3 => "the secondary IDE slave",
+            4 => "fda",
+            5 => "fdb",
+            _ => "an unknown drive",
+        };
+        write!(
+            f,
+            "slot {} ({drive}): {name}, {} bytes",
+            self.slot, self.size
+        )?;
         if let Some(c) = self.edges_crc {
             write!(f, ", edges CRC {c:08x}")?;
         }

@@ -77,6 +77,10 @@ pub struct BootArgs {
     /// http:// URL.
     #[arg(long, value_name = "PATH|URL")]
     pub cdrom: Option<PathBuf>,
+    /// Floppy image for drive A: (360 KB, 720 KB, 1.2 MB, 1.44 MB or 2.88 MB; a file). Opened
+    /// read-only like the disks. The bundled Linux has no floppy driver: a BIOS uses it.
+    #[arg(long, value_name = "PATH")]
+    pub fda: Option<PathBuf>,
     /// At exit, write the guest's changes into the --hda/--hdb image files (modifies them; not
     /// for URLs).
     #[arg(long)]
@@ -273,7 +277,7 @@ fn replay(args: &BootArgs, path: &Path) -> Result<ExitCode, String> {
     let what = |e: &dyn std::fmt::Display| format!("--replay {}: {e}", path.display());
     let file = read_file("--replay", path)?;
     let rec = Recording::from_bytes(&file).map_err(|e| what(&e))?;
-    let (remotes, images) = crate::disk::open(&args.hda, &args.hdb, &args.cdrom)?;
+    let (remotes, images) = crate::disk::open(&args.hda, &args.hdb, &args.cdrom, &args.fda)?;
     if !remotes.is_empty() {
         // A replay gives the recorded answers where the image had no data at once; everywhere
         // else the image must have it, as a file does.
@@ -436,7 +440,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         }
     }
 
-    let (mut remotes, images) = crate::disk::open(&args.hda, &args.hdb, &args.cdrom)?;
+    let (mut remotes, images) = crate::disk::open(&args.hda, &args.hdb, &args.cdrom, &args.fda)?;
     let mut machine = match (&args.load_state, &kernel) {
         (Some(path), _) => resume(path, args.realtime, args.stats, images)?,
         (None, Some(kernel)) => {

@@ -13,6 +13,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use wasm86::block::{BlockBackend, BlockError, ReadStatus};
 use wasm86::dev::atapi::Cdrom;
+use wasm86::dev::fdc::Diskette;
 use wasm86::dev::ide::{AtaDisk, Drive};
 use wasm86::machine::Machine;
 
@@ -70,19 +71,34 @@ pub struct Image {
     pub backend: Box<dyn BlockBackend>,
 }
 
-/// Open `--hda`, `--hdb` (primary master/slave, /dev/sda, /dev/sdb) and `--cdrom` (secondary
-/// master, /dev/sr0). Each is a file, or an `http://` URL streamed by the returned [`Remotes`]
-/// (which the run loop must service).
+/// The image slot of floppy drive A: (the IDE slots are 0-3; see `Machine::restore_state`).
+pub const FDA_SLOT: usize = 4;
+
+/// Open `--hda`, `--hdb` (primary master/slave, /dev/sda, /dev/sdb), `--cdrom` (secondary
+/// master, /dev/sr0) and `--fda` (floppy drive A:). Each is a file, or (not the floppy) an
+/// `http://` URL streamed by the returned [`Remotes`] (which the run loop must service).
 pub fn open(
     hda: &Option<PathBuf>,
     hdb: &Option<PathBuf>,
     cdrom: &Option<PathBuf>,
+    fda: &Option<PathBuf>,
 ) -> Result<(Remotes, Vec<Image>), String> {
     let mut remotes = Remotes::default();
     let mut images = Vec::new();
-    for (slot, what, path) in [(0, "--hda", hda), (1, "--hdb", hdb), (2, "--cdrom", cdrom)] {
+    for (slot, what, path) in [
+        (0, "--hda", hda),
+        (1, "--hdb", hdb),
+        (2, "--cdrom", cdrom),
+        (FDA_SLOT, "--fda", fda),
+    ] {
         if let Some(p) = path {
             let backend = match url_of(p) {
+                Some(_) if slot == FDA_SLOT => {
+                    return Err(format!(
+                        "--fda {}: a floppy image must be a file (it is small: download it)",
+                        p.display()
+                    ))
+                }
                 Some(url) => remotes.open(what, url)?,
                 None => Box::new(FileBackend::open(what, p)?),
             };
@@ -98,10 +114,16 @@ pub fn open(
 }
 
 /// Put `images` (from [`open`]) into a new machine's drives: disks in slots 0 and 1, the
-/// CD-ROM in slot 2.
+/// CD-ROM in slot 2, the floppy in drive A:.
 pub fn attach(machine: &mut Machine, images: Vec<Image>) -> Result<(), String> {
     for image in images {
         machine.set_disk_name(image.slot, &image.path.display().to_string());
+        if image.slot == FDA_SLOT {
+            let disk = Diskette::new(image.backend, false)
+                .map_err(|e| format!("{} {}: {e}", image.what, image.path.display()))?;
+            machine.insert_floppy(0, Some(disk));
+            continue;
+        }
         let drive = if image.slot == 2 {
             Drive::Atapi(Cdrom::with_disc(image.backend))
         } else {
