@@ -51,6 +51,7 @@ const ST0_ABNORMAL: u8 = 0x40;
 const ST0_INVALID: u8 = 0x80;
 const ST0_POLLED: u8 = 0xC0;
 const ST0_SEEK_END: u8 = 0x20;
+const ST0_EQUIPMENT: u8 = 0x10;
 /// ST1: missing address mark, not writable, no data, end of cylinder.
 const ST1_MA: u8 = 0x01;
 const ST1_NW: u8 = 0x02;
@@ -135,9 +136,11 @@ impl Diskette {
     }
 }
 
-/// One drive.
+/// One drive position (the controller addresses four; A: and B: have drives).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Drive {
+    /// A drive is cabled here.
+    connected: bool,
     disk: Option<Diskette>,
     /// The cylinder the head is over.
     cylinder: u8,
@@ -192,7 +195,7 @@ enum Kind {
 pub struct Fdc {
     dor: u8,
     tdr: u8,
-    drives: [Drive; 2],
+    drives: [Drive; 4],
     phase: Phase,
     /// The command being received.
     command: Vec<u8>,
@@ -244,16 +247,11 @@ impl Fdc {
         Fdc {
             dor: 0,
             tdr: 0,
-            drives: [
-                Drive {
-                    changed: true,
-                    ..Drive::default()
-                },
-                Drive {
-                    changed: true,
-                    ..Drive::default()
-                },
-            ],
+            drives: std::array::from_fn(|n| Drive {
+                connected: n < 2,
+                changed: true,
+                ..Drive::default()
+            }),
             phase: Phase::Command,
             command: Vec::new(),
             results: VecDeque::new(),
@@ -272,14 +270,14 @@ impl Fdc {
     pub fn power_on(&mut self) {
         let drives = std::mem::take(&mut self.drives);
         *self = Fdc::new();
-        for (n, d) in drives.into_iter().enumerate() {
-            self.drives[n].disk = d.disk;
+        for (mine, d) in self.drives.iter_mut().zip(drives) {
+            mine.disk = d.disk;
         }
     }
 
     /// Put `disk` into drive `n` (0 = A:, 1 = B:), or take it out (`None`).
     pub fn insert(&mut self, n: usize, disk: Option<Diskette>) {
-        if let Some(d) = self.drives.get_mut(n) {
+        if let Some(d) = self.drives.get_mut(n).filter(|d| d.connected) {
             d.disk = disk;
             d.changed = true;
         }
@@ -366,7 +364,7 @@ impl Fdc {
     fn execute(&mut self) {
         let cmd = std::mem::take(&mut self.command);
         let op = cmd[0] & 0x1F;
-        let drive = cmd.get(1).map_or(0, |b| b & 1);
+        let drive = cmd.get(1).map_or(0, |b| b & 3);
         let head = cmd.get(1).map_or(0, |b| (b >> 2) & 1);
         match op {
             0x03 => {
@@ -375,9 +373,12 @@ impl Fdc {
             }
             0x04 => {
                 let d = &self.drives[usize::from(drive)];
-                let mut st3 = drive | head << 2 | ST3_READY | ST3_TWO_SIDE;
-                if d.cylinder == 0 {
-                    st3 |= ST3_TRACK0;
+                let mut st3 = drive | head << 2;
+                if d.connected {
+                    st3 |= ST3_READY | ST3_TWO_SIDE;
+                    if d.cylinder == 0 {
+                        st3 |= ST3_TRACK0;
+                    }
                 }
                 if d.disk.as_ref().is_some_and(|k| k.write_protected) {
                     st3 |= ST3_WP;
@@ -387,11 +388,17 @@ impl Fdc {
             0x07 | 0x0F => {
                 let target = if op == 0x07 { 0 } else { cmd[2] };
                 let d = &mut self.drives[usize::from(drive)];
-                if d.cylinder != target && d.disk.is_some() {
-                    d.changed = false;
-                }
-                d.cylinder = target;
-                self.seek_ends.push_back(ST0_SEEK_END | head << 2 | drive);
+                let st0 = if d.connected {
+                    if d.cylinder != target && d.disk.is_some() {
+                        d.changed = false;
+                    }
+                    d.cylinder = target;
+                    ST0_SEEK_END
+                } else {
+                    // No drive: no track 0 signal ever comes (equipment check).
+                    ST0_ABNORMAL | ST0_SEEK_END | ST0_EQUIPMENT
+                };
+                self.seek_ends.push_back(st0 | head << 2 | drive);
                 self.phase = Phase::Command;
                 self.interrupt = true;
             }
@@ -402,7 +409,7 @@ impl Fdc {
                     let pcn = self.drives.get(usize::from(n)).map_or(0, |d| d.cylinder);
                     self.finish(&[ST0_POLLED | n, pcn]);
                 } else if let Some(st0) = self.seek_ends.pop_front() {
-                    let pcn = self.drives[usize::from(st0 & 1)].cylinder;
+                    let pcn = self.drives[usize::from(st0 & 3)].cylinder;
                     self.finish(&[st0, pcn]);
                 } else {
                     self.finish(&[ST0_INVALID]);
@@ -756,8 +763,8 @@ impl Fdc {
 impl Device for Fdc {
     fn read(&mut self, at: At, _size: u8, ctx: &mut DevCtx) -> u32 {
         let v = if at.base == u32::from(DIR_PORT) {
-            let d = &self.drives[usize::from(self.dor & 1)];
-            u8::from(d.changed) << 7
+            let d = &self.drives[usize::from(self.dor & 3)];
+            u8::from(d.changed || !d.connected) << 7
         } else {
             match at.offset {
                 DOR => self.dor,
@@ -815,6 +822,13 @@ impl Snapshot for Fdc {
         }
         if fdc.command.len() > 9 {
             return Err("a command longer than any".into());
+        }
+        let transfer = match &fdc.phase {
+            Phase::Dma(t) | Phase::Pio { transfer: t, .. } => Some(t),
+            _ => None,
+        };
+        if transfer.is_some_and(|t| t.drive > 3) {
+            return Err("a transfer on a drive number above 3".into());
         }
         Ok(fdc)
     }
@@ -959,6 +973,13 @@ mod tests {
         r.dev.insert(0, None);
         assert_eq!(dir(&mut r), 0x80, "taken out");
         assert_eq!(command(&mut r, &[0x0A, 0x00])[..2], [0x40, ST1_MA]);
+        // Drive positions 2 and 3 have no drive: a recalibrate fails with an equipment check
+        // and the drive reports neither ready nor track 0.
+        command(&mut r, &[0x07, 0x02]);
+        assert_eq!(command(&mut r, &[0x08]), [0x72, 0]);
+        assert_eq!(command(&mut r, &[0x04, 0x03]), [0x03]);
+        r.outb(DOR as u16, 0x1E);
+        assert_eq!(dir(&mut r), 0x80);
     }
 
     #[test]
