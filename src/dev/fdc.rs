@@ -431,26 +431,36 @@ impl Fdc {
                 self.interrupt = true;
             }
             0x05 | 0x06 | 0x0D => {
-                let (kind, t) = if op == 0x0D {
-                    let c = self.drives[usize::from(drive)].cylinder;
-                    (Kind::Format, (c, head, 0, 0, false, cmd[3], cmd[5]))
+                // FORMAT works on the track under the head and counts the sectors it
+                // formatted in `r`.
+                let transfer = if op == 0x0D {
+                    Transfer {
+                        kind: Kind::Format,
+                        drive,
+                        head,
+                        c: self.drives[usize::from(drive)].cylinder,
+                        h: head,
+                        r: 0,
+                        eot: 0,
+                        multi_track: false,
+                        sectors: cmd[3],
+                        fill: cmd[5],
+                        buf: Vec::new(),
+                    }
                 } else {
-                    let kind = if op == 0x06 { Kind::Read } else { Kind::Write };
-                    let multi = cmd[0] & 0x80 != 0;
-                    (kind, (cmd[2], cmd[3], cmd[4], cmd[6], multi, 0, 0))
-                };
-                let transfer = Transfer {
-                    kind,
-                    drive,
-                    head,
-                    c: t.0,
-                    h: t.1,
-                    r: t.2,
-                    eot: t.3,
-                    multi_track: t.4,
-                    sectors: t.5,
-                    fill: t.6,
-                    buf: Vec::new(),
+                    Transfer {
+                        kind: if op == 0x06 { Kind::Read } else { Kind::Write },
+                        drive,
+                        head,
+                        c: cmd[2],
+                        h: cmd[3],
+                        r: cmd[4],
+                        eot: cmd[6],
+                        multi_track: cmd[0] & 0x80 != 0,
+                        sectors: 0,
+                        fill: 0,
+                        buf: Vec::new(),
+                    }
                 };
                 let n = if op == 0x0D { cmd[2] } else { cmd[5] };
                 self.start(transfer, n);

@@ -459,6 +459,22 @@ impl Channel {
         }
     }
 
+    /// A PIO write of `count` sectors to `lba` waits for its next DRQ block from the host
+    /// (at most `per_block` sectors).
+    fn expect_pio_block(&mut self, d: usize, lba: u64, count: u64, per_block: u64) {
+        let n = count.min(per_block);
+        self.xfer = Xfer::PioOut {
+            lba,
+            left: count - n,
+            per_block,
+        };
+        self.buf.clear();
+        self.buf.resize(n as usize * SECTOR, 0);
+        self.pos = 0;
+        self.end = self.buf.len();
+        self.slots[d].status = ST_DRDY | ST_DSC | ST_DRQ;
+    }
+
     /// The host has written the whole DRQ block.
     pub(super) fn block_written(&mut self, ctx: &mut DevCtx) {
         let d = self.active;
@@ -478,17 +494,7 @@ impl Channel {
                 }
                 let written = (self.end / SECTOR) as u64;
                 if left > 0 {
-                    let n = left.min(per_block);
-                    self.xfer = Xfer::PioOut {
-                        lba: lba + written,
-                        left: left - n,
-                        per_block,
-                    };
-                    self.buf.clear();
-                    self.buf.resize(n as usize * SECTOR, 0);
-                    self.pos = 0;
-                    self.end = self.buf.len();
-                    self.slots[d].status = ST_DRDY | ST_DSC | ST_DRQ;
+                    self.expect_pio_block(d, lba + written, left, per_block);
                     self.raise(ctx);
                 } else {
                     self.done(d, ctx);
@@ -842,19 +848,7 @@ impl Channel {
                     ctx,
                 );
             }
-            Kind::PioWrite => {
-                let n = count.min(per_block);
-                self.xfer = Xfer::PioOut {
-                    lba,
-                    left: count - n,
-                    per_block,
-                };
-                self.buf.clear();
-                self.buf.resize(n as usize * SECTOR, 0);
-                self.pos = 0;
-                self.end = self.buf.len();
-                self.slots[d].status = ST_DRDY | ST_DSC | ST_DRQ;
-            }
+            Kind::PioWrite => self.expect_pio_block(d, lba, count, per_block),
             Kind::DmaRead => self.load(
                 Load {
                     drive: d,
