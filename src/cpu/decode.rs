@@ -64,7 +64,15 @@ pub struct Instr {
     /// code, and the length of the compare alone (`len` covers both).
     pub cc: u8,
     pub first_len: u8,
+    /// A register-to-register `MOV r32, r32` (two bytes) that came right before this
+    /// instruction in its block, folded into it (fast.rs, [`super::fast::fold_move`]): the run
+    /// loop retires it before this one without a dispatch of its own. 0: none; else
+    /// [`PRE_MOV`] | destination << 3 | source. `len` and `end` are this instruction's own.
+    pub pre_mov: u8,
 }
+
+/// Set in [`Instr::pre_mov`] when a move is folded in.
+pub const PRE_MOV: u8 = 0x40;
 
 fn exec_ud(_: &mut Cpu, _: &Instr) -> Fault {
     Err(Exception::ud())
@@ -93,6 +101,7 @@ impl Default for Instr {
             fast: super::fast::NONE,
             cc: 0,
             first_len: 0,
+            pre_mov: 0,
         }
     }
 }

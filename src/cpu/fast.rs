@@ -17,7 +17,7 @@
 //! register spills in the loop on every instruction, whether or not it runs. Other forms, and
 //! all 16-bit operand forms except the moves to and from memory, take the handler pointer.
 
-use super::decode::Instr;
+use super::decode::{Instr, PRE_MOV, REG_FORM};
 use super::exception::Fault;
 use super::operand::{MemRm, RegRm, W16, W32, W8};
 use super::{arith, control, data, muldiv, shift, Cpu, Segment, ESP};
@@ -311,7 +311,8 @@ pub fn classify(i: &Instr, is_reg: bool) -> Kind {
 /// Fuse `first` (a compare) with `second` (the Jcc right after it in the same block) into one
 /// instruction, if both are fast forms that fuse and have the same operand size.
 pub fn fuse(first: &Instr, second: &Instr) -> Option<Instr> {
-    if second.fast != JCC || first.op32 != second.op32 {
+    // A Jcc carrying a folded move does not follow the compare directly.
+    if second.fast != JCC || first.op32 != second.op32 || second.pre_mov != 0 {
         return None;
     }
     let &(_, fused) = FUSABLE.iter().find(|(k, _)| *k == first.fast)?;
@@ -330,6 +331,92 @@ pub fn fuse(first: &Instr, second: &Instr) -> Option<Instr> {
 #[inline(always)]
 pub fn is_fused(i: &Instr) -> bool {
     i.fast as u8 >= FIRST_FUSED as u8
+}
+
+/// Fold `first`, if it is a two-byte register-to-register `MOV r32, r32` (89 or 8B, no prefix),
+/// into `second`, the fast form right after it in the same block: the run loop then retires both
+/// with one dispatch (the move before the instruction, see [`Instr::pre_mov`]). Such moves are
+/// a quarter of the dispatches of the trial-division benchmark, and each dispatch costs V8 far
+/// more than the move itself.
+pub fn fold_move(first: &Instr, second: &Instr) -> Option<Instr> {
+    let reg_form = first.scale & REG_FORM != 0;
+    let is_move = matches!(first.opcode, 0x89 | 0x8B) && first.op32 && reg_form && first.len == 2;
+    if !is_move || first.pre_mov != 0 || second.pre_mov != 0 || second.fast == NONE {
+        return None;
+    }
+    let (dst, src) = if first.opcode == 0x89 {
+        (first.rm, first.reg)
+    } else {
+        (first.reg, first.rm)
+    };
+    Some(Instr {
+        pre_mov: PRE_MOV | (dst & 7) << 3 | (src & 7),
+        ..*second
+    })
+}
+
+/// Length in bytes of the move folded into `i` (0 if none): `i` starts that much before
+/// `end - len`.
+#[inline(always)]
+pub fn pre_mov_len(i: &Instr) -> u16 {
+    if i.pre_mov != 0 {
+        2
+    } else {
+        0
+    }
+}
+
+/// The move folded into `i`, as the instruction of its own it was decoded as (the `89 /r`
+/// register form): what single-stepping runs alone, and what the compiling tier compiles.
+pub fn folded_move(i: &Instr) -> Instr {
+    Instr {
+        exec: data::mov_rm_r::<RegRm, W32>,
+        opcode: 0x89,
+        op32: true,
+        addr32: i.addr32,
+        rm: (i.pre_mov >> 3) & 7,
+        reg: i.pre_mov & 7,
+        scale: REG_FORM,
+        len: 2,
+        end: i.end - u16::from(i.len),
+        fast: MOV_RM_R_REG,
+        ..Instr::default()
+    }
+}
+
+/// The most guest instructions one decoded instruction retires: a folded move, and a fused
+/// compare and branch.
+pub const MAX_RETIRES: usize = 3;
+
+/// How many guest instructions `i` retires when it runs whole.
+#[inline(always)]
+pub fn retires(i: &Instr) -> u32 {
+    1 + u32::from(i.pre_mov != 0) + u32::from(is_fused(i))
+}
+
+/// How many of `instrs`, from the first, retire at most `budget` guest instructions in all.
+pub fn fitting(instrs: &[Instr], budget: u64) -> usize {
+    let mut left = budget;
+    instrs
+        .iter()
+        .take_while(|i| {
+            let fits = u64::from(retires(i)) <= left;
+            left = left.saturating_sub(u64::from(retires(i)));
+            fits
+        })
+        .count()
+}
+
+/// `instrs` with every folded move taken out again as an instruction of its own.
+pub fn unfold(instrs: &[Instr]) -> Vec<Instr> {
+    let mut out = Vec::with_capacity(instrs.len() + instrs.len() / 2);
+    for i in instrs {
+        if i.pre_mov != 0 {
+            out.push(folded_move(i));
+        }
+        out.push(Instr { pre_mov: 0, ..*i });
+    }
+    out
 }
 
 /// The fused kinds are numbered after every plain kind, so one comparison tells them apart.
@@ -579,12 +666,19 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
     let (Some(first), Some(last)) = (instrs.first(), instrs.last()) else {
         return Ok(());
     };
-    let block_start = cpu
-        .eip
-        .wrapping_sub(u32::from(first.end - u16::from(first.len)));
+    let block_start = cpu.eip.wrapping_sub(u32::from(
+        first.end - u16::from(first.len) - pre_mov_len(first),
+    ));
     'pass: loop {
         for i in instrs {
             let next = block_start.wrapping_add(u32::from(i.end));
+            // A move folded in retires first (it cannot fault), so that a fault of the
+            // instruction leaves it retired and EIP at the instruction.
+            if i.pre_mov != 0 {
+                let p = i.pre_mov;
+                cpu.regs[usize::from((p >> 3) & 7)] = cpu.regs[usize::from(p & 7)];
+                cpu.instructions += 1;
+            }
             // The instruction ran to completion (it retires) or faulted (it did not: EIP back
             // to it).
             macro_rules! retire {

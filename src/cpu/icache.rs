@@ -159,12 +159,20 @@ impl Cpu {
                 end: off as u16,
                 ..instr
             });
-            // A compare followed by a conditional jump becomes one fused instruction.
+            // A compare followed by a conditional jump becomes one fused instruction; then a
+            // register move before it is folded in.
             let n = arena.len();
             if n - start >= 2 {
                 if let Some(pair) = super::fast::fuse(&arena[n - 2], &arena[n - 1]) {
                     arena.truncate(n - 1);
                     arena[n - 2] = pair;
+                }
+            }
+            let n = arena.len();
+            if n - start >= 2 {
+                if let Some(folded) = super::fast::fold_move(&arena[n - 2], &arena[n - 1]) {
+                    arena.truncate(n - 1);
+                    arena[n - 2] = folded;
                 }
             }
             if ends || off == page_left {

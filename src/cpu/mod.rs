@@ -448,18 +448,30 @@ impl Cpu {
         let mut chainable = !single_step && !uncacheable && !self.must_stop_chaining();
         loop {
             let budget = end.saturating_sub(self.instructions).max(1);
+            // How many decoded instructions fit in the budget: all of them unless it is nearly
+            // used up (each retires at most MAX_RETIRES guest instructions), so that a slice
+            // ends exactly at its budget.
             let max = if single_step {
-                1
+                0
+            } else if budget >= (fast::MAX_RETIRES * len) as u64 {
+                len
             } else {
-                len.min(budget as usize)
+                fast::fitting(&arena[start..start + len], budget)
             };
-            // Single-stepping stops between the two halves of a fused compare and branch.
-            let first_half;
-            let instrs = if single_step && fast::is_fused(&arena[start]) {
-                first_half = [fast::first_of_fused(&arena[start])];
-                &first_half[..]
-            } else {
+            // Less than the first one: single-stepping, or the budget ends inside a folded
+            // move and its instruction or a fused compare and branch. Run its first part
+            // alone: the folded move, or the compare.
+            let first_part;
+            let instrs = if max > 0 {
                 &arena[start..start + max]
+            } else if arena[start].pre_mov != 0 {
+                first_part = [fast::folded_move(&arena[start])];
+                &first_part[..]
+            } else if fast::is_fused(&arena[start]) {
+                first_part = [fast::first_of_fused(&arena[start])];
+                &first_part[..]
+            } else {
+                &arena[start..start + 1]
             };
             // The compiling tier, when it is on, runs or counts the block first.
             let compiled = if self.jit.threshold != 0 && !single_step && !uncacheable {
@@ -479,8 +491,14 @@ impl Cpu {
                         && instrs.len() == len
                         && self.jit.threshold == 0
                         && self.icache.blocks[slot].fast_only;
-                    // Again while the whole block fits in the budget: instructions + len <= end.
-                    let repeat_below = if repeat { end - len as u64 + 1 } else { 0 };
+                    // Again while the whole block surely fits in the budget (as above):
+                    // instructions + MAX_RETIRES * len <= end.
+                    let most = (fast::MAX_RETIRES * len) as u64;
+                    let repeat_below = if repeat && end >= most {
+                        end - most + 1
+                    } else {
+                        0
+                    };
                     if let Err(e) = fast::run_repeating(self, instrs, repeat_below) {
                         self.debug_instruction_faulted(rf);
                         self.deliver_exception(e);
@@ -613,6 +631,7 @@ impl Cpu {
 
 #[cfg(test)]
 mod tests {
+    use super::decode::PRE_MOV;
     use super::*;
     use std::cell::RefCell;
     use std::rc::Rc;
@@ -744,5 +763,89 @@ mod tests {
             "the modified loop ran out to its HLT"
         );
         assert_eq!(cpu.regs[ECX], 335);
+    }
+
+    /// A loop with register moves folded into the instruction after them (one a compare fused
+    /// with its branch): run with every budget, it stops exactly there, in the state that
+    /// running one instruction at a time reaches, and a TF single step stops after each move.
+    #[test]
+    fn folded_moves_retire_one_by_one_and_budgets_end_exactly() {
+        #[rustfmt::skip]
+        let code = [
+            0x89, 0xD8,             // 0x1000: mov eax, ebx
+            0x40,                   // 0x1002: inc eax          (the move folded in)
+            0x89, 0xC3,             // 0x1003: mov ebx, eax
+            0x8B, 0xC8,             // 0x1005: mov ecx, eax (8B form)
+            0x83, 0xF9, 0x09,       // 0x1007: cmp ecx, 9       (folded, fused with the jne)
+            0x75, 0xF4,             // 0x100A: jne 0x1000
+            0xF4,                   // 0x100C: hlt
+        ];
+        let mut arena = InstrArena::default();
+        let mut probe = crate::jit::sample::cpu_running(&code);
+        let block = probe.decode_block(&mut arena, 0x1000).expect("decodes");
+        let folded: Vec<u8> = arena[block.start..block.start + block.len]
+            .iter()
+            .map(|i| i.pre_mov)
+            .collect();
+        assert_eq!(
+            folded,
+            vec![
+                PRE_MOV | (EAX as u8) << 3 | EBX as u8,
+                0,
+                PRE_MOV | (ECX as u8) << 3 | EAX as u8,
+                0
+            ],
+            "the first move folds into the INC; the second stays alone (a move takes none); the \
+             third folds into the fused compare and branch; then the HLT"
+        );
+
+        let snapshot = |c: &Cpu| (c.regs, c.eip, c.flags.word(), c.instructions);
+        let mut one_by_one = crate::jit::sample::cpu_running(&code);
+        let mut trace = vec![snapshot(&one_by_one)];
+        while one_by_one.run(1) == RunExit::Budget {
+            trace.push(snapshot(&one_by_one));
+        }
+        assert_eq!(
+            trace.len(),
+            1 + 9 * 6 + 1,
+            "the start, nine turns of six instructions, the HLT"
+        );
+        assert_eq!(one_by_one.regs[ECX], 9);
+        for (budget, expected) in trace.iter().enumerate() {
+            let mut c = crate::jit::sample::cpu_running(&code);
+            c.run(budget as u64);
+            assert_eq!(&snapshot(&c), expected, "budget {budget}");
+        }
+
+        let mut stepped = crate::jit::sample::cpu_running(&code);
+        stepped.mem.load(4, &[0x00, 0x0F, 0x00, 0x00]); // #DB: to the HLT at 0:0F00
+        stepped.regs[EBX] = 5;
+        stepped.flags.set_word(stepped.flags.word() | flags::TF);
+        stepped.run(1);
+        let pushed_ip = u16::from_le_bytes([stepped.mem.ram[0xEFFA], stepped.mem.ram[0xEFFB]]);
+        assert_eq!(
+            (pushed_ip, stepped.regs[EAX], stepped.instructions),
+            (0x1002, 5, 1),
+            "one step ran the move alone and trapped before the INC"
+        );
+    }
+
+    /// A fault in the instruction a move is folded into: the move retired, the instruction
+    /// did not, and the exception reports the instruction's own address.
+    #[test]
+    fn a_fault_after_a_folded_move_leaves_the_move_retired() {
+        #[rustfmt::skip]
+        let code = [
+            0x89, 0xD9,             // 0x1000: mov ecx, ebx
+            0xF7, 0xF1,             // 0x1002: div ecx (#DE: ECX is 0)
+        ];
+        let mut c = crate::jit::sample::cpu_running(&code);
+        c.regs[ECX] = 7;
+        c.regs[EAX] = 5;
+        assert_eq!(c.run(100), RunExit::Halted, "#DE went to the HLT at 0:0F00");
+        assert_eq!(c.regs[ECX], 0, "the move retired");
+        let pushed_ip = u16::from_le_bytes([c.mem.ram[0xEFFA], c.mem.ram[0xEFFB]]);
+        assert_eq!(pushed_ip, 0x1002, "the fault is the DIV's");
+        assert_eq!(c.regs[EAX], 5);
     }
 }

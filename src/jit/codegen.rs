@@ -240,7 +240,10 @@ pub fn compile(
             .iter()
             .map(|b| flags_needed(&b.instrs).at_entry)
             .collect(),
-        block_len: blocks.iter().map(|b| b.instrs.len() as u32).collect(),
+        block_retires: blocks
+            .iter()
+            .map(|b| b.instrs.iter().map(k::retires).sum())
+            .collect(),
         deferred_flags: None,
     };
     g.function(blocks);
@@ -395,9 +398,9 @@ struct Gen {
     /// after it (see [`flags_needed`]).
     flags_live_after: bool,
     /// For each block, whether it may read the flags it is entered with
-    /// ([`FlagLiveness::at_entry`]), and its length in instructions.
+    /// ([`FlagLiveness::at_entry`]), and how many instructions it retires when it runs whole.
     entry_reads_flags: Vec<bool>,
-    block_len: Vec<u32>,
+    block_retires: Vec<u32>,
     /// The width of lazy flags that a fused compare left in T0/T1 without storing them: each
     /// way out of its branch stores them only if it needs them (see `defer_flags`).
     deferred_flags: Option<u32>,
@@ -547,12 +550,12 @@ impl Gen {
     }
 
     /// Exit at `eip`, the start of block `k`, unless all of that block fits in the budget
-    /// (ICOUNT current).
+    /// (ICOUNT current): every instruction it retires, a fused pair counting two.
     fn exit_unless_it_fits(&mut self, k: u32, eip: u32) {
-        let entries = self.block_len[k as usize] as i64;
+        let retires = self.block_retires[k as usize] as i64;
         self.ins()
             .local_get(ICOUNT)
-            .i64_const(entries)
+            .i64_const(retires)
             .i64_add()
             .local_get(LIMIT)
             .i64_gt_u();

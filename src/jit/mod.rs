@@ -478,7 +478,8 @@ impl Cpu {
             if far && self.jit.threshold < FAR_THRESHOLD {
                 continue;
             }
-            let instrs = arena[start..start + len].to_vec();
+            // Folded moves are compiled as the instructions they are.
+            let instrs = fast::unfold(&arena[start..start + len]);
             let byte_len: u32 = instrs.iter().map(|i| i.len as u32).sum();
             let next = eip.wrapping_add(byte_len);
             // Where the block can go: the targets of its direct jumps and calls (conditional
