@@ -7,8 +7,10 @@
 #                             /bench/run, the workloads between serial markers)
 #   images/linux.config.full  the complete kernel .config that was built
 #   images/SHA256SUMS, images/SOURCES.md
+#   images/firmware/          (step `firmware` only) SeaBIOS and SeaVGABIOS for BIOS boot, from
+#                             Debian 12's seabios package, with images/firmware/README.md
 #
-# Usage: images/build.sh [kernel|initramfs|bench|all]     (default: all)
+# Usage: images/build.sh [kernel|initramfs|bench|all|firmware]     (default: all)
 # Environment:
 #   WASM86_BUILD_DIR  build trees (default /work/build-images; never inside the repository)
 #   JOBS              make -j (default 2)
@@ -21,12 +23,51 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 W=${WASM86_BUILD_DIR:-/work/build-images}
 JOBS=${JOBS:-2}
 WHAT=${1:-all}
-case "$WHAT" in kernel|initramfs|bench|all) ;; *) echo "usage: $0 [kernel|initramfs|bench|all]" >&2; exit 2;; esac
+case "$WHAT" in kernel|initramfs|bench|all|firmware) ;; *) echo "usage: $0 [kernel|initramfs|bench|all|firmware]" >&2; exit 2;; esac
 mkdir -p "$W"
 W=$(cd "$W" && pwd)
 case "$W/" in "$HERE"/*|"$(dirname "$HERE")"/*) echo "build dir must be outside the repository" >&2; exit 2;; esac
 
 log() { printf '\n=== %s\n' "$*"; }
+
+# ---- firmware: Debian's SeaBIOS binaries, unmodified --------------------------------------
+# Not built here: fetched with apt-get download (never installed) and unpacked; the version and
+# SHA-256 of each file go into images/firmware/README.md, which this step writes.
+if [ "$WHAT" = firmware ]; then
+	SEABIOS_VER=${SEABIOS_VER:-1.16.2-1}
+	t=$W/firmware
+	rm -rf "$t"
+	mkdir -p "$t"
+	log "fetching seabios $SEABIOS_VER"
+	(cd "$t" && apt-get download "seabios=$SEABIOS_VER")
+	dpkg-deb -x "$t"/seabios_*.deb "$t/x"
+	mkdir -p "$HERE/firmware"
+	for f in bios-256k.bin vgabios-stdvga.bin; do cp "$t/x/usr/share/seabios/$f" "$HERE/firmware/$f"; done
+	cp "$t/x/usr/share/doc/seabios/copyright" "$HERE/firmware/copyright"
+	cd "$HERE/firmware"
+	cat >README.md <<EOF
+# Firmware for booting through the BIOS
+
+Unmodified binaries from Debian 12's \`seabios\` package, version $SEABIOS_VER (fetched by
+\`images/build.sh firmware\` with \`apt-get download\`):
+
+- \`bios-256k.bin\`: SeaBIOS, the system BIOS (QEMU's i440FX build, 256 KiB).
+- \`vgabios-stdvga.bin\`: SeaVGABIOS for the Bochs/QEMU standard VGA (PCI 1234:1111), the
+  display's option ROM.
+
+Licence: LGPL-3.0 (SeaBIOS and SeaVGABIOS; see \`copyright\`, Debian's copyright file from the
+same package). The complete corresponding source is the Debian source package of the same
+version: \`apt-get source seabios=$SEABIOS_VER\`, or https://sources.debian.org/src/seabios/.
+
+SHA-256:
+
+\`\`\`
+$(sha256sum bios-256k.bin vgabios-stdvga.bin)
+\`\`\`
+EOF
+	log "images/firmware: $(sha256sum bios-256k.bin vgabios-stdvga.bin | tr '\n' ' ')"
+	exit 0
+fi
 
 # ---- host packages ----------------------------------------------------------------------
 PKGS="build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils gzip kmod dpkg-dev linux-source-6.1 gcc-i686-linux-gnu"

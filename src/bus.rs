@@ -35,7 +35,7 @@ pub trait Bus {
     /// The legacy FERR#/IRQ13 output of the x87 changed (used when CR0.NE is clear).
     fn fpu_error(&mut self, _asserted: bool) {}
     /// Changes of the physical memory map made by device accesses since the last call (a PCI
-    /// BAR moved), in order. The CPU asks after every OUT and applies them to its page map
+    /// BAR moved, the chipset's shadow RAM switched), in order. The CPU asks after every OUT and applies them to its page map
     /// before the next instruction, so an access right after the BAR write reaches the new
     /// place.
     fn take_mmio_changes(&mut self) -> Vec<MmioChange> {
@@ -43,12 +43,35 @@ pub trait Bus {
     }
 }
 
-/// A physical range that became MMIO (`mmio`) or plain memory again.
+/// A change of the physical memory map that a device access made, for the CPU's page map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MmioChange {
     pub start: u32,
     pub len: u32,
-    pub mmio: bool,
+    pub to: MapTo,
+}
+
+/// What a range of the physical memory map becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapTo {
+    /// Served by the MMIO bus (device registers, a ROM a BAR placed).
+    Mmio,
+    /// Plain memory again: RAM where there is RAM, nothing above it.
+    Memory,
+    /// BIOS-area shadowing with these attributes ([`crate::mem::Memory::set_shadow`]).
+    Shadow(u8),
+}
+
+impl MmioChange {
+    /// Make the change in `mem`'s page map.
+    pub fn apply(self, mem: &mut crate::mem::Memory) {
+        use crate::mem::PageKind;
+        match self.to {
+            MapTo::Mmio => mem.map(self.start, self.len, PageKind::Mmio),
+            MapTo::Memory => mem.map(self.start, self.len, PageKind::Ram),
+            MapTo::Shadow(attr) => mem.set_shadow(self.start, self.len, attr),
+        }
+    }
 }
 
 /// A bus with nothing on it: ports read as all ones (an undriven ISA bus), writes are ignored,

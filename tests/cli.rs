@@ -121,6 +121,8 @@ fn a_state_saved_at_until_resumes_into_exactly_the_run_that_would_have_followed(
     let disk = disk_copy("state");
     let with_disk = dir.join("disk.state");
     let (ok, _, err) = run(&[
+        "--append",
+        "console=ttyS0",
         "--hda",
         disk.to_str().unwrap(),
         "--until",
@@ -243,7 +245,19 @@ fn a_floppy_image_is_checked_and_a_saved_machine_asks_for_it_again() {
 
     let state = dir.join("s.state");
     let state = state.to_str().unwrap();
-    let (ok, _, err) = run(&["--fda", fda, "--until", "Run /init", "--save-state", state]);
+    // The bundled Linux with a floppy attached (without a kernel option, a floppy would boot
+    // through the BIOS).
+    let initrd = concat!(env!("CARGO_MANIFEST_DIR"), "/images/initramfs.cpio.gz");
+    let (ok, _, err) = run(&[
+        "--initrd",
+        initrd,
+        "--fda",
+        fda,
+        "--until",
+        "Run /init",
+        "--save-state",
+        state,
+    ]);
     assert!(ok, "{err}");
     let (ok, _, err) = run(&["--load-state", state]);
     assert!(

@@ -205,6 +205,11 @@ fn temp_disk(tag: &str) -> PathBuf {
     p
 }
 
+/// The bundled Linux with the disk attached: a kernel option, so that the disk is not booted
+/// through the BIOS.
+const APPEND: &str = "--append";
+const CONSOLE: &str = "console=ttyS0";
+
 /// Run the CLI; once the shell prompt is on its output, type `input`.
 fn run_cli(args: &[&str], input: &str) -> (bool, String, String) {
     common::run_cli(args, "/ # ", || {}, input)
@@ -217,7 +222,16 @@ fn cli_keeps_the_image_unchanged_unless_write_back_is_asked() {
     let original = std::fs::read(&p).unwrap();
     let script = "mount /dev/sda /mnt && echo cli-$((3*5)) > /mnt/cli.txt && umount /mnt && echo DONE$((40+2))\n";
     let (ok, out, err) = run_cli(
-        &["--hda", ps, "--until", "DONE42", "--timeout", "600"],
+        &[
+            APPEND,
+            CONSOLE,
+            "--hda",
+            ps,
+            "--until",
+            "DONE42",
+            "--timeout",
+            "600",
+        ],
         script,
     );
     assert!(ok, "{out}\n{err}");
@@ -228,6 +242,8 @@ fn cli_keeps_the_image_unchanged_unless_write_back_is_asked() {
 
     let (ok, out, err) = run_cli(
         &[
+            APPEND,
+            CONSOLE,
             "--hda",
             ps,
             "--write-back",
@@ -245,7 +261,16 @@ fn cli_keeps_the_image_unchanged_unless_write_back_is_asked() {
     );
     // The written file is there at the next boot.
     let (ok, out, err) = run_cli(
-        &["--hda", ps, "--until", "cli-15", "--timeout", "600"],
+        &[
+            APPEND,
+            CONSOLE,
+            "--hda",
+            ps,
+            "--until",
+            "cli-15",
+            "--timeout",
+            "600",
+        ],
         "mount /dev/sda /mnt && cat /mnt/cli.txt\n",
     );
     assert!(ok, "{out}\n{err}");

@@ -235,6 +235,8 @@ fn a_server_that_dies_gives_the_guest_io_errors_and_the_cli_carries_on() {
     // server goes away, then the guest reads blocks nobody fetched yet.
     let (ok, out, err) = run_cli(
         &[
+            "--append",
+            "console=ttyS0",
             "--hda",
             &hda,
             "--until",

@@ -330,12 +330,7 @@ impl Cpu {
         self.bus.io_write(port, size, v);
         self.bus.run_port_dma(&mut self.mem);
         for c in self.bus.take_mmio_changes() {
-            let kind = if c.mmio {
-                PageKind::Mmio
-            } else {
-                PageKind::Ram
-            };
-            self.mem.map(c.start, c.len, kind);
+            c.apply(&mut self.mem);
         }
         self.refresh_intr();
         self.stop_block = true;

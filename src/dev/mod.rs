@@ -19,6 +19,7 @@ pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod ps2;
+pub mod rom;
 pub mod rtc;
 pub mod sysctl;
 pub mod uart;

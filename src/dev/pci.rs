@@ -121,6 +121,27 @@ pub const PIIX3_PIRQRC: u8 = 0x60;
 /// i440FX PAM0 (programmable attribute map for the BIOS area), PAM1-6 follow.
 pub const I440FX_PAM0: u8 = 0x59;
 
+/// The 13 parts of the BIOS area the PAM registers govern, as (start, length, attributes):
+/// PAM0's high nibble the 64 KiB at 0xF0000, then the low and high nibbles of PAM1-PAM6 the
+/// 16 KiB parts from 0xC0000 up. Each attribute is a nibble's bits 0-1: reads from RAM, writes
+/// to RAM (see [`crate::mem::SHADOW_READ`]).
+pub fn pam_segments(pam: [u8; 7]) -> [(u32, u32, u8); 13] {
+    let mut out = [(0xF0000, 0x10000, (pam[0] >> 4) & 3); 13];
+    for (n, seg) in out.iter_mut().enumerate().skip(1) {
+        let k = n - 1;
+        let nibble = if k % 2 == 0 {
+            pam[1 + k / 2]
+        } else {
+            pam[1 + k / 2] >> 4
+        };
+        *seg = (0xC0000 + 0x4000 * k as u32, 0x4000, nibble & 3);
+    }
+    out
+}
+
+/// PAM0-PAM6 as a BIOS leaves them after shadowing itself: the whole area RAM, read and write.
+pub const PAM_ALL_RAM: [u8; 7] = [0x30, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33];
+
 /// A base address register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PciBar {
@@ -283,6 +304,20 @@ impl PciConfig {
             at(&self.wmask, reg + 3),
         ]);
         (mask != 0).then(|| self.get32(reg) & mask)
+    }
+
+    /// Where the expansion ROM is decoded: its BAR's address while the BAR's enable bit and
+    /// memory decoding are both on (and the BAR is not at 0, being sized).
+    pub fn rom_address(&self) -> Option<u32> {
+        let mask = u32::from_le_bytes([
+            at(&self.wmask, CFG_ROM),
+            at(&self.wmask, CFG_ROM + 1),
+            at(&self.wmask, CFG_ROM + 2),
+            at(&self.wmask, CFG_ROM + 3),
+        ]) & !1;
+        let bar = self.get32(CFG_ROM);
+        let on = bar & 1 != 0 && self.command() & CMD_MEMORY != 0;
+        (on && bar & mask != 0).then_some(bar & mask)
     }
 
     /// Set the interrupt pin (1 = INTA# ... 4 = INTD#).
@@ -489,6 +524,15 @@ impl PciBus {
             }
         }
         p
+    }
+
+    /// Set the i440FX PAM registers (PAM0-PAM6) as firmware would.
+    pub fn set_pam(&mut self, pam: [u8; 7]) {
+        if let Some(h) = self.function_mut(devfn(0, 0)) {
+            for (i, v) in pam.iter().enumerate() {
+                h.set8(I440FX_PAM0 + i as u8, *v);
+            }
+        }
     }
 
     /// The function CONFIG_ADDRESS selects and the dword register, if enabled and on bus 0.
@@ -814,5 +858,16 @@ mod tests {
         let json = serde_json::to_string(&r.dev).unwrap();
         let back: PciBus = serde_json::from_str(&json).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), json);
+    }
+
+    #[test]
+    fn pam_segments_follow_the_i440fx_register_layout() {
+        let segs = pam_segments([0x10, 0x32, 0, 0, 0, 0, 0x03]);
+        assert_eq!(segs[0], (0xF0000, 0x10000, 1), "PAM0 high nibble: 0xF0000");
+        assert_eq!(segs[1], (0xC0000, 0x4000, 2), "PAM1 low nibble: 0xC0000");
+        assert_eq!(segs[2], (0xC4000, 0x4000, 3), "PAM1 high nibble: 0xC4000");
+        assert_eq!(segs[11], (0xE8000, 0x4000, 3), "PAM6 low nibble: 0xE8000");
+        assert_eq!(segs[12], (0xEC000, 0x4000, 0), "PAM6 high nibble: 0xEC000");
+        assert!(pam_segments(PAM_ALL_RAM).iter().all(|s| s.2 == 3));
     }
 }

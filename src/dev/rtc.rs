@@ -302,6 +302,14 @@ impl Rtc {
         self.update_checksum();
     }
 
+    /// Set CMOS byte `index` (0x0E and up: the NVRAM a BIOS reads its settings from) as the
+    /// host configures the machine; the clock and control registers below are left alone.
+    pub fn set_nvram(&mut self, index: u8, value: u8) {
+        if index >= 0x0E {
+            self.set(index, value);
+        }
+    }
+
     /// CMOS byte `index` as it is stored (the host's view, no side effects).
     pub fn nvram(&self, index: u8) -> u8 {
         self.get(index)

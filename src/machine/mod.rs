@@ -34,11 +34,14 @@
 //! to the host so it can sleep, and the host's clock pulls virtual time forward at the next call
 //! ([`Machine::run_realtime`]). Nothing here reads a clock: the host passes time in.
 
+mod firmware;
 mod record;
 mod snapshot;
 
+pub use firmware::{BootDevice, BootOrder, BootOrderError, Firmware};
+
 use crate::block::{BlockBackend, Overlay};
-use crate::bus::{Bus, MmioChange};
+use crate::bus::{Bus, MapTo, MmioChange};
 use crate::cpu::{flags, Cpu, RunExit};
 use crate::dev::bus::{shared, DeviceBus, MapError, Shared};
 use crate::dev::debugcon::{self, DebugConsole};
@@ -46,10 +49,11 @@ use crate::dev::dma::{self, Dma};
 use crate::dev::fdc::{self, Diskette, Fdc};
 use crate::dev::fw_cfg::{self, FwCfg};
 use crate::dev::ide::{self, Drive, Ide};
-use crate::dev::pci::PciBus;
+use crate::dev::pci::{self, PciBus};
 use crate::dev::pic::PicPair;
 use crate::dev::pit::{Pit, PORT_B};
 use crate::dev::ps2::I8042;
+use crate::dev::rom::{self, Rom};
 use crate::dev::rtc::Rtc;
 use crate::dev::sysctl::{CoprocessorLatch, PortA, PostCode};
 use crate::dev::uart::Uart;
@@ -129,6 +133,9 @@ pub struct MachineConfig {
     pub rtc_unix_seconds: i64,
     /// UART transmissions reach the host at once instead of at the programmed baud rate.
     pub fast_serial: bool,
+    /// The BIOS the machine boots through; none: the host boots it (a Linux kernel loaded
+    /// directly).
+    pub firmware: Option<Firmware>,
 }
 
 impl Default for MachineConfig {
@@ -139,6 +146,7 @@ impl Default for MachineConfig {
             time_mode: TimeMode::Deterministic,
             rtc_unix_seconds: DETERMINISTIC_EPOCH,
             fast_serial: true,
+            firmware: None,
         }
     }
 }
@@ -227,8 +235,22 @@ pub struct Board {
     lfb_at: Option<u32>,
     /// Where the IDE bus-master window is mapped (None while BAR4 or I/O decode is off).
     ide_bm_at: Option<u32>,
+    /// The firmware the board was built with (its BIOS is mapped below 4 GiB).
+    firmware: Option<Firmware>,
+    /// The display's VGA BIOS, and where its expansion-ROM BAR maps it (None while the BAR or
+    /// memory decode is off).
+    vga_rom: Option<Shared<Rom>>,
+    vga_rom_at: Option<u32>,
+    /// The PAM registers as the CPU's page map last had them.
+    pam_applied: [u8; 7],
     /// Changes of the MMIO map not yet handed to the CPU's page map.
     mmio_changes: Vec<MmioChange>,
+}
+
+/// The window an expansion-ROM BAR decodes for a ROM of `len` bytes (what
+/// [`crate::dev::pci::PciConfig::set_rom`] declares).
+fn rom_window(len: usize) -> u32 {
+    (len as u32).max(2048).next_power_of_two()
 }
 
 /// The board's state: virtual time, the lines and signals, every device's state (see
@@ -258,6 +280,9 @@ pub struct BoardState {
     ide: <Ide as Snapshot>::State,
     lfb_at: Option<u32>,
     ide_bm_at: Option<u32>,
+    firmware: Option<Firmware>,
+    vga_rom_at: Option<u32>,
+    pam_applied: [u8; 7],
 }
 
 /// The board's devices before they are wired: what [`Board::assemble`] maps.
@@ -283,6 +308,9 @@ struct Devices {
     ide: Shared<Ide>,
     lfb_at: Option<u32>,
     ide_bm_at: Option<u32>,
+    firmware: Option<Firmware>,
+    vga_rom_at: Option<u32>,
+    pam_applied: [u8; 7],
 }
 
 /// Builds the buses while [`Board::assemble`] maps the devices.
@@ -327,8 +355,21 @@ impl Board {
         com1.set_fast(config.fast_serial);
         com2.set_fast(config.fast_serial);
         let mut pci = PciBus::new();
-        pci.add(Vga::pci_config())
-            .expect("slot 2 is free on a fresh bus");
+        let mut display = Vga::pci_config();
+        let firmware = config.firmware.clone();
+        if let Some(rom) = firmware.as_ref().and_then(|f| f.vga_bios.as_ref()) {
+            display.set_rom(rom.len() as u32);
+        }
+        pci.add(display).expect("slot 2 is free on a fresh bus");
+        // A machine booted by its host has RAM in the whole BIOS area, as a BIOS that shadowed
+        // itself leaves it; with firmware, the PAM registers are at their reset value (ROM).
+        let pam_applied = if let Some(f) = &firmware {
+            f.boot_order.write_cmos(&mut rtc);
+            [0; 7]
+        } else {
+            pci::PAM_ALL_RAM
+        };
+        pci.set_pam(pam_applied);
         // The slot is free on a fresh bus.
         let _ = pci.add(ide::pci_config());
         Board::assemble(Devices {
@@ -357,6 +398,9 @@ impl Board {
             ide: shared(Ide::new()),
             lfb_at: Some(vga::LFB_DEFAULT),
             ide_bm_at: Some(ide::BM_DEFAULT_BASE.into()),
+            firmware,
+            vga_rom_at: None,
+            pam_applied,
         })
     }
 
@@ -428,6 +472,22 @@ impl Board {
         if let Some(at) = s.ide_bm_at {
             w.ports.map(at, ide::BM_SIZE, s.ide.clone())?;
         }
+        // The system BIOS ends at 4 GiB; the display's ROM is where its BAR put it.
+        if let Some(f) = &s.firmware {
+            let len = f.bios.len() as u32;
+            w.memory
+                .map(len.wrapping_neg(), len, shared(Rom::new(f.bios.clone())))?;
+        }
+        let vga_rom = s
+            .firmware
+            .as_ref()
+            .and_then(|f| f.vga_bios.clone())
+            .map(|image| shared(Rom::new(image)));
+        if let (Some(at), Some(f)) = (s.vga_rom_at, &s.firmware) {
+            if let (Some(rom), Some(image)) = (&vga_rom, &f.vga_bios) {
+                w.memory.map(at, rom_window(image.len()), rom.clone())?;
+            }
+        }
         Ok(Board {
             now: state.now,
             clock: state.clock,
@@ -454,6 +514,10 @@ impl Board {
             ide: state.ide,
             lfb_at: state.lfb_at,
             ide_bm_at: state.ide_bm_at,
+            firmware: state.firmware,
+            vga_rom,
+            vga_rom_at: state.vga_rom_at,
+            pam_applied: state.pam_applied,
             mmio_changes: Vec::new(),
         })
     }
@@ -482,6 +546,9 @@ impl Board {
             ide: self.ide.borrow().state(),
             lfb_at: self.lfb_at,
             ide_bm_at: self.ide_bm_at,
+            firmware: self.firmware.clone(),
+            vga_rom_at: self.vga_rom_at,
+            pam_applied: self.pam_applied,
         }
     }
 
@@ -515,6 +582,9 @@ impl Board {
             ide: device("IDE controller", state.ide)?,
             lfb_at: state.lfb_at,
             ide_bm_at: state.ide_bm_at,
+            firmware: state.firmware,
+            vga_rom_at: state.vga_rom_at,
+            pam_applied: state.pam_applied,
         })
         .map_err(|e| format!("the devices' ranges: {e}"))
     }
@@ -522,6 +592,32 @@ impl Board {
     /// The MMIO ranges mapped now, as (base, length).
     pub fn mmio_ranges(&self) -> Vec<(u32, u32)> {
         self.memory.ranges().collect()
+    }
+
+    /// The whole physical memory map as the board decodes it now, as changes from plain RAM:
+    /// the MMIO ranges and the BIOS area's shadowing.
+    fn memory_map(&self) -> Vec<MmioChange> {
+        let mmio = self
+            .mmio_ranges()
+            .into_iter()
+            .map(|(start, len)| MmioChange {
+                start,
+                len,
+                to: MapTo::Mmio,
+            });
+        let shadow = pci::pam_segments(self.pam_applied)
+            .into_iter()
+            .map(|(start, len, attr)| MmioChange {
+                start,
+                len,
+                to: MapTo::Shadow(attr),
+            });
+        shadow.chain(mmio).collect()
+    }
+
+    /// The firmware the board was built with.
+    pub fn firmware(&self) -> Option<&Firmware> {
+        self.firmware.as_ref()
     }
 
     /// Run `f` on `device` at the current virtual time (a host event: input, output, storage),
@@ -623,26 +719,65 @@ impl Board {
             self.ide_bm_at = bm.filter(|&a| self.ports.map(a, ide::BM_SIZE, ide.clone()).is_ok());
         }
         if lfb != self.lfb_at {
-            let len = vga::VRAM_SIZE as u32;
-            if let Some(old) = self.lfb_at.take() {
-                let _ = self.memory.unmap(old);
-                self.mmio_changes.push(MmioChange {
-                    start: old,
-                    len,
-                    mmio: false,
-                });
-            }
             let vga: Rc<RefCell<dyn Device>> = self.vga.clone();
-            self.lfb_at = lfb.filter(|&a| self.memory.map(a, len, vga.clone()).is_ok());
-            // What the old window covered and is still mapped (the legacy window) stays MMIO.
-            for (start, len) in self.memory.ranges() {
-                self.mmio_changes.push(MmioChange {
-                    start,
-                    len,
-                    mmio: true,
-                });
+            self.lfb_at = self.move_window(self.lfb_at, lfb, vga::VRAM_SIZE as u32, vga);
+        }
+        let rom_at = self
+            .pci
+            .borrow()
+            .function(vga::PCI_DEVFN)
+            .and_then(|f| f.rom_address());
+        if let (Some(rom), Some(image)) = (self.vga_rom.clone(), self.firmware_vga_bios_len()) {
+            if rom_at != self.vga_rom_at {
+                self.vga_rom_at = self.move_window(self.vga_rom_at, rom_at, rom_window(image), rom);
             }
         }
+        // The chipset's shadow RAM: each part of the BIOS area whose PAM field changed.
+        let pam = self.pci.borrow().pam();
+        if pam != self.pam_applied {
+            let old = pci::pam_segments(self.pam_applied);
+            for (n, (start, len, attr)) in pci::pam_segments(pam).into_iter().enumerate() {
+                if attr != old[n].2 {
+                    self.mmio_changes.push(MmioChange {
+                        start,
+                        len,
+                        to: MapTo::Shadow(attr),
+                    });
+                }
+            }
+            self.pam_applied = pam;
+        }
+    }
+
+    /// The length of the VGA BIOS, if the board has one.
+    fn firmware_vga_bios_len(&self) -> Option<usize> {
+        self.firmware.as_ref()?.vga_bios.as_ref().map(|i| i.len())
+    }
+
+    /// Move the MMIO window of `len` bytes that `device` serves from `old` to `new` (None: map
+    /// it nowhere), and tell the CPU. Returns where it is mapped now: not where it would
+    /// overlap another range (such a BAR is not decoded).
+    fn move_window(
+        &mut self,
+        old: Option<u32>,
+        new: Option<u32>,
+        len: u32,
+        device: Rc<RefCell<dyn Device>>,
+    ) -> Option<u32> {
+        if let Some(old) = old {
+            let _ = self.memory.unmap(old);
+            self.mmio_changes.push(MmioChange {
+                start: old,
+                len,
+                to: MapTo::Memory,
+            });
+        }
+        let at = new.filter(|&a| self.memory.map(a, len, device).is_ok());
+        // What the old window covered and is still mapped (the legacy window, another ROM)
+        // stays MMIO, and the BIOS area keeps its shadowing.
+        let map = self.memory_map();
+        self.mmio_changes.extend(map);
+        at
     }
 
     /// Run `f` on the image (the copy-on-write overlay) of image slot `slot` (see
@@ -844,8 +979,14 @@ impl Machine {
     fn with_board(config: MachineConfig, board: Board) -> Machine {
         let board = Rc::new(RefCell::new(board));
         let mut cpu = Cpu::new(config.ram_bytes, Box::new(BoardBus(Rc::clone(&board))));
-        for (start, len) in board.borrow().mmio_ranges() {
-            cpu.mem.map(start, len, PageKind::Mmio);
+        if let Some(f) = board.borrow().firmware() {
+            // The BIOS's last 128 KiB (or all of it) is the ROM side of the BIOS area's top.
+            let bios = f.bios.bytes();
+            let low = &bios[bios.len().saturating_sub(rom::LOW_BIOS_LEN)..];
+            cpu.mem.load_bios_rom(0x10_0000 - low.len() as u32, low);
+        }
+        for change in board.borrow().memory_map() {
+            change.apply(&mut cpu.mem);
         }
         Machine {
             cpu,
@@ -891,12 +1032,12 @@ impl Machine {
             let mut rtc = fresh.rtc.borrow_mut();
             rtc.set_floppy_types(fdc.cmos_type(0), fdc.cmos_type(1));
             // The memory map goes back to its power-on state (the framebuffer where BAR0 is
-            // at reset).
+            // at reset, the BIOS area's shadowing as the PAM registers reset it).
             for (start, len) in old.mmio_ranges() {
                 self.cpu.mem.map(start, len, PageKind::Ram);
             }
-            for (start, len) in fresh.mmio_ranges() {
-                self.cpu.mem.map(start, len, PageKind::Mmio);
+            for change in fresh.memory_map() {
+                change.apply(&mut self.cpu.mem);
             }
         }
         fresh.now = now;

@@ -28,6 +28,8 @@ struct MachineState {
     fast_serial: bool,
     cpu: CpuState,
     board: BoardState,
+    /// The BIOS area's shadow RAM (RAM itself is the file's RAM section).
+    shadow: crate::mem::ShadowState,
 }
 
 impl Machine {
@@ -48,6 +50,7 @@ impl Machine {
             fast_serial: self.config.fast_serial,
             cpu: self.cpu.state(),
             board: board.state(),
+            shadow: self.cpu.mem.shadow_state(),
         };
         // Serialising plain data into a Vec cannot fail.
         let machine = postcard::to_stdvec(&machine).unwrap_or_default();
@@ -108,9 +111,14 @@ impl Machine {
             // The clock the RTC shows is in its state.
             rtc_unix_seconds: DETERMINISTIC_EPOCH,
             fast_serial: saved.fast_serial,
+            firmware: board.firmware().cloned(),
         };
         let mut m = Machine::with_board(config, board);
         state::decode_memory_into("RAM", parsed.ram_pages, &mut m.cpu.mem.ram)?;
+        m.cpu
+            .mem
+            .set_shadow_state(saved.shadow)
+            .map_err(StateError::Corrupt)?;
         m.cpu.set_state(&saved.cpu);
         for d in &parsed.disks {
             m.set_disk_name(d.slot, &d.name);

@@ -34,6 +34,36 @@ pub enum PageKind {
     Mmio = 2,
     /// Nothing decodes this address: reads float high, writes vanish.
     Unmapped = 3,
+    /// A page of the BIOS area that reads ROM (in the RAM array) while writes go to the shadow
+    /// RAM behind it (the chipset's write-only shadowing, see [`Memory::set_shadow`]).
+    RomWritesShadow = 4,
+}
+
+/// The BIOS area, 0xC0000-0xFFFFF: the chipset (i440FX PAM registers) decides for each part of
+/// it whether reads and writes reach ROM (or the PCI bus) or the RAM beneath, the "shadow RAM"
+/// a BIOS copies itself into to run faster and to have writable data.
+pub const BIOS_AREA: u32 = 0xC0000;
+pub const BIOS_AREA_LEN: u32 = 0x40000;
+const BIOS_AREA_PAGES: usize = (BIOS_AREA_LEN / PAGE_SIZE) as usize;
+/// Shadow attribute bits of a BIOS-area page, as in a PAM field: reads come from RAM (else
+/// from ROM), writes go to RAM (else they are dropped).
+pub const SHADOW_READ: u8 = 1;
+pub const SHADOW_WRITE: u8 = 2;
+
+/// The BIOS area's shadowing in a state file (see [`Memory::shadow_state`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowState {
+    attrs: Vec<u8>,
+    hidden: Vec<u8>,
+}
+
+/// What backs a BIOS-area page with shadow attributes `attr`.
+fn shadow_kind(attr: u8) -> PageKind {
+    match (attr & SHADOW_READ != 0, attr & SHADOW_WRITE != 0) {
+        (true, true) => PageKind::Ram,
+        (_, false) => PageKind::Rom,
+        (false, true) => PageKind::RomWritesShadow,
+    }
 }
 
 /// Physical memory and the MMU state that depends only on memory (paging control bits, TLB).
@@ -51,6 +81,11 @@ pub struct Memory {
     pub a20_mask: u32,
     /// The software TLB and the paging controls it depends on.
     pub tlb: Tlb,
+    /// The side of the BIOS area not in `ram` ([`BIOS_AREA`]): for each page, its ROM where it
+    /// reads RAM, its shadow RAM where it reads ROM. Switching a page's reads swaps the two.
+    bios_hidden: Vec<u8>,
+    /// Each BIOS-area page's shadow attributes ([`SHADOW_READ`], [`SHADOW_WRITE`]).
+    bios_shadow: Vec<u8>,
 }
 
 impl Memory {
@@ -68,6 +103,89 @@ impl Memory {
             page_gen: vec![0; ram_pages],
             a20_mask: u32::MAX,
             tlb: Tlb::new(),
+            // All RAM: what a machine without firmware has (its ROM side is an empty bus).
+            bios_hidden: vec![0xFF; BIOS_AREA_LEN as usize],
+            bios_shadow: vec![SHADOW_READ | SHADOW_WRITE; BIOS_AREA_PAGES],
+        }
+    }
+
+    /// Give `[start, start+len)` of the BIOS area (page aligned) the shadow attributes `attr`
+    /// ([`SHADOW_READ`] | [`SHADOW_WRITE`]): a page whose reads move between ROM and RAM
+    /// swaps its contents with the side that was hidden, and what was decoded from it is stale.
+    /// Pages outside the area, or beyond RAM, are left alone.
+    pub fn set_shadow(&mut self, start: u32, len: u32, attr: u8) {
+        let first = start.max(BIOS_AREA) / PAGE_SIZE;
+        let last = start.saturating_add(len).min(BIOS_AREA + BIOS_AREA_LEN) / PAGE_SIZE;
+        for page in first..last {
+            let n = (page - BIOS_AREA / PAGE_SIZE) as usize;
+            let at = page as usize * PAGE_SIZE as usize;
+            let Some(visible) = self.ram.get_mut(at..at + PAGE_SIZE as usize) else {
+                continue;
+            };
+            let old = self.bios_shadow[n];
+            if (old ^ attr) & SHADOW_READ != 0 {
+                let hidden = &mut self.bios_hidden[n * PAGE_SIZE as usize..][..PAGE_SIZE as usize];
+                visible.swap_with_slice(hidden);
+                self.invalidate_code_page(page as usize);
+            }
+            self.bios_shadow[n] = attr & (SHADOW_READ | SHADOW_WRITE);
+            self.kinds[page as usize] = shadow_kind(attr);
+        }
+        self.tlb.flush_all();
+    }
+
+    /// The BIOS area's shadowing and its hidden side, for a state file.
+    pub fn shadow_state(&self) -> ShadowState {
+        ShadowState {
+            attrs: self.bios_shadow.clone(),
+            hidden: self.bios_hidden.clone(),
+        }
+    }
+
+    /// Take the BIOS area's shadowing from a state file, with RAM (the visible side) restored
+    /// separately. A state of the wrong shape is refused and changes nothing.
+    pub fn set_shadow_state(&mut self, state: ShadowState) -> Result<(), String> {
+        if state.attrs.len() != BIOS_AREA_PAGES
+            || state.hidden.len() != BIOS_AREA_LEN as usize
+            || state
+                .attrs
+                .iter()
+                .any(|&a| a > (SHADOW_READ | SHADOW_WRITE))
+        {
+            return Err("the BIOS area's shadow RAM".into());
+        }
+        self.bios_hidden = state.hidden;
+        self.bios_shadow = state.attrs;
+        for n in 0..BIOS_AREA_PAGES {
+            let page = (BIOS_AREA / PAGE_SIZE) as usize + n;
+            if page < self.code_page.len() {
+                self.kinds[page] = shadow_kind(self.bios_shadow[n]);
+            }
+        }
+        self.tlb.flush_all();
+        Ok(())
+    }
+
+    /// Put `bytes` into the ROM side of the BIOS area at `addr` (firmware images), whichever
+    /// side that page shows now. Bytes outside the area are dropped.
+    pub fn load_bios_rom(&mut self, addr: u32, bytes: &[u8]) {
+        for (k, &b) in bytes.iter().enumerate() {
+            let Some(a) = addr.checked_add(k as u32) else {
+                break;
+            };
+            if !(BIOS_AREA..BIOS_AREA + BIOS_AREA_LEN).contains(&a) {
+                continue;
+            }
+            let off = (a - BIOS_AREA) as usize;
+            let reads_ram = self.bios_shadow[off / PAGE_SIZE as usize] & SHADOW_READ != 0;
+            match (reads_ram, self.ram.get_mut(a as usize)) {
+                (false, Some(r)) => *r = b,
+                _ => self.bios_hidden[off] = b,
+            }
+        }
+        let pages = BIOS_AREA / PAGE_SIZE..(BIOS_AREA + BIOS_AREA_LEN) / PAGE_SIZE;
+        for page in pages {
+            self.invalidate_code_page(page as usize);
         }
     }
 
@@ -79,7 +197,9 @@ impl Memory {
         for page in first..last {
             let in_ram = page < self.code_page.len();
             self.kinds[page] = match kind {
-                PageKind::Ram | PageKind::Rom if !in_ram => PageKind::Unmapped,
+                PageKind::Ram | PageKind::Rom | PageKind::RomWritesShadow if !in_ram => {
+                    PageKind::Unmapped
+                }
                 k => k,
             };
         }
@@ -161,7 +281,7 @@ impl Memory {
     pub fn read_phys(&mut self, bus: &mut dyn Bus, addr: u32, size: u8) -> u32 {
         let addr = addr & self.a20_mask;
         match self.kind(addr) {
-            PageKind::Ram | PageKind::Rom => {
+            PageKind::Ram | PageKind::Rom | PageKind::RomWritesShadow => {
                 let a = addr as usize;
                 let mut v = 0u32;
                 for i in 0..size as usize {
@@ -187,6 +307,13 @@ impl Memory {
             }
             PageKind::Mmio => {
                 bus.mmio_write(addr, size, value);
+                false
+            }
+            PageKind::RomWritesShadow => {
+                let off = (addr - BIOS_AREA) as usize;
+                for i in 0..size as usize {
+                    self.bios_hidden[off + i] = (value >> (8 * i)) as u8;
+                }
                 false
             }
             PageKind::Rom | PageKind::Unmapped => false,
@@ -247,5 +374,51 @@ mod tests {
         assert!(m.write_phys(&mut bus, 0x3004, 1, 0x90));
         assert_ne!(m.page_generation(3), g);
         assert!(!m.write_phys(&mut bus, 0x3004, 1, 0x90));
+    }
+
+    #[test]
+    fn the_bios_area_switches_between_rom_and_shadow_ram() {
+        let mut m = Memory::new(1 << 20);
+        let mut bus = EmptyBus;
+        // Power-on RAM everywhere; a ROM image goes to the hidden side.
+        m.load_bios_rom(0xF0000, &[0xEA, 0x5B]);
+        assert_eq!(m.read_phys(&mut bus, 0xF0000, 1), 0, "RAM still shows");
+        m.set_shadow(0xF0000, 0x10000, 0);
+        assert_eq!(m.read_phys(&mut bus, 0xF0000, 2), 0x5BEA, "the ROM shows");
+        m.write_phys(&mut bus, 0xF0000, 1, 0x11);
+        assert_eq!(
+            m.read_phys(&mut bus, 0xF0000, 1),
+            0xEA,
+            "ROM ignores writes"
+        );
+        // Write-only shadowing: reads still ROM, writes reach the RAM behind.
+        m.set_shadow(0xF0000, 0x10000, SHADOW_WRITE);
+        m.write_phys(&mut bus, 0xF0001, 1, 0x77);
+        assert_eq!(m.read_phys(&mut bus, 0xF0001, 1), 0x5B);
+        m.set_shadow(0xF0000, 0x10000, SHADOW_READ | SHADOW_WRITE);
+        assert_eq!(
+            m.read_phys(&mut bus, 0xF0000, 2),
+            0x7700,
+            "the shadow RAM, as written"
+        );
+        m.write_phys(&mut bus, 0xF0000, 1, 0x22);
+        assert_eq!(m.read_phys(&mut bus, 0xF0000, 1), 0x22);
+        // Read-only shadow RAM (what a BIOS sets once it has copied itself).
+        m.set_shadow(0xF0000, 0x10000, SHADOW_READ);
+        m.write_phys(&mut bus, 0xF0000, 1, 0x33);
+        assert_eq!(m.read_phys(&mut bus, 0xF0000, 1), 0x22);
+        // Back to ROM: the ROM's bytes again; the other 16 KiB parts were never touched.
+        m.set_shadow(0xF0000, 0x10000, 0);
+        assert_eq!(m.read_phys(&mut bus, 0xF0000, 2), 0x5BEA);
+        assert_eq!(m.kind(0xEC000), PageKind::Ram);
+        // The state round-trips and is checked.
+        let state = m.shadow_state();
+        let mut n = Memory::new(1 << 20);
+        n.set_shadow_state(state.clone()).unwrap();
+        assert_eq!(n.kind(0xF0000), PageKind::Rom);
+        assert_eq!(n.shadow_state(), state);
+        let mut bad = state;
+        bad.attrs[0] = 9;
+        assert!(n.set_shadow_state(bad).is_err());
     }
 }

@@ -185,7 +185,7 @@ impl Memory {
                     perms &= !(TLB_WRITE_SUPER | TLB_WRITE_USER);
                 }
             }
-            PageKind::Rom => perms &= TLB_READ_SUPER | TLB_READ_USER,
+            PageKind::Rom | PageKind::RomWritesShadow => perms &= TLB_READ_SUPER | TLB_READ_USER,
             // MMIO and holes are never accessed through the fast path.
             PageKind::Mmio | PageKind::Unmapped => perms = 0,
         }

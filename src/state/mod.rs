@@ -40,8 +40,8 @@ use std::io::{Read, Write};
 /// The file's first bytes.
 pub const MAGIC: &[u8; 8] = b"WASM86ST";
 /// The format this build writes and reads (2: the VGA's renderer flags are no longer saved;
-/// 3: the DMA controllers and fw_cfg).
-pub const VERSION: u32 = 3;
+/// 3: the DMA controllers and fw_cfg; 4: firmware, the BIOS area's shadow RAM).
+pub const VERSION: u32 = 4;
 
 /// Section tags.
 const MACH: [u8; 4] = *b"MACH";

@@ -95,6 +95,7 @@ impl Machine {
             time_mode: TimeMode::Realtime,
             rtc_unix_seconds: (js_sys::Date::now() / 1000.0) as i64,
             fast_serial: true,
+            firmware: None,
         });
         // The CD-ROM drive is always there, so a disc can be inserted later.
         core.attach_drive(CDROM_SLOT, Drive::Atapi(Cdrom::empty()));

@@ -1,5 +1,6 @@
 //! `wasm86` without a subcommand: boot Linux directly with the serial console (COM1) on the
-//! terminal, or resume a saved state (`--load-state`). Output of COM1 goes to stdout; stdin goes
+//! terminal, boot a disk, CD or floppy through the BIOS (a drive and no kernel options), or
+//! resume a saved state (`--load-state`). Output of COM1 goes to stdout; stdin goes
 //! to COM1 (the terminal in raw mode when stdin is a terminal: Ctrl-A then X quits, Ctrl-A S
 //! saves the state to the `--save-state` file, Ctrl-A Ctrl-A sends a Ctrl-A).
 //!
@@ -12,7 +13,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasm86::boot::linux;
-use wasm86::machine::{Machine, MachineConfig, ResetCause, Stop, TimeMode, DETERMINISTIC_EPOCH};
+use wasm86::machine::{
+    BootOrder, Firmware, Machine, MachineConfig, ResetCause, Stop, TimeMode, DETERMINISTIC_EPOCH,
+};
 use wasm86::state::replay::Recording;
 
 /// Options of the default command (boot Linux on the serial console).
@@ -26,9 +29,22 @@ pub struct BootArgs {
     /// none otherwise].
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
-    /// The kernel command line.
-    #[arg(long, value_name = "TEXT", default_value = DEFAULT_APPEND)]
-    pub append: String,
+    /// The kernel command line [default: console=ttyS0 earlyprintk=serial].
+    #[arg(long, value_name = "TEXT")]
+    pub append: Option<String>,
+    /// Boot through the BIOS from these devices, in order: a (floppy), c (hard disk), d
+    /// (CD-ROM), e.g. `dc` [default: cad]. Without --kernel, --initrd or --append, giving a
+    /// drive (--hda, --cdrom, --fda) boots through the BIOS too.
+    #[arg(long, value_name = "ORDER", conflicts_with_all = ["kernel", "initrd", "append"])]
+    pub boot: Option<String>,
+    /// The system BIOS ROM for a BIOS boot (up to 256 KiB; the CPU starts at its reset vector)
+    /// [default: the bundled SeaBIOS, images/firmware/bios-256k.bin].
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["kernel", "initrd", "append"])]
+    pub bios: Option<PathBuf>,
+    /// The display's VGA BIOS for a BIOS boot, or `none` [default: the bundled SeaVGABIOS,
+    /// images/firmware/vgabios-stdvga.bin].
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["kernel", "initrd", "append"])]
+    pub vga_bios: Option<PathBuf>,
     /// Guest RAM in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(2..=3072))]
@@ -268,6 +284,7 @@ pub(crate) fn machine_config(memory_mib: u32, realtime: bool) -> MachineConfig {
         // slice time advances at a nominal 500 MIPS, faster than the interpreter runs, so the
         // guest is never throttled below the host's speed (at 10 ns it would be held to 100).
         ns_per_instruction: if realtime { 2 } else { 10 },
+        firmware: None,
     }
 }
 
@@ -374,6 +391,43 @@ fn save(machine: &mut Machine, path: &Path) -> Result<String, String> {
     ))
 }
 
+/// The firmware to boot through, if the options ask for a BIOS boot: --boot, --bios or
+/// --vga-bios, or a drive with no kernel option (and no saved state to resume).
+fn firmware(args: &BootArgs) -> Result<Option<Firmware>, String> {
+    let kernel_options = args.kernel.is_some() || args.initrd.is_some() || args.append.is_some();
+    let drive =
+        args.hda.is_some() || args.hdb.is_some() || args.cdrom.is_some() || args.fda.is_some();
+    let asked = args.boot.is_some() || args.bios.is_some() || args.vga_bios.is_some();
+    if args.load_state.is_some() || !(asked || drive && !kernel_options) {
+        return Ok(None);
+    }
+    if !asked {
+        eprintln!(
+            "wasm86: booting the drives through the BIOS (a kernel option, such as --append, \
+             boots the bundled Linux with them attached instead)\r"
+        );
+    }
+    let order = match &args.boot {
+        Some(letters) => BootOrder::parse(letters).map_err(|e| format!("--boot {letters}: {e}"))?,
+        None => BootOrder::parse("cad").expect("a valid order"),
+    };
+    let read = |what: &str, given: &Option<PathBuf>, bundled_name: &str| {
+        let path = given.clone().unwrap_or_else(|| bundled(bundled_name));
+        read_file(what, &path).map_err(|e| match given {
+            Some(_) => e,
+            None => format!("{e} (the bundled firmware comes with the repository's images/)"),
+        })
+    };
+    let bios = read("BIOS", &args.bios, "firmware/bios-256k.bin")?;
+    let vga_bios = match &args.vga_bios {
+        Some(p) if p.as_os_str() == "none" => None,
+        given => Some(read("VGA BIOS", given, "firmware/vgabios-stdvga.bin")?),
+    };
+    Firmware::new(bios, vga_bios, order)
+        .map(Some)
+        .map_err(|e| format!("firmware: {e}"))
+}
+
 /// Run the default command.
 pub fn run(args: &BootArgs) -> ExitCode {
     match run_inner(args) {
@@ -390,13 +444,12 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         return replay(args, path);
     }
     let wall_start = Instant::now();
+    let firmware = firmware(args)?;
+    let append = args.append.as_deref().unwrap_or(DEFAULT_APPEND);
     let kernel_path = args.kernel.clone().unwrap_or_else(|| bundled("bzImage"));
     // The bundled initramfs is a whole userland that never mounts another root: a command line
     // that names one (root=/dev/sda) boots without it unless --initrd asks for it.
-    let names_root = args
-        .append
-        .split_whitespace()
-        .any(|w| w.starts_with("root="));
+    let names_root = append.split_whitespace().any(|w| w.starts_with("root="));
     let initrd_path = match (&args.initrd, &args.kernel) {
         (Some(p), _) if p.as_os_str() == "none" => None,
         (Some(p), _) => Some(p.clone()),
@@ -409,7 +462,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         ""
     };
     // A resumed machine needs a kernel only to boot again after a reset (--keep-running).
-    let needs_kernel = args.load_state.is_none() || args.keep_running;
+    let needs_kernel = (args.load_state.is_none() || args.keep_running) && firmware.is_none();
     let kernel = if needs_kernel {
         Some((
             kernel_path.clone(),
@@ -446,10 +499,18 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         (None, Some(kernel)) => {
             let mut m = Machine::new(machine_config(args.memory, args.realtime));
             crate::disk::attach(&mut m, images)?;
-            boot(&mut m, kernel, &initrd, &args.append)?;
+            boot(&mut m, kernel, &initrd, append)?;
             m
         }
-        (None, None) => unreachable!("a kernel is read whenever no state is loaded"),
+        (None, None) => {
+            // Through the BIOS: the CPU starts at its reset vector.
+            let mut m = Machine::new(MachineConfig {
+                firmware: firmware.clone(),
+                ..machine_config(args.memory, args.realtime)
+            });
+            crate::disk::attach(&mut m, images)?;
+            m
+        }
     };
 
     let interactive = std::io::stdin().is_terminal();
@@ -527,7 +588,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
             }
             eprintln!("\r\nwasm86: guest reset ({cause:?}); booting again\r");
             if let Some(kernel) = &kernel {
-                boot(&mut machine, kernel, &initrd, &args.append)?;
+                boot(&mut machine, kernel, &initrd, append)?;
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {

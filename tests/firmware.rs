@@ -1,0 +1,167 @@
+//! Booting through the BIOS as a user does: `wasm86 --fda IMAGE`, `--hda IMAGE`, `--boot`, with
+//! the bundled SeaBIOS and SeaVGABIOS. The images are made here: a boot sector that prints its
+//! message through the VGA BIOS (INT 10h teletype) and halts, so each run shows that the CPU
+//! started at the reset vector, the BIOS shadowed itself, ran the display's option ROM, read the
+//! boot sector from the drive asked for (the floppy by the 82077AA and DMA, the disk by IDE) and
+//! jumped to it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A boot sector that prints `message` with INT 10h AH=0Eh and halts.
+fn boot_sector(message: &str) -> [u8; 512] {
+    #[rustfmt::skip]
+    let code = [
+        0xFA,                   // 7C00: cli
+        0x31, 0xC0,             //       xor ax, ax
+        0x8E, 0xD8,             //       mov ds, ax
+        0x8E, 0xD0,             //       mov ss, ax
+        0xBC, 0x00, 0x7C,       //       mov sp, 0x7C00
+        0xFB,                   //       sti
+        0xBE, 0x1F, 0x7C,       //       mov si, message (7C1F)
+        0xAC,                   // 7C0E: lodsb
+        0x84, 0xC0,             //       test al, al
+        0x74, 0x09,             //       jz 7C1C
+        0xB4, 0x0E,             //       mov ah, 0x0E
+        0xBB, 0x07, 0x00,       //       mov bx, 0x0007
+        0xCD, 0x10,             //       int 0x10
+        0xEB, 0xF2,             //       jmp 7C0E
+        0xF4,                   // 7C1C: hlt
+        0xEB, 0xFD,             //       jmp 7C1C
+    ];
+    let mut s = [0u8; 512];
+    s[..code.len()].copy_from_slice(&code);
+    s[code.len()..code.len() + message.len()].copy_from_slice(message.as_bytes());
+    s[510] = 0x55;
+    s[511] = 0xAA;
+    s
+}
+
+/// An image of `size` bytes starting with a boot sector that prints `message`, in a private
+/// directory.
+fn image(name: &str, size: usize, message: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasm86-firmware-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let mut bytes = vec![0u8; size];
+    bytes[..512].copy_from_slice(&boot_sector(message));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasm86"))
+        .args(args)
+        .args(["--timeout", "120", "--screen-text"])
+        .output()
+        .expect("wasm86 runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn a_floppy_boots_through_the_bios() {
+    let fda = image("boot.img", 1_474_560, "WASM86 FLOPPY BOOTED");
+    let (ok, out) = run(&[
+        "--fda",
+        fda.to_str().unwrap(),
+        "--until-screen",
+        "WASM86 FLOPPY BOOTED",
+    ]);
+    assert!(ok, "the floppy's boot sector did not print:\n{out}");
+    assert!(
+        out.contains("SeaBIOS"),
+        "the BIOS banner is on the screen:\n{out}"
+    );
+    assert!(out.contains("Booting from Floppy"), "{out}");
+}
+
+#[test]
+fn the_boot_order_picks_the_drive() {
+    let fda = image("order-a.img", 1_474_560, "FROM THE FLOPPY");
+    let hda = image("order-c.img", 1 << 20, "FROM THE HARD DISK");
+    for (order, expected, other) in [
+        ("c", "FROM THE HARD DISK", "FROM THE FLOPPY"),
+        ("ac", "FROM THE FLOPPY", "FROM THE HARD DISK"),
+    ] {
+        let (ok, out) = run(&[
+            "--fda",
+            fda.to_str().unwrap(),
+            "--hda",
+            hda.to_str().unwrap(),
+            "--boot",
+            order,
+            "--until-screen",
+            expected,
+        ]);
+        assert!(ok, "--boot {order}: {expected} did not print:\n{out}");
+        assert!(!out.contains(other), "--boot {order}:\n{out}");
+    }
+}
+
+#[test]
+fn bad_firmware_options_are_clear_errors() {
+    let fda = image("err.img", 1_474_560, "X");
+    let fda = fda.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("wasm86-firmware-{}", std::process::id()));
+    let big = dir.join("big.rom");
+    std::fs::write(&big, vec![0u8; 512 << 10]).unwrap();
+    let not_a_rom = dir.join("plain.rom");
+    std::fs::write(&not_a_rom, [0u8; 4096]).unwrap();
+    for (args, says) in [
+        (vec!["--fda", fda, "--boot", "x"], "--boot x"),
+        (vec!["--fda", fda, "--boot", "aa"], "twice"),
+        (
+            vec!["--fda", fda, "--bios", "/nonexistent.rom"],
+            "/nonexistent.rom",
+        ),
+        (
+            vec!["--fda", fda, "--bios", big.to_str().unwrap()],
+            "at most",
+        ),
+        (
+            vec!["--fda", fda, "--vga-bios", not_a_rom.to_str().unwrap()],
+            "55 AA",
+        ),
+        (vec!["--boot", "a", "--kernel", fda], "cannot be used with"),
+    ] {
+        let (ok, out) = run(&args);
+        assert!(!ok && out.contains(says), "{args:?}: {out}");
+        assert!(!out.contains("panicked"), "{args:?}: {out}");
+    }
+}
+
+#[test]
+fn a_machine_booted_through_the_bios_is_saved_and_resumed() {
+    let fda = image("saved.img", 1_474_560, "SAVED AFTER BOOT");
+    let fda = fda.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("wasm86-firmware-{}", std::process::id()));
+    let state = dir.join("bios.state");
+    let state = state.to_str().unwrap();
+    let (ok, out) = run(&[
+        "--fda",
+        fda,
+        "--until-screen",
+        "SAVED AFTER BOOT",
+        "--save-state",
+        state,
+    ]);
+    assert!(ok, "{out}");
+    // The resumed machine has its BIOS (the state holds the firmware and the shadow RAM it
+    // runs from): it runs on for two seconds, taking the BIOS's timer interrupt all along,
+    // without a reset, and the screen is as it was.
+    let out = Command::new(env!("CARGO_BIN_EXE_wasm86"))
+        .args(["--load-state", state, "--fda", fda, "--screen-text"])
+        .args(["--until-screen", "NEVER SHOWN", "--timeout", "2", "--stats"])
+        .output()
+        .expect("wasm86 runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "ran until the timeout:\n{text}");
+    assert!(
+        text.contains("SAVED AFTER BOOT") && !text.contains("reset"),
+        "{text}"
+    );
+}
