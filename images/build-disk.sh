@@ -5,9 +5,11 @@
 #                      (an inittab, /etc/init.d/rcS, /hello.txt ...) and a 1 MiB test pattern.
 #                      Bootable as root (root=/dev/sda): /sbin/init is busybox init.
 #   images/cdrom.iso   ISO 9660 (Rock Ridge + Joliet) of images/cdrom/
+#   images/boot.iso    the bundled Linux (bzImage, initramfs.cpio.gz) on a CD that boots through
+#                      the BIOS: El Torito, no emulation, ISOLINUX (Debian's isolinux package)
 # and updates their lines in images/SHA256SUMS.
 #
-# Needs mke2fs (e2fsprogs) and genisoimage. Reproducible: fixed UUIDs, hash seed and
+# Needs mke2fs (e2fsprogs), genisoimage and isolinux (+ syslinux-common). Reproducible: fixed UUIDs, hash seed and
 # timestamps (SOURCE_DATE_EPOCH, default 1704067200 = 2024-01-01).
 # Environment: WASM86_BUILD_DIR (default /work/build-images), where build.sh put busybox.
 set -eu
@@ -19,6 +21,9 @@ export LC_ALL=C
 [ -x "$BB" ] || { echo "missing $BB: run images/build.sh initramfs first" >&2; exit 1; }
 command -v mke2fs >/dev/null || { echo "mke2fs missing: apt-get install e2fsprogs" >&2; exit 1; }
 command -v genisoimage >/dev/null || { echo "genisoimage missing: apt-get install genisoimage" >&2; exit 1; }
+ISOLINUX=/usr/lib/ISOLINUX/isolinux.bin
+LDLINUX=/usr/lib/syslinux/modules/bios/ldlinux.c32
+[ -f "$ISOLINUX" ] && [ -f "$LDLINUX" ] || { echo "isolinux missing: apt-get install isolinux syslinux-common" >&2; exit 1; }
 
 S=$W/disk-staging
 rm -rf "$S"
@@ -48,8 +53,28 @@ rm -rf "$C"
 cp -r "$HERE/cdrom" "$C"
 find "$C" -exec touch -h -d "@$EPOCH" {} +
 genisoimage -quiet -V WASM86CD -r -J -o "$HERE/cdrom.iso" "$C"
+
+B=$W/boot-staging
+rm -rf "$B"
+mkdir -p "$B/isolinux"
+cp "$ISOLINUX" "$LDLINUX" "$HERE/bzImage" "$HERE/initramfs.cpio.gz" "$B/isolinux/"
+cat >"$B/isolinux/isolinux.cfg" <<'CFG'
+SERIAL 0 115200
+DEFAULT linux
+PROMPT 0
+TIMEOUT 0
+LABEL linux
+  KERNEL bzImage
+  INITRD initramfs.cpio.gz
+  APPEND console=ttyS0 console=tty0
+CFG
+find "$B" -exec touch -h -d "@$EPOCH" {} +
+genisoimage -quiet -V WASM86BOOT -r -J -b isolinux/isolinux.bin -c isolinux/boot.cat \
+	-no-emul-boot -boot-load-size 4 -boot-info-table -o "$HERE/boot.iso" "$B"
+
 # genisoimage stamps the volume descriptor with the current time: pin it for reproducibility.
-python3 - "$HERE/cdrom.iso" "$EPOCH" <<'PY'
+for iso in "$HERE/cdrom.iso" "$HERE/boot.iso"; do
+python3 - "$iso" "$EPOCH" <<'PY'
 import sys, time
 path, epoch = sys.argv[1], int(sys.argv[2])
 stamp = time.strftime("%Y%m%d%H%M%S00", time.gmtime(epoch)).encode() + b"\0"
@@ -65,11 +90,12 @@ with open(path, "r+b") as f:
             f.seek(sector * 2048 + off)
             f.write(stamp if off != 847 else b"0" * 16 + b"\0")
 PY
+done
 
 cd "$HERE"
-for f in disk.img cdrom.iso; do
+for f in disk.img cdrom.iso boot.iso; do
 	grep -v "  $f\$" SHA256SUMS >SHA256SUMS.new || true
 	sha256sum "$f" >>SHA256SUMS.new
 	mv SHA256SUMS.new SHA256SUMS
 done
-ls -l disk.img cdrom.iso
+ls -l disk.img cdrom.iso boot.iso

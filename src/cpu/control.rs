@@ -516,6 +516,7 @@ fn set_df(cpu: &mut Cpu, _: &Instr) -> Fault {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::seg::{ACC_ACCESSED, ACC_CODE, ACC_P, ACC_RW, ACC_S};
     use crate::cpu::{RunExit, SegCache};
 
     const CODE: u32 = 0x1000;
@@ -539,6 +540,26 @@ mod tests {
     fn stack_u32(cpu: &Cpu, off: u32) -> u32 {
         let a = (STACK + off) as usize;
         u32::from_le_bytes(cpu.mem.ram[a..a + 4].try_into().unwrap())
+    }
+
+    /// Real mode after protected mode: CS's cache still says "code" until a real-mode far jump
+    /// reloads it, which makes it a writable data segment (its limit kept), so a store through
+    /// CS works, as boot loaders (ISOLINUX) expect.
+    #[test]
+    fn a_real_mode_far_jump_makes_cs_writable_again() {
+        #[rustfmt::skip]
+        let mut cpu = cpu_with(&[
+            0xEA, 0x05, 0x00, 0x00, 0x01,   // 0000: jmp 0100:0005 (linear 0x1005)
+            0x2E, 0xA3, 0x00, 0x02,         // 0005: mov cs:[0x200], ax
+            0xF4,                           // 0009: hlt
+        ]);
+        cpu.segs[CS].access = ACC_P | ACC_S | ACC_CODE | ACC_RW | ACC_ACCESSED;
+        cpu.segs[CS].compute_ranges();
+        assert!(!cpu.segs[CS].can_write(0x200, 2), "a code segment first");
+        cpu.regs[EAX] = 0xBEEF;
+        run(&mut cpu);
+        assert_eq!(cpu.mem.ram[0x1200..0x1202], [0xEF, 0xBE]);
+        assert_eq!(cpu.segs[CS].limit, 0xFFFF);
     }
 
     #[test]

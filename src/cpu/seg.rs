@@ -168,7 +168,13 @@ impl Cpu {
             s.access |= 3 << 5;
             s.compute_ranges();
         }
-        // Real mode changes only selector and base: limits and attributes stay ("unreal mode").
+        // Real mode changes the selector and base, and makes the segment a present, writable
+        // data segment (as Bochs does, and real CPUs behave: code that returned from protected
+        // mode writes through CS, as ISOLINUX does); the limit stays ("unreal mode").
+        if !v86 {
+            s.access = ACC_P | ACC_S | ACC_RW | ACC_ACCESSED;
+            s.compute_ranges();
+        }
         if seg == Segment::CS {
             self.stop_block = true;
         }
