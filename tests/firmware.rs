@@ -172,7 +172,10 @@ fn the_bundled_linux_cd_boots_through_the_bios_and_isolinux() {
     let before = std::fs::read(&iso).unwrap();
     let (ok, out) = run(&["--cdrom", iso.to_str().unwrap(), "--until", "/ # "]);
     assert!(ok, "no shell prompt:\n{out}");
-    assert!(out.contains("ISOLINUX"), "ISOLINUX's banner on the serial line:\n{out}");
+    assert!(
+        out.contains("ISOLINUX"),
+        "ISOLINUX's banner on the serial line:\n{out}"
+    );
     assert!(out.contains("Linux version"), "{out}");
     assert_eq!(std::fs::read(&iso).unwrap(), before, "the image changed");
 }

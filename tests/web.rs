@@ -678,3 +678,55 @@ async fn linux_boots_to_a_shell_and_answers_on_serial_and_screen() {
     assert!(serial.contains("Linux version"), "{serial}");
     assert!(m.take_messages().is_empty());
 }
+
+// ---- booting through the BIOS ----
+
+const BIOS: &[u8] = include_bytes!("../images/firmware/bios-256k.bin");
+const VGA_BIOS: &[u8] = include_bytes!("../images/firmware/vgabios-stdvga.bin");
+
+/// A machine built with the bundled SeaBIOS and SeaVGABIOS boots a floppy given as bytes: its
+/// boot sector prints through INT 10h on the text screen. Bad ROMs and orders throw.
+#[wasm_bindgen_test]
+async fn a_floppy_boots_through_the_bios() {
+    #[rustfmt::skip]
+    let code = [
+        0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0x8E, 0xD0, 0xBC, 0x00, 0x7C, 0xFB, // cli; ds = ss = 0; sp
+        0xBE, 0x1F, 0x7C,                                                 // mov si, message
+        0xAC, 0x84, 0xC0, 0x74, 0x09,                                     // lodsb; test; jz end
+        0xB4, 0x0E, 0xBB, 0x07, 0x00, 0xCD, 0x10,                         // int 10h AH=0Eh
+        0xEB, 0xF2, 0xF4, 0xEB, 0xFD,                                     // loop; end: hlt
+    ];
+    let mut image = vec![0u8; 1_474_560];
+    image[..code.len()].copy_from_slice(&code);
+    let text = b"BOOTED IN THE BROWSER";
+    image[code.len()..code.len() + text.len()].copy_from_slice(text);
+    image[510] = 0x55;
+    image[511] = 0xAA;
+    let mut m = Machine::with_firmware(16.0, BIOS.to_vec(), Some(VGA_BIOS.to_vec()), "a")
+        .expect("a machine with firmware");
+    m.insert_floppy(Disk::from_bytes("boot.img".into(), image))
+        .expect("a 1.44 MB floppy");
+    let start = now_ms();
+    while !m.screen_text().contains("BOOTED IN THE BROWSER") {
+        assert!(
+            now_ms() - start < 60_000.0,
+            "no message:\n{}",
+            m.screen_text()
+        );
+        m.run(now_ms(), 1_000_000.0);
+        sleep(1).await;
+    }
+    assert!(m.screen_text().contains("SeaBIOS"), "{}", m.screen_text());
+
+    let e = Machine::with_firmware(16.0, vec![], None, "a")
+        .err()
+        .map(message);
+    assert!(e.unwrap().contains("empty"));
+    let e = Machine::with_firmware(16.0, BIOS.to_vec(), None, "z")
+        .err()
+        .map(message);
+    assert!(e.unwrap().contains("boot z"));
+    let mut m = Machine::with_firmware(16.0, BIOS.to_vec(), None, "a").unwrap();
+    let e = m.insert_floppy(Disk::from_bytes("odd.img".into(), vec![0; 1000]));
+    assert!(message(e.unwrap_err()).contains("fda odd.img"));
+}

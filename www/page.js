@@ -195,13 +195,18 @@ $("restore").addEventListener("change", (e) => {
 async function useLocalImage(file) {
   const dialog = $("slot-dialog");
   $("slot-file").textContent = `${file.name} (${(file.size / 1048576).toFixed(1)} MiB)`;
-  // CD images are usually .iso; anything else is most likely a hard disk.
-  const guess = /\.iso$/i.test(file.name) ? "cdrom" : "hda";
+  // CD images are usually .iso; an image of a diskette's size is a floppy to boot; anything
+  // else is most likely a hard disk.
+  const floppySizes = [368640, 737280, 1228800, 1474560, 2949120];
+  const guess = /\.iso$/i.test(file.name) ? "cdrom" : floppySizes.includes(file.size) ? "bios-fda" : "hda";
   dialog.returnValue = "cancel";
   dialog.showModal();
   dialog.querySelector(`button[value="${guess}"]`).focus();
   const slot = await new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue), { once: true }));
-  if (slot === "hda" || slot === "hdb" || slot === "cdrom") controller.restart({ [slot]: file });
+  const none = { hda: null, hdb: null, cdrom: null, fda: null };
+  if (slot === "hda" || slot === "hdb" || slot === "cdrom") controller.restart({ [slot]: file, firmware: false });
+  const bios = { "bios-fda": ["fda", "a"], "bios-hda": ["hda", "c"], "bios-cdrom": ["cdrom", "d"] }[slot];
+  if (bios) controller.restart({ ...none, [bios[0]]: file, firmware: true, boot: bios[1] });
 }
 
 $("file").addEventListener("change", (e) => {

@@ -1,11 +1,14 @@
 // <wasm86-machine>: an emulated PC for any static HTML page, with one include:
 //
 //   <script type="module" src="https://example.org/wasm86/wasm86-machine.js"></script>
-//   <wasm86-machine kernel="…" initrd="…" append="…" memory="64" hda="…" cdrom="…" jit="0"
+//   <wasm86-machine kernel="…" initrd="…" append="…" memory="64" hda="…" cdrom="…" fda="…"
+//                   boot="cad" bios="…" vgabios="…" jit="0"
 //                   show="serial|screen|both" run="uname -a" label="…" rows="20"
 //                   start="click"></wasm86-machine>
 //
-// Every attribute is optional: the defaults boot the Linux bundled next to this module. URLs in
+// Every attribute is optional: the defaults boot the Linux bundled next to this module. A drive
+// (hda, cdrom, fda) without kernel, initrd or append boots through the BIOS (SeaBIOS, bundled
+// next to this module), as does boot="ORDER" (a floppy, c hard disk, d CD). URLs in
 // attributes are relative to the page. Each element runs its own machine in its own worker. A
 // machine starts when it is clicked, or when it scrolls into view (start="click" waits for the
 // click), so a page with ten of them downloads nothing until the reader gets there.
@@ -16,7 +19,7 @@
 import { MachineController, resolveOptions } from "./wasm86.js";
 import { ScreenView, bindKeyboard, bindMouse, createTerminal, toggleFullscreen, XTERM_CSS } from "./ui.js";
 
-const OPTION_ATTRS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "jit", "jit-threshold", "state"];
+const OPTION_ATTRS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgabios", "jit", "jit-threshold", "state"];
 
 /** A shell prompt: "# " at the end of the output, or followed by busybox's cursor-position query
  * ESC[6n (kernel messages may come right after it). */

@@ -22,6 +22,16 @@ export const DEFAULTS = Object.freeze({
   hda: null,
   hdb: null,
   cdrom: null,
+  // A floppy image for drive A: (360 KB to 2.88 MB; downloaded whole).
+  fda: null,
+  // Booting through the BIOS: a drive given without a kernel option (kernel, initrd, append)
+  // boots this way, and so does giving `boot` (the drives to try: a floppy, c hard disk,
+  // d CD-ROM; default "cad"), `bios` or `vgaBios` (the firmware, SeaBIOS and SeaVGABIOS by
+  // default). Then `firmware` is true.
+  boot: null,
+  bios: new URL("images/firmware/bios-256k.bin", here).href,
+  vgaBios: new URL("images/firmware/vgabios-stdvga.bin", here).href,
+  firmware: false,
   // A saved machine to start from instead of booting (a state file: URL, File, Blob or bytes).
   // Unless the boot is asked for (state=none, or any of the kernel, initrd, append, memory or
   // disk options), the page starts from the bundled Linux saved at its prompt (DEFAULT_STATE).
@@ -38,7 +48,11 @@ export const DEFAULT_STATE = new URL("images/linux.state", here).href;
 
 /** The options that choose what boots: giving any of them boots instead of restoring the
  * default state (that state was saved with the defaults, and with no disks). */
-const BOOT_OPTIONS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom"];
+const BOOT_OPTIONS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgaBios"];
+/** The options that boot a kernel directly (without them, drives boot through the BIOS). */
+const KERNEL_OPTIONS = ["kernel", "initrd", "append"];
+/** The options that choose firmware and so a boot through the BIOS. */
+const FIRMWARE_OPTIONS = ["boot", "bios", "vgaBios"];
 
 /** The emulator package (wasm-pack --target web output), next to this module. */
 const PKG_URL = new URL("pkg/wasm86.js", here).href;
@@ -62,11 +76,12 @@ export function resolveOptions(given, base = document.baseURI) {
       throw new Error(`${name}=${v} is not a valid URL`);
     }
   };
-  for (const name of ["kernel", "initrd", "hda", "hdb", "cdrom"]) {
+  if (given.vgaBios === undefined && given.vgabios !== undefined) given = { ...given, vgaBios: given.vgabios };
+  for (const name of ["kernel", "initrd", "hda", "hdb", "cdrom", "fda", "bios", "vgaBios"]) {
     const v = given[name];
     if (v === undefined) continue;
     // "" or "none" (or null, from options resolved before) mean no such file; the kernel is needed.
-    if (v === null || v === "" || v === "none") out[name] = name === "kernel" ? DEFAULTS.kernel : null;
+    if (v === null || v === "" || v === "none") out[name] = name === "kernel" || name === "bios" ? DEFAULTS[name] : null;
     else if (typeof v !== "string") out[name] = v; // a File or Blob
     else out[name] = url(name, v);
   }
@@ -79,6 +94,26 @@ export function resolveOptions(given, base = document.baseURI) {
     out.state = DEFAULT_STATE;
   }
   if (given.append !== undefined && given.append !== null) out.append = String(given.append);
+  const set = (name) => given[name] !== undefined && given[name] !== null && given[name] !== "";
+  const drive = ["hda", "hdb", "cdrom", "fda"].some((name) => out[name]);
+  if (typeof given.firmware === "boolean") {
+    // Options resolved before (the controller resolves what it is given again).
+    out.firmware = given.firmware;
+  } else {
+    out.firmware = FIRMWARE_OPTIONS.some(set) || (drive && !KERNEL_OPTIONS.some(set));
+    if (FIRMWARE_OPTIONS.some(set) && KERNEL_OPTIONS.some(set)) {
+      throw new Error("boot, bios and vgabios boot through the BIOS: they cannot be given with kernel, initrd or append");
+    }
+  }
+  if (out.firmware) {
+    const order = set("boot") ? String(given.boot).toLowerCase() : "cad";
+    if (!/^[acd]{1,3}$/.test(order) || new Set(order).size !== order.length) {
+      throw new Error(`boot=${given.boot} is not a boot order: up to three different letters of a (floppy), c (hard disk), d (CD-ROM), for example boot=dc`);
+    }
+    out.boot = order;
+    // The saved Linux is not what boots.
+    if (given.state === undefined) out.state = null;
+  }
   // A command line that names the root file system (root=/dev/sda) asks for it: the bundled
   // initramfs would ignore it (it is a whole userland and never mounts another root), so it is
   // only loaded then when asked for by name.
@@ -107,12 +142,12 @@ export function resolveOptions(given, base = document.baseURI) {
   return out;
 }
 
-/** Options from the page's query string: kernel initrd append hda hdb cdrom memory jit
- * jit-threshold state. */
+/** Options from the page's query string: kernel initrd append hda hdb cdrom fda boot bios
+ * vgabios memory jit jit-threshold state. */
 export function optionsFromQuery(search = location.search, base = location.href) {
   const q = new URLSearchParams(search);
   const given = {};
-  for (const name of ["kernel", "initrd", "append", "hda", "hdb", "cdrom", "memory", "jit", "jit-threshold", "state"]) {
+  for (const name of ["kernel", "initrd", "append", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgabios", "memory", "jit", "jit-threshold", "state"]) {
     if (q.has(name)) given[name] = q.get(name);
   }
   return resolveOptions(given, base);
@@ -396,7 +431,8 @@ export class MachineController extends EventTarget {
       this._terminate();
     };
     worker.onmessageerror = () => this._fail("The emulator's worker sent a message that could not be read.");
-    const { kernel, initrd, append, memory, hda, hdb, cdrom, jit, jitThreshold, state } = this.options;
+    const { kernel, initrd, append, memory, hda, hdb, cdrom, fda, jit, jitThreshold, state } = this.options;
+    const { firmware, bios, vgaBios, boot } = this.options;
     worker.postMessage({
       type: "start",
       options: {
@@ -408,6 +444,9 @@ export class MachineController extends EventTarget {
         hda,
         hdb,
         cdrom,
+        fda,
+        // Through the BIOS: the ROMs and the boot order (no kernel is loaded).
+        firmware: firmware ? { bios, vgaBios, boot } : null,
         jit,
         jitThreshold,
         state,

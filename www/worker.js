@@ -265,6 +265,15 @@ async function download(label, url) {
 
 /** Open one disk given as a URL (streamed with Range requests) or a local File. */
 async function openDisk(slot, source) {
+  if (slot === "fda" && typeof source === "string") {
+    // A floppy is small and its controller wants every sector at once: download it whole.
+    const bytes = await download("fda", source);
+    try {
+      return { disk: wasm.Disk.from_bytes(fileName(source), bytes), name: fileName(source), local: false };
+    } catch (err) {
+      throw new Error(`fda ${source}: ${err && err.message ? err.message : err}`);
+    }
+  }
   if (typeof source === "string") {
     post({
       type: "progress",
@@ -331,9 +340,19 @@ async function start(options) {
   }
 
   // Everything is fetched at once; the kernel and initrd are needed whole before boot, and
-  // only for a reboot when the machine starts from a saved state.
-  const kernelP = download("kernel", options.kernel);
-  const initrdP = options.initrd ? download("initrd", options.initrd) : Promise.resolve(undefined);
+  // only for a reboot when the machine starts from a saved state. Booting through the BIOS
+  // needs its ROMs instead of a kernel.
+  const firmware = options.firmware;
+  const kernelP = firmware
+    ? download("bios", firmware.bios)
+    : download("kernel", options.kernel);
+  const initrdP = firmware
+    ? firmware.vgaBios
+      ? download("vga bios", firmware.vgaBios)
+      : Promise.resolve(undefined)
+    : options.initrd
+      ? download("initrd", options.initrd)
+      : Promise.resolve(undefined);
   let stateP = options.state ? loadState(options.state) : null;
   if (stateP && options.stateIsDefault) {
     // The site's own saved Linux: if it cannot be had, boot instead (after saying why).
@@ -343,7 +362,7 @@ async function start(options) {
     });
   }
   const diskPs = [];
-  for (const slot of ["hda", "hdb", "cdrom"]) {
+  for (const slot of ["hda", "hdb", "cdrom", "fda"]) {
     if (options[slot]) diskPs.push(openDisk(slot, options[slot]).then((d) => ({ slot, ...d })));
   }
   // Settle all before throwing, so a second failure does not become an unhandled rejection.
@@ -384,7 +403,9 @@ async function start(options) {
     );
   } else {
     try {
-      machine = new wasm.Machine(options.memory);
+      machine = firmware
+        ? wasm.Machine.with_firmware(options.memory, values[0], values[1], firmware.boot)
+        : new wasm.Machine(options.memory);
     } catch (err) {
       throw new Error(`Could not create the machine: ${describe(err)}`);
     }
@@ -414,6 +435,7 @@ async function start(options) {
     if (!stateP) {
       try {
         if (slot === "cdrom") machine.insert_cdrom(disk);
+        else if (slot === "fda") machine.insert_floppy(disk);
         else machine.attach_disk(slot === "hda" ? 0 : 1, disk);
       } catch (err) {
         throw new Error(`${slot} ${name}: ${describe(err)}`);
@@ -423,6 +445,9 @@ async function start(options) {
   }
   if (stateP) {
     post({ type: "restored" });
+  } else if (firmware) {
+    // The CPU starts at the BIOS's reset vector: nothing to load.
+    post({ type: "boot" });
   } else {
     try {
       machine.load_linux(kernel, initrd, options.append);

@@ -5,10 +5,11 @@ use super::disk::{into_backend, stream_config, Disk};
 use super::http::{Feed, Messages};
 use crate::boot::linux;
 use crate::dev::atapi::Cdrom;
+use crate::dev::fdc::Diskette;
 use crate::dev::ide::{AtaDisk, Drive};
 use crate::input::HostInput;
 use crate::keymap;
-use crate::machine::{Machine as Core, MachineConfig, Stop, TimeMode};
+use crate::machine::{BootOrder, Firmware, Machine as Core, MachineConfig, Stop, TimeMode};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
@@ -64,6 +65,48 @@ impl Machine {
     /// tab that much memory.
     #[wasm_bindgen(constructor)]
     pub fn new(memory_mib: f64) -> Result<Machine, JsError> {
+        Machine::build(memory_mib, None)
+    }
+
+    /// A machine that boots through firmware, as a PC does: `bios` is the system BIOS ROM (at
+    /// most 256 KiB; the CPU starts at its reset vector), `vga_bios` the display's VGA BIOS
+    /// (undefined: none), `boot_order` the drives to try (letters a: floppy, c: hard disk, d:
+    /// CD-ROM, e.g. "cad"). Attach the drives next; there is no kernel to load. Throws on a bad
+    /// ROM, boot order or memory size.
+    pub fn with_firmware(
+        memory_mib: f64,
+        bios: Vec<u8>,
+        vga_bios: Option<Vec<u8>>,
+        boot_order: &str,
+    ) -> Result<Machine, JsError> {
+        let order =
+            BootOrder::parse(boot_order).map_err(|e| error(format!("boot {boot_order}: {e}")))?;
+        let firmware =
+            Firmware::new(bios, vga_bios, order).map_err(|e| error(format!("firmware: {e}")))?;
+        Machine::build(memory_mib, Some(firmware))
+    }
+
+    /// Put `disk` into floppy drive A: (360 KB to 2.88 MB, sized from the image), replacing the
+    /// diskette that was there. Consumes the disk. Throws on an image of no floppy size.
+    pub fn insert_floppy(&mut self, disk: Disk) -> Result<(), JsError> {
+        let (name, downloaded, warning) = (
+            disk.name.clone(),
+            disk.whole_download(),
+            disk.warning.clone(),
+        );
+        let (backend, stream) = into_backend(disk.source);
+        let diskette =
+            Diskette::new(backend, false).map_err(|e| error(format!("fda {name}: {e}")))?;
+        self.core.insert_floppy(0, Some(diskette));
+        self.register("fda", downloaded, stream, warning);
+        Ok(())
+    }
+}
+
+impl Machine {
+    /// A machine with `memory_mib` MiB of RAM in real-time mode, booting through `firmware` if
+    /// any (see [`Machine::new`]).
+    fn build(memory_mib: f64, firmware: Option<Firmware>) -> Result<Machine, JsError> {
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory_mib) || memory_mib.fract() != 0.0 {
             let why = if memory_mib.fract() != 0.0 || memory_mib.is_nan() {
                 "is not a whole number of MiB"
@@ -95,13 +138,16 @@ impl Machine {
             time_mode: TimeMode::Realtime,
             rtc_unix_seconds: (js_sys::Date::now() / 1000.0) as i64,
             fast_serial: true,
-            firmware: None,
+            firmware,
         });
         // The CD-ROM drive is always there, so a disc can be inserted later.
         core.attach_drive(CDROM_SLOT, Drive::Atapi(Cdrom::empty()));
         Ok(Machine::with_core(core))
     }
+}
 
+#[wasm_bindgen]
+impl Machine {
     /// Turn the compiling tier on (a block is compiled once it has started `threshold` times;
     /// 1 is the most eager) or off (0). Throws if this browser cannot compile WebAssembly at
     /// run time.
@@ -531,14 +577,18 @@ impl Machine {
         }
     }
 
-    /// After a reset: drop queued input and boot the kernel again.
+    /// After a reset: drop queued input and boot the kernel again (a machine with firmware
+    /// boots itself: its BIOS runs again).
     fn reboot(&mut self) {
+        self.input.clear();
+        if self.core.board().firmware().is_some() {
+            return;
+        }
         if self.core.is_recording() {
             // Loading the kernel into RAM is not something a replay can do.
             self.core.end_recording();
             self.message("recording: the machine rebooted, so the recording ends there");
         }
-        self.input.clear();
         match &self.kernel {
             Some(k) => {
                 if let Err(e) = boot(&mut self.core, k) {

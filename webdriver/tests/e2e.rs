@@ -398,6 +398,43 @@ async fn query_option_errors_are_shown_in_plain_words() {
     .await;
 }
 
+/// `?cdrom=images/boot.iso` without a kernel option boots through the BIOS: SeaBIOS and
+/// SeaVGABIOS from the site, the disc streamed to ISOLINUX, which loads the bundled Linux; its
+/// shell answers on the serial console and the canvas shows the console. A bad boot order is a
+/// plain-words error.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cd_boots_through_the_bios_in_the_page() {
+    run(|env| async move {
+        env.goto("/?cdrom=images/boot.iso").await?;
+        let m = env.index_machine();
+        wait_prompt(&m, 0, boot_timeout()).await?;
+        let snap = m.snapshot().await?;
+        for needle in ["ISOLINUX", "Linux version"] {
+            if !snap.serial.contains(needle) {
+                return Err(format!(
+                    "no {needle:?} on the serial console\n{}",
+                    m.describe(&snap)
+                ));
+            }
+        }
+        wait_kernel_settled(&m).await;
+        serial_command(&m, "echo $((6*7))", "42").await?;
+        let shot = env.screenshot("bios-cdrom.png").await?;
+        let canvas = assert_canvas_not_blank(&env, &shot).await?;
+        println!("bios cdrom: {canvas}");
+
+        let text = expect_page_error(&env, "?fda=images/boot.iso&boot=x").await?;
+        if !text.contains("boot=x") {
+            return Err(format!(
+                "?boot=x: #error does not name the option: {text:?}"
+            ));
+        }
+        println!("?boot=x -> #error: {}", text.trim());
+        Ok(())
+    })
+    .await;
+}
+
 /// A disk streamed over HTTP as the root file system: the guest runs programs from it while
 /// only part of it was downloaded, with ranged requests.
 #[tokio::test(flavor = "current_thread")]
