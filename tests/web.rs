@@ -730,3 +730,39 @@ async fn a_floppy_boots_through_the_bios() {
     let e = m.insert_floppy(Disk::from_bytes("odd.img".into(), vec![0; 1000]));
     assert!(message(e.unwrap_err()).contains("fda odd.img"));
 }
+
+/// The BIOS keyboard path: keys typed into the page reach a boot sector through the i8042, the
+/// BIOS's IRQ 1 handler and INT 16h, and it echoes them through INT 10h.
+#[wasm_bindgen_test]
+async fn keys_reach_a_boot_sector_through_the_bios() {
+    #[rustfmt::skip]
+    let code = [
+        0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0x8E, 0xD0, 0xBC, 0x00, 0x7C, 0xFB, // cli; ds = ss = 0; sp
+        0xB4, 0x00, 0xCD, 0x16,                                           // 7C0B: INT 16h AH=0
+        0xB4, 0x0E, 0xBB, 0x07, 0x00, 0xCD, 0x10,                         // INT 10h AH=0Eh
+        0xEB, 0xF3,                                                       // jmp 7C0B
+    ];
+    let mut image = vec![0u8; 1_474_560];
+    image[..code.len()].copy_from_slice(&code);
+    image[510] = 0x55;
+    image[511] = 0xAA;
+    let mut m = Machine::with_firmware(16.0, BIOS.to_vec(), Some(VGA_BIOS.to_vec()), "a").unwrap();
+    m.insert_floppy(Disk::from_bytes("keys.img".into(), image))
+        .unwrap();
+    let start = now_ms();
+    while !m.screen_text().contains("Booting from Floppy") {
+        assert!(now_ms() - start < 60_000.0, "no boot:\n{}", m.screen_text());
+        m.run(now_ms(), 1_000_000.0);
+        sleep(1).await;
+    }
+    m.type_text("Typed, 42!");
+    while !m.screen_text().contains("Typed, 42!") {
+        assert!(
+            now_ms() - start < 60_000.0,
+            "the keys did not arrive:\n{}",
+            m.screen_text()
+        );
+        m.run(now_ms(), 1_000_000.0);
+        sleep(1).await;
+    }
+}

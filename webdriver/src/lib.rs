@@ -904,6 +904,35 @@ pub fn plain(text: &str) -> String {
     out
 }
 
+/// `text` without the kernel's log lines (`[    4.602095] ...` up to and including the end of
+/// the line): the kernel prints on the serial console whenever it likes, in the middle of a
+/// command's echo too, and what is left around the message joins up again.
+pub fn without_kernel_log(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('[') {
+        let stamp = rest[at + 1..]
+            .find(']')
+            .map(|end| &rest[at + 1..at + 1 + end]);
+        let is_stamp = stamp.is_some_and(|t| {
+            let t = t.trim_start();
+            t.contains('.') && !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+        });
+        if !is_stamp {
+            out.push_str(&rest[..=at]);
+            rest = &rest[at + 1..];
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        rest = match rest[at..].find('\n') {
+            Some(nl) => &rest[at + nl + 1..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Whether some line of `text`, trimmed, equals `line`.
 pub fn has_line(text: &str, line: &str) -> bool {
     plain(text).lines().any(|l| l.trim() == line)
@@ -966,6 +995,17 @@ pub fn site_file_size(rel: &str) -> Res<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_log_lines_are_taken_out_of_a_command_s_echo() {
+        let serial = "wasm86:/ # e[    4.602095] clocksource: watchdog\n[    4.624501] \
+                      clocksource: Switched to clocksource pit\ncho changed\nchanged\n";
+        assert_eq!(
+            without_kernel_log(serial),
+            "wasm86:/ # echo changed\nchanged\n"
+        );
+        assert_eq!(without_kernel_log("a [b] [1] [x.2]\n"), "a [b] [1] [x.2]\n");
+    }
 
     #[test]
     fn serve_line_is_parsed() {

@@ -8,8 +8,8 @@ use base64::Engine;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use wasm86_webdriver::{
-    boot_timeout, has_line, non_black_pixels, plain, run, site_file_size, wasm86_bin, Env, Machine,
-    Res, Snapshot,
+    boot_timeout, has_line, non_black_pixels, plain, run, site_file_size, wasm86_bin,
+    without_kernel_log, Env, Machine, Res, Snapshot,
 };
 
 /// The bundled Linux's shell prompt (initramfs, /etc/profile).
@@ -67,7 +67,7 @@ async fn serial_command(m: &Machine, cmd: &str, line: &str) -> Res<String> {
         &format!("the echo of `{cmd}` and then a line `{line}` on the serial console"),
         COMMAND,
         |s| {
-            let new = plain(s.serial.get(from..)?);
+            let new = without_kernel_log(&plain(s.serial.get(from..)?));
             let echo = new.find(cmd)?;
             let after = &new[echo + cmd.len()..];
             has_line(after, line).then(|| after.to_string())
@@ -84,7 +84,7 @@ async fn serial_output(m: &Machine, cmd: &str, needles: &[&str]) -> Res<String> 
         &format!("{needles:?} on the serial console after the echo of `{cmd}`"),
         COMMAND,
         |s| {
-            let new = plain(s.serial.get(from..)?);
+            let new = without_kernel_log(&plain(s.serial.get(from..)?));
             let after = &new[new.find(cmd)? + cmd.len()..];
             needles
                 .iter()
