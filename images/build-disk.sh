@@ -7,9 +7,12 @@
 #   images/cdrom.iso   ISO 9660 (Rock Ridge + Joliet) of images/cdrom/
 #   images/boot.iso    the bundled Linux (bzImage, initramfs.cpio.gz) on a CD that boots through
 #                      the BIOS: El Torito, no emulation, ISOLINUX (Debian's isolinux package)
+#   images/hdboot.img  the same on a partitioned 8 MiB hard disk: syslinux's MBR, one bootable
+#                      FAT16 partition at 1 MiB with SYSLINUX and its menu (Debian's syslinux)
 # and updates their lines in images/SHA256SUMS.
 #
-# Needs mke2fs (e2fsprogs), genisoimage and isolinux (+ syslinux-common). Reproducible: fixed UUIDs, hash seed and
+# Needs mke2fs (e2fsprogs), genisoimage, isolinux, syslinux (+ syslinux-common), mtools and
+# dosfstools. Reproducible: fixed UUIDs, hash seed and
 # timestamps (SOURCE_DATE_EPOCH, default 1704067200 = 2024-01-01).
 # Environment: WASM86_BUILD_DIR (default /work/build-images), where build.sh put busybox.
 set -eu
@@ -24,6 +27,9 @@ command -v genisoimage >/dev/null || { echo "genisoimage missing: apt-get instal
 ISOLINUX=/usr/lib/ISOLINUX/isolinux.bin
 LDLINUX=/usr/lib/syslinux/modules/bios/ldlinux.c32
 [ -f "$ISOLINUX" ] && [ -f "$LDLINUX" ] || { echo "isolinux missing: apt-get install isolinux syslinux-common" >&2; exit 1; }
+for t in syslinux mcopy mkfs.fat; do
+	command -v $t >/dev/null || { echo "$t missing: apt-get install syslinux mtools dosfstools" >&2; exit 1; }
+done
 
 S=$W/disk-staging
 rm -rf "$S"
@@ -92,10 +98,46 @@ with open(path, "r+b") as f:
 PY
 done
 
+# The hard disk: an MBR partition table by hand (one bootable FAT16 LBA partition from sector
+# 2048 to the end), syslinux's MBR code, mkfs.fat and syslinux at the partition's offset, and
+# the files copied in with mtools: no root, no loop mount.
+H=$W/hdboot
+rm -rf "$H"
+mkdir -p "$H"
+rm -f "$HERE/hdboot.img"
+truncate -s 8M "$HERE/hdboot.img"
+python3 - "$HERE/hdboot.img" <<'PY'
+import struct, sys
+total = 8 * 1024 * 1024 // 512
+with open(sys.argv[1], "r+b") as f:
+    f.seek(446)
+    f.write(bytes([0x80, 0xFE, 0xFF, 0xFF, 0x0E, 0xFE, 0xFF, 0xFF]) + struct.pack("<II", 2048, total - 2048))
+    f.seek(510)
+    f.write(b"\x55\xaa")
+PY
+dd if=/usr/lib/syslinux/mbr/mbr.bin of="$HERE/hdboot.img" conv=notrunc bs=440 count=1 status=none
+mkfs.fat -F 16 -s 1 -n WASM86HD -i 7761736d --invariant --offset 2048 "$HERE/hdboot.img" $(((8 * 2048 - 2048) / 2)) >/dev/null
+syslinux --install --offset $((2048 * 512)) "$HERE/hdboot.img"
+cat >"$H/syslinux.cfg" <<'CFG'
+SERIAL 0 115200
+UI menu.c32
+PROMPT 0
+TIMEOUT 30
+MENU TITLE wasm86 hard disk (SYSLINUX)
+DEFAULT linux
+LABEL linux
+  MENU LABEL Linux (the bundled kernel and initramfs)
+  KERNEL /bzImage
+  INITRD /initramfs.cpio.gz
+  APPEND console=ttyS0 console=tty0 nomodeset
+CFG
+MTOOLS_SKIP_CHECK=1 mcopy -m -i "$HERE/hdboot.img@@1M" "$HERE/bzImage" "$HERE/initramfs.cpio.gz" "$H/syslinux.cfg" \
+	/usr/lib/syslinux/modules/bios/menu.c32 /usr/lib/syslinux/modules/bios/libutil.c32 ::/
+
 cd "$HERE"
-for f in disk.img cdrom.iso boot.iso; do
+for f in disk.img cdrom.iso boot.iso hdboot.img; do
 	grep -v "  $f\$" SHA256SUMS >SHA256SUMS.new || true
 	sha256sum "$f" >>SHA256SUMS.new
 	mv SHA256SUMS.new SHA256SUMS
 done
-ls -l disk.img cdrom.iso boot.iso
+ls -l disk.img cdrom.iso boot.iso hdboot.img

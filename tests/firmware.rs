@@ -179,3 +179,23 @@ fn the_bundled_linux_cd_boots_through_the_bios_and_isolinux() {
     assert!(out.contains("Linux version"), "{out}");
     assert_eq!(std::fs::read(&iso).unwrap(), before, "the image changed");
 }
+
+#[test]
+fn the_bundled_linux_on_a_partitioned_disk_boots_through_syslinux_s_menu() {
+    let hda = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images/hdboot.img");
+    let before = std::fs::read(&hda).unwrap();
+    let (ok, out) = run(&["--hda", hda.to_str().unwrap(), "--until", "/ # "]);
+    assert!(ok, "no shell prompt:\n{out}");
+    for needle in [
+        "SYSLINUX",
+        "wasm86 hard disk (SYSLINUX)",
+        "Automatic boot in",
+        "Linux version",
+    ] {
+        assert!(
+            out.contains(needle),
+            "no {needle:?} on the serial line:\n{out}"
+        );
+    }
+    assert_eq!(std::fs::read(&hda).unwrap(), before, "the image changed");
+}

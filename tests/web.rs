@@ -681,6 +681,20 @@ async fn linux_boots_to_a_shell_and_answers_on_serial_and_screen() {
 
 // ---- booting through the BIOS ----
 
+/// Run `m` until its text screen shows `text`; panics, showing the screen, after a minute.
+async fn run_until_screen(m: &mut Machine, text: &str) {
+    let start = now_ms();
+    while !m.screen_text().contains(text) {
+        assert!(
+            now_ms() - start < 60_000.0,
+            "no {text:?} on the screen:\n{}",
+            m.screen_text()
+        );
+        m.run(now_ms(), 1_000_000.0);
+        sleep(1).await;
+    }
+}
+
 const BIOS: &[u8] = include_bytes!("../images/firmware/bios-256k.bin");
 const VGA_BIOS: &[u8] = include_bytes!("../images/firmware/vgabios-stdvga.bin");
 
@@ -706,16 +720,7 @@ async fn a_floppy_boots_through_the_bios() {
         .expect("a machine with firmware");
     m.insert_floppy(Disk::from_bytes("boot.img".into(), image))
         .expect("a 1.44 MB floppy");
-    let start = now_ms();
-    while !m.screen_text().contains("BOOTED IN THE BROWSER") {
-        assert!(
-            now_ms() - start < 60_000.0,
-            "no message:\n{}",
-            m.screen_text()
-        );
-        m.run(now_ms(), 1_000_000.0);
-        sleep(1).await;
-    }
+    run_until_screen(&mut m, "BOOTED IN THE BROWSER").await;
     assert!(m.screen_text().contains("SeaBIOS"), "{}", m.screen_text());
 
     let e = Machine::with_firmware(16.0, vec![], None, "a")
@@ -749,20 +754,7 @@ async fn keys_reach_a_boot_sector_through_the_bios() {
     let mut m = Machine::with_firmware(16.0, BIOS.to_vec(), Some(VGA_BIOS.to_vec()), "a").unwrap();
     m.insert_floppy(Disk::from_bytes("keys.img".into(), image))
         .unwrap();
-    let start = now_ms();
-    while !m.screen_text().contains("Booting from Floppy") {
-        assert!(now_ms() - start < 60_000.0, "no boot:\n{}", m.screen_text());
-        m.run(now_ms(), 1_000_000.0);
-        sleep(1).await;
-    }
+    run_until_screen(&mut m, "Booting from Floppy").await;
     m.type_text("Typed, 42!");
-    while !m.screen_text().contains("Typed, 42!") {
-        assert!(
-            now_ms() - start < 60_000.0,
-            "the keys did not arrive:\n{}",
-            m.screen_text()
-        );
-        m.run(now_ms(), 1_000_000.0);
-        sleep(1).await;
-    }
+    run_until_screen(&mut m, "Typed, 42!").await;
 }
