@@ -122,7 +122,7 @@ cat >"$H/syslinux.cfg" <<'CFG'
 SERIAL 0 115200
 UI menu.c32
 PROMPT 0
-TIMEOUT 30
+TIMEOUT 50
 MENU TITLE wasm86 hard disk (SYSLINUX)
 DEFAULT linux
 LABEL linux

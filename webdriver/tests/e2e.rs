@@ -435,6 +435,45 @@ async fn a_cd_boots_through_the_bios_in_the_page() {
     .await;
 }
 
+/// `?hda=images/hdboot.img` boots a partitioned disk through the BIOS to SYSLINUX's menu. Keys
+/// typed on the page reach the boot loader: Tab opens the kernel command line, the typed words
+/// are added to it, and Enter boots; the kernel then shows them in /proc/cmdline.
+#[tokio::test(flavor = "current_thread")]
+async fn a_key_pressed_in_the_boot_loader_s_menu_reaches_it() {
+    run(|env| async move {
+        env.goto("/?hda=images/hdboot.img").await?;
+        let m = env.index_machine();
+        m.wait_for("SYSLINUX's menu on the screen", boot_timeout(), |s| {
+            s.screen.contains("Press [Tab]").then_some(())
+        })
+        .await?;
+        let shot = env.screenshot("syslinux-menu.png").await?;
+        println!(
+            "syslinux menu: {}",
+            assert_canvas_not_blank(&env, &shot).await?
+        );
+        // Tab stops the countdown and opens the command line; the words go at its end. Few
+        // keys: a BIOS keeps 15 in its buffer, and typeText does not wait for the boot loader
+        // to take each one as a person typing would.
+        m.type_text("\t w=7\n").await?;
+        wait_prompt(&m, 0, boot_timeout()).await?;
+        wait_kernel_settled(&m).await;
+        let snap = m.snapshot().await?;
+        let given = plain(&snap.serial)
+            .lines()
+            .any(|l| l.contains("Kernel command line:") && l.contains(" w=7"));
+        if !given {
+            return Err(format!(
+                "the words typed in the menu are not on the kernel's command line\n{}",
+                m.describe(&snap)
+            ));
+        }
+        serial_command(&m, "echo $((6*7))", "42").await?;
+        Ok(())
+    })
+    .await;
+}
+
 /// A disk streamed over HTTP as the root file system: the guest runs programs from it while
 /// only part of it was downloaded, with ranged requests.
 #[tokio::test(flavor = "current_thread")]
