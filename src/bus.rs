@@ -41,6 +41,12 @@ pub trait Bus {
     fn take_mmio_changes(&mut self) -> Vec<MmioChange> {
         Vec::new()
     }
+    /// The A20 gate, if a device access since the last call moved it (port 0x92, the keyboard
+    /// controller's output port). The CPU asks after every OUT: code that opens the gate tests
+    /// it at once by writing above 1 MiB, and copies itself there right after.
+    fn take_a20(&mut self) -> Option<bool> {
+        None
+    }
 }
 
 /// A change of the physical memory map that a device access made, for the CPU's page map.

@@ -212,3 +212,95 @@ fn the_bundled_linux_on_a_partitioned_disk_boots_through_syslinux_s_menu() {
     }
     assert_eq!(std::fs::read(&hda).unwrap(), before, "the image changed");
 }
+
+#[test]
+fn the_grub_floppy_starts_memtest86_from_its_menu() {
+    let fda = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images/floppy.img");
+    let before = std::fs::read(&fda).unwrap();
+    let (ok, out) = run(&[
+        "--fda",
+        fda.to_str().unwrap(),
+        "--until-screen",
+        "Press <F1> to configure",
+    ]);
+    assert!(ok, "Memtest86+ did not start:\n{out}");
+    assert!(
+        out.contains("GNU GRUB  version 2.06"),
+        "GRUB's menu on the serial line:\n{out}"
+    );
+    assert!(out.contains("Memtest86+ v6.10"), "{out}");
+    // What it found: the machine's 128 MiB and its L1 cache (CPUID leaf 2).
+    assert!(out.contains("Memory  :  128MB"), "{out}");
+    assert_eq!(std::fs::read(&fda).unwrap(), before, "the image changed");
+}
+
+/// A machine booting through the bundled firmware with `floppy` in drive A: and `disk` as the
+/// first hard disk.
+fn bios_machine(floppy: &str, disk: &str) -> wasm86::machine::Machine {
+    use wasm86::block::MemBackend;
+    use wasm86::dev::fdc::Diskette;
+    use wasm86::dev::ide::{AtaDisk, Drive};
+    let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images");
+    let firmware = wasm86::machine::Firmware::new(
+        std::fs::read(images.join("firmware/bios-256k.bin")).unwrap(),
+        Some(std::fs::read(images.join("firmware/vgabios-stdvga.bin")).unwrap()),
+        wasm86::machine::BootOrder::parse("a").unwrap(),
+    )
+    .unwrap();
+    let mut m = wasm86::machine::Machine::new(wasm86::machine::MachineConfig {
+        firmware: Some(firmware),
+        ..Default::default()
+    });
+    let backend = |name: &str| Box::new(MemBackend::new(std::fs::read(images.join(name)).unwrap()));
+    m.insert_floppy(0, Some(Diskette::new(backend(floppy), false).unwrap()));
+    m.attach_drive(0, Drive::Ata(AtaDisk::new(backend(disk)).unwrap()));
+    m
+}
+
+/// Run `m` until a row of its text screen shows `text` (at most 2,000 slices of a million
+/// instructions: 20 s of virtual time).
+fn run_until_screen(m: &mut wasm86::machine::Machine, text: &str) {
+    for _ in 0..2_000 {
+        if m.board()
+            .vga
+            .borrow()
+            .screen_text()
+            .iter()
+            .any(|r| r.contains(text))
+        {
+            return;
+        }
+        m.run(1_000_000);
+    }
+    panic!(
+        "no {text:?} on the screen:\n{}",
+        m.board().vga.borrow().screen_text().join("\n")
+    );
+}
+
+/// Press and release the key `code` (a `KeyboardEvent.code`).
+fn press(m: &mut wasm86::machine::Machine, code: &str) {
+    let make = wasm86::keymap::scancode(code).unwrap();
+    m.key_event(make, true);
+    m.run(200_000);
+    m.key_event(make, false);
+    m.run(200_000);
+}
+
+#[test]
+fn a_key_in_grub_s_menu_chainloads_the_hard_disk_s_syslinux() {
+    let mut m = bios_machine("floppy.img", "hdboot.img");
+    run_until_screen(&mut m, "Boot the first hard disk");
+    press(&mut m, "ArrowDown");
+    press(&mut m, "Enter");
+    run_until_screen(&mut m, "wasm86 hard disk (SYSLINUX)");
+    assert!(
+        !m.board()
+            .vga
+            .borrow()
+            .screen_text()
+            .iter()
+            .any(|r| r.contains("Memtest86+ v6.10")),
+        "the default entry ran instead"
+    );
+}

@@ -332,6 +332,9 @@ impl Cpu {
         for c in self.bus.take_mmio_changes() {
             c.apply(&mut self.mem);
         }
+        if let Some(a20) = self.bus.take_a20() {
+            self.set_a20(a20);
+        }
         self.refresh_intr();
         self.stop_block = true;
     }

@@ -896,6 +896,10 @@ impl Bus for BoardBus {
         std::mem::take(&mut self.0.borrow_mut().mmio_changes)
     }
 
+    fn take_a20(&mut self) -> Option<bool> {
+        self.0.borrow_mut().signals.a20.take()
+    }
+
     fn interrupt_pending(&self) -> bool {
         self.0.borrow().pic.borrow().interrupt_pending()
     }
@@ -1428,6 +1432,39 @@ mod tests {
         m.cpu.segs[crate::cpu::Segment::CS as usize] = crate::cpu::SegCache::real(0);
         m.cpu.eip = 0x1000;
         m
+    }
+
+    /// The A20 gate moves with the OUT that moves it, not at the end of the slice: code that
+    /// opens it writes above 1 MiB with its next instruction (as SYSLINUX does right after
+    /// a boot loader closed the gate), and closing it wraps the next write to 0.
+    #[test]
+    fn the_a20_gate_moves_at_the_out_that_moves_it() {
+        #[rustfmt::skip]
+        let code = [
+            0xFA, 0x31, 0xC0, 0x8E, 0xD8,       // cli; xor ax, ax; mov ds, ax
+            0xB8, 0xFF, 0xFF, 0x8E, 0xC0,       // mov es, 0xFFFF
+            0xE4, 0x92, 0x0C, 0x02, 0xE6, 0x92, // port A: open the gate
+            0x26, 0xC6, 0x06, 0x10, 0x00, 0xAA, // mov byte [es:0x10], 0xAA (0x100000)
+            0x24, 0xFD, 0xE6, 0x92,             // port A: close the gate
+            0x26, 0xC6, 0x06, 0x20, 0x00, 0x55, // mov byte [es:0x20], 0x55 (0x100010: 0x10)
+            0xF4,                               // hlt
+        ];
+        let mut m = Machine::new(MachineConfig {
+            ram_bytes: 2 << 20,
+            ..MachineConfig::default()
+        });
+        m.cpu.set_a20(false);
+        m.cpu.mem.load(0x1000, &code);
+        m.cpu.segs[crate::cpu::Segment::CS as usize] = crate::cpu::SegCache::real(0);
+        m.cpu.eip = 0x1000;
+        m.run(code.len() as u64);
+        let ram = &m.cpu.mem.ram;
+        assert_eq!((ram[0x100000], ram[0]), (0xAA, 0), "the open gate's write");
+        assert_eq!(
+            (ram[0x10], ram[0x100010]),
+            (0x55, 0),
+            "the closed gate's write"
+        );
     }
 
     /// A boot sector read as a BIOS reads it: the guest programs DMA channel 2 and sends READ
