@@ -4,7 +4,7 @@
 #   site/                    www/ (index.html, course-notes.html, the JS front-end)
 #   site/pkg/                wasm86.js + wasm86_bg.wasm (wasm-pack --target web output in pkg/)
 #   site/vendor/xterm/       xterm.mjs, xterm.css, addon-fit.mjs, LICENSE (from node_modules)
-#   site/images/             bzImage, initramfs.cpio.gz, disk.img, cdrom.iso, boot.iso, hdboot.img, firmware/
+#   site/images/             bzImage, initramfs.cpio.gz, disk.img, cdrom.iso, boot.iso, hdboot.img, floppy.img, firmware/
 #                            (SeaBIOS, SeaVGABIOS, for ?fda=, ?hda=, ?cdrom= without kernel=), and linux.state:
 #                            the bundled Linux saved at its shell prompt by the native build
 #                            (target/release/wasm86), for ?state=images/linux.state
@@ -35,7 +35,7 @@ for f in "$xterm/lib/xterm.mjs" "$xterm/css/xterm.css" "$xterm/LICENSE" "$fit/li
     [ -f "$f" ] || die "$f missing: install the front-end dependencies first with 'npm ci'"
 done
 
-for f in bzImage initramfs.cpio.gz disk.img cdrom.iso boot.iso hdboot.img firmware/bios-256k.bin firmware/vgabios-stdvga.bin; do
+for f in bzImage initramfs.cpio.gz disk.img cdrom.iso boot.iso hdboot.img floppy.img firmware/bios-256k.bin firmware/vgabios-stdvga.bin; do
     [ -f "images/$f" ] || die "images/$f missing (see images/README.md: images/build.sh, images/build-disk.sh)"
 done
 
@@ -53,7 +53,7 @@ cp -R www/. "$tmp/"
 cp pkg/wasm86.js pkg/wasm86_bg.wasm "$tmp/pkg/"
 cp "$xterm/lib/xterm.mjs" "$xterm/css/xterm.css" "$fit/lib/addon-fit.mjs" "$tmp/vendor/xterm/"
 cp "$xterm/LICENSE" "$tmp/vendor/xterm/LICENSE"
-for f in bzImage initramfs.cpio.gz disk.img cdrom.iso boot.iso hdboot.img; do
+for f in bzImage initramfs.cpio.gz disk.img cdrom.iso boot.iso hdboot.img floppy.img; do
     cp --reflink=auto "images/$f" "$tmp/images/"
 done
 # The firmware with its licence and provenance (LGPL-3.0, see images/firmware/README.md).

@@ -5,7 +5,7 @@
 //! (after `make site build`). See webdriver/README.md.
 
 use base64::Engine;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use wasm86_webdriver::{
     boot_timeout, has_line, non_black_pixels, plain, run, site_file_size, wasm86_bin,
@@ -469,6 +469,43 @@ async fn a_key_pressed_in_the_boot_loader_s_menu_reaches_it() {
             ));
         }
         serial_command(&m, "echo $((6*7))", "42").await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// `?fda=images/floppy.img&hda=images/hdboot.img&boot=a` boots the floppy through the BIOS
+/// into GRUB's menu (read by the floppy controller and DMA in the page). Arrow Down and Enter,
+/// pressed on the page, pick its second entry before the countdown starts Memtest86+: GRUB
+/// chainloads the hard disk, whose SYSLINUX menu appears.
+#[tokio::test(flavor = "current_thread")]
+async fn keys_in_grub_s_menu_on_a_floppy_chainload_the_hard_disk() {
+    run(|env| async move {
+        env.goto("/?fda=images/floppy.img&hda=images/hdboot.img&boot=a")
+            .await?;
+        let m = env.index_machine();
+        m.wait_for("GRUB's menu on the screen", boot_timeout(), |s| {
+            (s.screen.contains("GNU GRUB") && s.screen.contains("Boot the first hard disk"))
+                .then_some(())
+        })
+        .await?;
+        for code in ["ArrowDown", "Enter"] {
+            m.act("key", vec![json!(code), json!(true)]).await?;
+            m.act("key", vec![json!(code), json!(false)]).await?;
+        }
+        let snap = m
+            .wait_for("the hard disk's SYSLINUX menu", boot_timeout(), |s| {
+                (s.screen.contains("wasm86 hard disk (SYSLINUX)")
+                    || s.screen.contains("Memtest86+ v6.10"))
+                .then(|| s.clone())
+            })
+            .await?;
+        if snap.screen.contains("Memtest86+") {
+            return Err(format!(
+                "GRUB started its default entry: the keys did not reach it\n{}",
+                m.describe(&snap)
+            ));
+        }
         Ok(())
     })
     .await;
