@@ -234,17 +234,23 @@ fn the_grub_floppy_starts_memtest86_from_its_menu() {
     assert_eq!(std::fs::read(&fda).unwrap(), before, "the image changed");
 }
 
-/// A machine booting through the bundled firmware with `floppy` in drive A: and `disk` as the
-/// first hard disk.
-fn bios_machine(floppy: &str, disk: &str) -> wasm86::machine::Machine {
+/// A machine booting through the bundled firmware in `order`, with `floppy` in drive A:, `disk`
+/// as the first hard disk and `cd` in the CD-ROM drive (file names under images/).
+fn bios_machine_with(
+    order: &str,
+    floppy: Option<&str>,
+    disk: Option<&str>,
+    cd: Option<&str>,
+) -> wasm86::machine::Machine {
     use wasm86::block::MemBackend;
+    use wasm86::dev::atapi::Cdrom;
     use wasm86::dev::fdc::Diskette;
     use wasm86::dev::ide::{AtaDisk, Drive};
     let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images");
     let firmware = wasm86::machine::Firmware::new(
         std::fs::read(images.join("firmware/bios-256k.bin")).unwrap(),
         Some(std::fs::read(images.join("firmware/vgabios-stdvga.bin")).unwrap()),
-        wasm86::machine::BootOrder::parse("a").unwrap(),
+        wasm86::machine::BootOrder::parse(order).unwrap(),
     )
     .unwrap();
     let mut m = wasm86::machine::Machine::new(wasm86::machine::MachineConfig {
@@ -252,9 +258,26 @@ fn bios_machine(floppy: &str, disk: &str) -> wasm86::machine::Machine {
         ..Default::default()
     });
     let backend = |name: &str| Box::new(MemBackend::new(std::fs::read(images.join(name)).unwrap()));
-    m.insert_floppy(0, Some(Diskette::new(backend(floppy), false).unwrap()));
-    m.attach_drive(0, Drive::Ata(AtaDisk::new(backend(disk)).unwrap()));
+    if let Some(f) = floppy {
+        m.insert_floppy(0, Some(Diskette::new(backend(f), false).unwrap()));
+    }
+    if let Some(d) = disk {
+        m.attach_drive(0, Drive::Ata(AtaDisk::new(backend(d)).unwrap()));
+    }
+    if let Some(c) = cd {
+        m.attach_drive(2, Drive::Atapi(Cdrom::with_disc(backend(c))));
+    }
     m
+}
+
+/// [`bios_machine_with`] booting from `floppy`, with `disk` as the first hard disk.
+fn bios_machine(floppy: &str, disk: &str) -> wasm86::machine::Machine {
+    bios_machine_with("a", Some(floppy), Some(disk), None)
+}
+
+/// The text screen's rows.
+fn screen(m: &wasm86::machine::Machine) -> Vec<String> {
+    m.board().vga.borrow().screen_text()
 }
 
 /// Run `m` until a row of its text screen shows `text` (at most 2,000 slices of a million
@@ -302,5 +325,34 @@ fn a_key_in_grub_s_menu_chainloads_the_hard_disk_s_syslinux() {
             .iter()
             .any(|r| r.contains("Memtest86+ v6.10")),
         "the default entry ran instead"
+    );
+}
+
+#[test]
+fn the_bios_boot_menu_boots_the_device_picked_with_a_digit() {
+    // The hard disk comes first in the order, so only the menu can start the CD.
+    let mut m = bios_machine_with("cd", None, Some("hdboot.img"), Some("boot.iso"));
+    m.set_boot_menu(2500);
+    run_until_screen(&mut m, "Press ESC for boot menu.");
+    press(&mut m, "Escape");
+    run_until_screen(&mut m, "Select boot device:");
+    let rows = screen(&m);
+    let cd = rows
+        .iter()
+        .find(|r| r.contains("DVD/CD"))
+        .unwrap_or_else(|| panic!("no CD in the menu:\n{}", rows.join("\n")));
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("WASM86 HARDDISK") || r.contains("ata0-0")),
+        "no hard disk in the menu:\n{}",
+        rows.join("\n")
+    );
+    let digit = cd.trim_start().chars().next().unwrap();
+    assert!(digit.is_ascii_digit(), "{cd:?}");
+    press(&mut m, &format!("Digit{digit}"));
+    run_until_screen(&mut m, "ISOLINUX");
+    assert!(
+        !screen(&m).iter().any(|r| r.contains("SYSLINUX")),
+        "the hard disk booted"
     );
 }

@@ -2,7 +2,7 @@
 //
 //   <script type="module" src="https://example.org/wasm86/wasm86-machine.js"></script>
 //   <wasm86-machine kernel="…" initrd="…" append="…" memory="64" hda="…" cdrom="…" fda="…"
-//                   boot="cad" bios="…" vgabios="…" jit="0"
+//                   boot="cad" bios="…" vgabios="…" bootmenu="3000" jit="0"
 //                   show="serial|screen|both" run="uname -a" label="…" rows="20"
 //                   start="click"></wasm86-machine>
 //
@@ -19,7 +19,7 @@
 import { MachineController, resolveOptions } from "./wasm86.js";
 import { ScreenView, bindKeyboard, bindMouse, createTerminal, toggleFullscreen, XTERM_CSS } from "./ui.js";
 
-const OPTION_ATTRS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgabios", "jit", "jit-threshold", "state"];
+const OPTION_ATTRS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgabios", "bootmenu", "jit", "jit-threshold", "state"];
 
 /** A shell prompt: "# " at the end of the output, or followed by busybox's cursor-position query
  * ESC[6n (kernel messages may come right after it). */

@@ -27,8 +27,10 @@ export const DEFAULTS = Object.freeze({
   // Booting through the BIOS: a drive given without a kernel option (kernel, initrd, append)
   // boots this way, and so does giving `boot` (the drives to try: a floppy, c hard disk,
   // d CD-ROM; default "cad"), `bios` or `vgaBios` (the firmware, SeaBIOS and SeaVGABIOS by
-  // default). Then `firmware` is true.
+  // default). Then `firmware` is true. `bootMenu` (milliseconds, 0 to 65535) has SeaBIOS offer
+  // its boot menu ("Press ESC for boot menu.") for that long; null: no menu.
   boot: null,
+  bootMenu: null,
   bios: new URL("images/firmware/bios-256k.bin", here).href,
   vgaBios: new URL("images/firmware/vgabios-stdvga.bin", here).href,
   firmware: false,
@@ -48,11 +50,11 @@ export const DEFAULT_STATE = new URL("images/linux.state", here).href;
 
 /** The options that choose what boots: giving any of them boots instead of restoring the
  * default state (that state was saved with the defaults, and with no disks). */
-const BOOT_OPTIONS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgaBios"];
+const BOOT_OPTIONS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgaBios", "bootMenu"];
 /** The options that boot a kernel directly (without them, drives boot through the BIOS). */
 const KERNEL_OPTIONS = ["kernel", "initrd", "append"];
 /** The options that choose firmware and so a boot through the BIOS. */
-const FIRMWARE_OPTIONS = ["boot", "bios", "vgaBios"];
+const FIRMWARE_OPTIONS = ["boot", "bios", "vgaBios", "bootMenu"];
 
 /** The emulator package (wasm-pack --target web output), next to this module. */
 const PKG_URL = new URL("pkg/wasm86.js", here).href;
@@ -77,6 +79,7 @@ export function resolveOptions(given, base = document.baseURI) {
     }
   };
   if (given.vgaBios === undefined && given.vgabios !== undefined) given = { ...given, vgaBios: given.vgabios };
+  if (given.bootMenu === undefined && given.bootmenu !== undefined) given = { ...given, bootMenu: given.bootmenu };
   for (const name of ["kernel", "initrd", "hda", "hdb", "cdrom", "fda", "bios", "vgaBios"]) {
     const v = given[name];
     if (v === undefined) continue;
@@ -102,7 +105,7 @@ export function resolveOptions(given, base = document.baseURI) {
   } else {
     out.firmware = FIRMWARE_OPTIONS.some(set) || (drive && !KERNEL_OPTIONS.some(set));
     if (FIRMWARE_OPTIONS.some(set) && KERNEL_OPTIONS.some(set)) {
-      throw new Error("boot, bios and vgabios boot through the BIOS: they cannot be given with kernel, initrd or append");
+      throw new Error("boot, bios, vgabios and bootmenu boot through the BIOS: they cannot be given with kernel, initrd or append");
     }
   }
   if (out.firmware) {
@@ -111,6 +114,13 @@ export function resolveOptions(given, base = document.baseURI) {
       throw new Error(`boot=${given.boot} is not a boot order: up to three different letters of a (floppy), c (hard disk), d (CD-ROM), for example boot=dc`);
     }
     out.boot = order;
+    if (set("bootMenu")) {
+      const ms = Number(given.bootMenu);
+      if (!Number.isInteger(ms) || ms < 0 || ms > 65535) {
+        throw new Error(`bootmenu=${given.bootMenu} is not a time: the milliseconds SeaBIOS offers its boot menu for, 0 to 65535, for example bootmenu=3000`);
+      }
+      out.bootMenu = ms;
+    }
     // The saved Linux is not what boots.
     if (given.state === undefined) out.state = null;
   }
@@ -143,11 +153,11 @@ export function resolveOptions(given, base = document.baseURI) {
 }
 
 /** Options from the page's query string: kernel initrd append hda hdb cdrom fda boot bios
- * vgabios memory jit jit-threshold state. */
+ * vgabios bootmenu memory jit jit-threshold state. */
 export function optionsFromQuery(search = location.search, base = location.href) {
   const q = new URLSearchParams(search);
   const given = {};
-  for (const name of ["kernel", "initrd", "append", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgabios", "memory", "jit", "jit-threshold", "state"]) {
+  for (const name of ["kernel", "initrd", "append", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgabios", "bootmenu", "memory", "jit", "jit-threshold", "state"]) {
     if (q.has(name)) given[name] = q.get(name);
   }
   return resolveOptions(given, base);
@@ -432,7 +442,7 @@ export class MachineController extends EventTarget {
     };
     worker.onmessageerror = () => this._fail("The emulator's worker sent a message that could not be read.");
     const { kernel, initrd, append, memory, hda, hdb, cdrom, fda, jit, jitThreshold, state } = this.options;
-    const { firmware, bios, vgaBios, boot } = this.options;
+    const { firmware, bios, vgaBios, boot, bootMenu } = this.options;
     worker.postMessage({
       type: "start",
       options: {
@@ -446,7 +456,7 @@ export class MachineController extends EventTarget {
         cdrom,
         fda,
         // Through the BIOS: the ROMs and the boot order (no kernel is loaded).
-        firmware: firmware ? { bios, vgaBios, boot } : null,
+        firmware: firmware ? { bios, vgaBios, boot, bootMenu } : null,
         jit,
         jitThreshold,
         state,

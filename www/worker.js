@@ -406,6 +406,9 @@ async function start(options) {
       machine = firmware
         ? wasm.Machine.with_firmware(options.memory, values[0], values[1], firmware.boot)
         : new wasm.Machine(options.memory);
+      if (firmware && firmware.bootMenu !== null && firmware.bootMenu !== undefined) {
+        machine.set_boot_menu(firmware.bootMenu);
+      }
     } catch (err) {
       throw new Error(`Could not create the machine: ${describe(err)}`);
     }

@@ -105,6 +105,18 @@ impl FwCfg {
         f
     }
 
+    /// SeaBIOS's boot menu ("Press ESC for boot menu."), waiting `wait_ms` for the key, as
+    /// QEMU's `-boot menu=on,splash-time=N` asks for it; none: no menu (QEMU's default).
+    pub fn set_boot_menu(&mut self, wait_ms: Option<u16>) {
+        self.set(
+            BOOT_MENU,
+            u16::from(wait_ms.is_some()).to_le_bytes().to_vec(),
+        );
+        if let Some(ms) = wait_ms {
+            self.add_file("etc/boot-menu-wait", ms.to_le_bytes().to_vec());
+        }
+    }
+
     /// Set item `key` to `data`.
     pub fn set(&mut self, key: u16, data: Vec<u8>) {
         self.items.insert(key, data);

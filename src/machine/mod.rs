@@ -105,6 +105,12 @@ pub const TSC_NS: Nanos = 10;
 /// Deterministic mode: idle time skipped with no instruction executed before a run returns to
 /// the host (see `Machine::run_inner`).
 pub const MAX_IDLE_SKIP_NS: Nanos = 100_000_000;
+
+/// Deterministic mode: how much idle virtual time one call of [`Machine::run`] skips at most.
+/// A guest that waits with interrupts on runs a few instructions per timer tick, so without a
+/// bound one call could skip minutes of virtual time (a BIOS's "No bootable device", a boot
+/// loader's countdown) before the host looks at the screen or the serial line again.
+pub const MAX_IDLE_SKIP_PER_RUN_NS: Nanos = 50_000_000;
 /// Bound on the device service passes at one instant (the PIT asks for a second pass to make a
 /// missed IRQ0 edge; nothing needs more than a few).
 const MAX_SERVICE_PASSES: usize = 8;
@@ -1150,6 +1156,7 @@ impl Machine {
         // the PIC, so only silent deadlines remain) returns to the host instead of skipping from
         // deadline to deadline forever.
         let mut idle_since: Option<(u64, Nanos)> = None;
+        let started = self.now();
         loop {
             // Real time: idle time passes as the host clock says; a busy guest's clock is
             // steered by its rate instead (see `run_realtime`).
@@ -1217,6 +1224,9 @@ impl Machine {
                                         && now.saturating_sub(t) >= MAX_IDLE_SKIP_NS
                                 }) =>
                         {
+                            if now.saturating_sub(started) >= MAX_IDLE_SKIP_PER_RUN_NS {
+                                return Stop::Budget;
+                            }
                             if idle_since.is_none_or(|(i, _)| i != self.cpu.instructions) {
                                 idle_since = Some((self.cpu.instructions, now));
                             }
@@ -1371,6 +1381,17 @@ impl Machine {
             buttons,
         });
         self.with_i8042(|kc, ctx| kc.mouse_move(dx, dy, dz, buttons, ctx));
+    }
+
+    /// Have the BIOS offer its boot menu: SeaBIOS prints "Press ESC for boot menu." and waits
+    /// `wait_ms` for the key (when there is more than one device to boot from). Before the
+    /// machine runs; a machine without firmware ignores it.
+    pub fn set_boot_menu(&mut self, wait_ms: u16) {
+        self.board
+            .borrow()
+            .fw_cfg
+            .borrow_mut()
+            .set_boot_menu(Some(wait_ms));
     }
 
     /// Characters the guest sent on serial port `n` (0 = COM1, 1 = COM2) since the last call.
@@ -1746,7 +1767,17 @@ mod tests {
     #[test]
     fn pit_interrupt_wakes_hlt_and_time_skips() {
         let mut m = ticking_machine();
+        // One call skips at most MAX_IDLE_SKIP_PER_RUN_NS of idle time (the 10 ms ticks wake
+        // the guest in between), so the host sees the machine again after a few ticks.
         m.run(2000);
+        assert!(
+            (MAX_IDLE_SKIP_PER_RUN_NS..MAX_IDLE_SKIP_PER_RUN_NS + 10_000_000).contains(&m.now()),
+            "now = {}",
+            m.now()
+        );
+        while m.cpu.instructions < 2000 {
+            m.run(2000 - m.cpu.instructions);
+        }
         let ticks = m.cpu.regs[crate::cpu::EBX];
         // Each tick costs a handful of instructions; time is skipped while halted.
         assert!(ticks >= 50, "ticks = {ticks}");

@@ -86,6 +86,12 @@ impl Machine {
         Machine::build(memory_mib, Some(firmware))
     }
 
+    /// Have the BIOS offer its boot menu ("Press ESC for boot menu.") for `wait_ms`
+    /// milliseconds, before the machine first runs.
+    pub fn set_boot_menu(&mut self, wait_ms: u16) {
+        self.core.set_boot_menu(wait_ms);
+    }
+
     /// Put `disk` into floppy drive A: (360 KB to 2.88 MB, sized from the image), replacing the
     /// diskette that was there. Consumes the disk. Throws on an image of no floppy size.
     pub fn insert_floppy(&mut self, disk: Disk) -> Result<(), JsError> {

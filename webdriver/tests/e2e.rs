@@ -511,6 +511,57 @@ async fn keys_in_grub_s_menu_on_a_floppy_chainload_the_hard_disk() {
     .await;
 }
 
+/// `bootmenu=MS` has SeaBIOS offer its boot menu in the page: Escape opens it, and the digit
+/// of the CD boots ISOLINUX although the hard disk comes first in the order. A bad time is a
+/// plain-words error.
+#[tokio::test(flavor = "current_thread")]
+async fn the_bios_boot_menu_takes_keys_in_the_page() {
+    run(|env| async move {
+        env.goto("/?hda=images/hdboot.img&cdrom=images/boot.iso&boot=cd&bootmenu=20000")
+            .await?;
+        let m = env.index_machine();
+        m.wait_for("SeaBIOS's boot menu prompt", boot_timeout(), |s| {
+            s.screen.contains("Press ESC for boot menu.").then_some(())
+        })
+        .await?;
+        m.act("key", vec![json!("Escape"), json!(true)]).await?;
+        m.act("key", vec![json!("Escape"), json!(false)]).await?;
+        let digit = m
+            .wait_for("the boot menu's devices", boot_timeout(), |s| {
+                if !s.screen.contains("Select boot device:") {
+                    return None;
+                }
+                s.screen
+                    .lines()
+                    .find(|l| l.contains("DVD/CD"))
+                    .and_then(|l| l.trim_start().chars().next())
+            })
+            .await?;
+        let shot = env.screenshot("seabios-boot-menu.png").await?;
+        println!(
+            "seabios boot menu: {}",
+            assert_canvas_not_blank(&env, &shot).await?
+        );
+        let code = format!("Digit{digit}");
+        m.act("key", vec![json!(code), json!(true)]).await?;
+        m.act("key", vec![json!(code), json!(false)]).await?;
+        wait_prompt(&m, 0, boot_timeout()).await?;
+        let snap = m.snapshot().await?;
+        if !snap.serial.contains("ISOLINUX") || snap.serial.contains("SYSLINUX 6") {
+            return Err(format!(
+                "the CD did not boot from the menu\n{}",
+                m.describe(&snap)
+            ));
+        }
+        let text = expect_page_error(&env, "?cdrom=images/boot.iso&bootmenu=soon").await?;
+        if !text.contains("bootmenu=soon") {
+            return Err(format!("?bootmenu=soon: #error does not name it: {text:?}"));
+        }
+        Ok(())
+    })
+    .await;
+}
+
 /// A disk streamed over HTTP as the root file system: the guest runs programs from it while
 /// only part of it was downloaded, with ranged requests.
 #[tokio::test(flavor = "current_thread")]

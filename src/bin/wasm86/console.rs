@@ -45,6 +45,12 @@ pub struct BootArgs {
     /// images/firmware/vgabios-stdvga.bin].
     #[arg(long, value_name = "PATH", conflicts_with_all = ["kernel", "initrd", "append"])]
     pub vga_bios: Option<PathBuf>,
+    /// Have the BIOS offer its boot menu: "Press ESC for boot menu." for MS milliseconds
+    /// [default: 2500], then the devices to pick with a digit (shown when there is more than
+    /// one to boot from). As QEMU's `-boot menu=on,splash-time=MS`.
+    #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "2500",
+          conflicts_with_all = ["kernel", "initrd", "append", "load_state"])]
+    pub boot_menu: Option<u16>,
     /// Guest RAM in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(2..=3072))]
@@ -397,7 +403,10 @@ fn firmware(args: &BootArgs) -> Result<Option<Firmware>, String> {
     let kernel_options = args.kernel.is_some() || args.initrd.is_some() || args.append.is_some();
     let drive =
         args.hda.is_some() || args.hdb.is_some() || args.cdrom.is_some() || args.fda.is_some();
-    let asked = args.boot.is_some() || args.bios.is_some() || args.vga_bios.is_some();
+    let asked = args.boot.is_some()
+        || args.bios.is_some()
+        || args.vga_bios.is_some()
+        || args.boot_menu.is_some();
     if args.load_state.is_some() || !(asked || drive && !kernel_options) {
         return Ok(None);
     }
@@ -508,6 +517,9 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
                 firmware: firmware.clone(),
                 ..machine_config(args.memory, args.realtime)
             });
+            if let Some(wait_ms) = args.boot_menu {
+                m.set_boot_menu(wait_ms);
+            }
             crate::disk::attach(&mut m, images)?;
             m
         }
