@@ -283,7 +283,11 @@ export function createTerminal(
   // itself (XZ) first.
   const note = (text) => term.write(`\x1b[90m[wasm86] ${text.replace(/\n/g, "\r\n")}\x1b[0m\r\n`);
   controller.addEventListener("boot", () =>
-    note("Booting Linux: the kernel unpacks itself first (a few quiet seconds).")
+    note(
+      controller.options && controller.options.firmware
+        ? "Booting through the BIOS: the firmware and the boot loader show on the screen; a guest uses this serial line only if it is set up to."
+        : "Booting Linux: the kernel unpacks itself first (a few quiet seconds)."
+    )
   );
   controller.addEventListener("restored", () =>
     note("Restored a saved machine: it goes on where it was saved (press Enter for a new prompt).")
