@@ -538,15 +538,18 @@ fn xlat<A: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 // ---- ENTER / LEAVE / BOUND ----
 
-/// ENTER size, level. The nesting level is taken mod 32; (E)BP and (E)SP are used at the stack's
-/// address size. (E)BP is written only after every push succeeded (the run loop restores ESP).
+/// ENTER size, level. The nesting level is taken mod 32; the enclosing frames are read through
+/// (E)BP at the stack's address size. The frame pointer is (E)SP after the first push at the
+/// operand size, as the SDM says: a 32-bit ENTER on a 16-bit stack pushes and loads the whole
+/// ESP (test386.asm's POST 1A, checked on hardware). (E)BP is written only after every push
+/// succeeded (the run loop restores ESP).
 fn enter<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let size = i.imm & 0xFFFF;
     let level = i.imm2 & 31;
     let mask = cpu.stack_mask();
     let bp = cpu.regs[EBP];
     push_w::<W>(cpu, bp & W::MASK)?;
-    let frame = cpu.regs[ESP] & mask;
+    let frame = cpu.regs[ESP] & W::MASK;
     if level > 0 {
         let mut p = bp;
         for _ in 1..level {
@@ -564,12 +567,7 @@ fn enter<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     // The CPU checks that the new top of stack is writable (nothing is written there).
     let top = cpu.regs[ESP] & mask;
     cpu.probe_write(Segment::SS as usize, top, W::BYTES)?;
-    // The frame pointer is written at the smaller of operand and stack size.
-    if mask == 0xFFFF {
-        W16::set_reg(cpu, EBP as u8, frame);
-    } else {
-        W::set_reg(cpu, EBP as u8, frame);
-    }
+    W::set_reg(cpu, EBP as u8, frame);
     Ok(())
 }
 
@@ -703,6 +701,24 @@ mod tests {
         run(&mut cpu);
         assert_eq!(cpu.regs[EBP], 0x3000);
         assert_eq!(cpu.regs[ESP], 0x2000);
+    }
+
+    /// A 32-bit ENTER on a 16-bit stack: the enclosing frame is read at [BP-4], and the frame
+    /// pointer pushed and loaded is the whole ESP, upper half included (test386.asm, POST 1A).
+    #[test]
+    fn enter_32bit_on_a_16bit_stack_uses_the_whole_esp_as_frame() {
+        // enter 8, 2 (o32) ; hlt, on a 16-bit stack
+        let mut cpu = cpu_with(&[0x66, 0xC8, 0x08, 0x00, 0x02, 0xF4], false);
+        cpu.regs[ESP] = 0x0001_2000;
+        cpu.regs[EBP] = 0x0005_3000;
+        let a = (STACK + 0x3000 - 4) as usize;
+        cpu.mem.ram[a..a + 4].copy_from_slice(&0xC3u32.to_le_bytes());
+        run(&mut cpu);
+        assert_eq!(stack_u32(&cpu, 0x2000 - 4), 0x0005_3000);
+        assert_eq!(stack_u32(&cpu, 0x2000 - 8), 0xC3);
+        assert_eq!(stack_u32(&cpu, 0x2000 - 12), 0x0001_1FFC);
+        assert_eq!(cpu.regs[EBP], 0x0001_1FFC);
+        assert_eq!(cpu.regs[ESP], 0x0001_1FEC);
     }
 
     #[test]

@@ -266,18 +266,19 @@ fn ea(cpu: &Cpu, i: &Instr) -> u32 {
 // ---- ARPL, LAR, LSL, VERR, VERW ----
 
 /// ARPL Ew, Gw: raise the destination selector's RPL to the source's; ZF says whether it changed.
+/// The destination is written only when it changes: a 386 does not check that a memory operand
+/// is writable when its RPL is already high enough (test386.asm's POST 17 checks this with a
+/// read-only data segment), unlike a read-modify-write instruction.
 fn arpl<R: Rm>(cpu: &mut Cpu, i: &Instr) -> Fault {
     require_protected(cpu)?;
     let src_rpl = W16::reg(cpu, i.reg) & 3;
-    R::rmw::<W16>(cpu, i, |cpu, dest| {
-        if dest & 3 < src_rpl {
-            cpu.flags.set(flags::ZF, true);
-            (dest & !3) | src_rpl
-        } else {
-            cpu.flags.set(flags::ZF, false);
-            dest
-        }
-    })
+    let dest = R::read::<W16>(cpu, i)?;
+    let raise = dest & 3 < src_rpl;
+    if raise {
+        R::write::<W16>(cpu, i, (dest & !3) | src_rpl)?;
+    }
+    cpu.flags.set(flags::ZF, raise);
+    Ok(())
 }
 
 /// The descriptor a LAR/LSL/VERR/VERW selector names, if it lies inside its table and passes
@@ -1100,5 +1101,25 @@ mod tests {
         run(&mut cpu);
         assert_eq!(cpu.regs[EBX], 0x0013);
         assert!(cpu.flags.zf());
+    }
+
+    /// ARPL writes its memory operand only when the RPL changes: with the RPL already high
+    /// enough, a read-only data segment is no fault (test386.asm's POST 17, checked on a 386).
+    #[test]
+    fn arpl_writes_memory_only_when_the_rpl_changes() {
+        // arpl [0x2000], bx
+        let code = [0x63, 0x1E, 0x00, 0x20];
+        for (old, new, zf) in [(0xFFF0u16, 0xFFF2u16, true), (0xFFF3, 0xFFF3, false)] {
+            let mut cpu = protected_cpu(&code);
+            cpu.mem.load(0x2000, &old.to_le_bytes());
+            cpu.regs[EBX] = 0x0002;
+            if !zf {
+                // A read-only data segment.
+                cpu.segs[Segment::DS as usize].access = 0x91;
+            }
+            run(&mut cpu);
+            assert_eq!(&cpu.mem.ram[0x2000..0x2002], &new.to_le_bytes());
+            assert_eq!(cpu.flags.zf(), zf);
+        }
     }
 }
