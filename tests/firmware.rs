@@ -356,3 +356,18 @@ fn the_bios_boot_menu_boots_the_device_picked_with_a_digit() {
         "the hard disk booted"
     );
 }
+
+/// Nothing to boot: SeaBIOS says so on the screen and, 60 s later, resets the machine. A run
+/// waiting for a text that never came ends with exit 3, not as a success.
+#[test]
+fn no_bootable_device_is_shown_and_a_reset_before_the_awaited_text_fails_the_run() {
+    let blank = image("blank.img", 1_474_560, "");
+    let blank = blank.to_str().unwrap();
+    std::fs::write(blank, vec![0u8; 1_474_560]).unwrap();
+    let (ok, out) = run(&["--fda", blank, "--until-screen", "No bootable device."]);
+    assert!(ok, "{out}");
+    assert!(out.contains("Boot failed: not a bootable disk"), "{out}");
+    let (code, out) = run_for(&["--fda", blank, "--until-screen", "NEVER SHOWN"], "120");
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("\"NEVER SHOWN\" did not appear"), "{out}");
+}

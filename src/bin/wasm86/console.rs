@@ -55,10 +55,11 @@ pub struct BootArgs {
     #[arg(long, value_name = "MIB", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(2..=3072))]
     pub memory: u32,
-    /// Exit 0 as soon as the serial output contains TEXT.
+    /// Exit 0 as soon as the serial output contains TEXT (exit 3 if the guest resets first).
     #[arg(long, value_name = "TEXT")]
     pub until: Option<String>,
-    /// Exit 0 as soon as the VGA text screen shows TEXT (on one row).
+    /// Exit 0 as soon as the VGA text screen shows TEXT (on one row; exit 3 if the guest resets
+    /// first).
     #[arg(long, value_name = "TEXT")]
     pub until_screen: Option<String>,
     /// Exit 2 when this much wall time has passed.
@@ -746,7 +747,21 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
             eprintln!(
                 "\r\nwasm86: the guest asked for a {what}; exiting (--keep-running reboots)\r"
             );
-            ExitCode::SUCCESS
+            // A run that waited for a text and never saw it did not do what was asked.
+            let waited = [&args.until, &args.until_screen]
+                .into_iter()
+                .flatten()
+                .map(|t| format!("{t:?}"))
+                .collect::<Vec<_>>();
+            if waited.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "wasm86: {} did not appear before it\r",
+                    waited.join(" and ")
+                );
+                ExitCode::from(3)
+            }
         }
     })
 }
