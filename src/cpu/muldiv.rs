@@ -110,32 +110,63 @@ pub fn imul_r_rm<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 /// DIV r/m: unsigned; #DE (a fault) on a zero divisor or a quotient wider than W. Flags are
 /// undefined and left unchanged.
+///
+/// A dividend that fits 32 bits (always for bytes and words; for doublewords when EDX is 0, as
+/// compiled code leaves it) is divided with one 32-bit division: a 64-bit one costs twice as
+/// much on x86-64, and in wasm a remainder is a second division, so the remainder is computed
+/// from the quotient.
 #[inline(always)]
 pub(crate) fn div<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
-    let b = R::read::<W>(cpu, i)? as u64;
+    let b = R::read::<W>(cpu, i)?;
     if b == 0 {
         return Err(Exception::de());
     }
     let n = dividend::<W>(cpu);
-    let q = n / b;
-    if q > W::MASK as u64 {
+    let (q, r) = if n <= u64::from(u32::MAX) {
+        let n = n as u32;
+        let q = n / b;
+        (q, n.wrapping_sub(q.wrapping_mul(b)))
+    } else {
+        let q = n / u64::from(b);
+        if q > u64::from(W::MASK) {
+            return Err(Exception::de());
+        }
+        (
+            q as u32,
+            n.wrapping_sub(q.wrapping_mul(u64::from(b))) as u32,
+        )
+    };
+    if q > W::MASK {
         return Err(Exception::de());
     }
-    store_wide::<W>(cpu, q as u32, (n % b) as u32);
+    store_wide::<W>(cpu, q, r);
     Ok(())
 }
 
-/// IDIV r/m: signed, quotient truncated toward zero, remainder has the dividend's sign.
+/// IDIV r/m: signed, quotient truncated toward zero, remainder has the dividend's sign. As for
+/// DIV, a dividend that fits 32 bits (the high half only repeats the sign: after CDQ) takes
+/// one 32-bit division.
 #[inline(always)]
 pub(crate) fn idiv<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
-    let b = W::sext(R::read::<W>(cpu, i)?) as i32 as i64;
+    let b = W::sext(R::read::<W>(cpu, i)?) as i32;
+    if b == 0 {
+        return Err(Exception::de());
+    }
     let raw = dividend::<W>(cpu);
     // Sign-extend the 2W-bit dividend to 64 bits.
     let shift = 64 - 2 * W::BITS;
     let n = ((raw << shift) as i64) >> shift;
-    let (q, r) = match (n.checked_div(b), n.checked_rem(b)) {
-        (Some(q), Some(r)) => (q, r),
-        _ => return Err(Exception::de()),
+    let (q, r) = if let Ok(n32) = i32::try_from(n) {
+        // i32::MIN / -1 is the one quotient that does not fit: #DE at every width.
+        let Some(q) = n32.checked_div(b) else {
+            return Err(Exception::de());
+        };
+        (i64::from(q), i64::from(n32.wrapping_sub(q.wrapping_mul(b))))
+    } else {
+        let Some(q) = n.checked_div(i64::from(b)) else {
+            return Err(Exception::de());
+        };
+        (q, n - q * i64::from(b))
     };
     let max = (W::SIGN - 1) as i64;
     if q > max || q < -max - 1 {
@@ -143,4 +174,59 @@ pub(crate) fn idiv<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     }
     store_wide::<W>(cpu, q as u32 & W::MASK, r as u32 & W::MASK);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::{Cpu, RunExit, SegCache, Segment, EAX, EBX, EDX, ESI, ESP};
+
+    /// Run `op ebx` (o32, in 16-bit real-mode code) on EDX:EAX; the quotient and remainder, or
+    /// None for #DE (its handler marks ESI).
+    fn divide(op: u8, edx: u32, eax: u32, ebx: u32) -> Option<(u32, u32)> {
+        let mut cpu = Cpu::with_ram(1 << 20);
+        cpu.mem.load(0x1000, &[0x66, 0xF7, op, 0xF4]);
+        // #DE's handler at 0000:2000: mov esi, 0xDE ; hlt.
+        cpu.mem.load(0, &[0x00, 0x20, 0x00, 0x00]);
+        cpu.mem.load(0x2000, &[0x66, 0xBE, 0xDE, 0, 0, 0, 0xF4]);
+        cpu.segs[Segment::CS as usize] = SegCache::real(0);
+        cpu.eip = 0x1000;
+        cpu.regs[ESP] = 0x8000;
+        (cpu.regs[EDX], cpu.regs[EAX], cpu.regs[EBX]) = (edx, eax, ebx);
+        assert_eq!(cpu.run(100), RunExit::Halted);
+        if cpu.regs[ESI] == 0xDE {
+            assert_eq!(
+                (cpu.regs[EDX], cpu.regs[EAX]),
+                (edx, eax),
+                "#DE changed EDX:EAX"
+            );
+            return None;
+        }
+        Some((cpu.regs[EAX], cpu.regs[EDX]))
+    }
+
+    #[test]
+    fn div32_by_32_and_by_64_bit_dividends() {
+        const DIV: u8 = 0xF3; // F7 /6, ebx
+        assert_eq!(divide(DIV, 0, 100, 7), Some((14, 2)));
+        assert_eq!(divide(DIV, 1, 0, 2), Some((0x8000_0000, 0)));
+        assert_eq!(
+            divide(DIV, 0xFFFF_FFFE, 0xFFFF_FFFF, 0xFFFF_FFFF),
+            Some((0xFFFF_FFFF, 0xFFFF_FFFE))
+        );
+        assert_eq!(divide(DIV, 5, 0, 5), None, "a quotient of 2^32");
+        assert_eq!(divide(DIV, 0, 5, 0), None, "a zero divisor");
+    }
+
+    #[test]
+    fn idiv32_by_32_and_by_64_bit_dividends() {
+        const IDIV: u8 = 0xFB; // F7 /7, ebx
+        let neg = |v: i32| v as u32;
+        assert_eq!(divide(IDIV, !0, neg(-100), 7), Some((neg(-14), neg(-2))));
+        assert_eq!(divide(IDIV, 0, 100, neg(-7)), Some((neg(-14), 2)));
+        assert_eq!(divide(IDIV, !0, 0, 2), Some((0x8000_0000, 0)), "-2^32 / 2");
+        assert_eq!(divide(IDIV, 0, 0x8000_0000, 1), None, "2^31 does not fit");
+        assert_eq!(divide(IDIV, !0, 0x8000_0000, neg(-1)), None, "-2^31 / -1");
+        assert_eq!(divide(IDIV, 0x8000_0000, 0, neg(-1)), None, "-2^63 / -1");
+        assert_eq!(divide(IDIV, 0, 7, 0), None, "a zero divisor");
+    }
 }
