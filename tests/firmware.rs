@@ -37,12 +37,17 @@ fn boot_sector(message: &str) -> [u8; 512] {
     s
 }
 
-/// An image of `size` bytes starting with a boot sector that prints `message`, in a private
-/// directory.
-fn image(name: &str, size: usize, message: &str) -> PathBuf {
+/// The file `name` in this test run's private directory.
+fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wasm86-firmware-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+    dir.join(name)
+}
+
+/// An image of `size` bytes starting with a boot sector that prints `message`, in the private
+/// directory.
+fn image(name: &str, size: usize, message: &str) -> PathBuf {
+    let path = scratch(name);
     let mut bytes = vec![0u8; size];
     bytes[..512].copy_from_slice(&boot_sector(message));
     std::fs::write(&path, bytes).unwrap();
@@ -113,10 +118,9 @@ fn the_boot_order_picks_the_drive() {
 fn bad_firmware_options_are_clear_errors() {
     let fda = image("err.img", 1_474_560, "X");
     let fda = fda.to_str().unwrap();
-    let dir = std::env::temp_dir().join(format!("wasm86-firmware-{}", std::process::id()));
-    let big = dir.join("big.rom");
+    let big = scratch("big.rom");
     std::fs::write(&big, vec![0u8; 512 << 10]).unwrap();
-    let not_a_rom = dir.join("plain.rom");
+    let not_a_rom = scratch("plain.rom");
     std::fs::write(&not_a_rom, [0u8; 4096]).unwrap();
     for (args, says) in [
         (vec!["--fda", fda, "--boot", "x"], "--boot x"),
@@ -145,8 +149,7 @@ fn bad_firmware_options_are_clear_errors() {
 fn a_machine_booted_through_the_bios_is_saved_and_resumed() {
     let fda = image("saved.img", 1_474_560, "SAVED AFTER BOOT");
     let fda = fda.to_str().unwrap();
-    let dir = std::env::temp_dir().join(format!("wasm86-firmware-{}", std::process::id()));
-    let state = dir.join("bios.state");
+    let state = scratch("bios.state");
     let state = state.to_str().unwrap();
     let (ok, out) = run(&[
         "--fda",
@@ -229,14 +232,14 @@ fn the_grub_floppy_starts_memtest86_from_its_menu() {
         "GRUB's menu on the serial line:\n{out}"
     );
     assert!(out.contains("Memtest86+ v6.10"), "{out}");
-    // What it found: the machine's 128 MiB and its L1 cache (CPUID leaf 2).
+    // What it found: the machine's 128 MiB.
     assert!(out.contains("Memory  :  128MB"), "{out}");
     assert_eq!(std::fs::read(&fda).unwrap(), before, "the image changed");
 }
 
 /// A machine booting through the bundled firmware in `order`, with `floppy` in drive A:, `disk`
 /// as the first hard disk and `cd` in the CD-ROM drive (file names under images/).
-fn bios_machine_with(
+fn bios_machine(
     order: &str,
     floppy: Option<&str>,
     disk: Option<&str>,
@@ -270,11 +273,6 @@ fn bios_machine_with(
     m
 }
 
-/// [`bios_machine_with`] booting from `floppy`, with `disk` as the first hard disk.
-fn bios_machine(floppy: &str, disk: &str) -> wasm86::machine::Machine {
-    bios_machine_with("a", Some(floppy), Some(disk), None)
-}
-
 /// The text screen's rows.
 fn screen(m: &wasm86::machine::Machine) -> Vec<String> {
     m.board().vga.borrow().screen_text()
@@ -284,21 +282,12 @@ fn screen(m: &wasm86::machine::Machine) -> Vec<String> {
 /// instructions: 20 s of virtual time).
 fn run_until_screen(m: &mut wasm86::machine::Machine, text: &str) {
     for _ in 0..2_000 {
-        if m.board()
-            .vga
-            .borrow()
-            .screen_text()
-            .iter()
-            .any(|r| r.contains(text))
-        {
+        if screen(m).iter().any(|r| r.contains(text)) {
             return;
         }
         m.run(1_000_000);
     }
-    panic!(
-        "no {text:?} on the screen:\n{}",
-        m.board().vga.borrow().screen_text().join("\n")
-    );
+    panic!("no {text:?} on the screen:\n{}", screen(m).join("\n"));
 }
 
 /// Press and release the key `code` (a `KeyboardEvent.code`).
@@ -312,18 +301,13 @@ fn press(m: &mut wasm86::machine::Machine, code: &str) {
 
 #[test]
 fn a_key_in_grub_s_menu_chainloads_the_hard_disk_s_syslinux() {
-    let mut m = bios_machine("floppy.img", "hdboot.img");
+    let mut m = bios_machine("a", Some("floppy.img"), Some("hdboot.img"), None);
     run_until_screen(&mut m, "Boot the first hard disk");
     press(&mut m, "ArrowDown");
     press(&mut m, "Enter");
     run_until_screen(&mut m, "wasm86 hard disk (SYSLINUX)");
     assert!(
-        !m.board()
-            .vga
-            .borrow()
-            .screen_text()
-            .iter()
-            .any(|r| r.contains("Memtest86+ v6.10")),
+        !screen(&m).iter().any(|r| r.contains("Memtest86+ v6.10")),
         "the default entry ran instead"
     );
 }
@@ -331,7 +315,7 @@ fn a_key_in_grub_s_menu_chainloads_the_hard_disk_s_syslinux() {
 #[test]
 fn the_bios_boot_menu_boots_the_device_picked_with_a_digit() {
     // The hard disk comes first in the order, so only the menu can start the CD.
-    let mut m = bios_machine_with("cd", None, Some("hdboot.img"), Some("boot.iso"));
+    let mut m = bios_machine("cd", None, Some("hdboot.img"), Some("boot.iso"));
     m.set_boot_menu(2500);
     run_until_screen(&mut m, "Press ESC for boot menu.");
     press(&mut m, "Escape");
@@ -361,9 +345,10 @@ fn the_bios_boot_menu_boots_the_device_picked_with_a_digit() {
 /// waiting for a text that never came ends with exit 3, not as a success.
 #[test]
 fn no_bootable_device_is_shown_and_a_reset_before_the_awaited_text_fails_the_run() {
-    let blank = image("blank.img", 1_474_560, "");
+    // No boot signature: every byte zero.
+    let blank = scratch("blank.img");
+    std::fs::write(&blank, vec![0u8; 1_474_560]).unwrap();
     let blank = blank.to_str().unwrap();
-    std::fs::write(blank, vec![0u8; 1_474_560]).unwrap();
     let (ok, out) = run(&["--fda", blank, "--until-screen", "No bootable device."]);
     assert!(ok, "{out}");
     assert!(out.contains("Boot failed: not a bootable disk"), "{out}");

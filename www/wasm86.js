@@ -3,7 +3,8 @@
 // and the page never waits on the guest. Both index.html and the <wasm86-machine> element use it.
 //
 // The automation API (the same on `window.wasm86` and on each widget's `.machine`):
-//   serialText() screenText() sendSerial(text) typeText(text) stats() pause() resume() reset()
+//   serialText() screenText() sendSerial(text) typeText(text) key(code, pressed) stats() pause()
+//   resume() reset()
 //   start() ready error() saveState() restoreState(state) startRecording() stopRecording()
 // stats() is {instructions, mips, downloadedBytes, state, jit}, state one of
 // "idle" | "loading" | "running" | "paused" | "error"; jit is null while the compiling tier is

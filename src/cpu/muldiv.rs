@@ -122,24 +122,21 @@ pub(crate) fn div<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
         return Err(Exception::de());
     }
     let n = dividend::<W>(cpu);
-    let (q, r) = if n <= u64::from(u32::MAX) {
-        let n = n as u32;
-        let q = n / b;
-        (q, n.wrapping_sub(q.wrapping_mul(b)))
-    } else {
-        let q = n / u64::from(b);
-        if q > u64::from(W::MASK) {
-            return Err(Exception::de());
+    // The remainder is below the divisor, so it fits 32 bits either way.
+    let (q, r) = match u32::try_from(n) {
+        Ok(n) => {
+            let q = n / b;
+            (u64::from(q), n - q * b)
         }
-        (
-            q as u32,
-            n.wrapping_sub(q.wrapping_mul(u64::from(b))) as u32,
-        )
+        Err(_) => {
+            let q = n / u64::from(b);
+            (q, (n - q * u64::from(b)) as u32)
+        }
     };
-    if q > W::MASK {
+    if q > u64::from(W::MASK) {
         return Err(Exception::de());
     }
-    store_wide::<W>(cpu, q, r);
+    store_wide::<W>(cpu, q as u32, r);
     Ok(())
 }
 

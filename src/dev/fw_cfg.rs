@@ -106,15 +106,11 @@ impl FwCfg {
     }
 
     /// SeaBIOS's boot menu ("Press ESC for boot menu."), waiting `wait_ms` for the key, as
-    /// QEMU's `-boot menu=on,splash-time=N` asks for it; none: no menu (QEMU's default).
-    pub fn set_boot_menu(&mut self, wait_ms: Option<u16>) {
-        self.set(
-            BOOT_MENU,
-            u16::from(wait_ms.is_some()).to_le_bytes().to_vec(),
-        );
-        if let Some(ms) = wait_ms {
-            self.add_file("etc/boot-menu-wait", ms.to_le_bytes().to_vec());
-        }
+    /// QEMU's `-boot menu=on,splash-time=N` asks for it ([`FwCfg::for_pc`] has no menu, QEMU's
+    /// default).
+    pub fn set_boot_menu(&mut self, wait_ms: u16) {
+        self.set(BOOT_MENU, 1u16.to_le_bytes().to_vec());
+        self.add_file("etc/boot-menu-wait", wait_ms.to_le_bytes().to_vec());
     }
 
     /// Set item `key` to `data`.

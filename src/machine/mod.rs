@@ -1391,7 +1391,7 @@ impl Machine {
             .borrow()
             .fw_cfg
             .borrow_mut()
-            .set_boot_menu(Some(wait_ms));
+            .set_boot_menu(wait_ms);
     }
 
     /// Characters the guest sent on serial port `n` (0 = COM1, 1 = COM2) since the last call.

@@ -683,6 +683,13 @@ impl Machine {
         self.act("typeText", vec![json!(text)]).await
     }
 
+    /// Press and release the key `code` (a `KeyboardEvent.code`, e.g. "ArrowDown"), as the
+    /// page's keyboard does.
+    pub async fn press_key(&self, code: &str) -> Res<()> {
+        self.act("key", vec![json!(code), json!(true)]).await?;
+        self.act("key", vec![json!(code), json!(false)]).await
+    }
+
     pub async fn stats(&self) -> Res<Stats> {
         let v = self.call("return m.stats();", vec![]).await?;
         Stats::from_json(&v)

@@ -5,7 +5,7 @@
 //! (after `make site build`). See webdriver/README.md.
 
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 use wasm86_webdriver::{
     boot_timeout, has_line, non_black_pixels, plain, run, site_file_size, wasm86_bin,
@@ -489,10 +489,8 @@ async fn keys_in_grub_s_menu_on_a_floppy_chainload_the_hard_disk() {
                 .then_some(())
         })
         .await?;
-        for code in ["ArrowDown", "Enter"] {
-            m.act("key", vec![json!(code), json!(true)]).await?;
-            m.act("key", vec![json!(code), json!(false)]).await?;
-        }
+        m.press_key("ArrowDown").await?;
+        m.press_key("Enter").await?;
         let snap = m
             .wait_for("the hard disk's SYSLINUX menu", boot_timeout(), |s| {
                 (s.screen.contains("wasm86 hard disk (SYSLINUX)")
@@ -524,8 +522,7 @@ async fn the_bios_boot_menu_takes_keys_in_the_page() {
             s.screen.contains("Press ESC for boot menu.").then_some(())
         })
         .await?;
-        m.act("key", vec![json!("Escape"), json!(true)]).await?;
-        m.act("key", vec![json!("Escape"), json!(false)]).await?;
+        m.press_key("Escape").await?;
         let digit = m
             .wait_for("the boot menu's devices", boot_timeout(), |s| {
                 if !s.screen.contains("Select boot device:") {
@@ -542,9 +539,7 @@ async fn the_bios_boot_menu_takes_keys_in_the_page() {
             "seabios boot menu: {}",
             assert_canvas_not_blank(&env, &shot).await?
         );
-        let code = format!("Digit{digit}");
-        m.act("key", vec![json!(code), json!(true)]).await?;
-        m.act("key", vec![json!(code), json!(false)]).await?;
+        m.press_key(&format!("Digit{digit}")).await?;
         wait_prompt(&m, 0, boot_timeout()).await?;
         let snap = m.snapshot().await?;
         if !snap.serial.contains("ISOLINUX") || snap.serial.contains("SYSLINUX 6") {
