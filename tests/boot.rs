@@ -153,13 +153,15 @@ fn loader_rejects_an_initrd_too_large_for_memory() {
 /// Boot the bundled image to the shell prompt; return what COM1 printed and the instructions
 /// retired by then.
 fn boot_to_prompt() -> (Vec<u8>, u64) {
-    let (out, n, _) = boot_to_prompt_with(|_| {});
+    let (out, n, _, _) = boot_to_prompt_with(|_| {});
     (out, n)
 }
 
 /// [`boot_to_prompt`] on a machine that `setup` prepares first; also the compiling tier's
-/// counters.
-fn boot_to_prompt_with(setup: impl FnOnce(&mut Machine)) -> (Vec<u8>, u64, JitStats) {
+/// counters and the machine's event counters.
+fn boot_to_prompt_with(
+    setup: impl FnOnce(&mut Machine),
+) -> (Vec<u8>, u64, JitStats, wasm86::machine::CounterTable) {
     let (kernel, initrd) = bundled();
     let mut machine = Machine::new(MachineConfig::default());
     setup(&mut machine);
@@ -174,7 +176,8 @@ fn boot_to_prompt_with(setup: impl FnOnce(&mut Machine)) -> (Vec<u8>, u64, JitSt
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(con.machine.cpu.jit_error(), None);
     let stats = con.machine.cpu.jit_stats();
-    (con.out, con.machine.cpu.instructions, stats)
+    let counters = con.machine.counters();
+    (con.out, con.machine.cpu.instructions, stats, counters)
 }
 
 #[test]
@@ -200,9 +203,9 @@ fn deterministic_mode_boots_the_same_way_twice() {
 /// retires the same instructions as the interpreter alone, and compiled code did run.
 #[test]
 fn the_compiling_tier_boots_exactly_as_the_interpreter_does() {
-    let (out_plain, n_plain) = boot_to_prompt();
+    let (out_plain, n_plain, _, counted_plain) = boot_to_prompt_with(|_| {});
     for threshold in [1, wasm86::jit::DEFAULT_THRESHOLD] {
-        let (out, n, stats) = boot_to_prompt_with(|m| {
+        let (out, n, stats, counted) = boot_to_prompt_with(|m| {
             m.cpu.set_jit(
                 Some(Box::new(wasm86::jit::wasmi_engine::WasmiEngine::new())),
                 threshold,
@@ -221,6 +224,21 @@ fn the_compiling_tier_boots_exactly_as_the_interpreter_does() {
         assert!(
             stats.compiled_instructions > n / 10,
             "threshold {threshold}: {stats:?}"
+        );
+        // The events the guest caused are the same too (how code was decoded, compiled and
+        // looked up in the TLB is the emulator's business).
+        use wasm86::machine::counters::{CODE_GROUP, MEMORY_GROUP};
+        for (plain, compiled) in counted_plain.groups.iter().zip(&counted.groups) {
+            if plain.title != CODE_GROUP && plain.title != MEMORY_GROUP {
+                assert_eq!(plain, compiled, "threshold {threshold}");
+            }
+        }
+        assert!(
+            counted
+                .row(CODE_GROUP, "instructions run compiled")
+                .is_some_and(|v| v[0] == stats.compiled_instructions),
+            "{}",
+            counted.to_text()
         );
         eprintln!("threshold {threshold}: {n} instructions, {stats:?}");
     }

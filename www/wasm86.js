@@ -6,6 +6,11 @@
 //   serialText() screenText() sendSerial(text) typeText(text) key(code, pressed) stats() pause()
 //   resume() reset()
 //   start() ready error() saveState() restoreState(state) startRecording() stopRecording()
+//   counters() resetCounters()
+// counters() is a Promise of {instructions, groups: [{title, columns, rows: [{name, values}]}]}:
+// the machine's event counters (sensitive and privileged instructions by CPL, exceptions,
+// interrupts, TLB misses and flushes, CR3 loads, mode switches, decoded and compiled code, each
+// device's port and MMIO accesses) since resetCounters() or power-on.
 // stats() is {instructions, mips, downloadedBytes, state, jit}, state one of
 // "idle" | "loading" | "running" | "paused" | "error"; jit is null while the compiling tier is
 // off, else its counters (regionsCompiled, regionsLive, guestBytes, wasmBytes,
@@ -325,6 +330,25 @@ export class MachineController extends EventTarget {
     return this._request({ type: "record", on: false }).then((buffer) => buffer || null);
   }
 
+  /** The machine's event counters since `resetCounters()` or power-on (a Promise; see the
+   * automation API at the top of this file). Rejects when there is no running machine. */
+  counters() {
+    return this._inspect("counters");
+  }
+
+  /** Zero the event counters (a Promise, resolved once done). */
+  resetCounters() {
+    return this._inspect("resetCounters").then(() => undefined);
+  }
+
+  /** Ask the worker's machine inspector `op` (see worker.js's protocol). */
+  _inspect(op, args) {
+    if (!this._running()) {
+      return Promise.reject(new Error(`there is no running machine to inspect (it is ${this._state})`));
+    }
+    return this._request({ type: "inspect", op, args: args || {} });
+  }
+
   /** Replace the machine by the one saved in `state` (an ArrayBuffer, typed array, Blob, File or
    * URL), with this machine's disk images (they must be the ones it was saved with). Returns
    * `ready`, which rejects with the reason a bad state is refused. */
@@ -515,11 +539,12 @@ export class MachineController extends EventTarget {
         this._emit("restored", {});
         break;
       case "saved":
-      case "recorded": {
+      case "recorded":
+      case "inspected": {
         const waiting = this._requests.get(msg.id);
         this._requests.delete(msg.id);
         if (waiting && msg.error) waiting.reject(new Error(msg.error));
-        else if (waiting) waiting.resolve(msg.buffer);
+        else if (waiting) waiting.resolve(msg.type === "inspected" ? msg.result : msg.buffer);
         break;
       }
       case "progress":

@@ -11,6 +11,7 @@
 //   | {type: "serial", bytes} | {type: "type", text} | {type: "key", code, pressed}
 //   | {type: "mouse", dx, dy, dz, buttons} | {type: "frameDone"} | {type: "frames", on}
 //   | {type: "save", id} | {type: "record", id, on}
+//   | {type: "inspect", id, op, args} (op: "counters" | "resetCounters")
 // worker -> page:   {type: "state", state} | {type: "progress", file} | {type: "update", ...}
 //   | {type: "saved", id, buffer} or {type: "saved", id, error} (the answer to "save": a state
 //     file, see src/state)
@@ -20,6 +21,8 @@
 //     (update.serial: bytes; update.serialInstructions: [[end offset, instructions before, after]]
 //     per run() slice that wrote some of them: where each slice's bytes end, and the retired-
 //     instruction counts at that slice's start and end)
+//   | {type: "inspected", id, result} or {type: "inspected", id, error} (the answer to
+//     "inspect"; counters: {instructions, groups: [{title, columns, rows: [{name, values}]}]})
 //   | {type: "started"} (once, running) | {type: "boot"} (the kernel was loaded: start, reset, reboot)
 //   | {type: "restored"} (the machine started from a saved state instead of a boot)
 //   | {type: "frame", width, height, buffer} | {type: "message", text} | {type: "error", message}
@@ -165,6 +168,21 @@ function handle(msg) {
         else post({ type: "recorded", id: msg.id, on: false });
       }
       break;
+    case "inspect":
+      // Between turns: the machine is at an instruction boundary.
+      if (!machine || crashed) {
+        post({ type: "inspected", id: msg.id, error: "there is no running machine to inspect" });
+      } else {
+        let result;
+        try {
+          result = inspect(msg.op, msg.args || {});
+        } catch (err) {
+          post({ type: "inspected", id: msg.id, error: err && err.message ? err.message : String(err) });
+          break;
+        }
+        post({ type: "inspected", id: msg.id, result });
+      }
+      break;
     case "frames":
       framesOn = !!msg.on;
       break;
@@ -179,6 +197,19 @@ function handle(msg) {
         pendingInput.push(msg);
       }
       break;
+  }
+}
+
+/** An inspector request (see the protocol above): the answer, as plain data. */
+function inspect(op, args) {
+  switch (op) {
+    case "counters":
+      return JSON.parse(machine.counters());
+    case "resetCounters":
+      machine.reset_counters();
+      return null;
+    default:
+      throw new Error(`unknown inspector request ${JSON.stringify(op)}`);
   }
 }
 

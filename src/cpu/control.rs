@@ -5,6 +5,7 @@
 //! Far transfers in real and V86 mode are done here; in protected mode they go to the
 //! descriptor machinery in `protected.rs`.
 
+use super::counters::Insn;
 use super::data::{pop_w, push_w};
 use super::decode::{undefined, Decoder, Handler, Instr};
 use super::exception::{self, Exception, Fault};
@@ -318,10 +319,12 @@ fn far_transfer<W: Width>(cpu: &mut Cpu, selector: u16, offset: u32, call: bool)
 }
 
 fn jmp_far_imm<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::JmpFar);
     far_transfer::<W>(cpu, i.imm2 as u16, i.imm, false)
 }
 
 fn call_far_imm<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::CallFar);
     far_transfer::<W>(cpu, i.imm2 as u16, i.imm, true)
 }
 
@@ -336,17 +339,20 @@ fn read_far_pointer<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault<(u32, u16)> {
 }
 
 fn call_far_ind<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::CallFar);
     let (o, s) = read_far_pointer::<W>(cpu, i)?;
     far_transfer::<W>(cpu, s, o, true)
 }
 
 fn jmp_far_ind<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::JmpFar);
     let (o, s) = read_far_pointer::<W>(cpu, i)?;
     far_transfer::<W>(cpu, s, o, false)
 }
 
 /// RETF [imm16].
 fn ret_far<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::RetFar);
     if cpu.protected_mode() && !cpu.v86_mode() {
         return cpu.far_return_protected(W::BYTES == 4, i.imm);
     }
@@ -365,20 +371,24 @@ fn ret_far<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 /// INT3: a trap; not IOPL-sensitive in V86 mode.
 fn int3(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.counters.software[usize::from(exception::BP)] += 1;
     cpu.interrupt(exception::BP, IntKind::SoftwareTrap, None)
 }
 
 /// INT n: in V86 mode without VME, IOPL < 3 faults.
 fn int_n(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::IntN);
     if cpu.v86_mode() && cpu.flags.iopl() < 3 {
         return Err(Exception::gp(0));
     }
+    cpu.counters.software[usize::from(i.imm as u8)] += 1;
     cpu.interrupt(i.imm as u8, IntKind::Software, None)
 }
 
 /// INTO: INT 4 if OF is set.
 fn into(cpu: &mut Cpu, _: &Instr) -> Fault {
     if cpu.flags.of() {
+        cpu.counters.software[usize::from(exception::OF)] += 1;
         cpu.interrupt(exception::OF, IntKind::SoftwareTrap, None)
     } else {
         Ok(())
@@ -400,6 +410,7 @@ const IRET32_REAL_MASK: u32 = flags::ARITH
 /// (IOPL and NT included, as on the 386). V86 mode: IOPL < 3 faults; otherwise the same but IOPL
 /// is kept. Protected mode: `iret_protected`.
 fn iret<W: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Iret);
     let v86 = cpu.v86_mode();
     if cpu.protected_mode() && !v86 {
         return cpu.iret_protected(W::BYTES == 4);
@@ -428,6 +439,7 @@ fn iret<W: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
 
 #[inline(always)]
 fn port_read<W: Width>(cpu: &mut Cpu, port: u16) -> Fault {
+    cpu.count(Insn::In);
     cpu.check_io_permission(port, W::BYTES as u8)?;
     let v = cpu.port_in(port, W::BYTES as u8);
     W::set_reg(cpu, EAX as u8, v);
@@ -436,6 +448,7 @@ fn port_read<W: Width>(cpu: &mut Cpu, port: u16) -> Fault {
 
 #[inline(always)]
 fn port_write<W: Width>(cpu: &mut Cpu, port: u16) -> Fault {
+    cpu.count(Insn::Out);
     cpu.check_io_permission(port, W::BYTES as u8)?;
     let v = W::reg(cpu, EAX as u8);
     cpu.port_out(port, W::BYTES as u8, v);
@@ -462,6 +475,7 @@ fn out_dx<W: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
 
 /// HLT: privileged; stops until an interrupt.
 fn hlt(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Hlt);
     if cpu.protected_mode() && cpu.cpl != 0 {
         return Err(Exception::gp(0));
     }
@@ -483,6 +497,7 @@ fn if_writable(cpu: &Cpu) -> bool {
 }
 
 fn cli(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Cli);
     if !if_writable(cpu) {
         return Err(Exception::gp(0));
     }
@@ -492,6 +507,7 @@ fn cli(cpu: &mut Cpu, _: &Instr) -> Fault {
 
 /// STI: when it enables interrupts, they are recognised only after the next instruction.
 fn sti(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Sti);
     if !if_writable(cpu) {
         return Err(Exception::gp(0));
     }

@@ -2,6 +2,7 @@
 //! PUSH and POP (registers, segments, immediates, memory, PUSHA/POPA, PUSHF/POPF), far-pointer
 //! loads (LDS/LES/LSS/LFS/LGS), XLAT, ENTER/LEAVE and BOUND.
 
+use super::counters::Insn;
 use super::decode::{undefined, Decoder, Handler, Instr};
 use super::exception::{self, Exception, Fault};
 use super::flags;
@@ -306,11 +307,13 @@ pub(crate) fn mov_rm_imm<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 /// MOV m16, Sreg: a memory destination is always 16 bits, whatever the operand size.
 fn mov_m_sreg(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::MovFromSreg);
     let v = cpu.segs[i.reg as usize].selector as u32;
     MemRm::write::<W16>(cpu, i, v)
 }
 
 fn mov_r16_sreg(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::MovFromSreg);
     let v = cpu.segs[i.reg as usize].selector as u32;
     W16::set_reg(cpu, i.rm, v);
     Ok(())
@@ -318,11 +321,13 @@ fn mov_r16_sreg(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 /// MOV r32, Sreg: the P6 zero-extends the selector into the whole register.
 fn mov_r32_sreg(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::MovFromSreg);
     cpu.regs[i.rm as usize] = cpu.segs[i.reg as usize].selector as u32;
     Ok(())
 }
 
 fn mov_sreg_rm<R: Rm>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::MovToSreg);
     let v = R::read::<W16>(cpu, i)?;
     cpu.load_seg(Segment::from_index(i.reg), v as u16)
 }
@@ -330,6 +335,7 @@ fn mov_sreg_rm<R: Rm>(cpu: &mut Cpu, i: &Instr) -> Fault {
 /// MOV SS: interrupts (and single-step traps) are held off for one instruction so that a
 /// following MOV (E)SP completes the stack switch atomically.
 fn mov_ss_rm<R: Rm>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::MovToSreg);
     let v = R::read::<W16>(cpu, i)?;
     cpu.load_seg(Segment::SS, v as u16)?;
     cpu.irq_shadow = true;
@@ -400,11 +406,13 @@ fn xchg_ax<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 /// PUSH Sreg. With a 32-bit operand the P6 writes a full dword, the selector zero-extended
 /// (later CPUs write only the low word; both decrement ESP by 4).
 fn push_sreg<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::PushSreg);
     let v = cpu.segs[i.reg as usize].selector as u32;
     push_w::<W>(cpu, v)
 }
 
 fn pop_sreg<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::PopSreg);
     // If the load faults, the run loop puts (E)SP back.
     let v = pop_w::<W>(cpu)?;
     cpu.load_seg(Segment::from_index(i.reg), v as u16)
@@ -412,6 +420,7 @@ fn pop_sreg<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 /// POP SS: like MOV SS, holds off interrupts for one instruction.
 fn pop_ss<W: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::PopSreg);
     let v = pop_w::<W>(cpu)?;
     cpu.load_seg(Segment::SS, v as u16)?;
     cpu.irq_shadow = true;
@@ -475,6 +484,7 @@ fn popa<W: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
 
 /// PUSHF/PUSHFD. VM and RF read as 0 in the pushed image. In V86 mode IOPL < 3 faults (no VME).
 fn pushf<W: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Pushf);
     if cpu.v86_mode() && cpu.flags.iopl() < 3 {
         return Err(Exception::gp(0));
     }
@@ -486,6 +496,7 @@ fn pushf<W: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
 /// IOPL changes only at CPL 0 and IF only when CPL <= IOPL, the other bits silently keeping
 /// their values. RF is cleared. In V86 mode IOPL < 3 faults.
 fn popf<W: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Popf);
     if cpu.v86_mode() && cpu.flags.iopl() < 3 {
         return Err(Exception::gp(0));
     }
@@ -504,6 +515,11 @@ fn popf<W: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
         }
         if cpu.cpl > cpu.flags.iopl() {
             mask &= !flags::IF;
+            // The lecture's example: the guest asked to change IF and nothing happened, no
+            // trap either.
+            if (v ^ cpu.flags.word()) & flags::IF != 0 {
+                cpu.counters.popf_if_ignored += 1;
+            }
         }
     }
     cpu.flags.set_masked(v, mask & W::MASK);

@@ -131,6 +131,7 @@ impl Cpu {
             arena.clear();
             self.icache.flush();
         }
+        self.counters.blocks_decoded += 1;
         let start = arena.len();
         let page = (phys >> 12) as usize;
         self.mem.mark_code_page(page);

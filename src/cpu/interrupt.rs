@@ -47,6 +47,7 @@ impl Cpu {
             } else {
                 None
             };
+            self.count_exception(e.vector(), code);
             match self.interrupt(e.vector(), IntKind::Exception, code) {
                 Ok(()) => {
                     self.delivering = None;
@@ -60,6 +61,7 @@ impl Cpu {
     /// An interrupt from the interrupt controller.
     pub fn external_interrupt(&mut self, vector: u8) {
         self.halted = false;
+        self.counters.external += 1;
         if let Err(e) = self.interrupt(vector, IntKind::External, None) {
             self.deliver_exception(e);
         }

@@ -12,6 +12,7 @@
 //! one-word value ([`Exception`]).
 
 pub mod access;
+pub mod counters;
 pub mod debug;
 pub mod decode;
 pub mod exception;
@@ -175,6 +176,8 @@ pub struct Cpu {
     /// The host's engine for compiled code, while the tier is on. Taken out while compiled
     /// code runs.
     pub(crate) jit_engine: Option<Box<dyn crate::jit::Engine>>,
+    /// Event counters (observations, not state; see counters.rs).
+    pub counters: Box<counters::Counters>,
 }
 
 impl Cpu {
@@ -220,6 +223,7 @@ impl Cpu {
             pending_db: 0,
             rep_done: 0,
             jit_stop_at_block_end: 0,
+            counters: Box::default(),
         };
         cpu.reset();
         cpu
@@ -271,6 +275,8 @@ impl Cpu {
         self.irq_shadow = false;
         self.delivering = None;
         self.pending_db = 0;
+        // Not a privilege change the guest made: not counted.
+        self.cpl = 0;
         self.set_cpl(0);
         self.sync_paging();
         self.mem.tlb.flush_all();
@@ -297,6 +303,13 @@ impl Cpu {
 
     /// Set the current privilege level and the TLB permissions that go with it.
     pub fn set_cpl(&mut self, cpl: u8) {
+        if cpl != self.cpl {
+            self.count_mode(if cpl < self.cpl {
+                counters::ModeSwitch::ToInnerRing
+            } else {
+                counters::ModeSwitch::ToOuterRing
+            });
+        }
         self.cpl = cpl;
         self.update_fast_path_perms();
     }

@@ -8,6 +8,7 @@
 //! as they were, both for the run loop's roll-back and for interrupt delivery (where nothing is
 //! rolled back before the #DF retry).
 
+use super::counters::ModeSwitch;
 use super::exception::{Exception, Fault};
 use super::flags;
 use super::interrupt::IntKind;
@@ -479,6 +480,9 @@ impl Cpu {
         self.flags.set(flags::TF, false);
         self.flags.set(flags::NT, false);
         self.flags.set(flags::RF, false);
+        if v86 {
+            self.count_mode(ModeSwitch::LeaveV86);
+        }
         self.flags.set(flags::VM, false);
         if gate_kind == SYS_INT_GATE16 || gate_kind == SYS_INT_GATE32 {
             self.flags.set(flags::IF, false);
@@ -888,6 +892,7 @@ impl Cpu {
         if eip > 0xFFFF {
             return Err(Exception::gp(0));
         }
+        self.count_mode(ModeSwitch::EnterV86);
         self.flags.set_word(fl);
         for (seg, sel) in [
             (Segment::CS, cs),

@@ -98,6 +98,8 @@ impl Cpu {
         self.stop_block = false;
         self.mem.set_a20(state.a20);
         self.sync_paging();
+        // A restore is not a privilege change the guest made: not counted.
+        self.cpl = state.cpl;
         self.set_cpl(state.cpl);
         self.mem.tlb.flush_all();
         self.mem.forget_code();

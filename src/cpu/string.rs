@@ -10,6 +10,7 @@
 //! iterations left them, with EIP at the instruction, exactly like the hardware. The hot
 //! forward REP MOVS and REP STOS copy whole runs within a page through the TLB.
 
+use super::counters::Insn;
 use super::decode::{Decoder, Handler, Instr, REP_NONE, REP_NZ};
 use super::exception::Fault;
 use super::flags;
@@ -183,6 +184,7 @@ fn scas_once<W: Width, A: Width>(cpu: &mut Cpu) -> Fault {
 /// consume device data.
 #[inline(always)]
 fn ins_once<W: Width, A: Width>(cpu: &mut Cpu) -> Fault {
+    cpu.count(Insn::Ins);
     let lin = cpu.probe_write(ES, areg::<A>(cpu, EDI), W::BYTES)?;
     let v = cpu.port_in(cpu.regs[EDX] as u16, W::BYTES as u8);
     W::write_lin(cpu, lin, v)?;
@@ -192,6 +194,7 @@ fn ins_once<W: Width, A: Width>(cpu: &mut Cpu) -> Fault {
 
 #[inline(always)]
 fn outs_once<W: Width, A: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::Outs);
     let v = W::read_mem(cpu, i.seg as usize, areg::<A>(cpu, ESI))?;
     cpu.port_out(cpu.regs[EDX] as u16, W::BYTES as u8, v);
     advance::<A>(cpu, ESI, step::<W>(cpu));

@@ -6,6 +6,7 @@
 //! None of these is hot, so handlers check the mode at run time: a decoded block is keyed by its
 //! physical address and CS.D only, and the same bytes may run in real and in protected mode.
 
+use super::counters::{Insn, ModeSwitch};
 use super::decode::{undefined, Decoder, Handler, Instr};
 use super::exception::{self, Exception, Fault};
 use super::flags;
@@ -301,6 +302,7 @@ fn visible_descriptor(cpu: &mut Cpu, sel: u16) -> Fault<Option<super::protected:
 /// LAR accepts: any code or data segment, LDT, TSS (16/32, available or busy), call gates and
 /// task gates. Interrupt and trap gates and the reserved types are refused (ZF = 0).
 fn lar<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::Lar);
     require_protected(cpu)?;
     let sel = R::read::<W16>(cpu, i)? as u16;
     let d = match visible_descriptor(cpu, sel)? {
@@ -339,6 +341,7 @@ fn lar<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 /// LSL Gv, Ew: load a segment limit (scaled by G) if the descriptor is visible and has a limit:
 /// code and data segments, LDT and TSS descriptors. Gates have no limit (ZF = 0).
 fn lsl<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::Lsl);
     require_protected(cpu)?;
     let sel = R::read::<W16>(cpu, i)? as u16;
     let d = match visible_descriptor(cpu, sel)? {
@@ -364,6 +367,7 @@ fn lsl<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 /// VERR (`WRITE` = false) / VERW (true) Ew: ZF = 1 if the segment is visible at CPL and RPL and
 /// readable (data, or readable code) / writable (writable data).
 fn verify<R: Rm, const WRITE: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(if WRITE { Insn::Verw } else { Insn::Verr });
     require_protected(cpu)?;
     let sel = R::read::<W16>(cpu, i)? as u16;
     let ok = match visible_descriptor(cpu, sel)? {
@@ -399,6 +403,7 @@ fn system_selector<const WHICH: bool>(cpu: &Cpu) -> u16 {
 /// SLDT/STR to a register: with a 32-bit operand the selector is zero-extended (P6 behaviour;
 /// the SDM leaves the upper half undefined on older CPUs).
 fn store_selector_reg<const WHICH: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(if WHICH == TR { Insn::Str } else { Insn::Sldt });
     require_protected(cpu)?;
     let sel = system_selector::<WHICH>(cpu) as u32;
     if i.op32 {
@@ -411,12 +416,14 @@ fn store_selector_reg<const WHICH: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 /// SLDT/STR to memory: always 16 bits.
 fn store_selector_mem<const WHICH: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(if WHICH == TR { Insn::Str } else { Insn::Sldt });
     require_protected(cpu)?;
     let sel = system_selector::<WHICH>(cpu) as u32;
     MemRm::write::<W16>(cpu, i, sel)
 }
 
 fn lldt<R: Rm>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::Lldt);
     require_protected(cpu)?;
     require_cpl0(cpu)?;
     let sel = R::read::<W16>(cpu, i)? as u16;
@@ -424,6 +431,7 @@ fn lldt<R: Rm>(cpu: &mut Cpu, i: &Instr) -> Fault {
 }
 
 fn ltr<R: Rm>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::Ltr);
     require_protected(cpu)?;
     require_cpl0(cpu)?;
     let sel = R::read::<W16>(cpu, i)? as u16;
@@ -437,6 +445,7 @@ fn ltr<R: Rm>(cpu: &mut Cpu, i: &Instr) -> Fault {
 /// stored 24 bits with 0FFh above; older SDMs described a zeroed top byte for 16-bit operands).
 /// Not privileged (no UMIP on this CPU).
 fn store_table<const IDT: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(if IDT { Insn::Sidt } else { Insn::Sgdt });
     let t = if IDT { cpu.idtr } else { cpu.gdtr };
     let seg = i.seg as usize;
     let off = ea(cpu, i);
@@ -449,6 +458,7 @@ fn store_table<const IDT: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
 /// LGDT (`IDT` = false) / LIDT (true) m: load limit and base; a 16-bit operand loads only a
 /// 24-bit base.
 fn load_table<const IDT: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(if IDT { Insn::Lidt } else { Insn::Lgdt });
     require_cpl0(cpu)?;
     let seg = i.seg as usize;
     let off = ea(cpu, i);
@@ -471,6 +481,7 @@ fn load_table<const IDT: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
 /// SMSW to a register: a 32-bit operand stores the whole of CR0 (the SDM calls the upper half
 /// undefined; P6 hardware returns CR0), a 16-bit one the low word with the upper half kept.
 fn smsw_reg(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::Smsw);
     let cr0 = cpu.cr0;
     if i.op32 {
         W32::set_reg(cpu, i.rm, cr0);
@@ -482,12 +493,14 @@ fn smsw_reg(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 /// SMSW to memory: always 16 bits.
 fn smsw_mem(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::Smsw);
     let cr0 = cpu.cr0 & 0xFFFF;
     MemRm::write::<W16>(cpu, i, cr0)
 }
 
 /// LMSW Ew: load PE, MP, EM, TS. PE can be set but not cleared.
 fn lmsw<R: Rm>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::Lmsw);
     require_cpl0(cpu)?;
     let msw = R::read::<W16>(cpu, i)?;
     const MSW: u32 = CR0_PE | CR0_MP | CR0_EM | CR0_TS;
@@ -497,6 +510,7 @@ fn lmsw<R: Rm>(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 /// CLTS: clear CR0.TS (the FPU context is current again).
 fn clts(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Clts);
     require_cpl0(cpu)?;
     cpu.cr0 &= !CR0_TS;
     Ok(())
@@ -507,6 +521,7 @@ fn clts(cpu: &mut Cpu, _: &Instr) -> Fault {
 /// the surrounding 4 MiB region is dropped. Decoded blocks are keyed by physical address and
 /// need no flush.
 fn invlpg(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::Invlpg);
     require_cpl0(cpu)?;
     let lin = cpu.segs[i.seg as usize].base.wrapping_add(ea(cpu, i));
     if cpu.mem.tlb.pse {
@@ -522,6 +537,7 @@ fn invlpg(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 /// INVD/WBINVD: privileged; there is no cache to write back or discard.
 fn invd(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Invd);
     require_cpl0(cpu)
 }
 
@@ -543,6 +559,14 @@ impl Cpu {
         }
         let changed = self.cr0 ^ v;
         self.cr0 = v;
+        for (bit, on, off) in [
+            (CR0_PE, ModeSwitch::ProtectedOn, ModeSwitch::ProtectedOff),
+            (CR0_PG, ModeSwitch::PagingOn, ModeSwitch::PagingOff),
+        ] {
+            if changed & bit != 0 {
+                self.count_mode(if v & bit != 0 { on } else { off });
+            }
+        }
         if changed & (CR0_PG | CR0_WP | CR0_PE) != 0 {
             self.mem.tlb.flush_all();
             self.sync_paging();
@@ -564,6 +588,7 @@ impl Cpu {
     /// Load CR3: the new page directory; non-global TLB entries are dropped.
     pub fn write_cr3(&mut self, v: u32) {
         self.cr3 = v & CR3_VALID;
+        self.counters.cr3_loads += 1;
         self.sync_paging();
         self.mem.tlb.flush_non_global();
         self.stop_block = true;
@@ -588,6 +613,7 @@ impl Cpu {
 
 /// MOV r32, CRn (n = 0, 2, 3, 4; the others were refused at decode time).
 fn mov_from_cr(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::MovFromCr);
     require_cpl0(cpu)?;
     let v = match i.reg {
         0 => cpu.cr0,
@@ -600,23 +626,27 @@ fn mov_from_cr(cpu: &mut Cpu, i: &Instr) -> Fault {
 }
 
 fn mov_to_cr0(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::MovToCr);
     require_cpl0(cpu)?;
     cpu.write_cr0(cpu.regs[i.rm as usize])
 }
 
 fn mov_to_cr2(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::MovToCr);
     require_cpl0(cpu)?;
     cpu.cr2 = cpu.regs[i.rm as usize];
     Ok(())
 }
 
 fn mov_to_cr3(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::MovToCr);
     require_cpl0(cpu)?;
     cpu.write_cr3(cpu.regs[i.rm as usize]);
     Ok(())
 }
 
 fn mov_to_cr4(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::MovToCr);
     require_cpl0(cpu)?;
     cpu.write_cr4(cpu.regs[i.rm as usize])
 }
@@ -641,12 +671,14 @@ fn debug_register(cpu: &mut Cpu, n: u8) -> Fault<usize> {
 }
 
 fn mov_from_dr(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::MovFromDr);
     let n = debug_register(cpu, i.reg)?;
     cpu.regs[i.rm as usize] = cpu.dr[n];
     Ok(())
 }
 
 fn mov_to_dr(cpu: &mut Cpu, i: &Instr) -> Fault {
+    cpu.count(Insn::MovToDr);
     let n = debug_register(cpu, i.reg)?;
     let v = cpu.regs[i.rm as usize];
     match n {
@@ -704,6 +736,7 @@ impl Cpu {
 }
 
 fn rdmsr(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Rdmsr);
     require_cpl0(cpu)?;
     let v = cpu.read_msr(cpu.regs[ECX]).ok_or(Exception::gp(0))?;
     cpu.regs[EAX] = v as u32;
@@ -712,6 +745,7 @@ fn rdmsr(cpu: &mut Cpu, _: &Instr) -> Fault {
 }
 
 fn wrmsr(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Wrmsr);
     require_cpl0(cpu)?;
     let v = (cpu.regs[EDX] as u64) << 32 | cpu.regs[EAX] as u64;
     cpu.write_msr(cpu.regs[ECX], v)
@@ -719,6 +753,7 @@ fn wrmsr(cpu: &mut Cpu, _: &Instr) -> Fault {
 
 /// RDTSC: EDX:EAX = TSC; #GP(0) above CPL 0 when CR4.TSD is set (V86 mode runs at CPL 3).
 fn rdtsc(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Rdtsc);
     if cpu.cr4 & CR4_TSD != 0 && cpu.protected_mode() && (cpu.cpl != 0 || cpu.v86_mode()) {
         return Err(Exception::gp(0));
     }
@@ -753,6 +788,7 @@ fn flat_segment(selector: u16, code: bool, dpl: u8) -> SegCache {
 /// SYSENTER: to CPL 0 at SYSENTER_CS:SYSENTER_EIP with SS = SYSENTER_CS + 8 and
 /// ESP = SYSENTER_ESP; clears VM, IF and RF. #GP(0) in real mode or with a null SYSENTER_CS.
 fn sysenter(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Sysenter);
     let cs = cpu.msr.sysenter_cs as u16 & 0xFFFC;
     if cpu.real_mode() || cs == 0 {
         return Err(Exception::gp(0));
@@ -770,6 +806,7 @@ fn sysenter(cpu: &mut Cpu, _: &Instr) -> Fault {
 /// SYSEXIT: to CPL 3 at (SYSENTER_CS + 16) | 3 : EDX with SS = (SYSENTER_CS + 24) | 3 and
 /// ESP = ECX. #GP(0) unless protected mode at CPL 0 with a non-null SYSENTER_CS.
 fn sysexit(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Sysexit);
     let base = cpu.msr.sysenter_cs as u16 & 0xFFFC;
     if cpu.real_mode() || cpu.v86_mode() || cpu.cpl != 0 || base == 0 {
         return Err(Exception::gp(0));
@@ -802,6 +839,7 @@ pub fn cpuid_leaf(leaf: u32) -> [u32; 4] {
 }
 
 fn cpuid(cpu: &mut Cpu, _: &Instr) -> Fault {
+    cpu.count(Insn::Cpuid);
     let [a, b, c, d] = cpuid_leaf(cpu.regs[EAX]);
     cpu.regs[EAX] = a;
     cpu.regs[EBX] = b;

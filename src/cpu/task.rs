@@ -7,6 +7,7 @@
 //! registers, EFLAGS, EIP and CR3 are loaded, the segment registers and LDTR are checked; those
 //! faults belong to the new task, so they are delivered here and the switch itself succeeds.
 
+use super::counters::ModeSwitch;
 use super::exception::{self, Exception, Fault};
 use super::flags;
 use super::protected::{
@@ -172,10 +173,13 @@ impl Cpu {
         }
 
         // Commit: from here on the CPU runs the new task.
+        self.counters.task_switches += 1;
+        let was_v86 = self.flags.sys(flags::VM);
         self.tr = d.to_cache(sel);
         self.cr0 |= CR0_TS;
         if new32 && self.cr0 & CR0_PG != 0 {
             self.cr3 = st.cr3;
+            self.counters.cr3_loads += 1;
             self.sync_paging();
             self.mem.tlb.flush_non_global();
         }
@@ -184,6 +188,11 @@ impl Cpu {
             eflags |= flags::NT;
         }
         self.flags.set_word(eflags);
+        match (was_v86, eflags & flags::VM != 0) {
+            (false, true) => self.count_mode(ModeSwitch::EnterV86),
+            (true, false) => self.count_mode(ModeSwitch::LeaveV86),
+            _ => {}
+        }
         self.eip = st.eip;
         self.regs[..8].copy_from_slice(&st.regs);
         self.stop_block = true;

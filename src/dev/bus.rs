@@ -10,7 +10,7 @@
 //! another.
 
 use super::{At, DevCtx, Device};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 /// A device the board and a bus share.
@@ -39,6 +39,15 @@ struct Mapping {
     /// One past the last address.
     end: u64,
     device: Rc<RefCell<dyn Device>>,
+    /// Where its accesses are counted in [`DeviceBus::counts`].
+    counter: usize,
+}
+
+/// Guest accesses that reached one device (through any of its ranges) or nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AccessCount {
+    pub reads: u64,
+    pub writes: u64,
 }
 
 /// Address ranges routed to devices; the port bus ends at 0x10000, the MMIO bus at 4 GiB.
@@ -46,6 +55,11 @@ pub struct DeviceBus {
     /// Sorted by base, never overlapping.
     ranges: Vec<Mapping>,
     limit: u64,
+    /// Accesses per device name, in the order the names were first mapped; then the accesses
+    /// that reached nothing. Observations, not state: counted where an access is slow anyway
+    /// (a dynamic call into a borrowed device).
+    counts: Vec<(&'static str, Cell<AccessCount>)>,
+    unclaimed: Cell<AccessCount>,
 }
 
 impl DeviceBus {
@@ -54,6 +68,8 @@ impl DeviceBus {
         DeviceBus {
             ranges: Vec::new(),
             limit: 0x1_0000,
+            counts: Vec::new(),
+            unclaimed: Cell::default(),
         }
     }
 
@@ -62,16 +78,20 @@ impl DeviceBus {
         DeviceBus {
             ranges: Vec::new(),
             limit: 1 << 32,
+            counts: Vec::new(),
+            unclaimed: Cell::default(),
         }
     }
 
-    /// Route `[base, base + len)` to `device`. A range that is empty, runs past the end of the
-    /// bus or overlaps a mapped one is refused, and nothing changes.
+    /// Route `[base, base + len)` to `device`, whose accesses are counted under `name` (a
+    /// device mapped at several ranges, or moved, keeps one count). A range that is empty,
+    /// runs past the end of the bus or overlaps a mapped one is refused, and nothing changes.
     pub fn map(
         &mut self,
         base: u32,
         len: u32,
         device: Rc<RefCell<dyn Device>>,
+        name: &'static str,
     ) -> Result<(), MapError> {
         if len == 0 {
             return Err(MapError::Empty(base));
@@ -91,9 +111,81 @@ impl DeviceBus {
         {
             return Err(MapError::Overlap { base, end });
         }
+        let counter = match self.counts.iter().position(|(n, _)| *n == name) {
+            Some(i) => i,
+            None => {
+                self.counts.push((name, Cell::default()));
+                self.counts.len() - 1
+            }
+        };
         let pos = self.ranges.partition_point(|m| m.base < base);
-        self.ranges.insert(pos, Mapping { base, end, device });
+        self.ranges.insert(
+            pos,
+            Mapping {
+                base,
+                end,
+                device,
+                counter,
+            },
+        );
         Ok(())
+    }
+
+    /// Guest accesses per device name since the last [`DeviceBus::reset_counts`], in the
+    /// order the devices were mapped, then `("nothing", ..)` for accesses nothing answered.
+    pub fn access_counts(&self) -> Vec<(&'static str, AccessCount)> {
+        self.counts
+            .iter()
+            .map(|(n, c)| (*n, c.get()))
+            .chain(std::iter::once(("nothing", self.unclaimed.get())))
+            .collect()
+    }
+
+    /// Add `other`'s access counts to this bus's, by device name (a board rebuilt at a guest
+    /// reset keeps counting where the old one stopped).
+    pub fn carry_counts_from(&mut self, other: &DeviceBus) {
+        for (name, c) in &other.counts {
+            let i = match self.counts.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    self.counts.push((name, Cell::default()));
+                    self.counts.len() - 1
+                }
+            };
+            let (mine, theirs) = (self.counts[i].1.get(), c.get());
+            self.counts[i].1.set(AccessCount {
+                reads: mine.reads + theirs.reads,
+                writes: mine.writes + theirs.writes,
+            });
+        }
+        let (mine, theirs) = (self.unclaimed.get(), other.unclaimed.get());
+        self.unclaimed.set(AccessCount {
+            reads: mine.reads + theirs.reads,
+            writes: mine.writes + theirs.writes,
+        });
+    }
+
+    /// Zero the access counts.
+    pub fn reset_counts(&self) {
+        for (_, c) in &self.counts {
+            c.set(AccessCount::default());
+        }
+        self.unclaimed.set(AccessCount::default());
+    }
+
+    /// Count an access through `mapping` (`None`: nothing answered).
+    fn count(&self, mapping: Option<usize>, write: bool) {
+        let cell = match mapping {
+            Some(i) => &self.counts[i].1,
+            None => &self.unclaimed,
+        };
+        let mut c = cell.get();
+        if write {
+            c.writes += 1;
+        } else {
+            c.reads += 1;
+        }
+        cell.set(c);
     }
 
     /// Remove the range that starts at `base`, returning its device.
@@ -108,9 +200,7 @@ impl DeviceBus {
 
     /// The device that `addr` reaches, and where in which range.
     pub fn route(&self, addr: u32) -> Option<(&Rc<RefCell<dyn Device>>, At)> {
-        let pos = self.ranges.partition_point(|m| m.base <= addr);
-        let m = self.ranges.get(pos.checked_sub(1)?)?;
-        (u64::from(addr) < m.end).then(|| {
+        self.mapping(addr).map(|m| {
             (
                 &m.device,
                 At {
@@ -119,6 +209,13 @@ impl DeviceBus {
                 },
             )
         })
+    }
+
+    /// The mapping `addr` falls in.
+    fn mapping(&self, addr: u32) -> Option<&Mapping> {
+        let pos = self.ranges.partition_point(|m| m.base <= addr);
+        let m = self.ranges.get(pos.checked_sub(1)?)?;
+        (u64::from(addr) < m.end).then_some(m)
     }
 
     /// The mapped ranges, as (base, length), in address order.
@@ -130,20 +227,32 @@ impl DeviceBus {
 
     /// A guest read of `size` bytes at `addr`; `None` where nothing is mapped.
     pub fn read(&self, addr: u32, size: u8, ctx: &mut DevCtx) -> Option<u32> {
-        let (device, at) = self.route(addr)?;
-        Some(device.borrow_mut().read(at, size, ctx))
+        let Some(m) = self.mapping(addr) else {
+            self.count(None, false);
+            return None;
+        };
+        self.count(Some(m.counter), false);
+        let at = At {
+            base: m.base,
+            offset: addr - m.base,
+        };
+        Some(m.device.borrow_mut().read(at, size, ctx))
     }
 
     /// A guest write of `size` bytes at `addr`; false where nothing is mapped (the write goes
     /// nowhere).
     pub fn write(&self, addr: u32, size: u8, value: u32, ctx: &mut DevCtx) -> bool {
-        match self.route(addr) {
-            Some((device, at)) => {
-                device.borrow_mut().write(at, size, value, ctx);
-                true
-            }
-            None => false,
-        }
+        let Some(m) = self.mapping(addr) else {
+            self.count(None, true);
+            return false;
+        };
+        self.count(Some(m.counter), true);
+        let at = At {
+            base: m.base,
+            offset: addr - m.base,
+        };
+        m.device.borrow_mut().write(at, size, value, ctx);
+        true
     }
 }
 
@@ -178,9 +287,9 @@ mod tests {
         let a = shared(Recorder::default());
         let b = shared(Recorder::default());
         let mut bus = DeviceBus::ports();
-        bus.map(0x20, 2, a.clone()).unwrap();
-        bus.map(0xA0, 2, a.clone()).unwrap();
-        bus.map(0x40, 4, b.clone()).unwrap();
+        bus.map(0x20, 2, a.clone(), "a").unwrap();
+        bus.map(0xA0, 2, a.clone(), "a").unwrap();
+        bus.map(0x40, 4, b.clone(), "b").unwrap();
         let (mut irq, mut board) = ctx_parts();
         let mut ctx = DevCtx {
             now: 0,
@@ -192,6 +301,16 @@ mod tests {
         assert_eq!(bus.read(0x43, 4, &mut ctx), Some(0x43));
         assert_eq!(bus.read(0x22, 1, &mut ctx), None);
         assert!(!bus.write(0x10, 1, 0, &mut ctx));
+        // Counted per device, whichever of its ranges was used.
+        let count = |reads, writes| AccessCount { reads, writes };
+        assert_eq!(
+            bus.access_counts(),
+            vec![
+                ("a", count(1, 1)),
+                ("b", count(1, 0)),
+                ("nothing", count(1, 1))
+            ]
+        );
         assert_eq!(
             a.borrow().seen,
             vec![
@@ -226,13 +345,16 @@ mod tests {
         );
         for (base, len) in [(0x41, 1), (0x3F, 2), (0x00, 0x100)] {
             assert!(matches!(
-                bus.map(base, len, b.clone()),
+                bus.map(base, len, b.clone(), "test"),
                 Err(MapError::Overlap { .. })
             ));
         }
-        assert_eq!(bus.map(0x50, 0, b.clone()), Err(MapError::Empty(0x50)));
+        assert_eq!(
+            bus.map(0x50, 0, b.clone(), "test"),
+            Err(MapError::Empty(0x50))
+        );
         assert!(matches!(
-            bus.map(0xFFFF, 2, b.clone()),
+            bus.map(0xFFFF, 2, b.clone(), "test"),
             Err(MapError::Beyond { .. })
         ));
         assert_eq!(
@@ -245,10 +367,10 @@ mod tests {
     fn a_moved_range_answers_only_at_its_new_place() {
         let dev = shared(Recorder::default());
         let mut bus = DeviceBus::memory();
-        bus.map(0xE000_0000, 0x1000, dev.clone()).unwrap();
+        bus.map(0xE000_0000, 0x1000, dev.clone(), "test").unwrap();
         assert!(bus.unmap(0xE000_1000).is_err());
         bus.unmap(0xE000_0000).unwrap();
-        bus.map(0xF000_0000, 0x1000, dev.clone()).unwrap();
+        bus.map(0xF000_0000, 0x1000, dev.clone(), "test").unwrap();
         assert!(bus.route(0xE000_0010).is_none());
         let (_, at) = bus.route(0xF000_0FFF).unwrap();
         assert_eq!(
@@ -259,8 +381,25 @@ mod tests {
             }
         );
         // The very top of the address space can be mapped.
-        bus.map(0xFFFF_F000, 0x1000, dev).unwrap();
+        bus.map(0xFFFF_F000, 0x1000, dev, "test").unwrap();
         assert!(bus.route(0xFFFF_FFFF).is_some());
+        // A moved device keeps one count.
+        let (mut irq, mut board) = ctx_parts();
+        let mut ctx = DevCtx {
+            now: 0,
+            irq: &mut irq,
+            board: &mut board,
+        };
+        bus.read(0xF000_0000, 4, &mut ctx);
+        bus.write(0xFFFF_F000, 4, 0, &mut ctx);
+        let counts = bus.access_counts();
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        assert_eq!((counts[0].1.reads, counts[0].1.writes), (1, 1));
+        bus.reset_counts();
+        assert!(bus
+            .access_counts()
+            .iter()
+            .all(|(_, c)| c.reads + c.writes == 0));
     }
 
     #[test]

@@ -404,25 +404,31 @@ impl PicPair {
     /// The CPU's INTA cycle: returns the vector and updates ISR/IRR. With nothing pending (the
     /// request went away) this is a spurious IRQ7 (or IRQ15, with master IR2 in service).
     pub fn acknowledge(&mut self) -> u8 {
-        let vector = match self.master.pending_ir() {
+        self.acknowledge_line().0
+    }
+
+    /// [`PicPair::acknowledge`], also saying which IRQ line (0-15) the vector serves, or
+    /// `None` for a spurious interrupt (the request went away before the INTA cycle).
+    pub fn acknowledge_line(&mut self) -> (u8, Option<u8>) {
+        let taken = match self.master.pending_ir() {
             Some(CASCADE_IR) if !self.master.single() => {
                 self.master.intack(CASCADE_IR);
                 match self.slave.pending_ir() {
                     Some(ir) => {
                         self.slave.intack(ir);
-                        self.slave.vector_base | ir
+                        (self.slave.vector_base | ir, Some(8 + ir))
                     }
-                    None => self.slave.vector_base | SPURIOUS_IR,
+                    None => (self.slave.vector_base | SPURIOUS_IR, None),
                 }
             }
             Some(ir) => {
                 self.master.intack(ir);
-                self.master.vector_base | ir
+                (self.master.vector_base | ir, Some(ir))
             }
-            None => self.master.vector_base | SPURIOUS_IR,
+            None => (self.master.vector_base | SPURIOUS_IR, None),
         };
         self.cascade();
-        vector
+        taken
     }
 
     /// A guest byte read at absolute port `port` (0xFF outside the pair's windows).

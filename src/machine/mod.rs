@@ -34,10 +34,12 @@
 //! to the host so it can sleep, and the host's clock pulls virtual time forward at the next call
 //! ([`Machine::run_realtime`]). Nothing here reads a clock: the host passes time in.
 
+pub mod counters;
 mod firmware;
 mod record;
 mod snapshot;
 
+pub use counters::{CounterGroup, CounterRow, CounterTable};
 pub use firmware::{BootDevice, BootOrder, BootOrderError, Firmware};
 
 use crate::block::{BlockBackend, Overlay};
@@ -251,6 +253,10 @@ pub struct Board {
     pam_applied: [u8; 7],
     /// Changes of the MMIO map not yet handed to the CPU's page map.
     mmio_changes: Vec<MmioChange>,
+    /// Interrupts the PIC handed to the CPU, per IRQ line, and spurious ones (counters, not
+    /// state).
+    irq_counts: [u64; 16],
+    spurious_irqs: u64,
 }
 
 /// The window an expansion-ROM BAR decodes for a ROM of `len` bytes (what
@@ -327,14 +333,16 @@ struct Wiring {
 }
 
 impl Wiring {
-    /// Map `device` at the port ranges `ranges` (base, length).
+    /// Map `device` at the port ranges `ranges` (base, length), its accesses counted under
+    /// `name`.
     fn device<T: Device + 'static>(
         &mut self,
+        name: &'static str,
         device: &Shared<T>,
         ranges: &[(u16, u32)],
     ) -> Result<(), MapError> {
         for &(base, len) in ranges {
-            self.ports.map(base.into(), len, device.clone())?;
+            self.ports.map(base.into(), len, device.clone(), name)?;
         }
         Ok(())
     }
@@ -342,10 +350,11 @@ impl Wiring {
     /// [`Wiring::device`], for a device driven by virtual time.
     fn timed<T: Device + Timed + 'static>(
         &mut self,
+        name: &'static str,
         device: &Shared<T>,
         ranges: &[(u16, u32)],
     ) -> Result<(), MapError> {
-        self.device(device, ranges)?;
+        self.device(name, device, ranges)?;
         self.timed.push(device.clone());
         Ok(())
     }
@@ -421,23 +430,33 @@ impl Board {
         let s = &state;
         // The timed devices are advanced in this order when their deadlines fall at the same
         // instant.
-        w.device(&s.pic, &PicPair::RANGES)?;
-        w.timed(&s.pit, &[(PIT_BASE, 4), (PORT_B, 1)])?;
-        w.timed(&s.rtc, &[(RTC_BASE, 2)])?;
-        w.timed(&s.com1, &[(COM1_BASE, 8)])?;
-        w.timed(&s.com2, &[(COM2_BASE, 8)])?;
-        w.timed(&s.i8042, &[(I8042_DATA, 1), (I8042_CMD, 1)])?;
-        w.device(&s.pci, &[(PCI_BASE, 8)])?;
-        w.device(&s.post, &[(POST_PORT, 1)])?;
+        w.device("PIC 8259A pair", &s.pic, &PicPair::RANGES)?;
+        w.timed("PIT 8254", &s.pit, &[(PIT_BASE, 4), (PORT_B, 1)])?;
+        w.timed("RTC/CMOS", &s.rtc, &[(RTC_BASE, 2)])?;
+        w.timed("COM1 16550A", &s.com1, &[(COM1_BASE, 8)])?;
+        w.timed("COM2 16550A", &s.com2, &[(COM2_BASE, 8)])?;
+        w.timed(
+            "i8042 keyboard/mouse",
+            &s.i8042,
+            &[(I8042_DATA, 1), (I8042_CMD, 1)],
+        )?;
+        w.device("PCI configuration", &s.pci, &[(PCI_BASE, 8)])?;
+        w.device("POST code port", &s.post, &[(POST_PORT, 1)])?;
         // The debug console holds no state: each board has a fresh one.
         let debugcon = shared(DebugConsole::default());
         w.device(
+            "debug console",
             &debugcon,
             &[(debugcon::PORT_E9, 1), (debugcon::PORT_402, 1)],
         )?;
-        w.device(&s.port_a, &[(PORT_A, 1)])?;
-        w.device(&s.coprocessor, &[(COPROCESSOR_PORT, 1)])?;
+        w.device("system control port A", &s.port_a, &[(PORT_A, 1)])?;
         w.device(
+            "coprocessor latch",
+            &s.coprocessor,
+            &[(COPROCESSOR_PORT, 1)],
+        )?;
+        w.device(
+            "DMA 8237 pair",
             &s.dma,
             &[
                 (dma::DMA1_BASE, dma::DMA1_LEN),
@@ -446,23 +465,34 @@ impl Board {
             ],
         )?;
         w.device(
+            "fw_cfg",
             &s.fw_cfg,
             &[
                 (fw_cfg::PORT_BASE, fw_cfg::PORT_LEN),
                 (fw_cfg::DMA_BASE, fw_cfg::DMA_LEN),
             ],
         )?;
-        w.device(&s.fdc, &[(fdc::BASE, fdc::LEN), (fdc::DIR_PORT, 1)])?;
         w.device(
+            "floppy controller",
+            &s.fdc,
+            &[(fdc::BASE, fdc::LEN), (fdc::DIR_PORT, 1)],
+        )?;
+        w.device(
+            "VGA",
             &s.vga,
             &[
                 (vga::PORT_BASE, vga::PORT_LEN),
                 (vga::DISPI_BASE, vga::DISPI_LEN),
             ],
         )?;
-        w.memory
-            .map(vga::LEGACY_BASE, vga::LEGACY_LEN, s.vga.clone())?;
+        w.memory.map(
+            vga::LEGACY_BASE,
+            vga::LEGACY_LEN,
+            s.vga.clone(),
+            "VGA memory",
+        )?;
         w.device(
+            "IDE",
             &s.ide,
             &[
                 (ide::PRIMARY_BASE, 8),
@@ -473,16 +503,21 @@ impl Board {
         )?;
         // The windows PCI BARs place (follow_bars moves them).
         if let Some(at) = s.lfb_at {
-            w.memory.map(at, vga::VRAM_SIZE as u32, s.vga.clone())?;
+            w.memory
+                .map(at, vga::VRAM_SIZE as u32, s.vga.clone(), "VGA memory")?;
         }
         if let Some(at) = s.ide_bm_at {
-            w.ports.map(at, ide::BM_SIZE, s.ide.clone())?;
+            w.ports.map(at, ide::BM_SIZE, s.ide.clone(), "IDE")?;
         }
         // The system BIOS ends at 4 GiB; the display's ROM is where its BAR put it.
         if let Some(f) = &s.firmware {
             let len = f.bios.len() as u32;
-            w.memory
-                .map(len.wrapping_neg(), len, shared(Rom::new(f.bios.clone())))?;
+            w.memory.map(
+                len.wrapping_neg(),
+                len,
+                shared(Rom::new(f.bios.clone())),
+                "BIOS ROM",
+            )?;
         }
         let vga_rom = s
             .firmware
@@ -491,7 +526,8 @@ impl Board {
             .map(|image| shared(Rom::new(image)));
         if let (Some(at), Some(f)) = (s.vga_rom_at, &s.firmware) {
             if let (Some(rom), Some(image)) = (&vga_rom, &f.vga_bios) {
-                w.memory.map(at, rom_window(image.len()), rom.clone())?;
+                w.memory
+                    .map(at, rom_window(image.len()), rom.clone(), "VGA BIOS ROM")?;
             }
         }
         Ok(Board {
@@ -525,6 +561,8 @@ impl Board {
             vga_rom_at: state.vga_rom_at,
             pam_applied: state.pam_applied,
             mmio_changes: Vec::new(),
+            irq_counts: [0; 16],
+            spurious_irqs: 0,
         })
     }
 
@@ -722,11 +760,13 @@ impl Board {
                 let _ = self.ports.unmap(old);
             }
             let ide: Rc<RefCell<dyn Device>> = self.ide.clone();
-            self.ide_bm_at = bm.filter(|&a| self.ports.map(a, ide::BM_SIZE, ide.clone()).is_ok());
+            self.ide_bm_at =
+                bm.filter(|&a| self.ports.map(a, ide::BM_SIZE, ide.clone(), "IDE").is_ok());
         }
         if lfb != self.lfb_at {
             let vga: Rc<RefCell<dyn Device>> = self.vga.clone();
-            self.lfb_at = self.move_window(self.lfb_at, lfb, vga::VRAM_SIZE as u32, vga);
+            self.lfb_at =
+                self.move_window(self.lfb_at, lfb, vga::VRAM_SIZE as u32, vga, "VGA memory");
         }
         let rom_at = self
             .pci
@@ -735,7 +775,13 @@ impl Board {
             .and_then(|f| f.rom_address());
         if let (Some(rom), Some(image)) = (self.vga_rom.clone(), self.firmware_vga_bios_len()) {
             if rom_at != self.vga_rom_at {
-                self.vga_rom_at = self.move_window(self.vga_rom_at, rom_at, rom_window(image), rom);
+                self.vga_rom_at = self.move_window(
+                    self.vga_rom_at,
+                    rom_at,
+                    rom_window(image),
+                    rom,
+                    "VGA BIOS ROM",
+                );
             }
         }
         // The chipset's shadow RAM: each part of the BIOS area whose PAM field changed.
@@ -769,6 +815,7 @@ impl Board {
         new: Option<u32>,
         len: u32,
         device: Rc<RefCell<dyn Device>>,
+        name: &'static str,
     ) -> Option<u32> {
         if let Some(old) = old {
             let _ = self.memory.unmap(old);
@@ -778,7 +825,7 @@ impl Board {
                 to: MapTo::Memory,
             });
         }
-        let at = new.filter(|&a| self.memory.map(a, len, device).is_ok());
+        let at = new.filter(|&a| self.memory.map(a, len, device, name).is_ok());
         // What the old window covered and is still mapped (the legacy window, another ROM)
         // stays MMIO, and the BIOS area keeps its shadowing.
         let map = self.memory_map();
@@ -911,7 +958,13 @@ impl Bus for BoardBus {
     }
 
     fn acknowledge_interrupt(&mut self) -> u8 {
-        self.0.borrow().pic.borrow_mut().acknowledge()
+        let mut b = self.0.borrow_mut();
+        let (vector, line) = b.pic.borrow_mut().acknowledge_line();
+        match line {
+            Some(irq) => b.irq_counts[usize::from(irq & 15)] += 1,
+            None => b.spurious_irqs += 1,
+        }
+        vector
     }
 
     fn fpu_error(&mut self, asserted: bool) {
@@ -1049,6 +1102,11 @@ impl Machine {
             for change in fresh.memory_map() {
                 change.apply(&mut self.cpu.mem);
             }
+            // The counters go on counting across the reset.
+            fresh.ports.carry_counts_from(&old.ports);
+            fresh.memory.carry_counts_from(&old.memory);
+            fresh.irq_counts = old.irq_counts;
+            fresh.spurious_irqs = old.spurious_irqs;
         }
         fresh.now = now;
         fresh.clock.rebase(now, self.cpu.instructions);

@@ -86,6 +86,10 @@ pub struct Memory {
     bios_hidden: Vec<u8>,
     /// Each BIOS-area page's shadow attributes ([`SHADOW_READ`], [`SHADOW_WRITE`]).
     bios_shadow: Vec<u8>,
+    /// Writes that hit a page holding decoded code, making its blocks stale (self-modifying
+    /// code, or a page reused for data). An observation, not state.
+    #[serde(skip)]
+    pub code_invalidations: u64,
 }
 
 impl Memory {
@@ -106,6 +110,7 @@ impl Memory {
             // All RAM: what a machine without firmware has (its ROM side is an empty bus).
             bios_hidden: vec![0xFF; BIOS_AREA_LEN as usize],
             bios_shadow: vec![SHADOW_READ | SHADOW_WRITE; BIOS_AREA_PAGES],
+            code_invalidations: 0,
         }
     }
 
@@ -270,6 +275,7 @@ impl Memory {
         match self.code_page.get_mut(page) {
             Some(c) if *c => {
                 *c = false;
+                self.code_invalidations += 1;
                 self.page_gen[page] = self.page_gen[page].wrapping_add(1);
                 true
             }

@@ -88,6 +88,22 @@ pub struct Tlb {
     pub cr3: u32,
     pub pse: bool,
     pub pge: bool,
+    /// What the TLB did (observations, not state; see `crate::cpu::counters`).
+    #[serde(skip)]
+    pub counters: TlbCounters,
+}
+
+/// TLB events, counted where the work is slow already (a walk, a flush).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TlbCounters {
+    /// With paging on, translations of a page its TLB entry did not hold: page walks a real
+    /// TLB would do too (a walk that only upgrades an entry's permissions, as for setting a
+    /// dirty bit or for the emulator's own MMIO and code-page checks, is not counted).
+    pub misses: u64,
+    /// Every entry dropped (CR0.PG/WP/PE or CR4.PSE/PGE changes, the A20 gate, the memory map).
+    pub full_flushes: u64,
+    /// Non-global entries dropped (CR3 loads, task switches).
+    pub non_global_flushes: u64,
 }
 
 /// A TLB with no translations.
@@ -104,6 +120,7 @@ impl Tlb {
             cr3: 0,
             pse: false,
             pge: false,
+            counters: TlbCounters::default(),
         }
     }
 
@@ -127,11 +144,13 @@ impl Tlb {
 
     /// Drop every translation (CR0/CR4 paging changes, A20 changes, memory map changes).
     pub fn flush_all(&mut self) {
+        self.counters.full_flushes += 1;
         self.entries.fill(TlbEntry::default());
     }
 
     /// A CR3 load: drop every non-global translation.
     pub fn flush_non_global(&mut self) {
+        self.counters.non_global_flushes += 1;
         let keep_global = self.pge;
         for e in self.entries.iter_mut() {
             if !(keep_global && e.tag & TLB_GLOBAL != 0) {
@@ -169,6 +188,9 @@ impl Memory {
     /// dirty bits) and refilling the TLB. Returns the physical address (A20 applied).
     pub fn translate(&mut self, lin: u32, access: Access) -> Result<u32, PageFault> {
         let (phys_page, perms, global) = if self.tlb.paging {
+            if (self.tlb.entry(lin).tag ^ lin) & 0xFFFF_F000 != 0 {
+                self.tlb.counters.misses += 1;
+            }
             self.walk(lin, access)?
         } else {
             (lin & 0xFFFF_F000, TLB_PERMS, false)

@@ -247,6 +247,18 @@ impl Machine {
         Ok(m)
     }
 
+    /// The event counters since the last `reset_counters` (or power-on), as JSON:
+    /// `{instructions, groups: [{title, columns: [..], rows: [{name, values: [..]}]}]}`
+    /// (see `crate::machine::counters`).
+    pub fn counters(&self) -> String {
+        serde_json::to_string(&self.core.counters()).unwrap_or_default()
+    }
+
+    /// Zero the event counters.
+    pub fn reset_counters(&mut self) {
+        self.core.reset_counters();
+    }
+
     /// The whole machine as a state file (see `fromState`; the CLI's `--load-state` reads it
     /// too). Disk images are not in it, the guest's changes to them are.
     pub fn save_state(&mut self) -> Vec<u8> {

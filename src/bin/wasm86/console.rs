@@ -70,6 +70,12 @@ pub struct BootArgs {
     /// requests=N ...`).
     #[arg(long)]
     pub stats: bool,
+    /// Print the machine's event counters on stderr at exit: the sensitive and privileged
+    /// instructions run (at CPL 0 and 3), exceptions, interrupts per IRQ line and vector, TLB
+    /// misses and flushes, CR3 loads, mode switches, decoded blocks, and each device's port and
+    /// MMIO accesses.
+    #[arg(long)]
+    pub counters: bool,
     /// Let virtual time follow the host clock (default: deterministic, a fixed time per
     /// instruction and idle time skipped).
     #[arg(long)]
@@ -704,6 +710,9 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
                 eprintln!("wasm86: wrote {n} changed sectors back to {}", p.display());
             }
         }
+    }
+    if args.counters {
+        eprint!("{}", machine.counters().to_text());
     }
     if args.stats {
         let wall = wall_start.elapsed();
