@@ -47,6 +47,12 @@ pub trait Bus {
     fn take_a20(&mut self) -> Option<bool> {
         None
     }
+    /// Right after a port access: whether it brought a device's deadline (a timer the guest
+    /// programmed, a byte a UART will receive) before the end of the CPU's current run, so
+    /// that the CPU ends the run there and the deadline is met.
+    fn take_deadline_moved(&mut self) -> bool {
+        false
+    }
 }
 
 /// A change of the physical memory map that a device access made, for the CPU's page map.

@@ -10,6 +10,7 @@ pub mod bus;
 pub mod cpu;
 pub mod dev;
 pub mod input;
+pub mod inspect;
 pub mod jit;
 pub mod keymap;
 pub mod machine;

@@ -321,6 +321,7 @@ impl Cpu {
         // A device access may raise or drop the interrupt line: look again at the next block.
         self.refresh_intr();
         self.stop_block = true;
+        self.end_run |= self.bus.take_deadline_moved();
         v
     }
 
@@ -337,5 +338,6 @@ impl Cpu {
         }
         self.refresh_intr();
         self.stop_block = true;
+        self.end_run |= self.bus.take_deadline_moved();
     }
 }

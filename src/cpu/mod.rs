@@ -178,6 +178,9 @@ pub struct Cpu {
     pub(crate) jit_engine: Option<Box<dyn crate::jit::Engine>>,
     /// Event counters (observations, not state; see counters.rs).
     pub counters: Box<counters::Counters>,
+    /// A port access brought a device's deadline before the end of this run: `run` returns
+    /// after the current block (the instruction that made the access ended it).
+    pub(crate) end_run: bool,
 }
 
 impl Cpu {
@@ -224,6 +227,7 @@ impl Cpu {
             rep_done: 0,
             jit_stop_at_block_end: 0,
             counters: Box::default(),
+            end_run: false,
         };
         cpu.reset();
         cpu
@@ -357,9 +361,13 @@ impl Cpu {
         // still returns control to the host.
         let mut faults = 0u64;
         self.refresh_intr();
+        self.end_run = false;
         while self.instructions + faults < end {
             if self.shutdown {
                 return RunExit::Shutdown;
+            }
+            if std::mem::take(&mut self.end_run) {
+                break;
             }
             if self.intr && self.flags.sys(flags::IF) && !self.irq_shadow {
                 self.halted = false;

@@ -36,6 +36,7 @@
 
 pub mod counters;
 mod firmware;
+pub mod inspect;
 mod record;
 mod snapshot;
 
@@ -257,6 +258,13 @@ pub struct Board {
     /// state).
     irq_counts: [u64; 16],
     spurious_irqs: u64,
+    /// The virtual time at which the CPU's current run ends (the earliest deadline known when
+    /// it started, or its budget), and whether a port access since moved a device's deadline
+    /// before it: the CPU then ends the run after that instruction, so the deadline is
+    /// serviced on time (a guest that programs its timer would otherwise get the first tick,
+    /// and lose the periodic ones, only at the end of the run).
+    run_ends_at: Nanos,
+    deadline_moved: bool,
 }
 
 /// The window an expansion-ROM BAR decodes for a ROM of `len` bytes (what
@@ -563,6 +571,8 @@ impl Board {
             mmio_changes: Vec::new(),
             irq_counts: [0; 16],
             spurious_irqs: 0,
+            run_ends_at: Nanos::MAX,
+            deadline_moved: false,
         })
     }
 
@@ -691,7 +701,15 @@ impl Board {
         let v = self.ports.read(port.into(), size, &mut ctx);
         // A device access may have moved an IRQ line.
         self.pic.borrow_mut().set_irq_levels(self.irq.levels());
+        self.note_deadline();
         v.unwrap_or_else(|| all_ones(size))
+    }
+
+    /// After a port access: did it bring a device's deadline before the end of the CPU's run?
+    fn note_deadline(&mut self) {
+        if self.next_deadline().is_some_and(|d| d < self.run_ends_at) {
+            self.deadline_moved = true;
+        }
     }
 
     /// A guest OUT.
@@ -703,6 +721,7 @@ impl Board {
         };
         self.ports.write(port.into(), size, value, &mut ctx);
         self.pic.borrow_mut().set_irq_levels(self.irq.levels());
+        self.note_deadline();
         if std::mem::take(&mut self.signals.pci_config_written) {
             self.follow_bars();
         }
@@ -951,6 +970,10 @@ impl Bus for BoardBus {
 
     fn take_a20(&mut self) -> Option<bool> {
         self.0.borrow_mut().signals.a20.take()
+    }
+
+    fn take_deadline_moved(&mut self) -> bool {
+        std::mem::take(&mut self.0.borrow_mut().deadline_moved)
     }
 
     fn interrupt_pending(&self) -> bool {
@@ -1241,7 +1264,13 @@ impl Machine {
             if let Some(l) = limit_ns {
                 budget = budget.min(clock.instructions_for(l.saturating_sub(now)));
             }
+            {
+                let mut b = self.board.borrow_mut();
+                b.run_ends_at = clock.at(self.cpu.instructions.saturating_add(budget));
+                b.deadline_moved = false;
+            }
             let exit = self.cpu.run(budget);
+            self.board.borrow_mut().run_ends_at = Nanos::MAX;
             match exit {
                 RunExit::Budget => {}
                 RunExit::Shutdown => {

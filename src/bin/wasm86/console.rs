@@ -460,40 +460,6 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
         return replay(args, path);
     }
     let wall_start = Instant::now();
-    let firmware = firmware(args)?;
-    let append = args.append.as_deref().unwrap_or(DEFAULT_APPEND);
-    let kernel_path = args.kernel.clone().unwrap_or_else(|| bundled("bzImage"));
-    // The bundled initramfs is a whole userland that never mounts another root: a command line
-    // that names one (root=/dev/sda) boots without it unless --initrd asks for it.
-    let names_root = append.split_whitespace().any(|w| w.starts_with("root="));
-    let initrd_path = match (&args.initrd, &args.kernel) {
-        (Some(p), _) if p.as_os_str() == "none" => None,
-        (Some(p), _) => Some(p.clone()),
-        (None, None) if !names_root => Some(bundled("initramfs.cpio.gz")),
-        (None, _) => None,
-    };
-    let hint = if args.kernel.is_none() {
-        " (the bundled guest is built by images/build.sh)"
-    } else {
-        ""
-    };
-    // A resumed machine needs a kernel only to boot again after a reset (--keep-running).
-    let needs_kernel = (args.load_state.is_none() || args.keep_running) && firmware.is_none();
-    let kernel = if needs_kernel {
-        Some((
-            kernel_path.clone(),
-            read_file("kernel", &kernel_path).map_err(|e| format!("{e}{hint}"))?,
-        ))
-    } else {
-        None
-    };
-    let initrd = match initrd_path.filter(|_| needs_kernel) {
-        Some(p) => Some((
-            p.clone(),
-            read_file("initrd", &p).map_err(|e| format!("{e}{hint}"))?,
-        )),
-        None => None,
-    };
     if args.write_back {
         for (what, path) in [("--hda", &args.hda), ("--hdb", &args.hdb)] {
             if let Some(url) = path.as_deref().and_then(crate::disk::url_of) {
@@ -508,29 +474,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
             return Err(format!("--timeout {t}: not a number of seconds"));
         }
     }
-
-    let (mut remotes, images) = crate::disk::open(&args.hda, &args.hdb, &args.cdrom, &args.fda)?;
-    let mut machine = match (&args.load_state, &kernel) {
-        (Some(path), _) => resume(path, args.realtime, args.stats, images)?,
-        (None, Some(kernel)) => {
-            let mut m = Machine::new(machine_config(args.memory, args.realtime));
-            crate::disk::attach(&mut m, images)?;
-            boot(&mut m, kernel, &initrd, append)?;
-            m
-        }
-        (None, None) => {
-            // Through the BIOS: the CPU starts at its reset vector.
-            let mut m = Machine::new(MachineConfig {
-                firmware: firmware.clone(),
-                ..machine_config(args.memory, args.realtime)
-            });
-            if let Some(wait_ms) = args.boot_menu {
-                m.set_boot_menu(wait_ms);
-            }
-            crate::disk::attach(&mut m, images)?;
-            m
-        }
-    };
+    let (mut machine, mut remotes, direct) = build_machine(args)?;
 
     let interactive = std::io::stdin().is_terminal();
     let _raw = if interactive {
@@ -606,8 +550,8 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
                 break 'run Outcome::Reset(cause);
             }
             eprintln!("\r\nwasm86: guest reset ({cause:?}); booting again\r");
-            if let Some(kernel) = &kernel {
-                boot(&mut machine, kernel, &initrd, append)?;
+            if let Some(d) = &direct {
+                boot(&mut machine, &d.kernel, &d.initrd, &d.append)?;
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -773,4 +717,83 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
             }
         }
     })
+}
+
+/// The machine the boot options describe, built and not yet run: the kernel (bundled or
+/// `--kernel`) loaded for a direct boot, the CPU at the BIOS's reset vector for a BIOS boot, or
+/// the `--load-state` machine resumed; the drives attached (those streamed over HTTP served by
+/// the returned `Remotes`). The same choices as `run_inner`'s, which could use it; for
+/// `wasm86 trace`, which boots as the default command does.
+/// A direct Linux boot's kernel, initrd and command line: loaded at power-on, and again after a
+/// reset with `--keep-running`.
+pub(crate) struct DirectBoot {
+    pub kernel: (PathBuf, Vec<u8>),
+    pub initrd: Option<(PathBuf, Vec<u8>)>,
+    pub append: String,
+}
+
+/// The machine the boot options describe, its streamed disks, and the direct boot to repeat
+/// after a reset (none for a BIOS boot or a resumed state without `--keep-running`).
+pub(crate) fn build_machine(
+    args: &BootArgs,
+) -> Result<(Machine, crate::remote::Remotes, Option<DirectBoot>), String> {
+    let firmware = firmware(args)?;
+    let append = args.append.as_deref().unwrap_or(DEFAULT_APPEND);
+    let kernel_path = args.kernel.clone().unwrap_or_else(|| bundled("bzImage"));
+    // The bundled initramfs is a whole userland that never mounts another root: a command line
+    // that names one (root=/dev/sda) boots without it unless --initrd asks for it.
+    let names_root = append.split_whitespace().any(|w| w.starts_with("root="));
+    let initrd_path = match (&args.initrd, &args.kernel) {
+        (Some(p), _) if p.as_os_str() == "none" => None,
+        (Some(p), _) => Some(p.clone()),
+        (None, None) if !names_root => Some(bundled("initramfs.cpio.gz")),
+        (None, _) => None,
+    };
+    let hint = if args.kernel.is_none() {
+        " (the bundled guest is built by images/build.sh)"
+    } else {
+        ""
+    };
+    // A resumed machine needs a kernel only to boot again after a reset (--keep-running).
+    let needs_kernel = (args.load_state.is_none() || args.keep_running) && firmware.is_none();
+    let direct = if needs_kernel {
+        let kernel = read_file("kernel", &kernel_path).map_err(|e| format!("{e}{hint}"))?;
+        let initrd = match initrd_path {
+            Some(p) => {
+                let bytes = read_file("initrd", &p).map_err(|e| format!("{e}{hint}"))?;
+                Some((p, bytes))
+            }
+            None => None,
+        };
+        Some(DirectBoot {
+            kernel: (kernel_path, kernel),
+            initrd,
+            append: append.to_string(),
+        })
+    } else {
+        None
+    };
+    let (remotes, images) = crate::disk::open(&args.hda, &args.hdb, &args.cdrom, &args.fda)?;
+    let machine = match (&args.load_state, &direct) {
+        (Some(path), _) => resume(path, args.realtime, args.stats, images)?,
+        (None, Some(d)) => {
+            let mut m = Machine::new(machine_config(args.memory, args.realtime));
+            crate::disk::attach(&mut m, images)?;
+            boot(&mut m, &d.kernel, &d.initrd, &d.append)?;
+            m
+        }
+        (None, None) => {
+            // Through the BIOS: the CPU starts at its reset vector.
+            let mut m = Machine::new(MachineConfig {
+                firmware: firmware.clone(),
+                ..machine_config(args.memory, args.realtime)
+            });
+            if let Some(wait_ms) = args.boot_menu {
+                m.set_boot_menu(wait_ms);
+            }
+            crate::disk::attach(&mut m, images)?;
+            m
+        }
+    };
+    Ok((machine, remotes, direct))
 }

@@ -8,6 +8,7 @@ mod remote;
 mod screen;
 mod serve;
 mod sst;
+mod trace;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +51,12 @@ enum Command {
     /// byte ranges, CORS and cross-origin isolation headers. Prints
     /// `wasm86 serve: http://ADDR:PORT/` and serves until killed.
     Serve(serve::ServeArgs),
+    /// Boot as without a subcommand (the same options, deterministic time) and print each
+    /// instruction the CPU executes from a starting point (`--from N` instructions retired, or
+    /// `--until TEXT` on the serial console): the retired count, CS:EIP, the linear address, the
+    /// bytes and the Intel-syntax disassembly.
+    // Boxed: it holds all the boot options.
+    Trace(Box<trace::TraceArgs>),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +95,7 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Serve(args)) => serve::run(&args),
+        Some(Command::Trace(args)) => trace::run(&args),
         None => console::run(&cli.boot),
     }
 }
