@@ -758,3 +758,74 @@ async fn keys_reach_a_boot_sector_through_the_bios() {
     m.type_text("Typed, 42!");
     run_until_screen(&mut m, "Typed, 42!").await;
 }
+
+// ---- the inspector ----
+
+/// The page's run() stops before the instruction a breakpoint names (a linear address, or an
+/// instruction that accesses a port), steps off it when run again, and the inspector's views
+/// (registers, disassembly, the walk, memory, counters) describe the machine.
+#[wasm_bindgen_test]
+fn breakpoints_stop_the_page_s_run_before_their_instruction() {
+    #[rustfmt::skip]
+    let code = [
+        0xB9, 0x05, 0x00, // 1000: mov cx, 5
+        0x40,             // 1003: inc ax
+        0xE6, 0x80,       // 1004: out 0x80, al
+        0xE2, 0xFB,       // 1006: loop 1003
+        0xFA, 0xF4,       // 1008: cli; hlt
+    ];
+    let mut m = with_program(&code);
+    let reg = |m: &Machine, name: &str| -> u64 {
+        let r: serde_json::Value = serde_json::from_str(&m.registers()).unwrap();
+        r[name].as_u64().unwrap_or_else(|| panic!("{name} in {r}"))
+    };
+    assert!(m.add_breakpoint("linear", 0x1004).unwrap());
+    assert!(!m.add_breakpoint("linear", 0x1004).unwrap(), "already set");
+    assert_eq!(m.run(now_ms(), 1000.0), "breakpoint");
+    assert_eq!((reg(&m, "eip"), reg(&m, "eax") & 0xFFFF), (0x1004, 1));
+    assert_eq!(m.breakpoint_hit(), r#"{"kind":"linear","at":4100}"#);
+    // Run again: off the breakpoint, once round the loop, and back to it.
+    assert_eq!(m.run(now_ms(), 1000.0), "breakpoint");
+    assert_eq!((reg(&m, "eip"), reg(&m, "eax") & 0xFFFF), (0x1004, 2));
+    // A port breakpoint stops before the OUT too.
+    assert!(m.remove_breakpoint("linear", 0x1004).unwrap());
+    assert!(m.add_breakpoint("port", 0x80).unwrap());
+    assert_eq!(m.breakpoints(), r#"[{"kind":"port","at":128}]"#);
+    assert_eq!(m.run(now_ms(), 1000.0), "breakpoint");
+    assert_eq!((reg(&m, "eip"), reg(&m, "eax") & 0xFFFF), (0x1004, 3));
+    // One step: past the OUT.
+    assert_eq!(m.step(1), "budget");
+    assert_eq!(reg(&m, "eip"), 0x1006);
+    assert!(m.add_breakpoint("port", 0x10000).is_err());
+    assert!(m.add_breakpoint("page", 1).is_err());
+    // The views.
+    let lines: serde_json::Value = serde_json::from_str(&m.disassemble(Some(0x1003), 2)).unwrap();
+    assert_eq!(lines[0]["text"], "inc ax");
+    assert_eq!(lines[1]["text"], "out 0x80,al");
+    let walk: serde_json::Value = serde_json::from_str(&m.translate(0x1004)).unwrap();
+    assert_eq!(
+        (walk["paging"].as_bool(), walk["physical"].as_u64()),
+        (Some(false), Some(0x1004))
+    );
+    assert_eq!(m.read_memory(0x1003, 3), "[64,230,128]");
+    // Without breakpoints the program runs to its end.
+    m.clear_breakpoints();
+    assert_eq!(m.breakpoints(), "[]");
+    m.run(now_ms(), 1000.0);
+    assert!(m.core().cpu.halted);
+    assert_eq!(reg(&m, "eax") & 0xFFFF, 5);
+    let counters: serde_json::Value = serde_json::from_str(&m.counters()).unwrap();
+    let privileged = counters["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["title"] == "privileged and intercepted instructions")
+        .unwrap();
+    let out = privileged["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "OUT")
+        .unwrap();
+    assert_eq!(out["values"][0], 5, "{out}");
+}

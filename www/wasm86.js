@@ -6,11 +6,26 @@
 //   serialText() screenText() sendSerial(text) typeText(text) key(code, pressed) stats() pause()
 //   resume() reset()
 //   start() ready error() saveState() restoreState(state) startRecording() stopRecording()
-//   counters() resetCounters()
-// counters() is a Promise of {instructions, groups: [{title, columns, rows: [{name, values}]}]}:
-// the machine's event counters (sensitive and privileged instructions by CPL, exceptions,
-// interrupts, TLB misses and flushes, CR3 loads, mode switches, decoded and compiled code, each
-// device's port and MMIO accesses) since resetCounters() or power-on.
+//   counters() resetCounters() registers() step(n) stepOver() setBreakpoint(at) removeBreakpoint(at)
+//   clearBreakpoints() breakpoints() disassemble(linear, count) translate(linear)
+//   readMemory(linear, length)
+// The inspector's calls return Promises (they ask the worker's machine):
+// - counters(): {instructions, groups: [{title, columns, rows: [{name, values}]}]}, the machine's
+//   event counters (sensitive and privileged instructions by CPL, exceptions, interrupts, TLB
+//   misses and flushes, CR3 loads, mode switches, decoded and compiled code, each device's port
+//   and MMIO accesses) since resetCounters() or power-on.
+// - registers(): {eax … edi, eip, linearEip, eflags, flags: ["ZF", …], iopl, segments: [{name,
+//   selector, base, limit, kind, dpl, …}], ldtr, tr, gdtr, idtr, cr0, cr0Bits, cr2, cr3, cr4,
+//   cr4Bits, dr, cpl, mode: "real"|"protected"|"v86", paging, codeSize, …, instructions}.
+// - step(n = 1) and stepOver(): pause the machine, run n instructions (or over a CALL, INT, REP
+//   string instruction or LOOP), and give {stopped, registers}; resume() runs on.
+// - setBreakpoint(at): `at` a linear address (number), or {port: n} for an I/O port; the machine
+//   pauses before the instruction and fires a "breakpoint" event ({breakpoint, registers}).
+//   While any breakpoint is set the machine runs instruction by instruction (slower).
+// - disassemble(linear?, count?): [{linear, ip, bytes, text}] (around EIP without linear).
+// - translate(linear): the page-table walk, {paging, steps: [{step: "cr3"|"pde"|"pte"|…}],
+//   physical, notPresent, permissions, …}.
+// - readMemory(linear, length): a byte per address, null where it cannot be read.
 // stats() is {instructions, mips, downloadedBytes, state, jit}, state one of
 // "idle" | "loading" | "running" | "paused" | "error"; jit is null while the compiling tier is
 // off, else its counters (regionsCompiled, regionsLive, guestBytes, wasmBytes,
@@ -18,6 +33,12 @@
 // error).
 
 const here = import.meta.url;
+
+/** setBreakpoint's argument as the worker takes it: a linear address, or {port}. */
+function breakpointArgs(at) {
+  if (at && typeof at === "object" && "port" in at) return { kind: "port", at: at.port };
+  return { kind: "linear", at };
+}
 
 /** Default options (contract 5): the bundled Linux, next to this module in the site. */
 export const DEFAULTS = Object.freeze({
@@ -198,7 +219,8 @@ export function formatCount(n) {
  * ({width, height, data: Uint8ClampedArray}), "screentext", "stats", "progress", "message" ({text}),
  * "error" ({message}), "boot" (the kernel was loaded: first start, reset, guest reboot),
  * "restored" (the machine started from a saved state instead), "restart" (a new machine replaces
- * the old one: mirrors were cleared).
+ * the old one: mirrors were cleared), "breakpoint" ({breakpoint: {kind, at}, registers}: the
+ * machine paused before an instruction a breakpoint names).
  */
 export class MachineController extends EventTarget {
   constructor(options = {}) {
@@ -339,6 +361,66 @@ export class MachineController extends EventTarget {
   /** Zero the event counters (a Promise, resolved once done). */
   resetCounters() {
     return this._inspect("resetCounters").then(() => undefined);
+  }
+
+  /** The CPU's registers (a Promise; see the automation API at the top of this file). */
+  registers() {
+    return this._inspect("registers");
+  }
+
+  /** Pause and run `n` instructions (default 1): a Promise of {stopped, registers}. */
+  step(n = 1) {
+    return this._inspect("step", { count: n }).then((r) => this._afterStep(r));
+  }
+
+  /** Pause and step over the instruction at EIP (a CALL, INT, REP string instruction or LOOP
+   * runs to the next instruction): a Promise of {stopped, registers}. */
+  stepOver() {
+    return this._inspect("stepOver").then((r) => this._afterStep(r));
+  }
+
+  /** Stop before the instruction at linear address `at` (a number), or before any instruction
+   * that accesses I/O port `at.port`. A Promise of the breakpoints now set. */
+  setBreakpoint(at) {
+    return this._inspect("addBreakpoint", breakpointArgs(at));
+  }
+
+  /** Remove a breakpoint set with setBreakpoint(at). A Promise of the breakpoints left. */
+  removeBreakpoint(at) {
+    return this._inspect("removeBreakpoint", breakpointArgs(at));
+  }
+
+  /** Remove every breakpoint (a Promise). */
+  clearBreakpoints() {
+    return this._inspect("clearBreakpoints");
+  }
+
+  /** The breakpoints set: a Promise of [{kind: "linear"|"port", at}]. */
+  breakpoints() {
+    return this._inspect("breakpoints");
+  }
+
+  /** `count` instructions from linear address `linear` (around EIP if it is null): a Promise
+   * of [{linear, ip, bytes, text}]. */
+  disassemble(linear = null, count = 16) {
+    return this._inspect("disassemble", { linear, count });
+  }
+
+  /** The page-table walk of linear address `linear`, step by step (a Promise). */
+  translate(linear) {
+    return this._inspect("translate", { linear });
+  }
+
+  /** `length` bytes of guest memory from linear address `linear` (a Promise of an array of
+   * numbers, null where a byte cannot be read: not present, device memory). */
+  readMemory(linear, length) {
+    return this._inspect("readMemory", { linear, length });
+  }
+
+  /** A step paused the machine: mirror that here at once. */
+  _afterStep(result) {
+    if (this._state === "running") this._setState("paused");
+    return result;
   }
 
   /** Ask the worker's machine inspector `op` (see worker.js's protocol). */
@@ -537,6 +619,10 @@ export class MachineController extends EventTarget {
         break;
       case "restored":
         this._emit("restored", {});
+        break;
+      case "breakpoint":
+        // The worker paused before the instruction; its "state" message says so too.
+        this._emit("breakpoint", { breakpoint: msg.breakpoint, registers: msg.registers });
         break;
       case "saved":
       case "recorded":

@@ -11,7 +11,10 @@
 //   | {type: "serial", bytes} | {type: "type", text} | {type: "key", code, pressed}
 //   | {type: "mouse", dx, dy, dz, buttons} | {type: "frameDone"} | {type: "frames", on}
 //   | {type: "save", id} | {type: "record", id, on}
-//   | {type: "inspect", id, op, args} (op: "counters" | "resetCounters")
+//   | {type: "inspect", id, op, args} (op: "counters" | "resetCounters" | "registers"
+//     | "disassemble" {linear?, count} | "translate" {linear} | "readMemory" {linear, length}
+//     | "step" {count} | "stepOver" | "addBreakpoint" {kind: "linear"|"port", at}
+//     | "removeBreakpoint" {kind, at} | "clearBreakpoints" | "breakpoints"; stepping pauses)
 // worker -> page:   {type: "state", state} | {type: "progress", file} | {type: "update", ...}
 //   | {type: "saved", id, buffer} or {type: "saved", id, error} (the answer to "save": a state
 //     file, see src/state)
@@ -23,6 +26,8 @@
 //     instruction counts at that slice's start and end)
 //   | {type: "inspected", id, result} or {type: "inspected", id, error} (the answer to
 //     "inspect"; counters: {instructions, groups: [{title, columns, rows: [{name, values}]}]})
+//   | {type: "breakpoint", breakpoint: {kind, at}, registers} (a breakpoint was reached: the
+//     machine paused before that instruction)
 //   | {type: "started"} (once, running) | {type: "boot"} (the kernel was loaded: start, reset, reboot)
 //   | {type: "restored"} (the machine started from a saved state instead of a boot)
 //   | {type: "frame", width, height, buffer} | {type: "message", text} | {type: "error", message}
@@ -200,7 +205,33 @@ function handle(msg) {
   }
 }
 
-/** An inspector request (see the protocol above): the answer, as plain data. */
+/** A linear address or port from the page: a whole number in range (else an error that says so). */
+function address(value, what, max = 0xffff_ffff) {
+  const n = typeof value === "string" ? Number(value.trim()) : value;
+  if (!Number.isInteger(n) || n < 0 || n > max) {
+    throw new Error(`${what} ${JSON.stringify(value)}: not a whole number from 0 to 0x${max.toString(16)}`);
+  }
+  return n;
+}
+
+/** After a step or a breakpoint: the machine pauses (the page resumes it), and the page sees
+ * what the instructions did (serial output, the screen, the counts) at once. */
+function pauseForInspector(why) {
+  if (!paused) {
+    paused = true;
+    pausedAt = performance.now();
+    cancelTurns();
+    setState("paused");
+  }
+  const now = performance.now();
+  lastTextAt = -Infinity;
+  lastStatsAt = -Infinity;
+  publish(now);
+  if (why === "reset") post({ type: "boot" });
+}
+
+/** An inspector request (see the protocol above): the answer, as plain data. Stepping pauses
+ * the machine first. */
 function inspect(op, args) {
   switch (op) {
     case "counters":
@@ -208,6 +239,36 @@ function inspect(op, args) {
     case "resetCounters":
       machine.reset_counters();
       return null;
+    case "registers":
+      return JSON.parse(machine.registers());
+    case "disassemble": {
+      const at = args.linear == null ? undefined : address(args.linear, "address");
+      return JSON.parse(machine.disassemble(at, Math.max(1, Math.min(256, Number(args.count) || 16))));
+    }
+    case "translate":
+      return JSON.parse(machine.translate(address(args.linear, "address")));
+    case "readMemory":
+      return JSON.parse(machine.read_memory(address(args.linear, "address"), Math.max(0, Math.min(4096, Number(args.length) || 0))));
+    case "step":
+    case "stepOver": {
+      const why = op === "step" ? machine.step(Math.max(1, Math.min(1e6, Number(args.count) || 1))) : machine.step_over();
+      takeSerial(machine.instructions(), machine.instructions());
+      pauseForInspector(why);
+      return { stopped: why, registers: JSON.parse(machine.registers()) };
+    }
+    case "addBreakpoint":
+    case "removeBreakpoint": {
+      const kind = args.kind === "port" ? "port" : "linear";
+      const at = address(args.at, kind === "port" ? "port" : "address", kind === "port" ? 0xffff : 0xffff_ffff);
+      if (op === "addBreakpoint") machine.add_breakpoint(kind, at);
+      else machine.remove_breakpoint(kind, at);
+      return JSON.parse(machine.breakpoints());
+    }
+    case "clearBreakpoints":
+      machine.clear_breakpoints();
+      return [];
+    case "breakpoints":
+      return JSON.parse(machine.breakpoints());
     default:
       throw new Error(`unknown inspector request ${JSON.stringify(op)}`);
   }
@@ -578,6 +639,13 @@ function turn() {
       if (result === "idle") {
         rest = true;
         break;
+      }
+      if (result === "breakpoint") {
+        // Stopped before the instruction a breakpoint names: pause there for the inspector.
+        const hit = JSON.parse(machine.breakpoint_hit());
+        pauseForInspector("breakpoint");
+        post({ type: "breakpoint", breakpoint: hit, registers: JSON.parse(machine.registers()) });
+        return;
       }
       // A "budget" slice that ran much less than asked stopped because the guest's clock got
       // ahead of the host's: running again now would only spin.

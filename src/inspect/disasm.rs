@@ -103,6 +103,7 @@ impl<'a> LinearReader<'a> {
 
 /// One line of a listing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Line {
     /// The linear address of the instruction's first byte.
     pub linear: u32,

@@ -92,6 +92,7 @@ impl Mode {
 
 /// A segment register: the visible selector and the descriptor cache behind it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SegmentReg {
     /// ES, CS, SS, DS, FS, GS, LDTR or TR.
     pub name: &'static str,
@@ -176,6 +177,7 @@ pub fn segment_kind(access: u8) -> String {
 
 /// A descriptor-table register (GDTR, IDTR).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Table {
     pub base: u32,
     pub limit: u32,
@@ -192,6 +194,7 @@ impl From<TableReg> for Table {
 
 /// Everything the inspector shows of the CPU, taken at one moment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Registers {
     pub eax: u32,
     pub ecx: u32,

@@ -39,6 +39,7 @@ pub const PAGE_4M: u32 = 4 << 20;
 
 /// The bits of a page-directory or page-table entry, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EntryBits {
     pub present: bool,
     pub writable: bool,
@@ -90,6 +91,7 @@ impl EntryBits {
 
 /// One entry the walk read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Entry {
     /// Which entry of its table: bits 31-22 of the linear address for the directory, bits
     /// 21-12 for a page table.
@@ -106,7 +108,11 @@ pub struct Entry {
 
 /// One step of the walk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "step", rename_all = "snake_case")]
+#[serde(
+    tag = "step",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
 pub enum Step {
     /// Paging is off: the linear address is the physical address.
     Identity { address: u32 },
@@ -139,6 +145,7 @@ pub enum NotPresent {
 /// What the mapping allows, from both levels' RW and US bits and CR0.WP. The supervisor may
 /// always read a present mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Permissions {
     /// CPL 3 may read (US set at both levels).
     pub user_read: bool,
@@ -150,6 +157,7 @@ pub struct Permissions {
 
 /// The translation of one linear address, step by step.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Walk {
     pub linear: u32,
     /// Paging is on (CR0.PG, in protected mode).

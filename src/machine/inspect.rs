@@ -202,6 +202,18 @@ impl Machine {
         })
     }
 
+    /// `len` bytes of guest memory from linear address `linear`, read as the disassembler reads
+    /// code (a read-only page walk: no accessed bits set, no fault, no device read): `None`
+    /// for a byte that cannot be read so.
+    pub fn read_linear(&self, linear: u32, len: usize) -> Vec<Option<u8>> {
+        self.with_memory(|mem| {
+            let mut reader = LinearReader::new(&self.cpu, mem);
+            (0..len)
+                .map(|i| reader.byte(linear.wrapping_add(i as u32)).ok())
+                .collect()
+        })
+    }
+
     /// Retire exactly `n` instructions (see the module's notes on what a step is): a
     /// [`Machine::run`] of `n`. Returns early as a run does: when the CPU halted with nothing
     /// to wake it (`Stop::Idle`), the machine reset, or idle time passed for a while with the

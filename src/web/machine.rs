@@ -45,13 +45,17 @@ struct Attached {
 /// A PC: CPU, RAM, the PC devices, two hard disk positions and a CD-ROM drive.
 #[wasm_bindgen]
 pub struct Machine {
-    core: Core,
+    pub(super) core: Core,
     input: HostInput,
     kernel: Option<Kernel>,
     disks: Vec<Attached>,
     messages: Messages,
     /// The host time of the first `run()`, in ms: virtual time counts from there.
     epoch_ms: Option<f64>,
+    /// The inspector's breakpoints (see inspect.rs), and whether the next run steps off the
+    /// instruction at EIP without checking it (the one a breakpoint or a step stopped at).
+    pub(super) breakpoints: crate::machine::inspect::Breakpoints,
+    pub(super) skip_breakpoint_once: bool,
 }
 
 fn error(msg: impl AsRef<str>) -> JsError {
@@ -363,7 +367,9 @@ impl Machine {
     /// (`performance.now()`; virtual time counts from the first call), `max_instructions` the
     /// most to execute. Returns "budget" (the budget is used or the guest is ahead of the
     /// clock: call again after yielding), "idle" (the guest waits for time or input), or
-    /// "reset" (the guest rebooted or triple-faulted; the kernel was booted again).
+    /// "reset" (the guest rebooted or triple-faulted; the kernel was booted again); while
+    /// inspector breakpoints are set, also "breakpoint" (stopped before the instruction one
+    /// names; see `breakpoint_hit`).
     pub fn run(&mut self, host_now_ms: f64, max_instructions: f64) -> String {
         // Virtual time goes on from where it is (0 for a new machine; a restored one resumes at
         // its saved time).
@@ -377,6 +383,12 @@ impl Machine {
         let end = self.core.cpu.instructions.saturating_add(budget);
         self.wake_storage();
         self.input.pump(&mut self.core);
+        if !self.breakpoints.is_empty() {
+            let why = self.run_to_breakpoints(host_ns, budget);
+            self.input.pump(&mut self.core);
+            self.start_fetches();
+            return why.into();
+        }
         let stop = loop {
             let start = self.core.cpu.instructions;
             let remaining = end.saturating_sub(start);
@@ -536,6 +548,8 @@ impl Machine {
             disks: Vec::new(),
             messages: Messages::default(),
             epoch_ms: None,
+            breakpoints: Default::default(),
+            skip_breakpoint_once: false,
         }
     }
 
@@ -597,7 +611,7 @@ impl Machine {
 
     /// After a reset: drop queued input and boot the kernel again (a machine with firmware
     /// boots itself: its BIOS runs again).
-    fn reboot(&mut self) {
+    pub(super) fn reboot(&mut self) {
         self.input.clear();
         if self.core.board().firmware().is_some() {
             return;

@@ -10,6 +10,7 @@
 
 mod disk;
 mod http;
+mod inspect;
 mod jit;
 mod machine;
 
