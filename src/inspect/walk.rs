@@ -604,6 +604,6 @@ mod tests {
         assert_eq!(json["steps"][0]["step"], "cr3");
         assert_eq!(json["steps"][1]["step"], "pde");
         assert_eq!(json["steps"][1]["index"], 0);
-        assert_eq!(json["not_present"], "pde");
+        assert_eq!(json["notPresent"], "pde");
     }
 }
