@@ -268,3 +268,35 @@ fn a_floppy_image_is_checked_and_a_saved_machine_asks_for_it_again() {
     assert!(ok && out.contains("/ # "), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn counters_print_what_the_boot_did_on_stderr() {
+    let (ok, stdout, stderr) = run(&["--until", "/ # ", "--counters"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        !stdout.contains("sensitive unprivileged"),
+        "counters go to stderr"
+    );
+    // The boot's user space makes system calls at CPL 3 (INT 0x80 and SYSENTER), the kernel
+    // switches address spaces and talks to the serial port.
+    let row = |name: &str| -> Vec<u64> {
+        let line = stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in:\n{stderr}"));
+        line[line.find(name).unwrap() + name.len()..]
+            .split_whitespace()
+            .map(|v| v.replace(',', "").parse().unwrap())
+            .collect()
+    };
+    let int_n = row("INT n");
+    assert!(
+        int_n[0] > 0 && int_n[2] == int_n[0],
+        "INT n only at CPL 3: {int_n:?}"
+    );
+    assert!(row("SYSENTER")[2] > 0);
+    assert!(row("CR3 loads (address-space switches)")[0] > 0);
+    let com1 = row("COM1 16550A");
+    assert_eq!(com1[0], com1[1] + com1[2], "accesses = reads + writes");
+    assert!(com1[2] > 1000, "{com1:?}");
+}
