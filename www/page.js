@@ -1,7 +1,9 @@
-// index.html: one machine with the options of the query string, exposed as `window.wasm86`.
+// index.html: one machine with the options of the query string, exposed as `window.wasm86`, and
+// the inspector beside it (the Inspector button, or ?inspect=1).
 
 import { MachineController, optionsFromQuery } from "./wasm86.js";
 import { ScreenView, bindKeyboard, bindMouse, createTerminal, statusText, toggleFullscreen } from "./ui.js";
+import { InspectorView } from "./inspector.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -83,6 +85,24 @@ document.addEventListener("fullscreenchange", () => {
   if (document.fullscreenElement === screenBox) $("screen").focus();
 });
 $("keyboard").onclick = () => $("text-input").focus();
+
+// ---- the inspector, beside the machine (?inspect=1 opens it at load) ----
+
+let inspector = null;
+function showInspector(open) {
+  // Made on first use; hidden, it asks the worker nothing.
+  if (open && !inspector) inspector = new InspectorView($("inspector-pane"), controller);
+  $("inspector-pane").hidden = !open;
+  document.body.classList.toggle("inspecting", open);
+  $("inspect").setAttribute("aria-pressed", String(open));
+  $("inspect").classList.toggle("active", open);
+  // The screen's box changed size.
+  requestAnimationFrame(() => screen.fit());
+}
+$("inspect").onclick = () => showInspector($("inspector-pane").hidden);
+if (["1", "on", "true", "yes"].includes((new URLSearchParams(location.search).get("inspect") || "").toLowerCase())) {
+  showInspector(true);
+}
 
 // ---- saved states: a download, and the browser's own storage (IndexedDB) ----
 

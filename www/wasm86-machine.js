@@ -3,8 +3,8 @@
 //   <script type="module" src="https://example.org/wasm86/wasm86-machine.js"></script>
 //   <wasm86-machine kernel="…" initrd="…" append="…" memory="64" hda="…" cdrom="…" fda="…"
 //                   boot="cad" bios="…" vgabios="…" bootmenu="3000" jit="0"
-//                   show="serial|screen|both" run="uname -a" label="…" rows="20"
-//                   start="click"></wasm86-machine>
+//                   show="serial|screen|both|cpu|serial+cpu|screen+cpu|both+cpu"
+//                   run="uname -a" label="…" rows="20" start="click"></wasm86-machine>
 //
 // Every attribute is optional: the defaults boot the Linux bundled next to this module. A drive
 // (hda, cdrom, fda) without kernel, initrd or append boots through the BIOS (SeaBIOS, bundled
@@ -14,16 +14,38 @@
 // click), so a page with ten of them downloads nothing until the reader gets there.
 // `run="COMMAND"` types COMMAND + Enter on the serial console once the shell prompt ("# ") shows,
 // after every boot (at once when the machine starts from a saved state, `state="URL"`).
-// `element.machine` is the automation API (see wasm86.js).
+// `show` picks the views: the serial terminal (the default), the VGA screen, or both; "+cpu"
+// adds the inspector (inspector.js: registers, disassembly, stepping and breakpoints, memory,
+// the page-table walk, the event counters) beside them when the element is wide and below them
+// when it is narrow, and "cpu" alone shows only the inspector.
+// `element.machine` is the automation API (see wasm86.js); `element.inspector` is the
+// InspectorView (null without "cpu").
 
 import { MachineController, resolveOptions } from "./wasm86.js";
 import { ScreenView, bindKeyboard, bindMouse, createTerminal, toggleFullscreen, XTERM_CSS } from "./ui.js";
+import { InspectorView, INSPECTOR_STYLE } from "./inspector.js";
 
 const OPTION_ATTRS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgabios", "bootmenu", "jit", "jit-threshold", "state"];
 
 /** A shell prompt: "# " at the end of the output, or followed by busybox's cursor-position query
  * ESC[6n (kernel messages may come right after it). */
 const PROMPT = /# (?:\x1b\[6n|$)/;
+
+/** At least this wide (CSS pixels), the inspector sits beside the screen or terminal. */
+const SIDE_BY_SIDE = 860;
+
+/** The views `show` asks for: {screen, serial, cpu}. "serial", "screen" and "both", each
+ * optionally with "+cpu", or "cpu" alone; anything else is the default, the serial terminal. */
+export function parseShow(value) {
+  const parts = String(value || "serial").toLowerCase().split("+").map((p) => p.trim());
+  const cpu = parts.includes("cpu");
+  const view = parts.find((p) => p !== "cpu") || (cpu ? "none" : "serial");
+  return {
+    screen: view === "screen" || view === "both",
+    serial: view !== "screen" && view !== "none",
+    cpu,
+  };
+}
 
 const STYLE = `
 :host {
@@ -82,9 +104,20 @@ canvas:focus { box-shadow: inset 0 0 0 2px #4a7fd0; }
 .term { padding: 4px 6px; background: #111318; }
 .term:fullscreen { padding: 0; }
 .term:fullscreen > .xterm { padding: 12px; height: 100%; }
-:host([show="serial"]) .screen-box, :host(:not([show])) .screen-box { display: none; }
-:host([show="screen"]) .term { display: none; }
-:host([show="both"]) .term { border-top: 1px solid #2a2f3a; }
+/* The views show= asks for (classes set by _build). */
+.off { display: none !important; }
+.term.below-screen { border-top: 1px solid #2a2f3a; }
+/* With the inspector: beside the views when the element is wide, below them when narrow. */
+.body.cpu.wide { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); }
+.inspector-box { background: #fff; min-width: 0; }
+.body.cpu.wide .inspector-box { position: relative; min-height: 360px; border-left: 1px solid #c9d0da; }
+.body.cpu.wide .inspector-box > .w86i { position: absolute; inset: 0; overflow: auto; }
+.body.cpu:not(.wide) .inspector-box { max-height: 640px; overflow: auto; border-top: 1px solid #c9d0da; }
+.body.cpu.alone .inspector-box { max-height: 720px; overflow: auto; border: 0; }
+.body.cpu.alone.wide { display: block; }
+.body.cpu.alone.wide .inspector-box > .w86i { position: static; }
+.body.cpu.alone .views { display: none; }
+.inspector-box:fullscreen { max-height: none; overflow: auto; }
 .cover {
   position: absolute;
   inset: 0;
@@ -123,6 +156,11 @@ class Wasm86MachineElement extends HTMLElement {
     this._controller = null;
     this._built = false;
     this._runArmed = true;
+  }
+
+  /** The inspector (an InspectorView) of a show="…+cpu" element, or null. */
+  get inspector() {
+    return this._inspector || null;
   }
 
   /** The automation API (MachineController); exists before the machine starts. */
@@ -198,10 +236,11 @@ class Wasm86MachineElement extends HTMLElement {
     this._built = true;
     const c = this.machine;
     const root = this.attachShadow({ mode: "open" });
-    const show = this.getAttribute("show") || "serial";
+    const show = parseShow(this.getAttribute("show"));
     root.innerHTML = `
       <link rel="stylesheet" href="${XTERM_CSS}">
       <style>${STYLE}</style>
+      <style data-wasm86-inspector>${INSPECTOR_STYLE}</style>
       <div class="bar" part="toolbar">
         <span class="title"></span>
         <button class="pause" type="button" disabled>Pause</button>
@@ -211,8 +250,11 @@ class Wasm86MachineElement extends HTMLElement {
       </div>
       <div class="error" role="alert" hidden></div>
       <div class="body">
-        <div class="screen-box"><canvas tabindex="0" width="720" height="400"></canvas></div>
-        <div class="term"></div>
+        <div class="views">
+          <div class="screen-box"><canvas tabindex="0" width="720" height="400"></canvas></div>
+          <div class="term"></div>
+        </div>
+        <div class="inspector-box off"></div>
         <div class="cover"><button type="button" class="start">▶ Boot Linux</button>
           <span>downloads a small kernel and initramfs (a few MB)</span></div>
       </div>`;
@@ -223,8 +265,22 @@ class Wasm86MachineElement extends HTMLElement {
     const screenBox = $(".screen-box");
     const term = $(".term");
 
-    const showScreen = show === "screen" || show === "both";
-    const showSerial = show !== "screen";
+    const showScreen = show.screen;
+    const showSerial = show.serial;
+    screenBox.classList.toggle("off", !showScreen);
+    term.classList.toggle("off", !showSerial);
+    term.classList.toggle("below-screen", showScreen && showSerial);
+    if (show.cpu) {
+      const body = $(".body");
+      const box = $(".inspector-box");
+      body.classList.add("cpu");
+      body.classList.toggle("alone", !showScreen && !showSerial);
+      box.classList.remove("off");
+      this._inspector = new InspectorView(box.appendChild(document.createElement("div")), c);
+      const place = () => body.classList.toggle("wide", this.getBoundingClientRect().width >= SIDE_BY_SIDE);
+      new ResizeObserver(place).observe(this);
+      place();
+    }
     if (showScreen) {
       this._screen = new ScreenView(canvas, c, { box: screenBox });
       bindKeyboard(c, [canvas]);
@@ -233,7 +289,7 @@ class Wasm86MachineElement extends HTMLElement {
       c.setFrames(false);
     }
     // Fixed rows: the element's height does not depend on the page.
-    const rows = Number(this.getAttribute("rows")) || (show === "both" ? 16 : 20);
+    const rows = Number(this.getAttribute("rows")) || (showScreen && showSerial ? 16 : 20);
     // xterm.js is only created when the machine starts (see _createTerminal): opening it costs tens
     // of milliseconds, too much for every widget of a page at load. Until then the space it will
     // take is kept free (a 13 px font gives rows of about 15 px).
@@ -255,7 +311,8 @@ class Wasm86MachineElement extends HTMLElement {
     $(".pause").onclick = () => (c.state === "paused" ? c.resume() : c.pause());
     $(".reset").onclick = () => c.reset();
     $(".fullscreen").onclick = () => {
-      toggleFullscreen(showScreen ? screenBox : term).catch((err) => console.warn("fullscreen:", err));
+      const target = showScreen ? screenBox : showSerial ? term : $(".inspector-box");
+      toggleFullscreen(target).catch((err) => console.warn("fullscreen:", err));
     };
 
     const refresh = () => {

@@ -1333,3 +1333,568 @@ async fn a_session_recorded_in_the_page_replays_natively() {
     })
     .await;
 }
+
+/// Poll the page script `body` (up to `timeout`) until it returns something other than null;
+/// that value.
+async fn wait_js_value(env: &Env, what: &str, timeout: Duration, body: &str) -> Res<Value> {
+    let t0 = Instant::now();
+    loop {
+        let v = env.js(body, vec![]).await?;
+        if !v.is_null() {
+            return Ok(v);
+        }
+        if t0.elapsed() > timeout {
+            return Err(format!("no {what} within {:.0} s", timeout.as_secs_f64()));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A number field of a JSON object (NaN when missing).
+fn num(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+/// The values of counter row `row` in group `group` of a counters() answer.
+fn counter_row(counters: &Value, group: &str, row: &str) -> Res<Vec<f64>> {
+    counters
+        .get("groups")
+        .and_then(Value::as_array)
+        .and_then(|gs| gs.iter().find(|g| g["title"] == group))
+        .and_then(|g| g["rows"].as_array())
+        .and_then(|rs| rs.iter().find(|r| r["name"] == row))
+        .and_then(|r| r["values"].as_array())
+        .map(|vs| vs.iter().filter_map(Value::as_f64).collect())
+        .ok_or_else(|| format!("counters() has no row {row:?} in the group {group:?}: {counters}"))
+}
+
+/// The lesson page (virtualization.html): its four machines wait for a click (nothing is
+/// downloaded before); each demo button starts its machine and fills its table. The POPF
+/// program runs its 1000 POPFs at CPL 3, every one of them silently unable to clear IF and
+/// none faulting (exact counts); `ls -l /bin` takes more page faults and system calls than a
+/// shell loop; the walk demo pauses the shell at CPL 3 and walks EIP (a user page) and
+/// 0xc0000000 (a kernel page, closed to CPL 3) through the real page tables, in the widget's
+/// inspector too; the compiling tier's share of a loop is reported for two runs.
+#[tokio::test(flavor = "current_thread")]
+async fn virtualization_lesson_demos_count_and_walk_on_the_real_guest() {
+    run(|env| async move {
+        env.goto("virtualization.html").await?;
+        let ids = ["popf-machine", "cost-machine", "walk-machine", "jit-machine"];
+        for id in ids {
+            env.widget(id)
+                .wait_for("the widget's .machine", Duration::from_secs(30), |s| {
+                    (!s.missing && s.stats.is_some()).then_some(())
+                })
+                .await?;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for id in ids {
+            let st = env.widget(id).stats().await?;
+            if st.state != "idle" {
+                return Err(format!(
+                    "#{id} has start=\"click\" yet is {:?} before any click",
+                    st.state
+                ));
+            }
+        }
+        if !boot_file_requests(&env).is_empty() {
+            return Err(format!(
+                "the lesson downloaded boot files before any demo ran: {:?}",
+                boot_file_requests(&env)
+            ));
+        }
+        env.screenshot("lesson-top.png").await?;
+
+        // 1. POPF at CPL 3.
+        let click = |id: &str| {
+            format!(
+                "const b = document.getElementById({id:?}); b.scrollIntoView({{block: 'center'}}); \
+                 b.click(); return null;"
+            )
+        };
+        env.js(&click("popf-run"), vec![]).await?;
+        let popf = wait_js_value(
+            &env,
+            "the POPF demo's counters (window.lesson.popf)",
+            boot_timeout(),
+            "const s = document.getElementById('popf-status').textContent;\n\
+             if (s.startsWith('failed')) return { failed: s };\n\
+             return window.lesson.popf || null;",
+        )
+        .await?;
+        if let Some(f) = popf.get("failed") {
+            return Err(format!("the POPF demo {f}"));
+        }
+        let cells = env
+            .js(
+                "return ['popf-popf-cpl3', 'popf-silent', 'popf-gp-cpl3', 'popf-pushf-cpl3']\n\
+                   .map(id => document.getElementById(id).textContent);",
+                vec![],
+            )
+            .await?;
+        let values = |k: &str| -> Vec<f64> {
+            popf[k]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default()
+        };
+        let (p, silent, gp, pushf) = (
+            values("popf"),
+            values("silent"),
+            values("gp"),
+            values("pushf"),
+        );
+        println!(
+            "lesson POPF: exit status {}, POPF {p:?} (total, CPL 0, CPL 3), silent {silent:?}, \
+             #GP {gp:?} (total, CPL 3), PUSHF {pushf:?}; table cells {cells}",
+            popf["exitStatus"]
+        );
+        if popf["exitStatus"] != 0 {
+            return Err(format!("the POPF program did not exit with 0: {popf}"));
+        }
+        if p.get(2) != Some(&1000.0) || silent.first() != Some(&1000.0) {
+            return Err(format!(
+                "POPF at CPL 3 should be exactly 1000, all of them silently unable to change IF: \
+                 POPF {p:?}, silent {silent:?}"
+            ));
+        }
+        // An exception that never happened has no row: none is zero.
+        if gp.iter().any(|&n| n != 0.0) {
+            return Err(format!("a #GP happened while the POPF program ran: {gp:?}"));
+        }
+        if cells[0] != "1,000" || cells[1] != "1,000" || cells[2] != "0" {
+            return Err(format!(
+                "the page's table does not show 1,000, 1,000 and 0: {cells}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        env.screenshot("lesson-popf.png").await?;
+
+        // 2. What events cost.
+        env.js(&click("cost-run"), vec![]).await?;
+        let cost = wait_js_value(
+            &env,
+            "the cost demo's counters (window.lesson.cost)",
+            boot_timeout(),
+            "const s = document.getElementById('cost-status').textContent;\n\
+             if (s.startsWith('failed')) return { failed: s };\n\
+             return window.lesson.cost || null;",
+        )
+        .await?;
+        if let Some(f) = cost.get("failed") {
+            return Err(format!("the cost demo {f}"));
+        }
+        let reading = env
+            .js(
+                "return document.getElementById('cost-reading').textContent;",
+                vec![],
+            )
+            .await?;
+        println!("lesson cost: {cost}\n  reading: {reading}");
+        let (ls, lp) = (&cost["ls"], &cost["loop"]);
+        let calls = |r: &Value| num(r, "int80") + num(r, "sysenter");
+        if !(num(ls, "pageFaults") > num(lp, "pageFaults")
+            && calls(ls) > calls(lp)
+            && num(ls, "pageFaults") > 0.0)
+        {
+            return Err(format!(
+                "ls -l /bin should take more page faults and system calls than the loop: {cost}"
+            ));
+        }
+        if !(num(lp, "instructions") > 0.0 && num(ls, "instructions") > 0.0) {
+            return Err(format!("a command ran no instructions: {cost}"));
+        }
+        env.js(
+            "document.getElementById('cost-table').scrollIntoView({block: 'center'}); return null;",
+            vec![],
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        env.screenshot("lesson-cost.png").await?;
+
+        // 3. Walking a page table.
+        env.js(&click("walk-user"), vec![]).await?;
+        let walk = wait_js_value(
+            &env,
+            "the walk demo's walks (window.lesson.walk)",
+            boot_timeout(),
+            "const s = document.getElementById('walk-status').textContent;\n\
+             if (s.startsWith('failed')) return { failed: s };\n\
+             return window.lesson.walk || null;",
+        )
+        .await?;
+        if let Some(f) = walk.get("failed") {
+            return Err(format!("the walk demo {f}"));
+        }
+        let (regs, user, kernel) = (&walk["registers"], &walk["user"], &walk["kernel"]);
+        println!(
+            "lesson walk: CPL {} EIP {:#x} CR3 {:#x}\n  user: {user}\n  kernel: {kernel}",
+            regs["cpl"],
+            num(regs, "linearEip") as u64,
+            num(regs, "cr3") as u64
+        );
+        if regs["cpl"] != 3 || user["paging"] != true || user["physical"].is_null() {
+            return Err(format!(
+                "the walk of EIP at CPL 3 should reach a physical address: {walk}"
+            ));
+        }
+        if user["permissions"]["userRead"] != true || kernel["permissions"]["userRead"] != false
+        {
+            return Err(format!(
+                "the shell's code should be readable at CPL 3 and the kernel's page not: {walk}"
+            ));
+        }
+        // The widget's inspector shows the same walk (EIP's).
+        let eip_text = format!("0x{:08x}", num(regs, "linearEip") as u64);
+        wait_js(
+            &env,
+            "the walk of EIP in the widget's inspector",
+            &format!(
+                "const r = document.getElementById('walk-machine').shadowRoot;\n\
+                 const w = r && r.querySelector('.w86i-walk');\n\
+                 return !!w && w.textContent.includes({eip_text:?}) && w.textContent.includes('physical');"
+            ),
+        )
+        .await?;
+        env.js(
+            "document.getElementById('walk-machine').scrollIntoView({block: 'start'}); return null;",
+            vec![],
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        env.screenshot("lesson-walk-widget.png").await?;
+        env.js(
+            "document.getElementById('walk-figure').scrollIntoView({block: 'start'}); return null;",
+            vec![],
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        env.screenshot("lesson-walk-figure.png").await?;
+        env.js(&click("walk-continue"), vec![]).await?;
+
+        // 4. Interpreting and compiling.
+        env.js(&click("jit-run"), vec![]).await?;
+        let jit = wait_js_value(
+            &env,
+            "the compiling tier demo's counters (window.lesson.jit)",
+            boot_timeout() * 2,
+            "const s = document.getElementById('jit-status').textContent;\n\
+             if (s.startsWith('failed')) return { failed: s };\n\
+             return window.lesson.jit || null;",
+        )
+        .await?;
+        if let Some(f) = jit.get("failed") {
+            return Err(format!("the compiling tier demo {f}"));
+        }
+        println!("lesson jit: {jit}");
+        // Idle at the prompt, then the loop twice.
+        let runs = jit.as_array().cloned().unwrap_or_default();
+        if runs.len() != 3 || !runs.iter().all(|r| num(r, "instructions") > 0.0) {
+            return Err(format!(
+                "the compiling tier demo did not report the idle machine and two runs: {jit}"
+            ));
+        }
+        if !(num(&runs[1], "regions") + num(&runs[2], "regions") >= 1.0
+            && num(&runs[2], "perMille") > 0.0)
+        {
+            return Err(format!(
+                "the loop compiled no region or ran no compiled code (jit=\"1\"): {jit}"
+            ));
+        }
+        let reading = env
+            .js("return document.getElementById('jit-reading').textContent;", vec![])
+            .await?;
+        println!("  reading: {reading}");
+        env.js(
+            "document.getElementById('jit-table').scrollIntoView({block: 'center'}); return null;",
+            vec![],
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        env.screenshot("lesson-jit.png").await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// The index page's inspector (`?inspect=1`): with a shell loop running at CPL 3, step() runs
+/// exactly one instruction (EIP moves by that instruction's length, as the disassembly gives
+/// it, and one instruction retires), the Step button does the same, a breakpoint at the next
+/// instruction stops the machine there (the "breakpoint" event, state "paused", EIP there) and
+/// one on the serial port's I/O port stops it at an OUT; the counters move when a command
+/// runs, and the panels show what the API says.
+#[tokio::test(flavor = "current_thread")]
+async fn the_inspector_steps_stops_at_breakpoints_and_counts() {
+    run(|env| async move {
+        env.goto("/?inspect=1").await?;
+        let m = env.index_machine();
+        m.wait_for("stats().state == \"running\"", boot_timeout(), |s| {
+            s.stats.clone().filter(|st| st.state == "running")
+        })
+        .await?;
+        serial_command(&m, "echo $((6*7))", "42").await?;
+        wait_js(
+            &env,
+            "the inspector panel beside the machine",
+            "const p = document.getElementById('inspector-pane');\n\
+             return !!p && !p.hidden && p.getClientRects().length > 0 && \
+               !!p.querySelector('.w86i-registers') && \
+               p.querySelector('.w86i-registers').textContent.includes('EAX');",
+        )
+        .await?;
+
+        // A loop in the shell keeps the CPU busy in user mode; pause it at CPL 3.
+        m.send_serial("i=0; while [ $i -lt 10000000 ]; do i=$((i+1)); done\n")
+            .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut regs = Value::Null;
+        for _ in 0..40 {
+            regs = m
+                .call("m.pause(); return m.registers();", vec![])
+                .await?;
+            if regs["cpl"] == 3 && regs["halted"] == false {
+                break;
+            }
+            m.act("resume", vec![]).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if regs["cpl"] != 3 {
+            return Err(format!("the machine never paused at CPL 3: {regs}"));
+        }
+
+        // Step until the instruction at EIP is one that goes on to the next (no jump, call,
+        // return, interrupt, string loop), then step once: EIP moves by its length.
+        let sequential = |text: &str| {
+            let t = text.trim_start();
+            ![
+                "j", "call", "ret", "iret", "int", "loop", "sys", "hlt", "rep", "ud", "(",
+            ]
+            .iter()
+            .any(|p| t.starts_with(p))
+        };
+        let mut checked = None;
+        let mut interrupted = 0;
+        for _ in 0..40 {
+            let listing = m.call("return m.disassemble(null, 16);", vec![]).await?;
+            let r = m.call("return m.registers();", vec![]).await?;
+            let eip = num(&r, "linearEip");
+            let lines = listing.as_array().cloned().unwrap_or_default();
+            let at = lines
+                .iter()
+                .position(|l| num(l, "linear") == eip)
+                .ok_or_else(|| format!("the disassembly has no line at EIP {eip:#}: {listing}"))?;
+            let line = &lines[at];
+            let text = line["text"].as_str().unwrap_or("").to_string();
+            let len = line["bytes"].as_array().map_or(0, Vec::len) as f64;
+            let stepped = m.call("return m.step(1);", vec![]).await?;
+            let after = &stepped["registers"];
+            if !sequential(&text) {
+                continue;
+            }
+            let expected = eip + len;
+            if num(after, "linearEip") == expected
+                && num(after, "instructions") == num(&r, "instructions") + 1.0
+                && stepped["stopped"] == "budget"
+            {
+                checked = Some((eip, text, len));
+                break;
+            }
+            // An interrupt taken before the instruction runs goes to the kernel (CPL 0).
+            if after["cpl"] == 0 && interrupted < 3 {
+                interrupted += 1;
+                for _ in 0..200 {
+                    let r = m.call("return m.step(1);", vec![]).await?;
+                    if r["registers"]["cpl"] == 3 {
+                        break;
+                    }
+                }
+                continue;
+            }
+            return Err(format!(
+                "step() after `{text}` ({len} bytes) at {eip:#x}: expected EIP {expected:#x} \
+                 and one instruction retired, got {stepped}",
+                eip = eip as u64,
+                expected = expected as u64
+            ));
+        }
+        let (eip, text, len) =
+            checked.ok_or("no sequential instruction came up in 40 steps of the loop")?;
+        println!(
+            "inspector: step() ran `{text}` at {:#x}, EIP moved by {len} bytes ({interrupted} \
+             steps interrupted)",
+            eip as u64
+        );
+
+        // The registers panel shows the new EIP, and the disassembly marks it.
+        let r = m.call("return m.registers();", vec![]).await?;
+        let eip_text = format!("0x{:08x}", num(&r, "eip") as u64);
+        wait_js(
+            &env,
+            &format!("EIP {eip_text} in the registers panel and its line marked"),
+            &format!(
+                "const p = document.getElementById('inspector-pane');\n\
+                 const cur = p.querySelector('.w86i-disasm tr.w86i-current');\n\
+                 return p.querySelector('.w86i-registers').textContent.includes({eip_text:?}) && \
+                   !!cur && Number(cur.dataset.linear) === {};",
+                num(&r, "linearEip")
+            ),
+        )
+        .await?;
+
+        // The Step button: one more instruction.
+        let before = num(&r, "instructions");
+        env.js(
+            "[...document.querySelectorAll('#inspector-pane button')].find(b => b.textContent === 'Step').click(); return null;",
+            vec![],
+        )
+        .await?;
+        wait_js(
+            &env,
+            "one instruction retired after a click on Step",
+            &format!(
+                "return wasm86.registers().then(r => r.instructions === {before} + 1);"
+            ),
+        )
+        .await?;
+
+        // A breakpoint at the instruction after a sequential one at EIP.
+        let mut target = None;
+        for _ in 0..40 {
+            let listing = m.call("return m.disassemble(null, 16);", vec![]).await?;
+            let r = m.call("return m.registers();", vec![]).await?;
+            let eip = num(&r, "linearEip");
+            let lines = listing.as_array().cloned().unwrap_or_default();
+            if let Some(at) = lines.iter().position(|l| num(l, "linear") == eip) {
+                if sequential(lines[at]["text"].as_str().unwrap_or("")) && at + 1 < lines.len() {
+                    target = Some(num(&lines[at + 1], "linear"));
+                    break;
+                }
+            }
+            m.call("return m.step(1);", vec![]).await?;
+        }
+        let target = target.ok_or("no sequential instruction at EIP for the breakpoint")?;
+        let set = m
+            .call(
+                "window.__bp = null;\n\
+                 m.addEventListener('breakpoint', e => { window.__bp = e.detail; }, { once: true });\n\
+                 return m.setBreakpoint(arguments[0]);",
+                vec![Value::from(target)],
+            )
+            .await?;
+        if !set
+            .as_array()
+            .is_some_and(|a| a.iter().any(|b| b["kind"] == "linear" && num(b, "at") == target))
+        {
+            return Err(format!("setBreakpoint({target:#}) gave {set}"));
+        }
+        m.act("resume", vec![]).await?;
+        let hit = wait_js_value(
+            &env,
+            "the \"breakpoint\" event",
+            Duration::from_secs(30),
+            "return window.__bp;",
+        )
+        .await?;
+        let state = m.stats().await?.state;
+        if num(&hit["breakpoint"], "at") != target
+            || num(&hit["registers"], "linearEip") != target
+            || state != "paused"
+        {
+            return Err(format!(
+                "the breakpoint at {:#x}: event {hit}, state {state:?}",
+                target as u64
+            ));
+        }
+        let bp_text = format!("0x{:08x}", target as u64);
+        wait_js(
+            &env,
+            "the breakpoint in the inspector's list and its stop in the toolbar",
+            &format!(
+                "const p = document.getElementById('inspector-pane');\n\
+                 return p.querySelector('.w86i-bps').textContent.includes({bp_text:?}) && \
+                   p.querySelector('.w86i-state').textContent.includes('breakpoint');"
+            ),
+        )
+        .await?;
+        env.screenshot("inspector-breakpoint.png").await?;
+        println!("inspector: stopped at the breakpoint {bp_text}");
+
+        // A breakpoint on COM1's data port: the next character the guest sends stops it.
+        m.call(
+            "return (async () => {\n\
+               await m.clearBreakpoints();\n\
+               window.__bp = null;\n\
+               m.addEventListener('breakpoint', e => { window.__bp = e.detail; }, { once: true });\n\
+               await m.setBreakpoint({ port: 0x3f8 });\n\
+               m.resume(); m.sendSerial('\\x03');\n\
+               return null;\n\
+             })();",
+            vec![],
+        )
+        .await?;
+        let hit = wait_js_value(
+            &env,
+            "the \"breakpoint\" event for port 0x3f8",
+            Duration::from_secs(30),
+            "return window.__bp;",
+        )
+        .await?;
+        if hit["breakpoint"]["kind"] != "port" || num(&hit["breakpoint"], "at") != 1016.0 {
+            return Err(format!("the port breakpoint gave {hit}"));
+        }
+        println!("inspector: port breakpoint: {}", hit["breakpoint"]);
+        m.call(
+            "return m.clearBreakpoints().then(() => { m.resume(); return null; });",
+            vec![],
+        )
+        .await?;
+        // Ctrl-C ended the loop; the shell answers again.
+        serial_command(&m, "echo back-$((6*7))", "back-42").await?;
+
+        // The counters move when a command runs.
+        m.call("return m.resetCounters().then(() => null);", vec![])
+            .await?;
+        let c0 = m.call("return m.counters();", vec![]).await?;
+        serial_command(&m, "ls /bin > /dev/null; echo counted", "counted").await?;
+        let c1 = m.call("return m.counters();", vec![]).await?;
+        let calls = |c: &Value| -> Res<f64> {
+            let int80 = counter_row(c, "interrupts", "software INT 0x80")
+                .map(|v| v[0])
+                .unwrap_or(0.0);
+            let sysenter =
+                counter_row(c, "privileged and intercepted instructions", "SYSENTER")?[0];
+            Ok(int80 + sysenter)
+        };
+        let faults = |c: &Value| {
+            counter_row(c, "exceptions", "#PF page fault (14)")
+                .map(|v| v[0])
+                .unwrap_or(0.0)
+        };
+        let (calls0, calls1) = (calls(&c0)?, calls(&c1)?);
+        let (pf0, pf1) = (faults(&c0), faults(&c1));
+        println!(
+            "inspector: counters from reset to after `ls /bin`: instructions {} -> {}, system \
+             calls {calls0} -> {calls1}, page faults {pf0} -> {pf1}",
+            num(&c0, "instructions"),
+            num(&c1, "instructions")
+        );
+        if !(calls1 > calls0 && pf1 > pf0 && num(&c1, "instructions") > num(&c0, "instructions"))
+        {
+            return Err(format!(
+                "the counters did not move with `ls /bin`: system calls {calls0} -> {calls1}, \
+                 page faults {pf0} -> {pf1}"
+            ));
+        }
+        // The counters panel refreshes while the machine runs.
+        wait_js(
+            &env,
+            "the counters panel with the page-fault row",
+            "const p = document.querySelector('#inspector-pane .w86i-counters');\n\
+             return !!p && p.textContent.includes('#PF page fault');",
+        )
+        .await?;
+        env.screenshot("inspector.png").await?;
+        Ok(())
+    })
+    .await;
+}
