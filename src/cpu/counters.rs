@@ -200,6 +200,11 @@ pub struct Counters {
     pub popf_if_ignored: u64,
     /// Basic blocks decoded (each decoded once until its page is written or the cache is full).
     pub blocks_decoded: u64,
+    /// Times the decoded instructions filled their arena and every block was dropped.
+    pub block_cache_clears: u64,
+    /// Decoded blocks that were one instruction straddling two pages: never cached, so decoded
+    /// again each time it runs.
+    pub blocks_straddling: u64,
     /// The retired-instruction count and the compiling tier's counters when these counters
     /// were last reset, to count from there.
     pub instructions_at_reset: u64,
@@ -219,6 +224,8 @@ impl Default for Counters {
             task_switches: 0,
             popf_if_ignored: 0,
             blocks_decoded: 0,
+            block_cache_clears: 0,
+            blocks_straddling: 0,
             instructions_at_reset: 0,
             jit_at_reset: crate::jit::JitStats::default(),
         }

@@ -1,4 +1,11 @@
-//! The decoded-block cache: direct-mapped on the physical address of a block's first byte.
+//! The decoded-block cache: two-way set-associative on the physical address of a block's first
+//! byte. Direct-mapped, two hot blocks whose addresses hash to the same slot evicted each other
+//! at every turn of a loop that ran both (the birthday effect: a working set of a few thousand
+//! blocks has dozens of such pairs in 16 Ki slots), and each eviction decoded a block again and
+//! left its old instructions as garbage in the arena: a busy shell loop decoded 43 blocks per
+//! turn and filled the arena every few hundred turns. With two ways a colliding pair shares a set.
+//! The first way keeps the block that came first; a newcomer evicts the second (no recency to
+//! update on the hot path), unless a way is empty, stale or holds the same address.
 //!
 //! A block is a run of decoded instructions from one 4 KiB page. It remembers the page's write
 //! generation when it was decoded; a write to the page bumps the generation (see
@@ -20,7 +27,7 @@ use super::Cpu;
 pub const NO_BLOCK: u32 = u32::MAX;
 /// Most instructions in one block.
 const MAX_BLOCK_INSTRS: usize = 64;
-const CACHE_BITS: u32 = 14;
+const CACHE_BITS: u32 = 16;
 const CACHE_SLOTS: usize = 1 << CACHE_BITS;
 /// Instructions the arena holds before it is cleared (about 5 MB).
 const ARENA_CAPACITY: usize = 1 << 17;
@@ -86,10 +93,11 @@ impl ICache {
         }
     }
 
-    /// Slot for the block starting at `phys`.
+    /// The first of the two slots (ways) a block starting at `phys` may be in; the other is
+    /// the next one.
     #[inline(always)]
     pub fn index(&self, phys: u32) -> usize {
-        (phys.wrapping_mul(0x9E37_79B1) >> (32 - CACHE_BITS)) as usize
+        (phys.wrapping_mul(0x9E37_79B1) >> (32 - CACHE_BITS)) as usize & !1
     }
 
     /// Forget every block (A20 change, reset). The arena's instructions become garbage and are
@@ -130,6 +138,7 @@ impl Cpu {
             // Full: start again, forgetting every block (their instructions are gone).
             arena.clear();
             self.icache.flush();
+            self.counters.block_cache_clears += 1;
         }
         self.counters.blocks_decoded += 1;
         let start = arena.len();
@@ -152,6 +161,7 @@ impl Cpu {
                     arena.push(instr);
                     off += len;
                     uncacheable = true;
+                    self.counters.blocks_straddling += 1;
                 }
                 break;
             }

@@ -427,12 +427,11 @@ impl Cpu {
             },
         };
         let key = cs.big as u32;
-        let idx = self.icache.index(phys);
         let mut uncacheable = false;
-        let mut slot = idx;
-        let (mut start, mut len) = if let Some(found) = self.cached_block(phys, &cs) {
+        let (mut slot, mut start, mut len) = if let Some(found) = self.cached_block(phys, &cs) {
             found
         } else {
+            let idx = self.victim_slot(phys, key);
             match self.decode_block(arena, phys) {
                 Ok(d) => {
                     let block = &mut self.icache.blocks[idx];
@@ -451,7 +450,7 @@ impl Cpu {
                             ..Default::default()
                         };
                     }
-                    (d.start, d.len)
+                    (idx, d.start, d.len)
                 }
                 Err(e) => {
                     self.icache.blocks[idx].phys = icache::NO_BLOCK;
@@ -563,9 +562,28 @@ impl Cpu {
     /// code segment `cs`: decoded in the same mode, from the page as it is now (no write since),
     /// and within the segment limit. Returns where its instructions are in the arena.
     #[inline(always)]
-    fn cached_block(&self, phys: u32, cs: &SegCache) -> Option<(usize, usize)> {
+    fn cached_block(&self, phys: u32, cs: &SegCache) -> Option<(usize, usize, usize)> {
         self.cached_block_at(phys, self.eip, cs)
-            .map(|(_, start, len)| (start, len))
+    }
+
+    /// The way a newly decoded block at `phys` for code size `key` goes into (see icache.rs):
+    /// the one holding that block already (stale, or beyond a new CS limit), else an empty or
+    /// stale one, else the second.
+    fn victim_slot(&self, phys: u32, key: u32) -> usize {
+        let first = self.icache.index(phys);
+        let ways = [first, first + 1];
+        let holds = |slot: usize| {
+            let b = &self.icache.blocks[slot];
+            b.phys == phys && b.key == key
+        };
+        let free = |slot: usize| {
+            let b = &self.icache.blocks[slot];
+            b.phys == icache::NO_BLOCK || b.gen != self.mem.page_generation((b.phys >> 12) as usize)
+        };
+        ways.into_iter()
+            .find(|&w| holds(w))
+            .or_else(|| ways.into_iter().find(|&w| free(w)))
+            .unwrap_or(first + 1)
     }
 
     /// [`cached_block`](Self::cached_block) for the block at `eip` (physical `phys`), with its
@@ -577,15 +595,22 @@ impl Cpu {
         eip: u32,
         cs: &SegCache,
     ) -> Option<(usize, usize, usize)> {
-        let idx = self.icache.index(phys);
-        let block = &self.icache.blocks[idx];
+        let first = self.icache.index(phys);
+        let key = cs.big as u32;
+        let slot = if self.icache.blocks[first].phys == phys && self.icache.blocks[first].key == key
+        {
+            first
+        } else {
+            first + 1
+        };
+        let block = &self.icache.blocks[slot];
         let within_limit =
             eip.wrapping_add(block.byte_len).wrapping_sub(1) <= cs.limit || block.byte_len == 0;
         let good = block.phys == phys
-            && block.key == cs.big as u32
+            && block.key == key
             && within_limit
             && block.gen == self.mem.page_generation((phys >> 12) as usize);
-        good.then_some((idx, block.start as usize, block.len as usize))
+        good.then_some((slot, block.start as usize, block.len as usize))
     }
 
     /// After a block ran to its end: the next block, if it can run at once without a trip
@@ -681,6 +706,56 @@ mod tests {
         fn set_instructions(&mut self, instructions: u64) {
             self.now = instructions;
         }
+    }
+
+    /// Two blocks whose addresses share a cache set, run in turn: each is decoded once (a
+    /// direct-mapped cache decoded one of them at every turn), and a third one in the same set
+    /// takes the second way without evicting the first.
+    #[test]
+    fn blocks_that_share_a_cache_set_are_both_kept() {
+        let mut cpu = Cpu::with_ram(4 << 20);
+        let a = 0x1000u32;
+        let set = cpu.icache.index(a);
+        let mut colliding = (0x2000..0x40_0000u32)
+            .step_by(16)
+            .filter(|&p| cpu.icache.index(p) == set && p & 0xFFF < 0xFF0);
+        let (b, c) = (colliding.next().unwrap(), colliding.next().unwrap());
+        // a: inc eax; jmp b      b: inc ebx; jmp a      (32-bit flat code)
+        let jmp = |from: u32, to: u32| to.wrapping_sub(from + 5).to_le_bytes();
+        cpu.mem.load(a, &[0x40, 0xE9]);
+        cpu.mem.load(a + 2, &jmp(a + 1, b));
+        cpu.mem.load(b, &[0x43, 0xE9]);
+        cpu.mem.load(b + 2, &jmp(b + 1, a));
+        for seg in cpu.segs.iter_mut() {
+            let mut flat = SegCache::real(0);
+            flat.big = true;
+            flat.limit = u32::MAX;
+            flat.compute_ranges();
+            *seg = flat;
+        }
+        cpu.eip = a;
+        cpu.run(1000);
+        assert_eq!(
+            cpu.regs[EAX] + cpu.regs[EBX],
+            500,
+            "1000 instructions, two per block"
+        );
+        assert_eq!(cpu.counters.blocks_decoded, 2);
+        // A third block in the set replaces the second way, and the first stays.
+        cpu.mem.load(c, &[0xF4]);
+        cpu.eip = c;
+        cpu.run(1);
+        assert_eq!(cpu.counters.blocks_decoded, 3);
+        let cs = cpu.segs[Segment::CS as usize];
+        assert!(
+            cpu.cached_block_at(a, a, &cs).is_some(),
+            "the first way kept a"
+        );
+        assert!(cpu.cached_block_at(c, c, &cs).is_some());
+        assert!(
+            cpu.cached_block_at(b, b, &cs).is_none(),
+            "b was in the second way"
+        );
     }
 
     #[test]

@@ -287,6 +287,14 @@ impl Machine {
             rows: vec![
                 row("blocks decoded", vec![c.blocks_decoded]),
                 row(
+                    "blocks decoded again each time (an instruction across two pages)",
+                    vec![c.blocks_straddling],
+                ),
+                row(
+                    "block cache cleared (its arena was full)",
+                    vec![c.block_cache_clears],
+                ),
+                row(
                     "blocks made stale by writes to their code page",
                     vec![self.cpu.mem.code_invalidations],
                 ),
