@@ -146,7 +146,7 @@ impl CounterTable {
 }
 
 /// 1234567 as "1,234,567".
-fn group_digits(v: u64) -> String {
+pub fn group_digits(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

@@ -355,15 +355,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// 1234567 → "1,234,567".
 fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    wasm86::machine::counters::group_digits(n)
 }
 
 /// The host CPU's model name from /proc/cpuinfo.
