@@ -387,22 +387,7 @@ impl Machine {
     /// instruction at CS:EIP when called runs even if it is at a breakpoint: a run steps off
     /// the breakpoint it sits on.
     pub fn run_to_breakpoint(&mut self, breakpoints: &Breakpoints, max_instructions: u64) -> Pause {
-        let end = self.cpu.instructions.saturating_add(max_instructions);
-        let mut started = false;
-        loop {
-            if started {
-                if let Some(bp) = self.breakpoint_at_eip(breakpoints) {
-                    return Pause::Breakpoint(bp);
-                }
-            }
-            if self.cpu.instructions >= end {
-                return Pause::Stop(Stop::Budget);
-            }
-            match self.step_event() {
-                Ok(_) => started = true,
-                Err(stop) => return Pause::Stop(stop),
-            }
-        }
+        self.run_events_until(breakpoints, max_instructions, |_| false)
     }
 
     /// Step over the instruction at CS:EIP: a CALL (near or far), INT n (INT3, INTO, INT1), a
@@ -423,15 +408,29 @@ impl Machine {
         let ss = self.cpu.segs[Segment::SS as usize].selector;
         let sp_mask = self.cpu.stack_mask();
         let sp = self.cpu.regs[ESP] & sp_mask;
+        self.run_events_until(breakpoints, max_instructions, |m| {
+            m.cpu.segs[Segment::CS as usize].selector == cs.selector
+                && m.cpu.eip == next
+                && m.cpu.segs[Segment::SS as usize].selector == ss
+                && m.cpu.regs[ESP] & sp_mask >= sp
+        })
+    }
+
+    /// Run event by event (see [`Machine::step_event`]) until `arrived` says so before an
+    /// instruction (`Pause::Stepped`), the instruction at CS:EIP hits a breakpoint (stopping
+    /// before it), `max_instructions` retired, or the machine stops. Neither is checked before
+    /// the first event: a run steps off the breakpoint it sits on.
+    fn run_events_until(
+        &mut self,
+        breakpoints: &Breakpoints,
+        max_instructions: u64,
+        arrived: impl Fn(&Machine) -> bool,
+    ) -> Pause {
         let end = self.cpu.instructions.saturating_add(max_instructions);
         let mut started = false;
         loop {
             if started {
-                let back = self.cpu.segs[Segment::CS as usize].selector == cs.selector
-                    && self.cpu.eip == next
-                    && self.cpu.segs[Segment::SS as usize].selector == ss
-                    && self.cpu.regs[ESP] & sp_mask >= sp;
-                if back {
+                if arrived(self) {
                     return Pause::Stepped;
                 }
                 if let Some(bp) = self.breakpoint_at_eip(breakpoints) {

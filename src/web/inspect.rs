@@ -16,6 +16,25 @@ fn json(value: &impl Serialize) -> String {
     serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
+/// A breakpoint as the page sees it: `{kind: "linear"|"port", at}`.
+#[derive(Serialize)]
+struct PageBreakpoint {
+    kind: &'static str,
+    at: u32,
+}
+
+impl From<Breakpoint> for PageBreakpoint {
+    fn from(b: Breakpoint) -> Self {
+        match b {
+            Breakpoint::Linear(at) => PageBreakpoint { kind: "linear", at },
+            Breakpoint::Port(p) => PageBreakpoint {
+                kind: "port",
+                at: u32::from(p),
+            },
+        }
+    }
+}
+
 /// A breakpoint as the page names it: a linear address, or `port` with an I/O port.
 fn breakpoint(kind: &str, at: u32) -> Result<Breakpoint, JsError> {
     match kind {
@@ -106,33 +125,18 @@ impl Machine {
 
     /// The breakpoints, as JSON: `[{kind: "linear"|"port", at}]`.
     pub fn breakpoints(&self) -> String {
-        #[derive(Serialize)]
-        struct Bp {
-            kind: &'static str,
-            at: u32,
-        }
-        let list: Vec<Bp> = self
-            .breakpoints
-            .list()
-            .iter()
-            .map(|b| match *b {
-                Breakpoint::Linear(at) => Bp { kind: "linear", at },
-                Breakpoint::Port(p) => Bp {
-                    kind: "port",
-                    at: u32::from(p),
-                },
-            })
-            .collect();
+        let list: Vec<PageBreakpoint> = self.breakpoints.list().iter().map(|&b| b.into()).collect();
         json(&list)
     }
 
     /// The breakpoint `run` stopped at, as JSON (`{kind, at}`), or "null".
     pub fn breakpoint_hit(&self) -> String {
-        match self.core.breakpoint_at_eip(&self.breakpoints) {
-            Some(Breakpoint::Linear(at)) => format!("{{\"kind\":\"linear\",\"at\":{at}}}"),
-            Some(Breakpoint::Port(p)) => format!("{{\"kind\":\"port\",\"at\":{p}}}"),
-            None => "null".into(),
-        }
+        json(
+            &self
+                .core
+                .breakpoint_at_eip(&self.breakpoints)
+                .map(PageBreakpoint::from),
+        )
     }
 }
 
