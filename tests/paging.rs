@@ -333,3 +333,51 @@ fn code_that_overwrites_the_rest_of_its_own_block() {
         "stopped at the first of the written HLTs"
     );
 }
+
+/// An instruction across two pages is decoded once and cached like any block, and still sees
+/// a write to its second page, the second page mapped elsewhere, and the second page unmapped.
+#[test]
+fn an_instruction_across_two_pages_is_cached_and_follows_its_second_page() {
+    let mut cpu = paged_cpu();
+    map(&mut cpu, 0, 0x9000, P | RW);
+    map(&mut cpu, 1, 0xA000, P | RW);
+    // mov eax, 0x44332211 across lin(0)+0xFFE .. lin(1)+2; then hlt.
+    cpu.mem.load(0x9FFE, &[0xB8, 0x11]);
+    cpu.mem.load(0xA000, &[0x22, 0x33, 0x44, 0xF4]);
+    let run_it = |cpu: &mut Cpu| {
+        cpu.eip = lin(0) + 0xFFE;
+        cpu.halted = false;
+        let exit = cpu.run(100);
+        (exit, cpu.regs[EAX])
+    };
+    assert_eq!(run_it(&mut cpu), (RunExit::Halted, 0x4433_2211));
+    let decoded = cpu.counters.blocks_decoded;
+    assert_eq!(cpu.counters.blocks_straddling, 1);
+    for _ in 0..3 {
+        assert_eq!(run_it(&mut cpu), (RunExit::Halted, 0x4433_2211));
+    }
+    assert_eq!(
+        cpu.counters.blocks_decoded, decoded,
+        "ran from the cache three more times"
+    );
+
+    // The guest writes the immediate's third byte, in the second page.
+    cpu.write::<1>(DS, lin(1) + 1, 0x55).unwrap();
+    assert_eq!(run_it(&mut cpu), (RunExit::Halted, 0x4455_2211));
+
+    // The second page mapped to another physical page (and the TLB flushed, as the guest must).
+    cpu.mem.load(0xB000, &[0x66, 0x77, 0x88, 0xF4]);
+    map(&mut cpu, 1, 0xB000, P | RW);
+    cpu.write_cr3(PAGE_DIR);
+    assert_eq!(run_it(&mut cpu), (RunExit::Halted, 0x8877_6611));
+    // A write to the old second page changes nothing now.
+    cpu.mem.load(0xA001, &[0x99]);
+    assert_eq!(run_it(&mut cpu), (RunExit::Halted, 0x8877_6611));
+
+    // The second page gone: the fetch faults there (no IDT here, so the fault shuts down).
+    map(&mut cpu, 1, 0xB000, 0);
+    cpu.write_cr3(PAGE_DIR);
+    cpu.regs[EAX] = 0;
+    assert_eq!(run_it(&mut cpu), (RunExit::Shutdown, 0));
+    assert_eq!(cpu.cr2, lin(1), "the fault is at the second page");
+}

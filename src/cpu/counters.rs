@@ -202,8 +202,8 @@ pub struct Counters {
     pub blocks_decoded: u64,
     /// Times the decoded instructions filled their arena and every block was dropped.
     pub block_cache_clears: u64,
-    /// Decoded blocks that were one instruction straddling two pages: never cached, so decoded
-    /// again each time it runs.
+    /// Decoded blocks that were one instruction straddling two pages (cached like any other
+    /// block, unless the TLB did not hold the second page).
     pub blocks_straddling: u64,
     /// The retired-instruction count and the compiling tier's counters when these counters
     /// were last reset, to count from there.

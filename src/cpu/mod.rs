@@ -447,6 +447,8 @@ impl Cpu {
                             fast_only: d.fast_only,
                             start: d.start as u32,
                             len: d.len as u32,
+                            next_page: d.next_page,
+                            next_gen: self.mem.page_generation(d.next_page as usize),
                             ..Default::default()
                         };
                     }
@@ -494,7 +496,13 @@ impl Cpu {
                 &arena[start..start + 1]
             };
             // The compiling tier, when it is on, runs or counts the block first.
-            let compiled = if self.jit.threshold != 0 && !single_step && !uncacheable {
+            // Not a block across two pages: compiled regions check only the pages where
+            // their blocks start (see icache.rs).
+            let compiled = if self.jit.threshold != 0
+                && !single_step
+                && !uncacheable
+                && self.icache.blocks[slot].next_page == icache::NO_BLOCK
+            {
                 self.run_compiled(arena, slot, end)
             } else {
                 None
@@ -609,8 +617,23 @@ impl Cpu {
         let good = block.phys == phys
             && block.key == key
             && within_limit
-            && block.gen == self.mem.page_generation((phys >> 12) as usize);
+            && block.gen == self.mem.page_generation((phys >> 12) as usize)
+            && (block.next_page == icache::NO_BLOCK || self.second_page_unchanged(block, eip, cs));
         good.then_some((slot, block.start as usize, block.len as usize))
+    }
+
+    /// For a block that straddles into a second page: the TLB still maps the linear page of its
+    /// last byte to the physical page it was decoded from, and nothing wrote that page since.
+    #[inline(never)]
+    fn second_page_unchanged(&self, block: &icache::Block, eip: u32, cs: &SegCache) -> bool {
+        let last = cs
+            .base
+            .wrapping_add(eip)
+            .wrapping_add(block.byte_len)
+            .wrapping_sub(1);
+        self.mem.tlb.lookup(last, self.tlb_read_perm)
+            == Some((block.next_page << 12) | (last & 0xFFF))
+            && block.next_gen == self.mem.page_generation(block.next_page as usize)
     }
 
     /// After a block ran to its end: the next block, if it can run at once without a trip

@@ -467,9 +467,13 @@ impl Cpu {
                 None => continue,
             };
             let p = (pages[page].phys_page << 12) | (l & 0xFFF);
-            let Some((_, start, len)) = self.cached_block_at(p, eip, cs) else {
+            let Some((slot, start, len)) = self.cached_block_at(p, eip, cs) else {
                 continue;
             };
+            // A block across two pages stays with the interpreter (see icache.rs).
+            if self.icache.blocks[slot].next_page != crate::cpu::icache::NO_BLOCK {
+                continue;
+            }
             // Across a call or onto another page only at thresholds that mean hot code: at the
             // most eager ones every block is compiled the first time it runs, and following
             // calls out of cold code would compile the same shared functions into thousands of

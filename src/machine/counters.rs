@@ -287,7 +287,7 @@ impl Machine {
             rows: vec![
                 row("blocks decoded", vec![c.blocks_decoded]),
                 row(
-                    "blocks decoded again each time (an instruction across two pages)",
+                    "of them an instruction across two pages",
                     vec![c.blocks_straddling],
                 ),
                 row(
