@@ -374,6 +374,8 @@ impl Cpu {
                 let vector = self.bus.acknowledge_interrupt();
                 self.refresh_intr();
                 self.external_interrupt(vector);
+                // The machine may want the run to end at the INTA (its clock changes rate).
+                self.end_run |= self.bus.take_deadline_moved();
                 continue;
             }
             if self.halted {

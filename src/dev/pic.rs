@@ -396,6 +396,14 @@ impl PicPair {
         self.cascade();
     }
 
+    /// Whether an unmasked request is latched that the CPU has not taken yet (INTR may be low
+    /// meanwhile: a request of the same or higher priority is in service).
+    pub fn request_waiting(&self) -> bool {
+        let cascade_open = self.master.imr & (1 << 2) == 0;
+        let slave = cascade_open && self.slave.irr & !self.slave.imr != 0;
+        self.master.irr & !self.master.imr & !(1 << 2) != 0 || slave
+    }
+
     /// The INTR output to the CPU.
     pub fn interrupt_pending(&self) -> bool {
         self.master.pending_ir().is_some()

@@ -265,6 +265,10 @@ pub struct Board {
     /// and lose the periodic ones, only at the end of the run).
     run_ends_at: Nanos,
     deadline_moved: bool,
+    /// Real time: the clock runs at its fastest rate while an interrupt request waits (see
+    /// [`Machine::hurry_while_a_request_waits`]); the CPU's next INTA then ends its run, so the
+    /// clock goes back to its paced rate from the handler on.
+    hurrying: bool,
 }
 
 /// The window an expansion-ROM BAR decodes for a ROM of `len` bytes (what
@@ -573,6 +577,7 @@ impl Board {
             spurious_irqs: 0,
             run_ends_at: Nanos::MAX,
             deadline_moved: false,
+            hurrying: false,
         })
     }
 
@@ -982,6 +987,9 @@ impl Bus for BoardBus {
 
     fn acknowledge_interrupt(&mut self) -> u8 {
         let mut b = self.0.borrow_mut();
+        if b.hurrying {
+            b.deadline_moved = true;
+        }
         let (vector, line) = b.pic.borrow_mut().acknowledge_line();
         match line {
             Some(irq) => b.irq_counts[usize::from(irq & 15)] += 1,
@@ -1032,6 +1040,12 @@ pub struct Machine {
     config: MachineConfig,
     /// Real time: where the host's speed was last measured.
     rate_sample: Option<RateSample>,
+    /// Real time: the clock's paced rate (virtual ps per instruction) while it runs at its
+    /// fastest because an interrupt request waits (see [`Machine::hurry_while_a_request_waits`]).
+    paced_ps: Option<u64>,
+    /// Real time: host time the guest was not given, in all (lags beyond [`MAX_CATCH_UP_NS`],
+    /// see [`Machine::run_realtime`]). Subtracted from every host clock reading.
+    forgiven_ns: Nanos,
     /// The names (paths, URLs) the host gave the drives' images, by image slot (see
     /// [`IMAGE_SLOTS`]), for snapshots.
     disk_names: [String; IMAGE_SLOTS],
@@ -1079,6 +1093,8 @@ impl Machine {
             board,
             config,
             rate_sample: None,
+            paced_ps: None,
+            forgiven_ns: 0,
             disk_names: Default::default(),
             recorder: None,
             ended_recording: None,
@@ -1158,25 +1174,89 @@ impl Machine {
     /// [`RATE_WINDOW_NS`]. A guest timing its processor against the PIT in a busy loop (Linux's
     /// TSC calibration) sees a steady clock. Idle time (the guest halted) passes as the host
     /// clock says, deadline by deadline, so the guest's interrupt handler sees every timer tick.
-    /// A lag beyond [`MAX_CATCH_UP_NS`] (the host was suspended, a browser tab was in the
-    /// background) is dropped instead of replayed.
+    /// While an interrupt request waits that the CPU cannot take yet (interrupts off, or one
+    /// of the same priority in service), the clock runs at its fastest rate (see
+    /// [`Machine::hurry_while_a_request_waits`]).
+    ///
+    /// Virtual time never jumps past a deadline, so the guest never loses a timer tick to the
+    /// host: a lag beyond [`MAX_CATCH_UP_NS`] (the host was suspended, a browser tab was in the
+    /// background) is forgiven, not skipped: the guest's clock falls behind the host's by that
+    /// much and runs on steadily. A [`Stop::Idle`] deadline is in the host's clock (what was
+    /// forgiven added).
     pub fn run_realtime(&mut self, host_now: Nanos, max_instructions: u64) -> Stop {
+        let now = self.now();
+        let mut host_now = host_now.saturating_sub(self.forgiven_ns);
+        let lag = host_now.saturating_sub(now);
+        if lag > MAX_CATCH_UP_NS {
+            self.forgiven_ns += lag - MAX_CATCH_UP_NS;
+            host_now = now + MAX_CATCH_UP_NS;
+        }
+        // The host time as the guest is given it: a replay (which starts with nothing
+        // forgiven) gives the same.
         self.record(|_| Event::Run {
             budget: max_instructions,
             host_ns: Some(host_now),
         });
-        let now = self.now();
-        if host_now.saturating_sub(now) > MAX_CATCH_UP_NS {
-            self.skip_to(host_now - MAX_CATCH_UP_NS);
-        }
         self.adapt_rate(host_now);
         let stop = self.run_inner(max_instructions, Some(host_now));
+        self.stop_hurrying();
         if self.now() > host_now {
             if let Some(sample) = self.rate_sample.as_mut() {
                 sample.ahead = true;
             }
         }
-        stop
+        match stop {
+            Stop::Idle { next_deadline } => Stop::Idle {
+                next_deadline: next_deadline.map(|d| d.saturating_add(self.forgiven_ns)),
+            },
+            stop => stop,
+        }
+    }
+
+    /// Real time: host time the guest was not given, in all (see [`Machine::run_realtime`]):
+    /// the guest's clock is this far behind the host clock the host passes in.
+    pub fn forgiven_ns(&self) -> Nanos {
+        self.forgiven_ns
+    }
+
+    /// Real time: while an interrupt request is pending at the PIC that the CPU cannot take yet
+    /// (IF clear, or a request of the same or higher priority in service), run the clock at its
+    /// fastest rate ([`MIN_PS_PER_INSTRUCTION`], as a 1 GHz processor) until the CPU takes it.
+    /// The paced rate follows the host's speed, which can be a hundred times slower than a
+    /// real processor's: code with interrupts off (Linux drawing on its framebuffer console,
+    /// where printk holds interrupts off) would span many timer periods of virtual time, and
+    /// the ticks after the first would be lost (a PIC request latches once), so the kernel
+    /// would see its TSC run ahead of the PIT and mark it unstable. At the fastest rate such
+    /// code takes the virtual time it takes on real hardware, and the lag it leaves is caught
+    /// up by the paced rate afterwards ([`Machine::adapt_rate`]).
+    fn hurry_while_a_request_waits(&mut self) {
+        let waiting = {
+            let b = self.board.borrow();
+            let pic = b.pic.borrow();
+            let can_take = self.cpu.flags.sys(flags::IF) && pic.interrupt_pending();
+            pic.request_waiting() && !can_take
+        };
+        if waiting && self.paced_ps.is_none() {
+            let (now, instr) = (self.now(), self.cpu.instructions);
+            let mut b = self.board.borrow_mut();
+            b.clock.rebase(now, instr);
+            self.paced_ps = Some(b.clock.ps_per_instruction);
+            b.clock.ps_per_instruction = MIN_PS_PER_INSTRUCTION;
+            b.hurrying = true;
+        } else if !waiting {
+            self.stop_hurrying();
+        }
+    }
+
+    /// The clock back at its paced rate (see [`Machine::hurry_while_a_request_waits`]).
+    fn stop_hurrying(&mut self) {
+        if let Some(paced) = self.paced_ps.take() {
+            let (now, instr) = (self.now(), self.cpu.instructions);
+            let mut b = self.board.borrow_mut();
+            b.clock.rebase(now, instr);
+            b.clock.ps_per_instruction = paced;
+            b.hurrying = false;
+        }
     }
 
     /// Real time: steer the clock's rate towards the host clock, once per [`RATE_SAMPLE_NS`] of
@@ -1245,10 +1325,16 @@ impl Machine {
                 self.catch_up(h);
             }
             let now = self.now();
-            let (next, clock) = {
+            {
                 let mut b = self.board.borrow_mut();
                 b.service(now);
                 b.run_ide_dma(&mut self.cpu.mem);
+            }
+            if host_now.is_some() {
+                self.hurry_while_a_request_waits();
+            }
+            let (next, clock) = {
+                let b = self.board.borrow();
                 (b.next_deadline(), b.clock)
             };
             if let Some(stop) = self.handle_signals() {
@@ -1891,11 +1977,98 @@ mod tests {
             let got = m.cpu.regs[crate::cpu::EBX];
             assert!(ticks.contains(&got), "{got} ticks at {now} ns");
         }
-        // A long suspension is not replayed tick by tick.
+        // A long suspension is forgiven, not skipped: virtual time goes on from where it was,
+        // up to MAX_CATCH_UP_NS of it is caught up, and no tick is lost.
+        let before = m.now();
         m.run_realtime(100_000_000_000, 1_000_000);
-        let ticks = m.cpu.regs[crate::cpu::EBX];
-        assert!((13..=13 + 27).contains(&ticks), "ticks = {ticks}");
-        assert!(m.now() >= 100_000_000_000 - 10_000_000);
+        let now = m.now();
+        assert!(
+            (before..=before + MAX_CATCH_UP_NS + REALTIME_LEAD_NS).contains(&now),
+            "now = {now}"
+        );
+        assert_eq!(m.forgiven_ns(), 100_000_000_000 - before - MAX_CATCH_UP_NS);
+        let ticks = u64::from(m.cpu.regs[crate::cpu::EBX]);
+        assert!(
+            ticks + 1 >= now / 10_000_000,
+            "{ticks} ticks in {now} ns of virtual time"
+        );
+        // The host's later readings are taken with what was forgiven.
+        m.run_realtime(100_050_000_000, 1_000_000);
+        let now = m.now();
+        let given = 100_050_000_000 - m.forgiven_ns();
+        assert!(
+            (given..=given + REALTIME_LEAD_NS).contains(&now),
+            "now = {now}"
+        );
+    }
+
+    /// The ticking machine running, instead of `sti; hlt`, a loop of `off` instructions with
+    /// interrupts off and then `on` with them on, in real time on a model host that takes
+    /// 100 ns per instruction (10 MIPS) and sleeps while the guest is ahead of it. Returns the
+    /// ticks the guest counted, its virtual time and the host's time after `instructions`.
+    fn run_interrupt_windows(off: u32, on: u32, instructions: u64) -> (u64, Nanos, Nanos) {
+        let mut m = ticking_machine();
+        let [o0, o1, o2, o3] = off.to_le_bytes();
+        let [n0, n1, n2, n3] = on.to_le_bytes();
+        #[rustfmt::skip]
+        let windows = [
+            0xFA,                               // cli
+            0x66, 0xB9, o0, o1, o2, o3,         // mov ecx, off
+            0x67, 0xE2, 0xFD,                   // loop $ (ECX)
+            0xFB,                               // sti
+            0x66, 0xB9, n0, n1, n2, n3,         // mov ecx, on
+            0x67, 0xE2, 0xFD,                   // loop $ (ECX)
+            0xEB, 0xEA,                         // jmp to the cli
+        ];
+        // After the PIC and PIT setup (32 bytes), instead of its sti/hlt.
+        m.cpu.mem.load(0x1000 + 32, &windows);
+        let mut host: Nanos = 0;
+        let mut last = m.now();
+        while m.cpu.instructions < instructions {
+            let before = m.cpu.instructions;
+            m.run_realtime(host, 100_000);
+            let executed = m.cpu.instructions - before;
+            let now = m.now();
+            assert!(
+                now - last <= executed * MAX_PS_PER_INSTRUCTION / 1000 + 1,
+                "virtual time jumped {} ns over {executed} instructions",
+                now - last
+            );
+            assert_eq!(m.cpu.tsc(), now / TSC_NS, "the TSC counts virtual time");
+            last = now;
+            host = (host + executed * 100).max(now);
+        }
+        (u64::from(m.cpu.regs[crate::cpu::EBX]), m.now(), host)
+    }
+
+    /// On a host ten times slower than the clock's configured pace, code that keeps interrupts
+    /// off for 15 ms of host time at a time, then on as long: at the paced rate a window
+    /// spans one or two timer periods, and the second tick would be lost (a PIC request
+    /// latches once). While a request waits the clock runs at its fastest rate: the guest
+    /// counts every timer period of its virtual time, and its clock still follows the host's.
+    #[test]
+    fn realtime_loses_no_tick_to_code_that_keeps_interrupts_off() {
+        let (ticks, now, host) = run_interrupt_windows(150_000, 150_000, 30_000_000);
+        assert!(
+            ticks + 1 >= now / 10_000_000,
+            "{ticks} ticks in {now} ns of virtual time: ticks were lost"
+        );
+        assert!(
+            now.abs_diff(host) < host / 20,
+            "virtual {now} ns, host {host} ns"
+        );
+    }
+
+    /// Interrupts off for 20 ms of host time at a time, two timer periods: rather than lose
+    /// the second tick of each window, the guest's clock slows down.
+    #[test]
+    fn realtime_slows_the_guest_clock_rather_than_lose_ticks() {
+        let (ticks, now, host) = run_interrupt_windows(200_000, 10, 20_000_000);
+        assert!(
+            ticks + 1 >= now / 10_000_000,
+            "{ticks} ticks in {now} ns of virtual time: ticks were lost"
+        );
+        assert!(now < host * 3 / 4, "virtual {now} ns, host {host} ns");
     }
 
     #[test]

@@ -570,7 +570,7 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
             Stop::Idle { .. } => Some(Duration::from_millis(2)),
             Stop::Budget if args.realtime => {
                 let host = host_now();
-                let ahead = machine.now().saturating_sub(host);
+                let ahead = (machine.now() + machine.forgiven_ns()).saturating_sub(host);
                 (ahead > 1_000_000).then(|| Duration::from_nanos(ahead.min(10_000_000)))
             }
             _ => None,
