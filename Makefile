@@ -17,6 +17,10 @@
 #                        results in target/bench/web-*.json; BENCH_WEB_ARGS=--no-native skips
 #                        the native runs; not in `make test`
 #   make sst             only the hardware-captured single-step CPU tests (CPU_TESTS=dir)
+#   make fuzz            build the fuzz targets (fuzz/, libFuzzer on stable Rust) and run each for
+#                        FUZZ_SECONDS (default 60); fails if one finds a crash, hang or memory
+#                        blow-up (inputs saved in target/fuzz-artifacts/TARGET/)
+#   make fuzz-smoke      the same for FUZZ_SMOKE_SECONDS (default 5) per target: part of `make test`
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -41,22 +45,26 @@ REPS ?= 3
 BENCH_WEB_TIMEOUT ?= 300
 # More arguments for bench_web, e.g. BENCH_WEB_ARGS='--command "/bench/run small"'.
 BENCH_WEB_ARGS ?=
+# Seconds each fuzz target runs in `make fuzz`, and in the `make test` step `fuzz-smoke`.
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
 
-.PHONY: all setup test lint fmt-check clippy clippy-wasm unit sst test-web test-webdriver run console wasm site bench bench-web \
-	build build-wasm32 clean
+.PHONY: all setup test lint fmt-check clippy clippy-wasm clippy-fuzz unit sst fuzz fuzz-smoke test-web \
+	test-webdriver run console wasm site bench bench-web build build-wasm32 clean
 
 all: build
 
 setup:
 	scripts/setup.sh
 
-test: setup lint unit sst test-web test-webdriver
+test: setup lint unit sst fuzz-smoke test-web test-webdriver
 	@echo "make test: all steps passed"
 
-lint: fmt-check clippy clippy-wasm
+lint: fmt-check clippy clippy-wasm clippy-fuzz
 
 fmt-check:
 	$(CARGO) fmt --check
+	$(CARGO) fmt --check --manifest-path fuzz/Cargo.toml
 
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
@@ -66,6 +74,10 @@ clippy:
 clippy-wasm:
 	$(CARGO) clippy --target wasm32-unknown-unknown --lib --test web --test web_jit -- -D warnings
 
+# The fuzz crate is outside the workspace: linted on its own (uninstrumented, its own target dir).
+clippy-fuzz:
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --target-dir fuzz/target --all-targets -- -D warnings
+
 # Native unit and integration tests.
 unit:
 	$(CARGO) test --release
@@ -74,6 +86,15 @@ unit:
 sst:
 	@test -d "$(CPU_TESTS)" || { echo "sst: CPU test directory '$(CPU_TESTS)' not found (set CPU_TESTS=dir)" >&2; exit 1; }
 	$(CARGO) run --release -- sst $(CPU_TESTS)
+
+# Fuzz targets (fuzz/run.sh builds them with libFuzzer's coverage instrumentation on stable
+# Rust). Crashes saved in target/fuzz-artifacts/TARGET/ become regression inputs in
+# tests/data/fuzz/TARGET/ (tests/fuzz_regressions.rs), which also seed the fuzzers.
+fuzz:
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-smoke:
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
 
 # wasm-bindgen tests (tests/web*.rs) in headless Chromium; args from webdriver.json.
 test-web:

@@ -95,14 +95,16 @@ export function record({ send, command, answerCursorQuery = false }) {
       } else {
         line += ch;
         column++;
+        // Checked at every character, not at the end of the chunk: kernel messages may
+        // follow the prompt in the same chunk (the prompt is still there for the command).
+        if (r.prompt === null && line.endsWith(PROMPT)) {
+          r.prompt = stamp;
+          setTimeout(() => {
+            r.commandAt = performance.now();
+            send(`${command}\n`);
+          }, TYPE_DELAY_MS);
+        }
       }
-    }
-    if (r.prompt === null && line.endsWith(PROMPT)) {
-      r.prompt = stamp;
-      setTimeout(() => {
-        r.commandAt = performance.now();
-        send(`${command}\n`);
-      }, TYPE_DELAY_MS);
     }
   }
 

@@ -9,6 +9,9 @@
 #                                must equal the wasm-bindgen pinned in Cargo.toml)
 #   chromium + chromium-driver  (apt, only if /usr/bin/chromium or /usr/bin/chromedriver is missing)
 #   nasm                        (apt, only if missing: tests/guest_programs.rs assembles guest code)
+#   gcc-i686-linux-gnu          (apt, only if missing: tests/differential.rs builds a static i386
+#                                helper that runs random code on the host CPU)
+#   g++                         (apt, only if missing: fuzz/ builds libFuzzer's C++ runtime)
 #   node_modules                (npm ci --omit=dev from package-lock.json: xterm.js for the page;
 #                                v86, a dev dependency, is installed by `make bench-web` only)
 set -euo pipefail
@@ -102,6 +105,41 @@ else
         "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y nasm
     }
     step "nasm" apt_install_nasm
+fi
+
+# The i686 cross compiler, for the differential test's static i386 helper
+# (tests/differential.rs builds tests/host/diff_helper.c with it).
+if command -v i686-linux-gnu-gcc >/dev/null; then
+    say "i686-linux-gnu-gcc: present"
+else
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=()
+    else
+        command -v sudo >/dev/null || die "need root or sudo to apt-get install gcc-i686-linux-gnu"
+        SUDO=(sudo)
+    fi
+    apt_install_i686_gcc() {
+        "${SUDO[@]}" apt-get update
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y gcc-i686-linux-gnu
+    }
+    step "gcc-i686-linux-gnu" apt_install_i686_gcc
+fi
+
+# A C++ compiler: libfuzzer-sys compiles libFuzzer for the fuzz targets (fuzz/run.sh).
+if command -v g++ >/dev/null || command -v c++ >/dev/null; then
+    say "g++: present"
+else
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=()
+    else
+        command -v sudo >/dev/null || die "need root or sudo to apt-get install g++"
+        SUDO=(sudo)
+    fi
+    apt_install_gxx() {
+        "${SUDO[@]}" apt-get update
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y g++
+    }
+    step "g++" apt_install_gxx
 fi
 
 # The page's JavaScript dependencies (xterm.js), exactly as package-lock.json records them.

@@ -78,10 +78,9 @@ pub struct StreamStats {
     pub cached_bytes: u64,
 }
 
-/// One chunk of the image.
+/// One chunk of the image that is not missing (see [`Inner::chunks`]).
 #[derive(Debug)]
 enum Chunk {
-    Missing,
     /// A request for it is queued or with the host.
     InFlight,
     Present(Box<[u8]>),
@@ -101,7 +100,10 @@ struct Outstanding {
 struct Inner {
     size: u64,
     config: StreamConfig,
-    chunks: Vec<Chunk>,
+    /// The chunks that are not missing, by index. Sparse: the image size comes from a server
+    /// (a Content-Range total), and a table with an entry per chunk of an image it claims to
+    /// be petabytes long would not fit in memory.
+    chunks: BTreeMap<u64, Chunk>,
     /// Requests not yet taken by the host.
     queue: Vec<FetchRequest>,
     /// Requests made and not answered (queued or with the host), by id.
@@ -126,11 +128,10 @@ impl Stream {
             max_attempts: config.max_attempts.max(1),
             ..config
         };
-        let count = image_size.div_ceil(config.chunk_size);
         Stream(Rc::new(RefCell::new(Inner {
             size: image_size,
             config,
-            chunks: (0..count).map(|_| Chunk::Missing).collect(),
+            chunks: BTreeMap::new(),
             queue: Vec::new(),
             outstanding: BTreeMap::new(),
             next_id: 1,
@@ -197,7 +198,7 @@ impl Stream {
             s.stats.failed_requests += 1;
             let why = format!("{reason} (after {} attempts)", req.attempt);
             for c in req.first..req.last {
-                if let Some(chunk) = s.chunks.get_mut(c as usize) {
+                if let Some(chunk) = s.chunks.get_mut(&c) {
                     if matches!(chunk, Chunk::InFlight) {
                         *chunk = Chunk::Failed(why.clone());
                     }
@@ -235,13 +236,21 @@ impl Stream {
 
 impl Inner {
     fn chunk_count(&self) -> u64 {
-        self.chunks.len() as u64
+        self.size.div_ceil(self.config.chunk_size)
     }
 
-    /// Bytes of chunks `first..last`.
+    fn is_missing(&self, c: u64) -> bool {
+        !self.chunks.contains_key(&c)
+    }
+
+    /// Bytes of chunks `first..last`. The end saturates: the last chunk of an image within a
+    /// chunk of 2^64 bytes ends past what a u64 counts (and is cut at the image's end anyway).
     fn byte_range(&self, first: u64, last: u64) -> (u64, u64) {
         let cs = self.config.chunk_size;
-        (first * cs, (last * cs).min(self.size))
+        (
+            first.saturating_mul(cs).min(self.size),
+            last.saturating_mul(cs).min(self.size),
+        )
     }
 
     /// Store the chunks `data` (at byte `offset`) covers completely; the last chunk of the image
@@ -256,9 +265,8 @@ impl Inner {
                 break;
             }
             let bytes = &data[(start - offset) as usize..(stop - offset) as usize];
-            let chunk = &mut self.chunks[c as usize];
-            if !matches!(chunk, Chunk::Present(_)) {
-                *chunk = Chunk::Present(bytes.into());
+            if !matches!(self.chunks.get(&c), Some(Chunk::Present(_))) {
+                self.chunks.insert(c, Chunk::Present(bytes.into()));
                 self.stats.cached_bytes += bytes.len() as u64;
             }
             c += 1;
@@ -284,16 +292,13 @@ impl Inner {
         let last = last.min(self.chunk_count());
         let mut c = first;
         while c < last {
-            if !matches!(self.chunks[c as usize], Chunk::Missing) {
+            if !self.is_missing(c) {
                 c += 1;
                 continue;
             }
             let run_start = c;
-            while c < last
-                && c - run_start < self.config.max_request_chunks
-                && matches!(self.chunks[c as usize], Chunk::Missing)
-            {
-                self.chunks[c as usize] = Chunk::InFlight;
+            while c < last && c - run_start < self.config.max_request_chunks && self.is_missing(c) {
+                self.chunks.insert(c, Chunk::InFlight);
                 c += 1;
             }
             self.enqueue(Outstanding {
@@ -312,13 +317,17 @@ impl BlockBackend for Stream {
 
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<ReadStatus, BlockError> {
         let mut s = self.0.borrow_mut();
-        let end = offset.saturating_add(buf.len() as u64);
-        if end > s.size {
+        // checked, not saturating: a read that would run past 2^64 is past the end of every
+        // image, even one whose server says it is u64::MAX bytes long.
+        let Some(end) = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= s.size)
+        else {
             return Err(BlockError::OutOfRange {
                 offset,
                 len: buf.len(),
             });
-        }
+        };
         if buf.is_empty() {
             return Ok(ReadStatus::Ready);
         }
@@ -328,9 +337,9 @@ impl BlockBackend for Stream {
         // A chunk whose fetch was given up fails this read once; it is missing again afterwards,
         // so the guest's retry fetches anew.
         for c in first..last {
-            if let Chunk::Failed(why) = &s.chunks[c as usize] {
+            if let Some(Chunk::Failed(why)) = s.chunks.get(&c) {
                 let err = BlockError::Io(why.clone());
-                s.chunks[c as usize] = Chunk::Missing;
+                s.chunks.remove(&c);
                 return Err(err);
             }
         }
@@ -344,11 +353,11 @@ impl BlockBackend for Stream {
         };
         s.request_missing(first, last + ahead);
 
-        if (first..last).any(|c| !matches!(s.chunks[c as usize], Chunk::Present(_))) {
+        if (first..last).any(|c| !matches!(s.chunks.get(&c), Some(Chunk::Present(_)))) {
             return Ok(ReadStatus::Pending);
         }
         for c in first..last {
-            let Chunk::Present(data) = &s.chunks[c as usize] else {
+            let Some(Chunk::Present(data)) = s.chunks.get(&c) else {
                 unreachable!("checked above: every chunk in range is present");
             };
             let chunk_start = c * cs;
@@ -386,6 +395,55 @@ mod tests {
             stream.complete(r.id, &img[r.start as usize..r.end as usize]);
         }
         reqs.len()
+    }
+
+    /// A server may claim any size (fuzz/, http_range): a stream over an image of almost 2^64
+    /// bytes is made without a table per chunk, and its last chunk, which ends where a u64
+    /// overflows, is requested up to the image's end and served.
+    #[test]
+    fn an_image_of_almost_two_to_the_64_bytes_streams_its_last_chunk() {
+        let size = u64::MAX - 100;
+        let stream = Stream::new(size, config());
+        let mut backend = stream.backend();
+        let mut buf = vec![0; 50];
+        assert_eq!(backend.read(size - 50, &mut buf), Ok(ReadStatus::Pending));
+        let reqs = stream.take_requests();
+        let last_chunk = size / 1024 * 1024;
+        assert_eq!(
+            reqs,
+            vec![FetchRequest {
+                id: 1,
+                start: last_chunk,
+                end: size,
+                attempt: 1
+            }]
+        );
+        let tail: Vec<u8> = (0..size - last_chunk).map(|i| i as u8).collect();
+        stream.complete(1, &tail);
+        assert_eq!(backend.read(size - 50, &mut buf), Ok(ReadStatus::Ready));
+        assert_eq!(buf, tail[tail.len() - 50..]);
+        assert_eq!(stream.stats().cached_bytes, tail.len() as u64);
+    }
+
+    /// A read that would end past 2^64 is out of range even in an image of u64::MAX bytes
+    /// (the end once saturated to the image's size and the read "succeeded" short).
+    #[test]
+    fn a_read_past_two_to_the_64_is_out_of_range() {
+        let stream = Stream::new(u64::MAX, config());
+        let mut backend = stream.backend();
+        let mut buf = vec![0; 100];
+        assert_eq!(
+            backend.read(u64::MAX - 10, &mut buf),
+            Err(BlockError::OutOfRange {
+                offset: u64::MAX - 10,
+                len: 100
+            })
+        );
+        assert!(stream.take_requests().is_empty());
+        assert_eq!(
+            backend.read(u64::MAX - 100, &mut buf),
+            Ok(ReadStatus::Pending)
+        );
     }
 
     #[test]
