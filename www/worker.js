@@ -56,8 +56,9 @@ let crashed = false;
 // Guest time. The core's real-time mode takes the host clock in ms; we give it the time since the
 // machine was built minus the time spent paused, so a pause freezes the guest's clock instead of
 // making it catch up. When the tab is in the background the browser may run this worker rarely:
-// the core then drops any lag over 250 ms (MAX_CATCH_UP_NS) rather than replaying minutes of timer
-// ticks, so the guest's clock simply falls behind by the time it did not get.
+// the core then forgives any lag over 5 s (MAX_CATCH_UP_NS) rather than replaying minutes of
+// timer ticks, so the guest's clock simply falls behind by the time it did not get (it never
+// jumps: no timer tick is lost).
 let clockBase = 0;
 let pausedAt = 0;
 const hostNow = () => performance.now() - clockBase;

@@ -15,8 +15,10 @@
 //! that recovers a marginal sector would. Nothing waits forever on the core's side: every
 //! request ends in data or in an error the guest sees.
 //!
-//! Everything is kept in memory once fetched (the image is read-only; guest writes go to the
-//! copy-on-write [`super::Overlay`] above this backend).
+//! Fetched chunks are kept in memory up to [`StreamConfig::max_cached_bytes`]; beyond it the
+//! least recently used are dropped and fetched again if the guest reads them again (the image
+//! is read-only, so a dropped chunk is never dirty: guest writes go to the copy-on-write
+//! [`super::Overlay`] above this backend).
 
 use super::{BlockBackend, BlockError, ReadStatus};
 use serde::Serialize;
@@ -35,6 +37,25 @@ pub struct StreamConfig {
     pub max_request_chunks: u64,
     /// Attempts per request before the read fails (at least 1).
     pub max_attempts: u32,
+    /// The most bytes of fetched chunks kept; the least recently used are dropped beyond it.
+    /// Raised, if smaller, to what a few of the largest reads and requests need at once
+    /// ([`StreamConfig::min_cache_bytes`]), so that the chunks of a read are never dropped
+    /// before it completes.
+    pub max_cached_bytes: u64,
+}
+
+/// The default cache cap: 256 MiB, sized for a page (whose wasm memory also holds the guest's
+/// RAM, typically 128 MiB) and ample for the bundled images.
+pub const DEFAULT_MAX_CACHED_BYTES: u64 = 256 << 20;
+
+impl StreamConfig {
+    /// The smallest cache that holds a read of the longest request and its read-ahead, four
+    /// times over.
+    pub fn min_cache_bytes(&self) -> u64 {
+        (self.max_request_chunks + self.readahead_chunks)
+            .saturating_mul(self.chunk_size)
+            .saturating_mul(4)
+    }
 }
 
 impl Default for StreamConfig {
@@ -44,6 +65,7 @@ impl Default for StreamConfig {
             readahead_chunks: 4,
             max_request_chunks: 16,
             max_attempts: 4,
+            max_cached_bytes: DEFAULT_MAX_CACHED_BYTES,
         }
     }
 }
@@ -76,6 +98,9 @@ pub struct StreamStats {
     pub failed_requests: u64,
     /// Bytes held in the cache.
     pub cached_bytes: u64,
+    /// Bytes dropped from the cache to stay within its cap (see
+    /// [`StreamConfig::max_cached_bytes`]).
+    pub evicted_bytes: u64,
 }
 
 /// One chunk of the image that is not missing (see [`Inner::chunks`]).
@@ -104,6 +129,11 @@ struct Inner {
     /// (a Content-Range total), and a table with an entry per chunk of an image it claims to
     /// be petabytes long would not fit in memory.
     chunks: BTreeMap<u64, Chunk>,
+    /// The present chunks by when they were last stored or read (a use count), oldest
+    /// first, and each present chunk's entry there: the eviction order.
+    by_use: BTreeMap<u64, u64>,
+    last_use: BTreeMap<u64, u64>,
+    uses: u64,
     /// Requests not yet taken by the host.
     queue: Vec<FetchRequest>,
     /// Requests made and not answered (queued or with the host), by id.
@@ -128,10 +158,17 @@ impl Stream {
             max_attempts: config.max_attempts.max(1),
             ..config
         };
+        let config = StreamConfig {
+            max_cached_bytes: config.max_cached_bytes.max(config.min_cache_bytes()),
+            ..config
+        };
         Stream(Rc::new(RefCell::new(Inner {
             size: image_size,
             config,
             chunks: BTreeMap::new(),
+            by_use: BTreeMap::new(),
+            last_use: BTreeMap::new(),
+            uses: 0,
             queue: Vec::new(),
             outstanding: BTreeMap::new(),
             next_id: 1,
@@ -269,7 +306,34 @@ impl Inner {
                 self.chunks.insert(c, Chunk::Present(bytes.into()));
                 self.stats.cached_bytes += bytes.len() as u64;
             }
+            self.touch(c);
             c += 1;
+        }
+        self.evict();
+    }
+
+    /// Chunk `c` (present) was just stored or read.
+    fn touch(&mut self, c: u64) {
+        if let Some(old) = self.last_use.insert(c, self.uses) {
+            self.by_use.remove(&old);
+        }
+        self.by_use.insert(self.uses, c);
+        self.uses += 1;
+    }
+
+    /// Drop the least recently used chunks while the cache holds more than its cap. The
+    /// chunks just stored are the most recent, and the cap holds several of the largest reads
+    /// (see [`StreamConfig::min_cache_bytes`]), so a read waiting for them finds them.
+    fn evict(&mut self) {
+        while self.stats.cached_bytes > self.config.max_cached_bytes {
+            let Some((_, c)) = self.by_use.pop_first() else {
+                break;
+            };
+            self.last_use.remove(&c);
+            if let Some(Chunk::Present(data)) = self.chunks.remove(&c) {
+                self.stats.cached_bytes -= data.len() as u64;
+                self.stats.evicted_bytes += data.len() as u64;
+            }
         }
     }
 
@@ -366,6 +430,9 @@ impl BlockBackend for Stream {
             buf[(from - offset) as usize..(to - offset) as usize]
                 .copy_from_slice(&data[(from - chunk_start) as usize..(to - chunk_start) as usize]);
         }
+        for c in first..last {
+            s.touch(c);
+        }
         s.last_read_end = Some(end);
         Ok(ReadStatus::Ready)
     }
@@ -385,6 +452,7 @@ mod tests {
             readahead_chunks: 2,
             max_request_chunks: 3,
             max_attempts: 3,
+            max_cached_bytes: u64::MAX,
         }
     }
 
@@ -613,5 +681,55 @@ mod tests {
         assert_eq!(buf, img);
         assert!(stream.take_requests().is_empty());
         assert_eq!(stream.stats().cached_bytes, 5000);
+    }
+
+    /// An image four times larger than the cache, read whole twice in sequence as a guest
+    /// reads a disk: every byte is right both times, the cache never holds more than its cap,
+    /// and the second pass fetches again what was dropped.
+    #[test]
+    fn an_image_larger_than_the_cache_cap_is_read_twice_within_the_cap() {
+        let cfg = StreamConfig {
+            max_cached_bytes: 0,
+            ..config()
+        };
+        let cap = cfg.min_cache_bytes();
+        let img = image(4 * cap as usize + 700);
+        let stream = Stream::new(img.len() as u64, cfg);
+        let mut backend = stream.backend();
+        let mut fetched_after_first_pass = 0;
+        for pass in 0..2 {
+            let mut offset = 0;
+            while offset < img.len() {
+                let len = 1536.min(img.len() - offset);
+                let mut buf = vec![0; len];
+                let mut tries = 0;
+                while backend.read(offset as u64, &mut buf) == Ok(ReadStatus::Pending) {
+                    assert!(serve(&stream, &img) > 0, "a pending read queued no request");
+                    tries += 1;
+                    assert!(tries < 4, "the read at {offset} never completed");
+                }
+                assert_eq!(
+                    buf,
+                    &img[offset..offset + len],
+                    "pass {pass}, offset {offset}"
+                );
+                let stats = stream.stats();
+                assert!(
+                    stats.cached_bytes <= cap,
+                    "{} bytes cached, cap {cap}",
+                    stats.cached_bytes
+                );
+                offset += len;
+            }
+            if pass == 0 {
+                fetched_after_first_pass = stream.stats().bytes_fetched;
+            }
+        }
+        let stats = stream.stats();
+        assert!(stats.evicted_bytes >= 3 * cap, "{stats:?}");
+        assert!(
+            stats.bytes_fetched >= fetched_after_first_pass + 3 * cap,
+            "the second pass fetched again what was dropped: {stats:?}"
+        );
     }
 }
