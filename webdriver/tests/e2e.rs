@@ -1898,3 +1898,161 @@ async fn the_inspector_steps_stops_at_breakpoints_and_counts() {
     })
     .await;
 }
+
+/// How long the time tests watch a guest's clock against the host's.
+const CLOCK_WATCH: Duration = Duration::from_secs(120);
+
+/// The guest's `/proc/uptime` (seconds), read on the serial console, with the host's time at
+/// the middle of the round trip (the guest read its clock within half of it of that) and the
+/// round trip itself.
+async fn guest_uptime(m: &Machine) -> Res<(f64, Instant, Duration)> {
+    let from = m.snapshot().await?.serial.len();
+    let sent = Instant::now();
+    // The marker is split in the command, so only the answer has it whole.
+    m.send_serial("echo U\"\"P$(cut -d' ' -f1 /proc/uptime)PU\n")
+        .await?;
+    loop {
+        let snap = m.snapshot().await?;
+        let text = plain(snap.serial.get(from..).unwrap_or(""));
+        let answer = text.split("UP").skip(1).find_map(|rest| {
+            let number = rest.split("PU").next()?;
+            number.trim().parse::<f64>().ok()
+        });
+        if let Some(uptime) = answer {
+            let round_trip = sent.elapsed();
+            return Ok((uptime, sent + round_trip / 2, round_trip));
+        }
+        if sent.elapsed() > COMMAND {
+            return Err(format!(
+                "{}: no answer to reading /proc/uptime\n{}",
+                m.name(),
+                m.describe(&snap)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many kernel messages mention an unstable clock (the TSC marked unstable by the
+/// clocksource watchdog, which happens when the guest's timer ticks are lost).
+async fn unstable_clock_messages(m: &Machine) -> Res<(usize, String)> {
+    let out = serial_output(
+        m,
+        "dmesg | grep -iE 'unstable|skew'; echo D\"\"ONE",
+        &["DONE"],
+    )
+    .await?;
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("unstable") || l.contains("skew"))
+        .collect();
+    Ok((lines.len(), out))
+}
+
+/// Watch the guests' clocks for [`CLOCK_WATCH`] while they run `load` (a background job, which
+/// must not print on the serial console in its first seconds, while the clocks are first
+/// read): each one's uptime must advance with the host's clock within 1%, and no guest may
+/// mark its TSC unstable. Returns a line per machine with the numbers.
+async fn watch_clocks(machines: &[&Machine], load: &str) -> Res<Vec<String>> {
+    let mut starts = Vec::new();
+    for m in machines {
+        wait_kernel_settled(m).await;
+        m.send_serial(&format!("{load}\n")).await?;
+    }
+    for m in machines {
+        starts.push(guest_uptime(m).await?);
+    }
+    tokio::time::sleep(CLOCK_WATCH).await;
+    // The load stops before the last reading, so that no kernel message the load prints can
+    // land in the middle of the answer on the serial console.
+    for m in machines {
+        m.send_serial("kill $!\n").await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut lines = Vec::new();
+    for (m, (u0, t0, rt0)) in machines.iter().zip(starts) {
+        let (u1, t1, rt1) = guest_uptime(m).await?;
+        let wall = (t1 - t0).as_secs_f64();
+        let guest = u1 - u0;
+        let off = (guest - wall) / wall;
+        let (unstable, log) = unstable_clock_messages(m).await?;
+        let line = format!(
+            "{}: guest uptime advanced {guest:.2} s in {wall:.2} s of wall time ({:+.2}%; \
+             round trips {:.0} and {:.0} ms); clock messages: {}",
+            m.name(),
+            off * 100.0,
+            rt0.as_secs_f64() * 1e3,
+            rt1.as_secs_f64() * 1e3,
+            unstable
+        );
+        println!("{line}");
+        if unstable > 0 {
+            return Err(format!(
+                "{}: the kernel found its clock unstable (timer ticks were lost):\n{log}",
+                m.name()
+            ));
+        }
+        if off.abs() > 0.01 {
+            return Err(format!(
+                "{}: the guest's clock drifted from the wall clock by more than 1%: {line}",
+                m.name()
+            ));
+        }
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// Two machines in one page (the course notes' two widgets, restored from the saved Linux) on
+/// this 2-core machine, both computing flat out for minutes: neither guest loses a timer tick
+/// (its kernel keeps the TSC) and each one's clock keeps to the wall clock within 1%.
+#[tokio::test(flavor = "current_thread")]
+async fn two_busy_machines_in_one_page_keep_time() {
+    run(|env| async move {
+        env.client
+            .set_window_size(1280, 960)
+            .await
+            .map_err(|e| format!("cannot resize the window: {e}"))?;
+        env.goto("course-notes.html").await?;
+        let (a, b) = (env.widget("demo-dmesg"), env.widget("demo-run"));
+        for w in [&a, &b] {
+            w.wait_for("the widget's .machine", Duration::from_secs(30), |s| {
+                (!s.missing && s.stats.is_some()).then_some(())
+            })
+            .await?;
+            w.act("start", vec![]).await?;
+        }
+        for w in [&a, &b] {
+            wait_prompt(w, 0, boot_timeout() * 2).await?;
+        }
+        let lines = watch_clocks(&[&a, &b], "(while :; do :; done) &").await?;
+        println!("two machines: {}", lines.join("; "));
+        Ok(())
+    })
+    .await;
+}
+
+/// The Bochs framebuffer console (no `nomodeset`), where the kernel draws its messages with
+/// interrupts off: booted cold, and then printing ten kernel messages a second for minutes,
+/// the guest loses no timer tick and its clock keeps to the wall clock within 1%.
+#[tokio::test(flavor = "current_thread")]
+async fn a_framebuffer_console_guest_keeps_time() {
+    run(|env| async move {
+        env.goto("?append=console%3DttyS0%20console%3Dtty0").await?;
+        let m = env.index_machine();
+        wait_prompt(&m, 0, boot_timeout()).await?;
+        if !m.snapshot().await?.serial.contains("fbcon") {
+            return Err("no framebuffer console (no \"fbcon\" in the kernel log)".into());
+        }
+        let lines = watch_clocks(
+            &[&m],
+            "(sleep 3; while :; do for i in 0 1 2 3 4 5 6 7 8 9; do echo tick $i >/dev/kmsg; \
+             done; sleep 1; done) &",
+        )
+        .await?;
+        println!("framebuffer console: {}", lines.join("; "));
+        env.screenshot("framebuffer-clock.png").await?;
+        Ok(())
+    })
+    .await;
+}
