@@ -106,6 +106,9 @@ pub fn run(data: &[u8]) {
             readahead_chunks: u64::from(input.u8() % 4),
             max_request_chunks: u64::from(input.u8() % 8) + 1,
             max_attempts: u32::from(input.u8() % 3) + 1,
+            // The smallest cache the stream allows (see StreamConfig::min_cache_bytes), so
+            // chunks are dropped and fetched again.
+            max_cached_bytes: 0,
         };
         Some(Stream::new(disk_sectors * 512, config))
     } else {

@@ -49,6 +49,9 @@ pub fn run(data: &[u8]) {
         readahead_chunks: u64::from(input.u8() % 8),
         max_request_chunks: u64::from(input.u8() % 16),
         max_attempts: u32::from(input.u8() % 4),
+        // The smallest cache the stream allows (see StreamConfig::min_cache_bytes), so chunks
+        // are dropped and fetched again.
+        max_cached_bytes: 0,
     };
     let stream = Stream::new(image_size, config);
     let mut backend = stream.backend();
