@@ -19,7 +19,9 @@
 #   make sst             only the hardware-captured single-step CPU tests (CPU_TESTS=dir)
 #   make fuzz            build the fuzz targets (fuzz/, libFuzzer on stable Rust) and run each for
 #                        FUZZ_SECONDS (default 60); fails if one finds a crash, hang or memory
-#                        blow-up (inputs saved in target/fuzz-artifacts/TARGET/)
+#                        blow-up (inputs saved in target/fuzz-artifacts/TARGET/); then DIFF_CASES
+#                        (default 2,000,000) random instruction sequences compared with this
+#                        host's CPU (tests/differential.rs)
 #   make fuzz-smoke      the same for FUZZ_SMOKE_SECONDS (default 5) per target: part of `make test`
 
 SHELL := /bin/bash
@@ -48,6 +50,9 @@ BENCH_WEB_ARGS ?=
 # Seconds each fuzz target runs in `make fuzz`, and in the `make test` step `fuzz-smoke`.
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 5
+# Random instruction sequences `make fuzz` runs on this host's CPU and on wasm86 and compares
+# (tests/differential.rs; `make test` runs its default, 50,000).
+DIFF_CASES ?= 2000000
 
 .PHONY: all setup test lint fmt-check clippy clippy-wasm clippy-fuzz unit sst fuzz fuzz-smoke test-web \
 	test-webdriver run console wasm site bench bench-web build build-wasm32 clean
@@ -92,6 +97,7 @@ sst:
 # tests/data/fuzz/TARGET/ (tests/fuzz_regressions.rs), which also seed the fuzzers.
 fuzz:
 	fuzz/run.sh $(FUZZ_SECONDS)
+	WASM86_DIFF_CASES=$(DIFF_CASES) $(CARGO) test --release --test differential random_sequences
 
 fuzz-smoke:
 	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)

@@ -600,10 +600,15 @@ fn leave<W: Width>(cpu: &mut Cpu, _: &Instr) -> Fault {
 fn bound<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let off = i.ea(cpu);
     let seg = i.seg as usize;
-    let lo = W::sext(W::read_mem(cpu, seg, off)?) as i32;
-    let hi = W::sext(W::read_mem(cpu, seg, off.wrapping_add(W::BYTES))?) as i32;
     let v = W::sext(W::reg(cpu, i.reg)) as i32;
-    if v < lo || v > hi {
+    // An index below the lower bound is #BR before the upper bound is read (as on this
+    // Intel host: an upper bound on a page that is not present does not fault then).
+    let lo = W::sext(W::read_mem(cpu, seg, off)?) as i32;
+    if v < lo {
+        return Err(Exception::new(exception::BR));
+    }
+    let hi = W::sext(W::read_mem(cpu, seg, off.wrapping_add(W::BYTES))?) as i32;
+    if v > hi {
         return Err(Exception::new(exception::BR));
     }
     Ok(())

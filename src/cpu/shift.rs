@@ -94,9 +94,10 @@ pub(crate) fn shift_imm<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr)
 #[inline(always)]
 fn shift<R: Rm, W: Width, const OP: u8>(cpu: &mut Cpu, i: &Instr, count: u32) -> Fault {
     if count == 0 {
-        // The operand is still read (and may fault); nothing changes.
-        R::read::<W>(cpu, i)?;
-        return Ok(());
+        // Nothing changes, but the operand is still accessed for read-modify-write: on a
+        // page the code may read but not write, or one not present, it is a write fault
+        // (W in the #PF error code), as on hardware.
+        return R::rmw::<W>(cpu, i, |_, a| a);
     }
     R::rmw::<W>(cpu, i, |cpu, a| shift_op::<W, OP>(cpu, a, count))
 }
@@ -197,8 +198,8 @@ const DS_CL: u8 = 2;
 fn double_shift<R: Rm, W: Width, const K: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let c = if K & DS_CL != 0 { cpu.regs[ECX] } else { i.imm } & COUNT_MASK;
     if c == 0 {
-        R::read::<W>(cpu, i)?;
-        return Ok(());
+        // Nothing changes, but the operand is accessed for read-modify-write (see `shift`).
+        return R::rmw::<W>(cpu, i, |_, a| a);
     }
     let src = W::reg(cpu, i.reg);
     R::rmw::<W>(cpu, i, |cpu, dst| {

@@ -161,8 +161,10 @@ fn lods_once<W: Width, A: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
 /// CMPS compares [seg:SI] - [ES:DI].
 #[inline(always)]
 fn cmps_once<W: Width, A: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
-    let a = W::read_mem(cpu, i.seg as usize, areg::<A>(cpu, ESI))?;
+    // ES:EDI is read first, as this Intel host does: when both operands fault, the fault
+    // (and CR2) is the destination's. The SDM leaves the order of the two reads open.
     let b = W::read_mem(cpu, ES, areg::<A>(cpu, EDI))?;
+    let a = W::read_mem(cpu, i.seg as usize, areg::<A>(cpu, ESI))?;
     cpu.flags.set_sub(W::BITS, a, b, a.wrapping_sub(b));
     let d = step::<W>(cpu);
     advance::<A>(cpu, ESI, d);

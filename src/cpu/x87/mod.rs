@@ -19,7 +19,7 @@ use super::exception::{self, Exception, Fault};
 use super::flags;
 use super::seg::Segment;
 use super::{Cpu, CR0_EM, CR0_MP, CR0_NE, CR0_TS, EAX};
-use float80::{Class, Cmp, Ctx, C0, C1, C2, C3, DE, EXC_MASK, F80, IE, OE, UE, ZE};
+use float80::{Class, Cmp, Ctx, C0, C1, C2, C3, DE, EXC_MASK, F80, IE, OE, PE, UE, ZE};
 use serde::{Deserialize, Serialize};
 
 /// Status word: stack fault (with IE; C1 tells overflow from underflow).
@@ -394,15 +394,38 @@ fn arith_mem<const K: u8, const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
         }
         return Ok(());
     }
-    if c.flags & DE != 0 && fpu.cw & DE == 0 {
-        fpu.raise(DE);
-        return Ok(());
-    }
+    // A denormal memory operand (DE, raised when it was converted) is reported only if the
+    // operation raises nothing of higher priority: invalid operands and operations, QNaN
+    // operands and division by zero come first (SDM Vol. 1 8.7, "Handling Multiple x87 FPU
+    // Exceptions"). The register forms get this order from float80 itself.
+    let denormal_operand = c.flags & DE != 0;
+    c.flags &= !DE;
     let r = arith(&mut c, OP, fpu.st(0), y);
+    let st0_nan = matches!(
+        fpu.st(0).class(),
+        Class::QNaN | Class::SNaN | Class::Unsupported
+    );
+    if denormal_operand && !st0_nan && c.flags & (IE | ZE) == 0 {
+        if fpu.cw & DE == 0 {
+            fpu.raise(DE);
+            return Ok(());
+        }
+        c.flags |= DE;
+    }
     if fpu.finish(&c) {
         fpu.set_st(0, r);
     }
     Ok(())
+}
+
+/// Forget the denormal-operand exception that converting a memory operand raised when ST0 is
+/// a NaN or of an unsupported format: invalid operands and QNaN operands take precedence over
+/// denormal operands (SDM Vol. 1 8.7, "Handling Multiple x87 FPU Exceptions"), as for two
+/// register operands.
+fn drop_denormal_behind_nan(c: &mut Ctx, st0: F80) {
+    if matches!(st0.class(), Class::QNaN | Class::SNaN | Class::Unsupported) {
+        c.flags &= !DE;
+    }
 }
 
 /// Register forms: ST(dst) = ST(dst) op ST(src), with `dst`/`src` being 0/i (D8) or i/0
@@ -459,6 +482,9 @@ fn fcom_mem<const K: u8, const POP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let (seg, off) = begin_mem(cpu, i)?;
     let mut c = cpu.fpu.ctx();
     let y = load_operand::<K>(cpu, seg, off, &mut c)?;
+    if !cpu.fpu.empty(0) {
+        drop_denormal_behind_nan(&mut c, cpu.fpu.st(0));
+    }
     compare_cc(&mut cpu.fpu, Some(y), &mut c, false, POP);
     Ok(())
 }
@@ -490,7 +516,8 @@ fn fcomi<const QUIET: bool, const POP: bool>(cpu: &mut Cpu, i: &Instr) -> Fault 
         }
         r
     };
-    fpu.sw &= !C1;
+    // C1 is left alone (cleared only by a stack underflow, in `underflow`): the SDM's FCOMI
+    // page says "C1 set to 0", but the Intel CPU tests/differential.rs compares with keeps it.
     if POP {
         fpu.pop();
     }
@@ -519,7 +546,8 @@ fn fcmov<const CC: u8, const NOT: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
         _ => cpu.flags.pf(),
     } != NOT;
     let fpu = &mut cpu.fpu;
-    fpu.sw &= !C1;
+    // C1 changes only on a stack underflow (cleared there, by `underflow`); otherwise it
+    // keeps its value (SDM FCMOVcc, "FPU Flags Affected"; C0, C2 and C3 are undefined).
     if fpu.empty(0) || fpu.empty(i.rm) {
         if fpu.underflow() {
             fpu.set_st(0, F80::INDEFINITE);
@@ -615,6 +643,11 @@ fn fst_mem<const K: u8, const POP: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let blocked = c.flags & !cpu.fpu.cw & (IE | OE | UE) != 0;
     if !blocked {
         write_bytes(cpu, seg, off, &buf[..len])?;
+    } else if c.flags & !cpu.fpu.cw & (OE | UE) != 0 {
+        // Nothing stored, nothing rounded: no PE and no round-up C1, as on Intel hardware
+        // (the SDM's unmasked overflow/underflow response for a memory destination stores
+        // nothing and says nothing of PE).
+        c.flags &= !(PE | C1);
     }
     let fpu = &mut cpu.fpu;
     fpu.finish(&c);
@@ -630,9 +663,9 @@ fn fld_reg(cpu: &mut Cpu, i: &Instr) -> Fault {
     let fpu = &mut cpu.fpu;
     fpu.sw &= !C1;
     if fpu.empty(i.rm) {
-        if !fpu.empty(7) {
-            fpu.push_checked(F80::INDEFINITE);
-        } else if fpu.underflow() {
+        // An empty source is a stack underflow (C1 = 0) even when the push would also
+        // overflow: underflow comes first (SDM Vol. 1 8.7), as on Intel hardware.
+        if fpu.underflow() {
             fpu.push(F80::INDEFINITE);
         }
         return Ok(());
@@ -799,6 +832,10 @@ fn binary_st01<const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let pops = matches!(OP, B_ATAN | B_YL2X | B_YL2XP1);
     let dst = if pops { 1 } else { 0 };
     if fpu.empty(0) || fpu.empty(1) {
+        if matches!(OP, B_PREM | B_PREM1) {
+            // Nothing left to reduce: C2 = 0 (complete); C0 and C3 keep their values.
+            fpu.sw &= !C2;
+        }
         if fpu.underflow() {
             fpu.set_st(dst, F80::INDEFINITE);
             if pops {
@@ -824,7 +861,11 @@ fn binary_st01<const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     if let Some(bits) = cc {
         // The quotient bits replace C0, C3, C1; C2 says whether the reduction is complete.
         if fpu.raise(c.flags) {
-            fpu.sw = (fpu.sw & !(C0 | C1 | C2 | C3)) | bits;
+            // A NaN result (invalid or NaN operands) has no quotient: C1 and C2 are cleared
+            // and C0 and C3 keep their values, as on Intel hardware (the SDM defines them
+            // only as quotient bits).
+            let kept = if r.is_nan() { C0 | C3 } else { 0 };
+            fpu.sw = (fpu.sw & kept) | (fpu.sw & !(C0 | C1 | C2 | C3)) | bits;
             fpu.set_st(0, r);
         }
         return Ok(());
@@ -847,9 +888,11 @@ fn unary_push<const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     begin(cpu, i)?;
     let fpu = &mut cpu.fpu;
     if fpu.empty(0) {
+        // A stack underflow (C1 = 0), even when the push would also overflow: underflow
+        // comes first (SDM Vol. 1 8.7), as on Intel hardware.
         if fpu.underflow() {
             fpu.set_st(0, F80::INDEFINITE);
-            fpu.push_checked(F80::INDEFINITE);
+            fpu.push(F80::INDEFINITE);
         }
         return Ok(());
     }
