@@ -30,6 +30,8 @@
 //! and friends (the FPU instruction and data pointers are not compared: a 64-bit kernel does
 //! not report FCS, FDS or the opcode to a 32-bit process), address-size (0x67) and FS/GS
 //! overrides, POPF, CALL/RET/ENTER/LEAVE, and anything privileged but HLT and CLI.
+// Native only: it runs host programs and the native engine (wasm-pack test builds every test).
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

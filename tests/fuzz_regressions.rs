@@ -3,6 +3,9 @@
 //! named for the bug it found. A harness panics where the fuzzer saw a crash, so each of these
 //! tests fails while its bug is back. (Hangs and memory blow-ups show up here as a test that
 //! takes long or aborts.)
+// Native only (the harnesses use the native compiling-tier engine); wasm-pack test builds
+// every test for wasm32.
+#![cfg(not(target_arch = "wasm32"))]
 
 // The harnesses live in the fuzz crate, which the main crate cannot depend on (it depends on
 // this one, with coverage instrumentation); including its source keeps one copy of them.
