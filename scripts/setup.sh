@@ -73,38 +73,33 @@ else
         cargo install --force "wasm-bindgen-cli@$WASM_BINDGEN_VERSION"
 fi
 
+# Debian packages, as root or through sudo (one `apt-get update` per run at most).
+APT_UPDATED=0
+apt_install() {
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || die "need root or sudo to apt-get install $*"
+        sudo=(sudo)
+    fi
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        "${sudo[@]}" apt-get update
+        APT_UPDATED=1
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
+}
+
 # Chromium and its WebDriver, for the browser tests.
 if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
     say "chromium and chromedriver: present"
 else
-    if [ "$(id -u)" -eq 0 ]; then
-        SUDO=()
-    else
-        command -v sudo >/dev/null || die "need root or sudo to apt-get install chromium"
-        SUDO=(sudo)
-    fi
-    apt_install() {
-        "${SUDO[@]}" apt-get update
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
-    }
-    step "chromium chromium-driver" apt_install
+    step "chromium chromium-driver" apt_install chromium chromium-driver
 fi
 
 # nasm, for the guest-program tests (tests/guest/*.asm).
 if command -v nasm >/dev/null; then
     say "nasm: present"
 else
-    if [ "$(id -u)" -eq 0 ]; then
-        SUDO=()
-    else
-        command -v sudo >/dev/null || die "need root or sudo to apt-get install nasm"
-        SUDO=(sudo)
-    fi
-    apt_install_nasm() {
-        "${SUDO[@]}" apt-get update
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y nasm
-    }
-    step "nasm" apt_install_nasm
+    step "nasm" apt_install nasm
 fi
 
 # The i686 cross compiler, for the differential test's static i386 helper
@@ -112,34 +107,14 @@ fi
 if command -v i686-linux-gnu-gcc >/dev/null; then
     say "i686-linux-gnu-gcc: present"
 else
-    if [ "$(id -u)" -eq 0 ]; then
-        SUDO=()
-    else
-        command -v sudo >/dev/null || die "need root or sudo to apt-get install gcc-i686-linux-gnu"
-        SUDO=(sudo)
-    fi
-    apt_install_i686_gcc() {
-        "${SUDO[@]}" apt-get update
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y gcc-i686-linux-gnu
-    }
-    step "gcc-i686-linux-gnu" apt_install_i686_gcc
+    step "gcc-i686-linux-gnu" apt_install gcc-i686-linux-gnu
 fi
 
 # A C++ compiler: libfuzzer-sys compiles libFuzzer for the fuzz targets (fuzz/run.sh).
 if command -v g++ >/dev/null || command -v c++ >/dev/null; then
     say "g++: present"
 else
-    if [ "$(id -u)" -eq 0 ]; then
-        SUDO=()
-    else
-        command -v sudo >/dev/null || die "need root or sudo to apt-get install g++"
-        SUDO=(sudo)
-    fi
-    apt_install_gxx() {
-        "${SUDO[@]}" apt-get update
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y g++
-    }
-    step "g++" apt_install_gxx
+    step "g++" apt_install g++
 fi
 
 # The page's JavaScript dependencies (xterm.js), exactly as package-lock.json records them.
