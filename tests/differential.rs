@@ -516,17 +516,9 @@ impl Emulator {
             let handler = KERNEL + HANDLERS + v;
             // INT3 and INTO are allowed at CPL 3 (Linux's IDT has them at DPL 3).
             let dpl = if v == 3 || v == 4 { 3 } else { 0 };
-            let access = 0x8E | dpl << 5;
-            put(
-                &mut cpu,
-                IDT + v * 8,
-                (handler & 0xFFFF) | (CODE0 as u32) << 16,
-            );
-            put(
-                &mut cpu,
-                IDT + v * 8 + 4,
-                (handler & 0xFFFF_0000) | access << 8,
-            );
+            let gate = Descriptor::interrupt_gate32(CODE0, handler, dpl);
+            put(&mut cpu, IDT + v * 8, gate.lo);
+            put(&mut cpu, IDT + v * 8 + 4, gate.hi);
         }
         cpu.idtr = TableReg {
             base: KERNEL + IDT,

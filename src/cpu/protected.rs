@@ -39,6 +39,15 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
+    /// A present 32-bit interrupt gate to `selector:offset`, callable by INT n from `dpl`.
+    pub fn interrupt_gate32(selector: u16, offset: u32, dpl: u8) -> Descriptor {
+        let access = 0x80 | u32::from(dpl & 3) << 5 | u32::from(SYS_INT_GATE32);
+        Descriptor {
+            lo: (offset & 0xFFFF) | u32::from(selector) << 16,
+            hi: (offset & 0xFFFF_0000) | access << 8,
+        }
+    }
+
     /// Access byte: P, DPL, S, type.
     pub fn access(&self) -> u8 {
         (self.hi >> 8) as u8

@@ -1980,17 +1980,9 @@ fn paged_cpu(p: &Program) -> Cpu {
     for v in 0..256u32 {
         let handler = HANDLERS + v;
         let dpl = if v == EXIT_VECTOR as u32 { 3 } else { 0 };
-        let access = 0x8E | dpl << 5;
-        put(
-            &mut cpu,
-            IDT + v * 8,
-            (handler & 0xFFFF) | (CODE0 as u32) << 16,
-        );
-        put(
-            &mut cpu,
-            IDT + v * 8 + 4,
-            (handler & 0xFFFF_0000) | access << 8,
-        );
+        let gate = Descriptor::interrupt_gate32(CODE0, handler, dpl);
+        put(&mut cpu, IDT + v * 8, gate.lo);
+        put(&mut cpu, IDT + v * 8 + 4, gate.hi);
     }
     cpu.idtr = TableReg {
         base: IDT,
