@@ -292,8 +292,15 @@ fn signal_for_vector(vector: u8) -> u32 {
 const HELPER_SOURCE: &str = include_str!("host/diff_helper.c");
 
 /// The helper binary, built into the cargo target directory when its source changed (the
-/// file name carries a hash of the source).
+/// file name carries a hash of the source). Built once per test process: the tests run on
+/// several threads of one process, which would otherwise all build it under the same
+/// temporary name.
 fn helper() -> PathBuf {
+    static HELPER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HELPER.get_or_init(build_helper).clone()
+}
+
+fn build_helper() -> PathBuf {
     let hash = HELPER_SOURCE
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -305,8 +312,8 @@ fn helper() -> PathBuf {
         return exe;
     }
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/diff_helper.c");
-    // Built under a temporary name and renamed, so that tests building it at the same time
-    // never run a half-written file.
+    // Built under a temporary name and renamed, so that test processes building it at the
+    // same time never run a half-written file.
     let tmp = dir.join(format!("diff_helper-{hash:016x}.{}", std::process::id()));
     let status = Command::new("i686-linux-gnu-gcc")
         .args(["-O2", "-static", "-Wall", "-o"])
