@@ -274,6 +274,75 @@ fn a_server_that_dies_gives_the_guest_io_errors_and_the_cli_carries_on() {
 }
 
 #[test]
+fn a_disk_larger_than_its_cache_reads_whole_twice_within_the_cap() {
+    let (dir, image, _) = big_image("cache");
+    let server = Server::start(&dir, &[]);
+    let hda = format!("{}big.img", server.url);
+    const CAP_MIB: u64 = 24;
+    let cap = CAP_MIB << 20;
+    // The streamed image is a second disk here (the initramfs is the root): the guest reads
+    // all of it, drops its own page cache, and reads it all again.
+    let read_all = "dd if=/dev/sda bs=1048576 2>/dev/null | md5sum";
+    let (ok, out, err) = run_cli(
+        &[
+            "--append",
+            "console=ttyS0",
+            "--hda",
+            &hda,
+            "--disk-cache-mib",
+            &CAP_MIB.to_string(),
+            "--until",
+            "DONE42",
+            "--timeout",
+            "900",
+            "--stats",
+        ],
+        "/ # ",
+        || {},
+        &format!(
+            "{read_all}; sync; echo 3 > /proc/sys/vm/drop_caches; {read_all}; echo DONE$((6*7))\n"
+        ),
+    );
+    assert!(ok, "{out}\n{err}");
+    let md5 = md5_hex(&image);
+    assert_eq!(
+        out.matches(&md5).count(),
+        2,
+        "both reads whole and right:\n{out}"
+    );
+    let (fetched, cached, evicted) = (
+        stat(&err, "bytes_fetched"),
+        stat(&err, "cached_bytes"),
+        stat(&err, "evicted_bytes"),
+    );
+    println!(
+        "64 MiB streamed twice through a {CAP_MIB} MiB cache: bytes_fetched={fetched} \
+         cached_bytes={cached} evicted_bytes={evicted}"
+    );
+    assert!(cached <= cap, "cached {cached} bytes, cap {cap}");
+    // What the cache could not keep was fetched again for the second read.
+    assert!(fetched >= 2 * IMAGE_SIZE - cap, "fetched {fetched}");
+    assert!(evicted >= IMAGE_SIZE, "evicted {evicted}");
+    assert_eq!(stat(&err, "failed_requests"), 0, "{err}");
+    assert!(
+        std::fs::read(dir.join("big.img")).unwrap() == image,
+        "the served image changed"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_wasm86"))
+        .args(["--hda", &hda, "--disk-cache-mib", "0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--disk-cache-mib"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bad_urls_are_clear_errors() {
     let dir = std::env::temp_dir().join(format!("wasm86-streaming-{}-bad", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -302,7 +302,7 @@ async fn a_streamed_disk_fetches_only_what_the_guest_reads() {
     const SECTORS: u32 = 8192; // 4 MiB
     let image = test_image(SECTORS);
     let url = blob_url(&image);
-    let disk = Disk::open_url(url.clone())
+    let disk = Disk::open_url(url.clone(), None)
         .await
         .map_err(message)
         .expect("open the blob URL");
@@ -336,7 +336,7 @@ async fn a_streamed_disk_fetches_only_what_the_guest_reads() {
 async fn a_chunk_that_cannot_be_fetched_is_retried_then_a_medium_error() {
     let image = test_image(2048); // 1 MiB
     let url = blob_url(&image);
-    let disk = Disk::open_url(url.clone()).await.map_err(message).unwrap();
+    let disk = Disk::open_url(url.clone(), None).await.map_err(message).unwrap();
     // The server goes away after the probe: every chunk fetch fails (network error).
     Url::revoke_object_url(&url).unwrap();
     let mut m = with_program(&ata_read_program(1024));
@@ -365,7 +365,7 @@ async fn a_server_that_ignores_range_is_downloaded_whole() {
     let latin1: String = image.iter().map(|&b| char::from(b)).collect();
     let base64 = web_sys::window().unwrap().btoa(&latin1).unwrap();
     let url = format!("data:application/octet-stream;base64,{base64}");
-    let disk = Disk::open_url(url)
+    let disk = Disk::open_url(url, None)
         .await
         .map_err(message)
         .expect("open the data: URL");
@@ -388,7 +388,7 @@ async fn a_server_that_ignores_range_is_downloaded_whole() {
 #[wasm_bindgen_test]
 async fn bad_urls_reject_with_plain_messages() {
     let e = message(
-        Disk::open_url("no-such-image.img".into())
+        Disk::open_url("no-such-image.img".into(), None)
             .await
             .err()
             .expect("a 404 rejects"),
@@ -398,7 +398,7 @@ async fn bad_urls_reject_with_plain_messages() {
     let url = blob_url(&[1, 2, 3]);
     Url::revoke_object_url(&url).unwrap();
     let e = message(
-        Disk::open_url(url.clone())
+        Disk::open_url(url.clone(), None)
             .await
             .err()
             .expect("a revoked blob rejects"),
@@ -406,7 +406,7 @@ async fn bad_urls_reject_with_plain_messages() {
     assert!(e.starts_with(&format!("{url}: ")), "{e}");
 
     let e = message(
-        Disk::open_url("http://[::1".into())
+        Disk::open_url("http://[::1".into(), None)
             .await
             .err()
             .expect("a malformed URL rejects"),

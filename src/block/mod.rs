@@ -18,7 +18,7 @@
 pub mod ranged;
 mod stream;
 
-pub use stream::{FetchRequest, Stream, StreamConfig, StreamStats};
+pub use stream::{FetchRequest, Stream, StreamConfig, StreamStats, DEFAULT_MAX_CACHED_BYTES};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -35,10 +35,22 @@ impl Disk {
     /// Open the image at `url`. The first chunk is fetched with a `Range` request: a 206
     /// answer makes a streamed disk (the rest is fetched as the guest reads it); a 200 answer
     /// means the server ignores ranges, so its body is the whole image, kept in memory, and
-    /// `warning()` says so. Rejects with an Error naming the URL for HTTP errors, network and
-    /// CORS failures, and unusable answers.
-    pub async fn open_url(url: String) -> Result<Disk, JsError> {
-        let chunk = stream_config().chunk_size;
+    /// `warning()` says so. A streamed disk keeps at most `max_cache_mib` MiB of fetched
+    /// chunks in memory (default 256; raised, if smaller, to the few MiB one read needs):
+    /// beyond it the least recently read are dropped and fetched again when read again.
+    /// Rejects with an Error naming the URL for HTTP errors, network and CORS failures,
+    /// unusable answers, and a `max_cache_mib` of 0.
+    pub async fn open_url(url: String, max_cache_mib: Option<u32>) -> Result<Disk, JsError> {
+        let mut config = stream_config();
+        if let Some(mib) = max_cache_mib {
+            if mib == 0 {
+                return Err(JsError::new(&format!(
+                    "{url}: a disk cache of 0 MiB cannot hold a read: give at least 1"
+                )));
+            }
+            config.max_cached_bytes = u64::from(mib) << 20;
+        }
+        let chunk = config.chunk_size;
         let r = get(&url, Some((0, chunk)), MAX_WHOLE_DOWNLOAD)
             .await
             .map_err(|e| JsError::new(&e))?;
@@ -54,7 +66,7 @@ impl Disk {
         let name = name_from_url(&url);
         match probe {
             Probe::Ranged { size } => {
-                let stream = Stream::new(size, stream_config());
+                let stream = Stream::new(size, config);
                 stream.preload(0, &r.body);
                 Ok(Disk {
                     name,

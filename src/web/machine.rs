@@ -519,6 +519,16 @@ impl Machine {
             .sum::<u64>() as f64
     }
 
+    /// Bytes of streamed disks' chunks held in memory now (each disk's at most its cache cap,
+    /// `Disk.open_url`'s `max_cache_mib`).
+    pub fn cached_disk_bytes(&self) -> f64 {
+        self.disks
+            .iter()
+            .filter_map(|d| d.feed.as_ref())
+            .map(|f| f.stream.stats().cached_bytes)
+            .sum::<u64>() as f64
+    }
+
     /// Warnings and errors for the page since the last call.
     pub fn take_messages(&mut self) -> Vec<String> {
         std::mem::take(&mut *self.messages.borrow_mut())

@@ -110,6 +110,12 @@ pub struct BootArgs {
     /// read-only like the disks. The bundled Linux has no floppy driver: a BIOS uses it.
     #[arg(long, value_name = "PATH")]
     pub fda: Option<PathBuf>,
+    /// The most MiB of a streamed (http://) image kept in memory, per image: beyond it the
+    /// least recently read chunks are dropped and fetched again if the guest reads them
+    /// again. Raised, if smaller, to the few MiB one read and its read-ahead need.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_DISK_CACHE_MIB,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub disk_cache_mib: u64,
     /// At exit, write the guest's changes into the --hda/--hdb image files (modifies them; not
     /// for URLs).
     #[arg(long)]
@@ -139,6 +145,9 @@ pub struct BootArgs {
 }
 
 /// The default kernel command line.
+/// `--disk-cache-mib`'s default: the core's (sized for a page, ample for the bundled images).
+const DEFAULT_DISK_CACHE_MIB: u64 = wasm86::block::DEFAULT_MAX_CACHED_BYTES >> 20;
+
 pub const DEFAULT_APPEND: &str = "console=ttyS0 earlyprintk=serial";
 
 /// Where the bundled guest lives (the crate's images/ directory, fixed at build time).
@@ -307,7 +316,13 @@ fn replay(args: &BootArgs, path: &Path) -> Result<ExitCode, String> {
     let what = |e: &dyn std::fmt::Display| format!("--replay {}: {e}", path.display());
     let file = read_file("--replay", path)?;
     let rec = Recording::from_bytes(&file).map_err(|e| what(&e))?;
-    let (remotes, images) = crate::disk::open(&args.hda, &args.hdb, &args.cdrom, &args.fda)?;
+    let (remotes, images) = crate::disk::open(
+        &args.hda,
+        &args.hdb,
+        &args.cdrom,
+        &args.fda,
+        args.disk_cache_mib << 20,
+    )?;
     if !remotes.is_empty() {
         // A replay gives the recorded answers where the image had no data at once; everywhere
         // else the image must have it, as a file does.
@@ -673,13 +688,15 @@ fn run_inner(args: &BootArgs) -> Result<ExitCode, String> {
             let t = remotes.totals();
             eprintln!(
                 "bytes_fetched={} image_bytes={} requests={} http_requests={} retries={} \
-                 failed_requests={}",
+                 failed_requests={} cached_bytes={} evicted_bytes={}",
                 t.stream.bytes_fetched,
                 t.stream.image_size,
                 t.stream.requests,
                 t.http_requests,
                 t.stream.retries,
-                t.stream.failed_requests
+                t.stream.failed_requests,
+                t.stream.cached_bytes,
+                t.stream.evicted_bytes
             );
         }
     }
@@ -773,7 +790,13 @@ pub(crate) fn build_machine(
     } else {
         None
     };
-    let (remotes, images) = crate::disk::open(&args.hda, &args.hdb, &args.cdrom, &args.fda)?;
+    let (remotes, images) = crate::disk::open(
+        &args.hda,
+        &args.hdb,
+        &args.cdrom,
+        &args.fda,
+        args.disk_cache_mib << 20,
+    )?;
     let machine = match (&args.load_state, &direct) {
         (Some(path), _) => resume(path, args.realtime, args.stats, images)?,
         (None, Some(d)) => {

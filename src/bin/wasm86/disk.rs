@@ -76,14 +76,16 @@ pub const FDA_SLOT: usize = 4;
 
 /// Open `--hda`, `--hdb` (primary master/slave, /dev/sda, /dev/sdb), `--cdrom` (secondary
 /// master, /dev/sr0) and `--fda` (floppy drive A:). Each is a file, or (not the floppy) an
-/// `http://` URL streamed by the returned [`Remotes`] (which the run loop must service).
+/// `http://` URL streamed by the returned [`Remotes`] (which the run loop must service), each
+/// keeping at most `max_cached_bytes` of fetched chunks in memory.
 pub fn open(
     hda: &Option<PathBuf>,
     hdb: &Option<PathBuf>,
     cdrom: &Option<PathBuf>,
     fda: &Option<PathBuf>,
+    max_cached_bytes: u64,
 ) -> Result<(Remotes, Vec<Image>), String> {
-    let mut remotes = Remotes::default();
+    let mut remotes = Remotes::new(max_cached_bytes);
     let mut images = Vec::new();
     for (slot, what, path) in [
         (0, "--hda", hda),

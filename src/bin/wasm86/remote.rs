@@ -47,9 +47,10 @@ pub struct Totals {
 }
 
 /// The streamed images of a machine.
-#[derive(Default)]
 pub struct Remotes {
     disks: Vec<RemoteDisk>,
+    /// Each image's cache cap ([`StreamConfig::max_cached_bytes`]).
+    max_cached_bytes: u64,
 }
 
 /// Print a message on stderr from the run loop: the terminal may be in raw mode, where a line
@@ -69,6 +70,14 @@ fn size_text(n: u64) -> String {
 }
 
 impl Remotes {
+    /// No images yet; each opened later keeps at most `max_cached_bytes` of its chunks.
+    pub fn new(max_cached_bytes: u64) -> Remotes {
+        Remotes {
+            disks: Vec::new(),
+            max_cached_bytes,
+        }
+    }
+
     /// Whether any image is streamed.
     pub fn is_empty(&self) -> bool {
         self.disks.is_empty()
@@ -78,7 +87,10 @@ impl Remotes {
     pub fn open(&mut self, what: &'static str, url: &str) -> Result<Box<dyn BlockBackend>, String> {
         let err = |e: String| format!("{what} {url}: {e}");
         let parsed = http::parse_url(url).map_err(err)?;
-        let config = StreamConfig::default();
+        let config = StreamConfig {
+            max_cached_bytes: self.max_cached_bytes,
+            ..StreamConfig::default()
+        };
         let mut client = Client::new(parsed);
         let cs = config.chunk_size;
         let (resp, body) = client.get(Some((0, cs)), MAX_WHOLE).map_err(err)?;
@@ -161,6 +173,7 @@ impl Remotes {
             t.stream.retries += s.retries;
             t.stream.failed_requests += s.failed_requests;
             t.stream.cached_bytes += s.cached_bytes;
+            t.stream.evicted_bytes += s.evicted_bytes;
             t.http_requests += d.client.requests;
         }
         t
