@@ -2,12 +2,16 @@
 # (scripts/setup.sh skips tools already present at the right version).
 #
 #   make setup           install toolchain pieces (wasm32 target, wasm-pack, wasm-bindgen, chromium)
-#   make test            setup, lint, native tests, hardware CPU tests, browser tests, webdriver tests
+#   make test            setup, lint (with tsc), native tests, hardware CPU tests, browser tests,
+#                        webdriver tests (with the npm package's install test)
 #   make run             build the page and serve it on http://127.0.0.1:$(PORT)/ (PORT=8080):
 #                        open it and Linux boots in the browser
 #   make console         boot the bundled Linux on the serial console in this terminal instead
 #   make wasm            build the browser package into pkg/ (wasm-pack --target web)
 #   make site            assemble the static site in site/ (www/ + pkg/ + xterm.js + images/)
+#   make package         the npm package in pkg-npm/ (front-end, wasm, TypeScript declarations;
+#                        no images), packed by npm pack into target/package/wasm86-VERSION.tgz
+#   make tsc             tsc --checkJs over the front-end (www/*.js; part of `make lint`)
 #   make bench           the Linux benchmark guest natively (isprime, gzip, fork/exec; guest MIPS
 #                        and slowdown against this host running the same programs); REPS=n runs
 #                        (default 3), BENCH_ARGS=--synthetic for the CPU micro benchmark
@@ -16,6 +20,9 @@
 #                        natively, same guest) for the browser-vs-native ratio; REPS=3 repetitions,
 #                        results in target/bench/web-*.json; BENCH_WEB_ARGS=--no-native skips
 #                        the native runs; not in `make test`
+#   make soak            a busy page left running SOAK_MINUTES (default 10) in headless Chromium:
+#                        its wasm, JavaScript and renderer memory must not grow (WebDriver);
+#                        not in `make test`
 #   make sst             only the hardware-captured single-step CPU tests (CPU_TESTS=dir)
 #   make fuzz            build the fuzz targets (fuzz/, libFuzzer on stable Rust) and run each for
 #                        FUZZ_SECONDS (default 60); fails if one finds a crash, hang or memory
@@ -54,8 +61,8 @@ FUZZ_SMOKE_SECONDS ?= 5
 # (tests/differential.rs; `make test` runs its default, 50,000).
 DIFF_CASES ?= 2000000
 
-.PHONY: all setup test lint fmt-check clippy clippy-wasm clippy-fuzz unit sst fuzz fuzz-smoke test-web \
-	test-webdriver run console wasm site bench bench-web build build-wasm32 clean
+.PHONY: all setup test lint fmt-check clippy clippy-wasm clippy-fuzz tsc unit sst fuzz fuzz-smoke test-web \
+	test-webdriver soak run console wasm site package bench bench-web build build-wasm32 clean
 
 all: build
 
@@ -65,7 +72,7 @@ setup:
 test: setup lint unit sst fuzz-smoke test-web test-webdriver
 	@echo "make test: all steps passed"
 
-lint: fmt-check clippy clippy-wasm clippy-fuzz
+lint: fmt-check clippy clippy-wasm clippy-fuzz tsc
 
 fmt-check:
 	$(CARGO) fmt --check
@@ -82,6 +89,12 @@ clippy-wasm:
 # The fuzz crate is outside the workspace: linted on its own (uninstrumented, its own target dir).
 clippy-fuzz:
 	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --target-dir fuzz/target --all-targets -- -D warnings
+
+# The front-end's types: tsc --checkJs over www/*.js (package/tsconfig.json), which checks every
+# worker message against protocol.js. TypeScript is a pinned devDependency of package/build/,
+# installed by scripts/package.sh with npm ci on first use.
+tsc:
+	scripts/package.sh tsc
 
 # Native unit and integration tests.
 unit:
@@ -107,14 +120,21 @@ test-web:
 	$(WASM_PACK) test --headless --chrome
 
 # End-to-end tests that drive the real page in headless Chromium (webdriver/ crate): they start
-# `wasm86 serve` on site/ and chromedriver themselves. One at a time: each boots Linux.
+# `wasm86 serve` on site/ and chromedriver themselves. One at a time: each boots Linux. The npm
+# package's test installs target/package/wasm86-VERSION.tgz (make package) into an empty folder.
 test-webdriver:
 	@if [ -f webdriver/Cargo.toml ]; then \
-		$(MAKE) --no-print-directory site build && \
+		$(MAKE) --no-print-directory site build package && \
 		$(CARGO) test --release --manifest-path webdriver/Cargo.toml -- --test-threads=1; \
 	else \
 		echo "test-webdriver: no webdriver/Cargo.toml yet, skipped"; \
 	fi
+
+# The memory soak (webdriver/tests/soak.rs, #[ignore]d in test-webdriver's run).
+SOAK_MINUTES ?= 10
+soak: setup site build
+	WASM86_SOAK_MINUTES=$(SOAK_MINUTES) $(CARGO) test --release --manifest-path webdriver/Cargo.toml \
+		--test soak -- --ignored --nocapture
 
 build:
 	$(CARGO) build --release
@@ -127,6 +147,10 @@ wasm:
 
 site: wasm build
 	scripts/site.sh
+
+# The npm package (scripts/package.sh): pkg-npm/ and target/package/wasm86-VERSION.tgz.
+package: wasm
+	scripts/package.sh build
 
 run: setup site build
 	@echo "make run: open http://127.0.0.1:$(PORT)/ (Ctrl-C stops the server)"
@@ -154,4 +178,4 @@ bench-web: setup site build
 
 clean:
 	$(CARGO) clean
-	rm -rf pkg site
+	rm -rf pkg site pkg-npm

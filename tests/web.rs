@@ -336,7 +336,10 @@ async fn a_streamed_disk_fetches_only_what_the_guest_reads() {
 async fn a_chunk_that_cannot_be_fetched_is_retried_then_a_medium_error() {
     let image = test_image(2048); // 1 MiB
     let url = blob_url(&image);
-    let disk = Disk::open_url(url.clone(), None).await.map_err(message).unwrap();
+    let disk = Disk::open_url(url.clone(), None)
+        .await
+        .map_err(message)
+        .unwrap();
     // The server goes away after the probe: every chunk fetch fails (network error).
     Url::revoke_object_url(&url).unwrap();
     let mut m = with_program(&ata_read_program(1024));
@@ -412,6 +415,19 @@ async fn bad_urls_reject_with_plain_messages() {
             .expect("a malformed URL rejects"),
     );
     assert!(e.contains("http://[::1"), "{e}");
+
+    let url = blob_url(&test_image(8));
+    let e = message(
+        Disk::open_url(url.clone(), Some(0))
+            .await
+            .err()
+            .expect("a cache of 0 MiB rejects"),
+    );
+    assert_eq!(
+        e,
+        format!("{url}: a disk cache of 0 MiB cannot hold a read: give at least 1")
+    );
+    Url::revoke_object_url(&url).unwrap();
 }
 
 #[wasm_bindgen_test]

@@ -17,6 +17,13 @@
 // only while the view is on screen (a hidden inspector asks nothing). The view's CSS is
 // INSPECTOR_STYLE, added once to the document or shadow root the container is in.
 
+/**
+ * @typedef {import("./wasm86.js").MachineController} MachineController
+ * @typedef {import("./protocol.js").Counters} Counters
+ * @typedef {import("./protocol.js").Registers} Registers
+ * @typedef {import("./protocol.js").Breakpoint} Breakpoint
+ */
+
 /** Milliseconds between refreshes of the registers and disassembly while the machine runs. */
 const FAST_MS = 500;
 /** Milliseconds between refreshes of the counters, memory and walk while the machine runs. */
@@ -26,6 +33,8 @@ const DISASM_LINES = 16;
 /** The memory dump: rows of 16 bytes. */
 const MEMORY_ROWS = 8;
 
+/** The inspector's CSS (InspectorView adds it to the document or shadow root it renders in).
+ * @type {string} */
 export const INSPECTOR_STYLE = `
 .w86i {
   --w86i-line: #d6dbe3;
@@ -168,12 +177,15 @@ export const INSPECTOR_STYLE = `
 .w86i-counters td:first-child { white-space: normal; }
 `;
 
-/** 0x1234 -> "0x00001234" (a 32-bit value, unsigned). */
+/** 0x1234 -> "0x00001234" (a 32-bit value, unsigned).
+ * @param {number} n */
 export function hex(n, digits = 8) {
   return `0x${(Number(n) >>> 0).toString(16).padStart(digits, "0")}`;
 }
 
-/** "c0000000", "0xC000_0000", "0x8048000" -> a number (hex, with or without 0x); null if not. */
+/** "c0000000", "0xC000_0000", "0x8048000" -> a number (hex, with or without 0x); null if not.
+ * @param {string} text
+ * @returns {number | null} */
 export function parseAddress(text) {
   const t = String(text).trim().toLowerCase().replace(/_/g, "").replace(/^0x/, "");
   if (!/^[0-9a-f]{1,8}$/.test(t)) return null;
@@ -181,7 +193,9 @@ export function parseAddress(text) {
 }
 
 /** A breakpoint as typed: a linear address ("c10a2b30", "0xc10a2b30") or an I/O port
- * ("port 3f8", "port 0x3f8"), both in hex. Throws an Error that says what is expected. */
+ * ("port 3f8", "port 0x3f8"), both in hex. Throws an Error that says what is expected.
+ * @param {string} text
+ * @returns {number | {port: number}} */
 export function parseBreakpoint(text) {
   const t = String(text).trim();
   const port = /^port\s*[: ]\s*(.+)$/i.exec(t) || /^port(0x[0-9a-f]+)$/i.exec(t);
@@ -195,15 +209,31 @@ export function parseBreakpoint(text) {
   return n;
 }
 
-/** The text of a breakpoint ({kind, at}). */
+/** The text of a breakpoint ({kind, at}).
+ * @param {Breakpoint} bp */
 export function breakpointText(bp) {
   return bp.kind === "port" ? `port ${hex(bp.at, 3)}` : hex(bp.at);
 }
 
+/** @param {unknown} n */
 const fmt = (n) => (typeof n === "number" ? n.toLocaleString("en-US") : String(n));
-const describeError = (err) => (err && err.message ? err.message : String(err));
+/** @param {unknown} err */
+const describeError = (err) => {
+  const message = err && typeof err === "object" && "message" in err ? err.message : null;
+  return message ? String(message) : String(err);
+};
 
-/** A DOM element: h("td", {class: "x", title: "y"}, "text", child, ...). */
+/**
+ * Children h() takes: nodes, text, numbers, arrays of them; null, undefined and false are
+ * left out.
+ * @typedef {Node | string | number | boolean | null | undefined | any[]} Child
+ */
+
+/** A DOM element: h("td", {class: "x", title: "y"}, "text", child, ...).
+ * @param {string} tag
+ * @param {Record<string, any> | null} [attrs]
+ * @param {...Child} children
+ * @returns {HTMLElement} */
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   if (attrs) {
@@ -214,14 +244,15 @@ function h(tag, attrs, ...children) {
       else el.setAttribute(k, v === true ? "" : String(v));
     }
   }
-  for (const c of children.flat()) {
+  for (const c of /** @type {Child[]} */ (children.flat())) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : String(c));
   }
   return el;
 }
 
-/** Add INSPECTOR_STYLE once to the document or shadow root `node` is in. */
+/** Add INSPECTOR_STYLE once to the document or shadow root `node` is in.
+ * @param {Node} node */
 function addStyle(node) {
   const root = node.getRootNode();
   const host = root instanceof ShadowRoot ? root : document.head;
@@ -232,15 +263,19 @@ function addStyle(node) {
   host.append(style);
 }
 
-/** What a segment register's descriptor cache holds, in words. */
+/** What a segment register's descriptor cache holds, in words.
+ * @param {import("./protocol.js").SegmentRegister} s
+ * @param {string} mode */
 function segmentKind(s, mode) {
   // In protected mode a selector of index 0 in the GDT is the null selector: nothing is loaded.
   if (mode === "protected" && s.index === 0 && !s.ldt) return "null selector";
   return s.present || mode !== "protected" ? s.kind : `${s.kind} (not present)`;
 }
 
-/** The bits of a page-table entry as the manuals name them, lit where set. */
+/** The bits of a page-table entry as the manuals name them, lit where set.
+ * @param {Record<string, boolean>} bits */
 function entryBits(bits) {
+  /** @type {[string, boolean, string][]} */
   const list = [
     ["P", bits.present, "present"],
     ["RW", bits.writable, "writable"],
@@ -258,389 +293,503 @@ function entryBits(bits) {
 }
 
 export class InspectorView {
+  /** @type {MachineController} */
+  #c;
+  /** @type {HTMLElement} */
+  #el;
+  /** Milliseconds between refreshes of the registers and disassembly while the machine runs. */
+  fastMs;
+  /** Milliseconds between refreshes of the counters, memory and walk while the machine runs. */
+  slowMs;
+  /** The last registers shown: {key: text}.
+   * @type {Record<string, string> | null} */
+  #prevRegs = null;
+  /** @type {Record<string, string> | null} */
+  #baseRegs = null;
+  /** "group/row/column" -> value
+   * @type {Map<string, number>} */
+  #prevCounters = new Map();
+  /** @type {any} */
+  #baseCounters = null;
+  /** @type {Counters | null} */
+  #counters = null;
+  /** The last registers object.
+   * @type {Registers | null} */
+  #regs = null;
+  /** @type {Breakpoint[]} */
+  #bps = [];
+  /** null: EIP's linear address
+   * @type {number | null} */
+  #walkAt = null;
+  /** null: EIP's linear address (aligned)
+   * @type {number | null} */
+  #memAt = null;
+  /** @type {number | undefined} */
+  #memBase = undefined;
+  /** @type {Record<string, number>} */
+  #seq = Object.create(null);
+  #lastFast = -Infinity;
+  #lastSlow = -Infinity;
+  #inFlight = false;
+  #stopNote = "";
+  /** @type {number | undefined} */
+  #shownAt = undefined;
+  /** @type {number | undefined} */
+  #countersAt = undefined;
+  /** @type {number | undefined} */
+  #pausedCount = undefined;
+  #stepping = false;
+  #onScreen = true;
+  /** @type {IntersectionObserver | undefined} */
+  #observer = undefined;
+  /** @type {[string, (e: any) => void][]} */
+  #listeners = [];
+  /** @type {ReturnType<typeof setInterval> | undefined} */
+  #timer = undefined;
+  /** The disassembly shown (null: none yet).
+   * @type {import("./protocol.js").DisassemblyLine[] | null} */
+  #lines = null;
+  // The view's elements (made by #build).
+  /** @type {Record<string, {section: HTMLElement, body: HTMLElement, error: HTMLElement}>} */
+  #p = {};
+  /** @type {any} */ #$pause;
+  /** @type {any} */ #$step;
+  /** @type {any} */ #$over;
+  /** @type {any} */ #$state;
+  /** @type {any} */ #$bpInput;
+  /** @type {any} */ #$bpAdd;
+  /** @type {any} */ #$bpError;
+  /** @type {any} */ #$bpList;
+  /** @type {any} */ #$memInput;
+  /** @type {any} */ #$walkInput;
+  /** @type {any} */ #$countersReset;
+  /** @type {any} */ #$hideZero;
+  /** @type {any} */ #$countersNote;
+
+  /** The controller it shows. */
+  get controller() {
+    return this.#c;
+  }
+
+  /** The element it renders into. */
+  get container() {
+    return this.#el;
+  }
+
   /**
    * Render into `container` for `controller` (a MachineController). Options: `fastMs`,
    * `slowMs` (refresh periods while running).
+   * @param {HTMLElement} container
+   * @param {MachineController} controller
+   * @param {{fastMs?: number, slowMs?: number}} [options]
    */
   constructor(container, controller, { fastMs = FAST_MS, slowMs = SLOW_MS } = {}) {
-    this.c = controller;
-    this.el = container;
+    this.#c = controller;
+    this.#el = container;
     this.fastMs = fastMs;
     this.slowMs = slowMs;
-    this._prevRegs = null; // the last registers shown: {key: text}
-    this._prevCounters = new Map(); // "group/row/column" -> value
-    this._regs = null; // the last registers object
-    this._bps = []; // [{kind, at}]
-    this._walkAt = null; // null: EIP's linear address
-    this._memAt = null; // null: EIP's linear address (aligned)
-    this._seq = Object.create(null);
-    this._lastFast = -Infinity;
-    this._lastSlow = -Infinity;
-    this._inFlight = false;
-    this._stopNote = "";
+    this.#prevRegs = null; // the last registers shown: {key: text}
+    this.#prevCounters = new Map(); // "group/row/column" -> value
+    this.#regs = null; // the last registers object
+    this.#bps = []; // [{kind, at}]
+    this.#walkAt = null; // null: EIP's linear address
+    this.#memAt = null; // null: EIP's linear address (aligned)
+    this.#seq = Object.create(null);
+    this.#lastFast = -Infinity;
+    this.#lastSlow = -Infinity;
+    this.#inFlight = false;
+    this.#stopNote = "";
     addStyle(container);
     container.classList.add("w86i");
-    this._build();
-    this._listeners = [];
+    this.#build();
+    this.#listeners = [];
+    /**
+     * @template {keyof import("./wasm86.js").MachineEventMap} K
+     * @param {K} type
+     * @param {(e: import("./wasm86.js").MachineEventMap[K]) => void} f
+     */
     const on = (type, f) => {
       controller.addEventListener(type, f);
-      this._listeners.push([type, f]);
+      this.#listeners.push([type, f]);
     };
-    on("state", () => this._onState());
+    on("state", () => this.#onState());
     // A step taken by someone else (a script, another view) while paused: the worker reports
     // the new instruction count, and the view follows.
     on("stats", (e) => {
       const n = e.detail.instructions;
-      if (this.c.state === "paused" && this._pausedCount !== undefined && n !== this._pausedCount && !this._stepping) {
-        this._pausedCount = n;
+      if (this.#c.state === "paused" && this.#pausedCount !== undefined && n !== this.#pausedCount && !this.#stepping) {
+        this.#pausedCount = n;
         this.refresh();
       } else {
-        this._pausedCount = n;
+        this.#pausedCount = n;
       }
     });
     on("breakpoint", (e) => {
       const bp = e.detail.breakpoint;
-      this._stopNote = bp ? `stopped at the breakpoint ${breakpointText(bp)}` : "stopped at a breakpoint";
+      this.#stopNote = bp ? `stopped at the breakpoint ${breakpointText(bp)}` : "stopped at a breakpoint";
       this.refresh(e.detail.registers);
     });
     on("restart", () => {
-      this._prevRegs = this._baseRegs = null;
-      this._shownAt = this._countersAt = undefined;
-      this._prevCounters = new Map();
-      this._baseCounters = null;
-      this._bps = [];
-      this._stopNote = "";
-      this._renderBreakpoints();
-      this._onState();
+      this.#prevRegs = this.#baseRegs = null;
+      this.#shownAt = this.#countersAt = undefined;
+      this.#prevCounters = new Map();
+      this.#baseCounters = null;
+      this.#bps = [];
+      this.#stopNote = "";
+      this.#renderBreakpoints();
+      this.#onState();
     });
     // On screen or not (scrolled away, or in a hidden pane): only then is it refreshed.
-    this._onScreen = true;
+    this.#onScreen = true;
     if (typeof IntersectionObserver === "function") {
-      this._observer = new IntersectionObserver((entries) => {
-        this._onScreen = entries[entries.length - 1].isIntersecting;
+      this.#observer = new IntersectionObserver((entries) => {
+        this.#onScreen = entries[entries.length - 1].isIntersecting;
       });
-      this._observer.observe(container);
+      this.#observer.observe(container);
     }
-    this._timer = setInterval(() => this._tick(), 125);
-    this._onState();
+    this.#timer = setInterval(() => this.#tick(), 125);
+    this.#onState();
   }
 
   /** Stop refreshing and let go of the controller. */
   destroy() {
-    clearInterval(this._timer);
-    if (this._observer) this._observer.disconnect();
-    for (const [type, f] of this._listeners) this.c.removeEventListener(type, f);
-    this._listeners = [];
+    clearInterval(this.#timer);
+    if (this.#observer) this.#observer.disconnect();
+    for (const [type, f] of this.#listeners) this.#c.removeEventListener(type, f);
+    this.#listeners = [];
   }
 
-  /** Show the page-table walk of linear address `linear` (null: EIP's). */
+  /** Show the page-table walk of linear address `linear` (null: EIP's).
+   * @param {number | null} [linear]
+   * @returns {Promise<void>} */
   walk(linear) {
-    this._walkAt = linear === null || linear === undefined ? null : Number(linear) >>> 0;
-    this.$walkInput.value = this._walkAt === null ? "" : hex(this._walkAt);
-    return this._refreshWalk();
+    this.#walkAt = linear === null || linear === undefined ? null : Number(linear) >>> 0;
+    this.#$walkInput.value = this.#walkAt === null ? "" : hex(this.#walkAt);
+    return this.#refreshWalk();
   }
 
-  /** Dump memory from linear address `linear` (null: around EIP). */
+  /** Dump memory from linear address `linear` (null: around EIP).
+   * @param {number | null} [linear]
+   * @returns {Promise<void>} */
   showMemory(linear) {
-    this._memAt = linear === null || linear === undefined ? null : Number(linear) >>> 0;
-    this.$memInput.value = this._memAt === null ? "" : hex(this._memAt);
-    return this._refreshMemory();
+    this.#memAt = linear === null || linear === undefined ? null : Number(linear) >>> 0;
+    this.#$memInput.value = this.#memAt === null ? "" : hex(this.#memAt);
+    return this.#refreshMemory();
   }
 
   // ---- building ----
 
-  _build() {
-    const el = this.el;
+  #build() {
+    const el = this.#el;
     el.replaceChildren();
     // Toolbar.
-    this.$pause = h("button", { type: "button", title: "Pause or continue the machine" }, "Pause");
-    this.$step = h("button", { type: "button", title: "Run one instruction (pauses the machine)" }, "Step");
-    this.$over = h("button", { type: "button", title: "Run the instruction at EIP; a CALL, INT, REP string instruction or LOOP runs until it returns" }, "Step over");
-    this.$state = h("span", { class: "w86i-state", "aria-live": "polite" }, "");
-    this.$bpInput = h("input", { type: "text", placeholder: "c10a2b30 / port 3f8", "aria-label": "Breakpoint: a linear address or an I/O port, in hex", spellcheck: "false" });
-    this.$bpAdd = h("button", { type: "button", title: "Stop before the instruction at this linear address, or before any IN/OUT to this port" }, "Add breakpoint");
-    this.$bpError = h("div", { class: "w86i-error" });
-    this.$bpList = h("div", { class: "w86i-bps", "aria-label": "Breakpoints" });
+    this.#$pause = h("button", { type: "button", title: "Pause or continue the machine" }, "Pause");
+    this.#$step = h("button", { type: "button", title: "Run one instruction (pauses the machine)" }, "Step");
+    this.#$over = h("button", { type: "button", title: "Run the instruction at EIP; a CALL, INT, REP string instruction or LOOP runs until it returns" }, "Step over");
+    this.#$state = h("span", { class: "w86i-state", "aria-live": "polite" }, "");
+    this.#$bpInput = h("input", { type: "text", placeholder: "c10a2b30 / port 3f8", "aria-label": "Breakpoint: a linear address or an I/O port, in hex", spellcheck: "false" });
+    this.#$bpAdd = h("button", { type: "button", title: "Stop before the instruction at this linear address, or before any IN/OUT to this port" }, "Add breakpoint");
+    this.#$bpError = h("div", { class: "w86i-error" });
+    this.#$bpList = h("div", { class: "w86i-bps", "aria-label": "Breakpoints" });
     el.append(
-      h("div", { class: "w86i-toolbar", role: "toolbar", "aria-label": "Inspector" }, this.$pause, this.$step, this.$over, h("span", { class: "w86i-sep" }), this.$bpInput, this.$bpAdd, h("span", { class: "w86i-sep" }), this.$state),
-      this.$bpList,
-      this.$bpError
+      h("div", { class: "w86i-toolbar", role: "toolbar", "aria-label": "Inspector" }, this.#$pause, this.#$step, this.#$over, h("span", { class: "w86i-sep" }), this.#$bpInput, this.#$bpAdd, h("span", { class: "w86i-sep" }), this.#$state),
+      this.#$bpList,
+      this.#$bpError
     );
-    this.$pause.onclick = () => (this.c.state === "paused" ? this.c.resume() : this.c.pause());
-    this.$step.onclick = () => this._step(() => this.c.step(1));
-    this.$over.onclick = () => this._step(() => this.c.stepOver());
-    this.$bpAdd.onclick = () => this._addBreakpoint();
-    this.$bpInput.addEventListener("keydown", (e) => {
-      if (e.key === "Enter") this._addBreakpoint();
+    this.#$pause.onclick = () => (this.#c.state === "paused" ? this.#c.resume() : this.#c.pause());
+    this.#$step.onclick = () => this.#step(() => this.#c.step(1));
+    this.#$over.onclick = () => this.#step(() => this.#c.stepOver());
+    this.#$bpAdd.onclick = () => this.#addBreakpoint();
+    this.#$bpInput.addEventListener("keydown", (/** @type {KeyboardEvent} */ e) => {
+      if (e.key === "Enter") this.#addBreakpoint();
     });
 
     // Panels.
+    /** @param {string} title @param {Child[]} [extra] */
     const panel = (title, extra = [], cls = "") => {
       const body = h("div");
       const error = h("div", { class: "w86i-error" });
       const section = h("section", { class: `w86i-panel ${cls}`, "aria-label": title }, h("h3", null, title, ...extra), error, body);
       return { section, body, error };
     };
-    this.p = {};
-    this.p.regs = panel("Registers");
-    this.p.regs.section.classList.add("w86i-registers");
-    this.p.disasm = panel("Disassembly", [h("span", { class: "w86i-grow" }), h("span", { class: "w86i-note", style: "text-transform:none;letter-spacing:0;margin:0" }, "click a line: breakpoint")]);
-    this.p.disasm.section.classList.add("w86i-disassembly");
+    this.#p = {};
+    this.#p.regs = panel("Registers");
+    this.#p.regs.section.classList.add("w86i-registers");
+    this.#p.disasm = panel("Disassembly", [h("span", { class: "w86i-grow" }), h("span", { class: "w86i-note", style: "text-transform:none;letter-spacing:0;margin:0" }, "click a line: breakpoint")]);
+    this.#p.disasm.section.classList.add("w86i-disassembly");
 
-    this.$memInput = h("input", { type: "text", placeholder: "address (EIP)", "aria-label": "Memory address (hex, linear)", spellcheck: "false" });
+    this.#$memInput = h("input", { type: "text", placeholder: "address (EIP)", "aria-label": "Memory address (hex, linear)", spellcheck: "false" });
     const memGo = h("button", { type: "button" }, "Show");
     const memBack = h("button", { type: "button", title: "128 bytes back" }, "◀");
     const memOn = h("button", { type: "button", title: "128 bytes on" }, "▶");
-    this.p.mem = panel("Memory");
-    this.p.mem.section.classList.add("w86i-memory-panel");
-    this.p.mem.section.insertBefore(h("div", { class: "w86i-addr-row" }, this.$memInput, memGo, memBack, memOn), this.p.mem.error);
+    this.#p.mem = panel("Memory");
+    this.#p.mem.section.classList.add("w86i-memory-panel");
+    this.#p.mem.section.insertBefore(h("div", { class: "w86i-addr-row" }, this.#$memInput, memGo, memBack, memOn), this.#p.mem.error);
     const memShow = () => {
-      const t = this.$memInput.value.trim();
+      const t = this.#$memInput.value.trim();
       if (t === "") return this.showMemory(null);
       const n = parseAddress(t);
-      if (n === null) return this._error("mem", `${JSON.stringify(t)} is not a linear address in hex`);
+      if (n === null) return this.#error("mem", `${JSON.stringify(t)} is not a linear address in hex`);
       return this.showMemory(n);
     };
     memGo.onclick = memShow;
-    this.$memInput.addEventListener("keydown", (e) => e.key === "Enter" && memShow());
+    this.#$memInput.addEventListener("keydown", (/** @type {KeyboardEvent} */ e) => e.key === "Enter" && memShow());
+    /** @param {number} d */
     const memMove = (d) => {
-      const base = this._memAt !== null ? this._memAt : this._memBase || 0;
+      const base = this.#memAt !== null ? this.#memAt : this.#memBase || 0;
       this.showMemory((base + d) >>> 0);
     };
     memBack.onclick = () => memMove(-MEMORY_ROWS * 16);
     memOn.onclick = () => memMove(MEMORY_ROWS * 16);
 
-    this.$walkInput = h("input", { type: "text", placeholder: "address (EIP)", "aria-label": "Linear address to translate (hex)", spellcheck: "false" });
+    this.#$walkInput = h("input", { type: "text", placeholder: "address (EIP)", "aria-label": "Linear address to translate (hex)", spellcheck: "false" });
     const walkGo = h("button", { type: "button" }, "Walk");
     const walkEip = h("button", { type: "button", title: "The linear address of the next instruction" }, "EIP");
     const walkEsp = h("button", { type: "button", title: "The linear address of the top of the stack" }, "ESP");
-    this.p.walk = panel("Page-table walk");
-    this.p.walk.section.classList.add("w86i-walk");
-    this.p.walk.section.insertBefore(h("div", { class: "w86i-addr-row" }, this.$walkInput, walkGo, walkEip, walkEsp), this.p.walk.error);
+    this.#p.walk = panel("Page-table walk");
+    this.#p.walk.section.classList.add("w86i-walk");
+    this.#p.walk.section.insertBefore(h("div", { class: "w86i-addr-row" }, this.#$walkInput, walkGo, walkEip, walkEsp), this.#p.walk.error);
     const walkShow = () => {
-      const t = this.$walkInput.value.trim();
+      const t = this.#$walkInput.value.trim();
       if (t === "") return this.walk(null);
       const n = parseAddress(t);
-      if (n === null) return this._error("walk", `${JSON.stringify(t)} is not a linear address in hex`);
+      if (n === null) return this.#error("walk", `${JSON.stringify(t)} is not a linear address in hex`);
       return this.walk(n);
     };
     walkGo.onclick = walkShow;
-    this.$walkInput.addEventListener("keydown", (e) => e.key === "Enter" && walkShow());
+    this.#$walkInput.addEventListener("keydown", (/** @type {KeyboardEvent} */ e) => e.key === "Enter" && walkShow());
     walkEip.onclick = () => this.walk(null);
     walkEsp.onclick = () => {
-      const r = this._regs;
+      const r = this.#regs;
       if (!r) return;
       const ss = r.segments.find((s) => s.name === "SS");
       this.walk(((ss ? ss.base : 0) + r.esp) >>> 0);
     };
 
-    this.$countersReset = h("button", { type: "button", title: "Set every counter to zero" }, "Reset");
-    this.$hideZero = h("input", { type: "checkbox" });
-    this.$countersNote = h("span", { class: "w86i-note", style: "text-transform:none;letter-spacing:0;margin:0" });
-    this.p.counters = panel("Counters", [this.$countersReset, h("label", null, this.$hideZero, " hide zeros"), h("span", { class: "w86i-grow" }), this.$countersNote], "w86i-wide");
-    this.p.counters.body.className = "w86i-counters";
-    this.p.counters.section.classList.add("w86i-counters-panel");
-    this.$countersReset.onclick = async () => {
+    this.#$countersReset = h("button", { type: "button", title: "Set every counter to zero" }, "Reset");
+    this.#$hideZero = h("input", { type: "checkbox" });
+    this.#$countersNote = h("span", { class: "w86i-note", style: "text-transform:none;letter-spacing:0;margin:0" });
+    this.#p.counters = panel("Counters", [this.#$countersReset, h("label", null, this.#$hideZero, " hide zeros"), h("span", { class: "w86i-grow" }), this.#$countersNote], "w86i-wide");
+    this.#p.counters.body.className = "w86i-counters";
+    this.#p.counters.section.classList.add("w86i-counters-panel");
+    this.#$countersReset.onclick = async () => {
       try {
-        await this.c.resetCounters();
-        this._prevCounters = new Map();
-        this._baseCounters = null;
-        this._countersAt = undefined;
+        await this.#c.resetCounters();
+        this.#prevCounters = new Map();
+        this.#baseCounters = null;
+        this.#countersAt = undefined;
       } catch (err) {
-        this._error("counters", describeError(err));
+        this.#error("counters", describeError(err));
       }
-      this._refreshCounters();
+      this.#refreshCounters();
     };
-    this.$hideZero.onchange = () => this._renderCounters(this._counters);
+    this.#$hideZero.onchange = () => this.#renderCounters(this.#counters);
 
-    el.append(h("div", { class: "w86i-grid" }, this.p.regs.section, this.p.disasm.section, this.p.mem.section, this.p.walk.section, this.p.counters.section));
+    el.append(h("div", { class: "w86i-grid" }, this.#p.regs.section, this.#p.disasm.section, this.#p.mem.section, this.#p.walk.section, this.#p.counters.section));
   }
 
   // ---- state and refreshing ----
 
-  _running() {
-    const s = this.c.state;
+  #running() {
+    const s = this.#c.state;
     return s === "running" || s === "paused";
   }
 
   /** Whether the view is on screen (a hidden inspector asks the worker nothing). */
-  _visible() {
-    return document.visibilityState === "visible" && this._onScreen && this.el.isConnected && this.el.getClientRects().length > 0;
+  #visible() {
+    return document.visibilityState === "visible" && this.#onScreen && this.#el.isConnected && this.#el.getClientRects().length > 0;
   }
 
-  _onState() {
-    const s = this.c.state;
-    this.$pause.disabled = !this._running();
-    this.$pause.textContent = s === "paused" ? "Continue" : "Pause";
-    this.$step.disabled = this.$over.disabled = !this._running();
-    if (s === "running") this._stopNote = "";
-    this._showState();
+  #onState() {
+    const s = this.#c.state;
+    this.#$pause.disabled = !this.#running();
+    this.#$pause.textContent = s === "paused" ? "Continue" : "Pause";
+    this.#$step.disabled = this.#$over.disabled = !this.#running();
+    if (s === "running") this.#stopNote = "";
+    this.#showState();
     if (s === "paused") this.refresh();
     else if (s === "running") {
       // Soon, then at the running pace.
-      this._lastFast = this._lastSlow = -Infinity;
-      this._loadBreakpoints();
+      this.#lastFast = this.#lastSlow = -Infinity;
+      this.#loadBreakpoints();
     } else {
       const why = { idle: "the machine has not started", loading: "the machine is loading", error: "the machine stopped on an error" }[s] || s;
-      for (const p of Object.values(this.p)) {
+      for (const p of Object.values(this.#p)) {
         p.body.replaceChildren(h("div", { class: "w86i-note" }, why));
       }
-      this._prevRegs = this._baseRegs = null;
-      this._shownAt = undefined;
+      this.#prevRegs = this.#baseRegs = null;
+      this.#shownAt = undefined;
     }
   }
 
-  _showState() {
-    const s = this.c.state;
-    this.$state.textContent = this._stopNote ? `paused: ${this._stopNote}` : s;
-    this.$state.classList.toggle("w86i-stopped", !!this._stopNote && s === "paused");
+  #showState() {
+    const s = this.#c.state;
+    this.#$state.textContent = this.#stopNote ? `paused: ${this.#stopNote}` : s;
+    this.#$state.classList.toggle("w86i-stopped", !!this.#stopNote && s === "paused");
   }
 
   /** The running pace: the fast panels twice a second, the slow ones once. */
-  _tick() {
-    if (this.c.state !== "running" || this._inFlight || !this._visible()) return;
+  #tick() {
+    if (this.#c.state !== "running" || this.#inFlight || !this.#visible()) return;
     const now = performance.now();
-    const slow = now - this._lastSlow >= this.slowMs;
-    if (!slow && now - this._lastFast < this.fastMs) return;
-    this._lastFast = now;
-    if (slow) this._lastSlow = now;
-    this._inFlight = true;
+    const slow = now - this.#lastSlow >= this.slowMs;
+    if (!slow && now - this.#lastFast < this.fastMs) return;
+    this.#lastFast = now;
+    if (slow) this.#lastSlow = now;
+    this.#inFlight = true;
     const done = () => {
-      this._inFlight = false;
+      this.#inFlight = false;
     };
-    (slow ? this.refresh() : this._refreshFast()).then(done, done);
+    (slow ? this.refresh() : this.#refreshFast()).then(done, done);
   }
 
   /** Refresh every panel (with `registers` if the caller has them already). Never rejects:
    * what goes wrong is shown in the panel. */
+  /** @param {Registers} [registers] */
   async refresh(registers) {
     try {
-      this._showState();
-      if (!this._running()) return;
-      await this._refreshFast(registers);
-      await Promise.all([this._refreshMemory(), this._refreshWalk(), this._refreshCounters(), this._loadBreakpoints()]);
+      this.#showState();
+      if (!this.#running()) return;
+      await this.#refreshFast(registers);
+      await Promise.all([this.#refreshMemory(), this.#refreshWalk(), this.#refreshCounters(), this.#loadBreakpoints()]);
     } catch (err) {
-      this._error("regs", `the inspector failed: ${describeError(err)}`);
+      this.#error("regs", `the inspector failed: ${describeError(err)}`);
     }
   }
 
-  async _refreshFast(registers) {
-    await this._load("regs", () => registers || this.c.registers(), (r) => this._renderRegisters(r));
-    await this._refreshDisasm();
+  /** @param {Registers} [registers] */
+  async #refreshFast(registers) {
+    await this.#load("regs", () => registers || this.#c.registers(), (r) => this.#renderRegisters(r));
+    await this.#refreshDisasm();
   }
 
   /** Ask `fn` (a Promise) for `panel`'s data and `render` it; an answer older than a newer
    * request's is dropped. An error (of the request or of rendering) is shown in the panel,
-   * never thrown. */
-  async _load(panel, fn, render) {
-    const seq = (this._seq[panel] = (this._seq[panel] || 0) + 1);
+   * never thrown.
+   * @template T
+   * @param {string} panel
+   * @param {() => T | Promise<T>} fn
+   * @param {(value: T) => void} render */
+  async #load(panel, fn, render) {
+    const seq = (this.#seq[panel] = (this.#seq[panel] || 0) + 1);
     try {
       const value = await fn();
-      if (seq !== this._seq[panel]) return;
+      if (seq !== this.#seq[panel]) return;
       render(value);
-      this._error(panel, "");
+      this.#error(panel, "");
     } catch (err) {
-      if (seq === this._seq[panel]) this._error(panel, describeError(err));
+      if (seq === this.#seq[panel]) this.#error(panel, describeError(err));
     }
   }
 
-  _error(panel, text) {
-    const p = this.p[panel];
+  /** @param {string} panel @param {string} text */
+  #error(panel, text) {
+    const p = this.#p[panel];
     if (p) p.error.textContent = text;
   }
 
-  async _step(fn) {
-    this._stopNote = "";
+  /** @param {() => Promise<import("./protocol.js").StepResult>} fn */
+  async #step(fn) {
+    this.#stopNote = "";
     let result;
-    this._stepping = true;
+    this.#stepping = true;
     try {
       result = await fn();
     } catch (err) {
-      this._error("regs", describeError(err));
+      this.#error("regs", describeError(err));
       return;
     } finally {
-      this._stepping = false;
+      this.#stepping = false;
     }
-    const why = {
+    /** @type {Record<string, string>} */
+    const whys = {
       budget: "",
       breakpoint: "stopped at a breakpoint on the way",
       idle: "the CPU is halted (HLT) with no interrupt to wake it",
       reset: "the guest reset",
-    }[result.stopped];
-    this._stopNote = why === undefined ? String(result.stopped) : why;
+    };
+    const why = whys[result.stopped];
+    this.#stopNote = why === undefined ? String(result.stopped) : why;
     this.refresh(result.registers);
   }
 
   // ---- breakpoints ----
 
-  async _loadBreakpoints() {
-    await this._load("bps", () => this.c.breakpoints(), (list) => {
-      this._bps = list;
-      this._renderBreakpoints();
+  async #loadBreakpoints() {
+    await this.#load("bps", () => this.#c.breakpoints(), (list) => {
+      this.#bps = list;
+      this.#renderBreakpoints();
     });
   }
 
-  async _addBreakpoint() {
-    const text = this.$bpInput.value;
+  async #addBreakpoint() {
+    const text = this.#$bpInput.value;
     let at;
     try {
       at = parseBreakpoint(text);
     } catch (err) {
-      this.$bpError.textContent = describeError(err);
+      this.#$bpError.textContent = describeError(err);
       return;
     }
-    await this._setBreakpoints(() => this.c.setBreakpoint(at));
-    if (!this.$bpError.textContent) this.$bpInput.value = "";
+    await this.#setBreakpoints(() => this.#c.setBreakpoint(at));
+    if (!this.#$bpError.textContent) this.#$bpInput.value = "";
   }
 
-  async _setBreakpoints(fn) {
+  /** @param {() => Promise<Breakpoint[]>} fn */
+  async #setBreakpoints(fn) {
     try {
-      this._bps = await fn();
-      this.$bpError.textContent = "";
+      this.#bps = await fn();
+      this.#$bpError.textContent = "";
     } catch (err) {
-      this.$bpError.textContent = describeError(err);
+      this.#$bpError.textContent = describeError(err);
     }
-    this._renderBreakpoints();
+    this.#renderBreakpoints();
   }
 
-  /** Set or remove the breakpoint at linear address `linear`. */
+  /** Set or remove the breakpoint at linear address `linear`.
+   * @param {number} linear */
   toggleBreakpoint(linear) {
-    const set = this._bps.some((b) => b.kind === "linear" && b.at === linear);
-    return this._setBreakpoints(() => (set ? this.c.removeBreakpoint(linear) : this.c.setBreakpoint(linear)));
+    const set = this.#bps.some((b) => b.kind === "linear" && b.at === linear);
+    return this.#setBreakpoints(() => (set ? this.#c.removeBreakpoint(linear) : this.#c.setBreakpoint(linear)));
   }
 
-  _renderBreakpoints() {
-    this.$bpList.replaceChildren(
-      ...this._bps.map((bp) => {
+  #renderBreakpoints() {
+    this.#$bpList.replaceChildren(
+      ...this.#bps.map((bp) => {
         const at = bp.kind === "port" ? { port: bp.at } : bp.at;
         const remove = h("button", { type: "button", title: "Remove this breakpoint", "aria-label": `Remove the breakpoint ${breakpointText(bp)}` }, "×");
-        remove.onclick = () => this._setBreakpoints(() => this.c.removeBreakpoint(at));
+        remove.onclick = () => this.#setBreakpoints(() => this.#c.removeBreakpoint(at));
         return h("span", { class: "w86i-bp" }, breakpointText(bp), remove);
       })
     );
-    if (this._lines) this._renderDisasm(this._lines);
+    if (this.#lines) this.#renderDisasm(this.#lines);
   }
 
   // ---- registers ----
 
-  _renderRegisters(r) {
-    this._regs = r;
+  /** @param {Registers} r */
+  #renderRegisters(r) {
+    this.#regs = r;
     // Compared with the last view of another moment: showing the same moment again (a pause
     // after a step reports it twice) keeps the highlights.
-    if (this._shownAt !== r.instructions) {
-      this._baseRegs = this._prevRegs;
-      this._shownAt = r.instructions;
+    if (this.#shownAt !== r.instructions) {
+      this.#baseRegs = this.#prevRegs;
+      this.#shownAt = r.instructions;
     }
-    const prev = this._baseRegs;
+    const prev = this.#baseRegs;
+    /** @type {Record<string, string>} */
     const now = {};
     // A value with its key; highlighted if it changed since the last view.
+    /** @param {string} key @param {string} text */
     const v = (key, text, cls = "") => {
       now[key] = text;
       const changed = prev && prev[key] !== undefined && prev[key] !== text;
       return h("span", { class: `${cls}${changed ? " w86i-changed" : ""}`.trim() || null }, text);
     };
+    /** @param {string} name @param {number} value */
     const reg = (name, value) => [h("span", null, h("b", null, name), v(name, hex(value)))];
-    const regs = h("div", { class: "w86i-regs" }, ...[["EAX", r.eax], ["EBX", r.ebx], ["ECX", r.ecx], ["EDX", r.edx], ["ESI", r.esi], ["EDI", r.edi], ["EBP", r.ebp], ["ESP", r.esp]].map(([n, x]) => reg(n, x)));
+    const regs = h("div", { class: "w86i-regs" }, .../** @type {[string, number][]} */ ([["EAX", r.eax], ["EBX", r.ebx], ["ECX", r.ecx], ["EDX", r.edx], ["ESI", r.esi], ["EDI", r.edi], ["EBP", r.ebp], ["ESP", r.esp]]).map(([n, x]) => reg(n, x)));
+    /** @param {...Child} children */
     const line = (...children) => h("div", { class: "w86i-line" }, ...children);
     const cs = r.segments.find((s) => s.name === "CS");
     const eip = line(
@@ -668,6 +817,7 @@ export class InspectorView {
       v("IOPL", String(r.iopl))
     );
     const segRows = [...r.segments, r.ldtr, r.tr].map((s) => {
+      /** @param {string} f */
       const k = (f) => `${s.name}.${f}`;
       const sel = `${hex(s.selector, 4)}`;
       const selTitle = `index ${s.index} in the ${s.ldt ? "LDT" : "GDT"}, RPL ${s.rpl}`;
@@ -689,24 +839,26 @@ export class InspectorView {
       h("tbody", null, segRows)
     );
     const tables = line(h("b", null, "GDTR"), v("GDTR", `${hex(r.gdtr.base)} limit ${hex(r.gdtr.limit, 4)}`), "  ", h("b", null, "IDTR"), v("IDTR", `${hex(r.idtr.base)} limit ${hex(r.idtr.limit, 4)}`));
+    /** @param {string[]} names */
     const bits = (names) => names.map((n) => h("span", { class: "w86i-flag" }, n));
     const cr0 = line(h("b", null, "CR0"), v("CR0", hex(r.cr0)), " ", bits(r.cr0Bits));
     const cr234 = line(h("b", null, "CR2"), v("CR2", hex(r.cr2)), "  ", h("b", null, "CR3"), v("CR3", hex(r.cr3)));
     const cr4 = line(h("b", null, "CR4"), v("CR4", hex(r.cr4)), " ", bits(r.cr4Bits));
-    this.p.regs.body.replaceChildren(regs, eip, mode, flags, segs, tables, cr0, cr234, cr4);
-    this._prevRegs = now;
+    this.#p.regs.body.replaceChildren(regs, eip, mode, flags, segs, tables, cr0, cr234, cr4);
+    this.#prevRegs = now;
   }
 
   // ---- disassembly ----
 
-  async _refreshDisasm() {
-    await this._load("disasm", () => this.c.disassemble(null, DISASM_LINES), (lines) => this._renderDisasm(lines));
+  async #refreshDisasm() {
+    await this.#load("disasm", () => this.#c.disassemble(null, DISASM_LINES), (lines) => this.#renderDisasm(lines));
   }
 
-  _renderDisasm(lines) {
-    this._lines = lines;
-    const eip = this._regs ? this._regs.linearEip : null;
-    const bps = new Set(this._bps.filter((b) => b.kind === "linear").map((b) => b.at));
+  /** @param {import("./protocol.js").DisassemblyLine[]} lines */
+  #renderDisasm(lines) {
+    this.#lines = lines;
+    const eip = this.#regs ? this.#regs.linearEip : null;
+    const bps = new Set(this.#bps.filter((b) => b.kind === "linear").map((b) => b.at));
     const rows = lines.map((l) => {
       const current = l.linear === eip;
       const bytes = l.bytes.map((b) => b.toString(16).padStart(2, "0"));
@@ -722,24 +874,25 @@ export class InspectorView {
       tr.onclick = () => this.toggleBreakpoint(l.linear);
       return tr;
     });
-    this.p.disasm.body.replaceChildren(h("table", { class: "w86i-disasm" }, h("tbody", null, rows)));
+    this.#p.disasm.body.replaceChildren(h("table", { class: "w86i-disasm" }, h("tbody", null, rows)));
   }
 
   // ---- memory ----
 
-  async _refreshMemory() {
-    if (!this._running()) return;
-    let at = this._memAt;
+  async #refreshMemory() {
+    if (!this.#running()) return;
+    let at = this.#memAt;
     if (at === null) {
-      if (!this._regs) return;
-      at = (this._regs.linearEip & ~15) >>> 0;
+      if (!this.#regs) return;
+      at = (this.#regs.linearEip & ~15) >>> 0;
     }
-    this._memBase = at;
+    this.#memBase = at;
     const length = MEMORY_ROWS * 16;
-    await this._load("mem", () => this.c.readMemory(at, length), (value) => this._renderMemory(at, value || []));
+    await this.#load("mem", () => this.#c.readMemory(at, length), (value) => this.#renderMemory(at, value || []));
   }
 
-  _renderMemory(at, bytes) {
+  /** @param {number} at @param {(number | null)[]} bytes */
+  #renderMemory(at, bytes) {
     const rows = [];
     for (let row = 0; row < MEMORY_ROWS; row++) {
       const cells = [];
@@ -752,38 +905,39 @@ export class InspectorView {
       }
       rows.push(h("tr", null, h("th", null, hex((at + row * 16) >>> 0)), cells, h("td", { class: "w86i-ascii" }, ascii)));
     }
-    this.p.mem.body.replaceChildren(h("table", { class: "w86i-memory" }, h("tbody", null, rows)));
+    this.#p.mem.body.replaceChildren(h("table", { class: "w86i-memory" }, h("tbody", null, rows)));
   }
 
   // ---- the page-table walk ----
 
-  async _refreshWalk() {
-    if (!this._running()) return;
-    let at = this._walkAt;
+  async #refreshWalk() {
+    if (!this.#running()) return;
+    let at = this.#walkAt;
     if (at === null) {
-      if (!this._regs) return;
-      at = this._regs.linearEip;
+      if (!this.#regs) return;
+      at = this.#regs.linearEip;
     }
-    const name = this._walkAt === null ? "EIP" : null;
-    await this._load("walk", () => this.c.translate(at), (w) => this.p.walk.body.replaceChildren(renderWalk(w, name)));
+    const name = this.#walkAt === null ? "EIP" : null;
+    await this.#load("walk", () => this.#c.translate(at), (w) => this.#p.walk.body.replaceChildren(renderWalk(w, name)));
   }
 
   // ---- counters ----
 
-  async _refreshCounters() {
-    if (!this._running()) return;
-    await this._load("counters", () => this.c.counters(), (c) => this._renderCounters(c));
+  async #refreshCounters() {
+    if (!this.#running()) return;
+    await this.#load("counters", () => this.#c.counters(), (c) => this.#renderCounters(c));
   }
 
-  _renderCounters(counters) {
+  /** @param {Counters | null} counters */
+  #renderCounters(counters) {
     if (!counters) return;
-    this._counters = counters;
-    const hideZero = this.$hideZero.checked;
-    if (this._countersAt !== counters.instructions) {
-      this._baseCounters = this._prevCounters;
-      this._countersAt = counters.instructions;
+    this.#counters = counters;
+    const hideZero = this.#$hideZero.checked;
+    if (this.#countersAt !== counters.instructions) {
+      this.#baseCounters = this.#prevCounters;
+      this.#countersAt = counters.instructions;
     }
-    const prev = this._baseCounters || new Map();
+    const prev = this.#baseCounters || new Map();
     const now = new Map();
     const rows = [];
     for (const g of counters.groups) {
@@ -805,9 +959,9 @@ export class InspectorView {
         );
       }
     }
-    this._prevCounters = now;
-    this.$countersNote.textContent = `${fmt(counters.instructions)} instructions since the last reset`;
-    const box = this.p.counters.body;
+    this.#prevCounters = now;
+    this.#$countersNote.textContent = `${fmt(counters.instructions)} instructions since the last reset`;
+    const box = this.#p.counters.body;
     const scroll = box.scrollTop;
     box.replaceChildren(h("table", null, h("tbody", null, rows)));
     box.scrollTop = scroll;
@@ -818,6 +972,9 @@ export class InspectorView {
  * The page-table walk `w` (controller.translate()'s answer) drawn step by step, as a lecture
  * draws it: the linear address split into its fields, CR3, the directory entry, the table
  * entry, the physical address (or where it stops). `name` names the address ("EIP").
+ * @param {import("./protocol.js").Walk} w
+ * @param {string | null} [name]
+ * @returns {HTMLElement}
  */
 export function renderWalk(w, name = null) {
   const out = h("div", { class: "w86i-walkview" });
@@ -902,6 +1059,7 @@ export function renderWalk(w, name = null) {
   out.append(steps);
   if (w.permissions) {
     const p = w.permissions;
+    /** @param {boolean} b */
     const yes = (b) => (b ? "yes" : "no");
     out.append(
       h(
@@ -914,6 +1072,7 @@ export function renderWalk(w, name = null) {
   return out;
 }
 
+/** @param {import("./protocol.js").WalkStep} s */
 function a20Step(s) {
   return h(
     "li",

@@ -5,15 +5,23 @@ import { MachineController, optionsFromQuery } from "./wasm86.js";
 import { ScreenView, bindKeyboard, bindMouse, createTerminal, statusText, toggleFullscreen } from "./ui.js";
 import { InspectorView } from "./inspector.js";
 
+/** The page's element with this id (every id used here is in the page's markup).
+ * @param {string} id
+ * @returns {any} */
 const $ = (id) => document.getElementById(id);
 
+/** An exception's message.
+ * @param {unknown} err */
+const errorText = (err) => (err instanceof Error ? err.message : String(err));
+
+/** @type {MachineController} */
 let controller;
 try {
   controller = new MachineController(optionsFromQuery());
 } catch (err) {
-  controller = MachineController.failed(`Bad page option: ${err.message}`);
+  controller = MachineController.failed(`Bad page option: ${errorText(err)}`);
 }
-window.wasm86 = controller;
+/** @type {any} */ (window).wasm86 = controller;
 
 // ---- views ----
 
@@ -61,6 +69,7 @@ function showError() {
 controller.addEventListener("error", showError);
 controller.addEventListener("restart", showError);
 
+/** @param {string} text */
 function showNote(text) {
   const li = document.createElement("li");
   li.textContent = text;
@@ -88,7 +97,9 @@ $("keyboard").onclick = () => $("text-input").focus();
 
 // ---- the inspector, beside the machine (?inspect=1 opens it at load) ----
 
+/** @type {InspectorView | null} */
 let inspector = null;
+/** @param {boolean} open */
 function showInspector(open) {
   // Made on first use; hidden, it asks the worker nothing.
   if (open && !inspector) inspector = new InspectorView($("inspector-pane"), controller);
@@ -116,6 +127,11 @@ const stored = {
       req.onerror = () => reject(req.error);
     });
   },
+  /**
+   * @param {IDBTransactionMode} mode
+   * @param {(store: IDBObjectStore) => IDBRequest} f
+   * @returns {Promise<any>}
+   */
   async run(mode, f) {
     const db = await this.open();
     try {
@@ -132,6 +148,7 @@ const stored = {
   get() {
     return this.run("readonly", (s) => s.get("page")).then((v) => v || null);
   },
+  /** @param {ArrayBuffer} state */
   put(state) {
     return this.run("readwrite", (s) => s.put({ state, savedAt: Date.now() }, "page"));
   },
@@ -153,19 +170,20 @@ $("save").onclick = async () => {
   try {
     state = await controller.saveState();
   } catch (err) {
-    showNote(`Save failed: ${err.message}`);
+    showNote(`Save failed: ${errorText(err)}`);
     return;
   }
   try {
     await stored.put(state);
     await showStored();
   } catch (err) {
-    showNote(`The browser did not keep the saved machine (${err && err.message}); it is downloaded.`);
+    showNote(`The browser did not keep the saved machine (${errorText(err)}); it is downloaded.`);
   }
   download(state, "state");
 };
 
 /** Offer `bytes` as a download named wasm86-<time>.<extension>. */
+/** @param {ArrayBuffer} bytes @param {string} extension */
 function download(bytes, extension) {
   const a = document.createElement("a");
   a.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
@@ -177,6 +195,7 @@ function download(bytes, extension) {
 // ---- recording: Record starts, Stop recording downloads the file for `wasm86 --replay` ----
 
 let recording = false;
+/** @param {boolean} on */
 function showRecording(on) {
   recording = on;
   $("record").textContent = on ? "Stop recording" : "Record";
@@ -195,7 +214,7 @@ $("record").onclick = async () => {
     if (rec) download(rec, "rec");
   } catch (err) {
     showRecording(false);
-    showNote(`Recording failed: ${err.message}`);
+    showNote(`Recording failed: ${errorText(err)}`);
   }
 };
 $("resume-saved").onclick = async () => {
@@ -204,7 +223,7 @@ $("resume-saved").onclick = async () => {
   else showStored();
 };
 showStored();
-$("restore").addEventListener("change", (e) => {
+$("restore").addEventListener("change", (/** @type {Event & {target: HTMLInputElement}} */ e) => {
   const file = e.target.files && e.target.files[0];
   e.target.value = "";
   if (file) controller.restoreState(file);
@@ -212,6 +231,7 @@ $("restore").addEventListener("change", (e) => {
 
 // ---- local disk images: the file picker and drag and drop ----
 
+/** @param {File} file */
 async function useLocalImage(file) {
   const dialog = $("slot-dialog");
   $("slot-file").textContent = `${file.name} (${(file.size / 1048576).toFixed(1)} MiB)`;
@@ -225,17 +245,20 @@ async function useLocalImage(file) {
   const slot = await new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue), { once: true }));
   const none = { hda: null, hdb: null, cdrom: null, fda: null };
   if (slot === "hda" || slot === "hdb" || slot === "cdrom") controller.restart({ [slot]: file, firmware: false });
-  const bios = { "bios-fda": ["fda", "a"], "bios-hda": ["hda", "c"], "bios-cdrom": ["cdrom", "d"] }[slot];
+  /** @type {Record<string, [string, string]>} */
+  const biosSlots = { "bios-fda": ["fda", "a"], "bios-hda": ["hda", "c"], "bios-cdrom": ["cdrom", "d"] };
+  const bios = biosSlots[slot];
   if (bios) controller.restart({ ...none, [bios[0]]: file, firmware: true, boot: bios[1] });
 }
 
-$("file").addEventListener("change", (e) => {
+$("file").addEventListener("change", (/** @type {Event & {target: HTMLInputElement}} */ e) => {
   const file = e.target.files && e.target.files[0];
   e.target.value = "";
   if (file) useLocalImage(file);
 });
 
 let dragDepth = 0;
+/** @param {DragEvent} e */
 const hasFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes("Files");
 document.addEventListener("dragenter", (e) => {
   if (!hasFiles(e)) return;
@@ -249,14 +272,14 @@ document.addEventListener("dragleave", () => {
 document.addEventListener("dragover", (e) => {
   if (!hasFiles(e)) return;
   e.preventDefault();
-  e.dataTransfer.dropEffect = "copy";
+  if (e.dataTransfer) e.dataTransfer.dropEffect = "copy";
 });
 document.addEventListener("drop", (e) => {
   if (!hasFiles(e)) return;
   e.preventDefault();
   dragDepth = 0;
   $("drop").hidden = true;
-  const file = e.dataTransfer.files[0];
+  const file = e.dataTransfer && e.dataTransfer.files[0];
   if (file) useLocalImage(file);
 });
 

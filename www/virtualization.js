@@ -6,6 +6,9 @@
 import "./wasm86-machine.js";
 import { INSPECTOR_STYLE, renderWalk, hex } from "./inspector.js";
 
+/** The page's element with this id (every id used here is in the page's markup).
+ * @param {string} id
+ * @returns {any} */
 const $ = (id) => document.getElementById(id);
 
 /** The bundled shell's prompt, or busybox's cursor-position query right after it. */
@@ -13,7 +16,10 @@ const PROMPT = /# (?:\x1b\[6n|$)/;
 /** Longest wait for one command (ms): a slow computer runs the emulator slowly. */
 const COMMAND_MS = 180_000;
 
-window.lesson = {};
+/** The demos' results, for scripts and tests.
+ * @type {Record<string, any>} */
+const lesson = {};
+/** @type {any} */ (window).lesson = lesson;
 
 // The walks are drawn with the inspector's style.
 const style = document.createElement("style");
@@ -21,18 +27,24 @@ style.dataset.wasm86Inspector = "";
 style.textContent = INSPECTOR_STYLE;
 document.head.append(style);
 
+/** @param {number} ms */
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Send `command` + Enter to the widget's serial console and wait until the text that follows
  * matches `until` (default: the next shell prompt after the echoed line). Resolves with
  * {text, ms}: everything the guest printed, and the wall time from sending to the match.
+ * @param {import("./wasm86-machine.js").Wasm86MachineElement} el
+ * @param {string} command
+ * @param {RegExp | null} [until]
+ * @returns {Promise<{text: string, ms: number}>}
  */
 function runCommand(el, command, until = null) {
   const m = el.machine;
   return new Promise((resolve, reject) => {
     let text = "";
     const t0 = performance.now();
+    /** @param {Error} [err] */
     const done = (err) => {
       clearTimeout(timer);
       m.removeEventListener("serial", onSerial);
@@ -40,6 +52,7 @@ function runCommand(el, command, until = null) {
       if (err) reject(err);
       else resolve({ text, ms: performance.now() - t0 });
     };
+    /** @param {CustomEvent<import("./wasm86.js").SerialDetail>} e */
     const onSerial = (e) => {
       text += e.detail.text;
       // The prompt after the echoed command line (the echo ends with a line break).
@@ -56,6 +69,7 @@ function runCommand(el, command, until = null) {
 
 /** Start the widget (if it is not running yet) and wait until its shell answers an empty line
  * with a prompt, so that what is typed next is a command of its own. */
+/** @param {import("./wasm86-machine.js").Wasm86MachineElement} el */
 async function ready(el) {
   const m = el.machine;
   await m.start();
@@ -71,6 +85,12 @@ async function ready(el) {
 }
 
 /** The values of counter row `name` in group `title` (first column only unless `all`). */
+/**
+ * @param {import("./protocol.js").Counters} counters
+ * @param {string} title
+ * @param {string} name
+ * @returns {any}
+ */
 function counter(counters, title, name, all = false) {
   const g = counters.groups.find((x) => x.title === title);
   const row = g && g.rows.find((r) => r.name === name);
@@ -78,9 +98,15 @@ function counter(counters, title, name, all = false) {
   return all ? row.values : row.values[0];
 }
 
+/** @param {number} n */
 const fmt = (n) => (Number.isFinite(n) ? n.toLocaleString("en-US") : "?");
 
 /** Run `fn` for a button: the button is disabled meanwhile, errors go to `status`. */
+/**
+ * @param {string} button
+ * @param {string} status
+ * @param {(say: (text: string) => void) => Promise<string | undefined>} fn
+ */
 function demo(button, status, fn) {
   $(button).addEventListener("click", async () => {
     $(button).disabled = true;
@@ -90,7 +116,7 @@ function demo(button, status, fn) {
       const said = await fn((text) => ($(status).textContent = text));
       $(status).textContent = said || "done";
     } catch (err) {
-      $(status).textContent = `failed: ${err.message}`;
+      $(status).textContent = `failed: ${err instanceof Error ? err.message : err}`;
       $(status).classList.add("failed");
     } finally {
       $(button).disabled = false;
@@ -99,6 +125,7 @@ function demo(button, status, fn) {
 }
 
 /** A program's bytes as a shell command busybox's printf turns back into the file. */
+/** @param {Uint8Array} bytes @param {string} path */
 function printfCommand(bytes, path) {
   let escaped = "";
   for (const b of bytes) escaped += `\\${b.toString(8).padStart(3, "0")}`;
@@ -128,6 +155,7 @@ demo("popf-run", "popf-status", async (say) => {
     silent: counter(counters, S, "POPF that could not change IF (silently)", true),
     gp: counter(counters, "exceptions", "#GP general protection (13)", true),
   };
+  /** @param {string} id @param {number | undefined} v */
   const cell = (id, v) => ($(id).textContent = v === undefined ? "0" : fmt(v));
   // Columns: total, at CPL 0, at CPL 3 (exceptions: total, at CPL 3).
   cell("popf-pushf-total", rows.pushf[0]);
@@ -137,7 +165,7 @@ demo("popf-run", "popf-status", async (say) => {
   cell("popf-silent", rows.silent[0]);
   cell("popf-gp-total", rows.gp[0]);
   cell("popf-gp-cpl3", rows.gp[1]);
-  window.lesson.popf = { exitStatus: rc ? Number(rc[1]) : null, ...rows, instructions: counters.instructions };
+  lesson.popf = { exitStatus: rc ? Number(rc[1]) : null, ...rows, instructions: counters.instructions };
   return `the program exited with status ${rc ? rc[1] : "?"}; ${fmt(counters.instructions)} instructions ran in all (the shell's too)`;
 });
 
@@ -153,12 +181,14 @@ demo("cost-run", "cost-status", async (say) => {
   say("starting the machine…");
   await ready(el);
   const m = el.machine;
+  /** @type {Record<string, any>} */
   const results = {};
   for (const [key, command] of Object.entries(COST_COMMANDS)) {
     say(`running ${command}…`);
     await m.resetCounters();
     const { ms } = await runCommand(el, command);
     const c = await m.counters();
+    /** @param {string} title @param {string} name */
     const row = (title, name) => counter(c, title, name);
     results[key] = {
       instructions: c.instructions,
@@ -179,15 +209,18 @@ demo("cost-run", "cost-status", async (say) => {
       if (td) td.textContent = name === "ms" ? `${Math.round(v)} ms` : fmt(v);
     }
   }
-  window.lesson.cost = results;
-  $("cost-reading").textContent = costReading(results);
+  lesson.cost = results;
+  $("cost-reading").textContent = costReading(/** @type {{ls: any, loop: any}} */ (results));
   $("cost-reading").hidden = false;
   return "done: both commands ran";
 });
 
 /** What the two columns say, in words that only claim what the numbers show. */
+/** @param {{ls: any, loop: any}} results */
 function costReading({ ls, loop }) {
+  /** @param {any} r */
   const calls = (r) => r.int80 + r.sysenter;
+  /** @param {number} a @param {number} b */
   const times = (a, b) => (b > 0 ? `${(a / b).toFixed(a / b < 10 ? 1 : 0)} times` : "many times");
   const parts = [];
   if (loop.instructions > ls.instructions) {
@@ -240,7 +273,7 @@ demo("walk-user", "walk-status", async (say) => {
   if (!r || r.cpl !== 3) throw new Error("the CPU was never caught at CPL 3; try again");
   if (el.inspector) el.inspector.walk(null);
   const [user, kernel] = await Promise.all([m.translate(r.linearEip), m.translate(0xc0000000)]);
-  window.lesson.walk = { registers: r, user, kernel };
+  lesson.walk = { registers: r, user, kernel };
   const figure = $("walk-figure");
   figure.replaceChildren();
   for (const [title, w, name] of [
@@ -280,6 +313,7 @@ const JIT_LOOP = "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done";
 const D = "decoded and compiled code";
 
 /** The compiling tier's rows of a counters() answer. */
+/** @param {import("./protocol.js").Counters} c @param {number} ms */
 function codeCounters(c, ms) {
   return {
     instructions: c.instructions,
@@ -297,6 +331,7 @@ demo("jit-run", "jit-status", async (say) => {
   say("starting the machine…");
   await ready(el);
   const m = el.machine;
+  /** @type {any[]} */
   const runs = [];
   // The shell waiting at its prompt: the kernel's idle loop and the timer.
   say("two seconds at the prompt…");
@@ -317,14 +352,16 @@ demo("jit-run", "jit-status", async (say) => {
       if (td) td.textContent = name === "ms" ? `${Math.round(v)} ms` : name === "perMille" ? `${v} ‰` : fmt(v);
     }
   });
-  window.lesson.jit = runs;
-  $("jit-reading").textContent = jitReading(runs);
+  lesson.jit = runs;
+  $("jit-reading").textContent = jitReading(/** @type {[any, any, any]} */ (runs));
   $("jit-reading").hidden = false;
   return "done: idle, then the loop twice";
 });
 
 /** What the three columns say, claiming only what the numbers show. */
+/** @param {[any, any, any]} runs */
 function jitReading([idle, first, second]) {
+  /** @param {number} perMille */
   const pct = (perMille) => `${(perMille / 10).toFixed(1)}%`;
   let text =
     `At the prompt the machine ran ${fmt(idle.instructions)} instructions in two seconds` +

@@ -32,18 +32,170 @@
 // compiledInstructions, entries, inlineInstructions, stepInstructions, failures, compileMs,
 // error).
 
+import { ToWorker, FromWorker, InspectOp } from "./protocol.js";
+
+/**
+ * @typedef {import("./protocol.js").MachineState} MachineState
+ * @typedef {import("./protocol.js").Stats} Stats
+ * @typedef {import("./protocol.js").WorkerStats} WorkerStats
+ * @typedef {import("./protocol.js").FileProgress} FileProgress
+ * @typedef {import("./protocol.js").Breakpoint} Breakpoint
+ * @typedef {import("./protocol.js").Registers} Registers
+ * @typedef {import("./protocol.js").Counters} Counters
+ * @typedef {import("./protocol.js").DisassemblyLine} DisassemblyLine
+ * @typedef {import("./protocol.js").Walk} Walk
+ * @typedef {import("./protocol.js").StepResult} StepResult
+ * @typedef {import("./protocol.js").InspectArgs} InspectArgs
+ * @typedef {import("./protocol.js").InspectResults} InspectResults
+ * @typedef {import("./protocol.js").InspectOpName} InspectOpName
+ * @typedef {import("./protocol.js").ToWorkerMessage} ToWorkerMessage
+ * @typedef {import("./protocol.js").FromWorkerMessage} FromWorkerMessage
+ * @typedef {import("./protocol.js").FrameMessage} FrameMessage
+ */
+
+/**
+ * A disk image: a URL (streamed with HTTP Range requests; a floppy is downloaded whole), or a
+ * File or Blob the user chose (read whole).
+ * @typedef {string | Blob} DiskSource
+ */
+
+/**
+ * A saved machine (a state file): a URL, a File or Blob, or its bytes.
+ * @typedef {string | Blob | ArrayBuffer | ArrayBufferView} StateSource
+ */
+
+/**
+ * The options a MachineController (and resolveOptions) takes. Every one is optional; strings
+ * are taken as they come from a query string or an element's attributes ("" or "none": no such
+ * file). URLs are relative to `base`.
+ * @typedef {object} MachineOptions
+ * @property {string} [images] the folder with the bundled images (bzImage, initramfs.cpio.gz,
+ *   linux.state, firmware/): the defaults of kernel, initrd, state, bios and vgaBios are found
+ *   there. Default: `images/` next to wasm86.js
+ * @property {string | null} [kernel] a bzImage
+ * @property {string | null} [initrd] an initramfs ("" or "none": none)
+ * @property {string | null} [append] the kernel command line
+ * @property {number | string | null} [memory] guest RAM in MiB (default 64)
+ * @property {DiskSource | null} [hda] the first hard disk
+ * @property {DiskSource | null} [hdb] the second hard disk
+ * @property {DiskSource | null} [cdrom] a CD-ROM image
+ * @property {DiskSource | null} [fda] a floppy image (360 KB to 2.88 MB, downloaded whole)
+ * @property {string | null} [boot] boot through the BIOS in this order: a floppy, c hard disk,
+ *   d CD (default "cad")
+ * @property {number | string | null} [bootMenu] milliseconds SeaBIOS offers its boot menu for
+ * @property {number | string | null} [bootmenu] the same (the attribute's spelling)
+ * @property {string | null} [bios] the BIOS ROM (default SeaBIOS from the images folder)
+ * @property {string | null} [vgaBios] the VGA BIOS ROM ("none": none)
+ * @property {string | null} [vgabios] the same (the attribute's spelling)
+ * @property {boolean} [firmware] boot through the BIOS (decided from the other options if absent)
+ * @property {StateSource | null} [state] a saved machine to start from instead of booting
+ *   ("none": boot). Without it, and without any option that chooses what boots, the machine
+ *   starts from the bundled Linux saved at its prompt (`linux.state` in the images folder)
+ * @property {boolean | number | string | null} [jit] the compiling tier: on by default; 0/false/off
+ * @property {number | string | null} [jitThreshold] compile a block once it has started this often
+ * @property {number | string | null} [diskCache] MiB of fetched chunks each streamed disk keeps in
+ *   memory (default 256); beyond it the least recently read are dropped and fetched again
+ * @property {string} [base] the URL relative URLs are resolved against (default: the page's)
+ */
+
+/**
+ * Options after resolveOptions: URLs absolute, numbers numbers, what boots decided.
+ * @typedef {object} ResolvedOptions
+ * @property {string} images the images folder (absolute, ends with "/")
+ * @property {string} kernel
+ * @property {string | null} initrd
+ * @property {string} append
+ * @property {number} memory
+ * @property {DiskSource | null} hda
+ * @property {DiskSource | null} hdb
+ * @property {DiskSource | null} cdrom
+ * @property {DiskSource | null} fda
+ * @property {string | null} boot
+ * @property {number | null} bootMenu
+ * @property {string} bios
+ * @property {string | null} vgaBios
+ * @property {boolean} firmware
+ * @property {StateSource | null} state
+ * @property {boolean} jit
+ * @property {number | null} jitThreshold
+ * @property {number | null} diskCache
+ */
+
+/**
+ * `detail` of the "serial" event: the guest wrote `bytes` to COM1 while its retired-instruction
+ * count went from `instructionsBefore` to `instructions` (one run() slice, ~1-2 ms of guest work).
+ * @typedef {object} SerialDetail
+ * @property {Uint8Array} bytes
+ * @property {string} text the bytes decoded as UTF-8 (a character split between two events
+ *   comes with the second)
+ * @property {number | null} instructions
+ * @property {number | null} instructionsBefore
+ */
+
+/**
+ * `detail` of the "frame" event: the screen as RGBA pixels.
+ * @typedef {object} FrameDetail
+ * @property {number} width
+ * @property {number} height
+ * @property {Uint8ClampedArray} data
+ */
+
+/**
+ * The events of a MachineController, each a CustomEvent with this `detail`.
+ * @typedef {object} MachineEventMap
+ * @property {CustomEvent<{state: MachineState}>} state the state changed
+ * @property {CustomEvent<SerialDetail>} serial the guest wrote to COM1
+ * @property {CustomEvent<FrameDetail>} frame a new screen frame (at an animation frame)
+ * @property {CustomEvent<{text: string}>} screentext the VGA text screen changed
+ * @property {CustomEvent<Stats>} stats new counts (several times a second)
+ * @property {CustomEvent<FileProgress>} progress a file's download progress
+ * @property {CustomEvent<{text: string}>} message a warning or note for the user
+ * @property {CustomEvent<{message: string}>} error the machine stopped on an error
+ * @property {CustomEvent<{}>} boot the kernel (or the BIOS) was loaded: start, reset, reboot
+ * @property {CustomEvent<{}>} restored the machine started from a saved state instead
+ * @property {CustomEvent<null>} start start() is starting a machine (its worker is created
+ *   right after the listeners ran): views that are built on demand build themselves here
+ * @property {CustomEvent<null>} restart a new machine replaces the old one: mirrors were cleared
+ * @property {CustomEvent<{breakpoint: Breakpoint, registers: Registers}>} breakpoint the machine
+ *   paused before an instruction a breakpoint names
+ */
+
 const here = import.meta.url;
 
-/** setBreakpoint's argument as the worker takes it: a linear address, or {port}. */
+/** setBreakpoint's argument as the worker takes it: a linear address, or {port}.
+ * @param {number | {port: number}} at
+ * @returns {Breakpoint} */
 function breakpointArgs(at) {
   if (at && typeof at === "object" && "port" in at) return { kind: "port", at: at.port };
-  return { kind: "linear", at };
+  return { kind: "linear", at: /** @type {number} */ (at) };
 }
 
-/** Default options (contract 5): the bundled Linux, next to this module in the site. */
+/** The bundled images' folder by default: `images/` next to this module (the static site's
+ * layout; an npm install gives the `images` option instead). */
+export const DEFAULT_IMAGES = new URL("images/", here).href;
+
+/**
+ * The files the defaults name in an images folder.
+ * @param {string} [images] the folder's URL (absolute)
+ */
+export function imageFiles(images = DEFAULT_IMAGES) {
+  /** @param {string} name */
+  const at = (name) => new URL(name, images).href;
+  return {
+    kernel: at("bzImage"),
+    initrd: at("initramfs.cpio.gz"),
+    state: at("linux.state"),
+    bios: at("firmware/bios-256k.bin"),
+    vgaBios: at("firmware/vgabios-stdvga.bin"),
+  };
+}
+
+/** Default options (contract 5): the bundled Linux, in the default images folder.
+ * @type {Readonly<ResolvedOptions>} */
 export const DEFAULTS = Object.freeze({
-  kernel: new URL("images/bzImage", here).href,
-  initrd: new URL("images/initramfs.cpio.gz", here).href,
+  images: DEFAULT_IMAGES,
+  kernel: imageFiles().kernel,
+  initrd: imageFiles().initrd,
   append: "console=ttyS0 console=tty0 nomodeset",
   memory: 64,
   hda: null,
@@ -58,8 +210,8 @@ export const DEFAULTS = Object.freeze({
   // its boot menu ("Press ESC for boot menu.") for that long; null: no menu.
   boot: null,
   bootMenu: null,
-  bios: new URL("images/firmware/bios-256k.bin", here).href,
-  vgaBios: new URL("images/firmware/vgabios-stdvga.bin", here).href,
+  bios: imageFiles().bios,
+  vgaBios: imageFiles().vgaBios,
   firmware: false,
   // A saved machine to start from instead of booting (a state file: URL, File, Blob or bytes).
   // Unless the boot is asked for (state=none, or any of the kernel, initrd, append, memory or
@@ -70,18 +222,22 @@ export const DEFAULTS = Object.freeze({
   // emulator's default).
   jit: true,
   jitThreshold: null,
+  // MiB of fetched chunks each streamed disk keeps (`disk-cache=N`); null: the core's default,
+  // 256 MiB. Beyond it the least recently read chunks are dropped (and fetched again if read
+  // again), so a disk larger than memory can be read whole.
+  diskCache: null,
 });
 
 /** The bundled Linux saved at its shell prompt with the default options (`make site` makes it). */
-export const DEFAULT_STATE = new URL("images/linux.state", here).href;
+export const DEFAULT_STATE = imageFiles().state;
 
 /** The options that choose what boots: giving any of them boots instead of restoring the
  * default state (that state was saved with the defaults, and with no disks). */
-const BOOT_OPTIONS = ["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgaBios", "bootMenu"];
+const BOOT_OPTIONS = /** @type {const} */ (["kernel", "initrd", "append", "memory", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgaBios", "bootMenu"]);
 /** The options that boot a kernel directly (without them, drives boot through the BIOS). */
-const KERNEL_OPTIONS = ["kernel", "initrd", "append"];
+const KERNEL_OPTIONS = /** @type {const} */ (["kernel", "initrd", "append"]);
 /** The options that choose firmware and so a boot through the BIOS. */
-const FIRMWARE_OPTIONS = ["boot", "bios", "vgaBios", "bootMenu"];
+const FIRMWARE_OPTIONS = /** @type {const} */ (["boot", "bios", "vgaBios", "bootMenu"]);
 
 /** The emulator package (wasm-pack --target web output), next to this module. */
 const PKG_URL = new URL("pkg/wasm86.js", here).href;
@@ -95,9 +251,12 @@ const WATCHDOG_MS = 15_000;
 /**
  * Turn options from a query string or element attributes into the controller's options.
  * URLs are resolved against `base`; disks may also be File objects. Throws an Error in plain words.
+ * @param {MachineOptions & {"jit-threshold"?: number | string | null, "disk-cache"?: number | string | null}} given
+ * @param {string} [base]
+ * @returns {ResolvedOptions}
  */
 export function resolveOptions(given, base = document.baseURI) {
-  const out = { ...DEFAULTS };
+  /** @param {string} name @param {string} v */
   const url = (name, v) => {
     try {
       return new URL(v, base).href;
@@ -105,14 +264,37 @@ export function resolveOptions(given, base = document.baseURI) {
       throw new Error(`${name}=${v} is not a valid URL`);
     }
   };
+  // The images folder first: the defaults of the files are in it.
+  let images = DEFAULT_IMAGES;
+  if (given.images !== undefined && given.images !== null && given.images !== "") {
+    images = url("images", given.images);
+    if (!images.endsWith("/")) images += "/";
+  }
+  const files = imageFiles(images);
+  /** @type {ResolvedOptions} */
+  const out = { ...DEFAULTS, images, kernel: files.kernel, initrd: files.initrd, bios: files.bios, vgaBios: files.vgaBios };
   if (given.vgaBios === undefined && given.vgabios !== undefined) given = { ...given, vgaBios: given.vgabios };
   if (given.bootMenu === undefined && given.bootmenu !== undefined) given = { ...given, bootMenu: given.bootmenu };
-  for (const name of ["kernel", "initrd", "hda", "hdb", "cdrom", "fda", "bios", "vgaBios"]) {
+  // The boot files are URLs; "" or "none" (or null, from options resolved before) mean no such
+  // file, except for the kernel and the BIOS, which are needed: then the default.
+  for (const name of /** @type {const} */ (["kernel", "initrd", "bios", "vgaBios"])) {
     const v = given[name];
     if (v === undefined) continue;
-    // "" or "none" (or null, from options resolved before) mean no such file; the kernel is needed.
-    if (v === null || v === "" || v === "none") out[name] = name === "kernel" || name === "bios" ? DEFAULTS[name] : null;
-    else if (typeof v !== "string") out[name] = v; // a File or Blob
+    if (v === null || v === "" || v === "none") {
+      if (name === "kernel" || name === "bios") out[name] = files[name];
+      else out[name] = null;
+    } else if (typeof v !== "string") {
+      throw new Error(`${name} must be a URL`);
+    } else {
+      out[name] = url(name, v);
+    }
+  }
+  // Disks: URLs, or a File or Blob.
+  for (const name of /** @type {const} */ (["hda", "hdb", "cdrom", "fda"])) {
+    const v = given[name];
+    if (v === undefined) continue;
+    if (v === null || v === "" || v === "none") out[name] = null;
+    else if (typeof v !== "string") out[name] = v;
     else out[name] = url(name, v);
   }
   const state = given.state;
@@ -121,11 +303,12 @@ export function resolveOptions(given, base = document.baseURI) {
     else if (typeof state !== "string") out.state = state; // a File, Blob or bytes
     else out.state = url("state", state);
   } else if (!BOOT_OPTIONS.some((name) => given[name] !== undefined)) {
-    out.state = DEFAULT_STATE;
+    out.state = files.state;
   }
   if (given.append !== undefined && given.append !== null) out.append = String(given.append);
+  /** @param {keyof MachineOptions} name */
   const set = (name) => given[name] !== undefined && given[name] !== null && given[name] !== "";
-  const drive = ["hda", "hdb", "cdrom", "fda"].some((name) => out[name]);
+  const drive = [out.hda, out.hdb, out.cdrom, out.fda].some((d) => d);
   if (typeof given.firmware === "boolean") {
     // Options resolved before (the controller resolves what it is given again).
     out.firmware = given.firmware;
@@ -176,21 +359,36 @@ export function resolveOptions(given, base = document.baseURI) {
     }
     out.jitThreshold = n;
   }
+  const cache = given.diskCache ?? given["disk-cache"];
+  if (cache !== undefined && cache !== null && cache !== "") {
+    const n = Number(cache);
+    if (!Number.isInteger(n) || n < 1 || n > 1 << 20) {
+      throw new Error(`disk-cache=${cache} is not a whole number of MiB from 1 (for example disk-cache=64)`);
+    }
+    out.diskCache = n;
+  }
   return out;
 }
 
-/** Options from the page's query string: kernel initrd append hda hdb cdrom fda boot bios
- * vgabios bootmenu memory jit jit-threshold state. */
+/** The query-string and attribute names of the options (the attributes of <wasm86-machine>). */
+export const OPTION_NAMES = Object.freeze(["images", "kernel", "initrd", "append", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgabios", "bootmenu", "memory", "jit", "jit-threshold", "disk-cache", "state"]);
+
+/** Options from the page's query string: images kernel initrd append hda hdb cdrom fda boot
+ * bios vgabios bootmenu memory jit jit-threshold disk-cache state.
+ * @returns {ResolvedOptions} */
 export function optionsFromQuery(search = location.search, base = location.href) {
   const q = new URLSearchParams(search);
+  /** @type {Record<string, string>} */
   const given = {};
-  for (const name of ["kernel", "initrd", "append", "hda", "hdb", "cdrom", "fda", "boot", "bios", "vgabios", "bootmenu", "memory", "jit", "jit-threshold", "state"]) {
-    if (q.has(name)) given[name] = q.get(name);
+  for (const name of OPTION_NAMES) {
+    const v = q.get(name);
+    if (v !== null) given[name] = v;
   }
   return resolveOptions(given, base);
 }
 
-/** 1536 -> "1.5 KiB". */
+/** 1536 -> "1.5 KiB".
+ * @param {number} n */
 export function formatBytes(n) {
   if (!Number.isFinite(n)) return "?";
   if (n < 1024) return `${n} B`;
@@ -204,7 +402,8 @@ export function formatBytes(n) {
   return `${v.toFixed(v < 10 ? 1 : 0)} ${units[u]}`;
 }
 
-/** 1234567 -> "1.23 M". */
+/** 1234567 -> "1.23 M".
+ * @param {number} n */
 export function formatCount(n) {
   if (n < 1e3) return String(Math.round(n));
   if (n < 1e6) return `${(n / 1e3).toFixed(1)} k`;
@@ -213,345 +412,532 @@ export function formatCount(n) {
 }
 
 /**
- * One emulated PC. Events (all CustomEvent): "state", "serial" ({bytes, text, instructions,
- * instructionsBefore}: the guest wrote these bytes to COM1 while its retired-instruction count went
- * from instructionsBefore to instructions, one run() slice of ~1-2 ms), "frame"
- * ({width, height, data: Uint8ClampedArray}), "screentext", "stats", "progress", "message" ({text}),
- * "error" ({message}), "boot" (the kernel was loaded: first start, reset, guest reboot),
- * "restored" (the machine started from a saved state instead), "restart" (a new machine replaces
- * the old one: mirrors were cleared), "breakpoint" ({breakpoint: {kind, at}, registers}: the
- * machine paused before an instruction a breakpoint names).
+ * One emulated PC, run by a Web Worker. Events (all CustomEvent, see MachineEventMap): "state",
+ * "serial" ({bytes, text, instructions, instructionsBefore}: the guest wrote these bytes to COM1
+ * while its retired-instruction count went from instructionsBefore to instructions, one run()
+ * slice of ~1-2 ms), "frame" ({width, height, data: Uint8ClampedArray}), "screentext",
+ * "stats", "progress", "message" ({text}), "error" ({message}), "boot" (the kernel was loaded:
+ * first start, reset, guest reboot), "restored" (the machine started from a saved state
+ * instead), "start" (start() is starting a machine: on-demand views build themselves),
+ * "restart" (a new machine replaces the old one: mirrors were cleared), "breakpoint"
+ * ({breakpoint: {kind, at}, registers}: the machine paused before an instruction a breakpoint
+ * names).
+ *
+ * Its lifetime: created idle; start() creates the worker; destroy() terminates it and removes
+ * everything the controller added to the page (a listener, a timer), for good.
  */
 export class MachineController extends EventTarget {
+  /** The options the next start() or restart() uses (resolved: see resolveOptions). Changing
+   * them does not affect a machine that runs.
+   * @type {ResolvedOptions} */
+  options;
+
+  /** @type {Worker | null} */
+  #worker = null;
+  #wantPaused = false;
+  #framesOn = true;
+  /** Save, record and inspector requests waiting for the worker's answer, by id.
+   * @type {Map<number, {resolve: (value: any) => void, reject: (err: Error) => void}>} */
+  #requests = new Map();
+  #nextRequest = 1;
+  /** A controller that never runs (made by failed()). */
+  #fatal = false;
+  /** destroy() was called. */
+  #destroyed = false;
+  // The mirrors (cleared by #clear() for each new machine).
+  /** @type {MachineState} */
+  #state = "idle";
+  /** @type {string | null} */
+  #error = null;
+  #serial = "";
+  #decoder = new TextDecoder("utf-8");
+  #screen = "";
+  /** @type {WorkerStats} */
+  #stats = { instructions: 0, mips: 0, downloadedBytes: 0, memoryBytes: 0, diskCacheBytes: 0, jit: null };
+  /** @type {Map<string, FileProgress>} */
+  #files = new Map();
+  /** @type {string[]} */
+  #messages = [];
+  /** @type {FrameMessage | null} */
+  #pendingFrame = null;
+  /** The animation frame that hands #pendingFrame on (0: none). */
+  #frameRequest = 0;
+  #heardAt = 0;
+  /** @type {ReturnType<typeof setInterval> | undefined} */
+  #watchdog = undefined;
+  /** The watchdog's document "visibilitychange" listener, while a worker runs.
+   * @type {(() => void) | null} */
+  #onVisible = null;
+  /** @type {Promise<MachineController>} */
+  #ready = Promise.resolve(this);
+  /** @type {(c: MachineController) => void} */
+  #resolveReady = () => {};
+  /** @type {(err: Error) => void} */
+  #rejectReady = () => {};
+  #readySettled = false;
+
+  /** @param {MachineOptions} [options] */
   constructor(options = {}) {
     super();
     this.options = resolveOptions(options, options.base || document.baseURI);
-    this._worker = null;
-    this._wantPaused = false;
-    this._framesOn = true;
-    this._requests = new Map(); // save/record request id -> {resolve, reject}
-    this._nextRequest = 1;
-    this._clear();
+    this.#clear();
   }
 
-  _clear() {
-    this._state = "idle";
-    this._error = null;
-    this._serial = "";
-    this._decoder = new TextDecoder("utf-8");
-    this._screen = "";
-    this._stats = { instructions: 0, mips: 0, downloadedBytes: 0, jit: null };
-    this._files = new Map();
-    this._messages = [];
-    this._pendingFrame = null;
-    this._frameScheduled = false;
-    this._heardAt = performance.now();
-    let resolve;
-    let reject;
-    this._ready = new Promise((res, rej) => {
-      resolve = res;
-      reject = rej;
+  #clear() {
+    this.#state = "idle";
+    this.#error = null;
+    this.#serial = "";
+    this.#decoder = new TextDecoder("utf-8");
+    this.#screen = "";
+    this.#stats = { instructions: 0, mips: 0, downloadedBytes: 0, memoryBytes: 0, diskCacheBytes: 0, jit: null };
+    this.#files = new Map();
+    this.#messages = [];
+    this.#pendingFrame = null;
+    this.#heardAt = performance.now();
+    this.#ready = new Promise((resolve, reject) => {
+      this.#resolveReady = resolve;
+      this.#rejectReady = reject;
     });
     // Nobody may be waiting on `ready`; the error is shown on the page anyway.
-    this._ready.catch(() => {});
-    this._resolveReady = resolve;
-    this._rejectReady = reject;
-    this._readySettled = false;
+    this.#ready.catch(() => {});
+    this.#readySettled = false;
   }
 
   /** A controller that never runs, in the error state (e.g. the page's options were invalid), so
-   * the automation API still exists and says what went wrong. */
+   * the automation API still exists and says what went wrong.
+   * @param {string} message */
   static failed(message) {
     const c = new MachineController({});
-    c._fatal = true;
-    c._fail(message);
+    c.#fatal = true;
+    c.#fail(message);
     return c;
+  }
+
+  // ---- typed events ----
+
+  /**
+   * @template {keyof MachineEventMap} K
+   * @overload
+   * @param {K} type
+   * @param {(this: MachineController, ev: MachineEventMap[K]) => any} listener
+   * @param {boolean | AddEventListenerOptions} [options]
+   * @returns {void}
+   */
+  /**
+   * @overload
+   * @param {string} type
+   * @param {EventListenerOrEventListenerObject | null} listener
+   * @param {boolean | AddEventListenerOptions} [options]
+   * @returns {void}
+   */
+  /**
+   * @param {string} type
+   * @param {any} listener
+   * @param {boolean | AddEventListenerOptions} [options]
+   */
+  addEventListener(type, listener, options) {
+    super.addEventListener(type, listener, options);
+  }
+
+  /**
+   * @template {keyof MachineEventMap} K
+   * @overload
+   * @param {K} type
+   * @param {(this: MachineController, ev: MachineEventMap[K]) => any} listener
+   * @param {boolean | EventListenerOptions} [options]
+   * @returns {void}
+   */
+  /**
+   * @overload
+   * @param {string} type
+   * @param {EventListenerOrEventListenerObject | null} listener
+   * @param {boolean | EventListenerOptions} [options]
+   * @returns {void}
+   */
+  /**
+   * @param {string} type
+   * @param {any} listener
+   * @param {boolean | EventListenerOptions} [options]
+   */
+  removeEventListener(type, listener, options) {
+    super.removeEventListener(type, listener, options);
   }
 
   // ---- automation API (contract 5) ----
 
   /** Everything the guest wrote to COM1 (the newest 4 Mi characters). */
   serialText() {
-    return this._serial;
+    return this.#serial;
   }
 
   /** The VGA text screen, rows joined by "\n" ("" in graphics mode or before the first frame). */
   screenText() {
-    return this._screen;
+    return this.#screen;
   }
 
-  /** Send text to the guest's COM1 (UTF-8). */
+  /** Send text to the guest's COM1 (UTF-8), or bytes.
+   * @param {string | ArrayLike<number> | ArrayBuffer} text */
   sendSerial(text) {
     const bytes = typeof text === "string" ? new TextEncoder().encode(text) : new Uint8Array(text);
-    this._send({ type: "serial", bytes }, [bytes.buffer]);
+    this.#send({ type: ToWorker.SERIAL, bytes }, [bytes.buffer]);
   }
 
-  /** Type text on the PS/2 keyboard (US layout; "\n" is Enter). */
+  /** Type text on the PS/2 keyboard (US layout; "\n" is Enter).
+   * @param {string} text */
   typeText(text) {
-    this._send({ type: "type", text: String(text) });
+    this.#send({ type: ToWorker.TYPE, text: String(text) });
   }
 
+  /** The counts and the state (mips is 0 unless the machine runs).
+   * @returns {Stats} */
   stats() {
-    const running = this._state === "running";
-    return { ...this._stats, mips: running ? this._stats.mips : 0, state: this._state };
+    const running = this.#state === "running";
+    return { ...this.#stats, mips: running ? this.#stats.mips : 0, state: this.#state };
   }
 
   pause() {
-    this._wantPaused = true;
-    if (this._state === "running") this._setState("paused");
-    this._send({ type: "pause" });
+    this.#wantPaused = true;
+    if (this.#state === "running") this.#setState("paused");
+    this.#send({ type: ToWorker.PAUSE });
   }
 
   resume() {
-    this._wantPaused = false;
-    if (this._state === "paused") this._setState("running");
-    this._send({ type: "resume" });
+    this.#wantPaused = false;
+    if (this.#state === "paused") this.#setState("running");
+    this.#send({ type: ToWorker.RESUME });
   }
 
   /** Reset the guest (boots the kernel again). After an error, starts a fresh machine. */
   reset() {
-    if (this._state === "error") {
+    if (this.#state === "error") {
       this.restart();
-    } else if (this._worker) {
-      this._send({ type: "reset" });
+    } else if (this.#worker) {
+      this.#send({ type: ToWorker.RESET });
     }
   }
 
-  /** Start now (idempotent). Returns `ready`. */
+  /** Start now (idempotent): fires "start", then creates the worker. Returns `ready`.
+   * @returns {Promise<MachineController>} */
   start() {
-    if (!this._worker && !this._fatal) this._spawn();
-    return this._ready;
+    if (this.#destroyed) return Promise.reject(new Error("this machine was destroyed (destroy())"));
+    if (!this.#worker && !this.#fatal) {
+      this.dispatchEvent(new CustomEvent("start", { detail: null }));
+      // A "start" listener may have started it already (start() from a listener).
+      if (!this.#worker && !this.#destroyed) this.#spawn();
+    }
+    return this.#ready;
+  }
+
+  /** Whether a machine was started and has not stopped for good: a worker exists. Until then,
+   * changing `options` changes what start() runs. */
+  get started() {
+    return this.#worker !== null;
   }
 
   /** The whole machine as a state file (a Promise of an ArrayBuffer): registers, devices, RAM,
    * the screen and the guest's changes to its disks (not the disk images themselves). Rejects
-   * when there is no running machine. */
+   * when there is no running machine.
+   * @returns {Promise<ArrayBuffer>} */
   saveState() {
-    if (!this._running()) {
-      return Promise.reject(new Error(`there is no running machine to save (it is ${this._state})`));
+    if (!this.#running()) {
+      return Promise.reject(new Error(`there is no running machine to save (it is ${this.#state})`));
     }
-    return this._request({ type: "save" });
+    return this.#request({ type: ToWorker.SAVE, id: 0 });
   }
 
   /** Start recording the run from here (a Promise, resolved once it runs): the machine as it is
    * and every input from now on, for `wasm86 --replay FILE` to repeat exactly. A reboot or a
-   * disc change ends the recording (a replay cannot load the kernel or the disc again). */
+   * disc change ends the recording (a replay cannot load the kernel or the disc again).
+   * @returns {Promise<void>} */
   startRecording() {
-    if (!this._running()) {
-      return Promise.reject(new Error(`there is no running machine to record (it is ${this._state})`));
+    if (!this.#running()) {
+      return Promise.reject(new Error(`there is no running machine to record (it is ${this.#state})`));
     }
-    return this._request({ type: "record", on: true }).then(() => undefined);
+    return this.#request({ type: ToWorker.RECORD, id: 0, on: true }).then(() => undefined);
   }
 
   /** End the recording: a Promise of the recording file (an ArrayBuffer), or of null if none was
-   * started. */
+   * started.
+   * @returns {Promise<ArrayBuffer | null>} */
   stopRecording() {
-    if (!this._running()) {
-      return Promise.reject(new Error(`there is no running machine (it is ${this._state})`));
+    if (!this.#running()) {
+      return Promise.reject(new Error(`there is no running machine (it is ${this.#state})`));
     }
-    return this._request({ type: "record", on: false }).then((buffer) => buffer || null);
+    return this.#request({ type: ToWorker.RECORD, id: 0, on: false }).then((buffer) => buffer || null);
   }
 
   /** The machine's event counters since `resetCounters()` or power-on (a Promise; see the
-   * automation API at the top of this file). Rejects when there is no running machine. */
+   * automation API at the top of this file). Rejects when there is no running machine.
+   * @returns {Promise<Counters>} */
   counters() {
-    return this._inspect("counters");
+    return this.#inspect(InspectOp.COUNTERS, {});
   }
 
-  /** Zero the event counters (a Promise, resolved once done). */
+  /** Zero the event counters (a Promise, resolved once done).
+   * @returns {Promise<void>} */
   resetCounters() {
-    return this._inspect("resetCounters").then(() => undefined);
+    return this.#inspect(InspectOp.RESET_COUNTERS, {}).then(() => undefined);
   }
 
-  /** The CPU's registers (a Promise; see the automation API at the top of this file). */
+  /** The CPU's registers (a Promise; see the automation API at the top of this file).
+   * @returns {Promise<Registers>} */
   registers() {
-    return this._inspect("registers");
+    return this.#inspect(InspectOp.REGISTERS, {});
   }
 
-  /** Pause and run `n` instructions (default 1): a Promise of {stopped, registers}. */
+  /** Pause and run `n` instructions (default 1): a Promise of {stopped, registers}.
+   * @returns {Promise<StepResult>} */
   step(n = 1) {
-    return this._inspect("step", { count: n }).then((r) => this._afterStep(r));
+    return this.#inspect(InspectOp.STEP, { count: n }).then((r) => this.#afterStep(r));
   }
 
   /** Pause and step over the instruction at EIP (a CALL, INT, REP string instruction or LOOP
-   * runs to the next instruction): a Promise of {stopped, registers}. */
+   * runs to the next instruction): a Promise of {stopped, registers}.
+   * @returns {Promise<StepResult>} */
   stepOver() {
-    return this._inspect("stepOver").then((r) => this._afterStep(r));
+    return this.#inspect(InspectOp.STEP_OVER, {}).then((r) => this.#afterStep(r));
   }
 
   /** Stop before the instruction at linear address `at` (a number), or before any instruction
-   * that accesses I/O port `at.port`. A Promise of the breakpoints now set. */
+   * that accesses I/O port `at.port`. A Promise of the breakpoints now set.
+   * @param {number | {port: number}} at
+   * @returns {Promise<Breakpoint[]>} */
   setBreakpoint(at) {
-    return this._inspect("addBreakpoint", breakpointArgs(at));
+    return this.#inspect(InspectOp.ADD_BREAKPOINT, breakpointArgs(at));
   }
 
-  /** Remove a breakpoint set with setBreakpoint(at). A Promise of the breakpoints left. */
+  /** Remove a breakpoint set with setBreakpoint(at). A Promise of the breakpoints left.
+   * @param {number | {port: number}} at
+   * @returns {Promise<Breakpoint[]>} */
   removeBreakpoint(at) {
-    return this._inspect("removeBreakpoint", breakpointArgs(at));
+    return this.#inspect(InspectOp.REMOVE_BREAKPOINT, breakpointArgs(at));
   }
 
-  /** Remove every breakpoint (a Promise). */
+  /** Remove every breakpoint (a Promise).
+   * @returns {Promise<Breakpoint[]>} */
   clearBreakpoints() {
-    return this._inspect("clearBreakpoints");
+    return this.#inspect(InspectOp.CLEAR_BREAKPOINTS, {});
   }
 
-  /** The breakpoints set: a Promise of [{kind: "linear"|"port", at}]. */
+  /** The breakpoints set: a Promise of [{kind: "linear"|"port", at}].
+   * @returns {Promise<Breakpoint[]>} */
   breakpoints() {
-    return this._inspect("breakpoints");
+    return this.#inspect(InspectOp.BREAKPOINTS, {});
   }
 
   /** `count` instructions from linear address `linear` (around EIP if it is null): a Promise
-   * of [{linear, ip, bytes, text}]. */
+   * of [{linear, ip, bytes, text}].
+   * @param {number | null} [linear]
+   * @returns {Promise<DisassemblyLine[]>} */
   disassemble(linear = null, count = 16) {
-    return this._inspect("disassemble", { linear, count });
+    return this.#inspect(InspectOp.DISASSEMBLE, { linear, count });
   }
 
-  /** The page-table walk of linear address `linear`, step by step (a Promise). */
+  /** The page-table walk of linear address `linear`, step by step (a Promise).
+   * @param {number} linear
+   * @returns {Promise<Walk>} */
   translate(linear) {
-    return this._inspect("translate", { linear });
+    return this.#inspect(InspectOp.TRANSLATE, { linear });
   }
 
   /** `length` bytes of guest memory from linear address `linear` (a Promise of an array of
-   * numbers, null where a byte cannot be read: not present, device memory). */
+   * numbers, null where a byte cannot be read: not present, device memory).
+   * @param {number} linear
+   * @param {number} length
+   * @returns {Promise<(number | null)[]>} */
   readMemory(linear, length) {
-    return this._inspect("readMemory", { linear, length });
-  }
-
-  /** A step paused the machine: mirror that here at once. */
-  _afterStep(result) {
-    if (this._state === "running") this._setState("paused");
-    return result;
-  }
-
-  /** Ask the worker's machine inspector `op` (see worker.js's protocol). */
-  _inspect(op, args) {
-    if (!this._running()) {
-      return Promise.reject(new Error(`there is no running machine to inspect (it is ${this._state})`));
-    }
-    return this._request({ type: "inspect", op, args: args || {} });
+    return this.#inspect(InspectOp.READ_MEMORY, { linear, length });
   }
 
   /** Replace the machine by the one saved in `state` (an ArrayBuffer, typed array, Blob, File or
    * URL), with this machine's disk images (they must be the ones it was saved with). Returns
-   * `ready`, which rejects with the reason a bad state is refused. */
+   * `ready`, which rejects with the reason a bad state is refused.
+   * @param {StateSource} state
+   * @returns {Promise<MachineController>} */
   restoreState(state) {
     return this.restart({ state });
   }
 
-  /** Resolves when the machine is running; rejects with the Error shown on the page. */
+  /** Resolves when the machine is running; rejects with the Error shown on the page.
+   * @returns {Promise<MachineController>} */
   get ready() {
-    return this._ready;
+    return this.#ready;
   }
 
-  /** The error message, or null. */
+  /** The error message, or null.
+   * @returns {string | null} */
   error() {
-    return this._error;
+    return this.#error;
   }
 
   // ---- more for the page and the widget ----
 
+  /** @returns {MachineState} */
   get state() {
-    return this._state;
+    return this.#state;
   }
 
-  /** Progress of every file: [{label, name, loaded, total, streamed, done}]. */
+  /** Progress of every file: [{label, name, loaded, total, streamed, done}].
+   * @returns {FileProgress[]} */
   files() {
-    return [...this._files.values()];
+    return [...this.#files.values()];
   }
 
-  /** Warnings and notes from the machine so far (strings). */
+  /** Warnings and notes from the machine so far (strings).
+   * @returns {string[]} */
   messages() {
-    return this._messages.slice();
+    return this.#messages.slice();
   }
 
+  /** One key of the PS/2 keyboard down (true) or up, by its KeyboardEvent.code ("ArrowDown").
+   * @param {string} code
+   * @param {boolean} pressed */
   key(code, pressed) {
-    this._send({ type: "key", code, pressed: !!pressed });
+    this.#send({ type: ToWorker.KEY, code, pressed: !!pressed });
   }
 
+  /** PS/2 mouse motion (dy positive: down; dz: the wheel) and buttons (bit 0 left, 1 right,
+   * 2 middle).
+   * @param {number} dx
+   * @param {number} dy
+   * @param {number} dz
+   * @param {number} buttons */
   mouse(dx, dy, dz, buttons) {
-    this._send({ type: "mouse", dx, dy, dz, buttons });
+    this.#send({ type: ToWorker.MOUSE, dx, dy, dz, buttons });
   }
 
-  /** Whether the worker should produce frames (off for a terminal-only widget). */
+  /** Whether the worker should produce frames (off for a terminal-only widget).
+   * @param {boolean} on */
   setFrames(on) {
-    this._framesOn = !!on;
-    this._send({ type: "frames", on: this._framesOn });
+    this.#framesOn = !!on;
+    this.#send({ type: ToWorker.FRAMES, on: this.#framesOn });
   }
 
   /** Stop the machine and start a new one with changed options (e.g. a dropped disk image). A
-   * change of what boots (a kernel, a disk, ...) without a state boots afresh. */
+   * change of what boots (a kernel, a disk, ...) without a state boots afresh.
+   * @param {Partial<ResolvedOptions>} [changes]
+   * @returns {Promise<MachineController>} */
   restart(changes = {}) {
-    if (this._fatal) return this._ready;
-    this._terminate();
+    if (this.#fatal || this.#destroyed) return this.#ready;
+    this.#terminate();
     const boots = BOOT_OPTIONS.some((name) => name in changes);
     this.options = { ...this.options, ...(boots && !("state" in changes) ? { state: null } : {}), ...changes };
-    this._clear();
-    this.dispatchEvent(new CustomEvent("restart"));
-    this._setState("idle");
+    this.#clear();
+    this.dispatchEvent(new CustomEvent("restart", { detail: null }));
+    this.#setState("idle");
     return this.start();
   }
 
-  /** Stop the machine for good and free its worker. */
+  /** Stop the machine for good: terminate its worker, reject the requests still waiting, and
+   * remove the listener and timers the controller added to the page. start() afterwards
+   * rejects; the state goes back to "idle". */
   destroy() {
-    this._terminate();
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.#terminate();
+    if (!this.#readySettled) {
+      this.#readySettled = true;
+      this.#rejectReady(new Error("the machine was stopped (destroy())"));
+    }
+    this.#setState("idle");
   }
 
   // ---- internals ----
 
   /** Whether there is a machine to save or record (running or paused). */
-  _running() {
-    return !(!this._worker || this._state === "error" || this._state === "idle" || this._state === "loading");
+  #running() {
+    return !(!this.#worker || this.#state === "error" || this.#state === "idle" || this.#state === "loading");
   }
 
-  /** Send `msg` with a fresh id; a Promise of the worker's answer's buffer. */
-  _request(msg) {
-    const id = this._nextRequest++;
+  /** A step paused the machine: mirror that here at once.
+   * @param {StepResult} result */
+  #afterStep(result) {
+    if (this.#state === "running") this.#setState("paused");
+    return result;
+  }
+
+  /**
+   * Ask the worker's machine inspector `op` (see protocol.js).
+   * @template {InspectOpName} K
+   * @param {K} op
+   * @param {InspectArgs[K]} args
+   * @returns {Promise<InspectResults[K]>}
+   */
+  #inspect(op, args) {
+    if (!this.#running()) {
+      return Promise.reject(new Error(`there is no running machine to inspect (it is ${this.#state})`));
+    }
+    const msg = /** @type {import("./protocol.js").InspectMessage} */ ({ type: ToWorker.INSPECT, id: 0, op, args });
+    return this.#request(msg);
+  }
+
+  /** Send `msg` with a fresh id; a Promise of the worker's answer (its buffer or result).
+   * @param {import("./protocol.js").SaveMessage | import("./protocol.js").RecordMessage | import("./protocol.js").InspectMessage} msg
+   * @returns {Promise<any>} */
+  #request(msg) {
+    const id = this.#nextRequest++;
     return new Promise((resolve, reject) => {
-      this._requests.set(id, { resolve, reject });
-      this._send({ ...msg, id });
+      this.#requests.set(id, { resolve, reject });
+      this.#send({ ...msg, id });
     });
   }
 
-  _send(msg, transfer) {
-    if (this._worker) this._worker.postMessage(msg, transfer || []);
+  /** @param {ToWorkerMessage} msg
+   * @param {Transferable[]} [transfer] */
+  #send(msg, transfer) {
+    if (this.#worker) this.#worker.postMessage(msg, transfer || []);
   }
 
-  _terminate() {
-    if (this._worker) {
-      this._worker.terminate();
-      this._worker = null;
+  /** Stop the worker and everything that runs for it (the watchdog and its listener, a frame
+   * waiting for the display, the requests waiting for answers). */
+  #terminate() {
+    if (this.#worker) {
+      this.#worker.terminate();
+      this.#worker = null;
     }
-    clearInterval(this._watchdog);
-    for (const { reject } of this._requests.values()) reject(new Error("the machine was stopped before it answered"));
-    this._requests.clear();
+    clearInterval(this.#watchdog);
+    this.#watchdog = undefined;
+    if (this.#onVisible) {
+      document.removeEventListener("visibilitychange", this.#onVisible);
+      this.#onVisible = null;
+    }
+    if (this.#frameRequest) {
+      cancelAnimationFrame(this.#frameRequest);
+      this.#frameRequest = 0;
+    }
+    this.#pendingFrame = null;
+    for (const { reject } of this.#requests.values()) reject(new Error("the machine was stopped before it answered"));
+    this.#requests.clear();
   }
 
-  _spawn() {
+  #spawn() {
+    /** @type {Worker} */
     let worker;
     try {
       worker = new Worker(WORKER_URL, { type: "module" });
     } catch (err) {
-      this._fail(`Could not start the emulator's worker (${WORKER_URL}): ${err.message}`);
+      this.#fail(`Could not start the emulator's worker (${WORKER_URL}): ${err instanceof Error ? err.message : err}`);
       return;
     }
-    this._worker = worker;
+    this.#worker = worker;
+    /** @param {MessageEvent<FromWorkerMessage>} e */
     worker.onmessage = (e) => {
-      this._heardAt = performance.now();
-      this._onMessage(e.data);
+      this.#heardAt = performance.now();
+      this.#onMessage(e.data);
     };
     // An uncaught exception in the worker, or worker.js failing to load: without this the machine
     // would just stop.
     worker.onerror = (e) => {
       e.preventDefault();
       const what = e.message || `could not load ${WORKER_URL} (missing file or a syntax error)`;
-      this._fail(`The emulator's worker failed: ${what}`);
-      this._terminate();
+      this.#fail(`The emulator's worker failed: ${what}`);
+      this.#terminate();
     };
-    worker.onmessageerror = () => this._fail("The emulator's worker sent a message that could not be read.");
-    const { kernel, initrd, append, memory, hda, hdb, cdrom, fda, jit, jitThreshold, state } = this.options;
+    worker.onmessageerror = () => this.#fail("The emulator's worker sent a message that could not be read.");
+    const { kernel, initrd, append, memory, hda, hdb, cdrom, fda, jit, jitThreshold, diskCache, state } = this.options;
     const { firmware, bios, vgaBios, boot, bootMenu } = this.options;
-    worker.postMessage({
-      type: "start",
+    this.#send({
+      type: ToWorker.START,
       options: {
         pkgUrl: PKG_URL,
         kernel,
@@ -563,152 +949,160 @@ export class MachineController extends EventTarget {
         cdrom,
         fda,
         // Through the BIOS: the ROMs and the boot order (no kernel is loaded).
-        firmware: firmware ? { bios, vgaBios, boot, bootMenu } : null,
+        firmware: firmware ? { bios, vgaBios, boot: boot || "cad", bootMenu } : null,
         jit,
         jitThreshold,
+        diskCache,
         state,
         // The bundled state may be missing from a site copied without it: then boot.
-        stateIsDefault: state === DEFAULT_STATE,
-        paused: this._wantPaused,
+        stateIsDefault: state === imageFiles(this.options.images).state,
+        paused: this.#wantPaused,
       },
     });
-    if (!this._framesOn) worker.postMessage({ type: "frames", on: false });
-    this._setState("loading");
+    if (!this.#framesOn) this.#send({ type: ToWorker.FRAMES, on: false });
+    this.#setState("loading");
     // A worker can die without an error event (the browser killed it for memory). A running
     // worker posts stats several times a second; the check only runs while the tab is visible,
-    // since a background tab's timers (and workers) may be held back.
-    this._heardAt = performance.now();
-    const onVisible = () => {
-      if (document.visibilityState === "visible") this._heardAt = performance.now();
+    // since a background tab's timers (and workers) may be held back. The listener and the
+    // timer live exactly as long as the worker: #terminate() removes both.
+    this.#heardAt = performance.now();
+    this.#onVisible = () => {
+      if (document.visibilityState === "visible") this.#heardAt = performance.now();
     };
-    document.addEventListener("visibilitychange", onVisible);
-    this._watchdog = setInterval(() => {
-      if (!this._worker) {
-        clearInterval(this._watchdog);
-        document.removeEventListener("visibilitychange", onVisible);
-        return;
-      }
+    document.addEventListener("visibilitychange", this.#onVisible);
+    this.#watchdog = setInterval(() => {
       if (
-        this._state === "running" &&
+        this.#state === "running" &&
         document.visibilityState === "visible" &&
-        performance.now() - this._heardAt > WATCHDOG_MS
+        performance.now() - this.#heardAt > WATCHDOG_MS
       ) {
-        this._fail(
+        this.#fail(
           `The emulator has not answered for ${WATCHDOG_MS / 1000} s: its worker crashed or ran ` +
             "out of memory. Press Reset to start a new machine."
         );
-        this._terminate();
+        this.#terminate();
       }
     }, 1000);
   }
 
-  _onMessage(msg) {
+  /** @param {FromWorkerMessage} msg */
+  #onMessage(msg) {
     switch (msg.type) {
-      case "state":
+      case FromWorker.STATE:
         // A pause/resume asked for locally is already mirrored; the worker's word is final.
-        this._setState(msg.state);
+        this.#setState(msg.state);
         break;
-      case "started":
-        if (!this._readySettled) {
-          this._readySettled = true;
-          this._resolveReady(this);
+      case FromWorker.STARTED:
+        if (!this.#readySettled) {
+          this.#readySettled = true;
+          this.#resolveReady(this);
         }
         break;
-      case "boot":
-        this._emit("boot", {});
+      case FromWorker.BOOT:
+        this.#emit("boot", {});
         break;
-      case "restored":
-        this._emit("restored", {});
+      case FromWorker.RESTORED:
+        this.#emit("restored", {});
         break;
-      case "breakpoint":
+      case FromWorker.BREAKPOINT:
         // The worker paused before the instruction; its "state" message says so too.
-        this._emit("breakpoint", { breakpoint: msg.breakpoint, registers: msg.registers });
+        this.#emit("breakpoint", { breakpoint: msg.breakpoint, registers: msg.registers });
         break;
-      case "saved":
-      case "recorded":
-      case "inspected": {
-        const waiting = this._requests.get(msg.id);
-        this._requests.delete(msg.id);
+      case FromWorker.SAVED:
+      case FromWorker.RECORDED:
+      case FromWorker.INSPECTED: {
+        const waiting = this.#requests.get(msg.id);
+        this.#requests.delete(msg.id);
         if (waiting && msg.error) waiting.reject(new Error(msg.error));
-        else if (waiting) waiting.resolve(msg.type === "inspected" ? msg.result : msg.buffer);
+        else if (waiting) waiting.resolve(msg.type === FromWorker.INSPECTED ? msg.result : msg.buffer);
         break;
       }
-      case "progress":
-        this._files.set(msg.file.label, msg.file);
-        this._emit("progress", msg.file);
+      case FromWorker.PROGRESS:
+        this.#files.set(msg.file.label, msg.file);
+        this.#emit("progress", msg.file);
         break;
-      case "message":
-        this._messages.push(msg.text);
-        this._emit("message", { text: msg.text });
+      case FromWorker.MESSAGE:
+        this.#messages.push(msg.text);
+        this.#emit("message", { text: msg.text });
         break;
-      case "error":
-        this._fail(msg.message);
+      case FromWorker.ERROR:
+        this.#fail(msg.message);
         break;
-      case "update":
+      case FromWorker.UPDATE:
         if (msg.serial) {
           // One "serial" event per run() slice that wrote bytes, with the guest's retired-
           // instruction counts at that slice's start and end: the bytes were written in between.
+          /** @type {[number, number | null, number | null][]} */
           const marks = msg.serialInstructions || [[msg.serial.length, null, null]];
           let at = 0;
           for (const [end, before, after] of marks) {
             const bytes = msg.serial.subarray(at, end);
             at = end;
-            const text = this._decoder.decode(bytes, { stream: true });
-            this._serial += text;
-            if (this._serial.length > SERIAL_KEEP) this._serial = this._serial.slice(-SERIAL_KEEP / 2);
-            this._emit("serial", { bytes, text, instructions: after, instructionsBefore: before });
+            const text = this.#decoder.decode(bytes, { stream: true });
+            this.#serial += text;
+            if (this.#serial.length > SERIAL_KEEP) this.#serial = this.#serial.slice(-SERIAL_KEEP / 2);
+            this.#emit("serial", { bytes, text, instructions: after, instructionsBefore: before });
           }
         }
         if (msg.screenText !== undefined) {
-          this._screen = msg.screenText;
-          this._emit("screentext", { text: msg.screenText });
+          this.#screen = msg.screenText;
+          this.#emit("screentext", { text: msg.screenText });
         }
         if (msg.stats) {
-          this._stats = msg.stats;
-          this._emit("stats", this.stats());
+          this.#stats = msg.stats;
+          this.#emit("stats", this.stats());
         }
         break;
-      case "frame":
-        this._pendingFrame = msg;
-        this._scheduleFrame();
+      case FromWorker.FRAME:
+        this.#pendingFrame = msg;
+        this.#scheduleFrame();
         break;
+      default:
+        // Every kind is handled above: a new one must be added here too.
+        /** @type {never} */ (msg);
     }
   }
 
   /** Hand the newest frame to listeners at the next animation frame, then ask for another. Frames
    * wait for the display (and stop in a background tab, where animation frames do not run). */
-  _scheduleFrame() {
-    if (this._frameScheduled) return;
-    this._frameScheduled = true;
-    requestAnimationFrame(() => {
-      this._frameScheduled = false;
-      const f = this._pendingFrame;
-      this._pendingFrame = null;
+  #scheduleFrame() {
+    if (this.#frameRequest) return;
+    this.#frameRequest = requestAnimationFrame(() => {
+      this.#frameRequest = 0;
+      const f = this.#pendingFrame;
+      this.#pendingFrame = null;
       if (!f) return;
-      this._emit("frame", { width: f.width, height: f.height, data: new Uint8ClampedArray(f.buffer) });
-      this._send({ type: "frameDone" });
+      this.#emit("frame", { width: f.width, height: f.height, data: new Uint8ClampedArray(f.buffer) });
+      this.#send({ type: ToWorker.FRAME_DONE });
     });
   }
 
-  _setState(s) {
-    if (this._state === s) return;
-    // An error is final until restart().
-    if (this._state === "error" && s !== "idle") return;
-    this._state = s;
-    this._emit("state", { state: s });
+  /** @param {MachineState} s */
+  #setState(s) {
+    if (this.#state === s) return;
+    // An error is final until restart() (or destroy()).
+    if (this.#state === "error" && s !== "idle") return;
+    this.#state = s;
+    this.#emit("state", { state: s });
   }
 
-  _fail(message) {
-    if (this._error === null) this._error = message;
-    this._setState("error");
-    if (!this._readySettled) {
-      this._readySettled = true;
-      this._rejectReady(new Error(message));
+  /** @param {string} message */
+  #fail(message) {
+    if (this.#error === null) this.#error = message;
+    this.#setState("error");
+    if (!this.#readySettled) {
+      this.#readySettled = true;
+      this.#rejectReady(new Error(message));
     }
-    this._emit("error", { message });
+    this.#emit("error", { message });
   }
 
-  _emit(type, detail) {
+  /**
+   * @template {keyof MachineEventMap} K
+   * @param {K} type
+   * @param {MachineEventMap[K]["detail"]} detail
+   */
+  #emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }

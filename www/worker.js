@@ -7,30 +7,100 @@
 // what changed: serial bytes, the frame (transferred, at most ~30 fps, only when render() says it
 // may have changed), the VGA text when it changed, stats, warnings and errors.
 //
-// Protocol, page -> worker:   {type: "start", options} | "pause" | "resume" | "reset"
-//   | {type: "serial", bytes} | {type: "type", text} | {type: "key", code, pressed}
-//   | {type: "mouse", dx, dy, dz, buttons} | {type: "frameDone"} | {type: "frames", on}
-//   | {type: "save", id} | {type: "record", id, on}
-//   | {type: "inspect", id, op, args} (op: "counters" | "resetCounters" | "registers"
-//     | "disassemble" {linear?, count} | "translate" {linear} | "readMemory" {linear, length}
-//     | "step" {count} | "stepOver" | "addBreakpoint" {kind: "linear"|"port", at}
-//     | "removeBreakpoint" {kind, at} | "clearBreakpoints" | "breakpoints"; stepping pauses)
-// worker -> page:   {type: "state", state} | {type: "progress", file} | {type: "update", ...}
-//   | {type: "saved", id, buffer} or {type: "saved", id, error} (the answer to "save": a state
-//     file, see src/state)
-//   | {type: "recorded", id, on, buffer} or {type: "recorded", id, error} (the answer to
-//     "record": on=true, recording started; on=false, buffer is the recording (a WASM86RP file,
-//     see src/state/replay.rs) or absent if none was started)
-//     (update.serial: bytes; update.serialInstructions: [[end offset, instructions before, after]]
-//     per run() slice that wrote some of them: where each slice's bytes end, and the retired-
-//     instruction counts at that slice's start and end)
-//   | {type: "inspected", id, result} or {type: "inspected", id, error} (the answer to
-//     "inspect"; counters: {instructions, groups: [{title, columns, rows: [{name, values}]}]})
-//   | {type: "breakpoint", breakpoint: {kind, at}, registers} (a breakpoint was reached: the
-//     machine paused before that instruction)
-//   | {type: "started"} (once, running) | {type: "boot"} (the kernel was loaded: start, reset, reboot)
-//   | {type: "restored"} (the machine started from a saved state instead of a boot)
-//   | {type: "frame", width, height, buffer} | {type: "message", text} | {type: "error", message}
+// The messages both ways, with every field, are in protocol.js (ToWorker, FromWorker), shared
+// with the page's side and checked by `tsc --checkJs` (make tsc).
+
+import { ToWorker, FromWorker, InspectOp } from "./protocol.js";
+
+/**
+ * @typedef {import("./protocol.js").ToWorkerMessage} ToWorkerMessage
+ * @typedef {import("./protocol.js").FromWorkerMessage} FromWorkerMessage
+ * @typedef {import("./protocol.js").InputMessage} InputMessage
+ * @typedef {import("./protocol.js").StartOptions} StartOptions
+ * @typedef {import("./protocol.js").MachineState} MachineState
+ * @typedef {import("./protocol.js").FileProgress} FileProgress
+ * @typedef {import("./protocol.js").InspectArgs} InspectArgs
+ * @typedef {import("./protocol.js").InspectResults} InspectResults
+ * @typedef {import("./protocol.js").InspectOpName} InspectOpName
+ */
+
+/**
+ * The part of the emulator's wasm API (pkg/wasm86.js, wasm-bindgen's output, loaded at run time
+ * from `options.pkgUrl`) that this worker uses: a disk, a machine, the module. `make package`
+ * checks that wasm-bindgen's pkg/wasm86.d.ts fits these (package/test/consumer.ts). Methods,
+ * not function properties, so that wasm-bindgen's classes, which have more members, fit.
+ * @typedef {{
+ *   bytes_fetched(): number,
+ *   size(): number,
+ *   streamed(): boolean,
+ * }} WasmDisk
+ */
+
+/**
+ * A machine of the wasm API (see WasmDisk).
+ * @typedef {{
+ *   add_breakpoint(kind: string, at: number): boolean,
+ *   attach_disk(slot: number, disk: WasmDisk): void,
+ *   breakpoint_hit(): string,
+ *   breakpoints(): string,
+ *   clear_breakpoints(): void,
+ *   counters(): string,
+ *   disassemble(linear: number | undefined, count: number): string,
+ *   downloaded_bytes(): number,
+ *   cached_disk_bytes(): number,
+ *   framebuffer(): Uint8Array,
+ *   height(): number,
+ *   insert_cdrom(disk: WasmDisk): void,
+ *   insert_floppy(disk: WasmDisk): void,
+ *   instructions(): number,
+ *   jit_stats(): any,
+ *   key(code: string, pressed: boolean): boolean,
+ *   load_linux(kernel: Uint8Array, initrd: Uint8Array | undefined, append: string): void,
+ *   mouse(dx: number, dy: number, dz: number, buttons: number): void,
+ *   read_memory(linear: number, length: number): string,
+ *   registers(): string,
+ *   remove_breakpoint(kind: string, at: number): boolean,
+ *   render(): boolean,
+ *   reset(): void,
+ *   reset_counters(): void,
+ *   run(hostNowMs: number, maxInstructions: number): string,
+ *   save_state(): Uint8Array,
+ *   screen_text(): string,
+ *   send_serial(bytes: Uint8Array): void,
+ *   serial_output(): Uint8Array,
+ *   set_boot_menu(waitMs: number): void,
+ *   set_jit(threshold: number): void,
+ *   set_kernel(kernel: Uint8Array, initrd: Uint8Array | undefined, append: string): void,
+ *   start_recording(): void,
+ *   step(n: number): string,
+ *   step_over(): string,
+ *   stop_recording(): Uint8Array | undefined,
+ *   take_messages(): string[],
+ *   translate(linear: number): string,
+ *   type_text(text: string): void,
+ *   width(): number,
+ * }} WasmMachine
+ */
+
+/**
+ * The wasm module (see WasmDisk).
+ * @typedef {object} WasmApi
+ * @property {() => Promise<{memory: WebAssembly.Memory}>} default initialises the module (fetches
+ *   the .wasm next to it); its exports
+ * @property {{new (memoryMib: number): WasmMachine,
+ *   fromState(state: Uint8Array, hda?: WasmDisk | null, hdb?: WasmDisk | null, cdrom?: WasmDisk | null): WasmMachine,
+ *   with_firmware(memoryMib: number, bios: Uint8Array, vgaBios: Uint8Array | undefined, boot: string): WasmMachine}} Machine
+ * @property {{from_bytes(name: string, bytes: Uint8Array): WasmDisk, open_url(url: string, maxCacheMib?: number): Promise<WasmDisk>}} Disk
+ * @property {() => number} jit_default_threshold
+ */
+
+/**
+ * This worker's global scope, as far as it is used here (the DOM's lib types `self` as a
+ * Window): what it posts is a FromWorkerMessage, what it gets a ToWorkerMessage.
+ * @type {{postMessage(msg: FromWorkerMessage, transfer: Transferable[]): void,
+ *   onmessage: ((e: MessageEvent<ToWorkerMessage>) => void) | null}}
+ */
+const scope = /** @type {any} */ (self);
 
 /** Wall time one turn may run the guest before yielding (ms). */
 const TURN_MS = 8;
@@ -46,9 +116,14 @@ const STATS_INTERVAL_MS = 250;
 const MAX_RESETS = 5;
 const RESET_WINDOW_MS = 10_000;
 
-let wasm = null; // the pkg/wasm86.js module namespace
+/** @type {WasmApi | null} the pkg/wasm86.js module namespace */
+let wasm = null;
+/** @type {WebAssembly.Memory | null} the module's memory (its size is in the stats) */
+let wasmMemory = null;
+/** @type {WasmMachine | null} */
 let machine = null;
 let jitOn = false; // the compiling tier was turned on for this machine
+/** @type {MachineState} */
 let state = "idle";
 let paused = false; // paused by the page (also while loading: commands are applied at start)
 let crashed = false;
@@ -69,18 +144,23 @@ let lastFrameAt = -Infinity;
 let frameInFlight = false;
 let framesOn = true;
 let lastTextAt = -Infinity;
+/** @type {string | null} */
 let lastText = null;
 let lastStatsAt = -Infinity;
-let mipsWindow = []; // [time ms, instructions] samples over the last ~second
+/** @type {[number, number][]} [time ms, instructions] samples over the last ~second */
+let mipsWindow = [];
 let fileBytes = 0; // kernel + initrd bytes downloaded (disks are counted by the machine)
+/** @type {number[]} */
 let resetTimes = [];
 // Serial output taken after every run() slice, each chunk with the retired-instruction counts at
 // the slice's start and end (the guest wrote those bytes in between); posted by publish().
+/** @type {{bytes: Uint8Array, from: number, to: number}[]} */
 let serialChunks = [];
 
 // Turn scheduling: a MessageChannel yields without the 4 ms clamp of nested setTimeout.
 const channel = new MessageChannel();
 let turnQueued = false;
+/** @type {ReturnType<typeof setTimeout> | null} */
 let sleepTimer = null;
 channel.port1.onmessage = () => {
   turnQueued = false;
@@ -88,27 +168,58 @@ channel.port1.onmessage = () => {
 };
 
 // Input that arrives before the machine exists is applied once it does.
+/** @type {InputMessage[]} */
 const pendingInput = [];
 
-const post = (msg, transfer) => self.postMessage(msg, transfer || []);
+/**
+ * @param {FromWorkerMessage} msg
+ * @param {Transferable[]} [transfer]
+ */
+const post = (msg, transfer) => scope.postMessage(msg, transfer || []);
 
+/** The bytes' buffer, for a transfer list (the emulator's arrays are never shared memory).
+ * @param {Uint8Array} bytes
+ * @returns {ArrayBuffer} */
+const bufferOf = (bytes) => /** @type {ArrayBuffer} */ (bytes.buffer);
+
+/** An exception's message (or the thrown value as text).
+ * @param {unknown} err */
+function errorText(err) {
+  const message = err && typeof err === "object" && "message" in err ? err.message : null;
+  return message ? String(message) : String(err);
+}
+
+/** The wasm module, where the caller knows that it is loaded. */
+function theApi() {
+  if (!wasm) throw new Error("the emulator is not loaded yet");
+  return wasm;
+}
+
+/** The machine, where the caller knows that it exists. */
+function theMachine() {
+  if (!machine) throw new Error("there is no machine yet");
+  return machine;
+}
+
+/** @param {MachineState} s */
 function setState(s) {
   if (state !== s) {
     state = s;
-    post({ type: "state", state: s });
+    post({ type: FromWorker.STATE, state: s });
   }
 }
 
 /** Stop for good with an error the page shows in plain words. */
+/** @param {string} message */
 function fail(message) {
   crashed = true;
   cancelTurns();
   // The message first, so the page never sees the "error" state without its text.
-  post({ type: "error", message });
+  post({ type: FromWorker.ERROR, message });
   setState("error");
 }
 
-self.onmessage = (e) => {
+scope.onmessage = (e) => {
   const msg = e.data;
   try {
     handle(msg);
@@ -117,12 +228,13 @@ self.onmessage = (e) => {
   }
 };
 
+/** @param {ToWorkerMessage} msg */
 function handle(msg) {
   switch (msg.type) {
-    case "start":
+    case ToWorker.START:
       start(msg.options).catch((err) => fail(err && err.message ? err.message : String(err)));
       break;
-    case "pause":
+    case ToWorker.PAUSE:
       if (!paused) {
         paused = true;
         pausedAt = performance.now();
@@ -130,7 +242,7 @@ function handle(msg) {
         if (machine && !crashed) setState("paused");
       }
       break;
-    case "resume":
+    case ToWorker.RESUME:
       if (paused) {
         paused = false;
         clockBase += performance.now() - pausedAt;
@@ -140,62 +252,62 @@ function handle(msg) {
         }
       }
       break;
-    case "reset":
+    case ToWorker.RESET:
       if (machine && !crashed) {
         publish(performance.now());
         // Resets the board and boots the loaded kernel again (disks stay, queued input is dropped).
         machine.reset();
-        post({ type: "boot" });
+        post({ type: FromWorker.BOOT });
         scheduleTurn();
       }
       break;
-    case "frameDone":
+    case ToWorker.FRAME_DONE:
       frameInFlight = false;
       break;
-    case "save":
+    case ToWorker.SAVE:
       if (!machine || crashed) {
-        post({ type: "saved", id: msg.id, error: "there is no running machine to save" });
+        post({ type: FromWorker.SAVED, id: msg.id, error: "there is no running machine to save" });
       } else {
         // Between turns: the machine is at an instruction boundary.
         const bytes = machine.save_state();
-        post({ type: "saved", id: msg.id, buffer: bytes.buffer }, [bytes.buffer]);
+        post({ type: FromWorker.SAVED, id: msg.id, buffer: bufferOf(bytes) }, [bufferOf(bytes)]);
       }
       break;
-    case "record":
+    case ToWorker.RECORD:
       if (!machine || crashed) {
-        post({ type: "recorded", id: msg.id, error: "there is no running machine to record" });
+        post({ type: FromWorker.RECORDED, id: msg.id, error: "there is no running machine to record" });
       } else if (msg.on) {
         // Between turns: the recording starts at an instruction boundary.
         machine.start_recording();
-        post({ type: "recorded", id: msg.id, on: true });
+        post({ type: FromWorker.RECORDED, id: msg.id, on: true });
       } else {
         const bytes = machine.stop_recording();
-        if (bytes) post({ type: "recorded", id: msg.id, on: false, buffer: bytes.buffer }, [bytes.buffer]);
-        else post({ type: "recorded", id: msg.id, on: false });
+        if (bytes) post({ type: FromWorker.RECORDED, id: msg.id, on: false, buffer: bufferOf(bytes) }, [bufferOf(bytes)]);
+        else post({ type: FromWorker.RECORDED, id: msg.id, on: false });
       }
       break;
-    case "inspect":
+    case ToWorker.INSPECT:
       // Between turns: the machine is at an instruction boundary.
       if (!machine || crashed) {
-        post({ type: "inspected", id: msg.id, error: "there is no running machine to inspect" });
+        post({ type: FromWorker.INSPECTED, id: msg.id, error: "there is no running machine to inspect" });
       } else {
         let result;
         try {
           result = inspect(msg.op, msg.args || {});
         } catch (err) {
-          post({ type: "inspected", id: msg.id, error: err && err.message ? err.message : String(err) });
+          post({ type: FromWorker.INSPECTED, id: msg.id, error: errorText(err) });
           break;
         }
-        post({ type: "inspected", id: msg.id, result });
+        post({ type: FromWorker.INSPECTED, id: msg.id, result });
       }
       break;
-    case "frames":
+    case ToWorker.FRAMES:
       framesOn = !!msg.on;
       break;
-    case "serial":
-    case "type":
-    case "key":
-    case "mouse":
+    case ToWorker.SERIAL:
+    case ToWorker.TYPE:
+    case ToWorker.KEY:
+    case ToWorker.MOUSE:
       if (machine && !crashed) {
         applyInput(msg);
         scheduleTurn();
@@ -207,8 +319,13 @@ function handle(msg) {
 }
 
 /** A linear address or port from the page: a whole number in range (else an error that says so). */
+/**
+ * @param {unknown} value
+ * @param {string} what
+ * @returns {number}
+ */
 function address(value, what, max = 0xffff_ffff) {
-  const n = typeof value === "string" ? Number(value.trim()) : value;
+  const n = typeof value === "string" ? Number(value.trim()) : Number(value);
   if (!Number.isInteger(n) || n < 0 || n > max) {
     throw new Error(`${what} ${JSON.stringify(value)}: not a whole number from 0 to 0x${max.toString(16)}`);
   }
@@ -217,6 +334,7 @@ function address(value, what, max = 0xffff_ffff) {
 
 /** After a step or a breakpoint: the machine pauses (the page resumes it), and the page sees
  * what the instructions did (serial output, the screen, the counts) at once. */
+/** @param {string} why */
 function pauseForInspector(why) {
   if (!paused) {
     paused = true;
@@ -228,71 +346,83 @@ function pauseForInspector(why) {
   lastTextAt = -Infinity;
   lastStatsAt = -Infinity;
   publish(now);
-  if (why === "reset") post({ type: "boot" });
+  if (why === "reset") post({ type: FromWorker.BOOT });
 }
 
 /** An inspector request (see the protocol above): the answer, as plain data. Stepping pauses
  * the machine first. */
-function inspect(op, args) {
-  switch (op) {
-    case "counters":
+/**
+ * @template {InspectOpName} K
+ * @param {K} op
+ * @param {InspectArgs[K]} given
+ * @returns {InspectResults[InspectOpName]}
+ */
+function inspect(op, given) {
+  const machine = theMachine();
+  // Each case reads the fields of its own op's arguments.
+  const args = /** @type {any} */ (given);
+  switch (/** @type {InspectOpName} */ (op)) {
+    case InspectOp.COUNTERS:
       return JSON.parse(machine.counters());
-    case "resetCounters":
+    case InspectOp.RESET_COUNTERS:
       machine.reset_counters();
       return null;
-    case "registers":
+    case InspectOp.REGISTERS:
       return JSON.parse(machine.registers());
-    case "disassemble": {
+    case InspectOp.DISASSEMBLE: {
       const at = args.linear == null ? undefined : address(args.linear, "address");
       return JSON.parse(machine.disassemble(at, Math.max(1, Math.min(256, Number(args.count) || 16))));
     }
-    case "translate":
+    case InspectOp.TRANSLATE:
       return JSON.parse(machine.translate(address(args.linear, "address")));
-    case "readMemory":
+    case InspectOp.READ_MEMORY:
       return JSON.parse(machine.read_memory(address(args.linear, "address"), Math.max(0, Math.min(4096, Number(args.length) || 0))));
-    case "step":
-    case "stepOver": {
+    case InspectOp.STEP:
+    case InspectOp.STEP_OVER: {
       const why = op === "step" ? machine.step(Math.max(1, Math.min(1e6, Number(args.count) || 1))) : machine.step_over();
       takeSerial(machine.instructions(), machine.instructions());
       pauseForInspector(why);
       return { stopped: why, registers: JSON.parse(machine.registers()) };
     }
-    case "addBreakpoint":
-    case "removeBreakpoint": {
+    case InspectOp.ADD_BREAKPOINT:
+    case InspectOp.REMOVE_BREAKPOINT: {
       const kind = args.kind === "port" ? "port" : "linear";
       const at = address(args.at, kind === "port" ? "port" : "address", kind === "port" ? 0xffff : 0xffff_ffff);
       if (op === "addBreakpoint") machine.add_breakpoint(kind, at);
       else machine.remove_breakpoint(kind, at);
       return JSON.parse(machine.breakpoints());
     }
-    case "clearBreakpoints":
+    case InspectOp.CLEAR_BREAKPOINTS:
       machine.clear_breakpoints();
       return [];
-    case "breakpoints":
+    case InspectOp.BREAKPOINTS:
       return JSON.parse(machine.breakpoints());
     default:
       throw new Error(`unknown inspector request ${JSON.stringify(op)}`);
   }
 }
 
+/** @param {InputMessage} msg */
 function applyInput(msg) {
+  const machine = theMachine();
   switch (msg.type) {
-    case "serial":
+    case ToWorker.SERIAL:
       machine.send_serial(msg.bytes);
       break;
-    case "type":
+    case ToWorker.TYPE:
       machine.type_text(msg.text);
       break;
-    case "key":
+    case ToWorker.KEY:
       machine.key(msg.code, msg.pressed);
       break;
-    case "mouse":
+    case ToWorker.MOUSE:
       machine.mouse(msg.dx, msg.dy, msg.dz, msg.buttons);
       break;
   }
 }
 
 /** The name a URL's last path segment gives a file, for the status line and messages. */
+/** @param {string} url */
 function fileName(url) {
   try {
     const path = new URL(url).pathname;
@@ -303,6 +433,11 @@ function fileName(url) {
 }
 
 /** Download `url` whole, posting progress; errors name the file and say what went wrong. */
+/**
+ * @param {string} label
+ * @param {string} url
+ * @returns {Promise<Uint8Array>}
+ */
 async function download(label, url) {
   const name = fileName(url);
   let res;
@@ -310,7 +445,7 @@ async function download(label, url) {
     res = await fetch(url);
   } catch (err) {
     throw new Error(
-      `${label} ${url}: could not download it (${err.message}). The server may be down, or it is ` +
+      `${label} ${url}: could not download it (${errorText(err)}). The server may be down, or it is ` +
         `on another site that does not allow cross-origin requests (CORS).`
     );
   }
@@ -321,7 +456,7 @@ async function download(label, url) {
   // the progress shown is then only approximate.
   const total = Number(res.headers.get("Content-Length")) || 0;
   const progress = { label, name, loaded: 0, total, streamed: false, done: false };
-  post({ type: "progress", file: progress });
+  post({ type: FromWorker.PROGRESS, file: progress });
   const chunks = [];
   let lastPost = 0;
   if (res.body) {
@@ -335,7 +470,7 @@ async function download(label, url) {
       const now = performance.now();
       if (now - lastPost > 100) {
         lastPost = now;
-        post({ type: "progress", file: progress });
+        post({ type: FromWorker.PROGRESS, file: progress });
       }
     }
   } else {
@@ -352,82 +487,97 @@ async function download(label, url) {
   }
   progress.total = progress.loaded;
   progress.done = true;
-  post({ type: "progress", file: progress });
+  post({ type: FromWorker.PROGRESS, file: progress });
   return bytes;
 }
 
-/** Open one disk given as a URL (streamed with Range requests) or a local File. */
-async function openDisk(slot, source) {
+/**
+ * Open one disk given as a URL (streamed with Range requests) or a local File.
+ * @param {string} slot
+ * @param {string | Blob} source
+ * @param {number | null} diskCache MiB of chunks a streamed disk keeps (null: the core's default)
+ * @returns {Promise<{disk: WasmDisk, name: string, local: boolean}>}
+ */
+async function openDisk(slot, source, diskCache) {
+  const wasm = theApi();
   if (slot === "fda" && typeof source === "string") {
     // A floppy is small and its controller wants every sector at once: download it whole.
     const bytes = await download("fda", source);
     try {
       return { disk: wasm.Disk.from_bytes(fileName(source), bytes), name: fileName(source), local: false };
     } catch (err) {
-      throw new Error(`fda ${source}: ${err && err.message ? err.message : err}`);
+      throw new Error(`fda ${source}: ${errorText(err)}`);
     }
   }
   if (typeof source === "string") {
     post({
-      type: "progress",
+      type: FromWorker.PROGRESS,
       file: { label: slot, name: fileName(source), loaded: 0, total: 0, streamed: true, done: false },
     });
     let disk;
     try {
-      disk = await wasm.Disk.open_url(source);
+      disk = await wasm.Disk.open_url(source, diskCache ?? undefined);
     } catch (err) {
       // The API's messages start with the URL.
-      const why = err && err.message ? err.message : String(err);
+      const why = errorText(err);
       throw new Error(why.startsWith(source) ? `${slot} ${why}` : `${slot} ${source}: ${why}`);
     }
     return { disk, name: fileName(source), local: false };
   }
   // A File (or Blob) the user chose or dropped: read it whole.
-  const name = source.name || "local image";
+  const name = source instanceof File ? source.name : "local image";
   post({
-    type: "progress",
+    type: FromWorker.PROGRESS,
     file: { label: slot, name, loaded: 0, total: source.size, streamed: false, local: true, done: false },
   });
   const bytes = new Uint8Array(await source.arrayBuffer());
   try {
     return { disk: wasm.Disk.from_bytes(name, bytes), name, local: true };
   } catch (err) {
-    throw new Error(`${slot} ${name}: ${err && err.message ? err.message : err}`);
+    throw new Error(`${slot} ${name}: ${errorText(err)}`);
   }
 }
 
-/** What a state option is called in messages. */
+/**
+ * What a state option is called in messages.
+ * @param {NonNullable<StartOptions["state"]>} source
+ */
 function stateName(source) {
   if (typeof source === "string") return `state ${source}`;
-  return `state ${source && source.name ? source.name : "(given by the page)"}`;
+  return `state ${source instanceof File ? source.name : "(given by the page)"}`;
 }
 
-/** The bytes of a saved state: a URL (downloaded with progress), a File or Blob, or bytes. */
+/**
+ * The bytes of a saved state: a URL (downloaded with progress), a File or Blob, or bytes.
+ * @param {NonNullable<StartOptions["state"]>} source
+ * @returns {Promise<Uint8Array>}
+ */
 async function loadState(source) {
   if (typeof source === "string") return download("state", source);
   if (source instanceof ArrayBuffer) return new Uint8Array(source);
   if (ArrayBuffer.isView(source)) return new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
-  const name = source.name || "saved state";
-  post({ type: "progress", file: { label: "state", name, loaded: 0, total: source.size, local: true, done: false } });
+  const name = source instanceof File ? source.name : "saved state";
+  post({ type: FromWorker.PROGRESS, file: { label: "state", name, loaded: 0, total: source.size, local: true, done: false } });
   const bytes = new Uint8Array(await source.arrayBuffer());
   post({
-    type: "progress",
+    type: FromWorker.PROGRESS,
     file: { label: "state", name, loaded: bytes.length, total: bytes.length, local: true, done: true },
   });
   return bytes;
 }
 
+/** @param {StartOptions} options */
 async function start(options) {
   if (machine || state === "loading") return;
   setState("loading");
   paused = paused || !!options.paused;
 
   try {
-    wasm = await import(options.pkgUrl);
-    await wasm.default();
+    wasm = /** @type {WasmApi} */ (await import(options.pkgUrl));
+    wasmMemory = (await wasm.default()).memory;
   } catch (err) {
     throw new Error(
-      `Could not load the emulator (${options.pkgUrl}): ${err.message}. Build it with ` +
+      `Could not load the emulator (${options.pkgUrl}): ${errorText(err)}. Build it with ` +
         "`make wasm`, then assemble the site with scripts/site.sh."
     );
   }
@@ -446,17 +596,20 @@ async function start(options) {
     : options.initrd
       ? download("initrd", options.initrd)
       : Promise.resolve(undefined);
+  /** @type {Promise<Uint8Array | null> | null} */
   let stateP = options.state ? loadState(options.state) : null;
   if (stateP && options.stateIsDefault) {
     // The site's own saved Linux: if it cannot be had, boot instead (after saying why).
     stateP = stateP.catch((err) => {
-      post({ type: "message", text: `Booting instead of restoring the saved Linux: ${err.message}` });
+      post({ type: FromWorker.MESSAGE, text: `Booting instead of restoring the saved Linux: ${errorText(err)}` });
       return null;
     });
   }
+  /** @type {Promise<{slot: string, disk: WasmDisk, name: string, local: boolean}>[]} */
   const diskPs = [];
-  for (const slot of ["hda", "hdb", "cdrom", "fda"]) {
-    if (options[slot]) diskPs.push(openDisk(slot, options[slot]).then((d) => ({ slot, ...d })));
+  for (const slot of /** @type {const} */ (["hda", "hdb", "cdrom", "fda"])) {
+    const source = options[slot];
+    if (source) diskPs.push(openDisk(slot, source, options.diskCache).then((d) => ({ slot, ...d })));
   }
   // Settle all before throwing, so a second failure does not become an unhandled rejection.
   const needed = stateP ? [stateP, ...diskPs] : [kernelP, initrdP, ...diskPs];
@@ -470,12 +623,14 @@ async function start(options) {
     stateP = null;
     results = await Promise.allSettled([kernelP, initrdP, ...diskPs]);
   }
-  const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
+  const failed = results.flatMap((r) => (r.status === "rejected" ? [errorText(r.reason)] : []));
   if (failed.length) throw new Error(failed.join("\n"));
-  const values = results.map((r) => r.value);
+  // [state, ...disks] or [kernel, initrd, ...disks]
+  const values = /** @type {any[]} */ (results.map((r) => (r.status === "fulfilled" ? r.value : null)));
+  /** @type {{slot: string, disk: WasmDisk, name: string, local: boolean}[]} */
   const disks = stateP ? values.slice(1) : values.slice(2);
 
-  if (stateP) {
+  if (stateP && options.state) {
     const bySlot = Object.fromEntries(disks.map((d) => [d.slot, d.disk]));
     try {
       machine = wasm.Machine.fromState(values[0], bySlot.hda, bySlot.hdb, bySlot.cdrom);
@@ -489,10 +644,10 @@ async function start(options) {
         try {
           machine.set_kernel(kernel, initrd, options.append);
         } catch (err) {
-          post({ type: "message", text: `Reset cannot boot ${options.kernel}: ${describe(err)}` });
+          post({ type: FromWorker.MESSAGE, text: `Reset cannot boot ${options.kernel}: ${describe(err)}` });
         }
       },
-      (err) => post({ type: "message", text: `Reset will not work: ${err.message}` })
+      (err) => post({ type: FromWorker.MESSAGE, text: `Reset will not work: ${errorText(err)}` })
     );
   } else {
     try {
@@ -506,13 +661,14 @@ async function start(options) {
       throw new Error(`Could not create the machine: ${describe(err)}`);
     }
   }
+  if (!machine) throw new Error("Could not create the machine");
   jitOn = !!options.jit;
   if (jitOn) {
     try {
       machine.set_jit(options.jitThreshold || wasm.jit_default_threshold());
     } catch (err) {
       jitOn = false;
-      post({ type: "message", text: `The compiling tier stays off: ${describe(err)}` });
+      post({ type: FromWorker.MESSAGE, text: `The compiling tier stays off: ${describe(err)}` });
     }
   }
   const [kernel, initrd] = stateP ? [null, null] : values;
@@ -537,13 +693,13 @@ async function start(options) {
         throw new Error(`${slot} ${name}: ${describe(err)}`);
       }
     }
-    post({ type: "progress", file: info });
+    post({ type: FromWorker.PROGRESS, file: info });
   }
   if (stateP) {
-    post({ type: "restored" });
+    post({ type: FromWorker.RESTORED });
   } else if (firmware) {
     // The CPU starts at the BIOS's reset vector: nothing to load.
-    post({ type: "boot" });
+    post({ type: FromWorker.BOOT });
   } else {
     try {
       machine.load_linux(kernel, initrd, options.append);
@@ -554,7 +710,7 @@ async function start(options) {
       if (why.startsWith("initrd")) throw new Error(`${why} (initrd ${options.initrd})`);
       throw new Error(`kernel ${options.kernel}: ${why}`);
     }
-    post({ type: "boot" });
+    post({ type: FromWorker.BOOT });
   }
 
   for (const msg of pendingInput.splice(0)) applyInput(msg);
@@ -565,20 +721,22 @@ async function start(options) {
   } else {
     setState("running");
   }
-  post({ type: "started" });
+  post({ type: FromWorker.STARTED });
   if (!paused) scheduleTurn();
 }
 
-/** An error's message, with out-of-memory said in plain words. */
+/** An error's message, with out-of-memory said in plain words.
+ * @param {unknown} err */
 function describe(err) {
-  const text = err && err.message ? err.message : String(err);
+  const text = errorText(err);
   if (err instanceof RangeError || /out of memory|memory access out of bounds|allocat/i.test(text)) {
     return `${text} (the browser could not give the emulator enough memory: try a smaller ?memory=)`;
   }
   return text;
 }
 
-/** What to say when the machine itself threw or trapped while running. */
+/** What to say when the machine itself threw or trapped while running.
+ * @param {unknown} err */
 function describeCrash(err) {
   if (err instanceof WebAssembly.RuntimeError) {
     return (
@@ -601,6 +759,7 @@ function scheduleTurn() {
   }
 }
 
+/** @param {number} ms */
 function sleepThenTurn(ms) {
   if (paused || crashed || turnQueued || sleepTimer !== null) return;
   sleepTimer = setTimeout(() => {
@@ -645,7 +804,7 @@ function turn() {
         // Stopped before the instruction a breakpoint names: pause there for the inspector.
         const hit = JSON.parse(machine.breakpoint_hit());
         pauseForInspector("breakpoint");
-        post({ type: "breakpoint", breakpoint: hit, registers: JSON.parse(machine.registers()) });
+        post({ type: FromWorker.BREAKPOINT, breakpoint: hit, registers: JSON.parse(machine.registers()) });
         return;
       }
       // A "budget" slice that ran much less than asked stopped because the guest's clock got
@@ -684,20 +843,25 @@ function onGuestReset() {
   // run() has already booted the kernel again. What the old boot printed last goes out before
   // the new boot's first bytes.
   publish(performance.now());
-  post({ type: "message", text: "The guest rebooted; the kernel was booted again." });
-  post({ type: "boot" });
+  post({ type: FromWorker.MESSAGE, text: "The guest rebooted; the kernel was booted again." });
+  post({ type: FromWorker.BOOT });
 }
 
 /** Take what the guest wrote to COM1 during the slice that ran from `from` to `to` retired
- * instructions. */
+ * instructions.
+ * @param {number} from
+ * @param {number} to */
 function takeSerial(from, to) {
-  const bytes = machine.serial_output();
+  const bytes = theMachine().serial_output();
   if (bytes.length) serialChunks.push({ bytes, from, to });
 }
 
-/** Post what changed since the last turn. */
+/** Post what changed since the last turn.
+ * @param {number} now performance.now() */
 function publish(now) {
-  const update = { type: "update" };
+  const machine = theMachine();
+  /** @type {import("./protocol.js").UpdateMessage} */
+  const update = { type: FromWorker.UPDATE };
   let any = false;
 
   // Serial bytes go out as one buffer plus, per slice that wrote some, [end offset, instructions
@@ -707,6 +871,7 @@ function publish(now) {
   let serial = new Uint8Array(0);
   if (serialChunks.length) {
     serial = new Uint8Array(serialChunks.reduce((n, c) => n + c.bytes.length, 0));
+    /** @type {[number, number, number][]} */
     const marks = [];
     let at = 0;
     for (const c of serialChunks) {
@@ -719,7 +884,7 @@ function publish(now) {
     update.serialInstructions = marks;
     any = true;
   }
-  for (const text of machine.take_messages()) post({ type: "message", text });
+  for (const text of machine.take_messages()) post({ type: FromWorker.MESSAGE, text });
 
   if (now - lastTextAt >= TEXT_INTERVAL_MS) {
     lastTextAt = now;
@@ -741,6 +906,8 @@ function publish(now) {
       instructions,
       mips,
       downloadedBytes: fileBytes + machine.downloaded_bytes(),
+      memoryBytes: wasmMemory ? wasmMemory.buffer.byteLength : 0,
+      diskCacheBytes: machine.cached_disk_bytes(),
       jit: jitOn ? machine.jit_stats() : null,
     };
     lastStatsAt = now;
@@ -753,7 +920,7 @@ function publish(now) {
     // framebuffer() returns a copy; if it ever were a view of wasm memory, transferring its buffer
     // would detach the emulator's memory, so copy then.
     if (fb.byteOffset !== 0 || fb.buffer.byteLength !== fb.byteLength) fb = fb.slice();
-    post({ type: "frame", width: machine.width(), height: machine.height(), buffer: fb.buffer }, [fb.buffer]);
+    post({ type: FromWorker.FRAME, width: machine.width(), height: machine.height(), buffer: bufferOf(fb) }, [bufferOf(fb)]);
     frameInFlight = true;
     lastFrameAt = now;
   }

@@ -400,6 +400,12 @@ impl ChromeDriver {
 
     /// A WebDriver session with headless Chromium.
     pub async fn connect(&self) -> Res<Client> {
+        self.connect_with(&[]).await
+    }
+
+    /// A WebDriver session with headless Chromium, with more command-line switches (e.g.
+    /// `--js-flags=--expose-gc`).
+    pub async fn connect_with(&self, extra_args: &[String]) -> Res<Client> {
         let chrome = std::env::var("CHROME_BIN").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let mut args: Vec<String> = [
             "--headless=new",
@@ -416,6 +422,7 @@ impl ChromeDriver {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(extra_args.iter().cloned());
         args.push(format!("--user-data-dir={}", self.profile.display()));
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), json!("chrome"));
@@ -471,7 +478,8 @@ pub fn pids_with_arg(needle: &str) -> Vec<u32> {
         .collect()
 }
 
-fn unique_temp_dir(tag: &str) -> Res<PathBuf> {
+/// A fresh directory under the system's temporary directory, named after `tag`.
+pub fn unique_temp_dir(tag: &str) -> Res<PathBuf> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -545,6 +553,15 @@ pub async fn js(client: &Client, body: &str, args: Vec<Value>) -> Res<Value> {
         .map_err(|e| format!("script failed in the page: {e}\nscript: {body}"))
 }
 
+/// What [`run_with`] sets up differently from [`run`].
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    /// Serve this directory instead of the assembled site ([`site_dir`]).
+    pub root: Option<PathBuf>,
+    /// More Chromium command-line switches.
+    pub chrome_args: Vec<String>,
+}
+
 /// Run one end-to-end test: start the server, chromedriver and a browser session, run `test`,
 /// then close the browser and stop everything, and only then fail with `test`'s error. Panics
 /// inside `test` still stop every process (the guards are dropped while unwinding).
@@ -553,9 +570,22 @@ where
     F: FnOnce(Env) -> Fut,
     Fut: Future<Output = Res<()>>,
 {
-    let server = Server::start().unwrap_or_else(|e| panic!("{e}"));
+    run_with(Setup::default(), test).await
+}
+
+/// [`run`] with another root to serve or more Chromium switches.
+pub async fn run_with<F, Fut>(setup: Setup, test: F)
+where
+    F: FnOnce(Env) -> Fut,
+    Fut: Future<Output = Res<()>>,
+{
+    let server = match &setup.root {
+        Some(root) => Server::start_at(root),
+        None => Server::start(),
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
     let driver = ChromeDriver::start().unwrap_or_else(|e| panic!("{e}"));
-    let client = match driver.connect().await {
+    let client = match driver.connect_with(&setup.chrome_args).await {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };
@@ -997,6 +1027,66 @@ pub fn site_file_size(rel: &str) -> Res<u64> {
     std::fs::metadata(&p)
         .map(|m| m.len())
         .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// The leak test's hook (`leak_hook.js`): run in a page, it counts live Workers, listeners on
+/// long-lived targets, observers, intervals and object URLs (`window.__leaks.counts()`).
+pub const LEAK_HOOK: &str = include_str!("leak_hook.js");
+
+/// The npm package `make package` packed (`target/package/wasm86-VERSION.tgz`), or
+/// `WASM86_PACKAGE`.
+pub fn package_tarball() -> Res<PathBuf> {
+    if let Some(p) = std::env::var_os("WASM86_PACKAGE") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("WASM86_PACKAGE={} is not a file", p.display()))
+        };
+    }
+    let dir = repo_dir().join("target/package");
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    name.starts_with("wasm86-") && name.ends_with(".tgz")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "no wasm86-*.tgz in {} (run `make package` in the repository root, or set \
+             WASM86_PACKAGE)",
+            dir.display()
+        )),
+        many => Err(format!(
+            "several packages in {}: {many:?} (run `make package` again)",
+            dir.display()
+        )),
+    }
+}
+
+/// A directory removed (with everything in it) when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Res<TempDir> {
+        unique_temp_dir(tag).map(TempDir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[cfg(test)]

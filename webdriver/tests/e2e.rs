@@ -8,8 +8,9 @@ use base64::Engine;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use wasm86_webdriver::{
-    boot_timeout, has_line, non_black_pixels, plain, run, site_file_size, wasm86_bin,
-    without_kernel_log, Env, Machine, Res, Snapshot,
+    boot_timeout, has_line, non_black_pixels, package_tarball, plain, run, run_with,
+    site_file_size, wasm86_bin, without_kernel_log, Env, Machine, Res, Setup, Snapshot, TempDir,
+    LEAK_HOOK,
 };
 
 /// The bundled Linux's shell prompt (initramfs, /etc/profile).
@@ -2055,4 +2056,348 @@ async fn a_framebuffer_console_guest_keeps_time() {
         Ok(())
     })
     .await;
+}
+
+/// Times the leak test adds, starts and removes a widget.
+const LEAK_CYCLES: usize = 20;
+/// Cycles before the leak test's first heap reading: the first ones grow the heap for good
+/// (V8's optimised code and its feedback for the front-end and xterm.js, whatever the front-end
+/// frees); measured over 40 cycles, the heap levels off after about 15, then grows by ~1 KB a
+/// cycle (the test's own scripts).
+const LEAK_WARM_UP: usize = 10;
+/// What the page's JS heap may grow by from the warm-up reading to the last one, after forced
+/// garbage collections. One widget the page cannot free keeps ~200 KB of the page's heap alive
+/// (measured on the front-end before issue 16: its removed widgets kept their workers, views
+/// and xterm.js terminals), so the last 10 cycles would add ~2 MB; a page that frees them grows
+/// by what V8's compilers still add, ~300 KB.
+const LEAK_HEAP_BOUND: f64 = 1024.0 * 1024.0;
+/// The views the leak test's widgets show in turn (all of ui.js and the inspector).
+const LEAK_SHOWS: [&str; 4] = ["serial", "both+cpu", "screen", "serial+cpu"];
+
+/// The page's JS heap after garbage collection (needs `--js-flags=--expose-gc` and
+/// `--enable-precise-memory-info`).
+const HEAP_JS: &str = "const done = arguments[arguments.length - 1];\n\
+    (async () => {\n\
+      if (typeof gc !== 'function') return done('gc() is not exposed');\n\
+      for (let i = 0; i < 4; i++) { gc(); await new Promise(r => setTimeout(r, 100)); }\n\
+      done(performance.memory.usedJSHeapSize);\n\
+    })().catch(e => done('error: ' + e));";
+
+/// The browser's own measurement of the page's memory and of the workers it still has
+/// (`performance.measureUserAgentSpecificMemory`, cross-origin isolated pages only: `wasm86
+/// serve` sends COOP/COEP). It waits for a garbage collection, which takes seconds.
+const MEASURE_JS: &str = "const done = arguments[arguments.length - 1];\n\
+    if (!crossOriginIsolated || !performance.measureUserAgentSpecificMemory) \n\
+      return done({ unavailable: 'crossOriginIsolated ' + crossOriginIsolated + ', API ' + \n\
+        typeof performance.measureUserAgentSpecificMemory });\n\
+    const t0 = performance.now();\n\
+    performance.measureUserAgentSpecificMemory().then(r => done({\n\
+      bytes: r.bytes, ms: performance.now() - t0,\n\
+      workers: r.breakdown.filter(b => b.attribution.some(a => a.scope === 'DedicatedWorkerGlobalScope')).length,\n\
+    }), e => done({ unavailable: String(e) }));";
+
+/// `window.__leaks.counts()` of the leak hook.
+async fn leak_counts(env: &Env) -> Res<Value> {
+    env.js("return window.__leaks.counts();", vec![]).await
+}
+
+/// The page's JS heap after garbage collection, in bytes.
+async fn page_heap(env: &Env) -> Res<f64> {
+    let v = env
+        .client
+        .execute_async(HEAP_JS, vec![])
+        .await
+        .map_err(|e| format!("measuring the heap failed: {e}"))?;
+    v.as_f64()
+        .ok_or_else(|| format!("measuring the heap failed: {v}"))
+}
+
+/// Widgets added to and removed from a page 20 times leave nothing behind: after each removal
+/// no Worker is left unterminated and no listener on the window, the document or a media
+/// query, no observer, interval or object URL is left from the widget, its views (screen,
+/// terminal, inspector) or xterm.js; a restart() leaves the same counts as before it; and the
+/// page's heap does not grow with the cycles. The counts come from a hook the test installs in
+/// the page (`webdriver/src/leak_hook.js`), which wraps the browser's own APIs.
+#[tokio::test(flavor = "current_thread")]
+async fn a_removed_widget_leaves_no_worker_listener_or_memory_behind() {
+    let setup = Setup {
+        chrome_args: vec![
+            "--js-flags=--expose-gc".into(),
+            "--enable-precise-memory-info".into(),
+        ],
+        ..Setup::default()
+    };
+    run_with(setup, |env| async move {
+        // The course notes in a short window: their own two widgets stay idle (out of view).
+        env.client
+            .set_window_size(1280, 400)
+            .await
+            .map_err(|e| format!("cannot resize the window: {e}"))?;
+        env.goto("course-notes.html").await?;
+        wait_js(
+            &env,
+            "the page's two idle widgets",
+            "return !!customElements.get('wasm86-machine') && \
+             [...document.querySelectorAll('wasm86-machine')].filter(e => e.machine.state === 'idle').length === 2;",
+        )
+        .await?;
+        let mut timeouts = fantoccini::wd::TimeoutConfiguration::default();
+        timeouts.set_script(Some(Duration::from_secs(120)));
+        env.client
+            .update_timeouts(timeouts)
+            .await
+            .map_err(|e| format!("cannot set the script timeout: {e}"))?;
+        env.js(LEAK_HOOK, vec![]).await?;
+        // The page's own widgets go first (never started): the baseline is a page without any.
+        env.js(
+            "for (const e of document.querySelectorAll('wasm86-machine')) e.remove(); return null;",
+            vec![],
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let baseline = leak_counts(&env).await?;
+        let start_heap = page_heap(&env).await?;
+        println!("leak: baseline (no widget) {baseline}; heap {start_heap:.0} B");
+
+        let m = env.widget("leak");
+        let mut warm_heap = f64::NAN;
+        let mut restarts = 0;
+        let t0 = Instant::now();
+        for i in 0..LEAK_CYCLES {
+            let show = LEAK_SHOWS[i % LEAK_SHOWS.len()];
+            env.js(
+                "const el = document.createElement('wasm86-machine');\n\
+                 el.id = 'leak';\n\
+                 el.setAttribute('start', 'click');\n\
+                 el.setAttribute('show', arguments[0]);\n\
+                 el.setAttribute('run', 'echo leak-$((6*7))');\n\
+                 document.body.prepend(el);\n\
+                 el.machine.start();\n\
+                 return null;",
+                vec![Value::from(show)],
+            )
+            .await?;
+            // The saved Linux restored and the command answered: worker, views and terminal
+            // all exist and have done their work.
+            m.wait_serial("leak-42", 0, boot_timeout())
+                .await
+                .map_err(|e| format!("cycle {i} (show={show}): {e}"))?;
+            let live = leak_counts(&env).await?;
+            if num(&live, "workers") != 1.0 {
+                return Err(format!(
+                    "cycle {i}: the hook sees {} workers for one running widget: {live}",
+                    live["workers"]
+                ));
+            }
+            if i % 5 == 4 {
+                // A restart replaces the machine: the same listeners, timers and observers
+                // afterwards, not one more.
+                env.js(
+                    "document.getElementById('leak').machine.restart(); return null;",
+                    vec![],
+                )
+                .await?;
+                m.wait_serial("leak-42", 0, boot_timeout())
+                    .await
+                    .map_err(|e| format!("cycle {i}, after restart(): {e}"))?;
+                let after = leak_counts(&env).await?;
+                if after != live {
+                    return Err(format!(
+                        "cycle {i}: restart() changed what the page holds\nbefore: {live}\nafter:  {after}"
+                    ));
+                }
+                restarts += 1;
+            }
+            env.js("document.getElementById('leak').remove(); return null;", vec![])
+                .await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let left = leak_counts(&env).await?;
+            if left != baseline {
+                return Err(format!(
+                    "cycle {i} (show={show}): the removed widget left something behind\n\
+                     while it ran: {live}\nafter removal: {left}\nbaseline: {baseline}"
+                ));
+            }
+            if i + 1 == LEAK_WARM_UP {
+                warm_heap = page_heap(&env).await?;
+            }
+        }
+        let end_heap = page_heap(&env).await?;
+        let cycles_secs = t0.elapsed().as_secs_f64();
+        let measured = env
+            .client
+            .execute_async(MEASURE_JS, vec![])
+            .await
+            .map_err(|e| format!("measureUserAgentSpecificMemory failed: {e}"))?;
+        let growth = end_heap - warm_heap;
+        let kib = |b: f64| b / 1024.0;
+        println!(
+            "leak: {LEAK_CYCLES} widgets added, run and removed ({restarts} restarted) in \
+             {cycles_secs:.1} s; nothing left after any removal; JS heap after GC: {:.0} KiB at \
+             the start, {:.0} KiB after {LEAK_WARM_UP} cycles, {:.0} KiB after {LEAK_CYCLES} \
+             ({:+.0} KiB over the last {}, bound {:.0} KiB)",
+            kib(start_heap),
+            kib(warm_heap),
+            kib(end_heap),
+            kib(growth),
+            LEAK_CYCLES - LEAK_WARM_UP,
+            kib(LEAK_HEAP_BOUND)
+        );
+        match measured.get("workers").and_then(Value::as_f64) {
+            Some(workers) => {
+                println!(
+                    "leak: measureUserAgentSpecificMemory: {:.0} KiB in all, {workers} worker(s) \
+                     alive ({:.1} s to measure)",
+                    kib(num(&measured, "bytes")),
+                    num(&measured, "ms") / 1000.0
+                );
+                if workers != 0.0 {
+                    return Err(format!(
+                        "the browser still has {workers} worker(s) of removed widgets: {measured}"
+                    ));
+                }
+            }
+            None => println!("leak: measureUserAgentSpecificMemory not available: {measured}"),
+        }
+        if growth.is_nan() || growth > LEAK_HEAP_BOUND {
+            return Err(format!(
+                "the page's heap grew by {:.0} KiB over {} add/remove cycles (bound {:.0} KiB): \
+                 removed widgets are kept alive",
+                kib(growth),
+                LEAK_CYCLES - LEAK_WARM_UP,
+                kib(LEAK_HEAP_BOUND)
+            ));
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// The page of the package test: three lines that use the widget from node_modules (and boot
+/// the bundled Linux from `images/`, cold: `state="none"`).
+const PACKAGE_PAGE: &str =
+    "<!doctype html><meta charset=\"utf-8\"><title>wasm86 from npm</title>\n\
+<script type=\"module\" src=\"node_modules/wasm86/wasm86-machine.js\"></script>\n\
+<wasm86-machine id=\"linux\" images=\"images/\" state=\"none\"></wasm86-machine>\n";
+
+/// The total size of the files under `dir`.
+fn tree_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => tree_size(&e.path()),
+                    _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Someone else's site: `npm install ./wasm86-VERSION.tgz` in the empty folder `dir`, the
+/// three-line page, and the two boot images the package leaves out. A summary line.
+fn install_package_site(tarball: &std::path::Path, dir: &std::path::Path) -> Res<String> {
+    let name = tarball
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{}: not a file name", tarball.display()))?;
+    std::fs::copy(tarball, dir.join(name)).map_err(|e| format!("copying {name}: {e}"))?;
+    let t0 = Instant::now();
+    let out = std::process::Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefer-offline"])
+        .arg(format!("./{name}"))
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run npm (is Node.js installed?): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "npm install ./{name} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let npm_secs = t0.elapsed().as_secs_f64();
+    let modules = dir.join("node_modules");
+    for f in [
+        "wasm86/wasm86-machine.js",
+        "wasm86/worker.js",
+        "wasm86/pkg/wasm86_bg.wasm",
+        "wasm86/wasm86.d.ts",
+        "@xterm/xterm/lib/xterm.mjs",
+        "@xterm/addon-fit/lib/addon-fit.mjs",
+    ] {
+        if !modules.join(f).is_file() {
+            return Err(format!(
+                "npm install ./{name} gave no node_modules/{f}:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+    }
+    std::fs::write(dir.join("index.html"), PACKAGE_PAGE).map_err(|e| format!("index.html: {e}"))?;
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).map_err(|e| format!("{}: {e}", images.display()))?;
+    let site = wasm86_webdriver::site_dir()?;
+    for f in ["bzImage", "initramfs.cpio.gz"] {
+        std::fs::copy(site.join("images").join(f), images.join(f))
+            .map_err(|e| format!("copying images/{f}: {e}"))?;
+    }
+    let packed = std::fs::metadata(tarball).map(|m| m.len()).unwrap_or(0);
+    Ok(format!(
+        "{name}: {:.0} KiB packed, {:.0} KiB installed (node_modules/wasm86), node_modules {:.0} KiB \
+         in all with xterm.js; npm install took {npm_secs:.1} s",
+        packed as f64 / 1024.0,
+        tree_size(&modules.join("wasm86")) as f64 / 1024.0,
+        tree_size(&modules) as f64 / 1024.0
+    ))
+}
+
+/// The npm package works for someone else: `make package`'s tarball installed with `npm
+/// install` into an empty folder, a three-line page that imports the widget from
+/// node_modules, served as it is, boots the bundled Linux in headless Chromium to a shell that
+/// answers a command. The emulator, its worker and xterm.js must come from node_modules.
+#[tokio::test(flavor = "current_thread")]
+async fn the_npm_package_installs_into_an_empty_folder_and_boots_linux() {
+    let tarball = package_tarball().unwrap_or_else(|e| panic!("{e}"));
+    let dir = TempDir::new("wasm86-npm").unwrap_or_else(|e| panic!("{e}"));
+    let summary = install_package_site(&tarball, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    println!("package: {summary}");
+    let setup = Setup {
+        root: Some(dir.path().to_path_buf()),
+        ..Setup::default()
+    };
+    run_with(setup, |env| async move {
+        let t0 = env.goto("index.html").await?;
+        let m = env.widget("linux");
+        wait_prompt(&m, 0, boot_timeout()).await?;
+        let boot_secs = t0.elapsed().as_secs_f64();
+        wait_kernel_settled(&m).await;
+        serial_command(&m, "echo $((6*7))", "42").await?;
+        let requests = env.server.requests();
+        for wanted in [
+            "GET /node_modules/wasm86/wasm86-machine.js",
+            "GET /node_modules/wasm86/worker.js",
+            "GET /node_modules/wasm86/pkg/wasm86_bg.wasm",
+            "GET /node_modules/@xterm/xterm/lib/xterm.mjs",
+            "GET /node_modules/@xterm/xterm/css/xterm.css",
+            "GET /images/bzImage",
+            "GET /images/initramfs.cpio.gz",
+        ] {
+            if !requests.iter().any(|r| r.starts_with(wanted)) {
+                return Err(format!(
+                    "the page never asked for {wanted}; its requests: {requests:#?}"
+                ));
+            }
+        }
+        env.screenshot("npm-package.png").await?;
+        println!(
+            "package: the page from node_modules booted to the prompt in {boot_secs:.1} s and \
+             answered `echo $((6*7))` with 42 ({} requests)",
+            requests.len()
+        );
+        Ok(())
+    })
+    .await;
+    drop(dir);
 }
