@@ -158,12 +158,13 @@ impl Cpu {
         }
     }
 
-    /// Check alignment for #AC: CR0.AM, EFLAGS.AC and CPL 3 all set.
+    /// Check alignment for #AC: CR0.AM, EFLAGS.AC and CPL 3 all set, and `lin` not a multiple
+    /// of `align` (a power of two: the operand's alignment, SDM Vol. 3A Table 6-7).
     #[inline]
-    fn check_alignment(&self, lin: u32, size: u32, user: bool) -> Fault {
+    fn check_alignment(&self, lin: u32, align: u32, user: bool) -> Fault {
         if user
-            && size > 1
-            && lin & (size - 1) != 0
+            && align > 1
+            && lin & (align - 1) != 0
             && self.cr0 & super::CR0_AM != 0
             && self.flags.sys(super::flags::AC)
         {
@@ -176,6 +177,11 @@ impl Cpu {
     /// the access straddles a page boundary.
     pub fn read_lin_slow(&mut self, lin: u32, size: u32, user: bool) -> Fault<u32> {
         self.check_alignment(lin, size, user)?;
+        self.read_lin_paged(lin, size, user)
+    }
+
+    /// [`Cpu::read_lin_slow`] without the alignment check.
+    fn read_lin_paged(&mut self, lin: u32, size: u32, user: bool) -> Fault<u32> {
         let first = self.translate(lin, false, user)?;
         self.clock_mmio(first);
         if (lin & 0xFFF) + size <= 0x1000 {
@@ -202,6 +208,11 @@ impl Cpu {
     /// fault) before any byte is written.
     pub fn write_lin_slow(&mut self, lin: u32, size: u32, v: u32, user: bool) -> Fault {
         self.check_alignment(lin, size, user)?;
+        self.write_lin_paged(lin, size, v, user)
+    }
+
+    /// [`Cpu::write_lin_slow`] without the alignment check.
+    fn write_lin_paged(&mut self, lin: u32, size: u32, v: u32, user: bool) -> Fault {
         let first = self.translate(lin, true, user)?;
         let mmio = self.clock_mmio(first);
         let hit_code = if (lin & 0xFFF) + size <= 0x1000 {
@@ -244,9 +255,59 @@ impl Cpu {
         mmio
     }
 
+    /// Read `N` (1, 2, 4) bytes at `seg:off` that are a part of a larger operand whose
+    /// alignment was checked as a whole ([`Cpu::check_operand`]): the limit and paging checks,
+    /// and no alignment check of the part.
+    pub fn read_part<const N: usize>(&mut self, seg: usize, off: u32) -> Fault<u32> {
+        let lin = self.lin_for_read(seg, off, N as u32)?;
+        if (lin & 0xFFF) as usize <= 0x1000 - N {
+            if let Some(p) = self.mem.tlb.lookup(lin, self.tlb_read_perm) {
+                return Ok(ram_read::<N>(&self.mem.ram, p as usize));
+            }
+        }
+        self.read_lin_paged(lin, N as u32, self.cpl == 3)
+    }
+
+    /// Write `N` (1, 2, 4) bytes at `seg:off` as a part of a larger operand (see
+    /// [`Cpu::read_part`]).
+    pub fn write_part<const N: usize>(&mut self, seg: usize, off: u32, v: u32) -> Fault {
+        let lin = self.lin_for_write(seg, off, N as u32)?;
+        if (lin & 0xFFF) as usize <= 0x1000 - N {
+            if let Some(p) = self.mem.tlb.lookup(lin, self.tlb_write_perm) {
+                ram_write::<N>(&mut self.mem.ram, p as usize, v);
+                return Ok(());
+            }
+        }
+        self.write_lin_paged(lin, N as u32, v, self.cpl == 3)
+    }
+
+    /// The linear address of an operand of `size` bytes at `seg:off` that is read (or
+    /// written) in parts (x87 formats, save areas): the limit and rights check covers all of
+    /// it, and the alignment check is the operand's (`align`, a power of two: SDM Vol. 3A
+    /// Table 6-7), both before any part is accessed. The parts are checked again as they are
+    /// accessed, which can then only fault in paging.
+    pub fn check_operand(
+        &self,
+        seg: usize,
+        off: u32,
+        size: u32,
+        align: u32,
+        write: bool,
+    ) -> Fault<u32> {
+        let lin = if write {
+            self.lin_for_write(seg, off, size)?
+        } else {
+            self.lin_for_read(seg, off, size)?
+        };
+        self.check_alignment(lin, align, self.cpl == 3)?;
+        Ok(lin)
+    }
+
     /// Probe that a write of `size` bytes at `seg:off` would succeed (rights, limit, paging)
     /// without writing; returns the linear address. Used by read-modify-write instructions and
-    /// by instructions that must not leave partial state behind.
+    /// by instructions that must not leave partial state behind. An operand of a size that is
+    /// a power of two must be aligned to it; others are checked by the caller
+    /// ([`Cpu::check_operand`]).
     pub fn probe_write(&mut self, seg: usize, off: u32, size: u32) -> Fault<u32> {
         let lin = self.lin_for_write(seg, off, size)?;
         if (lin & 0xFFF) + size <= 0x1000 && self.mem.tlb.lookup(lin, self.tlb_write_perm).is_some()
@@ -254,7 +315,8 @@ impl Cpu {
             return Ok(lin);
         }
         let user = self.cpl == 3;
-        self.check_alignment(lin, size, user)?;
+        let align = if size.is_power_of_two() { size } else { 1 };
+        self.check_alignment(lin, align, user)?;
         self.translate(lin, true, user)?;
         if (lin & 0xFFF) + size > 0x1000 {
             self.translate((lin | 0xFFF).wrapping_add(1), true, user)?;

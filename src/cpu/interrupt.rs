@@ -77,6 +77,7 @@ impl Cpu {
     /// return address (the faulting instruction for faults, the next one for traps and INT).
     pub fn interrupt(&mut self, vector: u8, kind: IntKind, error_code: Option<u32>) -> Fault {
         self.stop_block = true;
+        self.soft_int |= matches!(kind, IntKind::Software | IntKind::SoftwareTrap);
         if self.protected_mode() {
             return self.interrupt_protected(vector, kind, error_code);
         }

@@ -163,6 +163,9 @@ pub struct Cpu {
     /// Data breakpoints (DR6 B0-B3 bits) hit by the current instruction, delivered as a #DB
     /// trap when it completes (see debug.rs).
     pub(crate) pending_db: u32,
+    /// The current instruction delivered a software interrupt (INT n, INT3, INTO): it is not
+    /// single-stepped (see run_block).
+    pub(crate) soft_int: bool,
     /// Elements of a REP string instruction's batch that compiled code already did before
     /// handing the rest of the instruction to its handler, which counts them into the batch
     /// (0 otherwise; see crate::jit::codegen::strings).
@@ -224,6 +227,7 @@ impl Cpu {
             jit: crate::jit::Jit::default(),
             jit_engine: None,
             pending_db: 0,
+            soft_int: false,
             rep_done: 0,
             jit_stop_at_block_end: 0,
             counters: Box::default(),
@@ -465,6 +469,7 @@ impl Cpu {
             }
         };
         let tf = self.flags.sys(flags::TF);
+        self.soft_int = false;
         let mut ok = true;
         let retired_before = self.instructions;
         // Nothing needs the run loop before the block about to run (see must_stop_chaining):
@@ -560,8 +565,12 @@ impl Cpu {
             self.update_fast_path_perms();
         }
         // Debug traps after the instruction: TF single step and data breakpoints (a data
-        // breakpoint hit sets stop_block, so its instruction is the last one run).
-        let step = single_step && tf && self.instructions == retired_before + 1;
+        // breakpoint hit sets stop_block, so its instruction is the last one run). A software
+        // interrupt (INT n, INT3, INTO) is not single-stepped: it clears TF as it enters its
+        // handler (SDM INT n pseudo-code), and no single-step trap follows it (SDM Vol. 3B
+        // 17.3.1.4; Intel hardware delivers the #BP of an INT3 executed with TF set, and no
+        // #DB).
+        let step = single_step && tf && self.instructions == retired_before + 1 && !self.soft_int;
         if step || self.pending_db != 0 {
             self.debug_trap(step);
         }

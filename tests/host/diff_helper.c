@@ -3,24 +3,38 @@
  *
  * A static i386 Linux program (built by the test with `i686-linux-gnu-gcc -O2 -static`). It
  * reads cases from stdin until EOF; for each it fills the data pages, copies the code to its
- * page, loads the x87 state (FRSTOR), EFLAGS and all eight registers, and jumps to the code.
+ * page, loads the x87 state (FRSTOR), ES and FS, EFLAGS and all eight registers, and jumps to
+ * the code.
  * The code ends with an instruction that traps (INT3), or faults earlier; either way the
  * signal handler records the registers, EFLAGS, EIP, the trap number and error code, CR2 and
  * the x87 state from the signal frame, then siglongjmps back to the loop, which writes the
  * record and the bytes of the data pages that changed to stdout.
  *
  * Memory, the same linear addresses as the wasm86 side (tests/differential.rs):
- *   CODE_BASE          one page, the code (read, write, execute here; read-only there)
- *   DATA_BASE - 4 KiB  a guard page (PROT_NONE: every access faults, not present)
+ *   CODE_BASE          one page, the code (read, write, execute here; read-only there),
+ *                      then a guard page
+ *   DATA_BASE - 64 KiB guard pages (PROT_NONE: every access faults, not present)
  *   DATA_BASE          RW_PAGES writable pages, refilled for every case
  *   + RW_PAGES * 4 KiB one read-only page, filled once at start-up
- *   + 4 KiB            a guard page
+ *   + 4 KiB            guard pages up to DATA_BASE + 128 KiB
  * The code only ever addresses these pages (the generator makes sure), so it cannot touch
- * this program's own memory; the handler checks that the faulting EIP is in the code page.
+ * this program's own memory. The guard pages reach as far as a 16-bit offset (address-size
+ * prefix) from a segment based near DATA_BASE, and a RET imm16 from the data pages. The handler checks that the faulting
+ * EIP is in the code page, or is the address of an instruction fetch that faulted (a jump
+ * to an address that is not mapped: below 64 KiB, or a guard page), or a single-step trap
+ * before the first instruction there.
+ *
+ * Segments: DS, SS and CS are this program's flat ones. A case may also ask for a data
+ * segment of its own (a TLS descriptor, set_thread_area) in FS, in ES or in both; otherwise
+ * FS holds the null selector and ES the flat data segment. The kernel reloads ES (and DS)
+ * with the flat selector when it delivers a signal, so the C code never sees the case's ES.
+ * The case's EFLAGS.AC stays on in the handler: its first instructions clear it.
  *
  * Input, all little-endian (see `Case::encode` in tests/differential.rs):
  *   u32 magic 'CASE', u32 code length, code bytes, u32 EAX ECX EDX EBX ESP EBP ESI EDI,
- *   u32 EFLAGS, 108 bytes FRSTOR image, u64 fill seed, u32 patch count,
+ *   u32 EFLAGS, 108 bytes FRSTOR image, u32 segment use (bit 0: FS, bit 1: ES hold the
+ *   case's segment), its u32 base, u32 limit (20 bits) and u32 flags (bit 0: limit in pages,
+ *   bit 1: read-only, bit 2: expand-down), u64 fill seed, u32 patch count,
  *   per patch: u32 offset from DATA_BASE, u32 length, bytes.
  * Output per case:
  *   u32 magic 'RSLT', u32 signal, trap number, error code, CR2, u32 EAX ECX EDX EBX ESP EBP
@@ -33,7 +47,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <asm/ldt.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -41,6 +57,8 @@
 #define CODE_BASE 0x10000000u
 #define DATA_BASE 0x20000000u
 #define RW_PAGES 3u
+#define GUARD_BYTES 0x10000u /* below DATA_BASE; above, up to DATA_BASE + 0x20000 */
+#define GUARD_END (DATA_BASE + 0x20000u)
 #define RO_SEED 0x5244304e4c59ull /* the read-only page's fill */
 #define MAGIC_CASE 0x45534143u    /* "CASE" */
 #define MAGIC_RESULT 0x544c5352u  /* "RSLT" */
@@ -73,6 +91,8 @@ uint32_t entry_state[9];
 uint32_t initial_esp;
 uint32_t code_entry = CODE_BASE;
 uint8_t fpu_image[FSAVE_BYTES];
+/* The selectors enter_case loads into ES and FS. */
+uint32_t es_sel, fs_sel;
 static sigjmp_buf back_to_loop;
 static char alt_stack[64 * 1024];
 
@@ -92,21 +112,43 @@ __asm__(".text\n"
         "enter_case:\n"
         "    fninit\n"
         "    frstor fpu_image\n"
+        "    movl es_sel, %eax\n"
+        "    movw %ax, %es\n"
+        "    movl fs_sel, %eax\n"
+        "    movw %ax, %fs\n"
         "    movl $entry_state, %esp\n"
         "    popfl\n"
         "    popal\n"
         "    movl initial_esp, %esp\n"
         "    jmp *code_entry\n");
 
-static void on_signal(int signo, siginfo_t *info, void *context) {
+/* The signal handler's entry: the kernel leaves EFLAGS.AC as the case had it, and with AC
+ * set (Linux runs user code with CR0.AM) the C code would take alignment faults. */
+void on_signal_entry(int, siginfo_t *, void *);
+__asm__(".text\n"
+        ".globl on_signal_entry\n"
+        "on_signal_entry:\n"
+        "    pushfl\n"
+        "    andl $0xfffbffff, (%esp)\n"
+        "    popfl\n"
+        "    jmp on_signal\n");
+
+__attribute__((used)) void on_signal(int signo, siginfo_t *info, void *context) {
     (void)info;
     ucontext_t *uc = context;
     greg_t *g = uc->uc_mcontext.gregs;
     uint32_t eip = (uint32_t)g[REG_EIP];
-    if (eip - CODE_BASE >= PAGE) {
+    /* Outside the code page, nothing has run: the fetch there faulted, or a single-step
+     * trap came first (TF set before the jump there). */
+    int fetch_fault = g[REG_TRAPNO] == 14 && (uint32_t)uc->uc_mcontext.cr2 == eip;
+    int step_trap = g[REG_TRAPNO] == 1;
+    if (eip - CODE_BASE >= PAGE && !fetch_fault && !step_trap) {
         /* A fault in this program itself: nothing sensible to report. */
-        static const char msg[] = "diff_helper: signal outside the code page\n";
-        write(2, msg, sizeof msg - 1);
+        char msg[128];
+        int n = snprintf(msg, sizeof msg,
+                         "diff_helper: signal %d (trap %d) at %#x outside the code page\n", signo,
+                         (int)g[REG_TRAPNO], eip);
+        write(2, msg, n);
         _exit(3);
     }
     result.signo = (uint32_t)signo;
@@ -159,20 +201,35 @@ int main(void) {
     uint8_t *const data = (uint8_t *)(uintptr_t)DATA_BASE;
 
     map_fixed(CODE_BASE, PAGE, PROT_READ | PROT_WRITE | PROT_EXEC);
-    map_fixed(DATA_BASE - PAGE, PAGE, PROT_NONE);
+    /* Jumps past the code fault there. */
+    map_fixed(CODE_BASE + PAGE, PAGE, PROT_NONE);
+    map_fixed(DATA_BASE - GUARD_BYTES, GUARD_BYTES, PROT_NONE);
     map_fixed(DATA_BASE, RW_PAGES * PAGE, PROT_READ | PROT_WRITE);
     map_fixed(DATA_BASE + RW_PAGES * PAGE, PAGE, PROT_READ | PROT_WRITE);
     fill(data + RW_PAGES * PAGE, PAGE, RO_SEED);
     if (mprotect(data + RW_PAGES * PAGE, PAGE, PROT_READ))
         die("mprotect");
-    map_fixed(DATA_BASE + (RW_PAGES + 1) * PAGE, PAGE, PROT_NONE);
+    map_fixed(DATA_BASE + (RW_PAGES + 1) * PAGE, GUARD_END - (DATA_BASE + (RW_PAGES + 1) * PAGE),
+              PROT_NONE);
+
+    /* A TLS slot for the cases' own segment. */
+    struct user_desc tls;
+    memset(&tls, 0, sizeof tls);
+    tls.entry_number = (unsigned)-1;
+    tls.seg_32bit = 1;
+    if (syscall(SYS_set_thread_area, &tls))
+        die("set_thread_area");
+    const uint32_t tls_sel = tls.entry_number * 8 + 3;
+    uint32_t flat_es;
+    __asm__("movl %%es, %0" : "=r"(flat_es));
+    uint32_t last_seg[3] = {0, 0, 0xFFFFFFFF};
 
     stack_t ss = {.ss_sp = alt_stack, .ss_size = sizeof alt_stack, .ss_flags = 0};
     if (sigaltstack(&ss, NULL))
         die("sigaltstack");
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_signal;
+    sa.sa_sigaction = on_signal_entry;
     /* SA_NODEFER: the handler leaves by siglongjmp, so the signal must not stay blocked. */
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
     sigemptyset(&sa.sa_mask);
@@ -200,6 +257,24 @@ int main(void) {
         read_exact(regs, sizeof regs);
         uint32_t eflags = read_u32();
         read_exact(fpu_image, FSAVE_BYTES);
+        uint32_t seg_use = read_u32();
+        uint32_t seg[3];
+        read_exact(seg, sizeof seg);
+        if (seg_use && memcmp(seg, last_seg, sizeof seg)) {
+            tls.base_addr = seg[0];
+            tls.limit = seg[1];
+            tls.limit_in_pages = seg[2] & 1;
+            tls.read_exec_only = (seg[2] >> 1) & 1;
+            tls.contents = (seg[2] >> 2) & 1;
+            tls.seg_32bit = 1;
+            tls.seg_not_present = 0;
+            tls.useable = 0;
+            if (syscall(SYS_set_thread_area, &tls))
+                die("set_thread_area for a case");
+            memcpy(last_seg, seg, sizeof seg);
+        }
+        fs_sel = seg_use & 1 ? tls_sel : 0;
+        es_sel = seg_use & 2 ? tls_sel : flat_es;
         uint64_t seed;
         read_exact(&seed, 8);
         fill(initial, sizeof initial, seed);

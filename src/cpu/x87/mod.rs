@@ -301,38 +301,88 @@ fn begin_mem(cpu: &mut Cpu, i: &Instr) -> Fault<(usize, u32)> {
     Ok((seg, off))
 }
 
-fn read_bytes<const N: usize>(cpu: &mut Cpu, seg: usize, off: u32) -> Fault<[u8; N]> {
+/// How much of an operand Intel hardware accesses first: a 10-byte operand is read or
+/// written as 8 bytes, then 2 (the limit and paging checks of the second part come after the
+/// first part's: at the end of a segment whose limit wraps at 4 GiB, the first part can
+/// page-fault where the whole would be beyond the limit).
+fn first_part(len: usize) -> u32 {
+    len.min(8) as u32
+}
+
+/// Read an operand of `N` bytes that must be aligned to `align` (SDM Vol. 3A Table 6-7:
+/// 8 for the 64- and 80-bit formats; a save area's parts pass 1, its start being checked).
+fn read_bytes<const N: usize>(cpu: &mut Cpu, seg: usize, off: u32, align: u32) -> Fault<[u8; N]> {
+    cpu.check_operand(seg, off, first_part(N), align, false)?;
     let mut b = [0u8; N];
+    read_parts(cpu, seg, off, &mut b)?;
+    Ok(b)
+}
+
+/// Read `b.len()` (even) bytes at `seg:off` in dwords and words, parts of an operand whose
+/// alignment was checked (no alignment check of the parts).
+fn read_parts(cpu: &mut Cpu, seg: usize, off: u32, b: &mut [u8]) -> Fault {
     let mut k = 0;
-    while k < N {
-        if N - k >= 4 {
-            let v = cpu.read::<4>(seg, off.wrapping_add(k as u32))?;
+    while k < b.len() {
+        let o = off.wrapping_add(k as u32);
+        if b.len() - k >= 4 {
+            let v = cpu.read_part::<4>(seg, o)?;
             b[k..k + 4].copy_from_slice(&v.to_le_bytes());
             k += 4;
         } else {
-            let v = cpu.read::<2>(seg, off.wrapping_add(k as u32))?;
+            let v = cpu.read_part::<2>(seg, o)?;
             b[k..k + 2].copy_from_slice(&(v as u16).to_le_bytes());
             k += 2;
         }
     }
-    Ok(b)
+    Ok(())
 }
 
 /// Write bytes (even length) after checking the whole destination, so a fault leaves
-/// nothing half-written.
-fn write_bytes(cpu: &mut Cpu, seg: usize, off: u32, b: &[u8]) -> Fault {
+/// nothing half-written; `align` is the operand's alignment (see [`read_bytes`]).
+fn write_bytes(cpu: &mut Cpu, seg: usize, off: u32, b: &[u8], align: u32) -> Fault {
+    let first = first_part(b.len());
+    cpu.check_operand(seg, off, first, align, true)?;
+    cpu.probe_write(seg, off, first)?;
     cpu.probe_write(seg, off, b.len() as u32)?;
+    write_parts(cpu, seg, off, b)
+}
+
+/// Write `b` (even length) at `seg:off` in dwords and words (see [`read_parts`]).
+fn write_parts(cpu: &mut Cpu, seg: usize, off: u32, b: &[u8]) -> Fault {
     let mut k = 0;
     while k < b.len() {
         let o = off.wrapping_add(k as u32);
         if b.len() - k >= 4 {
             let v = u32::from_le_bytes([b[k], b[k + 1], b[k + 2], b[k + 3]]);
-            cpu.write::<4>(seg, o, v)?;
+            cpu.write_part::<4>(seg, o, v)?;
             k += 4;
         } else {
-            cpu.write::<2>(seg, o, u16::from_le_bytes([b[k], b[k + 1]]) as u32)?;
+            cpu.write_part::<2>(seg, o, u16::from_le_bytes([b[k], b[k + 1]]) as u32)?;
             k += 2;
         }
+    }
+    Ok(())
+}
+
+/// Check an FSTENV/FSAVE area of `len` bytes in the `op32` format before anything in it is
+/// accessed, in the order Intel hardware does: its first dword (word, for the 16-bit
+/// formats: limit, the area's alignment (SDM Vol. 3A Table 6-7), paging), then its last byte
+/// (limit, paging). A fault then names the first or the last byte's page, and leaves memory
+/// and the FPU as they were.
+fn probe_area(cpu: &mut Cpu, seg: usize, off: u32, len: u32, op32: bool, write: bool) -> Fault {
+    let elem = area_align(op32);
+    let last = off.wrapping_add(len - 1);
+    cpu.check_operand(seg, off, elem, elem, write)?;
+    if write {
+        cpu.probe_write(seg, off, elem)?;
+        cpu.probe_write(seg, last, 1)?;
+    } else {
+        if op32 {
+            cpu.read_part::<4>(seg, off)?;
+        } else {
+            cpu.read_part::<2>(seg, off)?;
+        }
+        cpu.read_part::<1>(seg, last)?;
     }
     Ok(())
 }
@@ -358,12 +408,13 @@ const M_BCD: u8 = 6;
 fn load_operand<const K: u8>(cpu: &mut Cpu, seg: usize, off: u32, c: &mut Ctx) -> Fault<F80> {
     Ok(match K {
         M_F32 => c.f32_operand(cpu.read::<4>(seg, off)?),
-        M_F64 => c.f64_operand(u64::from_le_bytes(read_bytes::<8>(cpu, seg, off)?)),
+        M_F64 => c.f64_operand(u64::from_le_bytes(read_bytes::<8>(cpu, seg, off, 8)?)),
         M_I16 => float80::from_i64(cpu.read::<2>(seg, off)? as u16 as i16 as i64),
         M_I32 => float80::from_i64(cpu.read::<4>(seg, off)? as i32 as i64),
-        M_I64 => float80::from_i64(i64::from_le_bytes(read_bytes::<8>(cpu, seg, off)?)),
-        M_F80 => F80::from_bytes(read_bytes::<10>(cpu, seg, off)?),
-        _ => c.from_bcd(read_bytes::<10>(cpu, seg, off)?),
+        M_I64 => float80::from_i64(i64::from_le_bytes(read_bytes::<8>(cpu, seg, off, 8)?)),
+        M_F80 => F80::from_bytes(read_bytes::<10>(cpu, seg, off, 8)?),
+        // Packed BCD is not in the SDM's table; Intel hardware wants it 8-byte aligned too.
+        _ => c.from_bcd(read_bytes::<10>(cpu, seg, off, 8)?),
     })
 }
 
@@ -569,7 +620,7 @@ fn fld_mem<const K: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let mut c = cpu.fpu.ctx();
     let v = match K {
         M_F32 => c.from_f32(cpu.read::<4>(seg, off)?),
-        M_F64 => c.from_f64(u64::from_le_bytes(read_bytes::<8>(cpu, seg, off)?)),
+        M_F64 => c.from_f64(u64::from_le_bytes(read_bytes::<8>(cpu, seg, off, 8)?)),
         _ => load_operand::<K>(cpu, seg, off, &mut c)?,
     };
     let fpu = &mut cpu.fpu;
@@ -632,7 +683,7 @@ fn fst_mem<const K: u8, const POP: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
             cpu.fpu.underflow();
             return Ok(());
         }
-        write_bytes(cpu, seg, off, &buf[..len])?;
+        write_bytes(cpu, seg, off, &buf[..len], len.min(8) as u32)?;
         cpu.fpu.underflow();
         if POP {
             cpu.fpu.pop();
@@ -642,7 +693,7 @@ fn fst_mem<const K: u8, const POP: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
     // Unmasked invalid, overflow or underflow: memory is left unchanged.
     let blocked = c.flags & !cpu.fpu.cw & (IE | OE | UE) != 0;
     if !blocked {
-        write_bytes(cpu, seg, off, &buf[..len])?;
+        write_bytes(cpu, seg, off, &buf[..len], len.min(8) as u32)?;
     } else if c.flags & !cpu.fpu.cw & (OE | UE) != 0 {
         // Nothing stored, nothing rounded: no PE and no round-up C1, as on Intel hardware
         // (the SDM's unmasked overflow/underflow response for a memory destination stores
@@ -756,6 +807,10 @@ fn unary<const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     begin(cpu, i)?;
     let fpu = &mut cpu.fpu;
     if fpu.empty(0) {
+        if OP == U_SIN || OP == U_COS {
+            // The operand is not looked at: not out of range (C2 = 0), as on Intel hardware.
+            fpu.sw &= !C2;
+        }
         if fpu.underflow() {
             fpu.set_st(0, F80::INDEFINITE);
         }
@@ -779,8 +834,10 @@ fn unary<const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
                 fpu.set_st(0, r);
             }
         }
-        // Out of range (|x| >= 2^63): C2 set, operand left alone.
-        None => fpu.sw |= C2,
+        // Out of range (|x| >= 2^63): C2 set, operand left alone, nothing rounded (C1
+        // cleared: SDM FSIN/FCOS "set if result was rounded up; cleared otherwise", as on
+        // Intel hardware).
+        None => fpu.sw = (fpu.sw & !C1) | C2,
     }
     Ok(())
 }
@@ -889,7 +946,8 @@ fn unary_push<const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
     let fpu = &mut cpu.fpu;
     if fpu.empty(0) {
         // A stack underflow (C1 = 0), even when the push would also overflow: underflow
-        // comes first (SDM Vol. 1 8.7), as on Intel hardware.
+        // comes first (SDM Vol. 1 8.7), as on Intel hardware. Not out of range (C2 = 0).
+        fpu.sw &= !C2;
         if fpu.underflow() {
             fpu.set_st(0, F80::INDEFINITE);
             fpu.push(F80::INDEFINITE);
@@ -897,6 +955,9 @@ fn unary_push<const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
         return Ok(());
     }
     if !fpu.empty(7) {
+        // A stack overflow: the operand is not looked at, so C2 (out of range, for FPTAN
+        // and FSINCOS; undefined for FXTRACT) is 0, as on Intel hardware.
+        fpu.sw &= !C2;
         if fpu.overflow() {
             fpu.set_st(0, F80::INDEFINITE);
             fpu.push(F80::INDEFINITE);
@@ -926,7 +987,8 @@ fn unary_push<const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
                 fpu.push(st0);
             }
         }
-        None => fpu.sw |= C2,
+        // Out of range: as for FSIN (C1 cleared).
+        None => fpu.sw = (fpu.sw & !C1) | C2,
     }
     Ok(())
 }
@@ -1117,8 +1179,11 @@ fn fnstenv(cpu: &mut Cpu, i: &Instr) -> Fault {
     check_avail(cpu, false)?;
     let off = i.ea(cpu);
     let img = env_image(cpu, i.op32);
-    write_bytes(cpu, i.seg as usize, off, &img)?;
+    probe_area(cpu, i.seg as usize, off, img.len() as u32, i.op32, true)?;
+    write_parts(cpu, i.seg as usize, off, &img)?;
     cpu.fpu.cw |= EXC_MASK;
+    // Nothing is unmasked now: ES and B clear, as after FLDCW (and on Intel hardware).
+    cpu.fpu.update_es();
     Ok(())
 }
 
@@ -1126,19 +1191,27 @@ fn fnstenv(cpu: &mut Cpu, i: &Instr) -> Fault {
 fn fldenv(cpu: &mut Cpu, i: &Instr) -> Fault {
     check_avail(cpu, true)?;
     let off = i.ea(cpu);
-    let img = read_env(cpu, i, off)?;
+    let img = read_env(cpu, i, off, env_len(i.op32))?;
     load_env(cpu, &img, i.op32);
     Ok(())
 }
 
-fn read_env(cpu: &mut Cpu, i: &Instr, off: u32) -> Fault<Vec<u8>> {
-    let seg = i.seg as usize;
-    let n = env_len(i.op32);
-    let mut v = Vec::with_capacity(n as usize);
-    for k in (0..n).step_by(2) {
-        let w = cpu.read::<2>(seg, off.wrapping_add(k))? as u16;
-        v.extend_from_slice(&w.to_le_bytes());
+/// The alignment of an FSTENV/FSAVE area (SDM Vol. 3A Table 6-7): 4 or 2 by operand size.
+fn area_align(op32: bool) -> u32 {
+    if op32 {
+        4
+    } else {
+        2
     }
+}
+
+/// Read the environment of FLDENV or FRSTOR, after checking the whole area (`len` bytes:
+/// see [`probe_area`]).
+fn read_env(cpu: &mut Cpu, i: &Instr, off: u32, len: u32) -> Fault<Vec<u8>> {
+    let seg = i.seg as usize;
+    probe_area(cpu, seg, off, len, i.op32, false)?;
+    let mut v = vec![0; env_len(i.op32) as usize];
+    read_parts(cpu, seg, off, &mut v)?;
     Ok(v)
 }
 
@@ -1150,7 +1223,8 @@ fn fnsave(cpu: &mut Cpu, i: &Instr) -> Fault {
     for k in 0..8 {
         img.extend_from_slice(&cpu.fpu.st(k).to_bytes());
     }
-    write_bytes(cpu, i.seg as usize, off, &img)?;
+    probe_area(cpu, i.seg as usize, off, img.len() as u32, i.op32, true)?;
+    write_parts(cpu, i.seg as usize, off, &img)?;
     cpu.fpu.init();
     Ok(())
 }
@@ -1160,7 +1234,7 @@ fn frstor(cpu: &mut Cpu, i: &Instr) -> Fault {
     check_avail(cpu, true)?;
     let off = i.ea(cpu);
     let seg = i.seg as usize;
-    let env = read_env(cpu, i, off)?;
+    let env = read_env(cpu, i, off, env_len(i.op32) + 80)?;
     let base = off.wrapping_add(env_len(i.op32));
     let mut regs = [F80::ZERO; 8];
     for (k, r) in regs.iter_mut().enumerate() {
@@ -1168,6 +1242,7 @@ fn frstor(cpu: &mut Cpu, i: &Instr) -> Fault {
             cpu,
             seg,
             base.wrapping_add(10 * k as u32),
+            1,
         )?);
     }
     // Registers first (stack order needs TOP from the environment), then tags from contents.
@@ -1229,13 +1304,13 @@ fn fxsave(cpu: &mut Cpu, i: &Instr) -> Fault {
         let o = FX_ST0 + 16 * k;
         b[o..o + 10].copy_from_slice(&f.st(k as u8).to_bytes());
     }
-    write_bytes(cpu, i.seg as usize, off, &b)
+    write_bytes(cpu, i.seg as usize, off, &b, 16)
 }
 
 /// FXRSTOR m512.
 fn fxrstor(cpu: &mut Cpu, i: &Instr) -> Fault {
     let off = fx_check(cpu, i)?;
-    let b = read_bytes::<FX_LEN>(cpu, i.seg as usize, off)?;
+    let b = read_bytes::<FX_LEN>(cpu, i.seg as usize, off, 16)?;
     let w = |k: usize| u16::from_le_bytes([b[k], b[k + 1]]);
     let d = |k: usize| u32::from_le_bytes([b[k], b[k + 1], b[k + 2], b[k + 3]]);
     let f = &mut cpu.fpu;

@@ -6,7 +6,7 @@
 //! exactly modulo the 66-bit pi the x87 uses internally, so large arguments give the
 //! hardware's (not the mathematically exact) results.
 
-use super::float80::{Ctx, BIAS, F80, PE, ZE};
+use super::float80::{Ctx, BIAS, C1, F80, PE, ZE};
 
 /// A value `m / 2^127 * 2^e` with `m` normalised (bit 127 set) or zero.
 #[derive(Clone, Copy, Debug)]
@@ -341,6 +341,9 @@ pub fn sincos(c: &mut Ctx, x: F80) -> Option<(F80, F80)> {
     }
     let (s, co) = sin_cos_x(x);
     let s = s.to_f80(c);
+    // C1 says how the cosine (the new ST0) was rounded, not the sine, as on Intel hardware
+    // (the SDM's "set if result was rounded up" does not say which).
+    c.flags &= !C1;
     Some((s, co.to_f80(c)))
 }
 
@@ -475,10 +478,8 @@ pub fn yl2x(c: &mut Ctx, x: F80, y: F80) -> F80 {
     if x.sign && !x.is_zero() {
         return c.raise_invalid();
     }
-    if c.check_denormal(&[x, y]) {
-        return y;
-    }
-    let one = F80::ONE;
+    // log2(0): invalid (times 0) or an exact infinity, zero-divide (but times infinity):
+    // before a denormal y is noticed (no DE), as on Intel hardware and as for FDIV.
     if x.is_zero() {
         if y.is_zero() {
             return c.raise_invalid();
@@ -488,6 +489,10 @@ pub fn yl2x(c: &mut Ctx, x: F80, y: F80) -> F80 {
         }
         return F80::inf(!y.sign);
     }
+    if c.check_denormal(&[x, y]) {
+        return y;
+    }
+    let one = F80::ONE;
     if x.is_inf() {
         if y.is_zero() {
             return c.raise_invalid();
@@ -515,13 +520,14 @@ pub fn yl2xp1(c: &mut Ctx, x: F80, y: F80) -> F80 {
     if let Some(r) = c.screen_two(x, y) {
         return r;
     }
+    // An invalid operation comes before a denormal operand (no DE), as on Intel hardware.
+    if x.is_inf() && (x.sign || y.is_zero()) {
+        return c.raise_invalid();
+    }
     if c.check_denormal(&[x, y]) {
         return y;
     }
     if x.is_inf() {
-        if x.sign || y.is_zero() {
-            return c.raise_invalid();
-        }
         return F80::inf(y.sign);
     }
     let bx = Bf::from_f80(x);
