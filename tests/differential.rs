@@ -273,7 +273,7 @@ impl CaseSeg {
 
     fn descriptor(&self) -> Descriptor {
         let access = 0xF1 | (!self.read_only as u8) << 1 | (self.expand_down as u8) << 2;
-        descriptor(self.base, self.limit, access, 4 | (self.pages as u8) << 3)
+        Descriptor::segment(self.base, self.limit, access, 4 | (self.pages as u8) << 3)
     }
 }
 
@@ -539,17 +539,6 @@ const PTE_P: u32 = 1;
 const PTE_RW: u32 = 2;
 const PTE_US: u32 = 4;
 
-fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> Descriptor {
-    Descriptor {
-        lo: (limit & 0xFFFF) | (base << 16),
-        hi: ((base >> 16) & 0xFF)
-            | (access as u32) << 8
-            | (limit & 0xF_0000)
-            | (flags as u32 & 0xF) << 20
-            | (base & 0xFF00_0000),
-    }
-}
-
 /// A reusable wasm86 CPU in the environment the cases run in: protected mode, paging, a
 /// flat ring-3 code segment and data segments, an IDT whose every vector leads to a HLT of
 /// its own at ring 0 (INT3 and INTO allowed from ring 3, as Linux sets them up).
@@ -604,11 +593,11 @@ impl Emulator {
         cpu.mem.load(DATA_PHYS + RW_BYTES, &ro);
 
         let entries = [
-            (CODE0, descriptor(0, 0xF_FFFF, 0x9A, 0xC)),
-            (DATA0, descriptor(0, 0xF_FFFF, 0x92, 0xC)),
-            (CODE3, descriptor(0, 0xF_FFFF, 0xFA, 0xC)),
-            (DATA3, descriptor(0, 0xF_FFFF, 0xF2, 0xC)),
-            (TSS_SEL, descriptor(KERNEL + TSS, 0x67, 0x89, 0)),
+            (CODE0, Descriptor::segment(0, 0xF_FFFF, 0x9A, 0xC)),
+            (DATA0, Descriptor::segment(0, 0xF_FFFF, 0x92, 0xC)),
+            (CODE3, Descriptor::segment(0, 0xF_FFFF, 0xFA, 0xC)),
+            (DATA3, Descriptor::segment(0, 0xF_FFFF, 0xF2, 0xC)),
+            (TSS_SEL, Descriptor::segment(KERNEL + TSS, 0x67, 0x89, 0)),
         ];
         for (sel, d) in entries {
             let at = GDT + (sel & !7) as u32;

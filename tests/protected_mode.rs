@@ -38,13 +38,7 @@ const GDT_ENTRIES: u32 = 16;
 
 /// A code/data descriptor: `access` is the P/DPL/S/type byte, `gran` the G/D/L/AVL nibble.
 fn seg(base: u32, limit: u32, access: u8, gran: u8) -> u64 {
-    let lo = (limit & 0xFFFF) | (base << 16);
-    let hi = ((base >> 16) & 0xFF)
-        | ((access as u32) << 8)
-        | (limit & 0xF_0000)
-        | ((gran as u32 & 0xF) << 20)
-        | (base & 0xFF00_0000);
-    lo as u64 | ((hi as u64) << 32)
+    wasm86::cpu::protected::Descriptor::segment(base, limit, access, gran).to_u64()
 }
 
 /// A gate: `access` is P/DPL/type, `params` the call-gate parameter count.

@@ -66,13 +66,7 @@ enum Mode {
 
 /// A code or data descriptor: `access` is the P/DPL/S/type byte, `flags` the G/D nibble.
 fn seg(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
-    let lo = (limit & 0xFFFF) | (base << 16);
-    let hi = ((base >> 16) & 0xFF)
-        | (u32::from(access) << 8)
-        | (limit & 0xF_0000)
-        | (u32::from(flags & 0xF) << 20)
-        | (base & 0xFF00_0000);
-    u64::from(lo) | u64::from(hi) << 32
+    Descriptor::segment(base, limit, access, flags).to_u64()
 }
 
 /// A gate descriptor to `sel:offset`.

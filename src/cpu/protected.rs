@@ -39,6 +39,24 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
+    /// A code or data segment descriptor: `access` is the P/DPL/S/type byte, `flags` the
+    /// G/D/L/AVL nibble, `limit` the 20-bit limit field.
+    pub fn segment(base: u32, limit: u32, access: u8, flags: u8) -> Descriptor {
+        Descriptor {
+            lo: (limit & 0xFFFF) | base << 16,
+            hi: ((base >> 16) & 0xFF)
+                | u32::from(access) << 8
+                | (limit & 0xF_0000)
+                | u32::from(flags & 0xF) << 20
+                | (base & 0xFF00_0000),
+        }
+    }
+
+    /// The descriptor as the 8 bytes stored in a table, read as a little-endian u64.
+    pub fn to_u64(self) -> u64 {
+        u64::from(self.lo) | u64::from(self.hi) << 32
+    }
+
     /// A present 32-bit interrupt gate to `selector:offset`, callable by INT n from `dpl`.
     pub fn interrupt_gate32(selector: u16, offset: u32, dpl: u8) -> Descriptor {
         let access = 0x80 | u32::from(dpl & 3) << 5 | u32::from(SYS_INT_GATE32);

@@ -1890,19 +1890,6 @@ fn patch(code: &mut [u8], placeholder: u32, v: u32) {
 
 // ---- The environment ----
 
-/// A code or data descriptor: `access` is the P/DPL/S/type byte, `flags` the G/D/L/AVL
-/// nibble.
-fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> Descriptor {
-    Descriptor {
-        lo: (limit & 0xFFFF) | (base << 16),
-        hi: ((base >> 16) & 0xFF)
-            | (access as u32) << 8
-            | (limit & 0xF_0000)
-            | (flags as u32 & 0xF) << 20
-            | (base & 0xFF00_0000),
-    }
-}
-
 fn put(cpu: &mut Cpu, addr: u32, v: u32) {
     cpu.mem.load(addr, &v.to_le_bytes());
 }
@@ -1958,13 +1945,13 @@ fn paged_cpu(p: &Program) -> Cpu {
         0xC
     };
     let entries = [
-        (CODE0, descriptor(0, 0xF_FFFF, 0x9A, 0xC)),
-        (DATA0, descriptor(0, 0xF_FFFF, 0x92, 0xC)),
-        (CODE3, descriptor(0, 0xF_FFFF, 0xFA, 0xC)),
-        (DATA3, descriptor(0, 0xF_FFFF, 0xF2, 0xC)),
-        (TSS_SEL, descriptor(TSS, 0x67, 0x89, 0)),
-        (FS3, descriptor(FS_BASE, fs_limit, 0xF2, fs_flags)),
-        (GS3, descriptor(GS_BASE, 0xF_FFFF, 0xF2, 0xC)),
+        (CODE0, Descriptor::segment(0, 0xF_FFFF, 0x9A, 0xC)),
+        (DATA0, Descriptor::segment(0, 0xF_FFFF, 0x92, 0xC)),
+        (CODE3, Descriptor::segment(0, 0xF_FFFF, 0xFA, 0xC)),
+        (DATA3, Descriptor::segment(0, 0xF_FFFF, 0xF2, 0xC)),
+        (TSS_SEL, Descriptor::segment(TSS, 0x67, 0x89, 0)),
+        (FS3, Descriptor::segment(FS_BASE, fs_limit, 0xF2, fs_flags)),
+        (GS3, Descriptor::segment(GS_BASE, 0xF_FFFF, 0xF2, 0xC)),
     ];
     for (sel, d) in entries {
         let at = GDT + (sel & !7) as u32;

@@ -310,19 +310,27 @@ pub(crate) fn machine_config(memory_mib: u32, realtime: bool) -> MachineConfig {
     }
 }
 
+/// The drives the options name (`--hda`, `--hdb`, `--cdrom`, `--fda`), streamed ones keeping
+/// at most `--disk-cache-mib` each.
+fn open_drives(
+    args: &BootArgs,
+) -> Result<(crate::remote::Remotes, Vec<crate::disk::Image>), String> {
+    crate::disk::open(
+        &args.hda,
+        &args.hdb,
+        &args.cdrom,
+        &args.fda,
+        args.disk_cache_mib << 20,
+    )
+}
+
 /// `--replay PATH`: run the recorded run again and check that it comes out the same.
 fn replay(args: &BootArgs, path: &Path) -> Result<ExitCode, String> {
     let wall_start = Instant::now();
     let what = |e: &dyn std::fmt::Display| format!("--replay {}: {e}", path.display());
     let file = read_file("--replay", path)?;
     let rec = Recording::from_bytes(&file).map_err(|e| what(&e))?;
-    let (remotes, images) = crate::disk::open(
-        &args.hda,
-        &args.hdb,
-        &args.cdrom,
-        &args.fda,
-        args.disk_cache_mib << 20,
-    )?;
+    let (remotes, images) = open_drives(args)?;
     if !remotes.is_empty() {
         // A replay gives the recorded answers where the image had no data at once; everywhere
         // else the image must have it, as a file does.
@@ -790,13 +798,7 @@ pub(crate) fn build_machine(
     } else {
         None
     };
-    let (remotes, images) = crate::disk::open(
-        &args.hda,
-        &args.hdb,
-        &args.cdrom,
-        &args.fda,
-        args.disk_cache_mib << 20,
-    )?;
+    let (remotes, images) = open_drives(args)?;
     let machine = match (&args.load_state, &direct) {
         (Some(path), _) => resume(path, args.realtime, args.stats, images)?,
         (None, Some(d)) => {
