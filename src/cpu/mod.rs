@@ -164,7 +164,8 @@ pub struct Cpu {
     /// trap when it completes (see debug.rs).
     pub(crate) pending_db: u32,
     /// The current instruction delivered a software interrupt (INT n, INT3, INTO): it is not
-    /// single-stepped (see run_block).
+    /// single-stepped (see run_block). Meaningful only after a single-stepped instruction,
+    /// whose run_block clears it first.
     pub(crate) soft_int: bool,
     /// Elements of a REP string instruction's batch that compiled code already did before
     /// handing the rest of the instruction to its handler, which counts them into the batch
@@ -411,6 +412,8 @@ impl Cpu {
         // take priority over. `rf` remembers RF so a faulting instruction can restore it.
         let mut rf = false;
         if single_step {
+            // Only read after a single-stepped instruction: cleared here, not on every block.
+            self.soft_int = false;
             match self.debug_before_instruction() {
                 Ok(r) => rf = r,
                 Err(e) => {
@@ -469,7 +472,6 @@ impl Cpu {
             }
         };
         let tf = self.flags.sys(flags::TF);
-        self.soft_int = false;
         let mut ok = true;
         let retired_before = self.instructions;
         // Nothing needs the run loop before the block about to run (see must_stop_chaining):
