@@ -79,22 +79,26 @@ impl Cpu {
     /// Read at a linear address with the current privilege.
     #[inline(always)]
     pub fn read_lin<const N: usize>(&mut self, lin: u32) -> Fault<u32> {
-        if (lin & 0xFFF) as usize <= 0x1000 - N {
-            if let Some(p) = self.mem.tlb.lookup(lin, self.tlb_read_perm) {
-                return Ok(ram_read::<N>(&self.mem.ram, p as usize));
-            }
+        if let Some(p) = self.mem.tlb.lookup_within::<N>(lin, self.tlb_read_perm) {
+            return Ok(ram_read::<N>(&self.mem.ram, p as usize));
         }
-        self.read_lin_slow(lin, N as u32, self.cpl == 3)
+        Exception::unpack_value(self.read_lin_missed(lin, N as u32, self.cpl == 3))
+    }
+
+    /// A read that missed the fast path ([`Cpu::read_lin_slow`]), its result packed into one
+    /// word (see [`Exception::pack_value`]): the fast path inlined into the run loop then keeps
+    /// its value in a register on wasm32 instead of going through the stack frame.
+    #[inline(never)]
+    fn read_lin_missed(&mut self, lin: u32, size: u32, user: bool) -> u64 {
+        Exception::pack_value(self.read_lin_slow(lin, size, user))
     }
 
     /// Write at a linear address with the current privilege.
     #[inline(always)]
     pub fn write_lin<const N: usize>(&mut self, lin: u32, v: u32) -> Fault {
-        if (lin & 0xFFF) as usize <= 0x1000 - N {
-            if let Some(p) = self.mem.tlb.lookup(lin, self.tlb_write_perm) {
-                ram_write::<N>(&mut self.mem.ram, p as usize, v);
-                return Ok(());
-            }
+        if let Some(p) = self.mem.tlb.lookup_within::<N>(lin, self.tlb_write_perm) {
+            ram_write::<N>(&mut self.mem.ram, p as usize, v);
+            return Ok(());
         }
         self.write_lin_slow(lin, N as u32, v, self.cpl == 3)
     }
@@ -112,13 +116,11 @@ impl Cpu {
         f: impl FnOnce(&mut Cpu, u32) -> u32,
     ) -> Fault {
         let lin = self.lin_for_write(seg, off, N as u32)?;
-        if (lin & 0xFFF) as usize <= 0x1000 - N {
-            if let Some(p) = self.mem.tlb.lookup(lin, self.tlb_write_perm) {
-                let v = ram_read::<N>(&self.mem.ram, p as usize);
-                let r = f(self, v);
-                ram_write::<N>(&mut self.mem.ram, p as usize, r);
-                return Ok(());
-            }
+        if let Some(p) = self.mem.tlb.lookup_within::<N>(lin, self.tlb_write_perm) {
+            let v = ram_read::<N>(&self.mem.ram, p as usize);
+            let r = f(self, v);
+            ram_write::<N>(&mut self.mem.ram, p as usize, r);
+            return Ok(());
         }
         let lin = self.probe_write(seg, off, N as u32)?;
         let v = self.read_lin::<N>(lin)?;
@@ -128,21 +130,17 @@ impl Cpu {
 
     /// Read a system structure (descriptor tables, TSS, IDT): a supervisor access at any CPL.
     pub fn read_lin_system<const N: usize>(&mut self, lin: u32) -> Fault<u32> {
-        if (lin & 0xFFF) as usize <= 0x1000 - N {
-            if let Some(p) = self.mem.tlb.lookup(lin, TLB_READ_SUPER) {
-                return Ok(ram_read::<N>(&self.mem.ram, p as usize));
-            }
+        if let Some(p) = self.mem.tlb.lookup_within::<N>(lin, TLB_READ_SUPER) {
+            return Ok(ram_read::<N>(&self.mem.ram, p as usize));
         }
         self.read_lin_slow(lin, N as u32, false)
     }
 
     /// Write a system structure (accessed bits, busy bits, TSS fields): a supervisor access.
     pub fn write_lin_system<const N: usize>(&mut self, lin: u32, v: u32) -> Fault {
-        if (lin & 0xFFF) as usize <= 0x1000 - N {
-            if let Some(p) = self.mem.tlb.lookup(lin, TLB_WRITE_SUPER) {
-                ram_write::<N>(&mut self.mem.ram, p as usize, v);
-                return Ok(());
-            }
+        if let Some(p) = self.mem.tlb.lookup_within::<N>(lin, TLB_WRITE_SUPER) {
+            ram_write::<N>(&mut self.mem.ram, p as usize, v);
+            return Ok(());
         }
         self.write_lin_slow(lin, N as u32, v, false)
     }
@@ -260,10 +258,8 @@ impl Cpu {
     /// and no alignment check of the part.
     pub fn read_part<const N: usize>(&mut self, seg: usize, off: u32) -> Fault<u32> {
         let lin = self.lin_for_read(seg, off, N as u32)?;
-        if (lin & 0xFFF) as usize <= 0x1000 - N {
-            if let Some(p) = self.mem.tlb.lookup(lin, self.tlb_read_perm) {
-                return Ok(ram_read::<N>(&self.mem.ram, p as usize));
-            }
+        if let Some(p) = self.mem.tlb.lookup_within::<N>(lin, self.tlb_read_perm) {
+            return Ok(ram_read::<N>(&self.mem.ram, p as usize));
         }
         self.read_lin_paged(lin, N as u32, self.cpl == 3)
     }
@@ -272,11 +268,9 @@ impl Cpu {
     /// [`Cpu::read_part`]).
     pub fn write_part<const N: usize>(&mut self, seg: usize, off: u32, v: u32) -> Fault {
         let lin = self.lin_for_write(seg, off, N as u32)?;
-        if (lin & 0xFFF) as usize <= 0x1000 - N {
-            if let Some(p) = self.mem.tlb.lookup(lin, self.tlb_write_perm) {
-                ram_write::<N>(&mut self.mem.ram, p as usize, v);
-                return Ok(());
-            }
+        if let Some(p) = self.mem.tlb.lookup_within::<N>(lin, self.tlb_write_perm) {
+            ram_write::<N>(&mut self.mem.ram, p as usize, v);
+            return Ok(());
         }
         self.write_lin_paged(lin, N as u32, v, self.cpl == 3)
     }

@@ -6,7 +6,7 @@ use super::counters::Insn;
 use super::decode::{undefined, Decoder, Handler, Instr};
 use super::exception::{self, Exception, Fault};
 use super::flags;
-use super::operand::{MemRm, RegRm, Rm, Width, W16, W32, W8};
+use super::operand::{Address, MemRm, RegRm, Rm, Width, W16, W32, W8};
 use super::seg::Segment;
 use super::{Cpu, EAX, EBP, EBX, ESP};
 use crate::{by_v, rm_b, rm_v};
@@ -70,7 +70,11 @@ pub fn decode(d: &mut Decoder, op: u16) -> Fault<Handler> {
             if d.is_reg() {
                 undefined()
             } else {
-                by_v!(d, lea)
+                if d.i.op32 {
+                    lea::<MemRm, W32>
+                } else {
+                    lea::<MemRm, W16>
+                }
             }
         }
         // XCHG r/m, reg: with memory it is locked whether or not LOCK is given
@@ -345,8 +349,8 @@ fn mov_ss_rm<R: Rm>(cpu: &mut Cpu, i: &Instr) -> Fault {
 
 /// LEA: the offset at address size, truncated or zero-extended to operand size.
 #[inline(always)]
-pub(crate) fn lea<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
-    let ea = i.ea(cpu);
+pub(crate) fn lea<M: Address, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
+    let ea = M::offset(cpu, i);
     W::set_reg(cpu, i.reg, ea);
     Ok(())
 }

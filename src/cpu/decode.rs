@@ -46,8 +46,10 @@ pub struct Instr {
     pub base: u8,
     pub index: u8,
     pub scale: u8,
-    /// Segment of the memory operand (default or override).
-    pub seg: u8,
+    /// Segment of the memory operand (default or override). An enum, not a number: the
+    /// compiler then knows it indexes `Cpu::segs` in bounds, and the memory-access fast path
+    /// has no bounds check.
+    pub seg: Segment,
     /// Operand size is 32 bits.
     pub op32: bool,
     /// Address size is 32 bits.
@@ -92,7 +94,7 @@ impl Default for Instr {
             base: ZERO_REG as u8,
             index: ZERO_REG as u8,
             scale: 0,
-            seg: Segment::DS as u8,
+            seg: Segment::DS,
             op32: false,
             addr32: false,
             rep: REP_NONE,
@@ -119,6 +121,19 @@ impl Instr {
             .wrapping_add(cpu.regs[slot(self.index)] << (self.scale & 3))
             .wrapping_add(self.disp)
             & mask
+    }
+
+    /// [`ea`](Self::ea) for an instruction known to use 32-bit addressing: no wrap to 16
+    /// bits. The run loop's inline forms with a memory operand compute their address with it:
+    /// the decoder gives such a form only to instructions that address memory with 32 bits
+    /// (see `Decoder::memory16`).
+    #[inline(always)]
+    pub fn ea32(&self, cpu: &Cpu) -> u32 {
+        debug_assert!(self.addr32);
+        let slot = |r: u8| r as usize & (REG_SLOTS - 1);
+        cpu.regs[slot(self.base)]
+            .wrapping_add(cpu.regs[slot(self.index)] << (self.scale & 3))
+            .wrapping_add(self.disp)
     }
 }
 
@@ -151,6 +166,10 @@ pub struct Decoder<'a> {
     lock_ok: bool,
     /// ModR/M has been read and selects a register operand.
     is_reg: bool,
+    /// ModR/M has been read and selects a memory operand with a 16-bit address. Such an
+    /// instruction gets no inline form in the run loop ([`super::fast::classify`] is not
+    /// asked): the inline forms compute addresses with [`Instr::ea32`].
+    memory16: bool,
     /// Mod field of the ModR/M byte.
     pub mode: u8,
     /// Decoding must stop after this instruction (control transfer, mode change).
@@ -267,6 +286,7 @@ impl<'a> Decoder<'a> {
             return Ok(());
         }
         self.is_reg = false;
+        self.memory16 = !self.i.addr32;
         if self.i.addr32 {
             self.modrm32(m & 7)
         } else {
@@ -300,7 +320,7 @@ impl<'a> Decoder<'a> {
         self.i.index = index;
         self.i.disp = disp;
         if base == BP && !self.i.seg_override {
-            self.i.seg = Segment::SS as u8;
+            self.i.seg = Segment::SS;
         }
         Ok(())
     }
@@ -338,7 +358,7 @@ impl<'a> Decoder<'a> {
         self.i.scale = scale;
         self.i.disp = disp;
         if (base as usize == ESP || base as usize == EBP) && !self.i.seg_override {
-            self.i.seg = Segment::SS as u8;
+            self.i.seg = Segment::SS;
         }
         Ok(())
     }
@@ -402,6 +422,7 @@ impl Cpu {
             lock: false,
             lock_ok: false,
             is_reg: false,
+            memory16: false,
             mode: 0,
             ends_block: false,
         };
@@ -409,11 +430,11 @@ impl Cpu {
             let b = d.byte()?;
             match b {
                 0x26 | 0x2E | 0x36 | 0x3E => {
-                    d.i.seg = (b >> 3) & 3;
+                    d.i.seg = Segment::from_index((b >> 3) & 3);
                     d.i.seg_override = true;
                 }
                 0x64 | 0x65 => {
-                    d.i.seg = b - 0x60;
+                    d.i.seg = Segment::from_index(b - 0x60);
                     d.i.seg_override = true;
                 }
                 0x66 => d.i.op32 = !big,
@@ -435,7 +456,11 @@ impl Cpu {
         d.i.exec = exec;
         d.i.len = d.pos as u8;
         d.i.end = d.pos as u16;
-        d.i.fast = super::fast::classify(&d.i, d.is_reg);
+        d.i.fast = if d.memory16 {
+            super::fast::NONE
+        } else {
+            super::fast::classify(&d.i, d.is_reg)
+        };
         let ends = d.ends_block;
         Ok((d.i, ends))
     }

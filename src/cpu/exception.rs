@@ -123,6 +123,29 @@ impl Exception {
         Exception::new(DE)
     }
 
+    /// A `Fault<u32>` as one word, for slow paths that are not inlined: on wasm32 a
+    /// `Result<u32, Exception>` (two words) returns through memory in the caller's stack frame,
+    /// which the caller's fast path then also stores its value through. `Ok(v)` is `v` (the
+    /// high half zero); an exception keeps its error code in the low half and its vector and
+    /// flags (bits 0-9, [`NONZERO`] among them) in the high half, which is never zero.
+    #[inline(always)]
+    pub(crate) fn pack_value(r: Fault<u32>) -> u64 {
+        match r {
+            Ok(v) => u64::from(v),
+            Err(e) => (e.0.get() & 0x3FF) << 32 | e.0.get() >> 32,
+        }
+    }
+
+    /// The `Fault<u32>` that [`Exception::pack_value`] packed.
+    #[inline(always)]
+    pub(crate) fn unpack_value(w: u64) -> Fault<u32> {
+        if w >> 32 == 0 {
+            Ok(w as u32)
+        } else {
+            Err(Exception::pack(w.rotate_left(32)))
+        }
+    }
+
     /// Whether this is a "contributory" exception for double-fault classification.
     pub fn is_contributory(&self) -> bool {
         matches!(self.vector(), DE | TS | NP | SS | GP)
@@ -157,6 +180,22 @@ mod tests {
         assert_eq!(de.error_code(), None);
         assert_eq!(Exception::gp(0).error_code(), Some(0));
         assert_ne!(Exception::gp(0), Exception::new(GP));
+    }
+
+    #[test]
+    fn a_value_or_a_fault_packs_into_one_word() {
+        for r in [
+            Ok(0),
+            Ok(0xFFFF_FFFF),
+            Ok(0x8000_0200),
+            Err(Exception::de()),
+            Err(Exception::ud()),
+            Err(Exception::gp(0)),
+            Err(Exception::with_code(PF, 0xFFFF_FFFF)),
+            Err(Exception::with_code(AC, 0)),
+        ] {
+            assert_eq!(Exception::unpack_value(Exception::pack_value(r)), r);
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@
 
 use super::decode::{Instr, PRE_MOV, REG_FORM};
 use super::exception::Fault;
-use super::operand::{MemRm, RegRm, W16, W32, W8};
+use super::operand::{Mem32Rm, RegRm, W16, W32, W8};
 use super::{arith, control, data, muldiv, shift, Cpu, Segment, ESP};
 
 /// The fast form of an instruction: which arm of the run loop's `match` runs it. A field-less
@@ -462,21 +462,21 @@ macro_rules! dispatch {
     ($cpu:ident, $i:ident, $straight:ident, $writes:ident, $branch:ident, $other:ident) => {
         match $i.fast {
             MOV_RM_R_REG => $straight!(data::mov_rm_r::<RegRm, W32>($cpu, $i)),
-            MOV_RM_R_MEM => $writes!(data::mov_rm_r::<MemRm, W32>($cpu, $i)),
-            MOV_R_RM_MEM => $straight!(data::mov_r_rm::<MemRm, W32>($cpu, $i)),
+            MOV_RM_R_MEM => $writes!(data::mov_rm_r::<Mem32Rm, W32>($cpu, $i)),
+            MOV_R_RM_MEM => $straight!(data::mov_r_rm::<Mem32Rm, W32>($cpu, $i)),
             MOV_R_IMM => $straight!(data::mov_r_imm::<W32>($cpu, $i)),
-            MOV_RM_IMM_MEM => $writes!(data::mov_rm_imm::<MemRm, W32>($cpu, $i)),
-            MOV_RM_R8_MEM => $writes!(data::mov_rm_r::<MemRm, W8>($cpu, $i)),
-            MOV_R_RM8_MEM => $straight!(data::mov_r_rm::<MemRm, W8>($cpu, $i)),
+            MOV_RM_IMM_MEM => $writes!(data::mov_rm_imm::<Mem32Rm, W32>($cpu, $i)),
+            MOV_RM_R8_MEM => $writes!(data::mov_rm_r::<Mem32Rm, W8>($cpu, $i)),
+            MOV_R_RM8_MEM => $straight!(data::mov_r_rm::<Mem32Rm, W8>($cpu, $i)),
             MOVZX_B_REG => $straight!(data::movzx_b::<RegRm, W32>($cpu, $i)),
-            MOVZX_B_MEM => $straight!(data::movzx_b::<MemRm, W32>($cpu, $i)),
+            MOVZX_B_MEM => $straight!(data::movzx_b::<Mem32Rm, W32>($cpu, $i)),
             MOVZX_W_REG => $straight!(data::movzx_w::<RegRm, W32>($cpu, $i)),
-            MOVZX_W_MEM => $straight!(data::movzx_w::<MemRm, W32>($cpu, $i)),
-            LEA => $straight!(data::lea::<W32>($cpu, $i)),
+            MOVZX_W_MEM => $straight!(data::movzx_w::<Mem32Rm, W32>($cpu, $i)),
+            LEA => $straight!(data::lea::<Mem32Rm, W32>($cpu, $i)),
             INC_R => $straight!(arith::incdec_r::<W32, false>($cpu, $i)),
             DEC_R => $straight!(arith::incdec_r::<W32, true>($cpu, $i)),
-            INC_M => $writes!(arith::incdec_rm::<MemRm, W32, false>($cpu, $i)),
-            DEC_M => $writes!(arith::incdec_rm::<MemRm, W32, true>($cpu, $i)),
+            INC_M => $writes!(arith::incdec_rm::<Mem32Rm, W32, false>($cpu, $i)),
+            DEC_M => $writes!(arith::incdec_rm::<Mem32Rm, W32, true>($cpu, $i)),
             PUSH_R => $writes!(data::push_reg::<W32>($cpu, $i)),
             POP_R => $straight!(data::pop_reg::<W32>($cpu, $i)),
             JCC => $branch!(control::jcc::<W32>($cpu, $i)),
@@ -484,11 +484,11 @@ macro_rules! dispatch {
             CALL_REL => $branch!(control::call_rel::<W32>($cpu, $i)),
             RET => $branch!(control::ret_near::<W32>($cpu, $i)),
             IMUL_R_RM_REG => $straight!(muldiv::imul_r_rm::<RegRm, W32>($cpu, $i)),
-            CMP_M_R => $straight!(arith::alu_rm_r::<MemRm, W32, { arith::CMP }>($cpu, $i)),
-            CMP_M_I => $straight!(arith::alu_rm_i::<MemRm, W32, { arith::CMP }>($cpu, $i)),
+            CMP_M_R => $straight!(arith::alu_rm_r::<Mem32Rm, W32, { arith::CMP }>($cpu, $i)),
+            CMP_M_I => $straight!(arith::alu_rm_i::<Mem32Rm, W32, { arith::CMP }>($cpu, $i)),
             TEST_R_I => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::TEST }>($cpu, $i)),
             CMP_RM8_I_REG => $straight!(arith::alu_rm_i::<RegRm, W8, { arith::CMP }>($cpu, $i)),
-            CMP_RM8_I_MEM => $straight!(arith::alu_rm_i::<MemRm, W8, { arith::CMP }>($cpu, $i)),
+            CMP_RM8_I_MEM => $straight!(arith::alu_rm_i::<Mem32Rm, W8, { arith::CMP }>($cpu, $i)),
             TEST_RR8 => $straight!(arith::alu_rm_r::<RegRm, W8, { arith::TEST }>($cpu, $i)),
             SHIFT_I_R_ROL => $straight!(shift::shift_imm::<RegRm, W32, { shift::ROL }>($cpu, $i)),
             SHIFT_I_R_ROR => $straight!(shift::shift_imm::<RegRm, W32, { shift::ROR }>($cpu, $i)),
@@ -504,19 +504,19 @@ macro_rules! dispatch {
             ALU_RR_XOR => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::XOR }>($cpu, $i)),
             ALU_RR_CMP => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::CMP }>($cpu, $i)),
             ALU_RR_TEST => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::TEST }>($cpu, $i)),
-            ALU_R_M_ADD => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::ADD }>($cpu, $i)),
-            ALU_R_M_OR => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::OR }>($cpu, $i)),
-            ALU_R_M_SUB => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::SUB }>($cpu, $i)),
-            ALU_R_M_XOR => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::XOR }>($cpu, $i)),
-            ALU_R_M_CMP => $straight!(arith::alu_r_rm::<MemRm, W32, { arith::CMP }>($cpu, $i)),
-            ALU_M_R_ADD => $writes!(arith::alu_rm_r::<MemRm, W32, { arith::ADD }>($cpu, $i)),
-            ALU_M_R_SUB => $writes!(arith::alu_rm_r::<MemRm, W32, { arith::SUB }>($cpu, $i)),
+            ALU_R_M_ADD => $straight!(arith::alu_r_rm::<Mem32Rm, W32, { arith::ADD }>($cpu, $i)),
+            ALU_R_M_OR => $straight!(arith::alu_r_rm::<Mem32Rm, W32, { arith::OR }>($cpu, $i)),
+            ALU_R_M_SUB => $straight!(arith::alu_r_rm::<Mem32Rm, W32, { arith::SUB }>($cpu, $i)),
+            ALU_R_M_XOR => $straight!(arith::alu_r_rm::<Mem32Rm, W32, { arith::XOR }>($cpu, $i)),
+            ALU_R_M_CMP => $straight!(arith::alu_r_rm::<Mem32Rm, W32, { arith::CMP }>($cpu, $i)),
+            ALU_M_R_ADD => $writes!(arith::alu_rm_r::<Mem32Rm, W32, { arith::ADD }>($cpu, $i)),
+            ALU_M_R_SUB => $writes!(arith::alu_rm_r::<Mem32Rm, W32, { arith::SUB }>($cpu, $i)),
             ALU_R_I_ADD => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::ADD }>($cpu, $i)),
             ALU_R_I_OR => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::OR }>($cpu, $i)),
             ALU_R_I_AND => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::AND }>($cpu, $i)),
             ALU_R_I_SUB => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::SUB }>($cpu, $i)),
             ALU_R_I_CMP => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::CMP }>($cpu, $i)),
-            ALU_M_I_ADD => $writes!(arith::alu_rm_i::<MemRm, W32, { arith::ADD }>($cpu, $i)),
+            ALU_M_I_ADD => $writes!(arith::alu_rm_i::<Mem32Rm, W32, { arith::ADD }>($cpu, $i)),
             ALU_A_I_ADD => $straight!(arith::alu_a_i::<W32, { arith::ADD }>($cpu, $i)),
             ALU_A_I_AND => $straight!(arith::alu_a_i::<W32, { arith::AND }>($cpu, $i)),
             ALU_A_I_CMP => $straight!(arith::alu_a_i::<W32, { arith::CMP }>($cpu, $i)),
@@ -529,16 +529,16 @@ macro_rules! dispatch {
             IDIV_R => $straight!(muldiv::idiv::<RegRm, W32>($cpu, $i)),
             SETCC_R => $straight!(arith::setcc::<RegRm, W8>($cpu, $i)),
             CMOV_R => $straight!(arith::cmov::<RegRm, W32>($cpu, $i)),
-            ALU8_M_R_CMP => $straight!(arith::alu_rm_r::<MemRm, W8, { arith::CMP }>($cpu, $i)),
+            ALU8_M_R_CMP => $straight!(arith::alu_rm_r::<Mem32Rm, W8, { arith::CMP }>($cpu, $i)),
             ALU8_R_I_AND => $straight!(arith::alu_rm_i::<RegRm, W8, { arith::AND }>($cpu, $i)),
             TEST8_A_I => $straight!(arith::alu_a_i::<W8, { arith::TEST }>($cpu, $i)),
             MOV_RM_R8_REG => $straight!(data::mov_rm_r::<RegRm, W8>($cpu, $i)),
-            MOV_RM_IMM8_MEM => $writes!(data::mov_rm_imm::<MemRm, W8>($cpu, $i)),
+            MOV_RM_IMM8_MEM => $writes!(data::mov_rm_imm::<Mem32Rm, W8>($cpu, $i)),
             TEST8_R_I => $straight!(arith::alu_rm_i::<RegRm, W8, { arith::TEST }>($cpu, $i)),
-            TEST8_M_I => $straight!(arith::alu_rm_i::<MemRm, W8, { arith::TEST }>($cpu, $i)),
-            MOV_RM_R16_MEM => $writes!(data::mov_rm_r::<MemRm, W16>($cpu, $i)),
-            MOV_R_RM16_MEM => $straight!(data::mov_r_rm::<MemRm, W16>($cpu, $i)),
-            MOVSX_W_MEM => $straight!(data::movsx_w::<MemRm, W32>($cpu, $i)),
+            TEST8_M_I => $straight!(arith::alu_rm_i::<Mem32Rm, W8, { arith::TEST }>($cpu, $i)),
+            MOV_RM_R16_MEM => $writes!(data::mov_rm_r::<Mem32Rm, W16>($cpu, $i)),
+            MOV_R_RM16_MEM => $straight!(data::mov_r_rm::<Mem32Rm, W16>($cpu, $i)),
+            MOVSX_W_MEM => $straight!(data::movsx_w::<Mem32Rm, W32>($cpu, $i)),
             FUSED_ALU_RR_CMP => $branch!(compare_and_branch(
                 $cpu,
                 $i,
@@ -562,17 +562,17 @@ macro_rules! dispatch {
             FUSED_ALU_R_M_CMP => $branch!(compare_and_branch(
                 $cpu,
                 $i,
-                arith::alu_r_rm::<MemRm, W32, { arith::CMP }>
+                arith::alu_r_rm::<Mem32Rm, W32, { arith::CMP }>
             )),
             FUSED_CMP_M_R => $branch!(compare_and_branch(
                 $cpu,
                 $i,
-                arith::alu_rm_r::<MemRm, W32, { arith::CMP }>
+                arith::alu_rm_r::<Mem32Rm, W32, { arith::CMP }>
             )),
             FUSED_CMP_M_I => $branch!(compare_and_branch(
                 $cpu,
                 $i,
-                arith::alu_rm_i::<MemRm, W32, { arith::CMP }>
+                arith::alu_rm_i::<Mem32Rm, W32, { arith::CMP }>
             )),
             FUSED_TEST_RR8 => $branch!(compare_and_branch(
                 $cpu,
@@ -587,7 +587,7 @@ macro_rules! dispatch {
             FUSED_CMP_RM8_I_MEM => $branch!(compare_and_branch(
                 $cpu,
                 $i,
-                arith::alu_rm_i::<MemRm, W8, { arith::CMP }>
+                arith::alu_rm_i::<Mem32Rm, W8, { arith::CMP }>
             )),
             FUSED_DEC_R => $branch!(compare_and_branch($cpu, $i, arith::incdec_r::<W32, true>)),
             FUSED_ALU_R_I_AND => $branch!(compare_and_branch(
@@ -603,7 +603,7 @@ macro_rules! dispatch {
             FUSED_ALU8_M_R_CMP => $branch!(compare_and_branch(
                 $cpu,
                 $i,
-                arith::alu_rm_r::<MemRm, W8, { arith::CMP }>
+                arith::alu_rm_r::<Mem32Rm, W8, { arith::CMP }>
             )),
             FUSED_TEST8_R_I => $branch!(compare_and_branch(
                 $cpu,
@@ -613,7 +613,7 @@ macro_rules! dispatch {
             FUSED_TEST8_M_I => $branch!(compare_and_branch(
                 $cpu,
                 $i,
-                arith::alu_rm_i::<MemRm, W8, { arith::TEST }>
+                arith::alu_rm_i::<Mem32Rm, W8, { arith::TEST }>
             )),
             NONE => $other!(($i.exec)($cpu, $i)),
         }
@@ -764,6 +764,7 @@ fn compare_and_branch(
 mod tests {
     use super::*;
     use crate::cpu::seg::SegCache;
+    use crate::cpu::{EAX, EBX, ESI};
 
     /// A CPU running 32-bit code from `code` at 0x1000, with flat 4 GiB segments (through the
     /// descriptor caches) and registers pointing into RAM.
@@ -1035,6 +1036,37 @@ mod tests {
         }
         let missing: Vec<u8> = (1..=KINDS).filter(|k| !covered.contains(k)).collect();
         assert!(missing.is_empty(), "kinds with no test form: {missing:?}");
+    }
+
+    #[test]
+    fn memory_forms_with_16_bit_addresses_take_the_handler_and_wrap_at_64_kib() {
+        // mov eax, [bx+si+0x10] (a16): BX + SI + 0x10 = 0x1_0008 wraps to 0x0008 (the inline
+        // forms compute 32-bit addresses, so this one must not be one)
+        for (code, kind) in [
+            (&[0x67, 0x8B, 0x40, 0x10][..], MOV_R_RM_MEM),
+            (&[0x67, 0x0F, 0xB6, 0x40, 0x10], MOVZX_B_MEM),
+            (&[0x67, 0x8D, 0x40, 0x10], LEA),
+            (&[0x67, 0xFF, 0x48, 0x10], DEC_M),
+        ] {
+            let mut c = cpu(code);
+            c.regs[EBX] = 0xFFF0;
+            c.regs[ESI] = 0x0008;
+            c.mem.load(0x0008, &[0x11, 0x22, 0x33, 0x44]);
+            c.mem.load(0x1_0008, &[0x55, 0x66, 0x77, 0x88]);
+            let (i, _) = c.decode_one(0x1000).expect("decodes");
+            assert_eq!(i.fast, NONE, "{code:02x?} with a 16-bit address");
+            // The same instruction with a 32-bit address is the inline form.
+            let (i32, _) = c.decode_one(0x1001).expect("decodes");
+            assert_eq!(i32.fast, kind, "{:02x?} with a 32-bit address", &code[1..]);
+            c.eip += i.len as u32;
+            run(&mut c, std::slice::from_ref(&i)).expect("runs");
+            match kind {
+                LEA => assert_eq!(c.regs[EAX], 0x0008),
+                MOVZX_B_MEM => assert_eq!(c.regs[EAX], 0x11),
+                DEC_M => assert_eq!(c.mem.ram[0x0008], 0x10),
+                _ => assert_eq!(c.regs[EAX], 0x4433_2211),
+            }
+        }
     }
 
     #[test]

@@ -112,6 +112,12 @@ pub struct Msrs {
 }
 
 /// The processor.
+///
+/// `repr(C)` to keep the register file at offset 0: a register picked by a decoded field is then
+/// at the CPU's address plus four times its number, where at any other offset the compiler keeps
+/// the register file's address as one more value live through the whole run loop (on wasm32,
+/// where loads take no scaled index, V8 spills it and reloads it at every instruction).
+#[repr(C)]
 pub struct Cpu {
     /// EAX..EDI, then slots that stay 0 (see [`ZERO_REG`] and [`REG_SLOTS`]).
     pub regs: [u32; REG_SLOTS],

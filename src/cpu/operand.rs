@@ -51,23 +51,19 @@ impl Width for W8 {
     const BYTES: u32 = 1;
     const MASK: u32 = 0xFF;
     const SIGN: u32 = 0x80;
+    // AL..BL are bits 0-7 of EAX..EBX, AH..BH bits 8-15: register `r & 3`, shifted by 8 when
+    // bit 2 is set. Without a branch, and indexed from the register file itself (an index of
+    // `r - 4` has the compiler keep a second base address live through the run loop).
     #[inline(always)]
     fn reg(cpu: &Cpu, r: u8) -> u32 {
-        let r = r as usize & 7;
-        if r < 4 {
-            cpu.regs[r] & 0xFF
-        } else {
-            (cpu.regs[r - 4] >> 8) & 0xFF
-        }
+        let shift = u32::from(r & 4) << 1;
+        (cpu.regs[usize::from(r & 3)] >> shift) & 0xFF
     }
     #[inline(always)]
     fn set_reg(cpu: &mut Cpu, r: u8, v: u32) {
-        let r = r as usize & 7;
-        if r < 4 {
-            cpu.regs[r] = (cpu.regs[r] & !0xFF) | (v & 0xFF);
-        } else {
-            cpu.regs[r - 4] = (cpu.regs[r - 4] & !0xFF00) | ((v & 0xFF) << 8);
-        }
+        let shift = u32::from(r & 4) << 1;
+        let reg = &mut cpu.regs[usize::from(r & 3)];
+        *reg = (*reg & !(0xFF << shift)) | ((v & 0xFF) << shift);
     }
     #[inline(always)]
     fn read_mem(cpu: &mut Cpu, seg: usize, off: u32) -> Fault<u32> {
@@ -177,6 +173,29 @@ pub trait Rm: 'static {
 pub enum RegRm {}
 /// The r/m operand is memory at `i.seg : i.ea()`.
 pub enum MemRm {}
+/// The r/m operand is memory at `i.seg : i.ea32()`: a 32-bit address, which needs no wrap.
+/// Only the run loop's inline forms use it (the decoder gives them only to instructions with
+/// 32-bit addresses); every handler pointer uses [`MemRm`].
+pub enum Mem32Rm {}
+
+/// How a memory r/m operand's offset is computed.
+pub trait Address: Rm {
+    fn offset(cpu: &Cpu, i: &Instr) -> u32;
+}
+
+impl Address for MemRm {
+    #[inline(always)]
+    fn offset(cpu: &Cpu, i: &Instr) -> u32 {
+        i.ea(cpu)
+    }
+}
+
+impl Address for Mem32Rm {
+    #[inline(always)]
+    fn offset(cpu: &Cpu, i: &Instr) -> u32 {
+        i.ea32(cpu)
+    }
+}
 
 impl Rm for RegRm {
     #[inline(always)]
@@ -197,20 +216,20 @@ impl Rm for RegRm {
     }
 }
 
-impl Rm for MemRm {
+impl<M: Address> Rm for M {
     #[inline(always)]
     fn read<W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault<u32> {
-        let off = i.ea(cpu);
+        let off = M::offset(cpu, i);
         W::read_mem(cpu, i.seg as usize, off)
     }
     #[inline(always)]
     fn write<W: Width>(cpu: &mut Cpu, i: &Instr, v: u32) -> Fault {
-        let off = i.ea(cpu);
+        let off = M::offset(cpu, i);
         W::write_mem(cpu, i.seg as usize, off, v)
     }
     #[inline(always)]
     fn rmw<W: Width>(cpu: &mut Cpu, i: &Instr, f: impl FnOnce(&mut Cpu, u32) -> u32) -> Fault {
-        let off = i.ea(cpu);
+        let off = M::offset(cpu, i);
         W::rmw_mem(cpu, i.seg as usize, off, f)
     }
 }

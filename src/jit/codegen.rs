@@ -961,7 +961,7 @@ impl Gen {
         if mem_operand && !i.addr32 {
             return None;
         }
-        let seg = i.seg;
+        let seg = i.seg as u8;
         let ss = Segment::SS as u8;
         match i.fast {
             k::MOV_R_RM_MEM | k::MOVZX_B_MEM | k::MOVZX_W_MEM => {

@@ -142,6 +142,24 @@ impl Tlb {
         }
     }
 
+    /// [`Tlb::lookup`] of an access of `N` bytes at `lin`: the physical address of `lin` if
+    /// all `N` bytes are in the page of an entry that allows `perm`. One comparison does both:
+    /// the tag is compared with the page of the access's last byte, in the entry of its first
+    /// byte's page. An access that crosses into the next page finds no match there, since
+    /// that entry can only hold a page whose number has the same low bits as the first page's,
+    /// which the next page's has not (the TLB has more than one entry).
+    #[inline(always)]
+    pub fn lookup_within<const N: usize>(&self, lin: u32, perm: u32) -> Option<u32> {
+        const { assert!(TLB_ENTRIES > 1 && N <= 4) };
+        let e = self.entry(lin);
+        let last = lin.wrapping_add(N as u32 - 1);
+        if (e.tag ^ last) & 0xFFFF_F000 == 0 && e.tag & perm != 0 {
+            Some(lin.wrapping_add(e.delta))
+        } else {
+            None
+        }
+    }
+
     /// Drop every translation (CR0/CR4 paging changes, A20 changes, memory map changes).
     pub fn flush_all(&mut self) {
         self.counters.full_flushes += 1;
@@ -379,5 +397,40 @@ mod tests {
         assert_eq!(m.tlb.lookup(0x5010, TLB_WRITE_USER), None);
         m.tlb.flush_page(0x5000);
         assert_eq!(m.tlb.lookup(0x5010, TLB_READ_SUPER), None);
+    }
+
+    #[test]
+    fn a_sized_lookup_misses_an_access_that_crosses_into_the_next_page() {
+        let mut m = paged_memory();
+        let r = Access {
+            write: false,
+            user: false,
+        };
+        // Both pages are in the TLB (5 -> 0x9000, 6 -> 0xA000), but not contiguous physically.
+        m.translate(0x5000, r).unwrap();
+        m.translate(0x6000, r).unwrap();
+        assert_eq!(
+            m.tlb.lookup_within::<4>(0x5FFC, TLB_READ_SUPER),
+            Some(0x9FFC)
+        );
+        assert_eq!(
+            m.tlb.lookup_within::<1>(0x5FFF, TLB_READ_SUPER),
+            Some(0x9FFF)
+        );
+        for lin in [0x5FFD, 0x5FFE, 0x5FFF] {
+            assert_eq!(
+                m.tlb.lookup_within::<4>(lin, TLB_READ_SUPER),
+                None,
+                "{lin:#x}"
+            );
+        }
+        assert_eq!(m.tlb.lookup_within::<2>(0x5FFF, TLB_READ_SUPER), None);
+        assert_eq!(
+            m.tlb.lookup_within::<2>(0x6000, TLB_READ_SUPER),
+            Some(0xA000)
+        );
+        // The top of the address space wraps to page 0, which is another entry's.
+        assert_eq!(m.tlb.lookup_within::<4>(0xFFFF_FFFE, TLB_READ_SUPER), None);
+        assert_eq!(m.tlb.lookup_within::<4>(0x5FFC, TLB_WRITE_SUPER), None);
     }
 }

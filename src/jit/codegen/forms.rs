@@ -321,7 +321,7 @@ impl Gen {
         }
         if f.has_mem() {
             self.ea(i);
-            self.access(i.seg, f.mem_size(), f.writes_mem());
+            self.access(i.seg as u8, f.mem_size(), f.writes_mem());
             if f.reads_mem() {
                 self.load(f.mem_size());
                 self.ins().local_set(VAL);
@@ -470,7 +470,7 @@ impl Gen {
         let (esi, edi) = (crate::cpu::ESI as u8, crate::cpu::EDI as u8);
         if f.op != Op::Stos {
             self.get(esi);
-            self.access(i.seg, size, false);
+            self.access(i.seg as u8, size, false);
             self.load(size);
             self.ins().local_set(VAL);
         }

@@ -77,7 +77,7 @@ impl Gen {
         let frame = Frame { kind, size_log2 };
         let reads_esi = frame.reads_esi();
         let flat = |seg: u8| self.flat & (1 << (seg % 6)) != 0;
-        if !flat(Segment::ES as u8) || (reads_esi && !flat(i.seg)) {
+        if !flat(Segment::ES as u8) || (reads_esi && !flat(i.seg as u8)) {
             return false;
         }
         // The loop changes ECX and EDI (and ESI), possibly before it hands the rest to the
@@ -162,7 +162,7 @@ impl Gen {
         // The source's and the destination's RAM addresses (T3, ADDR), or the slow arm.
         if frame.reads_esi() {
             self.ins().local_get(esi);
-            self.access(i.seg, 1, false);
+            self.access(i.seg as u8, 1, false);
             self.ins().local_get(ADDR).local_set(T3);
         }
         self.ins().local_get(edi);
