@@ -478,6 +478,8 @@ impl Cpu {
             }
         };
         let tf = self.flags.sys(flags::TF);
+        // The linear and physical page of the block about to run (see chained_block).
+        let mut code_page = (lin & !0xFFF, phys & !0xFFF);
         let mut ok = true;
         let retired_before = self.instructions;
         // Nothing needs the run loop before the block about to run (see must_stop_chaining):
@@ -522,6 +524,8 @@ impl Cpu {
             } else {
                 None
             };
+            // The block ran as the interpreter's inline forms alone (see chained_block).
+            let only_fast = compiled.is_none() && self.icache.blocks[slot].fast_only;
             match compiled {
                 Some(true) => {}
                 Some(false) => ok = false,
@@ -554,7 +558,7 @@ impl Cpu {
             }
             // Chain into the block that follows, if it is decoded and nothing needs the run
             // loop first: one TLB probe and one cache probe instead of a trip through it.
-            match self.chained_block(end) {
+            match self.chained_block(end, only_fast, &mut code_page) {
                 Some((i, s, l)) => {
                     (slot, start, len) = (i, s, l);
                     chainable = true;
@@ -660,15 +664,37 @@ impl Cpu {
     /// interrupt to take, a stop, HLT, a debug event, single-stepping, the budget used up), the
     /// code at CS:EIP is in the TLB and its block is decoded and good (see
     /// [`cached_block`](Self::cached_block)). The code segment is read afresh, so a far jump
-    /// is followed correctly.
+    /// is followed correctly. `code_page` is the linear and physical page of the block that
+    /// ran, and becomes the next one's.
+    ///
+    /// When the block that ran was inline forms only (`only_fast`), less is asked, for what
+    /// they cannot change (the reasoning of [`super::fast::run_repeating`], which repeats such
+    /// a block): of what [`Cpu::must_stop_chaining`] asks, only `stop_block` (none of them
+    /// changes IF, TF, RF, CPL, the debug registers or the interrupt shadow, halts or takes an
+    /// interrupt, and a device access that may raise one is a write, which sets `stop_block`; a
+    /// fault ends the chain before this); and the next block in the same linear page is in the
+    /// same physical page, without a TLB probe (they flush no TLB entry and change neither CS
+    /// nor CR3).
     #[inline(always)]
-    fn chained_block(&self, end: u64) -> Option<(usize, usize, usize)> {
-        if self.instructions >= end || self.must_stop_chaining() {
+    fn chained_block(
+        &self,
+        end: u64,
+        only_fast: bool,
+        code_page: &mut (u32, u32),
+    ) -> Option<(usize, usize, usize)> {
+        if self.instructions >= end || self.stop_block || (!only_fast && self.must_stop_chaining())
+        {
             return None;
         }
         let cs = &self.segs[Segment::CS as usize];
         let lin = cs.base.wrapping_add(self.eip);
-        let phys = self.mem.tlb.lookup(lin, self.tlb_read_perm)?;
+        let phys = if only_fast && lin & !0xFFF == code_page.0 {
+            code_page.1 | (lin & 0xFFF)
+        } else {
+            let phys = self.mem.tlb.lookup(lin, self.tlb_read_perm)?;
+            *code_page = (lin & !0xFFF, phys & !0xFFF);
+            phys
+        };
         self.cached_block_at(phys, self.eip, cs)
     }
 
