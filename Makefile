@@ -20,6 +20,10 @@
 #                        natively, same guest) for the browser-vs-native ratio; REPS=3 repetitions,
 #                        results in target/bench/web-*.json; BENCH_WEB_ARGS=--no-native skips
 #                        the native runs; not in `make test`
+#   make bench-ab A=DIR B=DIR  two builds of the browser package (as `make wasm` leaves pkg/) in
+#                        one headless Chromium worker, taking turns in short slices on the
+#                        benchmark guest, so the machine's noise falls on both alike: MIPS per
+#                        round and the ratio B/A (WORKLOAD=isprime|gzip|forkexec, ROUNDS=3)
 #   make soak            a busy page left running SOAK_MINUTES (default 10) in headless Chromium:
 #                        its wasm, JavaScript and renderer memory must not grow (WebDriver);
 #                        not in `make test`
@@ -50,6 +54,11 @@ PORT ?= 8080
 BENCH_ARGS ?=
 # Repetitions of each workload in `make bench` and of each system in `make bench-web`.
 REPS ?= 3
+# `make bench-ab`: the two package directories, the workload and the rounds.
+A ?=
+B ?= pkg
+WORKLOAD ?= isprime
+ROUNDS ?= 3
 # Seconds allowed for one `make bench-web` run.
 BENCH_WEB_TIMEOUT ?= 300
 # More arguments for bench_web, e.g. BENCH_WEB_ARGS='--command "/bench/run small"'.
@@ -62,7 +71,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 DIFF_CASES ?= 2000000
 
 .PHONY: all setup test lint fmt-check clippy clippy-wasm clippy-fuzz tsc unit sst fuzz fuzz-smoke test-web \
-	test-webdriver soak run console wasm site package bench bench-web build build-wasm32 clean
+	test-webdriver soak run console wasm site package bench bench-web bench-ab build build-wasm32 clean
 
 all: build
 
@@ -175,6 +184,9 @@ bench-web: setup site build
 	$(CARGO) run --release --manifest-path webdriver/Cargo.toml --bin bench_web -- \
 		--root target/bench-site --reps $(REPS) --timeout $(BENCH_WEB_TIMEOUT) --out target/bench \
 		--native-wasm86 target/release/wasm86 $(BENCH_WEB_ARGS)
+
+bench-ab: build
+	scripts/bench-ab.sh "$(A)" "$(B)" $(WORKLOAD) $(ROUNDS)
 
 clean:
 	$(CARGO) clean
