@@ -58,7 +58,7 @@ printf 'bench-ab: %s (A) against %s (B), %s, %s rounds each\n' "$a" "$b" "$workl
         esac
     done || true; } 2>/dev/null
 grep -q 'AB-RESULT' "$log" || die "no result: $(sed 's/.*"AB-ERROR \(.*\)", source.*/\1/' "$log")"
-json=$(sed 's/.*"AB-RESULT \(.*\)", source.*/\1/' "$log" | sed 's/\\"/"/g')
+json=$(sed 's/.*"AB-RESULT \(.*\)", source.*/\1/' "$log")
 out="target/bench/ab-$(date +%s).json"
 printf '{"a":"%s","b":"%s","result":%s}\n' "$a" "$b" "$json" > "$out"
 node -e '

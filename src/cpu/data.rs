@@ -69,12 +69,10 @@ pub fn decode(d: &mut Decoder, op: u16) -> Fault<Handler> {
             d.modrm()?;
             if d.is_reg() {
                 undefined()
+            } else if d.i.op32 {
+                lea::<MemRm, W32>
             } else {
-                if d.i.op32 {
-                    lea::<MemRm, W32>
-                } else {
-                    lea::<MemRm, W16>
-                }
+                lea::<MemRm, W16>
             }
         }
         // XCHG r/m, reg: with memory it is locked whether or not LOCK is given

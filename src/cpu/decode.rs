@@ -116,11 +116,7 @@ impl Instr {
     #[inline(always)]
     pub fn ea(&self, cpu: &Cpu) -> u32 {
         let mask = if self.addr32 { u32::MAX } else { 0xFFFF };
-        let slot = |r: u8| r as usize & (REG_SLOTS - 1);
-        cpu.regs[slot(self.base)]
-            .wrapping_add(cpu.regs[slot(self.index)] << (self.scale & 3))
-            .wrapping_add(self.disp)
-            & mask
+        self.address_sum(cpu) & mask
     }
 
     /// [`ea`](Self::ea) for an instruction known to use 32-bit addressing: no wrap to 16
@@ -130,6 +126,12 @@ impl Instr {
     #[inline(always)]
     pub fn ea32(&self, cpu: &Cpu) -> u32 {
         debug_assert!(self.addr32);
+        self.address_sum(cpu)
+    }
+
+    /// Base + index * scale + displacement, before any wrap to the address size.
+    #[inline(always)]
+    fn address_sum(&self, cpu: &Cpu) -> u32 {
         let slot = |r: u8| r as usize & (REG_SLOTS - 1);
         cpu.regs[slot(self.base)]
             .wrapping_add(cpu.regs[slot(self.index)] << (self.scale & 3))

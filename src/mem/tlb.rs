@@ -134,16 +134,11 @@ impl Tlb {
     /// (one of the TLB_* bits).
     #[inline(always)]
     pub fn lookup(&self, lin: u32, perm: u32) -> Option<u32> {
-        let e = self.entry(lin);
-        if (e.tag ^ lin) & 0xFFFF_F000 == 0 && e.tag & perm != 0 {
-            Some(lin.wrapping_add(e.delta))
-        } else {
-            None
-        }
+        self.lookup_within::<1>(lin, perm)
     }
 
-    /// [`Tlb::lookup`] of an access of `N` bytes at `lin`: the physical address of `lin` if
-    /// all `N` bytes are in the page of an entry that allows `perm`. One comparison does both:
+    /// The fast-path lookup of an access of `N` bytes at `lin`: the physical address of `lin`
+    /// if all `N` bytes are in the page of an entry that allows `perm`. One comparison does both:
     /// the tag is compared with the page of the access's last byte, in the entry of its first
     /// byte's page. An access that crosses into the next page finds no match there, since
     /// that entry can only hold a page whose number has the same low bits as the first page's,
@@ -306,6 +301,12 @@ impl Memory {
 mod tests {
     use super::*;
 
+    /// A supervisor read.
+    const SUPER_READ: Access = Access {
+        write: false,
+        user: false,
+    };
+
     fn paged_memory() -> Memory {
         let mut m = Memory::new(4 << 20);
         m.tlb.paging = true;
@@ -322,11 +323,7 @@ mod tests {
     #[test]
     fn walk_sets_accessed_and_dirty() {
         let mut m = paged_memory();
-        let r = Access {
-            write: false,
-            user: false,
-        };
-        assert_eq!(m.translate(0x5123, r), Ok(0x9123));
+        assert_eq!(m.translate(0x5123, SUPER_READ), Ok(0x9123));
         assert_ne!(m.read_phys_u32_ram(0x2014) & PTE_A, 0);
         assert_eq!(m.read_phys_u32_ram(0x2014) & PTE_D, 0);
         let w = Access {
@@ -374,25 +371,14 @@ mod tests {
     fn four_megabyte_pages_need_pse() {
         let mut m = paged_memory();
         m.write_phys_u32_ram(0x1004, 0x0040_0000 | PTE_P | PTE_RW | PDE_PS);
-        let r = Access {
-            write: false,
-            user: false,
-        };
         m.tlb.pse = true;
-        assert_eq!(m.translate(0x0045_6789, r), Ok(0x0045_6789));
+        assert_eq!(m.translate(0x0045_6789, SUPER_READ), Ok(0x0045_6789));
     }
 
     #[test]
     fn fast_path_permissions() {
         let mut m = paged_memory();
-        m.translate(
-            0x5000,
-            Access {
-                write: false,
-                user: false,
-            },
-        )
-        .unwrap();
+        m.translate(0x5000, SUPER_READ).unwrap();
         assert_eq!(m.tlb.lookup(0x5010, TLB_READ_USER), Some(0x9010));
         assert_eq!(m.tlb.lookup(0x5010, TLB_WRITE_USER), None);
         m.tlb.flush_page(0x5000);
@@ -402,13 +388,9 @@ mod tests {
     #[test]
     fn a_sized_lookup_misses_an_access_that_crosses_into_the_next_page() {
         let mut m = paged_memory();
-        let r = Access {
-            write: false,
-            user: false,
-        };
         // Both pages are in the TLB (5 -> 0x9000, 6 -> 0xA000), but not contiguous physically.
-        m.translate(0x5000, r).unwrap();
-        m.translate(0x6000, r).unwrap();
+        m.translate(0x5000, SUPER_READ).unwrap();
+        m.translate(0x6000, SUPER_READ).unwrap();
         assert_eq!(
             m.tlb.lookup_within::<4>(0x5FFC, TLB_READ_SUPER),
             Some(0x9FFC)
