@@ -679,6 +679,7 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
     let block_start = cpu.eip.wrapping_sub(u32::from(
         first.end - u16::from(first.len) - pre_mov_len(first),
     ));
+    cpu.repeat_below = repeat_below;
     'pass: loop {
         for i in instrs {
             let next = block_start.wrapping_add(u32::from(i.end));
@@ -728,7 +729,7 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
                     cpu.instructions += 1;
                     if cpu.eip != next || cpu.stop_block {
                         let again = cpu.eip == block_start
-                            && cpu.instructions < repeat_below
+                            && cpu.instructions < cpu.repeat_below
                             && !cpu.stop_block;
                         if again {
                             continue 'pass;

@@ -191,6 +191,10 @@ pub struct Cpu {
     /// A port access brought a device's deadline before the end of this run: `run` returns
     /// after the current block (the instruction that made the access ended it).
     pub(crate) end_run: bool,
+    /// [`fast::run_repeating`]'s `repeat_below`, kept here rather than in a local: only its
+    /// branches read it, and as a local V8 kept it in a register it reloaded from the stack at
+    /// every instruction.
+    pub(crate) repeat_below: u64,
 }
 
 impl Cpu {
@@ -239,6 +243,7 @@ impl Cpu {
             jit_stop_at_block_end: 0,
             counters: Box::default(),
             end_run: false,
+            repeat_below: 0,
         };
         cpu.reset();
         cpu
