@@ -179,14 +179,18 @@ struct Clock {
 impl Clock {
     fn at(&self, instructions: u64) -> Nanos {
         let run = instructions.saturating_sub(self.base_instructions);
-        // Every port access asks: stay in u64 (no 128-bit division, a library call in wasm)
-        // unless the run since the last rebase is days long.
-        let ns = match run.checked_mul(self.ps_per_instruction) {
-            Some(ps) => ps / 1000,
-            None => {
-                let ps = u128::from(run) * u128::from(self.ps_per_instruction);
-                u64::try_from(ps / 1000).unwrap_or(u64::MAX)
-            }
+        // Every port and MMIO access asks. Two factors below 2^32 multiply in u64 without
+        // overflow: no overflow check, which wasm32 has no instruction for (`checked_mul` there
+        // is a 128-bit multiply, a library call through the stack). Otherwise stay in u64 (no
+        // 128-bit division, another library call) unless the run since the last rebase is
+        // days long.
+        let ns = if (run | self.ps_per_instruction) >> 32 == 0 {
+            run * self.ps_per_instruction / 1000
+        } else if let Some(ps) = run.checked_mul(self.ps_per_instruction) {
+            ps / 1000
+        } else {
+            let ps = u128::from(run) * u128::from(self.ps_per_instruction);
+            u64::try_from(ps / 1000).unwrap_or(u64::MAX)
         };
         self.base_ns.saturating_add(ns)
     }
@@ -1621,6 +1625,41 @@ mod tests {
             ram_bytes: 1 << 20,
             ..MachineConfig::default()
         })
+    }
+
+    /// The clock's three ways to the same product (both factors below 2^32; a product that
+    /// fits u64; one that does not) agree with exact 128-bit arithmetic, and saturate.
+    #[test]
+    fn the_clock_converts_instructions_to_nanoseconds_exactly_at_every_magnitude() {
+        let exact = |c: &Clock, n: u64| {
+            let ps = u128::from(n - c.base_instructions) * u128::from(c.ps_per_instruction);
+            u64::try_from(u128::from(c.base_ns) + ps / 1000).unwrap_or(u64::MAX)
+        };
+        for ps_per_instruction in [1, 999, 1_000, 7_123, 200_000, u64::from(u32::MAX), 1 << 40] {
+            let c = Clock {
+                base_ns: 5_000,
+                base_instructions: 100,
+                ps_per_instruction,
+            };
+            for run in [
+                0,
+                1,
+                999,
+                123_456_789,
+                u64::from(u32::MAX),
+                1 << 32,
+                1 << 45,
+                u64::MAX - 100,
+            ] {
+                assert_eq!(
+                    c.at(100 + run),
+                    exact(&c, 100 + run),
+                    "{ps_per_instruction} ps, {run}"
+                );
+            }
+            // Before the base: no time has passed.
+            assert_eq!(c.at(50), 5_000);
+        }
     }
 
     /// Start the CPU in real mode at 0000:1000 with `code` there.
