@@ -176,17 +176,42 @@ pub struct Decoder<'a> {
     pub mode: u8,
     /// Decoding must stop after this instruction (control transfer, mode change).
     pub ends_block: bool,
+    /// The bytes from `pos` below this are plain memory that [`Decoder::byte`] read the first
+    /// of through the CS limit check and the TLB: the rest of that page, within the limit and
+    /// [`MAX_LEN`]. They are read straight from RAM, at `window_ram + pos`.
+    window_end: u32,
+    window_ram: u32,
 }
 
 impl<'a> Decoder<'a> {
     /// Fetch the next instruction byte, checking the CS limit and paging.
+    #[inline]
     pub fn byte(&mut self) -> Fault<u8> {
+        if self.pos < self.window_end {
+            if let Some(&b) = self
+                .cpu
+                .mem
+                .ram
+                .get(self.window_ram.wrapping_add(self.pos) as usize)
+            {
+                self.pos += 1;
+                return Ok(b);
+            }
+        }
+        self.byte_checked()
+    }
+
+    /// [`Decoder::byte`] through the CS limit check and the TLB, opening the window of the
+    /// bytes after it in the same page (see `window_end`).
+    #[inline(never)]
+    fn byte_checked(&mut self) -> Fault<u8> {
         if self.pos >= MAX_LEN {
             return Err(Exception::gp(0));
         }
         let off = self.start.wrapping_add(self.pos);
         let cs = &self.cpu.segs[Segment::CS as usize];
-        if off > cs.limit || (!cs.big && off > 0xFFFF) {
+        let limit = if cs.big { cs.limit } else { cs.limit.min(0xFFFF) };
+        if off > limit {
             return Err(Exception::gp(0));
         }
         let lin = cs.base.wrapping_add(off);
@@ -195,6 +220,15 @@ impl<'a> Decoder<'a> {
             Some(p) => p,
             None => self.cpu.translate(lin, false, user)?,
         };
+        if let Some(ram) = self.cpu.mem.fetchable(phys) {
+            // Bytes left, counting this one: in the page, within the limit, within MAX_LEN
+            // (at least 1 each).
+            let in_page = 0x1000 - (phys & 0xFFF);
+            let in_limit = u64::from(limit - off) + 1;
+            let left = u64::from(in_page).min(in_limit).min(u64::from(MAX_LEN - self.pos));
+            self.window_end = self.pos + left as u32;
+            self.window_ram = ram.wrapping_sub(self.pos);
+        }
         self.pos += 1;
         Ok(self.cpu.mem.read_phys(&mut *self.cpu.bus, phys, 1) as u8)
     }
@@ -427,6 +461,8 @@ impl Cpu {
             memory16: false,
             mode: 0,
             ends_block: false,
+            window_end: 0,
+            window_ram: 0,
         };
         let mut op = loop {
             let b = d.byte()?;
@@ -577,4 +613,65 @@ fn dispatch(d: &mut Decoder, op: u16) -> Fault<Handler> {
 /// The #UD handler, for groups to return for undefined encodings.
 pub fn undefined() -> Handler {
     exec_ud
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Cpu, SegCache, Segment};
+    use super::*;
+
+    /// A CPU whose code segment has base 0x1000 and the given limit and size, with `code` at
+    /// offset `at` of it.
+    fn cpu_with(code: &[u8], at: u32, limit: u32, big: bool) -> Cpu {
+        let mut cpu = Cpu::with_ram(1 << 20);
+        let mut cs = SegCache::real(0x100);
+        cs.base = 0x1000;
+        cs.limit = limit;
+        cs.big = big;
+        cs.compute_ranges();
+        cpu.segs[Segment::CS as usize] = cs;
+        cpu.mem.load(0x1000 + at, code);
+        cpu
+    }
+
+    /// Every byte of an instruction is fetched within the code segment's limit (and 64 KiB for
+    /// 16-bit code) and within 15 bytes, including those read from the fetch window the first
+    /// byte opened.
+    #[test]
+    fn instruction_fetch_checks_the_limit_and_the_length_at_every_byte() {
+        // mov eax, 0x44332211 at offset 0x10: five bytes, 0x10..=0x14.
+        let mov = [0xB8, 0x11, 0x22, 0x33, 0x44];
+        for (limit, fits) in [(0x14, true), (0x13, false), (0x11, false), (0x10, false)] {
+            let mut cpu = cpu_with(&mov, 0x10, limit, true);
+            match cpu.decode_one(0x10) {
+                Ok((i, _)) => {
+                    assert!(fits, "limit {limit:#x}: decoded past the limit");
+                    assert_eq!((i.len, i.imm), (5, 0x4433_2211));
+                }
+                Err(e) => {
+                    assert!(!fits, "limit {limit:#x}: {e:?}");
+                    assert_eq!(e, Exception::gp(0), "limit {limit:#x}");
+                }
+            }
+        }
+        // 16-bit code: the offset may not pass 0xFFFF whatever the limit says.
+        let mov16 = [0xB8, 0x11, 0x22];
+        let mut cpu = cpu_with(&mov16, 0xFFFD, 0xF_FFFF, false);
+        assert_eq!(cpu.decode_one(0xFFFD).map(|(i, _)| i.imm), Ok(0x2211));
+        let mut cpu = cpu_with(&mov16, 0xFFFE, 0xF_FFFF, false);
+        assert_eq!(cpu.decode_one(0xFFFE).map(|_| ()), Err(Exception::gp(0)));
+        // Fifteen bytes with ten prefixes is an instruction; sixteen is #GP.
+        for (prefixes, ok) in [(10, true), (11, false)] {
+            let mut code = vec![0x3E; prefixes];
+            code.extend_from_slice(&mov);
+            let mut cpu = cpu_with(&code, 0, 0xFFFF, true);
+            let got = cpu.decode_one(0).map(|(i, _)| (i.len, i.imm));
+            let want = if ok {
+                Ok((15, 0x4433_2211))
+            } else {
+                Err(Exception::gp(0))
+            };
+            assert_eq!(got, want, "{prefixes} prefixes");
+        }
+    }
 }

@@ -300,6 +300,17 @@ impl Memory {
         }
     }
 
+    /// Where physical `addr` is in RAM if reading it is a plain read of RAM (RAM or ROM, not a
+    /// device): what instruction fetch may read directly for the rest of its page.
+    #[inline]
+    pub(crate) fn fetchable(&self, addr: u32) -> Option<u32> {
+        let addr = addr & self.a20_mask;
+        match self.kind(addr) {
+            PageKind::Ram | PageKind::Rom | PageKind::RomWritesShadow => Some(addr),
+            PageKind::Mmio | PageKind::Unmapped => None,
+        }
+    }
+
     /// Write through the memory map. Returns true if the write hit a page holding decoded code.
     pub fn write_phys(&mut self, bus: &mut dyn Bus, addr: u32, size: u8, value: u32) -> bool {
         let addr = addr & self.a20_mask;
