@@ -6,7 +6,7 @@
 
 use super::exception::{self, Exception, Fault};
 use super::seg::Segment;
-use super::{Cpu, ESP};
+use super::{Cpu, SegCache, ESP};
 use crate::mem::tlb::{TLB_READ_SUPER, TLB_WRITE_SUPER};
 use crate::mem::{Access, PageKind};
 
@@ -40,10 +40,35 @@ impl Cpu {
         }
     }
 
+    /// `&self.segs[seg]`, addressed as one byte offset from the CPU (the offset of `segs` plus
+    /// `seg` sizes of a cache). Indexed the plain way, the compiler computes `segs`' address
+    /// (the CPU's plus a constant) once outside the run loop and keeps it as one more value
+    /// live through it, which V8 reloads from the stack at every instruction of the wasm build
+    /// (as for the register file, see [`Cpu`]); from one offset it adds the constant into each
+    /// load instead. Measured with `make bench-ab`: isprime 1.035x.
+    #[inline(always)]
+    fn seg_cache(&self, seg: usize) -> &SegCache {
+        // Out of range panics, as `self.segs[seg]` would.
+        assert!(seg < self.segs.len());
+        let offset = std::mem::offset_of!(Cpu, segs) + seg * std::mem::size_of::<SegCache>();
+        // SAFETY: `offset` is where `self.segs[seg]` is within `*self` (the array's offset in
+        // the struct plus `seg` whole elements, `seg` checked in range above), so the pointer
+        // is in bounds of the allocation `self` points to, aligned for `SegCache` (the array is,
+        // and each element starts a multiple of its size further on), and points to an
+        // initialised `SegCache`. The reference borrows from `&self`, so nothing can write
+        // to it while it lives.
+        unsafe {
+            &*(self as *const Cpu)
+                .cast::<u8>()
+                .add(offset)
+                .cast::<SegCache>()
+        }
+    }
+
     /// Linear address of a read of `size` bytes at `seg:off`, after the limit and rights check.
     #[inline(always)]
     pub fn lin_for_read(&self, seg: usize, off: u32, size: u32) -> Fault<u32> {
-        let s = &self.segs[seg];
+        let s = self.seg_cache(seg);
         if s.can_read(off, size) {
             Ok(s.base.wrapping_add(off))
         } else {
@@ -54,7 +79,7 @@ impl Cpu {
     /// Linear address of a write of `size` bytes at `seg:off`, after the limit and rights check.
     #[inline(always)]
     pub fn lin_for_write(&self, seg: usize, off: u32, size: u32) -> Fault<u32> {
-        let s = &self.segs[seg];
+        let s = self.seg_cache(seg);
         if s.can_write(off, size) {
             Ok(s.base.wrapping_add(off))
         } else {

@@ -210,7 +210,11 @@ impl<'a> Decoder<'a> {
         }
         let off = self.start.wrapping_add(self.pos);
         let cs = &self.cpu.segs[Segment::CS as usize];
-        let limit = if cs.big { cs.limit } else { cs.limit.min(0xFFFF) };
+        let limit = if cs.big {
+            cs.limit
+        } else {
+            cs.limit.min(0xFFFF)
+        };
         if off > limit {
             return Err(Exception::gp(0));
         }
@@ -225,7 +229,9 @@ impl<'a> Decoder<'a> {
             // (at least 1 each).
             let in_page = 0x1000 - (phys & 0xFFF);
             let in_limit = u64::from(limit - off) + 1;
-            let left = u64::from(in_page).min(in_limit).min(u64::from(MAX_LEN - self.pos));
+            let left = u64::from(in_page)
+                .min(in_limit)
+                .min(u64::from(MAX_LEN - self.pos));
             self.window_end = self.pos + left as u32;
             self.window_ram = ram.wrapping_sub(self.pos);
         }
