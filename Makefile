@@ -175,10 +175,11 @@ bench:
 		$(CARGO) run --release -- bench $(if $(REPS),--reps $(REPS)) $(BENCH_ARGS)
 
 # wasm86's own page and v86 0.5.462 (npm devDependency, Debian's seabios/vgabios) side by side
-# in one headless Chromium, interleaved, booting the benchmark guest; each repetition ends with
-# wasm86-native, `target/release/wasm86 bench --reps 1 --no-native` on the same kernel, initrd,
-# command line and RAM (a child process, no browser), for the column wasm86/native: how much
-# slower the browser build is than the same core built natively (webdriver/README.md).
+# in one headless Chromium, interleaved, booting the benchmark guest; right after wasm86's page
+# each repetition runs wasm86-native, `target/release/wasm86 bench --reps 1 --no-native` on the
+# same kernel, initrd, command line and RAM (a child process, no browser), for the column
+# wasm86/native: how much slower the browser build is than the same core built natively, judged
+# per repetition on the pair (webdriver/README.md).
 bench-web: setup site build
 	scripts/bench-web-site.sh target/bench-site
 	$(CARGO) run --release --manifest-path webdriver/Cargo.toml --bin bench_web -- \
