@@ -224,19 +224,22 @@ impl<'a> Decoder<'a> {
             Some(p) => p,
             None => self.cpu.translate(lin, false, user)?,
         };
-        if let Some(ram) = self.cpu.mem.fetchable(phys) {
-            // Bytes left, counting this one: in the page, within the limit, within MAX_LEN
-            // (at least 1 each).
-            let in_page = 0x1000 - (phys & 0xFFF);
-            let in_limit = u64::from(limit - off) + 1;
-            let left = u64::from(in_page)
-                .min(in_limit)
-                .min(u64::from(MAX_LEN - self.pos));
-            self.window_end = self.pos + left as u32;
-            self.window_ram = ram.wrapping_sub(self.pos);
-        }
+        let Some(ram) = self.cpu.mem.fetchable(phys) else {
+            self.pos += 1;
+            return Ok(self.cpu.mem.read_phys(&mut *self.cpu.bus, phys, 1) as u8);
+        };
+        // Bytes left, counting this one: in the page, within the limit, within MAX_LEN (at
+        // least 1 each). The window starts with this byte.
+        let in_page = 0x1000 - (phys & 0xFFF);
+        let in_limit = u64::from(limit - off) + 1;
+        let left = u64::from(in_page)
+            .min(in_limit)
+            .min(u64::from(MAX_LEN - self.pos));
+        self.window_end = self.pos + left as u32;
+        self.window_ram = ram.wrapping_sub(self.pos);
+        let b = self.cpu.mem.ram[ram as usize];
         self.pos += 1;
-        Ok(self.cpu.mem.read_phys(&mut *self.cpu.bus, phys, 1) as u8)
+        Ok(b)
     }
 
     pub fn u16(&mut self) -> Fault<u16> {

@@ -1187,12 +1187,12 @@ fn summarise(runs: &[Run]) -> Res<Summary> {
             ));
         }
     }
+    // The runs of one system, in the order they ran.
+    let runs_of = |sys: System| runs.iter().filter(move |r| r.system == sys);
     let count_median = |sys: System| -> Vec<f64> {
         (0..workloads.len())
             .map(|i| {
-                let counts: Vec<f64> = runs
-                    .iter()
-                    .filter(|r| r.system == sys)
+                let counts: Vec<f64> = runs_of(sys)
                     .filter_map(|r| r.workloads[i].instructions.map(|c| c.0))
                     .collect();
                 median(&counts)
@@ -1207,29 +1207,18 @@ fn summarise(runs: &[Run]) -> Res<Summary> {
     let systems = systems(has_native);
     let reps = systems
         .iter()
-        .map(|&s| {
-            runs.iter()
-                .filter(|r| r.system == s)
-                .map(|r| r.rep)
-                .collect()
-        })
+        .map(|&s| runs_of(s).map(|r| r.rep).collect())
         .collect();
     let boot = systems
         .iter()
-        .map(|&s| {
-            runs.iter()
-                .filter(|r| r.system == s)
-                .map(|r| r.boot_s)
-                .collect()
-        })
+        .map(|&s| runs_of(s).map(|r| r.boot_s).collect())
         .collect();
     let mips = systems
         .iter()
         .map(|&s| {
             (0..workloads.len())
                 .map(|i| {
-                    runs.iter()
-                        .filter(|r| r.system == s)
+                    runs_of(s)
                         .map(|r| {
                             // The pages (wasm86-jit too): wasm86's page count, so that their
                             // MIPS are the same work over their times (v86 counts nothing);
