@@ -14,6 +14,14 @@ pub trait Bus {
     fn mmio_read(&mut self, addr: u32, size: u8) -> u32;
     /// Write to a physical address the memory map marks as MMIO.
     fn mmio_write(&mut self, addr: u32, size: u8, value: u32);
+    /// `count` writes of `value` (`size` bytes each) at `addr` and the addresses after it, all
+    /// in MMIO: a REP STOS into device memory, at one virtual time (a REP batch retires as one
+    /// instruction). The default is those writes one by one.
+    fn mmio_fill(&mut self, addr: u32, size: u8, value: u32, count: u32) {
+        for k in 0..count {
+            self.mmio_write(addr.wrapping_add(k * u32::from(size)), size, value);
+        }
+    }
     /// Level of the INTR line (a maskable interrupt is waiting at the interrupt controller).
     fn interrupt_pending(&self) -> bool {
         false

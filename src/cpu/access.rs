@@ -267,6 +267,35 @@ impl Cpu {
         Ok(())
     }
 
+    /// `count` writes of `value` (`size` bytes each) from linear `lin` upward, all in one page,
+    /// if that page is device memory: what [`Cpu::write_lin_slow`] does for each of them (the
+    /// alignment check, the translation, the clock, the device, the interrupt line), done once
+    /// for the run, as nothing in between could change the outcome: each element has the
+    /// first one's alignment, the translation is of one page, a REP batch retires as one
+    /// instruction, and a device store does not change the memory map or the page tables. Not
+    /// with a data breakpoint armed (each element is checked against it). Returns false,
+    /// having done nothing, where the run does not qualify or the first element would fault:
+    /// the caller then writes one element the ordinary way, which raises the fault.
+    pub(crate) fn fill_device_page(&mut self, lin: u32, size: u32, value: u32, count: u32) -> bool {
+        debug_assert!((lin & 0xFFF) + count * size <= 0x1000);
+        let user = self.cpl == 3;
+        if self.dr[7] & 0xFF != 0 || self.check_alignment(lin, size, user).is_err() {
+            return false;
+        }
+        let Ok(phys) = self.mem.translate(lin, Access { write: true, user }) else {
+            return false;
+        };
+        if self.mem.kind(phys) != PageKind::Mmio {
+            return false;
+        }
+        self.bus.set_instructions(self.instructions);
+        self.mem
+            .fill_mmio(&mut *self.bus, phys, size as u8, value, count);
+        self.refresh_intr();
+        self.stop_block = true;
+        true
+    }
+
     /// If physical `addr` is MMIO, a device register is about to be accessed: give the bus the
     /// exact virtual time of this instruction, as port I/O does. Returns whether it is MMIO.
     #[inline]

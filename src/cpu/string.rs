@@ -8,7 +8,8 @@
 //! exhausted it points EIP back at itself and returns, so the run loop can take interrupts and
 //! the instruction resumes where it stopped. A fault leaves the registers as the completed
 //! iterations left them, with EIP at the instruction, exactly like the hardware. The hot
-//! forward REP MOVS and REP STOS copy whole runs within a page through the TLB.
+//! forward REP MOVS and REP STOS copy whole runs within a page through the TLB; REP STOS into
+//! device memory hands the device a page's run at once.
 
 use super::counters::Insn;
 use super::decode::{Decoder, Handler, Instr, REP_NONE, REP_NZ};
@@ -369,6 +370,23 @@ fn stos_fast<W: Width, A: Width>(cpu: &mut Cpu, count: u32) -> u32 {
     n
 }
 
+/// A run of forward STOS iterations within one page of device memory, given to the device at
+/// once ([`Cpu::fill_device_page`]): the kernel clearing a framebuffer. Returns how many were
+/// done (0: not device memory, or the ordinary path must raise a fault).
+#[inline(always)]
+fn stos_device<W: Width, A: Width>(cpu: &mut Cpu, count: u32) -> u32 {
+    let di = areg::<A>(cpu, EDI);
+    let dst = &cpu.segs[ES];
+    let dst_lin = dst.base.wrapping_add(di);
+    let n = (run_room::<A>(di, dst_lin, dst.write_lo, dst.write_hi) / W::BYTES).min(count);
+    let v = W::reg(cpu, EAX as u8);
+    if n == 0 || !cpu.fill_device_page(dst_lin, W::BYTES, v, n) {
+        return 0;
+    }
+    advance::<A>(cpu, EDI, n * W::BYTES);
+    n
+}
+
 /// The shared REP driver for MOVS and STOS: `fast(cpu, max)` copies a run of up to `max`
 /// elements within a page and returns how many it did (0 when it cannot), `once(cpu)` does one
 /// element the architectural way. ECX is updated after every step so a fault leaves it counting
@@ -424,15 +442,28 @@ fn rep_movs<W: Width, A: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     )
 }
 
-/// REP STOS, with the same fast path as REP MOVS.
+/// REP STOS, with the same fast path as REP MOVS; a run into device memory goes to the device
+/// at once ([`stos_device`]).
 fn rep_stos<W: Width, A: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
-    rep_batched::<A>(cpu, i, stos_fast::<W, A>, stos_once::<W, A>)
+    rep_batched::<A>(
+        cpu,
+        i,
+        |cpu, max| match stos_fast::<W, A>(cpu, max) {
+            0 => stos_device::<W, A>(cpu, max),
+            n => n,
+        },
+        stos_once::<W, A>,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::Bus;
     use crate::cpu::{RunExit, SegCache, ESP};
+    use crate::mem::PageKind;
+    use std::cell::RefCell;
+    use std::rc::Rc;
 
     const CODE: u32 = 0x1000;
     const CS: usize = Segment::CS as usize;
@@ -441,7 +472,11 @@ mod tests {
     /// A real-mode CPU running `code` at 0100:0000, with DS and ES flat 4 GiB ("unreal mode")
     /// so that 32-bit addresses reach past 64 KiB.
     fn cpu_with(code: &[u8]) -> Cpu {
-        let mut cpu = Cpu::with_ram(1 << 21);
+        set_up(Cpu::with_ram(1 << 21), code)
+    }
+
+    /// [`cpu_with`] for a CPU made elsewhere (on another bus).
+    fn set_up(mut cpu: Cpu, code: &[u8]) -> Cpu {
         cpu.mem.load(CODE, code);
         cpu.segs[CS] = SegCache::real((CODE >> 4) as u16);
         cpu.segs[Segment::SS as usize] = SegCache::real(0x8000);
@@ -624,6 +659,131 @@ mod tests {
         assert_eq!(cpu.mem.ram[0x8_0000 + sp], 0);
         assert_eq!(cpu.segs[CS].selector, 0);
         assert_eq!(cpu.eip, 0x501);
+    }
+
+    /// What a [`RecordingBus`] saw: each MMIO store with the clock it was told, and each run it
+    /// was handed at once (address, count).
+    #[derive(Default)]
+    struct StoreLog {
+        now: u64,
+        stores: Vec<(u32, u8, u32, u64)>,
+        runs: Vec<(u32, u32)>,
+    }
+
+    struct RecordingBus(Rc<RefCell<StoreLog>>);
+
+    impl Bus for RecordingBus {
+        fn io_read(&mut self, _: u16, _: u8) -> u32 {
+            u32::MAX
+        }
+        fn io_write(&mut self, _: u16, _: u8, _: u32) {}
+        fn mmio_read(&mut self, _: u32, _: u8) -> u32 {
+            0
+        }
+        fn mmio_write(&mut self, addr: u32, size: u8, value: u32) {
+            let mut log = self.0.borrow_mut();
+            let now = log.now;
+            log.stores.push((addr, size, value, now));
+        }
+        fn mmio_fill(&mut self, addr: u32, size: u8, value: u32, count: u32) {
+            self.0.borrow_mut().runs.push((addr, count));
+            for k in 0..count {
+                self.mmio_write(addr + k * u32::from(size), size, value);
+            }
+        }
+        fn set_instructions(&mut self, instructions: u64) {
+            self.0.borrow_mut().now = instructions;
+        }
+    }
+
+    /// [`cpu_with`] on a [`RecordingBus`], with device memory at 0x80000-0x81FFF (RAM after it).
+    fn cpu_on_devices(code: &[u8]) -> (Cpu, Rc<RefCell<StoreLog>>) {
+        let log = Rc::new(RefCell::new(StoreLog::default()));
+        let mut cpu = set_up(Cpu::new(1 << 21, Box::new(RecordingBus(log.clone()))), code);
+        cpu.mem.map(0x8_0000, 0x2000, PageKind::Mmio);
+        (cpu, log)
+    }
+
+    #[test]
+    fn rep_stos_into_device_memory_reaches_the_device_a_page_at_a_time() {
+        // nop; rep stosb (a32); hlt: from the middle of the first device page, through the
+        // second, into RAM.
+        let (mut cpu, log) = cpu_on_devices(&[0x90, 0x67, 0xF3, 0xAA, 0xF4]);
+        cpu.regs[EAX] = 0x5A;
+        cpu.regs[EDI] = 0x8_0F00;
+        cpu.regs[ECX] = 0x2100;
+        run(&mut cpu);
+        assert_eq!((cpu.regs[ECX], cpu.regs[EDI]), (0, 0x8_3000));
+        let log = log.borrow();
+        // Every byte the device's own, in order, at the time of the REP (one NOP before it).
+        let expected: Vec<_> = (0x8_0F00..0x8_2000).map(|a| (a, 1, 0x5A, 1)).collect();
+        assert_eq!(log.stores, expected);
+        assert_eq!(log.runs, vec![(0x8_0F00, 0x100), (0x8_1000, 0x1000)]);
+        assert!(cpu.mem.ram[0x8_0F00..0x8_2000].iter().all(|&b| b == 0));
+        assert!(cpu.mem.ram[0x8_2000..0x8_3000].iter().all(|&b| b == 0x5A));
+        assert_eq!(cpu.instructions, 3, "nop, the REP in one batch, hlt");
+    }
+
+    #[test]
+    fn rep_stos_into_device_memory_stops_at_the_segment_limit_with_its_elements_done() {
+        // rep stosd (o32, a32) past the ES limit, inside device memory: #GP after 32 elements.
+        let (mut cpu, log) = cpu_on_devices(&[0x66, 0x67, 0xF3, 0xAB, 0xF4]);
+        cpu.mem.load(13 * 4, &[0x00, 0x05, 0x00, 0x00]);
+        cpu.mem.load(0x500, &[0xF4]);
+        cpu.segs[ES].limit = 0x8_0F7F;
+        cpu.segs[ES].compute_ranges();
+        cpu.regs[EAX] = 0x1122_3344;
+        cpu.regs[EDI] = 0x8_0F00;
+        cpu.regs[ECX] = 0x100;
+        run(&mut cpu);
+        assert_eq!((cpu.regs[ECX], cpu.regs[EDI]), (0x100 - 32, 0x8_0F80));
+        assert_eq!(cpu.eip, 0x501, "#GP delivered");
+        let log = log.borrow();
+        let expected: Vec<_> = (0..32)
+            .map(|k| (0x8_0F00 + 4 * k, 4, 0x1122_3344, 0))
+            .collect();
+        assert_eq!(log.stores, expected);
+        assert_eq!(log.runs, vec![(0x8_0F00, 32)]);
+    }
+
+    #[test]
+    fn rep_stos_elements_across_device_and_ram_or_under_a_data_breakpoint_go_one_by_one() {
+        // rep stosd (o32, a32) whose first element straddles device memory and RAM.
+        let (mut cpu, log) = cpu_on_devices(&[0x66, 0x67, 0xF3, 0xAB, 0xF4]);
+        cpu.regs[EAX] = 0x1122_3344;
+        cpu.regs[EDI] = 0x8_1FFE;
+        cpu.regs[ECX] = 2;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[EDI], 0x8_2006);
+        // Byte stores (the bus takes a value's low `size` bytes).
+        let stores: Vec<_> = log
+            .borrow()
+            .stores
+            .iter()
+            .map(|&(a, n, v, t)| (a, n, v as u8, t))
+            .collect();
+        assert_eq!(stores, vec![(0x8_1FFE, 1, 0x44, 0), (0x8_1FFF, 1, 0x33, 0)]);
+        assert_eq!(
+            &cpu.mem.ram[0x8_2000..0x8_2006],
+            &[0x22, 0x11, 0x44, 0x33, 0x22, 0x11]
+        );
+        assert!(log.borrow().runs.is_empty());
+
+        // With a data breakpoint armed (a write to 0x80010), each element is checked against
+        // it: no run, and the hit is reported after the instruction.
+        let (mut cpu, log) = cpu_on_devices(&[0x67, 0xF3, 0xAA, 0xF4]);
+        cpu.mem.load(4, &[0x00, 0x05, 0x00, 0x00]);
+        cpu.mem.load(0x500, &[0xF4]);
+        cpu.dr[0] = 0x8_0010;
+        cpu.dr[7] = 0b01 << 16 | 1;
+        cpu.regs[EDI] = 0x8_0000;
+        cpu.regs[ECX] = 0x20;
+        run(&mut cpu);
+        assert_eq!(cpu.regs[ECX], 0);
+        assert_eq!(log.borrow().stores.len(), 0x20);
+        assert!(log.borrow().runs.is_empty());
+        assert_eq!(cpu.dr[6] & 0xF, 1, "B0");
+        assert_eq!(cpu.eip, 0x501, "#DB delivered");
     }
 
     #[test]

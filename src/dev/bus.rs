@@ -173,17 +173,17 @@ impl DeviceBus {
         self.unclaimed.set(AccessCount::default());
     }
 
-    /// Count an access through `mapping` (`None`: nothing answered).
-    fn count(&self, mapping: Option<usize>, write: bool) {
+    /// Count `accesses` accesses through `mapping` (`None`: nothing answered).
+    fn count(&self, mapping: Option<usize>, write: bool, accesses: u64) {
         let cell = match mapping {
             Some(i) => &self.counts[i].1,
             None => &self.unclaimed,
         };
         let mut c = cell.get();
         if write {
-            c.writes += 1;
+            c.writes += accesses;
         } else {
-            c.reads += 1;
+            c.reads += accesses;
         }
         cell.set(c);
     }
@@ -228,10 +228,10 @@ impl DeviceBus {
     /// A guest read of `size` bytes at `addr`; `None` where nothing is mapped.
     pub fn read(&self, addr: u32, size: u8, ctx: &mut DevCtx) -> Option<u32> {
         let Some(m) = self.mapping(addr) else {
-            self.count(None, false);
+            self.count(None, false, 1);
             return None;
         };
-        self.count(Some(m.counter), false);
+        self.count(Some(m.counter), false, 1);
         let at = At {
             base: m.base,
             offset: addr - m.base,
@@ -239,14 +239,37 @@ impl DeviceBus {
         Some(m.device.borrow_mut().read(at, size, ctx))
     }
 
+    /// `count` guest writes of `value` (`size` bytes each) at `addr` and the addresses after it
+    /// (see [`Device::fill`]). A run that stays in one mapped range reaches its device at once;
+    /// one that leaves it is written element by element, as [`DeviceBus::write`] would.
+    pub fn fill(&self, addr: u32, size: u8, value: u32, count: u32, ctx: &mut DevCtx) {
+        let bytes = u64::from(count) * u64::from(size);
+        match self.mapping(addr) {
+            Some(m) if u64::from(addr) + bytes <= m.end => {
+                self.count(Some(m.counter), true, u64::from(count));
+                let at = At {
+                    base: m.base,
+                    offset: addr - m.base,
+                };
+                m.device.borrow_mut().fill(at, size, value, count, ctx);
+            }
+            _ => {
+                for k in 0..count {
+                    let a = addr.wrapping_add(k.wrapping_mul(u32::from(size)));
+                    self.write(a, size, value, ctx);
+                }
+            }
+        }
+    }
+
     /// A guest write of `size` bytes at `addr`; false where nothing is mapped (the write goes
     /// nowhere).
     pub fn write(&self, addr: u32, size: u8, value: u32, ctx: &mut DevCtx) -> bool {
         let Some(m) = self.mapping(addr) else {
-            self.count(None, true);
+            self.count(None, true, 1);
             return false;
         };
-        self.count(Some(m.counter), true);
+        self.count(Some(m.counter), true, 1);
         let at = At {
             base: m.base,
             offset: addr - m.base,
@@ -262,10 +285,11 @@ mod tests {
     use crate::dev::testing::Rig;
     use crate::dev::{BoardSignals, IrqLines};
 
-    /// Remembers every access it gets.
+    /// Remembers every access it gets, and the runs it was given at once.
     #[derive(Default)]
     struct Recorder {
         seen: Vec<(At, u8, Option<u32>)>,
+        runs: Vec<(At, u32)>,
     }
 
     impl Device for Recorder {
@@ -275,6 +299,10 @@ mod tests {
         }
         fn write(&mut self, at: At, size: u8, value: u32, _ctx: &mut DevCtx) {
             self.seen.push((at, size, Some(value)));
+        }
+        fn fill(&mut self, at: At, size: u8, value: u32, count: u32, ctx: &mut DevCtx) {
+            self.runs.push((at, count));
+            crate::dev::fill_each(self, at, size, value, count, ctx);
         }
     }
 
@@ -360,6 +388,44 @@ mod tests {
         assert_eq!(
             bus.ranges().collect::<Vec<_>>(),
             vec![(0x20, 2), (0x40, 4), (0xA0, 2)]
+        );
+    }
+
+    #[test]
+    fn a_run_of_stores_reaches_its_device_at_once_only_inside_one_range() {
+        let dev = shared(Recorder::default());
+        let mut bus = DeviceBus::memory();
+        bus.map(0xE000_0000, 0x10, dev.clone(), "test").unwrap();
+        let (mut irq, mut board) = ctx_parts();
+        let mut ctx = DevCtx {
+            now: 0,
+            irq: &mut irq,
+            board: &mut board,
+        };
+        let at = |offset| At {
+            base: 0xE000_0000,
+            offset,
+        };
+        // Up to the range's last byte: one run, four stores.
+        bus.fill(0xE000_0008, 2, 0xBEEF, 4, &mut ctx);
+        assert_eq!(dev.borrow().runs, vec![(at(8), 4)]);
+        let stores: Vec<_> = (0..4).map(|k| (at(8 + 2 * k), 2, Some(0xBEEF))).collect();
+        assert_eq!(dev.borrow().seen, stores);
+        // Past its end: store by store, the ones beyond it answered by nothing.
+        bus.fill(0xE000_000C, 4, 7, 3, &mut ctx);
+        assert_eq!(dev.borrow().runs.len(), 1, "not a run");
+        assert_eq!(dev.borrow().seen[4..], [(at(0xC), 4, Some(7))]);
+        let counts = bus.access_counts();
+        assert_eq!(counts[0].1.writes, 5);
+        assert_eq!(
+            counts[1],
+            (
+                "nothing",
+                AccessCount {
+                    reads: 0,
+                    writes: 2
+                }
+            )
         );
     }
 

@@ -146,6 +146,29 @@ pub trait Device {
     fn read(&mut self, at: At, size: u8, ctx: &mut DevCtx) -> u32;
     /// A guest write (OUT, or a store to MMIO).
     fn write(&mut self, at: At, size: u8, value: u32, ctx: &mut DevCtx);
+    /// `count` guest writes of `value`, `size` bytes each, at `at` and the addresses after it
+    /// in order (a REP STOS into device memory: a driver clearing a framebuffer). A device
+    /// whose writes have side effects beyond storing the value keeps this default, which is
+    /// exactly those writes one by one; a plain memory window may store the run at once.
+    fn fill(&mut self, at: At, size: u8, value: u32, count: u32, ctx: &mut DevCtx) {
+        fill_each(self, at, size, value, count, ctx);
+    }
+}
+
+/// [`Device::fill`] as the writes one by one: its default, and what a device that stores
+/// some of its windows at once does for the others.
+pub fn fill_each<D: Device + ?Sized>(
+    dev: &mut D,
+    at: At,
+    size: u8,
+    value: u32,
+    count: u32,
+    ctx: &mut DevCtx,
+) {
+    for k in 0..count {
+        let offset = at.offset.wrapping_add(k.wrapping_mul(u32::from(size)));
+        dev.write(At { offset, ..at }, size, value, ctx);
+    }
 }
 
 /// A device driven by virtual time (the `Steppable` shape): the board asks each for its next

@@ -763,6 +763,16 @@ impl Board {
         self.memory.write(addr, size, value, &mut ctx);
     }
 
+    /// A run of guest stores of one value to MMIO (see [`Bus::mmio_fill`]).
+    fn mmio_fill(&mut self, addr: u32, size: u8, value: u32, count: u32) {
+        let mut ctx = DevCtx {
+            now: self.now,
+            irq: &mut self.irq,
+            board: &mut self.signals,
+        };
+        self.memory.fill(addr, size, value, count, &mut ctx);
+    }
+
     /// Map the windows that PCI BARs place where the guest put them, at once: the IDE
     /// bus-master registers (BAR4 of the IDE function) on the port bus and the framebuffer
     /// (BAR0 of the display) on the MMIO bus. Called after every guest write to configuration
@@ -971,6 +981,10 @@ impl Bus for BoardBus {
 
     fn mmio_write(&mut self, addr: u32, size: u8, value: u32) {
         self.0.borrow_mut().mmio_write(addr, size, value);
+    }
+
+    fn mmio_fill(&mut self, addr: u32, size: u8, value: u32, count: u32) {
+        self.0.borrow_mut().mmio_fill(addr, size, value, count);
     }
 
     fn run_port_dma(&mut self, mem: &mut crate::mem::Memory) {

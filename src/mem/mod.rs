@@ -337,6 +337,27 @@ impl Memory {
         }
     }
 
+    /// `count` writes of `value` (`size` bytes each) from physical `addr` on, if the page there
+    /// is MMIO: the bus gets them as one run ([`Bus::mmio_fill`]). The run must stay in the
+    /// page (the memory map is per page). Returns false, having written nothing, for any other
+    /// kind of page.
+    pub fn fill_mmio(
+        &mut self,
+        bus: &mut dyn Bus,
+        addr: u32,
+        size: u8,
+        value: u32,
+        count: u32,
+    ) -> bool {
+        let addr = addr & self.a20_mask;
+        debug_assert!((addr & 0xFFF) + count * u32::from(size) <= 0x1000);
+        if self.kind(addr) != PageKind::Mmio {
+            return false;
+        }
+        bus.mmio_fill(addr, size, value, count);
+        true
+    }
+
     /// Read a 32-bit value from physical memory for the MMU (page tables live in RAM).
     pub(crate) fn read_phys_u32_ram(&self, addr: u32) -> u32 {
         let a = (addr & self.a20_mask) as usize;

@@ -552,6 +552,26 @@ impl Vga {
         self.mark_dirty(o + 3);
     }
 
+    /// `count` writes of `value`'s low `size` bytes into the linear framebuffer from `offset`
+    /// on, as [`Vga::lfb_write`] each (bytes past the end of VRAM go nowhere).
+    pub fn lfb_fill(&mut self, offset: u32, size: u8, value: u32, count: u32) {
+        let size = usize::from(size.clamp(1, 4));
+        let start = offset as usize;
+        let end = start
+            .saturating_add(size.saturating_mul(count as usize))
+            .min(self.vram.len());
+        if start >= end {
+            return;
+        }
+        let pattern = value.to_le_bytes();
+        for element in self.vram[start..end].chunks_mut(size) {
+            element.copy_from_slice(&pattern[..element.len()]);
+        }
+        for page in (start >> DIRTY_PAGE_SHIFT)..=((end - 1) >> DIRTY_PAGE_SHIFT) {
+            self.mark_dirty(page << DIRTY_PAGE_SHIFT);
+        }
+    }
+
     // ----- registers -----
 
     fn color_addressing(&self) -> bool {
@@ -859,6 +879,17 @@ impl Device for Vga {
             _ => self.lfb_write(at.offset, size, value),
         }
     }
+
+    /// The linear framebuffer is plain memory: a run is stored at once. The register windows
+    /// and the legacy window (planes, write modes) take the writes one by one.
+    fn fill(&mut self, at: At, size: u8, value: u32, count: u32, ctx: &mut DevCtx) {
+        match at.base {
+            PORT_WINDOW | DISPI_WINDOW | LEGACY_BASE => {
+                crate::dev::fill_each(self, at, size, value, count, ctx)
+            }
+            _ => self.lfb_fill(at.offset, size, value, count),
+        }
+    }
 }
 
 /// [`PORT_BASE`] and [`DISPI_BASE`] as bus addresses.
@@ -869,6 +900,43 @@ const DISPI_WINDOW: u32 = DISPI_BASE as u32;
 mod tests {
     use super::*;
     use crate::dev::testing::at_power_on;
+
+    #[test]
+    fn a_run_into_the_framebuffer_stores_what_its_writes_one_by_one_would() {
+        let end = VRAM_SIZE as u32;
+        let value = 0xA1B2_C3D4;
+        for (offset, size, count) in [
+            (0x1001, 1u8, 5000u32),
+            (0x3FFE, 2, 3),
+            (0x10, 4, 0x800),
+            (end - 6, 4, 4),
+            (end + 8, 4, 2),
+            (0x2000, 4, 0),
+        ] {
+            let (mut run, mut stores) = (Vga::new(), Vga::new());
+            run.dirty.fill(0);
+            stores.dirty.fill(0);
+            run.lfb_fill(offset, size, value, count);
+            for k in 0..count {
+                stores.lfb_write(offset + k * u32::from(size), size, value);
+            }
+            let case = format!("{count} x {size} bytes at {offset:#x}");
+            assert!(run.vram == stores.vram, "{case}");
+            // Every page written is dirty, and none the stores would not have marked.
+            let written = (offset as usize)
+                ..(offset as usize + usize::from(size) * count as usize).min(VRAM_SIZE);
+            for page in written
+                .clone()
+                .step_by(1 << DIRTY_PAGE_SHIFT)
+                .chain(written.clone().last())
+            {
+                assert!(run.range_dirty(page, page + 1), "{case}: {page:#x}");
+            }
+            for (r, s) in run.dirty.iter().zip(&stores.dirty) {
+                assert_eq!(r & !s, 0, "{case}");
+            }
+        }
+    }
 
     #[test]
     fn the_state_is_the_registers_and_a_palette_of_another_size_is_refused() {
