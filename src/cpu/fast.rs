@@ -2,8 +2,9 @@
 //!
 //! Every instruction has a handler pointer chosen at decode time. For the forms that make up most
 //! of what compiled 32-bit code executes (register and memory moves, the ALU group, INC/DEC,
-//! PUSH/POP, LEA, MUL/DIV, conditional and direct jumps, CALL/RET, and a compare fused with the
-//! Jcc after it), the decoder also records a kind number ([`classify`], [`fuse`]), and the run
+//! PUSH/POP, LEA, MUL/DIV, conditional and direct jumps, CALL/RET, a compare fused with the Jcc
+//! after it, and a CDQ folded into the IDIV after it), the decoder also records a kind number
+//! ([`classify`], [`fuse`], [`fold_cdq`]), and the run
 //! loop ([`run`]) dispatches on it with one dense `match` that calls the very same handler
 //! functions, inlined. In WebAssembly that `match` is a single `br_table` inside the run loop,
 //! where an indirect call costs a table bounds check, a signature check and a call frame;
@@ -14,7 +15,9 @@
 //! The set is kept to the forms that are frequent in real code (a histogram of the benchmark
 //! guest: each at least about 0.04% of executed instructions, plus DIV beside IDIV and the
 //! plain form of every fused compare): under V8 every arm also costs
-//! register spills in the loop on every instruction, whether or not it runs. Other forms, and
+//! register spills in the loop on every instruction, whether or not it runs (the CDQ-IDIV arm
+//! bought the trial-division benchmark 1.09x in Chromium and cost gzip about 2%, in
+//! `make bench-ab`). Other forms, and
 //! all 16-bit operand forms except the moves to and from memory, take the handler pointer.
 
 use super::decode::{Instr, PRE_MOV, REG_FORM};
@@ -114,6 +117,8 @@ pub enum Kind {
     MOV_RM_R16_MEM,
     MOV_R_RM16_MEM,
     MOVSX_W_MEM,
+    /// CDQ and the `IDIV r32` right after it ([`fold_cdq`]): `len` and `end` are the IDIV's.
+    CDQ_IDIV_R,
     FUSED_ALU_RR_CMP,
     FUSED_ALU_RR_TEST,
     FUSED_ALU_R_I_CMP,
@@ -355,14 +360,48 @@ pub fn fold_move(first: &Instr, second: &Instr) -> Option<Instr> {
     })
 }
 
-/// Length in bytes of the move folded into `i` (0 if none): `i` starts that much before
-/// `end - len`.
+/// Length in bytes of what is folded into `i` before its own bytes (0 if nothing): a move
+/// ([`fold_move`]) and a CDQ ([`fold_cdq`]). `i` starts that much before `end - len`.
 #[inline(always)]
-pub fn pre_mov_len(i: &Instr) -> u16 {
-    if i.pre_mov != 0 {
-        2
-    } else {
-        0
+pub fn folded_len(i: &Instr) -> u16 {
+    let mov = if i.pre_mov != 0 { 2 } else { 0 };
+    mov + u16::from(has_folded_cdq(i))
+}
+
+/// Fold `first`, a CDQ (with or without a move folded into it), into `second`, the `IDIV r32`
+/// right after it: C's signed division and remainder, which compilers always emit as this
+/// pair. The run loop retires the CDQ (it cannot fault) and then the IDIV with one dispatch;
+/// a #DE leaves the CDQ retired and EIP at the IDIV, as the two instructions would.
+pub fn fold_cdq(first: &Instr, second: &Instr) -> Option<Instr> {
+    // One byte (no prefix): what the run loop's EIP arithmetic counts for it (folded_len).
+    if first.fast != CDQ || first.len != 1 || second.fast != IDIV_R || second.pre_mov != 0 {
+        return None;
+    }
+    Some(Instr {
+        fast: CDQ_IDIV_R,
+        pre_mov: first.pre_mov,
+        ..*second
+    })
+}
+
+/// Whether `i` is an IDIV with a CDQ folded in ([`fold_cdq`]).
+#[inline(always)]
+pub fn has_folded_cdq(i: &Instr) -> bool {
+    i.fast == CDQ_IDIV_R
+}
+
+/// The CDQ folded into `i` ([`has_folded_cdq`]), as the instruction of its own it was
+/// decoded as.
+fn folded_cdq(i: &Instr) -> Instr {
+    Instr {
+        exec: arith::cdq,
+        opcode: 0x99,
+        op32: true,
+        addr32: i.addr32,
+        len: 1,
+        end: i.end - u16::from(i.len),
+        fast: CDQ,
+        ..Instr::default()
     }
 }
 
@@ -378,20 +417,20 @@ pub fn folded_move(i: &Instr) -> Instr {
         reg: i.pre_mov & 7,
         scale: REG_FORM,
         len: 2,
-        end: i.end - u16::from(i.len),
+        end: i.end - u16::from(i.len) - u16::from(has_folded_cdq(i)),
         fast: MOV_RM_R_REG,
         ..Instr::default()
     }
 }
 
 /// The most guest instructions one decoded instruction retires: a folded move, and a fused
-/// compare and branch.
+/// compare and branch or a folded CDQ and IDIV.
 pub const MAX_RETIRES: usize = 3;
 
 /// How many guest instructions `i` retires when it runs whole.
 #[inline(always)]
 pub fn retires(i: &Instr) -> u32 {
-    1 + u32::from(i.pre_mov != 0) + u32::from(is_fused(i))
+    1 + u32::from(i.pre_mov != 0) + u32::from(is_fused(i) || has_folded_cdq(i))
 }
 
 /// How many of `instrs`, from the first, retire at most `budget` guest instructions in all.
@@ -407,16 +446,41 @@ pub fn fitting(instrs: &[Instr], budget: u64) -> usize {
         .count()
 }
 
-/// `instrs` with every folded move taken out again as an instruction of its own.
+/// `instrs` with every folded move and CDQ taken out again as an instruction of its own.
 pub fn unfold(instrs: &[Instr]) -> Vec<Instr> {
     let mut out = Vec::with_capacity(instrs.len() + instrs.len() / 2);
     for i in instrs {
         if i.pre_mov != 0 {
             out.push(folded_move(i));
         }
-        out.push(Instr { pre_mov: 0, ..*i });
+        if has_folded_cdq(i) {
+            out.push(folded_cdq(i));
+            out.push(Instr {
+                pre_mov: 0,
+                fast: IDIV_R,
+                ..*i
+            });
+        } else {
+            out.push(Instr { pre_mov: 0, ..*i });
+        }
     }
     out
+}
+
+/// What runs alone when `i` cannot run whole (single-stepping, or the budget ends inside it):
+/// the move folded into it, its CDQ, or the compare of a fused pair; `None` if it is one
+/// instruction. Out of line: the run loop needs it only at a budget's end or a single step.
+#[inline(never)]
+pub fn first_part(i: &Instr) -> Option<Instr> {
+    if i.pre_mov != 0 {
+        Some(folded_move(i))
+    } else if has_folded_cdq(i) {
+        Some(folded_cdq(i))
+    } else if is_fused(i) {
+        Some(first_of_fused(i))
+    } else {
+        None
+    }
 }
 
 /// The fused kinds are numbered after every plain kind, so one comparison tells them apart.
@@ -430,7 +494,7 @@ const _: () = {
         n += 1;
     }
     assert!(
-        MOVSX_W_MEM as u8 + 1 == FIRST_FUSED as u8,
+        CDQ_IDIV_R as u8 + 1 == FIRST_FUSED as u8,
         "the last plain kind"
     );
 };
@@ -541,6 +605,7 @@ macro_rules! dispatch {
             MUL_R => $straight!(muldiv::mul::<RegRm, W32>($cpu, $i)),
             DIV_R => $straight!(muldiv::div::<RegRm, W32>($cpu, $i)),
             IDIV_R => $straight!(muldiv::idiv::<RegRm, W32>($cpu, $i)),
+            CDQ_IDIV_R => $straight!(cdq_then_idiv($cpu, $i)),
             SETCC_R => $straight!(arith::setcc::<RegRm, W8>($cpu, $i)),
             CMOV_R => $straight!(arith::cmov::<RegRm, W32>($cpu, $i)),
             ALU8_M_R_CMP => $straight!(arith::alu_rm_r::<Mem32Rm, W8, { arith::CMP }>($cpu, $i)),
@@ -677,7 +742,7 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
         return Ok(());
     };
     let block_start = cpu.eip.wrapping_sub(u32::from(
-        first.end - u16::from(first.len) - pre_mov_len(first),
+        first.end - u16::from(first.len) - folded_len(first),
     ));
     cpu.repeat_below = repeat_below;
     'pass: loop {
@@ -744,6 +809,15 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
         cpu.eip = block_start.wrapping_add(u32::from(last.end));
         return Ok(());
     }
+}
+
+/// A folded CDQ and IDIV ([`fold_cdq`]): the CDQ retires, then the IDIV runs as the
+/// instruction (the run loop retires it, or rolls EIP back to it on #DE).
+#[inline(always)]
+fn cdq_then_idiv(cpu: &mut Cpu, i: &Instr) -> Fault {
+    arith::cdq(cpu, i)?;
+    cpu.instructions += 1;
+    muldiv::idiv::<RegRm, W32>(cpu, i)
 }
 
 /// The branch of a fused compare and Jcc, after the compare retired, exactly as the Jcc handler
@@ -814,9 +888,9 @@ mod tests {
         )
     }
 
-    /// Run `code`'s first instruction (or fused pair) inline and through the handler pointers,
-    /// with the flags set to `flags`, and require the same result, also from the run loop's
-    /// [`run`]. Returns the fast kind ([`NONE`] for the forms that only have a handler: they
+    /// Run `code`'s first instruction (or fused or folded pair) inline and through the handler
+    /// pointers, with the flags set to `flags`, and require the same result, also from the run
+    /// loop's [`run`]. Returns the fast kind ([`NONE`] for the forms that only have a handler: they
     /// are checked the same way, through the run loop).
     fn same_both_ways(code: &[u8], flags: u32) -> u8 {
         let mut a = cpu(code);
@@ -830,9 +904,9 @@ mod tests {
                 end: first.end + u16::from(i.len),
                 ..i
             });
-        let fused = second.and_then(|s| fuse(&first, &s));
+        let fused = second.and_then(|s| fuse(&first, &s).or_else(|| fold_cdq(&first, &s)));
         let instr = fused.unwrap_or(first);
-        a.eip += instr.len as u32;
+        a.eip += u32::from(instr.len) + u32::from(folded_len(&instr));
         let inline = exec(&mut a, &instr);
 
         let mut b = cpu(code);
@@ -950,6 +1024,7 @@ mod tests {
             &[0x0F, 0xBF, 0xC2],                // movsx eax, dx
             &[0x0F, 0xBF, 0x4B, 0x02],          // movsx ecx, word [ebx+2]
             &[0x99],                            // cdq
+            &[0x99, 0xF7, 0xF9],                // cdq; idiv ecx (folded)
             &[0x98],                            // cwde
             &[0xF7, 0xD0],                      // not eax
             &[0xF7, 0xD8],                      // neg eax

@@ -198,11 +198,15 @@ impl Cpu {
                 end: off as u16,
                 ..instr
             });
-            // A compare followed by a conditional jump becomes one fused instruction; then a
-            // register move before it is folded in.
+            // A compare followed by a conditional jump becomes one fused instruction, and a
+            // CDQ followed by an IDIV one folded instruction; then a register move before it
+            // is folded in.
             let n = arena.len();
             if n - start >= 2 {
-                if let Some(pair) = super::fast::fuse(&arena[n - 2], &arena[n - 1]) {
+                let (first, second) = (&arena[n - 2], &arena[n - 1]);
+                let pair = super::fast::fuse(first, second)
+                    .or_else(|| super::fast::fold_cdq(first, second));
+                if let Some(pair) = pair {
                     arena.truncate(n - 1);
                     arena[n - 2] = pair;
                 }

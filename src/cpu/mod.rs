@@ -503,16 +503,13 @@ impl Cpu {
                 fast::fitting(&arena[start..start + len], budget)
             };
             // Less than the first one: single-stepping, or the budget ends inside a folded
-            // move and its instruction or a fused compare and branch. Run its first part
-            // alone: the folded move, or the compare.
+            // move or CDQ and its instruction or a fused compare and branch. Run its first
+            // part alone: the folded move or CDQ, or the compare.
             let first_part;
             let instrs = if max > 0 {
                 &arena[start..start + max]
-            } else if arena[start].pre_mov != 0 {
-                first_part = [fast::folded_move(&arena[start])];
-                &first_part[..]
-            } else if fast::is_fused(&arena[start]) {
-                first_part = [fast::first_of_fused(&arena[start])];
+            } else if let Some(part) = fast::first_part(&arena[start]) {
+                first_part = [part];
                 &first_part[..]
             } else {
                 &arena[start..start + 1]
@@ -997,6 +994,113 @@ mod tests {
             (0x1002, 5, 1),
             "one step ran the move alone and trapped before the INC"
         );
+    }
+
+    /// A CDQ and the IDIV after it (C's signed division) decode as one instruction, with the
+    /// move before them folded in too, and still retire one by one: every budget stops where
+    /// single steps do, and a single step runs the move alone.
+    #[test]
+    fn a_folded_cdq_and_idiv_retire_one_by_one_and_budgets_end_exactly() {
+        #[rustfmt::skip]
+        let code = [
+            0x89, 0xD8,             // 0x1000: mov eax, ebx
+            0x99,                   // 0x1002: cdq
+            0xF7, 0xF9,             // 0x1003: idiv ecx     (the move and the CDQ folded in)
+            0x01, 0xC6,             // 0x1005: add esi, eax
+            0x49,                   // 0x1007: dec ecx      (fused with the jnz)
+            0x75, 0xF6,             // 0x1008: jnz 0x1000
+            0xF4,                   // 0x100A: hlt
+        ];
+        let start = |c: &mut Cpu| {
+            c.regs[EBX] = -1000i32 as u32;
+            c.regs[ECX] = 7;
+            c.regs[ESI] = 0;
+        };
+        let mut arena = InstrArena::default();
+        let mut probe = crate::jit::sample::cpu_running(&code);
+        let block = probe.decode_block(&mut arena, 0x1000).expect("decodes");
+        let decoded: Vec<_> = arena[block.start..block.start + block.len]
+            .iter()
+            .map(|i| (i.fast, i.pre_mov))
+            .collect();
+        assert_eq!(
+            decoded,
+            vec![
+                (fast::CDQ_IDIV_R, PRE_MOV | (EAX as u8) << 3 | EBX as u8),
+                (fast::ALU_RR_ADD, 0),
+                (fast::FUSED_DEC_R, 0),
+                (fast::NONE, 0)
+            ]
+        );
+
+        // A CDQ with a prefix (here DS:, which changes nothing) stays an instruction of its own.
+        let mut arena = InstrArena::default();
+        let prefixed = [0x3E, 0x99, 0xF7, 0xF9, 0xF4];
+        let block = crate::jit::sample::cpu_running(&prefixed)
+            .decode_block(&mut arena, 0x1000)
+            .expect("decodes");
+        let kinds: Vec<_> = arena[block.start..block.start + block.len]
+            .iter()
+            .map(|i| i.fast)
+            .collect();
+        assert_eq!(kinds, vec![fast::CDQ, fast::IDIV_R, fast::NONE]);
+
+        let snapshot = |c: &Cpu| (c.regs, c.eip, c.flags.word(), c.instructions);
+        let mut one_by_one = crate::jit::sample::cpu_running(&code);
+        start(&mut one_by_one);
+        let mut trace = vec![snapshot(&one_by_one)];
+        while one_by_one.run(1) == RunExit::Budget {
+            trace.push(snapshot(&one_by_one));
+        }
+        assert_eq!(trace.len(), 1 + 7 * 6 + 1, "seven turns of six, the HLT");
+        // -1000 / 7, / 6, ... / 1, truncated toward zero.
+        let quotients: i32 = (1..=7).map(|d| -1000 / d).sum();
+        assert_eq!(one_by_one.regs[ESI] as i32, quotients);
+        assert_eq!(one_by_one.regs[EDX], 0, "the last remainder (by 1)");
+        for (budget, expected) in trace.iter().enumerate() {
+            let mut c = crate::jit::sample::cpu_running(&code);
+            start(&mut c);
+            c.run(budget as u64);
+            assert_eq!(&snapshot(&c), expected, "budget {budget}");
+        }
+        let mut whole = crate::jit::sample::cpu_running(&code);
+        start(&mut whole);
+        assert_eq!(whole.run(1000), RunExit::Halted);
+        assert_eq!(Some(&snapshot(&whole)), trace.last());
+
+        let mut stepped = crate::jit::sample::cpu_running(&code);
+        start(&mut stepped);
+        stepped.mem.load(4, &[0x00, 0x0F, 0x00, 0x00]); // #DB: to the HLT at 0:0F00
+        stepped.flags.set_word(stepped.flags.word() | flags::TF);
+        stepped.run(1);
+        let pushed_ip = u16::from_le_bytes([stepped.mem.ram[0xEFFA], stepped.mem.ram[0xEFFB]]);
+        assert_eq!(
+            (pushed_ip, stepped.regs[EAX], stepped.instructions),
+            (0x1002, -1000i32 as u32, 1),
+            "one step ran the move alone and trapped before the CDQ"
+        );
+    }
+
+    /// A #DE of an IDIV with a CDQ folded in: the CDQ retired, the IDIV did not, and the
+    /// exception reports the IDIV's address.
+    #[test]
+    fn a_division_fault_after_a_folded_cdq_leaves_the_cdq_retired() {
+        for (eax, ecx) in [(5u32, 0u32), (0x8000_0000, u32::MAX)] {
+            #[rustfmt::skip]
+            let code = [
+                0x99,               // 0x1000: cdq
+                0xF7, 0xF9,         // 0x1001: idiv ecx (#DE: by zero, or -2^31 / -1)
+            ];
+            let mut c = crate::jit::sample::cpu_running(&code);
+            c.regs[EAX] = eax;
+            c.regs[ECX] = ecx;
+            c.regs[EDX] = 0x1234_5678;
+            assert_eq!(c.run(100), RunExit::Halted, "#DE went to the HLT at 0:0F00");
+            assert_eq!(c.regs[EDX], ((eax as i32) >> 31) as u32, "the CDQ retired");
+            let pushed_ip = u16::from_le_bytes([c.mem.ram[0xEFFA], c.mem.ram[0xEFFB]]);
+            assert_eq!(pushed_ip, 0x1001, "the fault is the IDIV's");
+            assert_eq!((c.regs[EAX], c.instructions), (eax, 2), "CDQ and the HLT");
+        }
     }
 
     /// A fault in the instruction a move is folded into: the move retired, the instruction
