@@ -19,7 +19,11 @@ pub trait Bus {
     /// instruction). The default is those writes one by one.
     fn mmio_fill(&mut self, addr: u32, size: u8, value: u32, count: u32) {
         for k in 0..count {
-            self.mmio_write(addr.wrapping_add(k * u32::from(size)), size, value);
+            self.mmio_write(
+                addr.wrapping_add(k.wrapping_mul(u32::from(size))),
+                size,
+                value,
+            );
         }
     }
     /// Level of the INTR line (a maskable interrupt is waiting at the interrupt controller).

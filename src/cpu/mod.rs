@@ -752,6 +752,61 @@ mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
+    /// The IP an exception pushed on `jit::sample::cpu_running`'s stack (ESP 0xF000, real mode:
+    /// IP is the last of the three words).
+    fn pushed_ip(cpu: &Cpu) -> u16 {
+        u16::from_le_bytes([cpu.mem.ram[0xEFFA], cpu.mem.ram[0xEFFB]])
+    }
+
+    /// The block decoded at 0x1000 of `jit::sample::cpu_running(code)`.
+    fn decoded(code: &[u8]) -> Vec<Instr> {
+        let mut arena = InstrArena::default();
+        let block = crate::jit::sample::cpu_running(code)
+            .decode_block(&mut arena, 0x1000)
+            .expect("decodes");
+        arena[block.start..block.start + block.len].to_vec()
+    }
+
+    /// What the folded-instruction tests compare: registers, EIP, EFLAGS, retired count.
+    type Snapshot = ([u32; REG_SLOTS], u32, u32, u64);
+
+    fn snapshot(c: &Cpu) -> Snapshot {
+        (c.regs, c.eip, c.flags.word(), c.instructions)
+    }
+
+    /// Run `code` (set up by `start`) one instruction at a time to its HLT; the state before
+    /// each step and at the end. Then require that a run with each budget from 0 stops at
+    /// exactly that step's state: no folded or fused instruction overshoots a budget.
+    fn budgets_end_where_single_steps_do(code: &[u8], start: impl Fn(&mut Cpu)) -> Vec<Snapshot> {
+        let running = || {
+            let mut c = crate::jit::sample::cpu_running(code);
+            start(&mut c);
+            c
+        };
+        let mut one_by_one = running();
+        let mut trace = vec![snapshot(&one_by_one)];
+        while one_by_one.run(1) == RunExit::Budget {
+            trace.push(snapshot(&one_by_one));
+        }
+        for (budget, expected) in trace.iter().enumerate() {
+            let mut c = running();
+            c.run(budget as u64);
+            assert_eq!(&snapshot(&c), expected, "budget {budget}");
+        }
+        trace
+    }
+
+    /// `code` (set up by `start`) after one step with TF set, its #DB going to the HLT at
+    /// 0:0F00.
+    fn single_stepped(code: &[u8], start: impl Fn(&mut Cpu)) -> Cpu {
+        let mut c = crate::jit::sample::cpu_running(code);
+        start(&mut c);
+        c.mem.load(4, &[0x00, 0x0F, 0x00, 0x00]);
+        c.flags.set_word(c.flags.word() | flags::TF);
+        c.run(1);
+        c
+    }
+
     /// A bus that records the retired-instruction count it was told before each port access.
     struct ClockedBus {
         now: u64,
@@ -946,13 +1001,7 @@ mod tests {
             0x75, 0xF4,             // 0x100A: jne 0x1000
             0xF4,                   // 0x100C: hlt
         ];
-        let mut arena = InstrArena::default();
-        let mut probe = crate::jit::sample::cpu_running(&code);
-        let block = probe.decode_block(&mut arena, 0x1000).expect("decodes");
-        let folded: Vec<u8> = arena[block.start..block.start + block.len]
-            .iter()
-            .map(|i| i.pre_mov)
-            .collect();
+        let folded: Vec<u8> = decoded(&code).iter().map(|i| i.pre_mov).collect();
         assert_eq!(
             folded,
             vec![
@@ -965,32 +1014,17 @@ mod tests {
              third folds into the fused compare and branch; then the HLT"
         );
 
-        let snapshot = |c: &Cpu| (c.regs, c.eip, c.flags.word(), c.instructions);
-        let mut one_by_one = crate::jit::sample::cpu_running(&code);
-        let mut trace = vec![snapshot(&one_by_one)];
-        while one_by_one.run(1) == RunExit::Budget {
-            trace.push(snapshot(&one_by_one));
-        }
+        let trace = budgets_end_where_single_steps_do(&code, |_| {});
         assert_eq!(
             trace.len(),
             1 + 9 * 6 + 1,
             "the start, nine turns of six instructions, the HLT"
         );
-        assert_eq!(one_by_one.regs[ECX], 9);
-        for (budget, expected) in trace.iter().enumerate() {
-            let mut c = crate::jit::sample::cpu_running(&code);
-            c.run(budget as u64);
-            assert_eq!(&snapshot(&c), expected, "budget {budget}");
-        }
+        assert_eq!(trace.last().unwrap().0[ECX], 9);
 
-        let mut stepped = crate::jit::sample::cpu_running(&code);
-        stepped.mem.load(4, &[0x00, 0x0F, 0x00, 0x00]); // #DB: to the HLT at 0:0F00
-        stepped.regs[EBX] = 5;
-        stepped.flags.set_word(stepped.flags.word() | flags::TF);
-        stepped.run(1);
-        let pushed_ip = u16::from_le_bytes([stepped.mem.ram[0xEFFA], stepped.mem.ram[0xEFFB]]);
+        let stepped = single_stepped(&code, |c| c.regs[EBX] = 5);
         assert_eq!(
-            (pushed_ip, stepped.regs[EAX], stepped.instructions),
+            (pushed_ip(&stepped), stepped.regs[EAX], stepped.instructions),
             (0x1002, 5, 1),
             "one step ran the move alone and trapped before the INC"
         );
@@ -1016,15 +1050,9 @@ mod tests {
             c.regs[ECX] = 7;
             c.regs[ESI] = 0;
         };
-        let mut arena = InstrArena::default();
-        let mut probe = crate::jit::sample::cpu_running(&code);
-        let block = probe.decode_block(&mut arena, 0x1000).expect("decodes");
-        let decoded: Vec<_> = arena[block.start..block.start + block.len]
-            .iter()
-            .map(|i| (i.fast, i.pre_mov))
-            .collect();
+        let kinds: Vec<_> = decoded(&code).iter().map(|i| (i.fast, i.pre_mov)).collect();
         assert_eq!(
-            decoded,
+            kinds,
             vec![
                 (fast::CDQ_IDIV_R, PRE_MOV | (EAX as u8) << 3 | EBX as u8),
                 (fast::ALU_RR_ADD, 0),
@@ -1034,48 +1062,27 @@ mod tests {
         );
 
         // A CDQ with a prefix (here DS:, which changes nothing) stays an instruction of its own.
-        let mut arena = InstrArena::default();
-        let prefixed = [0x3E, 0x99, 0xF7, 0xF9, 0xF4];
-        let block = crate::jit::sample::cpu_running(&prefixed)
-            .decode_block(&mut arena, 0x1000)
-            .expect("decodes");
-        let kinds: Vec<_> = arena[block.start..block.start + block.len]
+        let prefixed: Vec<_> = decoded(&[0x3E, 0x99, 0xF7, 0xF9, 0xF4])
             .iter()
             .map(|i| i.fast)
             .collect();
-        assert_eq!(kinds, vec![fast::CDQ, fast::IDIV_R, fast::NONE]);
+        assert_eq!(prefixed, vec![fast::CDQ, fast::IDIV_R, fast::NONE]);
 
-        let snapshot = |c: &Cpu| (c.regs, c.eip, c.flags.word(), c.instructions);
-        let mut one_by_one = crate::jit::sample::cpu_running(&code);
-        start(&mut one_by_one);
-        let mut trace = vec![snapshot(&one_by_one)];
-        while one_by_one.run(1) == RunExit::Budget {
-            trace.push(snapshot(&one_by_one));
-        }
+        let trace = budgets_end_where_single_steps_do(&code, start);
         assert_eq!(trace.len(), 1 + 7 * 6 + 1, "seven turns of six, the HLT");
+        let (regs, ..) = trace.last().unwrap();
         // -1000 / 7, / 6, ... / 1, truncated toward zero.
         let quotients: i32 = (1..=7).map(|d| -1000 / d).sum();
-        assert_eq!(one_by_one.regs[ESI] as i32, quotients);
-        assert_eq!(one_by_one.regs[EDX], 0, "the last remainder (by 1)");
-        for (budget, expected) in trace.iter().enumerate() {
-            let mut c = crate::jit::sample::cpu_running(&code);
-            start(&mut c);
-            c.run(budget as u64);
-            assert_eq!(&snapshot(&c), expected, "budget {budget}");
-        }
+        assert_eq!(regs[ESI] as i32, quotients);
+        assert_eq!(regs[EDX], 0, "the last remainder (by 1)");
         let mut whole = crate::jit::sample::cpu_running(&code);
         start(&mut whole);
         assert_eq!(whole.run(1000), RunExit::Halted);
         assert_eq!(Some(&snapshot(&whole)), trace.last());
 
-        let mut stepped = crate::jit::sample::cpu_running(&code);
-        start(&mut stepped);
-        stepped.mem.load(4, &[0x00, 0x0F, 0x00, 0x00]); // #DB: to the HLT at 0:0F00
-        stepped.flags.set_word(stepped.flags.word() | flags::TF);
-        stepped.run(1);
-        let pushed_ip = u16::from_le_bytes([stepped.mem.ram[0xEFFA], stepped.mem.ram[0xEFFB]]);
+        let stepped = single_stepped(&code, start);
         assert_eq!(
-            (pushed_ip, stepped.regs[EAX], stepped.instructions),
+            (pushed_ip(&stepped), stepped.regs[EAX], stepped.instructions),
             (0x1002, -1000i32 as u32, 1),
             "one step ran the move alone and trapped before the CDQ"
         );
@@ -1097,8 +1104,7 @@ mod tests {
             c.regs[EDX] = 0x1234_5678;
             assert_eq!(c.run(100), RunExit::Halted, "#DE went to the HLT at 0:0F00");
             assert_eq!(c.regs[EDX], ((eax as i32) >> 31) as u32, "the CDQ retired");
-            let pushed_ip = u16::from_le_bytes([c.mem.ram[0xEFFA], c.mem.ram[0xEFFB]]);
-            assert_eq!(pushed_ip, 0x1001, "the fault is the IDIV's");
+            assert_eq!(pushed_ip(&c), 0x1001, "the fault is the IDIV's");
             assert_eq!((c.regs[EAX], c.instructions), (eax, 2), "CDQ and the HLT");
         }
     }
@@ -1117,8 +1123,7 @@ mod tests {
         c.regs[EAX] = 5;
         assert_eq!(c.run(100), RunExit::Halted, "#DE went to the HLT at 0:0F00");
         assert_eq!(c.regs[ECX], 0, "the move retired");
-        let pushed_ip = u16::from_le_bytes([c.mem.ram[0xEFFA], c.mem.ram[0xEFFB]]);
-        assert_eq!(pushed_ip, 0x1002, "the fault is the DIV's");
+        assert_eq!(pushed_ip(&c), 0x1002, "the fault is the DIV's");
         assert_eq!(c.regs[EAX], 5);
     }
 }

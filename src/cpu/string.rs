@@ -494,6 +494,12 @@ mod tests {
         assert_eq!(cpu.run(1_000_000), RunExit::Halted);
     }
 
+    /// Point interrupt `vector` (real mode) at a HLT at 0000:0500: EIP 0x501 after delivery.
+    fn halt_on(cpu: &mut Cpu, vector: u32) {
+        cpu.mem.load(vector * 4, &[0x00, 0x05, 0x00, 0x00]);
+        cpu.mem.load(0x500, &[0xF4]);
+    }
+
     fn fill_pattern(cpu: &mut Cpu, at: u32, len: usize) {
         let bytes: Vec<u8> = (0..len).map(|k| (k * 7 + 3) as u8).collect();
         cpu.mem.load(at, &bytes);
@@ -641,9 +647,7 @@ mod tests {
     fn fault_midway_keeps_completed_iterations_and_restarts() {
         // rep movsb whose destination runs past the ES limit: #GP after 4 bytes.
         let mut cpu = cpu_with(&[0xF3, 0xA4, 0xF4]);
-        // #GP handler at 0000:0500 is a HLT.
-        cpu.mem.load(13 * 4, &[0x00, 0x05, 0x00, 0x00]);
-        cpu.mem.load(0x500, &[0xF4]);
+        halt_on(&mut cpu, 13); // #GP
         cpu.segs[ES] = SegCache::real(0x6000);
         cpu.segs[ES].limit = 0x103;
         cpu.segs[ES].compute_ranges();
@@ -728,8 +732,7 @@ mod tests {
     fn rep_stos_into_device_memory_stops_at_the_segment_limit_with_its_elements_done() {
         // rep stosd (o32, a32) past the ES limit, inside device memory: #GP after 32 elements.
         let (mut cpu, log) = cpu_on_devices(&[0x66, 0x67, 0xF3, 0xAB, 0xF4]);
-        cpu.mem.load(13 * 4, &[0x00, 0x05, 0x00, 0x00]);
-        cpu.mem.load(0x500, &[0xF4]);
+        halt_on(&mut cpu, 13); // #GP
         cpu.segs[ES].limit = 0x8_0F7F;
         cpu.segs[ES].compute_ranges();
         cpu.regs[EAX] = 0x1122_3344;
@@ -772,8 +775,7 @@ mod tests {
         // With a data breakpoint armed (a write to 0x80010), each element is checked against
         // it: no run, and the hit is reported after the instruction.
         let (mut cpu, log) = cpu_on_devices(&[0x67, 0xF3, 0xAA, 0xF4]);
-        cpu.mem.load(4, &[0x00, 0x05, 0x00, 0x00]);
-        cpu.mem.load(0x500, &[0xF4]);
+        halt_on(&mut cpu, 1); // #DB
         cpu.dr[0] = 0x8_0010;
         cpu.dr[7] = 0b01 << 16 | 1;
         cpu.regs[EDI] = 0x8_0000;

@@ -282,8 +282,7 @@ impl DeviceBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::testing::Rig;
-    use crate::dev::{BoardSignals, IrqLines};
+    use crate::dev::testing::{at_power_on, Rig};
 
     /// Remembers every access it gets, and the runs it was given at once.
     #[derive(Default)]
@@ -306,10 +305,6 @@ mod tests {
         }
     }
 
-    fn ctx_parts() -> (IrqLines, BoardSignals) {
-        (IrqLines::default(), BoardSignals::default())
-    }
-
     #[test]
     fn routes_by_range_with_base_and_offset_and_rejects_overlap() {
         let a = shared(Recorder::default());
@@ -318,17 +313,13 @@ mod tests {
         bus.map(0x20, 2, a.clone(), "a").unwrap();
         bus.map(0xA0, 2, a.clone(), "a").unwrap();
         bus.map(0x40, 4, b.clone(), "b").unwrap();
-        let (mut irq, mut board) = ctx_parts();
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut irq,
-            board: &mut board,
-        };
-        assert_eq!(bus.read(0x21, 1, &mut ctx), Some(0x21));
-        assert!(bus.write(0xA1, 2, 0x1234, &mut ctx));
-        assert_eq!(bus.read(0x43, 4, &mut ctx), Some(0x43));
-        assert_eq!(bus.read(0x22, 1, &mut ctx), None);
-        assert!(!bus.write(0x10, 1, 0, &mut ctx));
+        at_power_on(|ctx| {
+            assert_eq!(bus.read(0x21, 1, ctx), Some(0x21));
+            assert!(bus.write(0xA1, 2, 0x1234, ctx));
+            assert_eq!(bus.read(0x43, 4, ctx), Some(0x43));
+            assert_eq!(bus.read(0x22, 1, ctx), None);
+            assert!(!bus.write(0x10, 1, 0, ctx));
+        });
         // Counted per device, whichever of its ranges was used.
         let count = |reads, writes| AccessCount { reads, writes };
         assert_eq!(
@@ -396,24 +387,17 @@ mod tests {
         let dev = shared(Recorder::default());
         let mut bus = DeviceBus::memory();
         bus.map(0xE000_0000, 0x10, dev.clone(), "test").unwrap();
-        let (mut irq, mut board) = ctx_parts();
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut irq,
-            board: &mut board,
-        };
-        let at = |offset| At {
-            base: 0xE000_0000,
-            offset,
-        };
-        // Up to the range's last byte: one run, four stores.
-        bus.fill(0xE000_0008, 2, 0xBEEF, 4, &mut ctx);
+        let at = |offset| At::new(0xE000_0000, offset);
+        at_power_on(|ctx| {
+            // Up to the range's last byte; then past its end.
+            bus.fill(0xE000_0008, 2, 0xBEEF, 4, ctx);
+            bus.fill(0xE000_000C, 4, 7, 3, ctx);
+        });
+        // The first: one run, four stores. The second: store by store (not a run), the ones
+        // beyond the range answered by nothing.
         assert_eq!(dev.borrow().runs, vec![(at(8), 4)]);
         let stores: Vec<_> = (0..4).map(|k| (at(8 + 2 * k), 2, Some(0xBEEF))).collect();
-        assert_eq!(dev.borrow().seen, stores);
-        // Past its end: store by store, the ones beyond it answered by nothing.
-        bus.fill(0xE000_000C, 4, 7, 3, &mut ctx);
-        assert_eq!(dev.borrow().runs.len(), 1, "not a run");
+        assert_eq!(dev.borrow().seen[..4], stores);
         assert_eq!(dev.borrow().seen[4..], [(at(0xC), 4, Some(7))]);
         let counts = bus.access_counts();
         assert_eq!(counts[0].1.writes, 5);
@@ -450,14 +434,10 @@ mod tests {
         bus.map(0xFFFF_F000, 0x1000, dev, "test").unwrap();
         assert!(bus.route(0xFFFF_FFFF).is_some());
         // A moved device keeps one count.
-        let (mut irq, mut board) = ctx_parts();
-        let mut ctx = DevCtx {
-            now: 0,
-            irq: &mut irq,
-            board: &mut board,
-        };
-        bus.read(0xF000_0000, 4, &mut ctx);
-        bus.write(0xFFFF_F000, 4, 0, &mut ctx);
+        at_power_on(|ctx| {
+            bus.read(0xF000_0000, 4, ctx);
+            bus.write(0xFFFF_F000, 4, 0, ctx);
+        });
         let counts = bus.access_counts();
         assert_eq!(counts.len(), 2, "{counts:?}");
         assert_eq!((counts[0].1.reads, counts[0].1.writes), (1, 1));
