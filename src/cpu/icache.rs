@@ -39,59 +39,117 @@ const ARENA_CAPACITY: usize = 1 << 17;
 /// The decoded instructions of every cached block.
 pub type InstrArena = Vec<Instr>;
 
-/// One decoded block.
+/// One decoded block: what the run loop reads to find and start it, in 32 bytes, so that the
+/// two ways of a set share one 64-byte cache line (see [`Set`]). The cache is far larger than
+/// the host's L1 and L2 caches, and the lookup of the next block was the costliest load of the
+/// run loop on kernel-heavy work (a fork/exec loop): with 48-byte blocks a set spanned two or
+/// three lines.
 #[derive(Clone, Copy)]
+#[repr(C, align(32))]
 pub struct Block {
     /// Physical address of the first byte (NO_BLOCK if empty).
     pub phys: u32,
-    /// Decoding mode the block was decoded in (CS.D).
-    pub key: u32,
     /// Write generation of the page when decoded.
     pub gen: u32,
-    /// Bytes covered, for the CS limit check.
-    pub byte_len: u32,
-    /// Every instruction is a fast form (none goes through the handler pointer), so the run
-    /// loop may repeat the block when it loops to itself (see fast::run_repeating).
-    pub fast_only: bool,
     /// Where the block's instructions start in the arena.
     pub start: u32,
-    /// How many instructions it has.
-    pub len: u32,
-    /// Times it started while the compiling tier was on and it had no compiled code.
-    pub hits: u32,
-    /// The compiled region that runs it (0: none) and its entry there (see crate::jit).
-    pub jit: u32,
-    pub jit_entry: u32,
     /// The physical page number of the second page, for a block that straddles into it
     /// (NO_BLOCK: it does not).
     pub next_page: u32,
     /// That page's write generation when decoded.
     pub next_gen: u32,
+    /// Bytes covered, for the CS limit check (at most a page).
+    pub byte_len: u16,
+    /// How many instructions it has (at most MAX_BLOCK_INSTRS).
+    pub len: u16,
+    /// Decoding mode the block was decoded in (CS.D).
+    pub key: u8,
+    /// Every instruction is a fast form (none goes through the handler pointer), so the run
+    /// loop may repeat the block when it loops to itself (see fast::run_repeating).
+    pub fast_only: bool,
 }
+
+const _: () = assert!(std::mem::size_of::<Block>() == 32);
 
 impl Default for Block {
     fn default() -> Self {
         Block {
             phys: NO_BLOCK,
-            key: 0,
             gen: 0,
-            byte_len: 0,
-            fast_only: false,
             start: 0,
-            len: 0,
-            hits: 0,
-            jit: 0,
-            jit_entry: 0,
             next_page: NO_BLOCK,
             next_gen: 0,
+            byte_len: 0,
+            len: 0,
+            key: 0,
+            fast_only: false,
         }
     }
+}
+
+/// The two ways of one set, aligned to a cache line.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+pub struct Set(pub [Block; 2]);
+
+const SETS: usize = CACHE_SLOTS / 2;
+const _: () = assert!(std::mem::size_of::<Set>() == 64 && SETS * 2 == CACHE_SLOTS);
+
+/// Every block slot, indexed by slot number ([`ICache::index`] and the slot after it).
+pub struct BlockTable(Box<[Set; SETS]>);
+
+impl BlockTable {
+    /// The slots as one array of blocks.
+    #[inline(always)]
+    fn slots(&self) -> &[Block; CACHE_SLOTS] {
+        // SAFETY: `Set` is `repr(C)` around `[Block; 2]`, 64 bytes (two 32-byte blocks, the
+        // assert above) with alignment 64, so the sets leave no gap and their storage is
+        // exactly CACHE_SLOTS consecutive blocks (SETS * 2 == CACHE_SLOTS), aligned for
+        // `Block` (32 divides 64). The reference borrows `self`, so the table outlives it and
+        // nothing writes it meanwhile.
+        unsafe { &*self.0.as_ptr().cast::<[Block; CACHE_SLOTS]>() }
+    }
+
+    /// [`slots`](Self::slots), writable.
+    #[inline(always)]
+    fn slots_mut(&mut self) -> &mut [Block; CACHE_SLOTS] {
+        // SAFETY: as in `slots`; the reference borrows `self` mutably, so it is the only one.
+        unsafe { &mut *self.0.as_mut_ptr().cast::<[Block; CACHE_SLOTS]>() }
+    }
+}
+
+impl std::ops::Index<usize> for BlockTable {
+    type Output = Block;
+    #[inline(always)]
+    fn index(&self, slot: usize) -> &Block {
+        &self.slots()[slot]
+    }
+}
+
+impl std::ops::IndexMut<usize> for BlockTable {
+    #[inline(always)]
+    fn index_mut(&mut self, slot: usize) -> &mut Block {
+        &mut self.slots_mut()[slot]
+    }
+}
+
+/// What the compiling tier keeps for a block slot, apart from the block, since the interpreter
+/// never reads it (see crate::jit).
+#[derive(Clone, Copy, Default)]
+pub struct CompiledLink {
+    /// Times the block started while the compiling tier was on and it had no compiled code.
+    pub hits: u32,
+    /// The compiled region that runs it (0: none) and its entry there.
+    pub region: u32,
+    pub entry: u32,
 }
 
 /// The cache itself.
 pub struct ICache {
     /// Fixed-size, so the hashed index needs no bounds check.
-    pub blocks: Box<[Block; CACHE_SLOTS]>,
+    pub blocks: BlockTable,
+    /// The compiling tier's link for each slot; reset whenever its slot gets a new block.
+    pub compiled: Box<[CompiledLink; CACHE_SLOTS]>,
     /// The instruction arena while no `run` is in progress.
     pub(crate) arena: InstrArena,
 }
@@ -99,7 +157,8 @@ pub struct ICache {
 impl ICache {
     pub fn new() -> ICache {
         ICache {
-            blocks: crate::mem::boxed_table(Block::default()),
+            blocks: BlockTable(crate::mem::boxed_table(Set::default())),
+            compiled: crate::mem::boxed_table(CompiledLink::default()),
             arena: Vec::with_capacity(ARENA_CAPACITY),
         }
     }
@@ -111,10 +170,16 @@ impl ICache {
         (phys.wrapping_mul(0x9E37_79B1) >> (32 - CACHE_BITS)) as usize & !1
     }
 
+    /// Put a newly decoded block into `slot`; the slot's compiling-tier link starts afresh.
+    pub fn insert(&mut self, slot: usize, block: Block) {
+        self.blocks[slot] = block;
+        self.compiled[slot] = CompiledLink::default();
+    }
+
     /// Forget every block (A20 change, reset). The arena's instructions become garbage and are
     /// dropped when it fills up.
     pub fn flush(&mut self) {
-        for b in self.blocks.iter_mut() {
+        for b in self.blocks.slots_mut().iter_mut() {
             b.phys = NO_BLOCK;
         }
     }
@@ -132,8 +197,8 @@ pub(crate) struct Decoded {
     pub start: usize,
     /// How many there are.
     pub len: usize,
-    /// Bytes covered.
-    pub byte_len: u32,
+    /// Bytes covered (at most a page).
+    pub byte_len: u16,
     /// Every instruction is a fast form.
     pub fast_only: bool,
     /// It must not be cached: a single instruction that straddles into a next page the TLB
@@ -225,10 +290,57 @@ impl Cpu {
         Ok(Decoded {
             start,
             len: arena.len() - start,
-            byte_len: off,
+            byte_len: off as u16,
             fast_only: arena[start..].iter().all(|i| i.fast != super::fast::NONE),
             uncacheable,
             next_page,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_two_ways_of_a_set_share_one_cache_line() {
+        let cache = ICache::new();
+        for phys in [0u32, 0x1000, 0x0012_3456, 0xFFFF_FFF0] {
+            let first = cache.index(phys);
+            assert_eq!(first % 2, 0);
+            let a = std::ptr::from_ref(&cache.blocks[first]) as usize;
+            let b = std::ptr::from_ref(&cache.blocks[first + 1]) as usize;
+            assert_eq!(a % 64, 0, "set of {phys:#x} starts a cache line");
+            assert_eq!(b, a + 32, "its second way is the other half of that line");
+        }
+        let last = std::ptr::from_ref(&cache.blocks[CACHE_SLOTS - 1]) as usize;
+        let first = std::ptr::from_ref(&cache.blocks[0]) as usize;
+        assert_eq!(
+            last - first,
+            (CACHE_SLOTS - 1) * 32,
+            "slots are consecutive"
+        );
+    }
+
+    #[test]
+    fn a_new_block_in_a_slot_starts_with_no_compiled_link() {
+        let mut cache = ICache::new();
+        cache.compiled[7] = CompiledLink {
+            hits: 3,
+            region: 9,
+            entry: 2,
+        };
+        cache.insert(
+            7,
+            Block {
+                phys: 0x2000,
+                ..Block::default()
+            },
+        );
+        assert_eq!(cache.blocks[7].phys, 0x2000);
+        let link = cache.compiled[7];
+        assert_eq!((link.hits, link.region, link.entry), (0, 0, 0));
+        cache.flush();
+        assert_eq!(cache.blocks[7].phys, NO_BLOCK);
     }
 }

@@ -446,7 +446,7 @@ impl Cpu {
                 }
             },
         };
-        let key = cs.big as u32;
+        let key = cs.big as u8;
         let mut uncacheable = false;
         let (mut slot, mut start, mut len) = if let Some(found) = self.cached_block(phys, &cs) {
             found
@@ -454,23 +454,22 @@ impl Cpu {
             let idx = self.victim_slot(phys, key);
             match self.decode_block(arena, phys) {
                 Ok(d) => {
-                    let block = &mut self.icache.blocks[idx];
                     if d.uncacheable {
-                        block.phys = icache::NO_BLOCK;
+                        self.icache.blocks[idx].phys = icache::NO_BLOCK;
                         uncacheable = true;
                     } else {
-                        *block = icache::Block {
+                        let block = icache::Block {
                             phys,
                             key,
                             gen: self.mem.page_generation((phys >> 12) as usize),
                             byte_len: d.byte_len,
                             fast_only: d.fast_only,
                             start: d.start as u32,
-                            len: d.len as u32,
+                            len: d.len as u16,
                             next_page: d.next_page,
                             next_gen: self.mem.page_generation(d.next_page as usize),
-                            ..Default::default()
                         };
+                        self.icache.insert(idx, block);
                     }
                     (idx, d.start, d.len)
                 }
@@ -602,7 +601,7 @@ impl Cpu {
     /// The way a newly decoded block at `phys` for code size `key` goes into (see icache.rs):
     /// the one holding that block already (stale, or beyond a new CS limit), else an empty or
     /// stale one, else the second.
-    fn victim_slot(&self, phys: u32, key: u32) -> usize {
+    fn victim_slot(&self, phys: u32, key: u8) -> usize {
         let first = self.icache.index(phys);
         let ways = [first, first + 1];
         let holds = |slot: usize| {
@@ -629,7 +628,7 @@ impl Cpu {
         cs: &SegCache,
     ) -> Option<(usize, usize, usize)> {
         let first = self.icache.index(phys);
-        let key = cs.big as u32;
+        let key = cs.big as u8;
         let slot = if self.icache.blocks[first].phys == phys && self.icache.blocks[first].key == key
         {
             first
@@ -637,8 +636,8 @@ impl Cpu {
             first + 1
         };
         let block = &self.icache.blocks[slot];
-        let within_limit =
-            eip.wrapping_add(block.byte_len).wrapping_sub(1) <= cs.limit || block.byte_len == 0;
+        let within_limit = eip.wrapping_add(u32::from(block.byte_len)).wrapping_sub(1) <= cs.limit
+            || block.byte_len == 0;
         let good = block.phys == phys
             && block.key == key
             && within_limit
@@ -654,7 +653,7 @@ impl Cpu {
         let last = cs
             .base
             .wrapping_add(eip)
-            .wrapping_add(block.byte_len)
+            .wrapping_add(u32::from(block.byte_len))
             .wrapping_sub(1);
         self.mem.tlb.lookup(last, self.tlb_read_perm)
             == Some((block.next_page << 12) | (last & 0xFFF))

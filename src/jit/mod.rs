@@ -358,19 +358,20 @@ impl Cpu {
         }
         let cs = self.segs[Segment::CS as usize];
         let lin = cs.base.wrapping_add(self.eip);
-        let block = self.icache.blocks[idx];
-        let slot_entry = if block.jit != 0 {
+        let block_phys = self.icache.blocks[idx].phys;
+        let link = self.icache.compiled[idx];
+        let slot_entry = if link.region != 0 {
             self.jit
-                .check(block.jit, block.jit_entry, lin, &cs, self)
-                .map(|slot| (slot, block.jit_entry))
+                .check(link.region, link.entry, lin, &cs, self)
+                .map(|slot| (slot, link.entry))
         } else {
             None
         };
         let (slot, entry) = match slot_entry {
             Some(x) => x,
             None => {
-                let b = &mut self.icache.blocks[idx];
-                b.jit = 0;
+                let b = &mut self.icache.compiled[idx];
+                b.region = 0;
                 b.hits += 1;
                 let first = b.hits == 1;
                 // Compiled once it has started `threshold` times, and run compiled from the
@@ -379,20 +380,20 @@ impl Cpu {
                 // The first time a (newly decoded) block starts, it may already be part of a
                 // region compiled before: link it instead of counting.
                 let found = if first {
-                    self.find_region(block.phys, lin, &cs)
+                    self.find_region(block_phys, lin, &cs)
                 } else {
                     None
                 };
                 match found {
                     Some((slot, entry)) => {
-                        let b = &mut self.icache.blocks[idx];
-                        b.jit = self.jit.regions[slot].as_ref()?.id;
-                        b.jit_entry = entry;
+                        let b = &mut self.icache.compiled[idx];
+                        b.region = self.jit.regions[slot].as_ref()?.id;
+                        b.entry = entry;
                         (slot, entry)
                     }
                     None if hot => {
-                        self.icache.blocks[idx].hits = 0;
-                        let slot = self.compile_region(arena, block.phys, lin, &cs)?;
+                        self.icache.compiled[idx].hits = 0;
+                        let slot = self.compile_region(arena, block_phys, lin, &cs)?;
                         (slot, 0)
                     }
                     None => return None,
@@ -572,9 +573,9 @@ impl Cpu {
             let page = pages[b.page as usize].phys_page << 12;
             let p = page | (cs.base.wrapping_add(b.eip) & 0xFFF);
             if let Some((idx, _, _)) = self.cached_block_at(p, b.eip, cs) {
-                let cached = &mut self.icache.blocks[idx];
-                cached.jit = id;
-                cached.jit_entry = n as u32;
+                let cached = &mut self.icache.compiled[idx];
+                cached.region = id;
+                cached.entry = n as u32;
             }
         }
         for p in &pages {
