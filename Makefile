@@ -23,7 +23,8 @@
 #   make bench-ab A=DIR B=DIR  two builds of the browser package (as `make wasm` leaves pkg/) in
 #                        one headless Chromium worker, taking turns in short slices on the
 #                        benchmark guest, so the machine's noise falls on both alike: MIPS per
-#                        round and the ratio B/A (WORKLOAD=isprime|gzip|forkexec, ROUNDS=3)
+#                        round and the ratio B/A (WORKLOAD=isprime|gzip|forkexec, ROUNDS=3;
+#                        JS_FLAGS=... passes V8 flags, e.g. --intel-jcc-erratum-mitigation)
 #   make soak            a busy page left running SOAK_MINUTES (default 10) in headless Chromium:
 #                        its wasm, JavaScript and renderer memory must not grow (WebDriver);
 #                        not in `make test`
@@ -187,7 +188,7 @@ bench-web: setup site build
 		--native-wasm86 target/release/wasm86 $(BENCH_WEB_ARGS)
 
 bench-ab: build
-	scripts/bench-ab.sh "$(A)" "$(B)" $(WORKLOAD) $(ROUNDS)
+	JS_FLAGS="$(JS_FLAGS)" scripts/bench-ab.sh "$(A)" "$(B)" $(WORKLOAD) $(ROUNDS)
 
 clean:
 	$(CARGO) clean

@@ -39,13 +39,14 @@ const ARENA_CAPACITY: usize = 1 << 17;
 /// The decoded instructions of every cached block.
 pub type InstrArena = Vec<Instr>;
 
-/// One decoded block: what the run loop reads to find and start it, in 32 bytes, so that the
-/// two ways of a set share one 64-byte cache line (see [`Set`]). The cache is far larger than
-/// the host's L1 and L2 caches, and the lookup of the next block was the costliest load of the
-/// run loop on kernel-heavy work (a fork/exec loop): with 48-byte blocks a set spanned two or
-/// three lines.
+/// One decoded block: what the run loop reads to find and start it, in 16 bytes, so that both
+/// ways of a set share 32 bytes of one cache line and the whole table (1 MiB) fits the host's
+/// L2 cache far better. The cache is far larger than the host's L1, and the lookup of the next
+/// block was the costliest load of the run loop on kernel-heavy work (a fork/exec loop): with
+/// 48-byte blocks a set spanned two or three lines. What only a block across two pages needs
+/// is kept aside ([`ICache::second_pages`]).
 #[derive(Clone, Copy)]
-#[repr(C, align(32))]
+#[repr(C, align(16))]
 pub struct Block {
     /// Physical address of the first byte (NO_BLOCK if empty).
     pub phys: u32,
@@ -53,23 +54,68 @@ pub struct Block {
     pub gen: u32,
     /// Where the block's instructions start in the arena.
     pub start: u32,
-    /// The physical page number of the second page, for a block that straddles into it
-    /// (NO_BLOCK: it does not).
-    pub next_page: u32,
-    /// That page's write generation when decoded.
-    pub next_gen: u32,
     /// Bytes covered, for the CS limit check (at most a page).
     pub byte_len: u16,
     /// How many instructions it has (at most MAX_BLOCK_INSTRS).
-    pub len: u16,
-    /// Decoding mode the block was decoded in (CS.D).
-    pub key: u8,
-    /// Every instruction is a fast form (none goes through the handler pointer), so the run
-    /// loop may repeat the block when it loops to itself (see fast::run_repeating).
-    pub fast_only: bool,
+    pub len: u8,
+    /// BIG, FAST_ONLY, STRADDLES.
+    flags: u8,
 }
 
-const _: () = assert!(std::mem::size_of::<Block>() == 32);
+const _: () = assert!(std::mem::size_of::<Block>() == 16);
+
+/// [`Block`] flags. The decoding mode the block was decoded in (CS.D): its key in the cache.
+const BIG: u8 = 1;
+/// Every instruction is a fast form (none goes through the handler pointer), so the run loop
+/// may repeat the block when it loops to itself (see fast::run_repeating).
+const FAST_ONLY: u8 = 2;
+/// A single instruction that straddles into a second page (see the module comment).
+const STRADDLES: u8 = 4;
+
+impl Block {
+    /// A block decoded at `phys` in mode `big` (CS.D) from the page at write generation `gen`.
+    pub(crate) fn new(phys: u32, big: bool, gen: u32, decoded: &Decoded) -> Block {
+        let mut flags = u8::from(big) * BIG;
+        if decoded.fast_only {
+            flags |= FAST_ONLY;
+        }
+        if decoded.next_page != NO_BLOCK {
+            flags |= STRADDLES;
+        }
+        Block {
+            phys,
+            gen,
+            start: decoded.start as u32,
+            byte_len: decoded.byte_len,
+            len: decoded.len as u8,
+            flags,
+        }
+    }
+
+    /// The decoding mode it is for (CS.D), as [`key`] gives it.
+    #[inline(always)]
+    pub fn key(&self) -> u8 {
+        self.flags & BIG
+    }
+
+    /// Every instruction is a fast form.
+    #[inline(always)]
+    pub fn fast_only(&self) -> bool {
+        self.flags & FAST_ONLY != 0
+    }
+
+    /// It straddles into a second page ([`ICache::second_pages`] says which).
+    #[inline(always)]
+    pub fn straddles(&self) -> bool {
+        self.flags & STRADDLES != 0
+    }
+}
+
+/// The cache key of code segment `cs`: its decoding mode (CS.D).
+#[inline(always)]
+pub fn key(big: bool) -> u8 {
+    u8::from(big) * BIG
+}
 
 impl Default for Block {
     fn default() -> Self {
@@ -77,23 +123,28 @@ impl Default for Block {
             phys: NO_BLOCK,
             gen: 0,
             start: 0,
-            next_page: NO_BLOCK,
-            next_gen: 0,
             byte_len: 0,
             len: 0,
-            key: 0,
-            fast_only: false,
+            flags: 0,
         }
     }
 }
 
-/// The two ways of one set, aligned to a cache line.
+/// For a block that straddles into a second page: that page's physical page number and its
+/// write generation when the block was decoded.
 #[derive(Clone, Copy, Default)]
-#[repr(C, align(64))]
+pub struct SecondPage {
+    pub page: u32,
+    pub gen: u32,
+}
+
+/// The two ways of one set, in one aligned half of a cache line.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
 pub struct Set(pub [Block; 2]);
 
 const SETS: usize = CACHE_SLOTS / 2;
-const _: () = assert!(std::mem::size_of::<Set>() == 64 && SETS * 2 == CACHE_SLOTS);
+const _: () = assert!(std::mem::size_of::<Set>() == 32 && SETS * 2 == CACHE_SLOTS);
 
 /// Every block slot, indexed by slot number ([`ICache::index`] and the slot after it).
 pub struct BlockTable(Box<[Set; SETS]>);
@@ -102,10 +153,10 @@ impl BlockTable {
     /// The slots as one array of blocks.
     #[inline(always)]
     fn slots(&self) -> &[Block; CACHE_SLOTS] {
-        // SAFETY: `Set` is `repr(C)` around `[Block; 2]`, 64 bytes (two 32-byte blocks, the
-        // assert above) with alignment 64, so the sets leave no gap and their storage is
+        // SAFETY: `Set` is `repr(C)` around `[Block; 2]`, 32 bytes (two 16-byte blocks, the
+        // asserts above) with alignment 32, so the sets leave no gap and their storage is
         // exactly CACHE_SLOTS consecutive blocks (SETS * 2 == CACHE_SLOTS), aligned for
-        // `Block` (32 divides 64). The reference borrows `self`, so the table outlives it and
+        // `Block` (16 divides 32). The reference borrows `self`, so the table outlives it and
         // nothing writes it meanwhile.
         unsafe { &*self.0.as_ptr().cast::<[Block; CACHE_SLOTS]>() }
     }
@@ -150,6 +201,8 @@ pub struct ICache {
     pub blocks: BlockTable,
     /// The compiling tier's link for each slot; reset whenever its slot gets a new block.
     pub compiled: Box<[CompiledLink; CACHE_SLOTS]>,
+    /// For each slot whose block straddles into a second page: that page.
+    pub second_pages: Box<[SecondPage; CACHE_SLOTS]>,
     /// The instruction arena while no `run` is in progress.
     pub(crate) arena: InstrArena,
 }
@@ -159,6 +212,7 @@ impl ICache {
         ICache {
             blocks: BlockTable(crate::mem::boxed_table(Set::default())),
             compiled: crate::mem::boxed_table(CompiledLink::default()),
+            second_pages: crate::mem::boxed_table(SecondPage::default()),
             arena: Vec::with_capacity(ARENA_CAPACITY),
         }
     }
@@ -170,9 +224,11 @@ impl ICache {
         (phys.wrapping_mul(0x9E37_79B1) >> (32 - CACHE_BITS)) as usize & !1
     }
 
-    /// Put a newly decoded block into `slot`; the slot's compiling-tier link starts afresh.
-    pub fn insert(&mut self, slot: usize, block: Block) {
+    /// Put a newly decoded block into `slot` (with the second page it straddles into, if it
+    /// does); the slot's compiling-tier link starts afresh.
+    pub fn insert(&mut self, slot: usize, block: Block, second: SecondPage) {
         self.blocks[slot] = block;
+        self.second_pages[slot] = second;
         self.compiled[slot] = CompiledLink::default();
     }
 
@@ -303,21 +359,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_two_ways_of_a_set_share_one_cache_line() {
+    fn the_two_ways_of_a_set_share_half_a_cache_line() {
         let cache = ICache::new();
         for phys in [0u32, 0x1000, 0x0012_3456, 0xFFFF_FFF0] {
             let first = cache.index(phys);
             assert_eq!(first % 2, 0);
             let a = std::ptr::from_ref(&cache.blocks[first]) as usize;
             let b = std::ptr::from_ref(&cache.blocks[first + 1]) as usize;
-            assert_eq!(a % 64, 0, "set of {phys:#x} starts a cache line");
-            assert_eq!(b, a + 32, "its second way is the other half of that line");
+            assert_eq!(
+                a % 32,
+                0,
+                "set of {phys:#x} starts an aligned half of a cache line"
+            );
+            assert_eq!(b, a + 16, "its second way is the other half of that half");
         }
         let last = std::ptr::from_ref(&cache.blocks[CACHE_SLOTS - 1]) as usize;
         let first = std::ptr::from_ref(&cache.blocks[0]) as usize;
         assert_eq!(
             last - first,
-            (CACHE_SLOTS - 1) * 32,
+            (CACHE_SLOTS - 1) * 16,
             "slots are consecutive"
         );
     }
@@ -330,13 +390,16 @@ mod tests {
             region: 9,
             entry: 2,
         };
+        let second = SecondPage { page: 3, gen: 4 };
         cache.insert(
             7,
             Block {
                 phys: 0x2000,
                 ..Block::default()
             },
+            second,
         );
+        assert_eq!(cache.second_pages[7].page, 3);
         assert_eq!(cache.blocks[7].phys, 0x2000);
         let link = cache.compiled[7];
         assert_eq!((link.hits, link.region, link.entry), (0, 0, 0));

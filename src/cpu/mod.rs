@@ -446,7 +446,7 @@ impl Cpu {
                 }
             },
         };
-        let key = cs.big as u8;
+        let key = icache::key(cs.big);
         let mut uncacheable = false;
         let (mut slot, mut start, mut len) = if let Some(found) = self.cached_block(phys, &cs) {
             found
@@ -458,18 +458,13 @@ impl Cpu {
                         self.icache.blocks[idx].phys = icache::NO_BLOCK;
                         uncacheable = true;
                     } else {
-                        let block = icache::Block {
-                            phys,
-                            key,
-                            gen: self.mem.page_generation((phys >> 12) as usize),
-                            byte_len: d.byte_len,
-                            fast_only: d.fast_only,
-                            start: d.start as u32,
-                            len: d.len as u16,
-                            next_page: d.next_page,
-                            next_gen: self.mem.page_generation(d.next_page as usize),
+                        let gen = self.mem.page_generation((phys >> 12) as usize);
+                        let block = icache::Block::new(phys, cs.big, gen, &d);
+                        let second = icache::SecondPage {
+                            page: d.next_page,
+                            gen: self.mem.page_generation(d.next_page as usize),
                         };
-                        self.icache.insert(idx, block);
+                        self.icache.insert(idx, block, second);
                     }
                     (idx, d.start, d.len)
                 }
@@ -519,14 +514,14 @@ impl Cpu {
             let compiled = if self.jit.threshold != 0
                 && !single_step
                 && !uncacheable
-                && self.icache.blocks[slot].next_page == icache::NO_BLOCK
+                && !self.icache.blocks[slot].straddles()
             {
                 self.run_compiled(arena, slot, end)
             } else {
                 None
             };
             // The block ran as the interpreter's inline forms alone (see chained_block).
-            let only_fast = compiled.is_none() && self.icache.blocks[slot].fast_only;
+            let only_fast = compiled.is_none() && self.icache.blocks[slot].fast_only();
             match compiled {
                 Some(true) => {}
                 Some(false) => ok = false,
@@ -538,7 +533,7 @@ impl Cpu {
                     let repeat = chainable
                         && instrs.len() == len
                         && self.jit.threshold == 0
-                        && self.icache.blocks[slot].fast_only;
+                        && self.icache.blocks[slot].fast_only();
                     // Again while the whole block surely fits in the budget (as above):
                     // instructions + MAX_RETIRES * len <= end.
                     let most = (fast::MAX_RETIRES * len) as u64;
@@ -606,7 +601,7 @@ impl Cpu {
         let ways = [first, first + 1];
         let holds = |slot: usize| {
             let b = &self.icache.blocks[slot];
-            b.phys == phys && b.key == key
+            b.phys == phys && b.key() == key
         };
         let free = |slot: usize| {
             let b = &self.icache.blocks[slot];
@@ -628,36 +623,37 @@ impl Cpu {
         cs: &SegCache,
     ) -> Option<(usize, usize, usize)> {
         let first = self.icache.index(phys);
-        let key = cs.big as u8;
-        let slot = if self.icache.blocks[first].phys == phys && self.icache.blocks[first].key == key
-        {
-            first
-        } else {
-            first + 1
-        };
+        let key = icache::key(cs.big);
+        let slot =
+            if self.icache.blocks[first].phys == phys && self.icache.blocks[first].key() == key {
+                first
+            } else {
+                first + 1
+            };
         let block = &self.icache.blocks[slot];
         let within_limit = eip.wrapping_add(u32::from(block.byte_len)).wrapping_sub(1) <= cs.limit
             || block.byte_len == 0;
         let good = block.phys == phys
-            && block.key == key
+            && block.key() == key
             && within_limit
             && block.gen == self.mem.page_generation((phys >> 12) as usize)
-            && (block.next_page == icache::NO_BLOCK || self.second_page_unchanged(block, eip, cs));
+            && (!block.straddles() || self.second_page_unchanged(slot, eip, cs));
         good.then_some((slot, block.start as usize, block.len as usize))
     }
 
     /// For a block that straddles into a second page: the TLB still maps the linear page of its
     /// last byte to the physical page it was decoded from, and nothing wrote that page since.
     #[inline(never)]
-    fn second_page_unchanged(&self, block: &icache::Block, eip: u32, cs: &SegCache) -> bool {
+    fn second_page_unchanged(&self, slot: usize, eip: u32, cs: &SegCache) -> bool {
+        let block = &self.icache.blocks[slot];
+        let second = self.icache.second_pages[slot];
         let last = cs
             .base
             .wrapping_add(eip)
             .wrapping_add(u32::from(block.byte_len))
             .wrapping_sub(1);
-        self.mem.tlb.lookup(last, self.tlb_read_perm)
-            == Some((block.next_page << 12) | (last & 0xFFF))
-            && block.next_gen == self.mem.page_generation(block.next_page as usize)
+        self.mem.tlb.lookup(last, self.tlb_read_perm) == Some((second.page << 12) | (last & 0xFFF))
+            && second.gen == self.mem.page_generation(second.page as usize)
     }
 
     /// After a block ran to its end: the next block, if it can run at once without a trip

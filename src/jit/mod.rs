@@ -472,7 +472,7 @@ impl Cpu {
                 continue;
             };
             // A block across two pages stays with the interpreter (see icache.rs).
-            if self.icache.blocks[slot].next_page != crate::cpu::icache::NO_BLOCK {
+            if self.icache.blocks[slot].straddles() {
                 continue;
             }
             // Across a call or onto another page only at thresholds that mean hot code: at the
