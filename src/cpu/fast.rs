@@ -529,6 +529,8 @@ macro_rules! fused {
 
 /// The one `match` over the fast kinds, shared by [`exec`] and [`run`]. Each arm names its
 /// class, which the caller turns into what happens around the handler:
+/// - `pure`: reads and writes registers and flags only (no memory, no device, no EIP), and
+///   faults (#DE) before changing any register;
 /// - `straight`: reads and writes registers and flags and may read memory, but never writes
 ///   memory, changes EIP or ends the block, and faults before changing any register (so nothing
 ///   needs rolling back);
@@ -537,22 +539,22 @@ macro_rules! fused {
 /// - `branch`: may change EIP (and push, so end the block);
 /// - `other`: anything, through the handler pointer.
 macro_rules! dispatch {
-    ($cpu:ident, $i:ident, $straight:ident, $writes:ident, $branch:ident, $other:ident) => {
+    ($cpu:ident, $i:ident, $pure:ident, $straight:ident, $writes:ident, $branch:ident, $other:ident) => {
         match $i.fast {
-            MOV_RM_R_REG => $straight!(data::mov_rm_r::<RegRm, W32>($cpu, $i)),
+            MOV_RM_R_REG => $pure!(data::mov_rm_r::<RegRm, W32>($cpu, $i)),
             MOV_RM_R_MEM => $writes!(data::mov_rm_r::<Mem32Rm, W32>($cpu, $i)),
             MOV_R_RM_MEM => $straight!(data::mov_r_rm::<Mem32Rm, W32>($cpu, $i)),
-            MOV_R_IMM => $straight!(data::mov_r_imm::<W32>($cpu, $i)),
+            MOV_R_IMM => $pure!(data::mov_r_imm::<W32>($cpu, $i)),
             MOV_RM_IMM_MEM => $writes!(data::mov_rm_imm::<Mem32Rm, W32>($cpu, $i)),
             MOV_RM_R8_MEM => $writes!(data::mov_rm_r::<Mem32Rm, W8>($cpu, $i)),
             MOV_R_RM8_MEM => $straight!(data::mov_r_rm::<Mem32Rm, W8>($cpu, $i)),
-            MOVZX_B_REG => $straight!(data::movzx_b::<RegRm, W32>($cpu, $i)),
+            MOVZX_B_REG => $pure!(data::movzx_b::<RegRm, W32>($cpu, $i)),
             MOVZX_B_MEM => $straight!(data::movzx_b::<Mem32Rm, W32>($cpu, $i)),
-            MOVZX_W_REG => $straight!(data::movzx_w::<RegRm, W32>($cpu, $i)),
+            MOVZX_W_REG => $pure!(data::movzx_w::<RegRm, W32>($cpu, $i)),
             MOVZX_W_MEM => $straight!(data::movzx_w::<Mem32Rm, W32>($cpu, $i)),
-            LEA => $straight!(data::lea::<Mem32Rm, W32>($cpu, $i)),
-            INC_R => $straight!(arith::incdec_r::<W32, false>($cpu, $i)),
-            DEC_R => $straight!(arith::incdec_r::<W32, true>($cpu, $i)),
+            LEA => $pure!(data::lea::<Mem32Rm, W32>($cpu, $i)),
+            INC_R => $pure!(arith::incdec_r::<W32, false>($cpu, $i)),
+            DEC_R => $pure!(arith::incdec_r::<W32, true>($cpu, $i)),
             INC_M => $writes!(arith::incdec_rm::<Mem32Rm, W32, false>($cpu, $i)),
             DEC_M => $writes!(arith::incdec_rm::<Mem32Rm, W32, true>($cpu, $i)),
             PUSH_R => $writes!(data::push_reg::<W32>($cpu, $i)),
@@ -561,27 +563,27 @@ macro_rules! dispatch {
             JMP_REL => $branch!(control::jmp_rel::<W32>($cpu, $i)),
             CALL_REL => $branch!(control::call_rel::<W32>($cpu, $i)),
             RET => $branch!(control::ret_near::<W32>($cpu, $i)),
-            IMUL_R_RM_REG => $straight!(muldiv::imul_r_rm::<RegRm, W32>($cpu, $i)),
+            IMUL_R_RM_REG => $pure!(muldiv::imul_r_rm::<RegRm, W32>($cpu, $i)),
             CMP_M_R => $straight!(arith::alu_rm_r::<Mem32Rm, W32, { arith::CMP }>($cpu, $i)),
             CMP_M_I => $straight!(arith::alu_rm_i::<Mem32Rm, W32, { arith::CMP }>($cpu, $i)),
-            TEST_R_I => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::TEST }>($cpu, $i)),
-            CMP_RM8_I_REG => $straight!(arith::alu_rm_i::<RegRm, W8, { arith::CMP }>($cpu, $i)),
+            TEST_R_I => $pure!(arith::alu_rm_i::<RegRm, W32, { arith::TEST }>($cpu, $i)),
+            CMP_RM8_I_REG => $pure!(arith::alu_rm_i::<RegRm, W8, { arith::CMP }>($cpu, $i)),
             CMP_RM8_I_MEM => $straight!(arith::alu_rm_i::<Mem32Rm, W8, { arith::CMP }>($cpu, $i)),
-            TEST_RR8 => $straight!(arith::alu_rm_r::<RegRm, W8, { arith::TEST }>($cpu, $i)),
-            SHIFT_I_R_ROL => $straight!(shift::shift_imm::<RegRm, W32, { shift::ROL }>($cpu, $i)),
-            SHIFT_I_R_ROR => $straight!(shift::shift_imm::<RegRm, W32, { shift::ROR }>($cpu, $i)),
-            SHIFT_I_R_SHL => $straight!(shift::shift_imm::<RegRm, W32, { shift::SHL }>($cpu, $i)),
-            SHIFT_I_R_SHR => $straight!(shift::shift_imm::<RegRm, W32, { shift::SHR }>($cpu, $i)),
-            SHIFT_I_R_SAR => $straight!(shift::shift_imm::<RegRm, W32, { shift::SAR }>($cpu, $i)),
-            SHIFT_CL_R_SHL => $straight!(shift::shift_cl::<RegRm, W32, { shift::SHL }>($cpu, $i)),
-            SHIFT_CL_R_SHR => $straight!(shift::shift_cl::<RegRm, W32, { shift::SHR }>($cpu, $i)),
-            ALU_RR_ADD => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::ADD }>($cpu, $i)),
-            ALU_RR_SBB => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::SBB }>($cpu, $i)),
-            ALU_RR_AND => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::AND }>($cpu, $i)),
-            ALU_RR_SUB => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::SUB }>($cpu, $i)),
-            ALU_RR_XOR => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::XOR }>($cpu, $i)),
-            ALU_RR_CMP => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::CMP }>($cpu, $i)),
-            ALU_RR_TEST => $straight!(arith::alu_rm_r::<RegRm, W32, { arith::TEST }>($cpu, $i)),
+            TEST_RR8 => $pure!(arith::alu_rm_r::<RegRm, W8, { arith::TEST }>($cpu, $i)),
+            SHIFT_I_R_ROL => $pure!(shift::shift_imm::<RegRm, W32, { shift::ROL }>($cpu, $i)),
+            SHIFT_I_R_ROR => $pure!(shift::shift_imm::<RegRm, W32, { shift::ROR }>($cpu, $i)),
+            SHIFT_I_R_SHL => $pure!(shift::shift_imm::<RegRm, W32, { shift::SHL }>($cpu, $i)),
+            SHIFT_I_R_SHR => $pure!(shift::shift_imm::<RegRm, W32, { shift::SHR }>($cpu, $i)),
+            SHIFT_I_R_SAR => $pure!(shift::shift_imm::<RegRm, W32, { shift::SAR }>($cpu, $i)),
+            SHIFT_CL_R_SHL => $pure!(shift::shift_cl::<RegRm, W32, { shift::SHL }>($cpu, $i)),
+            SHIFT_CL_R_SHR => $pure!(shift::shift_cl::<RegRm, W32, { shift::SHR }>($cpu, $i)),
+            ALU_RR_ADD => $pure!(arith::alu_rm_r::<RegRm, W32, { arith::ADD }>($cpu, $i)),
+            ALU_RR_SBB => $pure!(arith::alu_rm_r::<RegRm, W32, { arith::SBB }>($cpu, $i)),
+            ALU_RR_AND => $pure!(arith::alu_rm_r::<RegRm, W32, { arith::AND }>($cpu, $i)),
+            ALU_RR_SUB => $pure!(arith::alu_rm_r::<RegRm, W32, { arith::SUB }>($cpu, $i)),
+            ALU_RR_XOR => $pure!(arith::alu_rm_r::<RegRm, W32, { arith::XOR }>($cpu, $i)),
+            ALU_RR_CMP => $pure!(arith::alu_rm_r::<RegRm, W32, { arith::CMP }>($cpu, $i)),
+            ALU_RR_TEST => $pure!(arith::alu_rm_r::<RegRm, W32, { arith::TEST }>($cpu, $i)),
             ALU_R_M_ADD => $straight!(arith::alu_r_rm::<Mem32Rm, W32, { arith::ADD }>($cpu, $i)),
             ALU_R_M_OR => $straight!(arith::alu_r_rm::<Mem32Rm, W32, { arith::OR }>($cpu, $i)),
             ALU_R_M_SUB => $straight!(arith::alu_r_rm::<Mem32Rm, W32, { arith::SUB }>($cpu, $i)),
@@ -589,31 +591,31 @@ macro_rules! dispatch {
             ALU_R_M_CMP => $straight!(arith::alu_r_rm::<Mem32Rm, W32, { arith::CMP }>($cpu, $i)),
             ALU_M_R_ADD => $writes!(arith::alu_rm_r::<Mem32Rm, W32, { arith::ADD }>($cpu, $i)),
             ALU_M_R_SUB => $writes!(arith::alu_rm_r::<Mem32Rm, W32, { arith::SUB }>($cpu, $i)),
-            ALU_R_I_ADD => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::ADD }>($cpu, $i)),
-            ALU_R_I_OR => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::OR }>($cpu, $i)),
-            ALU_R_I_AND => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::AND }>($cpu, $i)),
-            ALU_R_I_SUB => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::SUB }>($cpu, $i)),
-            ALU_R_I_CMP => $straight!(arith::alu_rm_i::<RegRm, W32, { arith::CMP }>($cpu, $i)),
+            ALU_R_I_ADD => $pure!(arith::alu_rm_i::<RegRm, W32, { arith::ADD }>($cpu, $i)),
+            ALU_R_I_OR => $pure!(arith::alu_rm_i::<RegRm, W32, { arith::OR }>($cpu, $i)),
+            ALU_R_I_AND => $pure!(arith::alu_rm_i::<RegRm, W32, { arith::AND }>($cpu, $i)),
+            ALU_R_I_SUB => $pure!(arith::alu_rm_i::<RegRm, W32, { arith::SUB }>($cpu, $i)),
+            ALU_R_I_CMP => $pure!(arith::alu_rm_i::<RegRm, W32, { arith::CMP }>($cpu, $i)),
             ALU_M_I_ADD => $writes!(arith::alu_rm_i::<Mem32Rm, W32, { arith::ADD }>($cpu, $i)),
-            ALU_A_I_ADD => $straight!(arith::alu_a_i::<W32, { arith::ADD }>($cpu, $i)),
-            ALU_A_I_AND => $straight!(arith::alu_a_i::<W32, { arith::AND }>($cpu, $i)),
-            ALU_A_I_CMP => $straight!(arith::alu_a_i::<W32, { arith::CMP }>($cpu, $i)),
-            ALU_A_I_TEST => $straight!(arith::alu_a_i::<W32, { arith::TEST }>($cpu, $i)),
-            CDQ => $straight!(arith::cdq($cpu, $i)),
-            NOT_R => $straight!(arith::not::<RegRm, W32>($cpu, $i)),
-            NEG_R => $straight!(arith::neg::<RegRm, W32>($cpu, $i)),
-            MUL_R => $straight!(muldiv::mul::<RegRm, W32>($cpu, $i)),
-            DIV_R => $straight!(muldiv::div::<RegRm, W32>($cpu, $i)),
-            IDIV_R => $straight!(muldiv::idiv::<RegRm, W32>($cpu, $i)),
-            CDQ_IDIV_R => $straight!(cdq_then_idiv($cpu, $i)),
-            SETCC_R => $straight!(arith::setcc::<RegRm, W8>($cpu, $i)),
-            CMOV_R => $straight!(arith::cmov::<RegRm, W32>($cpu, $i)),
+            ALU_A_I_ADD => $pure!(arith::alu_a_i::<W32, { arith::ADD }>($cpu, $i)),
+            ALU_A_I_AND => $pure!(arith::alu_a_i::<W32, { arith::AND }>($cpu, $i)),
+            ALU_A_I_CMP => $pure!(arith::alu_a_i::<W32, { arith::CMP }>($cpu, $i)),
+            ALU_A_I_TEST => $pure!(arith::alu_a_i::<W32, { arith::TEST }>($cpu, $i)),
+            CDQ => $pure!(arith::cdq($cpu, $i)),
+            NOT_R => $pure!(arith::not::<RegRm, W32>($cpu, $i)),
+            NEG_R => $pure!(arith::neg::<RegRm, W32>($cpu, $i)),
+            MUL_R => $pure!(muldiv::mul::<RegRm, W32>($cpu, $i)),
+            DIV_R => $pure!(muldiv::div::<RegRm, W32>($cpu, $i)),
+            IDIV_R => $pure!(muldiv::idiv::<RegRm, W32>($cpu, $i)),
+            CDQ_IDIV_R => $pure!(cdq_then_idiv($cpu, $i)),
+            SETCC_R => $pure!(arith::setcc::<RegRm, W8>($cpu, $i)),
+            CMOV_R => $pure!(arith::cmov::<RegRm, W32>($cpu, $i)),
             ALU8_M_R_CMP => $straight!(arith::alu_rm_r::<Mem32Rm, W8, { arith::CMP }>($cpu, $i)),
-            ALU8_R_I_AND => $straight!(arith::alu_rm_i::<RegRm, W8, { arith::AND }>($cpu, $i)),
-            TEST8_A_I => $straight!(arith::alu_a_i::<W8, { arith::TEST }>($cpu, $i)),
-            MOV_RM_R8_REG => $straight!(data::mov_rm_r::<RegRm, W8>($cpu, $i)),
+            ALU8_R_I_AND => $pure!(arith::alu_rm_i::<RegRm, W8, { arith::AND }>($cpu, $i)),
+            TEST8_A_I => $pure!(arith::alu_a_i::<W8, { arith::TEST }>($cpu, $i)),
+            MOV_RM_R8_REG => $pure!(data::mov_rm_r::<RegRm, W8>($cpu, $i)),
             MOV_RM_IMM8_MEM => $writes!(data::mov_rm_imm::<Mem32Rm, W8>($cpu, $i)),
-            TEST8_R_I => $straight!(arith::alu_rm_i::<RegRm, W8, { arith::TEST }>($cpu, $i)),
+            TEST8_R_I => $pure!(arith::alu_rm_i::<RegRm, W8, { arith::TEST }>($cpu, $i)),
             TEST8_M_I => $straight!(arith::alu_rm_i::<Mem32Rm, W8, { arith::TEST }>($cpu, $i)),
             MOV_RM_R16_MEM => $writes!(data::mov_rm_r::<Mem32Rm, W16>($cpu, $i)),
             MOV_R_RM16_MEM => $straight!(data::mov_r_rm::<Mem32Rm, W16>($cpu, $i)),
@@ -705,7 +707,7 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
             $e
         };
     }
-    dispatch!(cpu, i, plain, plain, plain, plain)
+    dispatch!(cpu, i, plain, plain, plain, plain, plain)
 }
 
 /// Run `instrs` (all or part of one block) from CS:EIP in order, until one of them branches away
@@ -731,8 +733,11 @@ pub(crate) fn run(cpu: &mut Cpu, instrs: &[Instr]) -> Fault {
 /// EIP is not kept from one instruction to the next: each instruction knows where it ends in
 /// its block, so it is the block's start plus that. Only instructions that may read or change
 /// EIP (branches, and anything through the handler pointer) see `cpu.eip` updated before they
-/// run, and the straight-line forms between them pay nothing for it. Every instruction still
-/// counts itself retired as it finishes, so a device or RDTSC sees exact time.
+/// run, and the straight-line forms between them pay nothing for it. The retired count is
+/// kept the same way: register-only instructions count in a local, which every instruction that
+/// could observe the count (one that touches memory or a device, branches, faults, or goes
+/// through the handler pointer) adds to `cpu.instructions` first, so a device or RDTSC still
+/// sees exact time.
 ///
 /// What the loop keeps from one instruction to the next is kept small on purpose: V8 gives
 /// each such value a register or a stack slot it moves at every loop turn.
@@ -745,6 +750,13 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
         first.end - u16::from(first.len) - folded_len(first),
     ));
     cpu.repeat_below = repeat_below;
+    // Register-only instructions retired since `cpu.instructions` was last brought up to date.
+    // Only an instruction that touches memory, a device or the run loop can observe the count
+    // (through a device's clock, RDTSC, a fault, the repeat check); each brings it up to date
+    // first, so they all see exact time, while a run of register-only instructions counts in
+    // a register instead of a load, add and store each (a chain through memory the CPU cannot
+    // overlap).
+    let mut pending: u64 = 0;
     'pass: loop {
         for i in instrs {
             let next = block_start.wrapping_add(u32::from(i.end));
@@ -753,12 +765,32 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
             if i.pre_mov != 0 {
                 let p = i.pre_mov;
                 cpu.regs[usize::from((p >> 3) & 7)] = cpu.regs[usize::from(p & 7)];
-                cpu.instructions += 1;
+                pending += 1;
+            }
+            // Bring the count up to date: what runs next may read it.
+            macro_rules! counted {
+                () => {
+                    cpu.instructions += std::mem::take(&mut pending)
+                };
+            }
+            // A register-only instruction: retires in `pending`, or faults (#DE), leaving
+            // every instruction before it counted and EIP back at it.
+            macro_rules! pure {
+                ($e:expr) => {{
+                    if let Err(e) = $e {
+                        counted!();
+                        cpu.eip = next.wrapping_sub(u32::from(i.len));
+                        return Err(e);
+                    }
+                    pending += 1;
+                    continue;
+                }};
             }
             // The instruction ran to completion (it retires) or faulted (it did not: EIP back
             // to it).
             macro_rules! retire {
                 ($e:expr) => {{
+                    counted!();
                     if let Err(e) = $e {
                         cpu.eip = next.wrapping_sub(u32::from(i.len));
                         return Err(e);
@@ -784,6 +816,7 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
             }
             macro_rules! branch {
                 ($e:expr) => {{
+                    counted!();
                     let esp = cpu.regs[ESP];
                     cpu.eip = next;
                     if let Err(e) = $e {
@@ -804,8 +837,9 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
                     continue;
                 }};
             }
-            dispatch!(cpu, i, straight, writes, branch, branch)
+            dispatch!(cpu, i, pure, straight, writes, branch, branch)
         }
+        cpu.instructions += pending;
         cpu.eip = block_start.wrapping_add(u32::from(last.end));
         return Ok(());
     }

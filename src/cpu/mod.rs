@@ -930,6 +930,48 @@ mod tests {
         assert_eq!(*accesses.borrow(), vec![(0x0010, 2), (0x0020, 4)]);
     }
 
+    /// 32-bit code, where register-only instructions are fast forms that count themselves in
+    /// the run loop's local (fast::run_repeating): an MMIO access and RDTSC after them still see
+    /// the time of their own instruction, and so does the fault of one of them.
+    #[test]
+    fn accesses_after_register_only_instructions_see_the_time_of_their_own_instruction() {
+        let accesses = Rc::new(RefCell::new(Vec::new()));
+        let bus = ClockedBus {
+            now: u64::MAX,
+            accesses: accesses.clone(),
+        };
+        let mut cpu = Cpu::new(1 << 20, Box::new(bus));
+        cpu.mem.map(0x8_0000, 0x1000, crate::mem::PageKind::Mmio);
+        #[rustfmt::skip]
+        let code = [
+            0x41,                               // 0: inc ecx
+            0xB8, 0x05, 0x00, 0x00, 0x00,       // 1: mov eax, 5
+            0x01, 0xC8,                         // 2: add eax, ecx
+            0x8A, 0x1D, 0x10, 0x00, 0x08, 0x00, // 3: mov bl, [0x80010] (MMIO read)
+            0x41,                               // 4: inc ecx
+            0x89, 0xD6,                         // 5: mov esi, edx
+            0xA3, 0x20, 0x00, 0x08, 0x00,       // 6: mov [0x80020], eax (MMIO write)
+            0x41,                               // 7: inc ecx
+            0x0F, 0x31,                         // 8: rdtsc (a bare bus: the TSC counts)
+            0x89, 0xC7,                         // 9: mov edi, eax
+            0x41,                               // 10: inc ecx
+            0x31, 0xD2,                         // 11: xor edx, edx
+            0xF7, 0xF2,                         // 12: div edx (#DE: by zero)
+        ];
+        let sample = crate::jit::sample::cpu_running(&code);
+        cpu.mem.load(0x1000, &code);
+        cpu.mem.load(0x0F00, &[0xF4]);
+        cpu.mem.load(0, &[0x00, 0x0F, 0x00, 0x00]);
+        cpu.segs = sample.segs;
+        cpu.eip = 0x1000;
+        cpu.regs[ESP] = 0xF000;
+        assert_eq!(cpu.run(100), RunExit::Halted, "#DE went to the HLT at 0:0F00");
+        assert_eq!(*accesses.borrow(), vec![(0x0010, 3), (0x0020, 6)]);
+        assert_eq!(cpu.regs[EDI], 8, "RDTSC at instruction 8");
+        assert_eq!(pushed_ip(&cpu), 0x1000 + 30, "the fault is the DIV's");
+        assert_eq!(cpu.instructions, 12 + 1, "12 retired before the DIV, and the HLT");
+    }
+
     #[test]
     fn a_jump_back_to_the_same_offset_in_another_code_segment_runs_that_segment_s_code() {
         let mut cpu = Cpu::with_ram(1 << 20);
