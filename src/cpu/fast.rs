@@ -531,6 +531,8 @@ macro_rules! fused {
 /// class, which the caller turns into what happens around the handler:
 /// - `pure`: reads and writes registers and flags only (no memory, no device, no EIP), and
 ///   faults (#DE) before changing any register;
+/// - `pure_pair`: a `pure` pair folded into one, whose first part cannot fault and is counted
+///   retired before the pair runs;
 /// - `straight`: reads and writes registers and flags and may read memory, but never writes
 ///   memory, changes EIP or ends the block, and faults before changing any register (so nothing
 ///   needs rolling back);
@@ -539,7 +541,7 @@ macro_rules! fused {
 /// - `branch`: may change EIP (and push, so end the block);
 /// - `other`: anything, through the handler pointer.
 macro_rules! dispatch {
-    ($cpu:ident, $i:ident, $pure:ident, $straight:ident, $writes:ident, $branch:ident, $other:ident) => {
+    ($cpu:ident, $i:ident, $pure:ident, $pure_pair:ident, $straight:ident, $writes:ident, $branch:ident, $other:ident) => {
         match $i.fast {
             MOV_RM_R_REG => $pure!(data::mov_rm_r::<RegRm, W32>($cpu, $i)),
             MOV_RM_R_MEM => $writes!(data::mov_rm_r::<Mem32Rm, W32>($cpu, $i)),
@@ -607,7 +609,7 @@ macro_rules! dispatch {
             MUL_R => $pure!(muldiv::mul::<RegRm, W32>($cpu, $i)),
             DIV_R => $pure!(muldiv::div::<RegRm, W32>($cpu, $i)),
             IDIV_R => $pure!(muldiv::idiv::<RegRm, W32>($cpu, $i)),
-            CDQ_IDIV_R => $pure!(cdq_then_idiv($cpu, $i)),
+            CDQ_IDIV_R => $pure_pair!(cdq_then_idiv($cpu, $i)),
             SETCC_R => $pure!(arith::setcc::<RegRm, W8>($cpu, $i)),
             CMOV_R => $pure!(arith::cmov::<RegRm, W32>($cpu, $i)),
             ALU8_M_R_CMP => $straight!(arith::alu_rm_r::<Mem32Rm, W8, { arith::CMP }>($cpu, $i)),
@@ -707,7 +709,13 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
             $e
         };
     }
-    dispatch!(cpu, i, plain, plain, plain, plain, plain)
+    macro_rules! first_counted {
+        ($e:expr) => {{
+            cpu.instructions += 1;
+            $e
+        }};
+    }
+    dispatch!(cpu, i, plain, first_counted, plain, plain, plain, plain)
 }
 
 /// Run `instrs` (all or part of one block) from CS:EIP in order, until one of them branches away
@@ -786,6 +794,13 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
                     continue;
                 }};
             }
+            // Two register-only instructions folded into one, the first of which cannot fault.
+            macro_rules! pure_pair {
+                ($e:expr) => {{
+                    pending += 1;
+                    pure!($e)
+                }};
+            }
             // The instruction ran to completion (it retires) or faulted (it did not: EIP back
             // to it).
             macro_rules! retire {
@@ -837,7 +852,7 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
                     continue;
                 }};
             }
-            dispatch!(cpu, i, pure, straight, writes, branch, branch)
+            dispatch!(cpu, i, pure, pure_pair, straight, writes, branch, branch)
         }
         cpu.instructions += pending;
         cpu.eip = block_start.wrapping_add(u32::from(last.end));
@@ -845,12 +860,12 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
     }
 }
 
-/// A folded CDQ and IDIV ([`fold_cdq`]): the CDQ retires, then the IDIV runs as the
-/// instruction (the run loop retires it, or rolls EIP back to it on #DE).
+/// A folded CDQ and IDIV ([`fold_cdq`]): the CDQ, then the IDIV as the instruction. The run
+/// loop counts the CDQ retired before it runs them (it cannot fault), and the IDIV as it
+/// retires, or rolls EIP back to it on #DE.
 #[inline(always)]
 fn cdq_then_idiv(cpu: &mut Cpu, i: &Instr) -> Fault {
     arith::cdq(cpu, i)?;
-    cpu.instructions += 1;
     muldiv::idiv::<RegRm, W32>(cpu, i)
 }
 

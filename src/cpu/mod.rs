@@ -965,11 +965,19 @@ mod tests {
         cpu.segs = sample.segs;
         cpu.eip = 0x1000;
         cpu.regs[ESP] = 0xF000;
-        assert_eq!(cpu.run(100), RunExit::Halted, "#DE went to the HLT at 0:0F00");
+        assert_eq!(
+            cpu.run(100),
+            RunExit::Halted,
+            "#DE went to the HLT at 0:0F00"
+        );
         assert_eq!(*accesses.borrow(), vec![(0x0010, 3), (0x0020, 6)]);
         assert_eq!(cpu.regs[EDI], 8, "RDTSC at instruction 8");
         assert_eq!(pushed_ip(&cpu), 0x1000 + 30, "the fault is the DIV's");
-        assert_eq!(cpu.instructions, 12 + 1, "12 retired before the DIV, and the HLT");
+        assert_eq!(
+            cpu.instructions,
+            12 + 1,
+            "12 retired before the DIV, and the HLT"
+        );
     }
 
     #[test]
