@@ -779,7 +779,7 @@ function cancelTurns() {
 /** One turn: run the guest for ~TURN_MS, publish what changed, and schedule the next turn. */
 function turn() {
   if (paused || crashed || !machine) return;
-  let rest = false; // the guest is idle or ahead of the host clock: wait a little
+  let rest = false; // the guest is idle: wait a little
   try {
     const t0 = performance.now();
     let now = t0;
@@ -807,12 +807,13 @@ function turn() {
         post({ type: FromWorker.BREAKPOINT, breakpoint: hit, registers: JSON.parse(machine.registers()) });
         return;
       }
-      // A "budget" slice that ran much less than asked stopped because the guest's clock got
-      // ahead of the host's: running again now would only spin.
-      if (ran < sliceInstructions / 2) {
-        rest = true;
-        break;
-      }
+      // A "budget" slice that ran much less than asked stopped because the busy guest's clock
+      // got ahead of the host's. End the turn, but do not sleep: the machine slows its clock
+      // down in a few milliseconds (Machine::run_realtime), and a 2 ms timer (4 ms once
+      // nested) each time it touched the lead cost a busy guest 5-7% of its wall time
+      // (isprime in a worker paced like this one: 529-538 MIPS with the timer, 551-575
+      // without; `make bench-web`'s page at 513). A guest with nothing to do stops as "idle".
+      if (ran < sliceInstructions / 2) break;
       // Aim for slices of ~SLICE_TARGET_MS so the wall-time check stays fine-grained.
       const ms = now - s0;
       if (ms > 0.05) {
