@@ -141,7 +141,7 @@ pub struct SecondPage {
 /// The two ways of one set, in one aligned half of a cache line.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(32))]
-pub struct Set(pub [Block; 2]);
+struct Set([Block; 2]);
 
 const SETS: usize = CACHE_SLOTS / 2;
 const _: () = assert!(std::mem::size_of::<Set>() == 32 && SETS * 2 == CACHE_SLOTS);

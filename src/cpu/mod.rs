@@ -828,6 +828,20 @@ mod tests {
         }
     }
 
+    /// Port or MMIO accesses as a [`ClockedBus`] records them: address and time.
+    type Accesses = Rc<RefCell<Vec<(u16, u64)>>>;
+
+    /// A CPU with 1 MiB of RAM on a [`ClockedBus`], and the record of its port and MMIO
+    /// accesses with the time each saw.
+    fn clocked_cpu() -> (Cpu, Accesses) {
+        let accesses = Rc::new(RefCell::new(Vec::new()));
+        let bus = ClockedBus {
+            now: u64::MAX,
+            accesses: accesses.clone(),
+        };
+        (Cpu::new(1 << 20, Box::new(bus)), accesses)
+    }
+
     /// Two blocks whose addresses share a cache set, run in turn: each is decoded once (a
     /// direct-mapped cache decoded one of them at every turn), and a third one in the same set
     /// takes the second way without evicting the first.
@@ -880,12 +894,7 @@ mod tests {
 
     #[test]
     fn port_access_and_rdtsc_see_the_time_of_their_own_instruction() {
-        let accesses = Rc::new(RefCell::new(Vec::new()));
-        let bus = ClockedBus {
-            now: u64::MAX,
-            accesses: accesses.clone(),
-        };
-        let mut cpu = Cpu::new(1 << 20, Box::new(bus));
+        let (mut cpu, accesses) = clocked_cpu();
         #[rustfmt::skip]
         let code = [
             0x90, 0x90, 0x90,       // 0-2: nop x3
@@ -907,12 +916,7 @@ mod tests {
 
     #[test]
     fn mmio_accesses_see_the_time_of_their_own_instruction() {
-        let accesses = Rc::new(RefCell::new(Vec::new()));
-        let bus = ClockedBus {
-            now: u64::MAX,
-            accesses: accesses.clone(),
-        };
-        let mut cpu = Cpu::new(1 << 20, Box::new(bus));
+        let (mut cpu, accesses) = clocked_cpu();
         cpu.mem.map(0x8_0000, 0x1000, crate::mem::PageKind::Mmio);
         #[rustfmt::skip]
         let code = [
@@ -935,12 +939,7 @@ mod tests {
     /// the time of their own instruction, and so does the fault of one of them.
     #[test]
     fn accesses_after_register_only_instructions_see_the_time_of_their_own_instruction() {
-        let accesses = Rc::new(RefCell::new(Vec::new()));
-        let bus = ClockedBus {
-            now: u64::MAX,
-            accesses: accesses.clone(),
-        };
-        let mut cpu = Cpu::new(1 << 20, Box::new(bus));
+        let (mut cpu, accesses) = clocked_cpu();
         cpu.mem.map(0x8_0000, 0x1000, crate::mem::PageKind::Mmio);
         #[rustfmt::skip]
         let code = [
