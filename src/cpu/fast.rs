@@ -21,7 +21,7 @@
 //! all 16-bit operand forms except the moves to and from memory, take the handler pointer.
 
 use super::decode::{Instr, PRE_MOV, REG_FORM};
-use super::exception::Fault;
+use super::exception::{Exception, Fault};
 use super::operand::{Mem32Rm, RegRm, W16, W32, W8};
 use super::{arith, control, data, muldiv, shift, Cpu, Segment, ESP};
 
@@ -541,7 +541,10 @@ macro_rules! fused {
 /// - `branch`: may change EIP (and push, so end the block);
 /// - `other`: anything, through the handler pointer.
 macro_rules! dispatch {
-    ($cpu:ident, $i:ident, $pure:ident, $pure_pair:ident, $straight:ident, $writes:ident, $branch:ident, $other:ident) => {
+    (
+        $cpu:ident, $i:ident, $pure:ident, $pure_pair:ident, $straight:ident, $writes:ident,
+        $branch:ident, $fused_reg:ident, $jcc:ident, $other:ident
+    ) => {
         match $i.fast {
             MOV_RM_R_REG => $pure!(data::mov_rm_r::<RegRm, W32>($cpu, $i)),
             MOV_RM_R_MEM => $writes!(data::mov_rm_r::<Mem32Rm, W32>($cpu, $i)),
@@ -561,7 +564,7 @@ macro_rules! dispatch {
             DEC_M => $writes!(arith::incdec_rm::<Mem32Rm, W32, true>($cpu, $i)),
             PUSH_R => $writes!(data::push_reg::<W32>($cpu, $i)),
             POP_R => $straight!(data::pop_reg::<W32>($cpu, $i)),
-            JCC => $branch!(control::jcc::<W32>($cpu, $i)),
+            JCC => $jcc!(),
             JMP_REL => $branch!(control::jmp_rel::<W32>($cpu, $i)),
             CALL_REL => $branch!(control::call_rel::<W32>($cpu, $i)),
             RET => $branch!(control::ret_near::<W32>($cpu, $i)),
@@ -622,22 +625,10 @@ macro_rules! dispatch {
             MOV_RM_R16_MEM => $writes!(data::mov_rm_r::<Mem32Rm, W16>($cpu, $i)),
             MOV_R_RM16_MEM => $straight!(data::mov_r_rm::<Mem32Rm, W16>($cpu, $i)),
             MOVSX_W_MEM => $straight!(data::movsx_w::<Mem32Rm, W32>($cpu, $i)),
-            FUSED_ALU_RR_CMP => $branch!(fused!(
-                $cpu,
-                $i,
-                arith::alu_rm_r::<RegRm, W32, { arith::CMP }>
-            )),
-            FUSED_ALU_RR_TEST => $branch!(fused!(
-                $cpu,
-                $i,
-                arith::alu_rm_r::<RegRm, W32, { arith::TEST }>
-            )),
-            FUSED_ALU_R_I_CMP => $branch!(fused!(
-                $cpu,
-                $i,
-                arith::alu_rm_i::<RegRm, W32, { arith::CMP }>
-            )),
-            FUSED_ALU_A_I_CMP => $branch!(fused!($cpu, $i, arith::alu_a_i::<W32, { arith::CMP }>)),
+            FUSED_ALU_RR_CMP => $fused_reg!(arith::alu_rm_r::<RegRm, W32, { arith::CMP }>),
+            FUSED_ALU_RR_TEST => $fused_reg!(arith::alu_rm_r::<RegRm, W32, { arith::TEST }>),
+            FUSED_ALU_R_I_CMP => $fused_reg!(arith::alu_rm_i::<RegRm, W32, { arith::CMP }>),
+            FUSED_ALU_A_I_CMP => $fused_reg!(arith::alu_a_i::<W32, { arith::CMP }>),
             FUSED_ALU_R_M_CMP => $branch!(fused!(
                 $cpu,
                 $i,
@@ -653,42 +644,22 @@ macro_rules! dispatch {
                 $i,
                 arith::alu_rm_i::<Mem32Rm, W32, { arith::CMP }>
             )),
-            FUSED_TEST_RR8 => $branch!(fused!(
-                $cpu,
-                $i,
-                arith::alu_rm_r::<RegRm, W8, { arith::TEST }>
-            )),
-            FUSED_CMP_RM8_I_REG => $branch!(fused!(
-                $cpu,
-                $i,
-                arith::alu_rm_i::<RegRm, W8, { arith::CMP }>
-            )),
+            FUSED_TEST_RR8 => $fused_reg!(arith::alu_rm_r::<RegRm, W8, { arith::TEST }>),
+            FUSED_CMP_RM8_I_REG => $fused_reg!(arith::alu_rm_i::<RegRm, W8, { arith::CMP }>),
             FUSED_CMP_RM8_I_MEM => $branch!(fused!(
                 $cpu,
                 $i,
                 arith::alu_rm_i::<Mem32Rm, W8, { arith::CMP }>
             )),
-            FUSED_DEC_R => $branch!(fused!($cpu, $i, arith::incdec_r::<W32, true>)),
-            FUSED_ALU_R_I_AND => $branch!(fused!(
-                $cpu,
-                $i,
-                arith::alu_rm_i::<RegRm, W32, { arith::AND }>
-            )),
-            FUSED_TEST_R_I => $branch!(fused!(
-                $cpu,
-                $i,
-                arith::alu_rm_i::<RegRm, W32, { arith::TEST }>
-            )),
+            FUSED_DEC_R => $fused_reg!(arith::incdec_r::<W32, true>),
+            FUSED_ALU_R_I_AND => $fused_reg!(arith::alu_rm_i::<RegRm, W32, { arith::AND }>),
+            FUSED_TEST_R_I => $fused_reg!(arith::alu_rm_i::<RegRm, W32, { arith::TEST }>),
             FUSED_ALU8_M_R_CMP => $branch!(fused!(
                 $cpu,
                 $i,
                 arith::alu_rm_r::<Mem32Rm, W8, { arith::CMP }>
             )),
-            FUSED_TEST8_R_I => $branch!(fused!(
-                $cpu,
-                $i,
-                arith::alu_rm_i::<RegRm, W8, { arith::TEST }>
-            )),
+            FUSED_TEST8_R_I => $fused_reg!(arith::alu_rm_i::<RegRm, W8, { arith::TEST }>),
             FUSED_TEST8_M_I => $branch!(fused!(
                 $cpu,
                 $i,
@@ -715,7 +686,28 @@ pub(crate) fn exec(cpu: &mut Cpu, i: &Instr) -> Fault {
             $e
         }};
     }
-    dispatch!(cpu, i, plain, first_counted, plain, plain, plain, plain)
+    macro_rules! fused_plain {
+        ($compare:expr) => {
+            fused!(cpu, i, $compare)
+        };
+    }
+    macro_rules! jcc_plain {
+        () => {
+            control::jcc::<W32>(cpu, i)
+        };
+    }
+    dispatch!(
+        cpu,
+        i,
+        plain,
+        first_counted,
+        plain,
+        plain,
+        plain,
+        fused_plain,
+        jcc_plain,
+        plain
+    )
 }
 
 /// Run `instrs` (all or part of one block) from CS:EIP in order, until one of them branches away
@@ -852,7 +844,67 @@ pub(crate) fn run_repeating(cpu: &mut Cpu, instrs: &[Instr], repeat_below: u64) 
                     continue;
                 }};
             }
-            dispatch!(cpu, i, pure, pure_pair, straight, writes, branch, branch)
+            // Where a register-only branch goes once it retired: on in the block if not taken,
+            // back to the block's start if that is a repeat (see above), else out.
+            macro_rules! branched {
+                ($taken:expr, $target:expr) => {{
+                    if $taken {
+                        if $target == block_start
+                            && cpu.instructions + pending < cpu.repeat_below
+                            && !cpu.stop_block
+                        {
+                            continue 'pass;
+                        }
+                        counted!();
+                        cpu.eip = $target;
+                        return Ok(());
+                    }
+                    if cpu.stop_block {
+                        counted!();
+                        cpu.eip = next;
+                        return Ok(());
+                    }
+                    continue;
+                }};
+            }
+            // A compare that reads registers only, fused with the conditional jump after it:
+            // neither touches memory or ESP, so both retire in `pending` like register-only
+            // instructions. A taken jump beyond the CS limit leaves the compare retired and EIP
+            // at the jump, which then runs alone and raises its #GP (as `branch_after_compare`).
+            macro_rules! fused_reg {
+                ($compare:expr) => {{
+                    if let Err(e) = $compare(cpu, i) {
+                        counted!();
+                        cpu.eip = next.wrapping_sub(u32::from(i.len));
+                        return Err(e);
+                    }
+                    pending += 1;
+                    let taken = cpu.flags.cond(i.cc);
+                    let target = next.wrapping_add(i.imm2);
+                    if taken && target > cpu.segs[Segment::CS as usize].limit {
+                        counted!();
+                        cpu.eip = next.wrapping_sub(u32::from(i.len - i.first_len));
+                        return Ok(());
+                    }
+                    pending += 1;
+                    branched!(taken, target)
+                }};
+            }
+            // A conditional jump alone (it reads the flags only).
+            macro_rules! jcc {
+                () => {{
+                    let taken = cpu.flags.cond(i.reg);
+                    let target = next.wrapping_add(i.imm);
+                    if taken && target > cpu.segs[Segment::CS as usize].limit {
+                        counted!();
+                        cpu.eip = next.wrapping_sub(u32::from(i.len));
+                        return Err(Exception::gp(0));
+                    }
+                    pending += 1;
+                    branched!(taken, target)
+                }};
+            }
+            dispatch!(cpu, i, pure, pure_pair, straight, writes, branch, fused_reg, jcc, branch)
         }
         cpu.instructions += pending;
         cpu.eip = block_start.wrapping_add(u32::from(last.end));
@@ -1214,5 +1266,48 @@ mod tests {
         );
         assert_eq!(c.instructions, 0, "the run loop counts the compare");
         assert!(c.flags.zf());
+    }
+
+    /// In a block run by the run loop, a conditional jump taken to beyond the code limit: alone,
+    /// it raises #GP with EIP at it and what ran before it retired; fused with the register
+    /// compare before it, the compare retires and EIP stops at the jump (which faults when it
+    /// then runs alone). Not taken, both go on to the rest of the block.
+    #[test]
+    fn register_branches_in_a_block_beyond_the_code_limit_stop_at_the_jump() {
+        let jz_far = [0x0F, 0x84, 0, 0, 1, 0];
+        let run_block = |compare: [u8; 2], eax: u32| {
+            // inc eax ; <compare> ; jz +0x10000 ; inc ebx ; jmp $
+            let mut code = vec![0x40];
+            code.extend(compare);
+            code.extend(jz_far);
+            code.extend([0x43, 0xEB, 0xFE]);
+            let mut c = cpu(&code);
+            c.segs[Segment::CS as usize].limit = 0xFFFF;
+            c.regs[EAX] = eax;
+            let mut arena = Vec::new();
+            let block = c.decode_block(&mut arena, 0x1000).expect("decodes");
+            let result = run(&mut c, &arena[block.start..block.start + block.len]);
+            (c, result)
+        };
+        // xor ecx, ecx (ZF set; not fused) ; cmp eax, eax (fused)
+        for (compare, fused) in [([0x31, 0xC9], false), ([0x39, 0xC0], true)] {
+            let (c, result) = run_block(compare, 1);
+            if fused {
+                assert_eq!(result, Ok(()), "the fused compare retires");
+            } else {
+                assert_eq!(result, Err(Exception::gp(0)));
+            }
+            assert_eq!(c.eip, 0x1003, "EIP at the jump");
+            assert_eq!(c.instructions, 2, "INC and the compare retired");
+            assert_eq!(c.regs[EBX], 0x8010, "nothing after the jump ran");
+        }
+        // test eax, eax (fused) ; or eax, eax (not fused): ZF clear, as EAX is 0x8000_0000
+        for (compare, fused) in [([0x85, 0xC0], true), ([0x09, 0xC0], false)] {
+            let (c, result) = run_block(compare, 0x7FFF_FFFF);
+            assert_eq!(result, Ok(()), "fused: {fused}");
+            assert_eq!(c.regs[EBX], 0x8011, "not taken: the block went on");
+            assert_eq!(c.eip, 0x100A, "at the JMP $ that ended the block");
+            assert_eq!(c.instructions, 5);
+        }
     }
 }
