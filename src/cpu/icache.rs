@@ -343,6 +343,7 @@ impl Cpu {
                 break;
             }
         }
+        super::fast::drop_dead_flags(&mut arena[start..]);
         Ok(Decoded {
             start,
             len: arena.len() - start,

@@ -496,6 +496,13 @@ impl Cpu {
             } else {
                 fast::fitting(&arena[start..start + len], budget)
             };
+            // A run that stops inside the block needs every flag set wherever it stops: the
+            // block's forms that skip flags rely on an instruction after them
+            // (fast::drop_dead_flags), so they set them again for this run.
+            let cut = max < len;
+            if cut {
+                fast::restore_flags(&mut arena[start..start + len]);
+            }
             // Less than the first one: single-stepping, or the budget ends inside a folded
             // move or CDQ and its instruction or a fused compare and branch. Run its first
             // part alone: the folded move or CDQ, or the compare.
@@ -548,6 +555,9 @@ impl Cpu {
                         ok = false;
                     }
                 }
+            }
+            if cut {
+                fast::drop_dead_flags(&mut arena[start..start + len]);
             }
             if !ok || single_step || uncacheable {
                 break;
@@ -1072,6 +1082,70 @@ mod tests {
             (0x1002, 5, 1),
             "one step ran the move alone and trapped before the INC"
         );
+    }
+
+    /// Trial division's loop: the flags of its `add ecx, 1` and of its IMUL are set again by
+    /// the compare before anything reads them, so the block computes neither; yet every budget,
+    /// which stops inside the block, stops in the state single steps reach, flags and all, and
+    /// the loop still finds that 97 is prime.
+    #[test]
+    fn flags_nothing_reads_are_not_computed_and_budgets_still_end_exactly() {
+        #[rustfmt::skip]
+        let code = [
+            0x89, 0xD8,             // 0x1000: mov eax, ebx
+            0x99,                   // 0x1002: cdq
+            0xF7, 0xF9,             // 0x1003: idiv ecx
+            0x85, 0xD2,             // 0x1005: test edx, edx
+            0x74, 0x0C,             // 0x1007: je 0x1015
+            0x83, 0xC1, 0x01,       // 0x1009: add ecx, 1     (flags set again by the CMP)
+            0x89, 0xC8,             // 0x100C: mov eax, ecx
+            0x0F, 0xAF, 0xC1,       // 0x100E: imul eax, ecx  (the same)
+            0x39, 0xD8,             // 0x1011: cmp eax, ebx
+            0x7E, 0xEB,             // 0x1013: jle 0x1000
+            0xF4,                   // 0x1015: hlt
+        ];
+        let start = |c: &mut Cpu| {
+            c.regs[EBX] = 97;
+            c.regs[ECX] = 2;
+        };
+        let kinds: Vec<_> = decoded(&code).iter().map(|i| i.fast).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                fast::CDQ_IDIV_R,
+                fast::FUSED_ALU_RR_TEST,
+                fast::ALU_R_I_ADD_NF,
+                fast::IMUL_R_RM_REG_NF,
+                fast::FUSED_ALU_RR_CMP,
+                fast::NONE
+            ]
+        );
+        // The reference: each instruction decoded alone and run through its handler, which
+        // always sets its flags.
+        let mut reference = crate::jit::sample::cpu_running(&code);
+        start(&mut reference);
+        let mut handled = vec![snapshot(&reference)];
+        while !reference.halted {
+            let (i, _) = reference.decode_one(reference.eip).expect("decodes");
+            reference.eip += u32::from(i.len);
+            (i.exec)(&mut reference, &i).expect("runs");
+            reference.instructions += 1;
+            handled.push(snapshot(&reference));
+        }
+        let trace = budgets_end_where_single_steps_do(&code, start);
+        assert_eq!(
+            trace, handled,
+            "single steps and budgets stop where the handlers do"
+        );
+        let last = trace.last().unwrap();
+        assert_eq!(last.0[ECX], 10, "no divisor up to the square root");
+        assert_eq!(last.0[EDX], 97 % 9, "the last remainder");
+
+        // The block whole, as the run loop takes it: the same end state.
+        let mut c = crate::jit::sample::cpu_running(&code);
+        start(&mut c);
+        assert_eq!(c.run(10_000), RunExit::Halted);
+        assert_eq!(&snapshot(&c), last);
     }
 
     /// A CDQ and the IDIV after it (C's signed division) decode as one instruction, with the
