@@ -481,16 +481,8 @@ fn alu_rr_nf<const OP: u8>(cpu: &mut Cpu, i: &Instr) -> Fault {
 /// INC or DEC r32 without flags.
 #[inline(always)]
 fn incdec_r_nf<const DEC: bool>(cpu: &mut Cpu, i: &Instr) -> Fault {
-    let a = W32::reg(cpu, i.reg);
-    W32::set_reg(
-        cpu,
-        i.reg,
-        if DEC {
-            a.wrapping_sub(1)
-        } else {
-            a.wrapping_add(1)
-        },
-    );
+    let step = if DEC { u32::MAX } else { 1 };
+    W32::set_reg(cpu, i.reg, W32::reg(cpu, i.reg).wrapping_add(step));
     Ok(())
 }
 
