@@ -10,22 +10,32 @@ use super::{Cpu, SegCache, ESP};
 use crate::mem::tlb::{TLB_READ_SUPER, TLB_WRITE_SUPER};
 use crate::mem::{Access, PageKind};
 
+/// Whether `N` bytes from `p` lie within `ram`, computed in 64 bits: on wasm32 `p + N` in
+/// `usize` could wrap, and slice indexing checks that too (a second compare and branch on every
+/// guest memory access of the browser build).
+#[inline(always)]
+fn within<const N: usize>(ram: &[u8], p: usize) -> bool {
+    p as u64 + N as u64 <= ram.len() as u64
+}
+
 /// Read `N` little-endian bytes from `ram[p..]` into a u32.
 #[inline(always)]
 fn ram_read<const N: usize>(ram: &[u8], p: usize) -> u32 {
-    let b = &ram[p..p + N];
+    assert!(within::<N>(ram, p), "RAM read out of bounds");
     let mut v = 0u32;
-    for (i, byte) in b.iter().enumerate() {
-        v |= (*byte as u32) << (8 * i);
+    for i in 0..N {
+        // SAFETY: p + i < p + N <= ram.len() (checked just above, without wrapping).
+        v |= u32::from(unsafe { *ram.get_unchecked(p + i) }) << (8 * i);
     }
     v
 }
 
 #[inline(always)]
 fn ram_write<const N: usize>(ram: &mut [u8], p: usize, v: u32) {
-    let b = &mut ram[p..p + N];
-    for (i, byte) in b.iter_mut().enumerate() {
-        *byte = (v >> (8 * i)) as u8;
+    assert!(within::<N>(ram, p), "RAM write out of bounds");
+    for i in 0..N {
+        // SAFETY: p + i < p + N <= ram.len() (checked just above, without wrapping).
+        unsafe { *ram.get_unchecked_mut(p + i) = (v >> (8 * i)) as u8 };
     }
 }
 
