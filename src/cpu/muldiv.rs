@@ -153,7 +153,14 @@ pub(crate) fn idiv<R: Rm, W: Width>(cpu: &mut Cpu, i: &Instr) -> Fault {
     // Sign-extend the 2W-bit dividend to 64 bits.
     let shift = 64 - 2 * W::BITS;
     let n = ((raw << shift) as i64) >> shift;
-    let (q, r) = if let Ok(n32) = i32::try_from(n) {
+    let (q, r) = if let (Ok(n), Ok(d)) = (u32::try_from(n), u32::try_from(b)) {
+        // Both non-negative (C's `n / d` and `n % d` on non-negative ints, the usual case): an
+        // unsigned division, which cannot overflow. In WebAssembly a signed division carries
+        // a trap check for i32::MIN / -1 of its own, which V8 emits on top of Rust's check
+        // below (make bench-ab: isprime 1.017x in Chromium; natively 0.99x, within the noise).
+        // Both builds take this path, so the hardware-recorded tests check the browser's.
+        (i64::from(n / d), i64::from(n % d))
+    } else if let Ok(n32) = i32::try_from(n) {
         // i32::MIN / -1 is the one quotient that does not fit: #DE at every width.
         let Some(q) = n32.checked_div(b) else {
             return Err(Exception::de());
@@ -225,5 +232,16 @@ mod tests {
         assert_eq!(divide(IDIV, !0, 0x8000_0000, neg(-1)), None, "-2^31 / -1");
         assert_eq!(divide(IDIV, 0x8000_0000, 0, neg(-1)), None, "-2^63 / -1");
         assert_eq!(divide(IDIV, 0, 7, 0), None, "a zero divisor");
+        // Both operands non-negative (an unsigned division), up to where the quotient no
+        // longer fits.
+        assert_eq!(divide(IDIV, 0, 0x7FFF_FFFF, 1), Some((0x7FFF_FFFF, 0)));
+        assert_eq!(divide(IDIV, 0, 0xFFFF_FFFF, 2), Some((0x7FFF_FFFF, 1)));
+        assert_eq!(
+            divide(IDIV, 0, 0xFFFF_FFFF, 1),
+            None,
+            "2^32 - 1 does not fit"
+        );
+        assert_eq!(divide(IDIV, 0, 5, 0x7FFF_FFFF), Some((0, 5)));
+        assert_eq!(divide(IDIV, 0, 0, 3), Some((0, 0)));
     }
 }
