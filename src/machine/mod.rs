@@ -1084,8 +1084,12 @@ struct RateSample {
     instructions: u64,
     /// The guest has not halted since (so the host time went into instructions).
     busy: bool,
-    /// Virtual time got ahead of the host since (the CPU had to wait for the host).
+    /// Virtual time got ahead of the host since (a host that waits whenever the guest is
+    /// ahead may have waited).
     ahead: bool,
+    /// The CPU stopped at the lead since ([`REALTIME_LEAD_NS`] ahead of the host): it had to
+    /// wait for the host, so the host time did not all go into instructions.
+    pinned: bool,
 }
 
 impl Machine {
@@ -1222,10 +1226,10 @@ impl Machine {
         self.adapt_rate(host_now);
         let stop = self.run_inner(max_instructions, Some(host_now));
         self.stop_hurrying();
-        if self.now() > host_now {
-            if let Some(sample) = self.rate_sample.as_mut() {
-                sample.ahead = true;
-            }
+        let now = self.now();
+        if let Some(sample) = self.rate_sample.as_mut() {
+            sample.ahead |= now > host_now;
+            sample.pinned |= now >= host_now.saturating_add(REALTIME_LEAD_NS);
         }
         match stop {
             Stop::Idle { next_deadline } => Stop::Idle {
@@ -1282,12 +1286,18 @@ impl Machine {
     }
 
     /// Real time: steer the clock's rate towards the host clock, once per [`RATE_SAMPLE_NS`] of
-    /// host time in which the guest stayed busy. If the guest got ahead of the host in that time
-    /// (it had to wait: its virtual time runs too fast for the instructions the host can run),
-    /// instructions get 10% shorter. Otherwise the CPU was the bottleneck and each instruction
-    /// takes `1 + lag / RATE_WINDOW_NS` times longer, so virtual time keeps pace with the host.
-    /// The rate settles, within about 10%, where both hold: virtual time runs as fast as the host
-    /// clock and the interpreter runs flat out.
+    /// host time in which the guest stayed busy. If the CPU ran flat out all that time behind
+    /// the host's clock, the sample measured the host's speed: each instruction takes as long
+    /// as it took the host, and `1 + lag / RATE_WINDOW_NS` times that while virtual time lags,
+    /// so that it catches up smoothly. If virtual time got ahead of the host's (a host that
+    /// waits for its clock whenever the guest is ahead may have waited), instructions get 10%
+    /// shorter. If the CPU stopped at the lead (virtual time runs too fast for the
+    /// instructions the host can run, as when a busy guest turns from slow code, or from
+    /// halting, to code the host runs many times faster), the sample says only that the host
+    /// is faster than the clock: instructions get twice as short, and the next sample in which
+    /// the CPU runs flat out measures the host again. A busy guest thus waits for its clock for
+    /// a few samples at most, where cutting by 10% at a time (this controller's first form)
+    /// kept a guest just started on a fast loop waiting for tens of milliseconds.
     fn adapt_rate(&mut self, host_now: Nanos) {
         let instr = self.cpu.instructions;
         let fresh = RateSample {
@@ -1295,12 +1305,14 @@ impl Machine {
             instructions: instr,
             busy: true,
             ahead: false,
+            pinned: false,
         };
         let Some(last) = self.rate_sample else {
             self.rate_sample = Some(fresh);
             return;
         };
-        if host_now.saturating_sub(last.host) < RATE_SAMPLE_NS {
+        let elapsed = host_now.saturating_sub(last.host);
+        if elapsed < RATE_SAMPLE_NS {
             return;
         }
         if last.busy && instr > last.instructions {
@@ -1309,10 +1321,13 @@ impl Machine {
             let now = self.now();
             let mut b = self.board.borrow_mut();
             let ps = i128::from(b.clock.ps_per_instruction);
-            let wanted = if last.ahead {
+            let wanted = if last.pinned {
+                ps / 2
+            } else if last.ahead {
                 ps * 9 / 10
             } else {
-                ps * (window + lag.clamp(0, window)) / window
+                let measured = i128::from(elapsed) * 1000 / i128::from(instr - last.instructions);
+                measured * (window + lag.clamp(0, window)) / window
             }
             .clamp(MIN_PS_PER_INSTRUCTION.into(), MAX_PS_PER_INSTRUCTION.into());
             b.clock.rebase(now, instr);
@@ -2126,6 +2141,37 @@ mod tests {
             "{ticks} ticks in {now} ns of virtual time: ticks were lost"
         );
         assert!(now < host * 3 / 4, "virtual {now} ns, host {host} ns");
+    }
+
+    /// A busy guest whose code turns six times faster for the host (as from a shell's fork and
+    /// exec to a tight loop): the clock's rate, set for the slow code, runs virtual time six
+    /// times too fast, and the CPU stops at the lead. A model host like the page's worker
+    /// (slices of at most 1.5 ms, never sleeping, 50 us between calls) must find the new rate
+    /// within a few milliseconds instead of running the guest only as fast as its clock.
+    #[test]
+    fn realtime_a_guest_turning_to_fast_code_soon_runs_flat_out() {
+        let mut m = with_code(&[0xFA, 0xEB, 0xFE]);
+        let mut host: Nanos = 0;
+        let mut busy: Nanos = 0;
+        for (ps, until) in [(12_000, 300_000_000), (2_000, 400_000_000)] {
+            while host < until {
+                let before = m.cpu.instructions;
+                m.run_realtime(host, 1_500_000 * 1000 / ps);
+                let executed = m.cpu.instructions - before;
+                host += executed * ps / 1000 + 50_000;
+                if ps == 2_000 {
+                    busy += executed * ps / 1000;
+                }
+            }
+        }
+        // The first 100 ms of fast code: 1.5 ms of every 1.55 ms would be 96.8%.
+        let share = busy as f64 / (host - 300_000_000) as f64;
+        assert!(
+            share > 0.9,
+            "the CPU ran {:.1}% of the host's time",
+            share * 100.0
+        );
+        assert!(m.now().abs_diff(host) <= REALTIME_LEAD_NS);
     }
 
     #[test]

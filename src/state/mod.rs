@@ -70,6 +70,11 @@ pub enum StateError {
     NewerVersion { found: u32, supported: u32 },
     #[error("the state file is format version {0}, which this build cannot read")]
     UnknownVersion(u32),
+    #[error(
+        "the recording was made in real time by an older wasm86, whose clock adapted its rate \
+         differently: this build cannot replay it exactly (replay it with the wasm86 that made it)"
+    )]
+    OlderRealtimeRecording,
     #[error("the state file is corrupt: its checksum does not match its contents")]
     Checksum,
     #[error("the state file is corrupt: {0}")]

@@ -31,8 +31,12 @@ use std::rc::Rc;
 /// The file's first bytes.
 pub const MAGIC: &[u8; 8] = b"WASM86RP";
 /// The format this build writes and reads (2: keys, mouse, resets, disk wake-ups and the
-/// drives' answers).
-pub const VERSION: u32 = 2;
+/// drives' answers; 3: the same file, from a build whose real-time clock adapts its rate as
+/// `Machine::adapt_rate` does now).
+pub const VERSION: u32 = 3;
+/// The version before, still read when it was made in deterministic time: only a real-time
+/// run depends on how the clock adapted its rate, so only such a recording would not replay.
+const DETERMINISTIC_ONLY: u32 = 2;
 
 /// One thing the host did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,7 +123,10 @@ impl Recording {
 
     /// Read the file form, checking its magic, version, length and checksum.
     pub fn from_bytes(file: &[u8]) -> Result<Recording, StateError> {
-        check_header(file, MAGIC, VERSION, StateError::NotARecording)?;
+        let older = file.starts_with(MAGIC)
+            && file.get(8..12) == Some(&DETERMINISTIC_ONLY.to_le_bytes()[..]);
+        let version = if older { DETERMINISTIC_ONLY } else { VERSION };
+        check_header(file, MAGIC, version, StateError::NotARecording)?;
         let word = |at: usize| -> Result<u32, StateError> {
             file.get(at..at + 4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -139,8 +146,12 @@ impl Recording {
         if crc32(&file[..end]) != word(end)? {
             return Err(StateError::Checksum);
         }
-        postcard::from_bytes(&file[16..end])
-            .map_err(|e| StateError::Corrupt(format!("the recording: {e}")))
+        let recording: Recording = postcard::from_bytes(&file[16..end])
+            .map_err(|e| StateError::Corrupt(format!("the recording: {e}")))?;
+        if older && recording.realtime {
+            return Err(StateError::OlderRealtimeRecording);
+        }
+        Ok(recording)
     }
 }
 
@@ -343,6 +354,36 @@ mod tests {
         assert_eq!(
             Recording::from_bytes(b"WASM86STnot a recording"),
             Err(StateError::NotARecording)
+        );
+    }
+
+    /// A recording in the format before (version 2) as an older build wrote it.
+    fn as_version_2(r: &Recording) -> Vec<u8> {
+        let mut file = r.to_bytes();
+        file[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let end = file.len() - 4;
+        let crc = crc32(&file[..end]);
+        file[end..].copy_from_slice(&crc.to_le_bytes());
+        file
+    }
+
+    #[test]
+    fn an_older_recording_replays_unless_it_was_made_in_real_time() {
+        assert_eq!(
+            Recording::from_bytes(&as_version_2(&sample())),
+            Ok(sample())
+        );
+        let realtime = Recording {
+            realtime: true,
+            ..sample()
+        };
+        assert_eq!(
+            Recording::from_bytes(&realtime.to_bytes()),
+            Ok(realtime.clone())
+        );
+        assert_eq!(
+            Recording::from_bytes(&as_version_2(&realtime)),
+            Err(StateError::OlderRealtimeRecording)
         );
     }
 }

@@ -422,9 +422,10 @@ impl Machine {
 
     /// Bring the displayed frame up to date; true if it may have changed.
     pub fn render(&mut self) -> bool {
+        let now = self.core.now();
         let board = self.core.board();
         let mut vga = board.vga.borrow_mut();
-        vga.tick_frame();
+        vga.show_frame_at(now);
         vga.render()
     }
 

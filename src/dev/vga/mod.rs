@@ -15,8 +15,9 @@
 //! - Display: [`Vga::render`] turns the current mode into an RGBA frame ([`render`]), redrawing
 //!   only lines whose video memory changed unless the display setup changed.
 //!
-//! Time does not exist here: cursor and text blinking follow a frame counter the host advances
-//! ([`Vga::tick_frame`]), and the retrace bit of input status 1 toggles on every read.
+//! The device keeps no clock: cursor and text blinking follow the frame the display shows,
+//! which the host sets from virtual time when it asks for a picture ([`Vga::show_frame_at`]),
+//! and the retrace bit of input status 1 toggles on every read.
 
 mod font;
 mod render;
@@ -25,6 +26,10 @@ mod text;
 use crate::dev::pci::{devfn, PciBar, PciConfig};
 use crate::dev::{At, DevCtx, Device, Snapshot};
 use serde::{Deserialize, Serialize};
+
+/// One frame of the display: 70 Hz, the refresh rate of the VGA's text modes (and of 320x200
+/// and 640x400; 640x480 refreshes at 60 Hz, a difference no blinking shows).
+pub const FRAME_NS: u64 = 1_000_000_000 / 70;
 
 pub use render::DisplayMode;
 
@@ -204,7 +209,8 @@ pub struct VgaState {
     latch: u32,
     pub(crate) dispi_index: u16,
     pub(crate) dispi: [u16; DISPI_REGS],
-    /// Frames the host has shown (drives blinking).
+    /// The frame the display shows (drives blinking): frames since power-on, at
+    /// [`FRAME_NS`] each.
     pub(crate) frame: u64,
 }
 
@@ -816,9 +822,13 @@ impl Vga {
 
     // ----- host side -----
 
-    /// The host showed another frame (advances cursor and text blinking).
-    pub fn tick_frame(&mut self) {
-        self.regs.frame = self.regs.frame.wrapping_add(1);
+    /// The host shows the frame of virtual time `now_ns`: the cursor blinks every 16 frames and
+    /// blinking text every 32, as the CRTC counts them (at about 70 frames a second), however
+    /// often the host asks for a picture. A page that asked ~120 times a second, each ask
+    /// counted as a frame, blinked the cursor 4 times too fast and sent ~15 whole frames a
+    /// second of a screen that did not otherwise change.
+    pub fn show_frame_at(&mut self, now_ns: u64) {
+        self.regs.frame = now_ns / FRAME_NS;
     }
 
     /// The visible text of a text mode, one string per row (trailing blanks trimmed); empty in
@@ -997,6 +1007,49 @@ mod tests {
     }
 
     #[test]
+    fn the_cursor_blinks_with_virtual_time_not_with_how_often_the_host_asks() {
+        let mut v = Vga::new();
+        v.show_frame_at(0);
+        assert!(v.render());
+        let shown = v.framebuffer().to_vec();
+        // Asked 100 times within the first 8 frames (the cursor's on phase): nothing changes.
+        for k in 1..100 {
+            v.show_frame_at(k * FRAME_NS * 8 / 100);
+            assert!(!v.render(), "ask {k}");
+        }
+        // The off phase: the cursor's cell is drawn without it.
+        v.show_frame_at(8 * FRAME_NS);
+        assert!(v.render());
+        let hidden = v.framebuffer().to_vec();
+        assert_ne!(shown, hidden);
+        // 16 frames (229 ms) after power-on it shows again.
+        v.show_frame_at(16 * FRAME_NS + 1);
+        assert!(v.render());
+        assert_eq!(v.framebuffer(), &shown[..]);
+        // What blinking redraws (only the rows it changes) is what a whole new picture shows:
+        // the cursor moved to row 7 and blinking text on row 12, in both blink phases.
+        v.mem_write(0xB8000 + 160 * 12 + 20, 2, 0x9E00 | u32::from(b'B'));
+        out(&mut v, 0x3D4, 1, 0x0E);
+        out(&mut v, 0x3D5, 1, 0x02);
+        out(&mut v, 0x3D4, 1, 0x0F);
+        out(&mut v, 0x3D5, 1, 0x3A);
+        for frame in [16, 24, 32, 40, 48] {
+            let now = frame * FRAME_NS;
+            v.show_frame_at(now);
+            v.render();
+            let mut whole = Vga::new();
+            whole.mem_write(0xB8000 + 160 * 12 + 20, 2, 0x9E00 | u32::from(b'B'));
+            out(&mut whole, 0x3D4, 1, 0x0E);
+            out(&mut whole, 0x3D5, 1, 0x02);
+            out(&mut whole, 0x3D4, 1, 0x0F);
+            out(&mut whole, 0x3D5, 1, 0x3A);
+            whole.show_frame_at(now);
+            whole.render();
+            assert!(v.framebuffer() == whole.framebuffer(), "frame {frame}");
+        }
+    }
+
+    #[test]
     fn attribute_flip_flop_resets_on_status_read() {
         let mut v = Vga::new();
         out(&mut v, 0x3C0, 1, 0x01); // index 1
@@ -1073,7 +1126,7 @@ mod tests {
             if i % 5000 == 0 {
                 v.render();
                 v.screen_text();
-                v.tick_frame();
+                v.show_frame_at(u64::from(i) * 1_000_000);
             }
         }
         v.render();

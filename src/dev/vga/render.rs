@@ -207,7 +207,15 @@ impl Vga {
         // Cap the frame at what the VBE limits allow, so no guest setting allocates more.
         l.width = l.width.min(usize::from(DISPI_MAX_XRES));
         l.height = l.height.min(usize::from(DISPI_MAX_YRES));
-        let mut full = self.out.last != Some(l) || self.palette_dirty;
+        // Blinking alone (the cursor, blinking text) redraws only the rows it changes: a text
+        // screen would otherwise be drawn whole eight times a second.
+        let last = self.out.last;
+        let blinking_apart = last.map(|p| Layout {
+            cursor: l.cursor,
+            blink_on: l.blink_on,
+            ..p
+        });
+        let mut full = blinking_apart != Some(l) || self.palette_dirty;
         if l.mode == DisplayMode::Text && self.font_dirty {
             full = true;
         }
@@ -226,7 +234,7 @@ impl Vga {
                 }
                 full
             }
-            DisplayMode::Text => self.render_text(&l, &mut fb, full),
+            DisplayMode::Text => self.render_text(&l, last.as_ref(), &mut fb, full),
             DisplayMode::Planar16 | DisplayMode::Color256 => {
                 self.render_graphics(&l, &mut fb, full)
             }
@@ -240,7 +248,10 @@ impl Vga {
         changed
     }
 
-    fn render_text(&self, l: &Layout, fb: &mut [u8], full: bool) -> bool {
+    /// Draw the rows of text whose memory changed (all of them if `full`), and the rows where
+    /// blinking changed since `last` (the frame drawn before, of the same layout but for its
+    /// blink phases).
+    fn render_text(&self, l: &Layout, last: Option<&Layout>, fb: &mut [u8], full: bool) -> bool {
         let pal: Vec<[u8; 4]> = (0..16)
             .map(|c| dac_rgba(self, attr_color(self, c)))
             .collect();
@@ -250,13 +261,23 @@ impl Vga {
         let map_off = |n: u8| (usize::from(n & 3) * 2 + usize::from(n >> 2)) * 0x2000;
         let map_a = map_off((cm >> 2 & 3) | (cm >> 3 & 4));
         let map_b = map_off((cm & 3) | (cm >> 2 & 4));
+        let cursor_row = |l: &Layout| l.cursor.map(|(r, ..)| r);
+        let cursor_moved = last.is_some_and(|p| p.cursor != l.cursor);
+        let blink_flipped = blink_enabled && last.is_some_and(|p| p.blink_on != l.blink_on);
         let mut changed = false;
         for r in 0..l.rows {
             let first = l.start + r * l.stride;
             let wraps = (first & 0xFFFF) + l.cols > 0x10000;
+            let blinks = || {
+                cursor_moved && (cursor_row(l) == Some(r) || last.and_then(cursor_row) == Some(r))
+                    || blink_flipped
+                        && (0..l.cols)
+                            .any(|c| self.vram[((first + c) & 0xFFFF) * 4 + 1] & 0x80 != 0)
+            };
             if !full
                 && !wraps
                 && !self.range_dirty((first & 0xFFFF) * 4, ((first & 0xFFFF) + l.cols) * 4)
+                && !blinks()
             {
                 continue;
             }
