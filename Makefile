@@ -25,6 +25,11 @@
 #                        benchmark guest, so the machine's noise falls on both alike: MIPS per
 #                        round and the ratio B/A (WORKLOAD=isprime|gzip|forkexec, ROUNDS=3;
 #                        JS_FLAGS=... passes V8 flags, e.g. --intel-jcc-erratum-mitigation)
+#   make bench-page A=DIR B=DIR  two builds of the browser package run by the page's own worker
+#                        (bench/page.html: the MachineController and worker.js, no terminal or
+#                        canvas), page loads taking turns: MIPS per round between the guest's
+#                        markers and the ratio B/A, what the worker adds around the interpreter
+#                        included (WORKLOAD, ROUNDS=3, LOADS=2, FRAMES=1 or 0, JS_FLAGS)
 #   make soak            a busy page left running SOAK_MINUTES (default 10) in headless Chromium:
 #                        its wasm, JavaScript and renderer memory must not grow (WebDriver);
 #                        not in `make test`
@@ -60,6 +65,9 @@ A ?=
 B ?= pkg
 WORKLOAD ?= isprime
 ROUNDS ?= 3
+# `make bench-page`: page loads per build, and whether the worker sends frames (1) or not (0).
+LOADS ?= 2
+FRAMES ?= 1
 # Seconds allowed for one `make bench-web` run.
 BENCH_WEB_TIMEOUT ?= 300
 # More arguments for bench_web, e.g. BENCH_WEB_ARGS='--command "/bench/run small"'.
@@ -72,7 +80,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 DIFF_CASES ?= 2000000
 
 .PHONY: all setup test lint fmt-check clippy clippy-wasm clippy-fuzz tsc unit sst fuzz fuzz-smoke test-web \
-	test-webdriver soak run console wasm site package bench bench-web bench-ab build build-wasm32 clean
+	test-webdriver soak run console wasm site package bench bench-web bench-ab bench-page build build-wasm32 clean
 
 all: build
 
@@ -189,6 +197,9 @@ bench-web: setup site build
 
 bench-ab: build
 	JS_FLAGS="$(JS_FLAGS)" scripts/bench-ab.sh "$(A)" "$(B)" $(WORKLOAD) $(ROUNDS)
+
+bench-page: build
+	JS_FLAGS="$(JS_FLAGS)" scripts/bench-page.sh "$(A)" "$(B)" $(WORKLOAD) $(ROUNDS) $(LOADS) $(FRAMES)
 
 clean:
 	$(CARGO) clean
