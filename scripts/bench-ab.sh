@@ -16,6 +16,7 @@
 # itself; without it, what a user's browser runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/headless.sh
 
 a=${1:?usage: bench-ab.sh DIR_A DIR_B [WORKLOAD] [ROUNDS]}
 b=${2:?usage: bench-ab.sh DIR_A DIR_B [WORKLOAD] [ROUNDS]}
@@ -52,21 +53,8 @@ sleep 0.5
 
 printf 'bench-ab: %s (A) against %s (B), %s, %s rounds each%s\n' "$a" "$b" "$workload" "$rounds" \
     "${JS_FLAGS:+, V8 flags $JS_FLAGS}"
-# Chromium's console goes to stderr with --enable-logging; the run ends at the result line.
-{ timeout 900 chromium --headless=new --no-sandbox --disable-gpu --user-data-dir="$profile" \
-    --disable-background-networking --disable-component-update --no-first-run \
-    --enable-logging=stderr --v=0 ${JS_FLAGS:+--js-flags="$JS_FLAGS"} \
-    "http://127.0.0.1:$port/ab.html?a=a&b=b&w=$workload&n=$rounds" 2>&1 |
-    while IFS= read -r line; do
-        case "$line" in
-            *'"AB-RESULT '*|*'"AB-ERROR '*)
-                printf '%s\n' "$line" > "$log"
-                pkill -f "user-data-dir=$profile" || true
-                break ;;
-        esac
-    done || true; } 2>/dev/null
-grep -q 'AB-RESULT' "$log" || die "no result: $(sed 's/.*"AB-ERROR \(.*\)", source.*/\1/' "$log")"
-json=$(sed 's/.*"AB-RESULT \(.*\)", source.*/\1/' "$log")
+headless_until "$profile" "http://127.0.0.1:$port/ab.html?a=a&b=b&w=$workload&n=$rounds" AB "$log"
+json=$(headless_report "$log" AB) || die "no result: $json"
 out="target/bench/ab-$(date +%s).json"
 printf '{"a":"%s","b":"%s","js_flags":"%s","result":%s}\n' "$a" "$b" "${JS_FLAGS:-}" "$json" > "$out"
 node -e '

@@ -12,6 +12,7 @@
 # LOADS=3 or more for small differences. JS_FLAGS (environment): V8 flags, as for bench-ab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/headless.sh
 
 usage="usage: bench-page.sh DIR_A DIR_B [WORKLOAD] [ROUNDS] [LOADS] [FRAMES]"
 a=${1:?$usage}
@@ -62,23 +63,13 @@ load() {
     profile=$(mktemp -d)
     local log
     log=$(mktemp)
-    { timeout 600 chromium --headless=new --no-sandbox --disable-gpu --user-data-dir="$profile" \
-        --disable-background-networking --disable-component-update --no-first-run \
-        --enable-logging=stderr --v=0 ${JS_FLAGS:+--js-flags="$JS_FLAGS"} \
-        "http://127.0.0.1:$port/$1/page.html?w=$workload&n=$rounds&frames=$frames" 2>&1 |
-        while IFS= read -r line; do
-            case "$line" in
-                *'"PAGE-RESULT '*|*'"PAGE-ERROR '*)
-                    printf '%s\n' "$line" > "$log"
-                    pkill -f "user-data-dir=$profile" || true
-                    break ;;
-            esac
-        done || true; } 2>/dev/null
+    headless_until "$profile" "http://127.0.0.1:$port/$1/page.html?w=$workload&n=$rounds&frames=$frames" PAGE "$log" 600
     sleep 0.5
     rm -rf "$profile"
     profile=""
-    grep -q 'PAGE-RESULT' "$log" || die "$1: no result: $(sed 's/.*"PAGE-ERROR \(.*\)", source.*/\1/' "$log")"
-    sed 's/.*"PAGE-RESULT \(.*\)", source.*/\1/' "$log"
+    local json
+    json=$(headless_report "$log" PAGE) || die "$1: no result: $json"
+    printf '%s\n' "$json"
     rm -f "$log"
 }
 

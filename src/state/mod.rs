@@ -209,7 +209,7 @@ pub fn write(state: &StateFile) -> Vec<u8> {
 /// Read a file written by [`write`], checking its header, its sections' lengths and its
 /// checksum.
 pub fn read(file: &[u8]) -> Result<ParsedState<'_>, StateError> {
-    check_header(file, MAGIC, VERSION, StateError::NotAState)?;
+    check_header(file, MAGIC, VERSION..=VERSION, StateError::NotAState)?;
     let mut r = Reader {
         data: file,
         at: MAGIC.len() + 4,
@@ -280,14 +280,15 @@ fn section(out: &mut Vec<u8>, tag: [u8; 4], body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-/// Check that `file` starts with `magic` and then `version` (a u32): a prefix of the magic is a
-/// truncated file, other bytes `foreign`, another version says which.
+/// Check that `file` starts with `magic` and then a version (a u32) in `versions`, and return
+/// it: a prefix of the magic is a truncated file, other bytes `foreign`, another version says
+/// which.
 fn check_header(
     file: &[u8],
     magic: &[u8; 8],
-    version: u32,
+    versions: std::ops::RangeInclusive<u32>,
     foreign: StateError,
-) -> Result<(), StateError> {
+) -> Result<u32, StateError> {
     if file.len() < magic.len() || &file[..magic.len()] != magic {
         return Err(if magic.starts_with(file) {
             StateError::Truncated("in the header")
@@ -299,16 +300,16 @@ fn check_header(
         .get(magic.len()..magic.len() + 4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .ok_or(StateError::Truncated("in the header"))?;
-    if found > version {
+    if found > *versions.end() {
         return Err(StateError::NewerVersion {
             found,
-            supported: version,
+            supported: *versions.end(),
         });
     }
-    if found != version {
+    if !versions.contains(&found) {
         return Err(StateError::UnknownVersion(found));
     }
-    Ok(())
+    Ok(found)
 }
 
 /// CRC-32 of `bytes` (the files' checksums, and the fingerprint of a recorded run's output).

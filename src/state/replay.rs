@@ -123,10 +123,12 @@ impl Recording {
 
     /// Read the file form, checking its magic, version, length and checksum.
     pub fn from_bytes(file: &[u8]) -> Result<Recording, StateError> {
-        let older = file.starts_with(MAGIC)
-            && file.get(8..12) == Some(&DETERMINISTIC_ONLY.to_le_bytes()[..]);
-        let version = if older { DETERMINISTIC_ONLY } else { VERSION };
-        check_header(file, MAGIC, version, StateError::NotARecording)?;
+        let version = check_header(
+            file,
+            MAGIC,
+            DETERMINISTIC_ONLY..=VERSION,
+            StateError::NotARecording,
+        )?;
         let word = |at: usize| -> Result<u32, StateError> {
             file.get(at..at + 4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -148,7 +150,7 @@ impl Recording {
         }
         let recording: Recording = postcard::from_bytes(&file[16..end])
             .map_err(|e| StateError::Corrupt(format!("the recording: {e}")))?;
-        if older && recording.realtime {
+        if version == DETERMINISTIC_ONLY && recording.realtime {
             return Err(StateError::OlderRealtimeRecording);
         }
         Ok(recording)

@@ -1028,21 +1028,20 @@ mod tests {
         assert_eq!(v.framebuffer(), &shown[..]);
         // What blinking redraws (only the rows it changes) is what a whole new picture shows:
         // the cursor moved to row 7 and blinking text on row 12, in both blink phases.
-        v.mem_write(0xB8000 + 160 * 12 + 20, 2, 0x9E00 | u32::from(b'B'));
-        out(&mut v, 0x3D4, 1, 0x0E);
-        out(&mut v, 0x3D5, 1, 0x02);
-        out(&mut v, 0x3D4, 1, 0x0F);
-        out(&mut v, 0x3D5, 1, 0x3A);
+        let cursor_and_blinking_text = |v: &mut Vga| {
+            v.mem_write(0xB8000 + 160 * 12 + 20, 2, 0x9E00 | u32::from(b'B'));
+            out(v, 0x3D4, 1, 0x0E);
+            out(v, 0x3D5, 1, 0x02);
+            out(v, 0x3D4, 1, 0x0F);
+            out(v, 0x3D5, 1, 0x3A);
+        };
+        cursor_and_blinking_text(&mut v);
         for frame in [16, 24, 32, 40, 48] {
             let now = frame * FRAME_NS;
             v.show_frame_at(now);
             v.render();
             let mut whole = Vga::new();
-            whole.mem_write(0xB8000 + 160 * 12 + 20, 2, 0x9E00 | u32::from(b'B'));
-            out(&mut whole, 0x3D4, 1, 0x0E);
-            out(&mut whole, 0x3D5, 1, 0x02);
-            out(&mut whole, 0x3D4, 1, 0x0F);
-            out(&mut whole, 0x3D5, 1, 0x3A);
+            cursor_and_blinking_text(&mut whole);
             whole.show_frame_at(now);
             whole.render();
             assert!(v.framebuffer() == whole.framebuffer(), "frame {frame}");
